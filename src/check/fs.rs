@@ -1,0 +1,196 @@
+//! Checks that read the file system: do the paths exist, how many concepts
+//! and images the training folder holds, and the seed's batch-size advice.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::Checker;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::source::Span;
+use crate::spec::{Num, ParamValue};
+use crate::syntax::{StepDecl, ValueKind};
+use crate::workflow::{DataSpec, DatasetSummary, Eval, ImageSource, Resolved, ResolvedParam, StepSpec};
+
+/// File extensions read as images (compared without case).
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Counts the images in each concept sub-folder of `root` (sub-folders in
+/// name order, hidden ones skipped), and the images lying in `root` itself.
+pub fn scan_folder(root: &Path) -> std::io::Result<(Vec<(String, usize)>, usize)> {
+    let mut concepts = Vec::new();
+    let mut loose = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(root)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            let count = walkdir::WalkDir::new(&path)
+                .follow_links(true)
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_file() && is_image(e.path()))
+                .count();
+            concepts.push((name, count));
+        } else if is_image(&path) {
+            loose += 1;
+        }
+    }
+    Ok((concepts, loose))
+}
+
+fn relative_help(cx: &Checker) -> String {
+    let base = cx.base_dir.display().to_string();
+    if base.is_empty() {
+        "paths are relative to the folder of the workflow file (here the current folder)".to_string()
+    } else {
+        format!("paths are relative to the folder of the workflow file, `{base}`")
+    }
+}
+
+fn exists_as(cx: &mut Checker, path: &Path, span: Span, folder: bool, what: &str) -> bool {
+    let shown = path.display();
+    if !path.exists() {
+        let help = relative_help(cx);
+        cx.push(
+            Diagnostic::error(Code::PathNotFound, span, format!("the {what} `{shown}` does not exist"))
+                .with_label("no such path")
+                .with_help(help),
+        );
+        return false;
+    }
+    if folder && !path.is_dir() {
+        let mut d = Diagnostic::error(Code::PathNotFound, span, format!("`{shown}` is a file, not a folder"))
+            .with_label(format!("expected a {what}"));
+        if path.extension().is_some_and(|e| e == "csv" || e == "jsonl" || e == "json") {
+            d = d.with_help("for a list of images and concepts write `manifest(\"...\")`");
+        }
+        cx.push(d);
+        return false;
+    }
+    if !folder && path.is_dir() {
+        cx.push(
+            Diagnostic::error(Code::PathNotFound, span, format!("`{shown}` is a folder, not a file"))
+                .with_label(format!("expected a {what}")),
+        );
+        return false;
+    }
+    true
+}
+
+pub(super) fn check_data(
+    cx: &mut Checker,
+    data: &DataSpec,
+    params: &[(ResolvedParam, Option<Span>)],
+    spans: HashMap<String, Span>,
+) -> Option<DatasetSummary> {
+    let fallback = Span::new(cx.source, 0, 0);
+    let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
+
+    if let Some(w) = &data.weights {
+        if exists_as(cx, w, span("weights"), false, "weights file") && w.extension().is_none_or(|e| e != "safetensors") {
+            cx.push(
+                Diagnostic::warning(Code::PathNotFound, span("weights"), format!("`{}` does not end in `.safetensors`", w.display()))
+                    .with_label("wfrun reads weights in the safetensors format")
+                    .with_help("convert PyTorch weights to safetensors first"),
+            );
+        }
+    }
+    if let Eval::Images(src) = &data.eval {
+        let folder = matches!(src, ImageSource::Folder(_));
+        exists_as(cx, src.path(), span("eval"), folder, if folder { "evaluation folder" } else { "manifest" });
+    }
+
+    let root = match &data.train {
+        ImageSource::Manifest(p) => {
+            exists_as(cx, p, span("train"), false, "manifest");
+            return None;
+        }
+        ImageSource::Folder(p) => p,
+    };
+    if !exists_as(cx, root, span("train"), true, "training folder") {
+        return None;
+    }
+    let shown = root.display().to_string();
+    let (concepts, loose) = match scan_folder(root) {
+        Ok(x) => x,
+        Err(e) => {
+            cx.push(Diagnostic::error(Code::PathNotFound, span("train"), format!("cannot read `{shown}`: {e}")));
+            return None;
+        }
+    };
+    if loose > 0 {
+        cx.push(
+            Diagnostic::warning(Code::Data, span("train"), format!("{loose} images lie directly in `{shown}` and are ignored"))
+                .with_label("images belong in one sub-folder per concept")
+                .with_help(format!("move them into `{shown}/CONCEPT/`")),
+        );
+    }
+    for (name, count) in &concepts {
+        if *count == 0 {
+            cx.push(
+                Diagnostic::warning(Code::Data, span("train"), format!("the concept folder `{shown}/{name}` holds no images"))
+                    .with_label("this concept will have no training images")
+                    .with_help(format!("add images to it or remove it; images end in {}", crate::spec::declare::list(&IMAGE_EXTENSIONS))),
+            );
+        }
+    }
+    let used: Vec<&(String, usize)> = concepts.iter().filter(|(_, n)| *n > 0).collect();
+    match used.len() {
+        0 => {
+            cx.push(
+                Diagnostic::error(Code::Data, span("train"), format!("`{shown}` holds no images in concept sub-folders"))
+                    .with_label("no training images")
+                    .with_help(format!("put images in one sub-folder per concept: `{shown}/cat/1.jpg`, `{shown}/dog/1.jpg`")),
+            );
+            return None;
+        }
+        1 => cx.push(
+            Diagnostic::error(Code::Data, span("train"), format!("`{shown}` holds a single concept, `{}`", used[0].0))
+                .with_label("training needs at least two concepts")
+                .with_help("add a sub-folder of images for each other concept"),
+        ),
+        _ => {}
+    }
+
+    let batch = params.iter().find(|(p, _)| p.name == "batch_size");
+    if let Some((ResolvedParam { value: Resolved::Value(ParamValue::Num(Num::Int(b))), .. }, set)) = batch {
+        let n = used.len() as i64;
+        if *b < 2 * n {
+            let at = set.unwrap_or(span("train"));
+            let suggested = (2 * n).min(128);
+            cx.push(
+                Diagnostic::warning(Code::BatchAdvice, at, format!("`batch_size` = {b} is less than twice the {n} concepts"))
+                    .with_label("a batch sees few concepts at a time")
+                    .with_help(format!(
+                        "the template's guide advises a batch of around twice the number of concepts: `batch_size = {suggested}`"
+                    )),
+            );
+        }
+    }
+    Some(DatasetSummary { concepts })
+}
+
+/// Checks the folders named by step parameters (`visual_search`'s `queries`).
+pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[Option<StepSpec>]) {
+    for (decl, spec) in steps.iter().zip(specs) {
+        if spec.is_none() {
+            continue;
+        }
+        for s in decl.body.iter().flat_map(|b| b.settings()) {
+            if let ValueKind::Str(p) = &s.value.kind {
+                let path = cx.base_dir.join(p);
+                exists_as(cx, &path, s.value.span, true, "folder");
+            }
+        }
+    }
+}

@@ -1,0 +1,733 @@
+//! The type checker: syntax tree + spec → [`Workflow`] + diagnostics.
+//!
+//! **Checking never stops at the first problem, never trains, never writes and
+//! never touches a device.** The only outside thing it may read is the file
+//! system (data folders, weights), and only when [`CheckOptions::filesystem`]
+//! is on.
+
+mod fs;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::source::{SourceFile, SourceId, Span};
+use crate::spec::declare::{list, unknown_template};
+use crate::spec::{
+    fmt_float, Architecture, DefaultValue, Num, ParamSpec, ParamValue, Registry, TemplateSpec,
+};
+use crate::suggest::did_you_mean;
+use crate::syntax::{Block, BlockItem, DataDecl, Ident, Item, Module, Setting, StepDecl, UseDecl, Value, ValueKind};
+use crate::workflow::*;
+
+/// What the checker may look at.
+#[derive(Clone, Debug)]
+pub struct CheckOptions {
+    /// Read the file system: do data folders and weights exist, how many
+    /// concepts and images are there. Editors may turn this off while typing.
+    pub filesystem: bool,
+    /// The folder relative paths are resolved against. `None`: the workflow
+    /// file's folder, or the current folder for text that has no file.
+    pub base_dir: Option<PathBuf>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            filesystem: true,
+            base_dir: None,
+        }
+    }
+}
+
+const TOP_SETTINGS: [&str; 3] = ["device", "output", "seed"];
+const DATA_SETTINGS: [&str; 3] = ["train", "eval", "weights"];
+
+/// Checks a parsed workflow file.
+pub fn check(
+    module: &Module,
+    file: &SourceFile,
+    source: SourceId,
+    base_dir: &Path,
+    options: &CheckOptions,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Workflow> {
+    let builtin = Registry::builtin();
+    let user = crate::spec::declare::user_templates(module, builtin, diagnostics);
+    let mut cx = Checker {
+        file,
+        source,
+        base_dir,
+        builtin,
+        user,
+        diagnostics,
+    };
+    cx.workflow(module, options)
+}
+
+struct Checker<'a> {
+    file: &'a SourceFile,
+    source: SourceId,
+    base_dir: &'a Path,
+    builtin: &'static Registry,
+    user: Vec<TemplateSpec>,
+    diagnostics: &'a mut Vec<Diagnostic>,
+}
+
+/// Reports the second of two items that may appear once.
+fn once<'t, T>(slot: &mut Option<&'t T>, item: &'t T, span: Span, first: impl Fn(&T) -> Span, what: &str, diagnostics: &mut Vec<Diagnostic>) {
+    match slot {
+        Some(prev) => diagnostics.push(
+            Diagnostic::error(Code::Duplicate, span, format!("a workflow has one {what}"))
+                .with_label(format!("second {what}"))
+                .with_related(first(prev), format!("first {what} here"))
+                .with_help("remove one of them"),
+        ),
+        None => *slot = Some(item),
+    }
+}
+
+impl Checker<'_> {
+    fn push(&mut self, d: Diagnostic) {
+        self.diagnostics.push(d);
+    }
+
+    fn line(&self, span: Span) -> usize {
+        self.file.line_col(span.start).0
+    }
+
+    fn template(&self, name: &str) -> Option<&TemplateSpec> {
+        self.user.iter().find(|t| t.name == name).or_else(|| self.builtin.template(name))
+    }
+
+    fn template_names(&self) -> Vec<&str> {
+        self.builtin.templates.iter().chain(&self.user).map(|t| t.name.as_str()).collect()
+    }
+
+    fn workflow(&mut self, module: &Module, options: &CheckOptions) -> Option<Workflow> {
+        let mut name: Option<&Ident> = None;
+        let mut use_decl: Option<&UseDecl> = None;
+        let mut data: Option<&DataDecl> = None;
+        let mut top: Vec<&Setting> = Vec::new();
+        let mut steps: Vec<&StepDecl> = Vec::new();
+        for item in &module.items {
+            match item {
+                Item::Workflow { name: n, .. } => once(&mut name, n, n.span, |n| n.span, "`workflow` name", self.diagnostics),
+                Item::Use(u) => once(&mut use_decl, u, u.keyword.to(u.template.span), |u| u.template.span, "`use`", self.diagnostics),
+                Item::Data(d) => once(&mut data, d, d.keyword, |d| d.keyword, "`data` block", self.diagnostics),
+                Item::Setting(s) => top.push(s),
+                Item::Step(s) => steps.push(s),
+                Item::Template(_) => {}
+                Item::StepKind(k) => self.push(
+                    Diagnostic::error(Code::Misplaced, k.keyword.to(k.name.span), "step kinds are built into wfrun")
+                        .with_label("a workflow cannot declare a step kind")
+                        .with_help(format!("use one with `step {} {{ .. }}`", k.name.name)),
+                ),
+            }
+        }
+
+        let file_stem = Path::new(self.file.name())
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("workflow")
+            .to_string();
+        let workflow_name = name.map_or(file_stem, |n| n.name.clone());
+
+        let template = match use_decl {
+            Some(u) => match self.template(&u.template.name) {
+                Some(t) => Some(t.clone()),
+                None => {
+                    let names = self.template_names();
+                    let d = unknown_template(&u.template, names);
+                    self.push(d);
+                    None
+                }
+            },
+            None => {
+                self.push(
+                    Diagnostic::error(Code::Missing, Span::new(self.source, 0, 0), "this workflow chooses no template")
+                        .with_label("no `use` in this file")
+                        .with_help(format!(
+                            "add `use TEMPLATE {{ .. }}` with one of {}",
+                            list(&self.template_names())
+                        )),
+                );
+                None
+            }
+        };
+        let params = match (&template, use_decl) {
+            (Some(t), Some(u)) => Some(self.hyperparameters(t, u)),
+            _ => None,
+        };
+
+        let (device, output, seed) = self.top_settings(&top, template.as_ref(), &workflow_name);
+        let data_spec = match data {
+            Some(d) => self.data(d, template.as_ref()),
+            None => {
+                let at = use_decl.map_or(Span::new(self.source, 0, 0), |u| u.keyword.to(u.template.span));
+                self.push(
+                    Diagnostic::error(Code::Missing, at, "this workflow has no `data` block")
+                        .with_label("training needs images")
+                        .with_help("add `data { train = \"path/to/images\" }`: a folder with one sub-folder per concept"),
+                );
+                None
+            }
+        };
+        let step_specs = self.steps(&steps);
+
+        let mut dataset = None;
+        if let (Some(t), Some(params), Some(data)) = (&template, &params, &data_spec) {
+            let u = use_decl.expect("template implies use");
+            self.cross_checks(t, u, params, data);
+            if options.filesystem {
+                dataset = fs::check_data(self, data, params, data_decl_spans(data_decl_of(module)));
+                fs::check_step_paths(self, &steps, &step_specs);
+            }
+        }
+
+        let errors = self.diagnostics.iter().any(Diagnostic::is_error);
+        if errors {
+            return None;
+        }
+        Some(Workflow {
+            name: workflow_name,
+            base_dir: self.base_dir.to_path_buf(),
+            template: template?,
+            params: params?.into_iter().map(|(p, _)| p).collect(),
+            data: data_spec?,
+            device,
+            output,
+            seed,
+            steps: step_specs.into_iter().flatten().collect(),
+            dataset,
+        })
+    }
+
+    /// Resolves the `use` block against the template.
+    fn hyperparameters(&mut self, t: &TemplateSpec, u: &UseDecl) -> Vec<(ResolvedParam, Option<Span>)> {
+        let settings = self.block_settings(u.body.as_ref(), "a `use` block holds hyperparameters, not `param` declarations");
+        let set = self.resolve_params(&t.params, &settings, &t.name, |cx, s| cx.not_in_template(t, s));
+        set
+    }
+
+    fn block_settings<'b>(&mut self, block: Option<&'b Block>, misplaced: &str) -> Vec<&'b Setting> {
+        let Some(block) = block else { return Vec::new() };
+        for item in &block.items {
+            if let BlockItem::Param(p) = item {
+                self.push(
+                    Diagnostic::error(Code::Misplaced, p.keyword.to(p.name.span), misplaced.to_string())
+                        .with_label("`param` is not allowed here")
+                        .with_help(format!("set it with `{} = value`, or narrow it in a `template .. extends ..`", p.name.name)),
+                );
+            }
+        }
+        block.settings().collect()
+    }
+
+    /// Checks `settings` against `specs`; unset parameters take their defaults.
+    fn resolve_params(
+        &mut self,
+        specs: &[ParamSpec],
+        settings: &[&Setting],
+        owner: &str,
+        unknown: impl Fn(&mut Self, &Setting) -> Diagnostic,
+    ) -> Vec<(ResolvedParam, Option<Span>)> {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut values: HashMap<&str, (ParamValue, Span)> = HashMap::new();
+        for s in settings {
+            let Some(spec) = specs.iter().find(|p| p.name == s.name.name) else {
+                let d = unknown(self, s);
+                self.push(d);
+                continue;
+            };
+            if let Some(first) = seen.get(s.name.name.as_str()) {
+                self.push(
+                    Diagnostic::error(Code::Duplicate, s.name.span, format!("`{}` is set twice", s.name.name))
+                        .with_label("set again here")
+                        .with_related(*first, "first set here")
+                        .with_help("remove one of the two"),
+                );
+                continue;
+            }
+            seen.insert(&s.name.name, s.name.span);
+            match spec.check(&s.value) {
+                Ok(v) => {
+                    values.insert(&s.name.name, (v, s.span));
+                }
+                Err(d) if d.message.is_empty() => {} // the literal was already reported
+                Err(mut d) => {
+                    if spec.span.source == s.span.source || !d.related.is_empty() {
+                        // keep the range/step labels
+                    }
+                    if let Some(parent_range) = self.narrowed_from(owner, spec) {
+                        d = d.with_related(parent_range.0, parent_range.1);
+                    }
+                    self.push(d);
+                }
+            }
+        }
+        specs
+            .iter()
+            .map(|spec| {
+                if let Some((v, span)) = values.remove(spec.name.as_str()) {
+                    let p = ResolvedParam {
+                        name: spec.name.clone(),
+                        value: Resolved::Value(v),
+                        origin: Origin::Set { line: self.line(span) },
+                    };
+                    return (p, Some(span));
+                }
+                let value = match spec.default.as_ref().map(|d| &d.value) {
+                    Some(DefaultValue::Value(v)) => Resolved::Value(v.clone()),
+                    Some(DefaultValue::Derived(d)) => Resolved::Derived(*d),
+                    None => Resolved::Value(ParamValue::Num(Num::Int(0))),
+                };
+                let origin = match &value {
+                    Resolved::Derived(d) => Origin::Derived { from: owner.to_string(), derived: *d },
+                    Resolved::Value(_) => Origin::Default { from: owner.to_string() },
+                };
+                let set = seen.contains_key(spec.name.as_str());
+                (ResolvedParam { name: spec.name.clone(), value, origin }, set.then_some(spec.span))
+            })
+            .collect()
+    }
+
+    /// For a parameter a user template narrowed: where the narrowing is, to label it.
+    fn narrowed_from(&self, owner: &str, spec: &ParamSpec) -> Option<(Span, String)> {
+        let t = self.user.iter().find(|t| t.name == owner)?;
+        (spec.span.source != crate::source::SourceId::PRELUDE)
+            .then(|| (spec.span, format!("`{}` narrows `{}` here", t.name, spec.name)))
+    }
+
+    fn not_in_template(&mut self, t: &TemplateSpec, s: &Setting) -> Diagnostic {
+        let name = &s.name.name;
+        let owners: Vec<&str> = self
+            .builtin
+            .templates
+            .iter()
+            .chain(&self.user)
+            .filter(|o| o.param(name).is_some())
+            .map(|o| o.name.as_str())
+            .collect();
+        if !owners.is_empty() {
+            return Diagnostic::error(
+                Code::ParamNotInTemplate,
+                s.name.span,
+                format!("`{name}` is not a hyperparameter of `{}`", t.name),
+            )
+            .with_label(format!("`{name}` belongs to {}", list(&owners)))
+            .with_related(t.span, format!("`{}` is declared here", t.name))
+            .with_help(format!("remove this line, or `use {}` instead", owners[0]));
+        }
+        if TOP_SETTINGS.contains(&name.as_str()) || DATA_SETTINGS.contains(&name.as_str()) {
+            let place = if TOP_SETTINGS.contains(&name.as_str()) {
+                "at the top level of the file"
+            } else {
+                "inside the `data { .. }` block"
+            };
+            return Diagnostic::error(Code::UnknownParam, s.name.span, format!("`{name}` is not a hyperparameter"))
+                .with_label("not a hyperparameter")
+                .with_help(format!("write `{name} = ..` {place}"));
+        }
+        let help = did_you_mean(name, t.params.iter().map(|p| p.name.as_str()))
+            .map(|x| format!("did you mean `{x}`?"))
+            .unwrap_or_else(|| {
+                let names: Vec<&str> = t.params.iter().map(|p| p.name.as_str()).collect();
+                format!("the hyperparameters of `{}` are {}", t.name, list(&names))
+            });
+        Diagnostic::error(
+            Code::UnknownParam,
+            s.name.span,
+            format!("`{}` has no hyperparameter `{name}`", t.name),
+        )
+        .with_label("unknown hyperparameter")
+        .with_help(help)
+    }
+
+    fn top_settings(&mut self, settings: &[&Setting], template: Option<&TemplateSpec>, name: &str) -> (Device, PathBuf, u64) {
+        let mut device = Device::Cpu;
+        let mut output = self.base_dir.join("runs").join(name);
+        let mut seed = 0u64;
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        for s in settings {
+            let key = s.name.name.as_str();
+            if TOP_SETTINGS.contains(&key) {
+                if let Some(first) = seen.get(key) {
+                    self.push(
+                        Diagnostic::error(Code::Duplicate, s.name.span, format!("`{key}` is set twice"))
+                            .with_label("set again here")
+                            .with_related(*first, "first set here")
+                            .with_help("remove one of the two"),
+                    );
+                    continue;
+                }
+                seen.insert(key, s.name.span);
+            }
+            match key {
+                "device" => {
+                    if let Some(d) = self.device(&s.value) {
+                        device = d;
+                    }
+                }
+                "output" => match &s.value.kind {
+                    ValueKind::Str(p) => output = self.base_dir.join(p),
+                    other => self.push(wrong(s, "a path in quotes", other)),
+                },
+                "seed" => match &s.value.kind {
+                    ValueKind::Int(i) if *i >= 0 => seed = *i as u64,
+                    ValueKind::Int(_) => self.push(
+                        Diagnostic::error(Code::OutOfRange, s.value.span, "`seed` cannot be negative")
+                            .with_label("below 0")
+                            .with_help("use a whole number from 0 up"),
+                    ),
+                    ValueKind::Invalid => {}
+                    other => self.push(wrong(s, "a whole number", other)),
+                },
+                _ => {
+                    let d = self.unknown_top(s, template);
+                    self.push(d);
+                }
+            }
+        }
+        (device, output, seed)
+    }
+
+    fn unknown_top(&self, s: &Setting, template: Option<&TemplateSpec>) -> Diagnostic {
+        let name = &s.name.name;
+        let d = Diagnostic::error(Code::UnknownSetting, s.name.span, format!("unknown setting `{name}`"))
+            .with_label("not a top-level setting");
+        if let Some(t) = template.filter(|t| t.param(name).is_some()) {
+            return d.with_help(format!("`{name}` is a hyperparameter of `{}`: set it inside `use {} {{ .. }}`", t.name, t.name));
+        }
+        if DATA_SETTINGS.contains(&name.as_str()) {
+            return d.with_help(format!("`{name}` goes inside the `data {{ .. }}` block"));
+        }
+        match did_you_mean(name, TOP_SETTINGS) {
+            Some(x) => d.with_help(format!("did you mean `{x}`?")),
+            None => d.with_help(format!("the top-level settings are {}", list(&TOP_SETTINGS))),
+        }
+    }
+
+    fn device(&mut self, value: &Value) -> Option<Device> {
+        let device = match &value.kind {
+            ValueKind::Name(n) if n == "cpu" => Device::Cpu,
+            ValueKind::Name(n) if n == "auto" => Device::Auto,
+            ValueKind::Call { name, args } if name.name == "cuda" || name.name == "metal" => {
+                let index = match args.as_slice() {
+                    [Value { kind: ValueKind::Int(i), .. }] if *i >= 0 => *i as usize,
+                    _ => {
+                        self.push(
+                            Diagnostic::error(Code::BadDevice, value.span, format!("`{}` takes one device index", name.name))
+                                .with_label("expected one whole number from 0 up")
+                                .with_help(format!("write `device = {}(0)` for the first device", name.name)),
+                        );
+                        return None;
+                    }
+                };
+                if name.name == "cuda" {
+                    Device::Cuda(index)
+                } else {
+                    Device::Metal(index)
+                }
+            }
+            ValueKind::Invalid => return None,
+            other => {
+                let written = match other {
+                    ValueKind::Name(n) | ValueKind::Call { name: Ident { name: n, .. }, .. } => Some(n.as_str()),
+                    ValueKind::Str(s) => Some(s.as_str()),
+                    _ => None,
+                };
+                let help = match written.and_then(|w| did_you_mean(w, ["cpu", "auto", "cuda", "metal"])) {
+                    Some("cuda") => "did you mean `cuda(0)`?".to_string(),
+                    Some("metal") => "did you mean `metal(0)`?".to_string(),
+                    Some(x) => format!("did you mean `{x}`?"),
+                    None => "write `device = cpu`, `auto`, `cuda(N)` or `metal(N)`".to_string(),
+                };
+                self.push(
+                    Diagnostic::error(Code::BadDevice, value.span, format!("{} is not a device", other.describe()))
+                        .with_label("unknown device")
+                        .with_help(help),
+                );
+                return None;
+            }
+        };
+        let missing = match device {
+            Device::Cuda(_) if !cfg!(feature = "cuda") => Some(("CUDA", "cuda")),
+            Device::Metal(_) if !cfg!(feature = "metal") => Some(("Metal", "metal")),
+            _ => None,
+        };
+        if let Some((what, feature)) = missing {
+            self.push(
+                Diagnostic::error(Code::DeviceUnavailable, value.span, format!("this build of wfrun has no {what} support"))
+                    .with_label(format!("needs the `{feature}` feature"))
+                    .with_help(format!("build wfrun with `--features {feature}`, or use `device = cpu` (or `auto`, which falls back to the CPU)")),
+            );
+            return None;
+        }
+        Some(device)
+    }
+
+    fn data(&mut self, d: &DataDecl, template: Option<&TemplateSpec>) -> Option<DataSpec> {
+        let settings = self.block_settings(Some(&d.body), "a `data` block holds settings, not `param` declarations");
+        let mut train = None;
+        let mut eval = Eval::Fraction(DEFAULT_EVAL_FRACTION);
+        let mut weights = None;
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut ok = true;
+        for s in settings {
+            let key = s.name.name.as_str();
+            if let Some(first) = seen.get(key) {
+                self.push(
+                    Diagnostic::error(Code::Duplicate, s.name.span, format!("`{key}` is set twice"))
+                        .with_label("set again here")
+                        .with_related(*first, "first set here")
+                        .with_help("remove one of the two"),
+                );
+                continue;
+            }
+            seen.insert(key, s.name.span);
+            match key {
+                "train" => match self.image_source(s) {
+                    Some(src) => train = Some(src),
+                    None => ok = false,
+                },
+                "eval" => match &s.value.kind {
+                    ValueKind::Float(f) if *f > 0.0 && *f < 1.0 => eval = Eval::Fraction(*f),
+                    ValueKind::Float(_) | ValueKind::Int(_) => {
+                        ok = false;
+                        self.push(
+                            Diagnostic::error(Code::OutOfRange, s.value.span, "a held-out fraction lies strictly between 0 and 1")
+                                .with_label("not between 0 and 1")
+                                .with_help("write e.g. `eval = 0.1` to hold out a tenth of the images, or a folder `eval = \"path\"`"),
+                        );
+                    }
+                    _ => match self.image_source(s) {
+                        Some(src) => eval = Eval::Images(src),
+                        None => ok = false,
+                    },
+                },
+                "weights" => match &s.value.kind {
+                    ValueKind::Str(p) => weights = Some(self.base_dir.join(p)),
+                    ValueKind::Invalid => ok = false,
+                    other => {
+                        ok = false;
+                        self.push(wrong(s, "a path in quotes (a safetensors file)", other));
+                    }
+                },
+                _ => {
+                    let d = Diagnostic::error(Code::UnknownSetting, s.name.span, format!("unknown data setting `{key}`"))
+                        .with_label("not a data setting");
+                    let d = if template.is_some_and(|t| t.param(key).is_some()) {
+                        d.with_help(format!("`{key}` is a hyperparameter: set it inside the `use` block"))
+                    } else {
+                        match did_you_mean(key, DATA_SETTINGS) {
+                            Some(x) => d.with_help(format!("did you mean `{x}`?")),
+                            None => d.with_help(format!("the data settings are {}", list(&DATA_SETTINGS))),
+                        }
+                    };
+                    self.push(d);
+                }
+            }
+        }
+        if train.is_none() && !seen.contains_key("train") {
+            self.push(
+                Diagnostic::error(Code::Missing, d.keyword, "the `data` block names no training images")
+                    .with_label("`train` is missing")
+                    .with_help("add `train = \"path/to/images\"` (one sub-folder per concept) or `train = manifest(\"images.csv\")`"),
+            );
+        }
+        let train = train?;
+        ok.then_some(DataSpec { train, eval, weights })
+    }
+
+    fn image_source(&mut self, s: &Setting) -> Option<ImageSource> {
+        match &s.value.kind {
+            ValueKind::Str(p) => Some(ImageSource::Folder(self.base_dir.join(p))),
+            ValueKind::Call { name, args } if name.name == "manifest" => match args.as_slice() {
+                [Value { kind: ValueKind::Str(p), .. }] => Some(ImageSource::Manifest(self.base_dir.join(p))),
+                _ => {
+                    self.push(
+                        Diagnostic::error(Code::WrongType, s.value.span, "`manifest` takes one path in quotes")
+                            .with_label("expected `manifest(\"file.csv\")`"),
+                    );
+                    None
+                }
+            },
+            ValueKind::Invalid => None,
+            other => {
+                self.push(wrong(s, "a folder path in quotes or `manifest(\"file\")`", other));
+                None
+            }
+        }
+    }
+
+    fn steps(&mut self, steps: &[&StepDecl]) -> Vec<Option<StepSpec>> {
+        let mut names: HashMap<String, Span> = HashMap::new();
+        let mut out = Vec::new();
+        for s in steps {
+            let Some(kind) = self.builtin.step_kind(&s.kind.name) else {
+                let names: Vec<&str> = self.builtin.step_kinds.iter().map(|k| k.name.as_str()).collect();
+                let help = did_you_mean(&s.kind.name, names.iter().copied())
+                    .map(|x| format!("did you mean `{x}`?"))
+                    .unwrap_or_else(|| format!("the steps are {}", list(&names)));
+                self.push(
+                    Diagnostic::error(Code::UnknownStepKind, s.kind.span, format!("there is no step `{}`", s.kind.name))
+                        .with_label("unknown step")
+                        .with_help(help),
+                );
+                out.push(None);
+                continue;
+            };
+            let name_ident = s.alias.as_ref().unwrap_or(&s.kind);
+            if let Some(first) = names.get(&name_ident.name) {
+                self.push(
+                    Diagnostic::error(Code::Duplicate, name_ident.span, format!("two steps are named `{}`", name_ident.name))
+                        .with_label("second step of that name")
+                        .with_related(*first, "first one here")
+                        .with_help(format!("name them apart: `step {} as another_name {{ .. }}`", s.kind.name)),
+                );
+            } else {
+                names.insert(name_ident.name.clone(), name_ident.span);
+            }
+            let settings = self.block_settings(s.body.as_ref(), "a `step` block holds settings, not `param` declarations");
+            let kind_name = kind.name.clone();
+            let params = self.resolve_params(&kind.params, &settings, &kind_name, |_, st| {
+                let name = &st.name.name;
+                let help = did_you_mean(name, kind.params.iter().map(|p| p.name.as_str()))
+                    .map(|x| format!("did you mean `{x}`?"))
+                    .unwrap_or_else(|| {
+                        let names: Vec<&str> = kind.params.iter().map(|p| p.name.as_str()).collect();
+                        format!("the parameters of `{}` are {}", kind.name, list(&names))
+                    });
+                Diagnostic::error(Code::UnknownParam, st.name.span, format!("the step `{}` has no parameter `{name}`", kind.name))
+                    .with_label("unknown parameter")
+                    .with_help(help)
+            });
+            out.push(Some(StepSpec {
+                kind: kind.id,
+                name: name_ident.name.clone(),
+                params: params.into_iter().map(|(p, _)| p).collect(),
+            }));
+        }
+        out
+    }
+
+    /// Rules between fields: the schedule, the learning rate, the seed's advice.
+    fn cross_checks(&mut self, t: &TemplateSpec, u: &UseDecl, params: &[(ResolvedParam, Option<Span>)], data: &DataSpec) {
+        let get = |name: &str| params.iter().find(|(p, _)| p.name == name);
+        let num = |name: &str| match get(name).map(|(p, _)| &p.value) {
+            Some(Resolved::Value(ParamValue::Num(n))) => Some(n.as_f64()),
+            _ => None,
+        };
+        let span_of = |name: &str| get(name).and_then(|(_, s)| *s);
+        let use_span = u.keyword.to(u.template.span);
+        let at = |name: &str| span_of(name).unwrap_or(use_span);
+
+        if let (Some(init), Some(total)) = (num("init_epochs"), num("num_epochs")) {
+            let step = num("step_epochs").unwrap_or(1.0);
+            if init > total {
+                let primary = span_of("init_epochs").or(span_of("num_epochs")).unwrap_or(use_span);
+                let mut d = Diagnostic::error(
+                    Code::Schedule,
+                    primary,
+                    format!("`init_epochs` = {init} is beyond `num_epochs` = {total}"),
+                )
+                .with_label("more epochs at the initial rate than epochs in all")
+                .with_help(format!("lower `init_epochs` to at most {total}, or raise `num_epochs` to at least {init}"));
+                if let Some(other) = span_of("num_epochs").filter(|s| *s != primary) {
+                    d = d.with_related(other, "the total number of epochs");
+                }
+                self.push(d);
+            } else if init == total {
+                self.push(
+                    Diagnostic::warning(Code::Schedule, at("init_epochs"), "the learning rate never decreases")
+                        .with_label(format!("all {total} epochs run at the initial rate"))
+                        .with_help("lower `init_epochs` below `num_epochs` to let the rate decrease"),
+                );
+            } else if init + step >= total && span_of("step_epochs").is_some() {
+                self.push(
+                    Diagnostic::warning(Code::Schedule, at("step_epochs"), format!("`step_epochs` = {step} has no effect"))
+                        .with_label(format!(
+                            "the only decrease happens after epoch {init}; a second would come after epoch {}, past the last epoch {total}",
+                            init + step
+                        ))
+                        .with_help(format!("lower `step_epochs` below {} for further decreases, or remove it", total - init)),
+                );
+            }
+        }
+
+        if let (Some(per_item), Some(batch)) = (num("per_item_lrate"), num("batch_size")) {
+            let lrate = per_item * batch;
+            if per_item == 0.0 {
+                self.push(
+                    Diagnostic::warning(Code::LearningRate, at("per_item_lrate"), "a learning rate of 0 never changes the weights")
+                        .with_label("`per_item_lrate` = 0")
+                        .with_help("the templates' default is 7.8125e-05"),
+                );
+            } else if lrate >= 0.1 {
+                self.push(
+                    Diagnostic::warning(
+                        Code::LearningRate,
+                        at("per_item_lrate"),
+                        format!("`lrate` = {} × {} = {} is high", fmt_float(per_item), batch, fmt_float(lrate)),
+                    )
+                    .with_label("training from random weights failed for all three templates at `lrate` 0.1 in measurements")
+                    .with_help(format!("try `per_item_lrate = 7.8125e-05` (`lrate` {})", fmt_float(7.8125e-05 * batch))),
+                );
+            }
+        }
+
+        if t.architecture == Architecture::Resnet101AngularMargin && data.weights.is_none() {
+            if let (Some(s), Some(m)) = (num("angular_scale"), num("angular_margin")) {
+                if s >= 64.0 && m >= 0.5 {
+                    let primary = span_of("angular_margin").or(span_of("angular_scale")).unwrap_or(use_span);
+                    self.push(
+                        Diagnostic::warning(
+                            Code::AngularFromScratch,
+                            primary,
+                            format!("`angular_scale` = {s} with `angular_margin` = {m} tends to stall when training from random weights"),
+                        )
+                        .with_label("no `weights` in the `data` block")
+                        .with_help("on small data start gentler (`angular_scale = 16`, `angular_margin = 0.1` reached 0.93 held-out accuracy where 64 / 0.5 reached 0.24), or start from pretrained `weights = \"model.safetensors\"`"),
+                    );
+                }
+            }
+        }
+
+        if let (Some(items), Some(batch)) = (num("num_items_per_epoch"), num("batch_size")) {
+            if items < batch {
+                self.push(
+                    Diagnostic::warning(Code::Schedule, at("num_items_per_epoch"), format!("an epoch of {items} images is smaller than one batch of {batch}"))
+                        .with_label("every epoch is a single partial batch")
+                        .with_help("raise `num_items_per_epoch` or lower `batch_size`"),
+                );
+            }
+        }
+    }
+}
+
+fn data_decl_of(module: &Module) -> Option<&DataDecl> {
+    module.items.iter().find_map(|i| match i {
+        Item::Data(d) => Some(d),
+        _ => None,
+    })
+}
+
+/// Spans of the data block's settings, by name, for file-system diagnostics.
+fn data_decl_spans(d: Option<&DataDecl>) -> HashMap<String, Span> {
+    d.map(|d| d.body.settings().map(|s| (s.name.name.clone(), s.value.span)).collect())
+        .unwrap_or_default()
+}
+
+fn wrong(s: &Setting, expected: &str, found: &ValueKind) -> Diagnostic {
+    let d = Diagnostic::error(
+        Code::WrongType,
+        s.value.span,
+        format!("`{}` expects {expected}, found {}", s.name.name, found.describe()),
+    )
+    .with_label(format!("expected {expected}"));
+    match found {
+        ValueKind::Name(n) if expected.contains("path") => d.with_help(format!("write paths in quotes: `{} = \"{n}\"`", s.name.name)),
+        _ => d,
+    }
+}

@@ -1,0 +1,399 @@
+//! Diagnostics as plain data.
+//!
+//! A [`Diagnostic`] is what the parser and the checker produce: a stable
+//! [`Code`], a [`Severity`], a message, a primary span, secondary labels and
+//! help. The same data feeds the terminal report (through [`Rendered`], which
+//! implements [`miette::Diagnostic`]), the JSON output ([`JsonDiagnostic`]) and
+//! editors.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::source::{SourceFile, SourceId, SourceMap, Span};
+
+/// How bad a diagnostic is. Errors stop a workflow from running; warnings do not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+macro_rules! codes {
+    ($($variant:ident => $code:literal, $summary:literal;)*) => {
+        /// The stable code of a diagnostic. Codes never change meaning; new ones may be added.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Code {
+            $($variant,)*
+        }
+
+        impl Code {
+            /// Every code, in documentation order.
+            pub const ALL: &'static [Code] = &[$(Code::$variant,)*];
+
+            /// The code as written in reports, e.g. `wf::off-step`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $code,)*
+                }
+            }
+
+            /// One line saying what the code is about.
+            pub fn summary(self) -> &'static str {
+                match self {
+                    $(Code::$variant => $summary,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    Syntax => "wf::syntax", "the text does not follow the grammar";
+    UnclosedBlock => "wf::unclosed-block", "a `{` is never closed";
+    UnterminatedString => "wf::unterminated-string", "a string has no closing quote on its line";
+    BadEscape => "wf::bad-escape", "a string holds an escape other than \\\\ \\\" \\n \\t";
+    TooDeep => "wf::too-deep", "blocks or calls are nested deeper than the language allows";
+    BadNumber => "wf::bad-number", "a number is too large or not finite";
+    UnknownTemplate => "wf::unknown-template", "the template named by `use` or `extends` does not exist";
+    UnknownParam => "wf::unknown-param", "a setting names no parameter of its template or step";
+    ParamNotInTemplate => "wf::param-not-in-template", "a hyperparameter belongs to another template";
+    WrongType => "wf::wrong-type", "a value has the wrong type";
+    OutOfRange => "wf::out-of-range", "a value is below the minimum or above the maximum";
+    OffStep => "wf::off-step", "a value is not `min + k * step`";
+    Duplicate => "wf::duplicate", "something is set or declared twice";
+    Missing => "wf::missing", "something required is missing";
+    UnknownSetting => "wf::unknown-setting", "a setting is not known where it is written";
+    Misplaced => "wf::misplaced", "a declaration is written where it is not allowed";
+    BadTemplate => "wf::bad-template", "a template declaration is malformed";
+    Narrowing => "wf::narrowing", "a template widens its parent's range instead of narrowing it";
+    UnknownStepKind => "wf::unknown-step-kind", "a `step` names no known step kind";
+    Schedule => "wf::schedule", "the epochs and learning-rate schedule do not fit together";
+    LearningRate => "wf::learning-rate", "the learning rate will not train the network";
+    AngularFromScratch => "wf::angular-from-scratch", "angular margin settings known to stall without pretrained weights";
+    BatchAdvice => "wf::batch-advice", "the batch is small for the number of concepts";
+    DeviceUnavailable => "wf::device-unavailable", "this build of wfrun cannot use the device";
+    BadDevice => "wf::bad-device", "the device is not written as `cpu`, `auto`, `cuda(N)` or `metal(N)`";
+    PathNotFound => "wf::path-not-found", "a path does not exist or is the wrong kind";
+    Data => "wf::data", "the data folder's layout is unusable or suspicious";
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secondary place involved in a diagnostic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Label {
+    pub span: Span,
+    pub message: String,
+}
+
+/// One problem found in a workflow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub severity: Severity,
+    pub message: String,
+    /// Where the problem is.
+    pub span: Span,
+    /// Text shown at the primary span.
+    pub label: Option<String>,
+    /// Other places involved (the first of two duplicates, a parent's range).
+    pub related: Vec<Label>,
+    /// How to fix it, when a fix is known.
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn error(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            code,
+            severity: Severity::Error,
+            message: message.into(),
+            span,
+            label: None,
+            related: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn warning(code: Code, span: Span, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            severity: Severity::Warning,
+            ..Diagnostic::error(code, span, message)
+        }
+    }
+
+    pub fn with_label(mut self, label: impl Into<String>) -> Diagnostic {
+        self.label = Some(label.into());
+        self
+    }
+
+    pub fn with_related(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
+        self.related.push(Label {
+            span,
+            message: message.into(),
+        });
+        self
+    }
+
+    pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
+        self.help = Some(help.into());
+        self
+    }
+
+    pub fn maybe_help(mut self, help: Option<String>) -> Diagnostic {
+        if help.is_some() {
+            self.help = help;
+        }
+        self
+    }
+
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
+    }
+
+    /// The diagnostic with its file, lines and columns, ready for serialisation.
+    pub fn to_json(&self, sources: &SourceMap) -> JsonDiagnostic {
+        JsonDiagnostic {
+            location: JsonLocation::new(sources, self.span),
+            code: self.code.as_str(),
+            severity: self.severity,
+            message: self.message.clone(),
+            label: self.label.clone(),
+            labels: self
+                .related
+                .iter()
+                .map(|l| JsonLabel {
+                    location: JsonLocation::new(sources, l.span),
+                    message: l.message.clone(),
+                })
+                .collect(),
+            help: self.help.clone(),
+        }
+    }
+}
+
+/// Orders diagnostics by file, then position, then severity.
+pub fn sort(diagnostics: &mut [Diagnostic]) {
+    diagnostics.sort_by(|a, b| {
+        (a.span.source, a.span.start, a.severity, a.span.end).cmp(&(
+            b.span.source,
+            b.span.start,
+            b.severity,
+            b.span.end,
+        ))
+    });
+}
+
+/// Where a span is, as people and editors count: 1-based lines and columns
+/// (columns in Unicode scalar values) plus the 0-based byte range.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonLocation {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub end_line: usize,
+    pub end_column: usize,
+    pub byte_start: usize,
+    pub byte_end: usize,
+}
+
+impl JsonLocation {
+    fn new(sources: &SourceMap, span: Span) -> JsonLocation {
+        let file = sources.get(span.source);
+        let (line, column) = file.line_col(span.start);
+        let (end_line, end_column) = file.line_col(span.end);
+        JsonLocation {
+            file: file.name().to_string(),
+            line,
+            column,
+            end_line,
+            end_column,
+            byte_start: span.start,
+            byte_end: span.end,
+        }
+    }
+}
+
+/// A secondary label in JSON output.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonLabel {
+    #[serde(flatten)]
+    pub location: JsonLocation,
+    pub message: String,
+}
+
+/// The JSON form of a diagnostic (one object per line with `--format json`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonDiagnostic {
+    #[serde(flatten)]
+    pub location: JsonLocation,
+    pub code: &'static str,
+    pub severity: Severity,
+    pub message: String,
+    pub label: Option<String>,
+    pub labels: Vec<JsonLabel>,
+    pub help: Option<String>,
+}
+
+/// A diagnostic paired with its sources, so miette can render it.
+///
+/// Labels in the diagnostic's own file are drawn on its snippet; labels in
+/// another file (usually the prelude) become related notes with their own
+/// snippet.
+pub struct Rendered<'a> {
+    diagnostic: &'a Diagnostic,
+    source: &'a SourceFile,
+    notes: Vec<Note<'a>>,
+}
+
+impl<'a> Rendered<'a> {
+    pub fn new(diagnostic: &'a Diagnostic, sources: &'a SourceMap) -> Rendered<'a> {
+        let notes = diagnostic
+            .related
+            .iter()
+            .filter(|l| l.span.source != diagnostic.span.source)
+            .map(|l| Note {
+                label: l,
+                source: sources.get(l.span.source),
+            })
+            .collect();
+        Rendered {
+            diagnostic,
+            source: sources.get(diagnostic.span.source),
+            notes,
+        }
+    }
+}
+
+impl fmt::Debug for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.diagnostic, f)
+    }
+}
+
+impl fmt::Display for Rendered<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.diagnostic.message)
+    }
+}
+
+impl std::error::Error for Rendered<'_> {}
+
+fn source_span(span: Span) -> miette::SourceSpan {
+    miette::SourceSpan::new(span.start.into(), span.len())
+}
+
+impl miette::Diagnostic for Rendered<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(self.diagnostic.code.as_str()))
+    }
+
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(match self.diagnostic.severity {
+            Severity::Error => miette::Severity::Error,
+            Severity::Warning => miette::Severity::Warning,
+        })
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.diagnostic
+            .help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let d = self.diagnostic;
+        let primary = miette::LabeledSpan::new_primary_with_span(d.label.clone(), source_span(d.span));
+        let secondary = d
+            .related
+            .iter()
+            .filter(|l| l.span.source == d.span.source)
+            .map(|l| miette::LabeledSpan::new_with_span(Some(l.message.clone()), source_span(l.span)));
+        Some(Box::new(std::iter::once(primary).chain(secondary)))
+    }
+
+    fn related<'b>(&'b self) -> Option<Box<dyn Iterator<Item = &'b dyn miette::Diagnostic> + 'b>> {
+        if self.notes.is_empty() {
+            return None;
+        }
+        Some(Box::new(
+            self.notes.iter().map(|n| n as &dyn miette::Diagnostic),
+        ))
+    }
+}
+
+/// A secondary label that lives in another file, rendered as a note.
+struct Note<'a> {
+    label: &'a Label,
+    source: &'a SourceFile,
+}
+
+impl fmt::Debug for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.label, f)
+    }
+}
+
+impl fmt::Display for Note<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "see {}", self.source.name())
+    }
+}
+
+impl std::error::Error for Note<'_> {}
+
+impl miette::Diagnostic for Note<'_> {
+    fn severity(&self) -> Option<miette::Severity> {
+        Some(miette::Severity::Advice)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        Some(Box::new(std::iter::once(
+            miette::LabeledSpan::new_primary_with_span(
+                Some(self.label.message.clone()),
+                source_span(self.label.span),
+            ),
+        )))
+    }
+}
+
+impl miette::SourceCode for SourceFile {
+    fn read_span<'a>(
+        &'a self,
+        span: &miette::SourceSpan,
+        context_lines_before: usize,
+        context_lines_after: usize,
+    ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
+        let inner = self
+            .text()
+            .read_span(span, context_lines_before, context_lines_after)?;
+        Ok(Box::new(miette::MietteSpanContents::new_named(
+            self.name().to_string(),
+            inner.data(),
+            *inner.span(),
+            inner.line(),
+            inner.column(),
+            inner.line_count(),
+        )))
+    }
+}
+
+/// Whether a source is the prelude (used to word messages).
+pub fn is_prelude(id: SourceId) -> bool {
+    id == SourceId::PRELUDE
+}

@@ -1,0 +1,138 @@
+//! wfrun: an embeddable interpreter for workflows that train visual embedding models.
+//!
+//! A `.wf` file picks a template (ResNet-101 with an angular margin loss,
+//! BN-Inception, ResNeXt), sets its hyperparameters within the template's
+//! ranges, says where the images are and lists downstream steps. This crate
+//! parses and checks such files; every problem comes back as data, all at once.
+//!
+//! ```
+//! let checked = wfrun::check_source(
+//!     "demo.wf",
+//!     "use Clarifai_ResNext { image_size = 1000 }\ndata { train = \"images\" }\n",
+//!     &wfrun::CheckOptions { filesystem: false, ..Default::default() },
+//! );
+//! assert!(checked.has_errors());
+//! let d = &checked.diagnostics[0];
+//! assert_eq!(d.code.as_str(), "wf::off-step");
+//! assert_eq!(d.help.as_deref(), Some("the nearest valid values are 992 and 1008"));
+//! ```
+//!
+//! The library never prints and never exits; the `wfrun` binary renders what
+//! it returns.
+
+pub mod check;
+pub mod diagnostic;
+pub mod plan;
+#[cfg(feature = "render")]
+pub mod report;
+pub mod source;
+pub mod spec;
+mod suggest;
+pub mod syntax;
+pub mod workflow;
+
+use std::path::{Path, PathBuf};
+
+pub use check::CheckOptions;
+pub use diagnostic::{Code, Diagnostic, JsonDiagnostic, Severity};
+pub use plan::Plan;
+pub use source::{SourceFile, SourceId, SourceMap, Span};
+pub use spec::Registry;
+pub use workflow::Workflow;
+
+/// The result of checking one file: its syntax tree, every diagnostic, and
+/// the checked workflow when there was no error.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// The prelude and the checked file (`source`).
+    pub sources: SourceMap,
+    pub source: SourceId,
+    pub module: syntax::Module,
+    /// Sorted by position; syntax errors and semantic errors together.
+    pub diagnostics: Vec<Diagnostic>,
+    /// `Some` exactly when no diagnostic is an error.
+    pub workflow: Option<Workflow>,
+}
+
+impl Checked {
+    pub fn has_errors(&self) -> bool {
+        self.diagnostics.iter().any(Diagnostic::is_error)
+    }
+
+    pub fn count(&self, severity: Severity) -> usize {
+        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+    }
+
+    /// The diagnostics in their JSON form.
+    pub fn json(&self) -> Vec<JsonDiagnostic> {
+        self.diagnostics.iter().map(|d| d.to_json(&self.sources)).collect()
+    }
+
+    /// The plan of the checked workflow (`None` when it has errors).
+    pub fn plan(&self) -> Option<Plan> {
+        self.workflow.as_ref().map(Plan::new)
+    }
+}
+
+/// Parses `text` without checking it: the syntax tree and the syntax errors.
+pub fn parse(name: &str, text: &str) -> (SourceMap, SourceId, syntax::Module, Vec<Diagnostic>) {
+    let mut sources = SourceMap::new();
+    let id = sources.add(SourceFile::new(name, text));
+    let (module, diagnostics) = syntax::parse(id, text);
+    (sources, id, module, diagnostics)
+}
+
+/// Parses and checks the workflow `text`, shown in diagnostics as `name`.
+///
+/// Relative paths resolve against `options.base_dir`, or the folder of `name`.
+pub fn check_source(name: &str, text: &str, options: &CheckOptions) -> Checked {
+    let (sources, id, module, mut diagnostics) = parse(name, text);
+    let base_dir: PathBuf = options.base_dir.clone().unwrap_or_else(|| {
+        Path::new(name).parent().map(Path::to_path_buf).unwrap_or_default()
+    });
+    let workflow = check::check(&module, sources.get(id), id, &base_dir, options, &mut diagnostics);
+    diagnostic::sort(&mut diagnostics);
+    diagnostics.dedup();
+    Checked {
+        sources,
+        source: id,
+        module,
+        diagnostics,
+        workflow,
+    }
+}
+
+/// Reads and checks a workflow file.
+pub fn check_file(path: &Path, options: &CheckOptions) -> std::io::Result<Checked> {
+    let bytes = std::fs::read(path)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("not UTF-8 text (first bad byte at offset {})", e.utf8_error().valid_up_to()),
+        )
+    })?;
+    Ok(check_source(&path.to_string_lossy(), &text, options))
+}
+
+/// Finds the `.wf` files under `path` (itself, if it is a file), sorted;
+/// hidden folders and `target` are skipped.
+pub fn workflow_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    if !path.exists() {
+        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"));
+    }
+    let mut files = Vec::new();
+    let walker = walkdir::WalkDir::new(path).sort_by_file_name().into_iter().filter_entry(|e| {
+        let name = e.file_name().to_string_lossy();
+        e.depth() == 0 || !(name.starts_with('.') || (e.file_type().is_dir() && name == "target"))
+    });
+    for entry in walker {
+        let entry = entry.map_err(std::io::Error::other)?;
+        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "wf") {
+            files.push(entry.into_path());
+        }
+    }
+    Ok(files)
+}

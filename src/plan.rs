@@ -1,0 +1,365 @@
+//! The plan of a checked workflow: every value with where it came from, the
+//! learning rate of every epoch and the number of optimizer steps.
+//!
+//! The executor follows the same functions ([`learning_rate`],
+//! [`split_counts`], [`steps_per_epoch`]) so the plan is what will run.
+
+use std::fmt::{self, Write as _};
+
+use serde::Serialize;
+
+use crate::spec::{fmt_float, Architecture, Derived, Num, ParamValue};
+use crate::workflow::{Device, Eval, ImageSource, Origin, Resolved, ResolvedParam, Workflow};
+
+/// The learning rate of the 0-based `epoch`: `lrate` for the first
+/// `init_epochs` epochs, then multiplied by `decay` at epoch `init_epochs` and
+/// again every `step_epochs` epochs after.
+pub fn learning_rate(epoch: u64, lrate: f64, init_epochs: u64, step_epochs: u64, decay: f64) -> f64 {
+    if epoch < init_epochs {
+        return lrate;
+    }
+    let decreases = 1 + (epoch - init_epochs) / step_epochs.max(1);
+    lrate * decay.powi(decreases.min(i32::MAX as u64) as i32)
+}
+
+/// How many of `images` are trained on and how many held out for a fraction:
+/// `round(images × fraction)` held out, at least one and leaving at least one.
+pub fn split_counts(images: u64, fraction: f64) -> (u64, u64) {
+    if images < 2 {
+        return (images, 0);
+    }
+    let held = ((images as f64) * fraction).round() as u64;
+    let held = held.clamp(1, images - 1);
+    (images - held, held)
+}
+
+/// Optimizer steps per epoch: the last, partial batch is kept.
+pub fn steps_per_epoch(items_per_epoch: u64, batch_size: u64) -> u64 {
+    items_per_epoch.div_ceil(batch_size.max(1))
+}
+
+/// One resolved parameter, as the plan shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedParam {
+    pub name: String,
+    /// `None` when it is derived from data the checker could not read.
+    pub value: Option<ParamValue>,
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
+/// A run of consecutive epochs sharing one learning rate.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RatePhase {
+    /// 1-based, inclusive.
+    pub first_epoch: u64,
+    pub last_epoch: u64,
+    pub learning_rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedData {
+    pub train: ImageSource,
+    pub eval: Eval,
+    pub weights: Option<std::path::PathBuf>,
+    /// Concepts found in the training folder (empty when it was not read).
+    pub concepts: Vec<String>,
+    /// Images in the training folder, before holding out evaluation images.
+    pub images: Option<u64>,
+    pub train_images: Option<u64>,
+    pub eval_images: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedStep {
+    pub kind: crate::spec::StepKindId,
+    pub name: String,
+    pub params: Vec<PlannedParam>,
+}
+
+/// Everything `wfrun plan` shows.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Plan {
+    pub workflow: String,
+    pub template: String,
+    pub architecture: Architecture,
+    pub params: Vec<PlannedParam>,
+    /// `batch_size × per_item_lrate`.
+    pub lrate: f64,
+    pub lr_decay: f64,
+    /// The learning rate of every epoch, first epoch first.
+    pub epoch_learning_rates: Vec<f64>,
+    pub rate_phases: Vec<RatePhase>,
+    pub items_per_epoch: Option<u64>,
+    pub steps_per_epoch: Option<u64>,
+    pub optimizer_steps: Option<u64>,
+    pub data: PlannedData,
+    pub steps: Vec<PlannedStep>,
+    pub device: Device,
+    pub output: std::path::PathBuf,
+    pub seed: u64,
+}
+
+fn resolve(p: &ResolvedParam, derived: &dyn Fn(Derived) -> Option<u64>) -> PlannedParam {
+    let value = match &p.value {
+        Resolved::Value(v) => Some(v.clone()),
+        Resolved::Derived(d) => derived(*d).map(|n| ParamValue::Num(Num::Int(n as i64))),
+    };
+    PlannedParam {
+        name: p.name.clone(),
+        value,
+        origin: p.origin.clone(),
+    }
+}
+
+impl Plan {
+    pub fn new(w: &Workflow) -> Plan {
+        let images = w.dataset.as_ref().map(|d| d.images() as u64);
+        let concepts: Vec<String> = w
+            .dataset
+            .iter()
+            .flat_map(|d| d.concepts.iter().filter(|(_, n)| *n > 0).map(|(c, _)| c.clone()))
+            .collect();
+        let (train_images, eval_images) = match (&w.data.eval, images) {
+            (Eval::Fraction(f), Some(n)) => {
+                let (t, e) = split_counts(n, *f);
+                (Some(t), Some(e))
+            }
+            (Eval::Images(_), Some(n)) => (Some(n), None),
+            (_, None) => (None, None),
+        };
+        let seed = w.seed;
+        let num_concepts = (!concepts.is_empty()).then_some(concepts.len() as u64);
+        let derived = move |d: Derived| match d {
+            Derived::DatasetSize => train_images,
+            Derived::NumConcepts => num_concepts,
+            Derived::Seed => Some(seed),
+        };
+        let params: Vec<PlannedParam> = w.params.iter().map(|p| resolve(p, &derived)).collect();
+        let int = |name: &str| {
+            params.iter().find(|p| p.name == name).and_then(|p| match p.value {
+                Some(ParamValue::Num(n)) => Some(n.as_f64()),
+                _ => None,
+            })
+        };
+        let batch = int("batch_size").unwrap_or(1.0);
+        let lrate = batch * int("per_item_lrate").unwrap_or(0.0);
+        let num_epochs = int("num_epochs").unwrap_or(1.0) as u64;
+        let init = int("init_epochs").unwrap_or(1.0) as u64;
+        let step = int("step_epochs").unwrap_or(1.0) as u64;
+        let decay = w.template.lr_decay;
+        let epoch_learning_rates: Vec<f64> =
+            (0..num_epochs).map(|e| learning_rate(e, lrate, init, step, decay)).collect();
+        let mut rate_phases: Vec<RatePhase> = Vec::new();
+        for (i, &r) in epoch_learning_rates.iter().enumerate() {
+            let epoch = i as u64 + 1;
+            match rate_phases.last_mut() {
+                Some(p) if p.learning_rate == r => p.last_epoch = epoch,
+                _ => rate_phases.push(RatePhase {
+                    first_epoch: epoch,
+                    last_epoch: epoch,
+                    learning_rate: r,
+                }),
+            }
+        }
+        let items_per_epoch = int("num_items_per_epoch").map(|n| n as u64);
+        let steps_per_epoch = items_per_epoch.map(|n| steps_per_epoch(n, batch as u64));
+        let steps = w
+            .steps
+            .iter()
+            .map(|s| PlannedStep {
+                kind: s.kind,
+                name: s.name.clone(),
+                params: s.params.iter().map(|p| resolve(p, &derived)).collect(),
+            })
+            .collect();
+        Plan {
+            workflow: w.name.clone(),
+            template: w.template.name.clone(),
+            architecture: w.template.architecture,
+            params,
+            lrate,
+            lr_decay: decay,
+            epoch_learning_rates,
+            rate_phases,
+            items_per_epoch,
+            steps_per_epoch,
+            optimizer_steps: steps_per_epoch.map(|s| s * num_epochs),
+            data: PlannedData {
+                train: w.data.train.clone(),
+                eval: w.data.eval.clone(),
+                weights: w.data.weights.clone(),
+                concepts,
+                images,
+                train_images,
+                eval_images,
+            },
+            steps,
+            device: w.device,
+            output: w.output.clone(),
+            seed: w.seed,
+        }
+    }
+}
+
+fn origin_text(o: &Origin) -> String {
+    match o {
+        Origin::Set { line } => format!("set on line {line}"),
+        Origin::Default { from } => format!("default of {from}"),
+        Origin::Derived { derived, .. } => format!("derived: {}", derived.describe()),
+    }
+}
+
+fn value_text(v: &Option<ParamValue>) -> String {
+    v.as_ref().map_or("?".to_string(), |v| v.to_string())
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "workflow {}", self.workflow)?;
+        writeln!(f, "template {} ({})", self.template, self.architecture_name())?;
+        writeln!(f)?;
+        writeln!(f, "hyperparameters")?;
+        let width = self.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+        let vwidth = self.params.iter().map(|p| value_text(&p.value).len()).max().unwrap_or(0);
+        for p in &self.params {
+            writeln!(
+                f,
+                "  {:width$} = {:vwidth$}  {}",
+                p.name,
+                value_text(&p.value),
+                origin_text(&p.origin)
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "learning rate")?;
+        let batch = self.param_text("batch_size");
+        let per_item = self.param_text("per_item_lrate");
+        writeln!(
+            f,
+            "  lrate = batch_size × per_item_lrate = {batch} × {per_item} = {}",
+            fmt_float(self.lrate)
+        )?;
+        writeln!(f, "  multiplied by {} at each decrease", fmt_float(self.lr_decay))?;
+        for p in &self.rate_phases {
+            let epochs = if p.first_epoch == p.last_epoch {
+                format!("epoch {}", p.first_epoch)
+            } else {
+                format!("epochs {}–{}", p.first_epoch, p.last_epoch)
+            };
+            writeln!(f, "  {epochs:<14} {}", fmt_float(p.learning_rate))?;
+        }
+        writeln!(f)?;
+        writeln!(f, "optimizer steps")?;
+        let epochs = self.epoch_learning_rates.len();
+        match (self.items_per_epoch, self.steps_per_epoch, self.optimizer_steps) {
+            (Some(items), Some(spe), Some(total)) => writeln!(
+                f,
+                "  {items} images per epoch / batch {batch} = {spe} steps per epoch × {epochs} epochs = {total} steps"
+            )?,
+            _ => writeln!(
+                f,
+                "  unknown until the training images can be counted: ⌈images per epoch / {batch}⌉ × {epochs} epochs"
+            )?,
+        }
+        writeln!(f)?;
+        writeln!(f, "data")?;
+        let d = &self.data;
+        let kind = match &d.train {
+            ImageSource::Folder(_) => "folder",
+            ImageSource::Manifest(_) => "manifest",
+        };
+        write!(f, "  train    {} ({kind}", d.train.path().display())?;
+        if let Some(n) = d.images {
+            write!(f, ", {} concepts, {n} images", d.concepts.len())?;
+        }
+        writeln!(f, ")")?;
+        if !d.concepts.is_empty() {
+            writeln!(f, "  concepts {}", d.concepts.join(", "))?;
+        }
+        match (&d.eval, d.train_images, d.eval_images) {
+            (Eval::Fraction(x), Some(t), Some(e)) => writeln!(
+                f,
+                "  eval     {} of the images held out: {t} to train, {e} to evaluate",
+                fmt_float(*x)
+            )?,
+            (Eval::Fraction(x), _, _) => writeln!(f, "  eval     {} of the images held out", fmt_float(*x))?,
+            (Eval::Images(src), _, _) => writeln!(f, "  eval     {}", src.path().display())?,
+        }
+        match &d.weights {
+            Some(w) => writeln!(f, "  weights  {}", w.display())?,
+            None => writeln!(f, "  weights  none: the network starts from a random initialisation")?,
+        }
+        writeln!(f)?;
+        writeln!(f, "steps")?;
+        if self.steps.is_empty() {
+            writeln!(f, "  none: training and embedding only")?;
+        }
+        for s in &self.steps {
+            let mut line = String::new();
+            for (i, p) in s.params.iter().enumerate() {
+                if i > 0 {
+                    line.push_str(", ");
+                }
+                let _ = write!(line, "{} = {}", p.name, value_text(&p.value));
+            }
+            let label = if s.name == s.kind_name() {
+                s.name.clone()
+            } else {
+                format!("{} ({})", s.name, s.kind_name())
+            };
+            writeln!(f, "  {label}: {line}")?;
+        }
+        writeln!(f)?;
+        writeln!(f, "device {}, seed {}, output {}", self.device, self.seed, self.output.display())
+    }
+}
+
+impl Plan {
+    fn architecture_name(&self) -> &'static str {
+        self.architecture.name()
+    }
+
+    fn param_text(&self, name: &str) -> String {
+        self.params
+            .iter()
+            .find(|p| p.name == name)
+            .map_or("?".to_string(), |p| value_text(&p.value))
+    }
+}
+
+impl PlannedStep {
+    fn kind_name(&self) -> &'static str {
+        self.kind.name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_holds_then_decays_every_step() {
+        let lr = |e| learning_rate(e, 1.0, 25, 7, 0.1);
+        assert_eq!(lr(0), 1.0);
+        assert_eq!(lr(24), 1.0);
+        assert!((lr(25) - 0.1).abs() < 1e-12);
+        assert!((lr(31) - 0.1).abs() < 1e-12);
+        assert!((lr(32) - 0.01).abs() < 1e-12);
+        assert!((lr(64) - 1e-6).abs() < 1e-18);
+    }
+
+    #[test]
+    fn split_keeps_at_least_one_on_each_side() {
+        assert_eq!(split_counts(100, 0.1), (90, 10));
+        assert_eq!(split_counts(5, 0.1), (4, 1));
+        assert_eq!(split_counts(3, 0.9), (1, 2));
+        assert_eq!(split_counts(1, 0.5), (1, 0));
+    }
+
+    #[test]
+    fn partial_batches_count() {
+        assert_eq!(steps_per_epoch(100, 32), 4);
+        assert_eq!(steps_per_epoch(96, 32), 3);
+    }
+}

@@ -1,0 +1,617 @@
+//! The template spec: templates, step kinds and their parameters.
+//!
+//! Nothing here is a hard-coded table of ranges: the built-in templates and
+//! step kinds are declared in wfrun's own language in `prelude.wf`, parsed and
+//! checked by the same code that reads user templates ([`declare`]). Rust only
+//! knows which parameters each network and each step needs
+//! ([`Architecture::required_params`], [`StepKindId::required_params`]).
+
+pub mod declare;
+
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+
+use crate::diagnostic::{Code, Diagnostic};
+use crate::source::{SourceFile, SourceId, Span};
+use crate::syntax::{Value, ValueKind};
+
+/// The prelude's text, shipped inside the crate.
+pub const PRELUDE: &str = include_str!("prelude.wf");
+
+/// The factor the learning rate is multiplied by at each decrease, unless a
+/// built-in template declares another `lr_decay`. The seed gives none; 0.1 is
+/// the usual step decay.
+pub const DEFAULT_LR_DECAY: f64 = 0.1;
+
+pub(crate) fn prelude_source() -> SourceFile {
+    SourceFile::new("<prelude>", PRELUDE)
+}
+
+/// The network (and loss) a template trains. Only the prelude names these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Architecture {
+    /// ResNet-101 with an additive angular margin (ArcFace) loss.
+    Resnet101AngularMargin,
+    /// BN-Inception with a sigmoid or softmax classifier.
+    BnInception,
+    /// ResNeXt-50 32x4d with a sigmoid or softmax classifier.
+    Resnext50,
+}
+
+const COMMON_PARAMS: [&str; 7] = [
+    "image_size",
+    "batch_size",
+    "init_epochs",
+    "step_epochs",
+    "num_epochs",
+    "per_item_lrate",
+    "num_items_per_epoch",
+];
+
+impl Architecture {
+    pub const ALL: [Architecture; 3] = [
+        Architecture::Resnet101AngularMargin,
+        Architecture::BnInception,
+        Architecture::Resnext50,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Architecture::Resnet101AngularMargin => "resnet101_angular_margin",
+            Architecture::BnInception => "bn_inception",
+            Architecture::Resnext50 => "resnext50_32x4d",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Architecture> {
+        Architecture::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// The parameters the network and its training loop read, with their kinds.
+    pub fn required_params(self) -> Vec<(&'static str, NumKind)> {
+        let mut params: Vec<_> = COMMON_PARAMS
+            .iter()
+            .map(|&p| {
+                let kind = if p == "per_item_lrate" {
+                    NumKind::Float
+                } else {
+                    NumKind::Int
+                };
+                (p, kind)
+            })
+            .collect();
+        match self {
+            Architecture::Resnet101AngularMargin => params.extend([
+                ("angular_scale", NumKind::Int),
+                ("angular_margin", NumKind::Float),
+                ("embeddings_size", NumKind::Int),
+            ]),
+            Architecture::BnInception | Architecture::Resnext50 => {
+                params.push(("logreg", NumKind::Int))
+            }
+        }
+        params
+    }
+}
+
+/// The downstream steps wfrun knows how to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKindId {
+    ClassifierHead,
+    Clustering,
+    VisualSearch,
+}
+
+impl StepKindId {
+    pub const ALL: [StepKindId; 3] = [
+        StepKindId::ClassifierHead,
+        StepKindId::Clustering,
+        StepKindId::VisualSearch,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKindId::ClassifierHead => "classifier_head",
+            StepKindId::Clustering => "clustering",
+            StepKindId::VisualSearch => "visual_search",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<StepKindId> {
+        StepKindId::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The parameters the step's implementation reads.
+    pub fn required_params(self) -> &'static [&'static str] {
+        match self {
+            StepKindId::ClassifierHead => &["logreg", "epochs", "learning_rate", "l2", "batch_size"],
+            StepKindId::Clustering => &["k", "iterations", "inits", "tolerance", "seed"],
+            StepKindId::VisualSearch => &["top_k", "queries", "index"],
+        }
+    }
+}
+
+/// Integer or floating-point.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NumKind {
+    Int,
+    Float,
+}
+
+/// A number from the spec or a workflow.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+impl fmt::Display for Num {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Num::Int(i) => write!(f, "{i}"),
+            Num::Float(x) => f.write_str(&fmt_float(*x)),
+        }
+    }
+}
+
+/// Formats a float the way a person would write it in a workflow.
+pub fn fmt_float(x: f64) -> String {
+    if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e7) {
+        let s = format!("{x:e}");
+        // `7.8125e-5` reads better as `7.8125e-05`, the seed's spelling.
+        match s.split_once('e') {
+            Some((m, e)) if e.trim_start_matches('-').len() == 1 => {
+                let sign = if e.starts_with('-') { "-" } else { "" };
+                format!("{m}e{sign}0{}", e.trim_start_matches('-'))
+            }
+            _ => s,
+        }
+    } else if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.1}")
+    } else {
+        format!("{x}")
+    }
+}
+
+/// The values a parameter accepts: a number kind, a path, keywords, or a mix
+/// (`eval | train | path`).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ParamType {
+    pub numeric: Option<NumKind>,
+    pub path: bool,
+    pub keywords: Vec<String>,
+}
+
+impl fmt::Display for ParamType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts: Vec<&str> = self.keywords.iter().map(String::as_str).collect();
+        match self.numeric {
+            Some(NumKind::Int) => parts.push("int"),
+            Some(NumKind::Float) => parts.push("float"),
+            None => {}
+        }
+        if self.path {
+            parts.push("path");
+        }
+        f.write_str(&parts.join(" | "))
+    }
+}
+
+/// A default computed when the workflow is planned, not written as a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Derived {
+    /// The number of training images.
+    DatasetSize,
+    /// The number of concepts in the training data.
+    NumConcepts,
+    /// The workflow's `seed`.
+    Seed,
+}
+
+impl Derived {
+    pub const ALL: [Derived; 3] = [Derived::DatasetSize, Derived::NumConcepts, Derived::Seed];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Derived::DatasetSize => "dataset_size",
+            Derived::NumConcepts => "num_concepts",
+            Derived::Seed => "seed",
+        }
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Derived::DatasetSize => "the number of training images",
+            Derived::NumConcepts => "the number of concepts in the training data",
+            Derived::Seed => "the workflow's seed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Derived> {
+        Derived::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+/// A parameter's value after checking.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Num(Num),
+    Keyword(String),
+    Path(String),
+}
+
+impl fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamValue::Num(n) => write!(f, "{n}"),
+            ParamValue::Keyword(k) => f.write_str(k),
+            ParamValue::Path(p) => write!(f, "\"{p}\""),
+        }
+    }
+}
+
+/// A parameter's default: a value, or something derived at plan time.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DefaultValue {
+    Value(ParamValue),
+    Derived(Derived),
+}
+
+impl fmt::Display for DefaultValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DefaultValue::Value(v) => write!(f, "{v}"),
+            DefaultValue::Derived(d) => f.write_str(d.name()),
+        }
+    }
+}
+
+/// A value together with the `name = value` line that declared it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declared<T> {
+    pub value: T,
+    pub span: Span,
+}
+
+/// One parameter of a template or step kind.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    /// Where the parameter was declared (or last narrowed).
+    pub span: Span,
+    pub ty: ParamType,
+    pub min: Option<Declared<Num>>,
+    pub max: Option<Declared<Num>>,
+    pub step: Option<Declared<Num>>,
+    pub default: Option<Declared<DefaultValue>>,
+    pub doc: String,
+}
+
+impl ParamSpec {
+    /// The range and step in words: `32 ≤ x ≤ 1024, step 16`.
+    pub fn range_text(&self) -> String {
+        let mut s = match (&self.min, &self.max) {
+            (Some(lo), Some(hi)) => format!("{} to {}", lo.value, hi.value),
+            (Some(lo), None) => format!("at least {}", lo.value),
+            (None, Some(hi)) => format!("at most {}", hi.value),
+            (None, None) => "any".to_string(),
+        };
+        if let Some(step) = &self.step {
+            s.push_str(&format!(", step {}", step.value));
+        }
+        s
+    }
+
+    /// Checks a written value against the type, range and step.
+    pub fn check(&self, value: &Value) -> Result<ParamValue, Diagnostic> {
+        let name = &self.name;
+        let ty = &self.ty;
+        match &value.kind {
+            ValueKind::Invalid => Err(Diagnostic::error(Code::WrongType, value.span, "")),
+            ValueKind::Int(i) if ty.numeric == Some(NumKind::Int) => {
+                self.check_range(Num::Int(*i), value.span)
+            }
+            ValueKind::Int(i) if ty.numeric == Some(NumKind::Float) => {
+                self.check_range(Num::Float(*i as f64), value.span)
+            }
+            ValueKind::Float(f) if ty.numeric == Some(NumKind::Float) => {
+                self.check_range(Num::Float(*f), value.span)
+            }
+            ValueKind::Str(s) if ty.path => Ok(ParamValue::Path(s.clone())),
+            ValueKind::Name(n) if ty.keywords.iter().any(|k| k == n) => {
+                Ok(ParamValue::Keyword(n.clone()))
+            }
+            other => {
+                let expected = self.expected_text();
+                let mut d = Diagnostic::error(
+                    Code::WrongType,
+                    value.span,
+                    format!("`{name}` expects {expected}, found {}", other.describe()),
+                )
+                .with_label(format!("expected {expected}"));
+                d.help = match other {
+                    ValueKind::Float(f)
+                        if ty.numeric == Some(NumKind::Int) && f.fract() == 0.0 && f.abs() < 9e15 =>
+                    {
+                        Some(format!("write it as an integer: `{name} = {}`", *f as i64))
+                    }
+                    ValueKind::Str(s)
+                        if ty.numeric.is_some() && s.trim().parse::<f64>().is_ok() =>
+                    {
+                        Some(format!("remove the quotes: `{name} = {}`", s.trim()))
+                    }
+                    ValueKind::Name(n) if !ty.keywords.is_empty() => {
+                        crate::suggest::did_you_mean(n, ty.keywords.iter().map(String::as_str))
+                            .map(|s| format!("did you mean `{s}`?"))
+                            .or_else(|| Some(format!("`{name}` accepts {}", self.ty)))
+                    }
+                    ValueKind::Name(n) if ty.path => {
+                        Some(format!("write paths in quotes: `{name} = \"{n}\"`"))
+                    }
+                    _ => None,
+                };
+                Err(d)
+            }
+        }
+    }
+
+    fn expected_text(&self) -> String {
+        let mut parts = Vec::new();
+        match self.ty.numeric {
+            Some(NumKind::Int) => parts.push("an integer".to_string()),
+            Some(NumKind::Float) => parts.push("a number".to_string()),
+            None => {}
+        }
+        if self.ty.path {
+            parts.push("a path in quotes".to_string());
+        }
+        for k in &self.ty.keywords {
+            parts.push(format!("`{k}`"));
+        }
+        match parts.len() {
+            0 => "nothing".to_string(),
+            1 => parts.remove(0),
+            n => format!("{} or {}", parts[..n - 1].join(", "), parts[n - 1]),
+        }
+    }
+
+    fn check_range(&self, n: Num, span: Span) -> Result<ParamValue, Diagnostic> {
+        let name = &self.name;
+        let x = n.as_f64();
+        if let Some(min) = &self.min {
+            if x < min.value.as_f64() {
+                return Err(self.range_error(n, span, "below the minimum", min));
+            }
+        }
+        if let Some(max) = &self.max {
+            if x > max.value.as_f64() {
+                return Err(self.range_error(n, span, "above the maximum", max));
+            }
+        }
+        if let Some(step) = &self.step {
+            let base = self.min.as_ref().map_or(0.0, |m| m.value.as_f64());
+            if !on_grid(x, base, step.value.as_f64()) {
+                let (lo, hi) = self.neighbours(x);
+                let nearest = match (lo, hi) {
+                    (Some(lo), Some(hi)) => format!("the nearest valid values are {lo} and {hi}"),
+                    (Some(v), None) | (None, Some(v)) => format!("the nearest valid value is {v}"),
+                    (None, None) => "no value fits the range".to_string(),
+                };
+                return Err(Diagnostic::error(
+                    Code::OffStep,
+                    span,
+                    format!(
+                        "`{name}` = {n} is not on its step grid: values go from {base} in steps of {}",
+                        step.value,
+                        base = fmt_num_like(base, step.value)
+                    ),
+                )
+                .with_label(format!("not a multiple of the step {} from {}", step.value, fmt_num_like(base, step.value)))
+                .with_related(step.span, format!("the step of `{name}` is {}", step.value))
+                .with_help(nearest));
+            }
+        }
+        Ok(ParamValue::Num(n))
+    }
+
+    fn range_error(&self, n: Num, span: Span, what: &str, bound: &Declared<Num>) -> Diagnostic {
+        let name = &self.name;
+        Diagnostic::error(
+            Code::OutOfRange,
+            span,
+            format!("`{name}` = {n} is {what} {}", bound.value),
+        )
+        .with_label(format!("{what} {}", bound.value))
+        .with_related(bound.span, format!("the range of `{name}` is declared here"))
+        .with_help(format!("`{name}` accepts {}", self.range_text()))
+    }
+
+    /// The valid values just below and just above `x` (within the range).
+    pub fn neighbours(&self, x: f64) -> (Option<Num>, Option<Num>) {
+        let Some(step) = &self.step else {
+            return (None, None);
+        };
+        let s = step.value.as_f64();
+        let base = self.min.as_ref().map_or(0.0, |m| m.value.as_f64());
+        let k = ((x - base) / s).floor();
+        let make = |v: f64| match step.value {
+            Num::Int(_) if self.ty.numeric == Some(NumKind::Int) => Num::Int(v.round() as i64),
+            _ => Num::Float(v),
+        };
+        let lo = base + k * s;
+        let hi = base + (k + 1.0) * s;
+        let ok = |v: f64| {
+            self.min.as_ref().is_none_or(|m| v >= m.value.as_f64())
+                && self.max.as_ref().is_none_or(|m| v <= m.value.as_f64())
+        };
+        (ok(lo).then(|| make(lo)), ok(hi).then(|| make(hi)))
+    }
+}
+
+fn fmt_num_like(x: f64, like: Num) -> String {
+    match like {
+        Num::Int(_) if x.fract() == 0.0 => format!("{}", x as i64),
+        _ => fmt_float(x),
+    }
+}
+
+/// Whether `x` is `base + k * step` for a whole `k` (to 1e-9 of a step).
+pub fn on_grid(x: f64, base: f64, step: f64) -> bool {
+    if step <= 0.0 {
+        return true;
+    }
+    let k = (x - base) / step;
+    (k - k.round()).abs() <= 1e-9 * k.abs().max(1.0)
+}
+
+/// A template: a network with its hyperparameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TemplateSpec {
+    pub name: String,
+    /// The template's name where it is declared.
+    pub span: Span,
+    pub parent: Option<String>,
+    pub architecture: Architecture,
+    pub lr_decay: f64,
+    pub doc: String,
+    pub params: Vec<ParamSpec>,
+}
+
+impl TemplateSpec {
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        self.span.source == SourceId::PRELUDE
+    }
+}
+
+/// A downstream step kind with its parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepKindSpec {
+    pub name: String,
+    pub span: Span,
+    pub id: StepKindId,
+    pub doc: String,
+    pub params: Vec<ParamSpec>,
+}
+
+impl StepKindSpec {
+    pub fn param(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+}
+
+/// The templates and step kinds a workflow can use.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    pub templates: Vec<TemplateSpec>,
+    pub step_kinds: Vec<StepKindSpec>,
+}
+
+impl Registry {
+    /// The built-in registry, declared by the prelude (parsed once).
+    pub fn builtin() -> &'static Registry {
+        &prelude().0
+    }
+
+    pub fn template(&self, name: &str) -> Option<&TemplateSpec> {
+        self.templates.iter().find(|t| t.name == name)
+    }
+
+    pub fn step_kind(&self, name: &str) -> Option<&StepKindSpec> {
+        self.step_kinds.iter().find(|k| k.name == name)
+    }
+}
+
+/// The prelude's registry and the diagnostics of reading it (empty unless the
+/// prelude itself is broken; a test keeps it empty).
+pub fn prelude() -> &'static (Registry, Vec<Diagnostic>) {
+    static PRELUDE_REGISTRY: OnceLock<(Registry, Vec<Diagnostic>)> = OnceLock::new();
+    PRELUDE_REGISTRY.get_or_init(|| {
+        let (module, mut diagnostics) = crate::syntax::parse(SourceId::PRELUDE, PRELUDE);
+        let registry = declare::prelude(&module, &mut diagnostics);
+        (registry, diagnostics)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prelude_is_clean_and_complete() {
+        let (registry, diagnostics) = prelude();
+        assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+        let names: Vec<_> = registry.templates.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["Clarifai_ResNet_AngularMargin", "Clarifai_InceptionBatchNorm", "Clarifai_ResNext"]
+        );
+        let kinds: Vec<_> = registry.step_kinds.iter().map(|k| k.id).collect();
+        assert_eq!(kinds, StepKindId::ALL);
+    }
+
+    #[test]
+    fn prelude_ranges_match_the_spec() {
+        let r = Registry::builtin();
+        let arc = r.template("Clarifai_ResNet_AngularMargin").unwrap();
+        let image = arc.param("image_size").unwrap();
+        assert_eq!(image.range_text(), "32 to 1024, step 16");
+        assert_eq!(
+            image.default.as_ref().unwrap().value,
+            DefaultValue::Value(ParamValue::Num(Num::Int(256)))
+        );
+        assert_eq!(arc.param("angular_scale").unwrap().range_text(), "16 to 128, step 16");
+        assert_eq!(arc.param("angular_margin").unwrap().range_text(), "0.1 to 0.9");
+        assert_eq!(arc.param("per_item_lrate").unwrap().range_text(), "at least 0.0");
+        assert!(arc.param("logreg").is_none());
+        let rx = r.template("Clarifai_ResNext").unwrap();
+        assert_eq!(rx.param("logreg").unwrap().range_text(), "0 to 1, step 1");
+        assert_eq!(
+            rx.param("num_items_per_epoch").unwrap().default.as_ref().unwrap().value,
+            DefaultValue::Derived(Derived::DatasetSize)
+        );
+        assert!(r
+            .templates
+            .iter()
+            .all(|t| t.params.iter().all(|p| !p.doc.is_empty()) && !t.doc.is_empty()));
+    }
+
+    #[test]
+    fn floats_print_as_people_write_them() {
+        assert_eq!(fmt_float(7.8125e-05), "7.8125e-05");
+        assert_eq!(fmt_float(0.5), "0.5");
+        assert_eq!(fmt_float(0.0), "0.0");
+        assert_eq!(fmt_float(0.005), "0.005");
+    }
+
+    #[test]
+    fn grid_and_neighbours() {
+        let r = Registry::builtin();
+        let image = r.template("Clarifai_ResNext").unwrap().param("image_size").unwrap();
+        assert!(on_grid(992.0, 32.0, 16.0));
+        assert!(!on_grid(1000.0, 32.0, 16.0));
+        assert_eq!(image.neighbours(1000.0), (Some(Num::Int(992)), Some(Num::Int(1008))));
+        assert_eq!(image.neighbours(1020.0), (Some(Num::Int(1008)), Some(Num::Int(1024))));
+        assert_eq!(image.neighbours(20.0), (None, Some(Num::Int(32))));
+    }
+}

@@ -1,0 +1,161 @@
+//! A checked workflow: every value resolved, every path made absolute.
+//!
+//! This is what the checker hands to the planner and, later, the executor. It
+//! exists only when the checker found no error.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::spec::{Derived, Num, ParamValue, StepKindId, TemplateSpec};
+
+/// Where a resolved value came from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "origin", rename_all = "snake_case")]
+pub enum Origin {
+    /// Written in the workflow, on this 1-based line.
+    Set { line: usize },
+    /// The default of this template (or step kind).
+    Default { from: String },
+    /// Derived at plan time (e.g. the number of training images).
+    Derived { from: String, derived: Derived },
+}
+
+/// A resolved value: known now, or derived once the data is counted.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Resolved {
+    Value(ParamValue),
+    Derived(Derived),
+}
+
+/// One parameter of the template or of a step, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ResolvedParam {
+    pub name: String,
+    pub value: Resolved,
+    #[serde(flatten)]
+    pub origin: Origin,
+}
+
+/// Where images come from.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(tag = "kind", content = "path", rename_all = "snake_case")]
+pub enum ImageSource {
+    /// A folder with one sub-folder per concept.
+    Folder(PathBuf),
+    /// A CSV or JSON-lines file listing images and their concepts.
+    Manifest(PathBuf),
+}
+
+impl ImageSource {
+    pub fn path(&self) -> &PathBuf {
+        match self {
+            ImageSource::Folder(p) | ImageSource::Manifest(p) => p,
+        }
+    }
+}
+
+/// The evaluation images.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Eval {
+    /// This fraction of the training images, held out deterministically from the seed.
+    Fraction(f64),
+    /// Images of their own.
+    Images(ImageSource),
+}
+
+/// The fraction held out when a workflow names no evaluation images.
+pub const DEFAULT_EVAL_FRACTION: f64 = 0.1;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DataSpec {
+    pub train: ImageSource,
+    pub eval: Eval,
+    /// Pretrained weights (safetensors) to start from.
+    pub weights: Option<PathBuf>,
+}
+
+/// The device a workflow runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Cpu,
+    /// The best device this build can use: CUDA, then Metal, then the CPU.
+    Auto,
+    Cuda(usize),
+    Metal(usize),
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Auto => f.write_str("auto"),
+            Device::Cuda(n) => write!(f, "cuda({n})"),
+            Device::Metal(n) => write!(f, "metal({n})"),
+        }
+    }
+}
+
+/// A downstream step, resolved.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StepSpec {
+    pub kind: StepKindId,
+    /// The alias (`as NAME`) or the kind's name; unique in a workflow.
+    pub name: String,
+    pub params: Vec<ResolvedParam>,
+}
+
+/// What the checker learnt of the training folder (when it looked).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DatasetSummary {
+    /// Images per concept, in name order.
+    pub concepts: Vec<(String, usize)>,
+}
+
+impl DatasetSummary {
+    pub fn images(&self) -> usize {
+        self.concepts.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// A workflow the checker accepted.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workflow {
+    pub name: String,
+    /// The folder relative paths are resolved against (the workflow file's).
+    pub base_dir: PathBuf,
+    pub template: TemplateSpec,
+    pub params: Vec<ResolvedParam>,
+    pub data: DataSpec,
+    pub device: Device,
+    pub output: PathBuf,
+    pub seed: u64,
+    pub steps: Vec<StepSpec>,
+    /// The training folder's concepts and image counts, when the checker read it.
+    pub dataset: Option<DatasetSummary>,
+}
+
+impl Workflow {
+    pub fn param(&self, name: &str) -> Option<&ResolvedParam> {
+        self.params.iter().find(|p| p.name == name)
+    }
+
+    /// An integer hyperparameter's value, when it is known without the data.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        match self.param(name)?.value {
+            Resolved::Value(ParamValue::Num(Num::Int(i))) => Some(i),
+            _ => None,
+        }
+    }
+
+    /// A float hyperparameter's value.
+    pub fn float(&self, name: &str) -> Option<f64> {
+        match self.param(name)?.value {
+            Resolved::Value(ParamValue::Num(n)) => Some(n.as_f64()),
+            _ => None,
+        }
+    }
+}
