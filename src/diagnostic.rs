@@ -347,7 +347,11 @@ impl fmt::Debug for Note<'_> {
 
 impl fmt::Display for Note<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "see {}", self.source.name())
+        if is_prelude(self.label.span.source) {
+            f.write_str("in wfrun's built-in templates:")
+        } else {
+            write!(f, "in {}:", self.source.name())
+        }
     }
 }
 

@@ -27,7 +27,7 @@ pub mod plan;
 pub mod report;
 pub mod source;
 pub mod spec;
-mod suggest;
+pub mod suggest;
 pub mod syntax;
 pub mod workflow;
 

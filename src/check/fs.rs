@@ -183,11 +183,13 @@ pub(super) fn check_data(
 /// Checks the folders named by step parameters (`visual_search`'s `queries`).
 pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[Option<StepSpec>]) {
     for (decl, spec) in steps.iter().zip(specs) {
-        if spec.is_none() {
-            continue;
-        }
+        let Some(spec) = spec else { continue };
         for s in decl.body.iter().flat_map(|b| b.settings()) {
-            if let ValueKind::Str(p) = &s.value.kind {
+            let ValueKind::Str(p) = &s.value.kind else { continue };
+            let accepted = spec.params.iter().any(|r| {
+                r.name == s.name.name && r.value == Resolved::Value(ParamValue::Path(p.clone()))
+            });
+            if accepted {
                 let path = cx.base_dir.join(p);
                 exists_as(cx, &path, s.value.span, true, "folder");
             }

@@ -92,6 +92,15 @@ impl Checker<'_> {
         self.diagnostics.push(d);
     }
 
+    /// Whether a syntax error lies within `span` (or anywhere, for `None`):
+    /// what looks missing may sit on the broken line.
+    fn broken_within(&self, span: Option<Span>) -> bool {
+        self.diagnostics.iter().any(|d| {
+            matches!(d.code, Code::Syntax | Code::UnclosedBlock | Code::UnterminatedString | Code::TooDeep)
+                && span.is_none_or(|s| d.span.start >= s.start && d.span.start <= s.end)
+        })
+    }
+
     fn line(&self, span: Span) -> usize {
         self.file.line_col(span.start).0
     }
@@ -143,6 +152,7 @@ impl Checker<'_> {
                     None
                 }
             },
+            None if self.broken_within(None) => None,
             None => {
                 self.push(
                     Diagnostic::error(Code::Missing, Span::new(self.source, 0, 0), "this workflow chooses no template")
@@ -163,6 +173,7 @@ impl Checker<'_> {
         let (device, output, seed) = self.top_settings(&top, template.as_ref(), &workflow_name);
         let data_spec = match data {
             Some(d) => self.data(d, template.as_ref()),
+            None if self.broken_within(None) => None,
             None => {
                 let at = use_decl.map_or(Span::new(self.source, 0, 0), |u| u.keyword.to(u.template.span));
                 self.push(
@@ -176,13 +187,15 @@ impl Checker<'_> {
         let step_specs = self.steps(&steps);
 
         let mut dataset = None;
-        if let (Some(t), Some(params), Some(data)) = (&template, &params, &data_spec) {
-            let u = use_decl.expect("template implies use");
-            self.cross_checks(t, u, params, data);
-            if options.filesystem {
+        if let (Some(t), Some(params), Some(u)) = (&template, &params, use_decl) {
+            let has_weights = data_spec.as_ref().is_some_and(|d| d.weights.is_some());
+            self.cross_checks(t, u, params, has_weights);
+            if let (Some(data), true) = (&data_spec, options.filesystem) {
                 dataset = fs::check_data(self, data, params, data_decl_spans(data_decl_of(module)));
-                fs::check_step_paths(self, &steps, &step_specs);
             }
+        }
+        if options.filesystem {
+            fs::check_step_paths(self, &steps, &step_specs);
         }
 
         let errors = self.diagnostics.iter().any(Diagnostic::is_error);
@@ -529,15 +542,17 @@ impl Checker<'_> {
                 }
             }
         }
-        if train.is_none() && !seen.contains_key("train") {
+        if train.is_none() && !seen.contains_key("train") && !self.broken_within(Some(d.body.span)) {
             self.push(
                 Diagnostic::error(Code::Missing, d.keyword, "the `data` block names no training images")
                     .with_label("`train` is missing")
                     .with_help("add `train = \"path/to/images\"` (one sub-folder per concept) or `train = manifest(\"images.csv\")`"),
             );
         }
-        let train = train?;
-        ok.then_some(DataSpec { train, eval, weights })
+        // An error elsewhere in the block is already reported; the paths are
+        // still worth checking, so the spec is returned all the same.
+        let _ = ok;
+        Some(DataSpec { train: train?, eval, weights })
     }
 
     fn image_source(&mut self, s: &Setting) -> Option<ImageSource> {
@@ -613,7 +628,7 @@ impl Checker<'_> {
     }
 
     /// Rules between fields: the schedule, the learning rate, the seed's advice.
-    fn cross_checks(&mut self, t: &TemplateSpec, u: &UseDecl, params: &[(ResolvedParam, Option<Span>)], data: &DataSpec) {
+    fn cross_checks(&mut self, t: &TemplateSpec, u: &UseDecl, params: &[(ResolvedParam, Option<Span>)], has_weights: bool) {
         let get = |name: &str| params.iter().find(|(p, _)| p.name == name);
         let num = |name: &str| match get(name).map(|(p, _)| &p.value) {
             Some(Resolved::Value(ParamValue::Num(n))) => Some(n.as_f64()),
@@ -677,7 +692,7 @@ impl Checker<'_> {
             }
         }
 
-        if t.architecture == Architecture::Resnet101AngularMargin && data.weights.is_none() {
+        if t.architecture == Architecture::Resnet101AngularMargin && !has_weights {
             if let (Some(s), Some(m)) = (num("angular_scale"), num("angular_margin")) {
                 if s >= 64.0 && m >= 0.5 {
                     let primary = span_of("angular_margin").or(span_of("angular_scale")).unwrap_or(use_span);

@@ -30,11 +30,17 @@ pub fn parse(source: SourceId, text: &str) -> (Module, Vec<Diagnostic>) {
     if let Some(d) = check_depth(source, text) {
         return (Module::default(), vec![d]);
     }
+    let repair = repair_braces(source, text);
+    let parsed_text = repair.text.as_deref().unwrap_or(text);
+    diagnostics.extend(repair.diagnostics);
     let mut builder = Builder {
         source,
         diagnostics: &mut diagnostics,
+        insertions: repair.insertions,
+        last_end: None,
+        text: parsed_text,
     };
-    let module = match WfParser::parse(Rule::file, text) {
+    let module = match WfParser::parse(Rule::file, parsed_text) {
         Ok(mut pairs) => builder.file(pairs.next().expect("file rule")),
         // The recovery layer makes `file` match any input; this is a safety net.
         Err(e) => {
@@ -88,15 +94,144 @@ fn check_depth(source: SourceId, text: &str) -> Option<Diagnostic> {
     None
 }
 
+/// The text a synthetic `}` is inserted as.
+const CLOSE: &str = "\n}";
+
+/// A file with unclosed blocks, closed so the rest of it parses normally.
+struct Repair {
+    /// The repaired text, when anything was inserted.
+    text: Option<String>,
+    /// Offsets in the original text where [`CLOSE`] was inserted, ascending.
+    insertions: Vec<usize>,
+    diagnostics: Vec<Diagnostic>,
+}
+
+const STATEMENT_KEYWORDS: [&str; 6] = ["workflow", "use", "data", "step", "template", "step_kind"];
+
+/// Closes each block left open at the end of the file just before the next
+/// line that starts, unindented, with a statement keyword (or at the end of
+/// the file), and reports it. Files whose braces balance are left alone.
+fn repair_braces(source: SourceId, text: &str) -> Repair {
+    let bytes = text.as_bytes();
+    let mut open: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' if text[i..].starts_with("\"\"\"") => match text[i + 3..].find("\"\"\"") {
+                Some(end) => i += 3 + end + 2,
+                None => break,
+            },
+            b'"' => {
+                let quote = i;
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    if bytes[i] == b'\\' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                if bytes.get(i) != Some(&b'"') {
+                    // Never closed: reported as such; read the rest of the line as code.
+                    i = quote;
+                }
+            }
+            b'{' => open.push(i),
+            b'}' => {
+                open.pop();
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    let mut insertions = Vec::new();
+    let mut diagnostics = Vec::new();
+    for &brace in &open {
+        let close_at = statement_line_after(text, brace).unwrap_or(text.len());
+        let where_ = if close_at == text.len() {
+            "at the end of the file".to_string()
+        } else {
+            let line = text[..close_at].matches('\n').count() + 1;
+            format!("before line {line}")
+        };
+        diagnostics.push(
+            Diagnostic::error(
+                Code::UnclosedBlock,
+                Span::new(source, brace, brace + 1),
+                "this `{` is never closed",
+            )
+            .with_label("block opened here")
+            .with_help(format!("add a `}}` {where_}, after the last line of the block")),
+        );
+        insertions.push(close_at);
+    }
+    if insertions.is_empty() {
+        return Repair { text: None, insertions, diagnostics };
+    }
+    insertions.sort_unstable();
+    let mut repaired = String::with_capacity(text.len() + insertions.len() * CLOSE.len());
+    let mut last = 0;
+    for &at in &insertions {
+        repaired.push_str(&text[last..at]);
+        repaired.push_str(CLOSE);
+        last = at;
+    }
+    repaired.push_str(&text[last..]);
+    Repair {
+        text: Some(repaired),
+        insertions,
+        diagnostics,
+    }
+}
+
+/// The start of the first unindented line after `from` that begins with a statement keyword.
+fn statement_line_after(text: &str, from: usize) -> Option<usize> {
+    let mut offset = from + text[from..].find('\n')? + 1;
+    for line in text[offset..].split_inclusive('\n') {
+        let word: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        if STATEMENT_KEYWORDS.contains(&word.as_str()) {
+            return Some(offset);
+        }
+        offset += line.len();
+    }
+    None
+}
+
 struct Builder<'d> {
     source: SourceId,
     diagnostics: &'d mut Vec<Diagnostic>,
+    /// Where [`repair_braces`] inserted text, to map positions back.
+    insertions: Vec<usize>,
+    /// The end of the last item or setting, to word junk that trails it.
+    last_end: Option<usize>,
+    /// The text being parsed (repaired, if it was).
+    text: &'d str,
 }
 
 impl Builder<'_> {
+    /// Maps a position in the parsed text to the original file.
+    fn pos(&self, p: usize) -> usize {
+        let mut shift = 0;
+        for &at in &self.insertions {
+            let here = at + shift;
+            if p < here {
+                break;
+            }
+            if p < here + CLOSE.len() {
+                return at;
+            }
+            shift += CLOSE.len();
+        }
+        p - shift
+    }
+
     fn span(&self, pair: &Pair<Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.source, s.start(), s.end())
+        Span::new(self.source, self.pos(s.start()), self.pos(s.end()))
     }
 
     fn file(&mut self, pair: Pair<Rule>) -> Module {
@@ -105,7 +240,11 @@ impl Builder<'_> {
             match p.as_rule() {
                 Rule::bad_item => self.bad_piece(&p, Rule::item_only),
                 Rule::EOI => {}
-                _ => items.push(self.item(p)),
+                _ => {
+                    let end = p.as_span().end();
+                    items.push(self.item(p));
+                    self.last_end = Some(end);
+                }
             }
         }
         Module { items }
@@ -213,9 +352,15 @@ impl Builder<'_> {
                 Rule::bad_line => self.bad_piece(&p, Rule::block_item_only),
                 Rule::setting => {
                     let span = self.span(&p);
+                    let end = p.as_span().end();
                     items.push(BlockItem::Setting(self.setting_inner(span, p.into_inner())));
+                    self.last_end = Some(end);
                 }
-                Rule::param_decl => items.push(BlockItem::Param(self.param(p))),
+                Rule::param_decl => {
+                    let end = p.as_span().end();
+                    items.push(BlockItem::Param(self.param(p)));
+                    self.last_end = Some(end);
+                }
                 other => unreachable!("unexpected block rule {other:?}"),
             }
         }
@@ -263,7 +408,7 @@ impl Builder<'_> {
             Rule::number => self.number(inner.as_str(), span),
             Rule::string => {
                 let body = inner.into_inner().next().unwrap();
-                let offset = body.as_span().start();
+                let offset = self.pos(body.as_span().start());
                 self.unescape(body.as_str(), offset)
                     .map_or(ValueKind::Invalid, ValueKind::Str)
             }
@@ -363,8 +508,17 @@ impl Builder<'_> {
     fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) {
         let start = pair.as_span().start();
         let text = pair.as_str();
-        let d = explain(self.source, start, text, entry);
-        self.diagnostics.push(d);
+        let trailing = self
+            .last_end
+            .filter(|&end| end <= start && !self.text[end..start].contains('\n'));
+        let mut d = match trailing {
+            Some(end) => trailing_junk(self.source, start, text, &self.text[..end]),
+            None => explain(self.source, start, text, entry),
+        };
+        d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
+        if !self.diagnostics.iter().any(|x| x.code == d.code && x.span == d.span) {
+            self.diagnostics.push(d);
+        }
     }
 }
 
@@ -393,6 +547,27 @@ fn explain(source: SourceId, start: usize, text: &str, entry: Rule) -> Diagnosti
             Span::new(source, start, start + text.len()),
             "this line could not be parsed",
         ),
+    }
+}
+
+/// Junk on the same line after a complete setting or statement.
+fn trailing_junk(source: SourceId, start: usize, text: &str, before: &str) -> Diagnostic {
+    if let Some(d) = unterminated_string(source, start, text) {
+        return d;
+    }
+    let (found, len) = found_at(text, 0);
+    let prev = before.rsplit('\n').next().unwrap_or("").trim();
+    let prev = shorten(prev);
+    let d = Diagnostic::error(
+        Code::Syntax,
+        Span::new(source, start, start + len.max(1)),
+        format!("unexpected {found} after `{prev}`"),
+    )
+    .with_label("unexpected");
+    if text.starts_with('/') || text.starts_with('.') || text.starts_with('\\') {
+        d.with_help("write paths in quotes: `train = \"data/images\"`")
+    } else {
+        d.with_help("a value is a single number, string, name or call; start another setting with `name =`")
     }
 }
 
@@ -457,12 +632,17 @@ fn unclosed_brace(source: SourceId, start: usize, text: &str) -> Option<Diagnost
                 }
             }
             b'"' => {
+                let quote = i;
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
                     if bytes[i] == b'\\' {
                         i += 1;
                     }
                     i += 1;
+                }
+                if bytes.get(i) != Some(&b'"') {
+                    // Never closed: reported as such; read the rest of the line as code.
+                    i = quote;
                 }
             }
             b'{' => open.push(i),
@@ -496,9 +676,13 @@ fn pest_error(source: SourceId, start: usize, text: &str, e: &pest::error::Error
         pest::error::ErrorVariant::ParsingError { positives, .. } => positives.clone(),
         pest::error::ErrorVariant::CustomError { .. } => Vec::new(),
     };
-    let expected = describe_expected(&positives);
     let (found, len) = found_at(text, pos);
     let at = start + pos;
+    if positives.is_empty() {
+        return Diagnostic::error(Code::Syntax, Span::new(source, at, at + len.max(1)), format!("unexpected {found}"))
+            .with_label("unexpected");
+    }
+    let expected = describe_expected(&positives);
     let mut d = Diagnostic::error(
         Code::Syntax,
         Span::new(source, at, at + len),

@@ -1,0 +1,75 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Train visual embedding models from `.wf` workflow files.
+#[derive(Parser, Debug)]
+#[command(name = "wfrun", version, about, long_about = None)]
+pub struct Args {
+    /// When to colour reports: `auto` colours a terminal unless NO_COLOR is set.
+    #[arg(long, value_enum, default_value_t = Color::Auto, global = true)]
+    pub color: Color,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check workflow files and report every problem at once.
+    ///
+    /// Exit status: 0 when no file has an error, 1 when one has (or a warning,
+    /// with `--deny warnings`), 2 when a path cannot be read.
+    Check {
+        /// Files, or folders searched for `*.wf` files. Default: the current folder.
+        paths: Vec<PathBuf>,
+        /// `human`: graphical reports on standard error; `json`: one JSON object
+        /// per diagnostic on standard output.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Treat warnings as errors for the exit status.
+        #[arg(long, value_name = "LEVEL")]
+        deny: Option<Deny>,
+        /// Skip checks that read the file system (data folders, weights).
+        #[arg(long)]
+        no_fs: bool,
+    },
+    /// Show what a workflow will do: every value and its origin, the learning
+    /// rate of every epoch, the optimizer steps, the downstream steps.
+    Plan {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Skip checks that read the file system; derived values stay unknown.
+        #[arg(long)]
+        no_fs: bool,
+    },
+    /// List the templates and step kinds with their parameters.
+    Templates {
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Document a template, a step kind, one of their parameters
+    /// (`TEMPLATE.PARAM`) or a diagnostic code (`wf::off-step`).
+    Explain { name: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Deny {
+    Warnings,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Color {
+    Auto,
+    Always,
+    Never,
+}

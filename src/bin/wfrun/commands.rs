@@ -1,0 +1,341 @@
+//! The subcommands. Each returns the process exit status.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use serde_json::json;
+use wfrun::report::{render_all, Style};
+use wfrun::spec::{ParamSpec, Registry};
+use wfrun::{CheckOptions, Checked, Code, Severity};
+
+use crate::cli::{Args, Color, Command, Deny, Format};
+
+pub const OK: u8 = 0;
+pub const FAILED: u8 = 1;
+pub const TROUBLE: u8 = 2;
+
+pub fn run(args: Args) -> u8 {
+    let style = style(args.color);
+    match args.command {
+        Command::Check {
+            paths,
+            format,
+            deny,
+            no_fs,
+        } => check(&paths, format, deny, no_fs, style),
+        Command::Plan { file, format, no_fs } => plan(&file, format, no_fs, style),
+        Command::Templates { format } => templates(format),
+        Command::Explain { name } => explain(&name),
+    }
+}
+
+fn style(color: Color) -> Style {
+    let terminal = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    match color {
+        Color::Always => Style::Color,
+        Color::Never => Style::Plain,
+        Color::Auto if terminal => Style::Color,
+        Color::Auto => Style::Plain,
+    }
+}
+
+fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(100)
+}
+
+fn options(no_fs: bool) -> CheckOptions {
+    CheckOptions {
+        filesystem: !no_fs,
+        ..CheckOptions::default()
+    }
+}
+
+fn check(paths: &[std::path::PathBuf], format: Format, deny: Option<Deny>, no_fs: bool, style: Style) -> u8 {
+    let default = [std::path::PathBuf::from(".")];
+    let paths = if paths.is_empty() { &default[..] } else { paths };
+    let mut files = Vec::new();
+    for p in paths {
+        match wfrun::workflow_files(p) {
+            Ok(found) if found.is_empty() => {
+                eprintln!("error: no `.wf` files under `{}`", p.display());
+                return TROUBLE;
+            }
+            Ok(found) => files.extend(found),
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", p.display());
+                return TROUBLE;
+            }
+        }
+    }
+    let options = options(no_fs);
+    let (mut errors, mut warnings, mut unreadable) = (0, 0, 0);
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    for file in &files {
+        let checked = match wfrun::check_file(file, &options) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", file.display());
+                unreadable += 1;
+                continue;
+            }
+        };
+        errors += checked.count(Severity::Error);
+        warnings += checked.count(Severity::Warning);
+        match format {
+            Format::Json => {
+                for d in checked.json() {
+                    // A closed pipe is not worth a panic.
+                    if writeln!(out, "{}", serde_json::to_string(&d).unwrap_or_default()).is_err() {
+                        return TROUBLE;
+                    }
+                }
+            }
+            Format::Human => eprint!("{}", render_all(&checked.diagnostics, &checked.sources, style, width())),
+        }
+    }
+    if format == Format::Human {
+        eprintln!("{}", summary(files.len(), errors, warnings));
+    }
+    if unreadable > 0 {
+        TROUBLE
+    } else if errors > 0 || (deny == Some(Deny::Warnings) && warnings > 0) {
+        FAILED
+    } else {
+        OK
+    }
+}
+
+fn plural(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}
+
+fn summary(files: usize, errors: usize, warnings: usize) -> String {
+    let checked = format!("checked {}", plural(files, "file"));
+    match (errors, warnings) {
+        (0, 0) => format!("{checked}: no problems"),
+        (0, w) => format!("{checked}: {}", plural(w, "warning")),
+        (e, 0) => format!("{checked}: {}", plural(e, "error")),
+        (e, w) => format!("{checked}: {} and {}", plural(e, "error"), plural(w, "warning")),
+    }
+}
+
+fn load(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
+    let checked = wfrun::check_file(file, &options(no_fs)).map_err(|e| {
+        eprintln!("error: cannot read `{}`: {e}", file.display());
+        TROUBLE
+    })?;
+    eprint!("{}", render_all(&checked.diagnostics, &checked.sources, style, width()));
+    Ok(checked)
+}
+
+fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
+    let checked = match load(file, no_fs, style) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(plan) = checked.plan() else {
+        eprintln!("{}", summary(1, checked.count(Severity::Error), checked.count(Severity::Warning)));
+        return FAILED;
+    };
+    let text = match format {
+        Format::Human => plan.to_string(),
+        Format::Json => serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n",
+    };
+    if std::io::stdout().write_all(text.as_bytes()).is_err() {
+        return TROUBLE;
+    }
+    OK
+}
+
+/// Wraps `text` at `width` columns, each line indented by `indent`.
+fn wrap(text: &str, indent: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && indent.len() + line.len() + 1 + word.len() > width {
+            out.push_str(indent);
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        out.push_str(indent);
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn param_line(p: &ParamSpec, width: usize) -> String {
+    let default = p.default.as_ref().map_or("none".to_string(), |d| d.value.to_string());
+    format!(
+        "  {:width$}  {:<22} {:<24} default {}\n",
+        p.name,
+        p.ty.to_string(),
+        p.range_text(),
+        default
+    )
+}
+
+fn first_sentence(doc: &str) -> &str {
+    match doc.find(". ") {
+        Some(i) => &doc[..=i],
+        None => doc,
+    }
+}
+
+fn param_json(p: &ParamSpec) -> serde_json::Value {
+    json!({
+        "name": p.name,
+        "type": p.ty.to_string(),
+        "min": p.min.as_ref().map(|b| b.value),
+        "max": p.max.as_ref().map(|b| b.value),
+        "step": p.step.as_ref().map(|b| b.value),
+        "default": p.default.as_ref().map(|d| d.value.to_string()),
+        "doc": p.doc,
+    })
+}
+
+fn templates(format: Format) -> u8 {
+    let r = Registry::builtin();
+    let text = match format {
+        Format::Json => {
+            let v = json!({
+                "templates": r.templates.iter().map(|t| json!({
+                    "name": t.name,
+                    "architecture": t.architecture.name(),
+                    "lr_decay": t.lr_decay,
+                    "doc": t.doc,
+                    "params": t.params.iter().map(param_json).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+                "step_kinds": r.step_kinds.iter().map(|k| json!({
+                    "name": k.name,
+                    "doc": k.doc,
+                    "params": k.params.iter().map(param_json).collect::<Vec<_>>(),
+                })).collect::<Vec<_>>(),
+            });
+            serde_json::to_string_pretty(&v).unwrap_or_default() + "\n"
+        }
+        Format::Human => {
+            let mut s = String::from("templates\n\n");
+            for t in &r.templates {
+                s.push_str(&format!("{} ({})\n", t.name, t.architecture.name()));
+                s.push_str(&wrap(first_sentence(&t.doc), "  ", 88));
+                let w = t.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+                for p in &t.params {
+                    s.push_str(&param_line(p, w));
+                }
+                s.push('\n');
+            }
+            s.push_str("steps\n\n");
+            for k in &r.step_kinds {
+                s.push_str(&format!("{}\n", k.name));
+                s.push_str(&wrap(first_sentence(&k.doc), "  ", 88));
+                let w = k.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+                for p in &k.params {
+                    s.push_str(&param_line(p, w));
+                }
+                s.push('\n');
+            }
+            s.push_str("`wfrun explain NAME` or `wfrun explain NAME.PARAM` shows the full documentation.\n");
+            s
+        }
+    };
+    if std::io::stdout().write_all(text.as_bytes()).is_err() {
+        return TROUBLE;
+    }
+    OK
+}
+
+fn explain_param(owner: &str, p: &ParamSpec) -> String {
+    let mut s = format!("{owner}.{}: {}\n\n", p.name, p.ty);
+    s.push_str(&format!("  range    {}\n", p.range_text()));
+    let default = p.default.as_ref().map_or("none".to_string(), |d| match &d.value {
+        wfrun::spec::DefaultValue::Derived(x) => format!("{} ({})", x.name(), x.describe()),
+        v => v.to_string(),
+    });
+    s.push_str(&format!("  default  {default}\n\n"));
+    s.push_str(&wrap(&p.doc, "  ", 88));
+    if p.name == "batch_size" || p.name == "per_item_lrate" {
+        s.push_str("\n  lrate = batch_size × per_item_lrate\n");
+    }
+    s
+}
+
+fn explain(name: &str) -> u8 {
+    let r = Registry::builtin();
+    if let Some(code) = Code::ALL.iter().find(|c| c.as_str() == name) {
+        println!("{code}: {}", code.summary());
+        return OK;
+    }
+    let (head, param) = match name.split_once('.') {
+        Some((h, p)) => (h, Some(p)),
+        None => (name, None),
+    };
+    let found: Option<(String, &str, &[ParamSpec])> = r
+        .template(head)
+        .map(|t| {
+            let mut doc = format!("{} (template, trains {})\n\n", t.name, t.architecture.name());
+            doc.push_str(&wrap(&t.doc, "  ", 88));
+            doc.push_str(&format!(
+                "\n  The learning rate is multiplied by {} at each decrease.\n",
+                wfrun::spec::fmt_float(t.lr_decay)
+            ));
+            (doc, t.name.as_str(), &t.params[..])
+        })
+        .or_else(|| {
+            r.step_kind(head).map(|k| {
+                let mut doc = format!("{} (step)\n\n", k.name);
+                doc.push_str(&wrap(&k.doc, "  ", 88));
+                (doc, k.name.as_str(), &k.params[..])
+            })
+        });
+    let Some((doc, owner, params)) = found else {
+        let names = r
+            .templates
+            .iter()
+            .map(|t| t.name.as_str())
+            .chain(r.step_kinds.iter().map(|k| k.name.as_str()));
+        match wfrun::suggest::did_you_mean(head, names) {
+            Some(s) => eprintln!("error: nothing is named `{head}`; did you mean `{s}`?"),
+            None => eprintln!("error: nothing is named `{head}`; `wfrun templates` lists what there is"),
+        }
+        return TROUBLE;
+    };
+    let text = match param {
+        None => {
+            let mut s = doc;
+            s.push('\n');
+            let w = params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+            for p in params {
+                s.push_str(&param_line(p, w));
+            }
+            s
+        }
+        Some(pname) => match params.iter().find(|p| p.name == pname) {
+            Some(p) => explain_param(owner, p),
+            None => {
+                let help = wfrun::suggest::did_you_mean(pname, params.iter().map(|p| p.name.as_str()))
+                    .map(|s| format!("; did you mean `{s}`?"))
+                    .unwrap_or_default();
+                eprintln!("error: `{owner}` has no parameter `{pname}`{help}");
+                return TROUBLE;
+            }
+        },
+    };
+    print!("{text}");
+    OK
+}
