@@ -190,7 +190,7 @@ pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[O
                 r.name == s.name.name && r.value == Resolved::Value(ParamValue::Path(p.clone()))
             });
             if accepted {
-                let path = cx.base_dir.join(p);
+                let path = cx.resolve(p);
                 exists_as(cx, &path, s.value.span, true, "folder");
             }
         }

@@ -92,6 +92,12 @@ impl Checker<'_> {
         self.diagnostics.push(d);
     }
 
+    /// A path written in the workflow, resolved against the base folder, with
+    /// `.` and `..` folded away where that needs no file system.
+    fn resolve(&self, written: &str) -> PathBuf {
+        normalize(&self.base_dir.join(written))
+    }
+
     /// Whether a syntax error lies within `span` (or anywhere, for `None`):
     /// what looks missing may sit on the broken line.
     fn broken_within(&self, span: Option<Span>) -> bool {
@@ -359,7 +365,7 @@ impl Checker<'_> {
 
     fn top_settings(&mut self, settings: &[&Setting], template: Option<&TemplateSpec>, name: &str) -> (Device, PathBuf, u64) {
         let mut device = Device::Cpu;
-        let mut output = self.base_dir.join("runs").join(name);
+        let mut output = normalize(&self.base_dir.join("runs").join(name));
         let mut seed = 0u64;
         let mut seen: HashMap<&str, Span> = HashMap::new();
         for s in settings {
@@ -383,7 +389,7 @@ impl Checker<'_> {
                     }
                 }
                 "output" => match &s.value.kind {
-                    ValueKind::Str(p) => output = self.base_dir.join(p),
+                    ValueKind::Str(p) => output = self.resolve(p),
                     other => self.push(wrong(s, "a path in quotes", other)),
                 },
                 "seed" => match &s.value.kind {
@@ -411,6 +417,9 @@ impl Checker<'_> {
             .with_label("not a top-level setting");
         if let Some(t) = template.filter(|t| t.param(name).is_some()) {
             return d.with_help(format!("`{name}` is a hyperparameter of `{}`: set it inside `use {} {{ .. }}`", t.name, t.name));
+        }
+        if self.builtin.templates.iter().chain(&self.user).any(|t| t.param(name).is_some()) {
+            return d.with_help(format!("`{name}` is a hyperparameter: set it inside the `use TEMPLATE {{ .. }}` block"));
         }
         if DATA_SETTINGS.contains(&name.as_str()) {
             return d.with_help(format!("`{name}` goes inside the `data {{ .. }}` block"));
@@ -520,7 +529,7 @@ impl Checker<'_> {
                     },
                 },
                 "weights" => match &s.value.kind {
-                    ValueKind::Str(p) => weights = Some(self.base_dir.join(p)),
+                    ValueKind::Str(p) => weights = Some(self.resolve(p)),
                     ValueKind::Invalid => ok = false,
                     other => {
                         ok = false;
@@ -557,9 +566,9 @@ impl Checker<'_> {
 
     fn image_source(&mut self, s: &Setting) -> Option<ImageSource> {
         match &s.value.kind {
-            ValueKind::Str(p) => Some(ImageSource::Folder(self.base_dir.join(p))),
+            ValueKind::Str(p) => Some(ImageSource::Folder(self.resolve(p))),
             ValueKind::Call { name, args } if name.name == "manifest" => match args.as_slice() {
-                [Value { kind: ValueKind::Str(p), .. }] => Some(ImageSource::Manifest(self.base_dir.join(p))),
+                [Value { kind: ValueKind::Str(p), .. }] => Some(ImageSource::Manifest(self.resolve(p))),
                 _ => {
                     self.push(
                         Diagnostic::error(Code::WrongType, s.value.span, "`manifest` takes one path in quotes")
@@ -745,4 +754,21 @@ fn wrong(s: &Setting, expected: &str, found: &ValueKind) -> Diagnostic {
         ValueKind::Name(n) if expected.contains("path") => d.with_help(format!("write paths in quotes: `{} = \"{n}\"`", s.name.name)),
         _ => d,
     }
+}
+
+/// Folds `.` and `name/..` out of a path without touching the file system.
+pub fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out: Vec<Component> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            Component::ParentDir if matches!(out.last(), Some(Component::RootDir | Component::Prefix(_))) => {}
+            other => out.push(other),
+        }
+    }
+    out.iter().collect()
 }

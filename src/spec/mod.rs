@@ -171,6 +171,8 @@ impl fmt::Display for Num {
 
 /// Formats a float the way a person would write it in a workflow.
 pub fn fmt_float(x: f64) -> String {
+    // Computed values (a decayed learning rate) carry rounding noise: drop it.
+    let x: f64 = format!("{x:.12e}").parse().unwrap_or(x);
     if x != 0.0 && (x.abs() < 1e-3 || x.abs() >= 1e7) {
         let s = format!("{x:e}");
         // `7.8125e-5` reads better as `7.8125e-05`, the seed's spelling.
@@ -602,6 +604,7 @@ mod tests {
         assert_eq!(fmt_float(0.5), "0.5");
         assert_eq!(fmt_float(0.0), "0.0");
         assert_eq!(fmt_float(0.005), "0.005");
+        assert_eq!(fmt_float(0.00125 * 0.1 * 0.1), "1.25e-05");
     }
 
     #[test]

@@ -1,0 +1,257 @@
+//! The `wfrun` binary, run as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Run {
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+fn wfrun(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(args)
+        .env("COLUMNS", "100")
+        .env_remove("NO_COLOR")
+        .output()
+        .expect("run wfrun");
+    Run {
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is one JSON object"))
+        .collect()
+}
+
+/// A shipped workflow with `image_size` set to 1000, written to a temp folder
+/// (its data path made absolute so the data is still found).
+fn with_image_size_1000(name: &str) -> (tempfile::TempDir, PathBuf, usize) {
+    let text = std::fs::read_to_string(Path::new("workflows").join(name)).unwrap();
+    let data = std::fs::canonicalize("workflows/data/shapes").unwrap();
+    let mut line_no = 0;
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.replace("\"data/shapes\"", &format!("\"{}\"", data.display()));
+        if line.trim_start().starts_with("image_size") && line_no == 0 {
+            line_no = i + 1;
+            let (head, _) = line.split_once('=').unwrap();
+            out.push_str(&format!("{head}= 1000\n"));
+        } else {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    assert!(line_no > 0, "{name} sets no image_size");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, out).unwrap();
+    (dir, path, line_no)
+}
+
+#[test]
+fn shipped_workflows_check_clean() {
+    let r = wfrun(&["check", "workflows"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("checked 4 files: no problems"), "{}", r.stderr);
+    let r = wfrun(&["check", "--deny", "warnings", "workflows/"]);
+    assert_eq!(r.code, 0, "shipped workflows have no warnings either:\n{}", r.stderr);
+}
+
+#[test]
+fn image_size_1000_names_value_step_neighbours_and_line() {
+    for name in ["quickstart.wf", "angular_margin.wf", "inception.wf"] {
+        let (_dir, path, line) = with_image_size_1000(name);
+        let path = path.to_str().unwrap();
+        let r = wfrun(&["check", "--format", "json", path]);
+        assert_eq!(r.code, 1, "{name}");
+        let diags = json_lines(&r.stdout);
+        assert_eq!(diags.len(), 1, "{name}: only the one problem: {diags:#?}");
+        let d = &diags[0];
+        assert_eq!(d["code"], "wf::off-step");
+        assert_eq!(d["severity"], "error");
+        assert_eq!(d["line"], line, "{name}: points at the image_size line");
+        assert_eq!(d["file"], path);
+        let message = d["message"].as_str().unwrap();
+        assert!(message.contains("1000") && message.contains("16"), "{message}");
+        assert_eq!(d["help"], "the nearest valid values are 992 and 1008");
+
+        let r = wfrun(&["check", "--color", "never", path]);
+        assert_eq!(r.code, 1);
+        assert!(r.stderr.contains(&format!("{path}:{line}:")), "{}", r.stderr);
+        assert!(r.stderr.contains("the nearest valid values are 992 and 1008"));
+    }
+}
+
+#[test]
+fn json_has_the_documented_fields() {
+    let r = wfrun(&["check", "--format", "json", "tests/fixtures/wrong_template_param.wf"]);
+    assert_eq!(r.code, 1);
+    let diags = json_lines(&r.stdout);
+    assert_eq!(diags.len(), 2);
+    let d = &diags[0];
+    assert_eq!(d["code"], "wf::param-not-in-template");
+    assert_eq!(d["file"], "tests/fixtures/wrong_template_param.wf");
+    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(3), Some(5)));
+    assert_eq!((d["end_line"].as_u64(), d["end_column"].as_u64()), (Some(3), Some(19)));
+    let text = std::fs::read_to_string("tests/fixtures/wrong_template_param.wf").unwrap();
+    let (a, b) = (d["byte_start"].as_u64().unwrap() as usize, d["byte_end"].as_u64().unwrap() as usize);
+    assert_eq!(&text[a..b], "angular_margin");
+    assert!(d["message"].as_str().unwrap().contains("Clarifai_InceptionBatchNorm"));
+    assert!(d["label"].as_str().unwrap().contains("Clarifai_ResNet_AngularMargin"));
+    let label = &d["labels"][0];
+    assert_eq!(label["file"], "<prelude>");
+    assert!(label["line"].as_u64().unwrap() > 0);
+    assert_eq!(diags[1]["help"], "did you mean `batch_size`?");
+}
+
+#[test]
+fn warnings_fail_only_when_denied() {
+    let file = "tests/fixtures/angular_scratch.wf";
+    let r = wfrun(&["check", file]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("2 warnings"));
+    let r = wfrun(&["check", "--deny", "warnings", file]);
+    assert_eq!(r.code, 1);
+}
+
+#[test]
+fn piped_reports_are_plain_and_colour_is_on_request() {
+    let r = wfrun(&["check", "tests/fixtures/off_step.wf"]);
+    assert!(!r.stderr.contains('\u{1b}'), "no escape codes when piped");
+    let r = wfrun(&["check", "--color", "always", "tests/fixtures/off_step.wf"]);
+    assert!(r.stderr.contains('\u{1b}'));
+}
+
+#[test]
+fn several_paths_and_folders() {
+    let r = wfrun(&["check", "--format", "json", "workflows", "tests/fixtures/off_step.wf", "tests/fixtures/devices.wf"]);
+    assert_eq!(r.code, 1);
+    let files: Vec<String> = json_lines(&r.stdout).iter().map(|d| d["file"].as_str().unwrap().to_string()).collect();
+    assert_eq!(files, ["tests/fixtures/off_step.wf", "tests/fixtures/devices.wf"]);
+}
+
+#[test]
+fn unreadable_paths_exit_2() {
+    let r = wfrun(&["check", "no/such/place.wf"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot read `no/such/place.wf`"), "{}", r.stderr);
+    let empty = tempfile::tempdir().unwrap();
+    let r = wfrun(&["check", empty.path().to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("no `.wf` files"));
+    let bad = empty.path().join("latin1.wf");
+    std::fs::write(&bad, b"workflow caf\xe9\n").unwrap();
+    let r = wfrun(&["check", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not UTF-8"), "{}", r.stderr);
+}
+
+#[test]
+fn plan_shows_values_origins_schedule_and_steps() {
+    let r = wfrun(&["plan", "workflows/quickstart.wf"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let out = &r.stdout;
+    for expected in [
+        "template Clarifai_ResNext (resnext50_32x4d)",
+        "image_size          = 32          set on line 6",
+        "init_epochs         = 5           set on line 9",
+        "num_items_per_epoch = 128         derived: the number of training images",
+        "lrate = batch_size × per_item_lrate = 16 × 7.8125e-05 = 0.00125",
+        "epochs 1–5",
+        "epochs 6–7",
+        "epoch 8        1.25e-05",
+        "128 images per epoch / batch 16 = 8 steps per epoch × 8 epochs = 64 steps",
+        "4 concepts, 160 images",
+        "0.2 of the images held out: 128 to train, 32 to evaluate",
+        "clustering: k = 4, iterations = 100, inits = 8, tolerance = 1e-04, seed = 7",
+        "visual_search: top_k = 5, queries = eval, index = train",
+    ] {
+        assert!(out.contains(expected), "plan lacks `{expected}`:\n{out}");
+    }
+    let r = wfrun(&["plan", "workflows/angular_margin.wf"]);
+    assert!(
+        r.stdout.contains("per_item_lrate      = 7.8125e-05  default of Clarifai_ResNet_AngularMargin"),
+        "{}",
+        r.stdout
+    );
+
+    let r = wfrun(&["plan", "--format", "json", "workflows/quickstart.wf"]);
+    assert_eq!(r.code, 0);
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let rates: Vec<f64> = plan["epoch_learning_rates"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(rates.len(), 8);
+    let expect = [0.00125, 0.00125, 0.00125, 0.00125, 0.00125, 0.000125, 0.000125, 0.0000125];
+    for (got, want) in rates.iter().zip(expect) {
+        assert!((got - want).abs() < 1e-12, "{rates:?}");
+    }
+    assert_eq!(plan["optimizer_steps"], 64);
+    assert_eq!(plan["params"][0]["name"], "logreg");
+    assert_eq!(plan["params"][0]["origin"], "set");
+}
+
+#[test]
+fn plan_without_the_file_system_leaves_derived_values_open() {
+    let r = wfrun(&["plan", "--no-fs", "workflows/quickstart.wf"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("num_items_per_epoch = ?"));
+    assert!(r.stdout.contains("unknown until the training images can be counted"));
+}
+
+#[test]
+fn plan_refuses_a_workflow_with_errors() {
+    let r = wfrun(&["plan", "tests/fixtures/off_step.wf"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.is_empty());
+    assert!(r.stderr.contains("wf::off-step"));
+}
+
+#[test]
+fn templates_and_explain_document_the_spec() {
+    let r = wfrun(&["templates"]);
+    assert_eq!(r.code, 0);
+    for t in ["Clarifai_ResNet_AngularMargin", "Clarifai_InceptionBatchNorm", "Clarifai_ResNext", "visual_search"] {
+        assert!(r.stdout.contains(t));
+    }
+    assert!(r.stdout.contains("angular_scale"));
+
+    let r = wfrun(&["templates", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let arc = &v["templates"][0];
+    assert_eq!(arc["name"], "Clarifai_ResNet_AngularMargin");
+    let scale = arc["params"].as_array().unwrap().iter().find(|p| p["name"] == "angular_scale").unwrap();
+    assert_eq!((scale["min"].as_i64(), scale["max"].as_i64(), scale["step"].as_i64()), (Some(16), Some(128), Some(16)));
+
+    let r = wfrun(&["explain", "Clarifai_ResNext.batch_size"]);
+    assert_eq!(r.code, 0);
+    assert!(r.stdout.contains("range    1 to 128, step 1"));
+    assert!(r.stdout.contains("default  64"));
+    assert!(r.stdout.contains("around 2x the category"));
+    assert!(r.stdout.contains("lrate = batch_size × per_item_lrate"));
+
+    let r = wfrun(&["explain", "Clarifai_ResNext.num_items_per_epoch"]);
+    assert!(r.stdout.contains("dataset_size (the number of training images)"));
+
+    let r = wfrun(&["explain", "Clarifai_ResNet_AngularMargin"]);
+    assert!(r.stdout.contains("ArcFace"));
+    assert!(r.stdout.contains("multiplied by 0.1 at each decrease"));
+
+    let r = wfrun(&["explain", "clustering.k"]);
+    assert!(r.stdout.contains("num_concepts"));
+
+    let r = wfrun(&["explain", "wf::off-step"]);
+    assert!(r.stdout.contains("min + k * step"));
+
+    let r = wfrun(&["explain", "Clarifai_ResNext.batch_sise"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did you mean `batch_size`?"));
+    let r = wfrun(&["explain", "Clarifai_Resnet"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("did you mean `Clarifai_ResNext`?"), "{}", r.stderr);
+}
