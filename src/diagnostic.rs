@@ -314,12 +314,15 @@ impl miette::Diagnostic for Rendered<'_> {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
         let d = self.diagnostic;
-        let primary = miette::LabeledSpan::new_primary_with_span(d.label.clone(), source_span(d.span));
+        let primary =
+            miette::LabeledSpan::new_primary_with_span(d.label.clone(), source_span(d.span));
         let secondary = d
             .related
             .iter()
             .filter(|l| l.span.source == d.span.source)
-            .map(|l| miette::LabeledSpan::new_with_span(Some(l.message.clone()), source_span(l.span)));
+            .map(|l| {
+                miette::LabeledSpan::new_with_span(Some(l.message.clone()), source_span(l.span))
+            });
         Some(Box::new(std::iter::once(primary).chain(secondary)))
     }
 

@@ -20,6 +20,9 @@
 //! The library never prints and never exits; the `wfrun` binary renders what
 //! it returns.
 
+// The pest parser is generated without `std` (see Cargo.toml) and names `alloc`.
+extern crate alloc;
+
 pub mod check;
 pub mod diagnostic;
 pub mod plan;
@@ -60,12 +63,18 @@ impl Checked {
     }
 
     pub fn count(&self, severity: Severity) -> usize {
-        self.diagnostics.iter().filter(|d| d.severity == severity).count()
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == severity)
+            .count()
     }
 
     /// The diagnostics in their JSON form.
     pub fn json(&self) -> Vec<JsonDiagnostic> {
-        self.diagnostics.iter().map(|d| d.to_json(&self.sources)).collect()
+        self.diagnostics
+            .iter()
+            .map(|d| d.to_json(&self.sources))
+            .collect()
     }
 
     /// The plan of the checked workflow (`None` when it has errors).
@@ -88,9 +97,19 @@ pub fn parse(name: &str, text: &str) -> (SourceMap, SourceId, syntax::Module, Ve
 pub fn check_source(name: &str, text: &str, options: &CheckOptions) -> Checked {
     let (sources, id, module, mut diagnostics) = parse(name, text);
     let base_dir: PathBuf = options.base_dir.clone().unwrap_or_else(|| {
-        Path::new(name).parent().map(Path::to_path_buf).unwrap_or_default()
+        Path::new(name)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default()
     });
-    let workflow = check::check(&module, sources.get(id), id, &base_dir, options, &mut diagnostics);
+    let workflow = check::check(
+        &module,
+        sources.get(id),
+        id,
+        &base_dir,
+        options,
+        &mut diagnostics,
+    );
     diagnostic::sort(&mut diagnostics);
     diagnostics.dedup();
     Checked {
@@ -108,7 +127,10 @@ pub fn check_file(path: &Path, options: &CheckOptions) -> std::io::Result<Checke
     let text = String::from_utf8(bytes).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
-            format!("not UTF-8 text (first bad byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "not UTF-8 text (first bad byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
         )
     })?;
     Ok(check_source(&path.to_string_lossy(), &text, options))
@@ -121,13 +143,20 @@ pub fn workflow_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
         return Ok(vec![path.to_path_buf()]);
     }
     if !path.exists() {
-        return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no such file or folder",
+        ));
     }
     let mut files = Vec::new();
-    let walker = walkdir::WalkDir::new(path).sort_by_file_name().into_iter().filter_entry(|e| {
-        let name = e.file_name().to_string_lossy();
-        e.depth() == 0 || !(name.starts_with('.') || (e.file_type().is_dir() && name == "target"))
-    });
+    let walker = walkdir::WalkDir::new(path)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| {
+            let name = e.file_name().to_string_lossy();
+            e.depth() == 0
+                || !(name.starts_with('.') || (e.file_type().is_dir() && name == "target"))
+        });
     for entry in walker {
         let entry = entry.map_err(std::io::Error::other)?;
         if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "wf") {

@@ -14,7 +14,13 @@ use crate::workflow::{Device, Eval, ImageSource, Origin, Resolved, ResolvedParam
 /// The learning rate of the 0-based `epoch`: `lrate` for the first
 /// `init_epochs` epochs, then multiplied by `decay` at epoch `init_epochs` and
 /// again every `step_epochs` epochs after.
-pub fn learning_rate(epoch: u64, lrate: f64, init_epochs: u64, step_epochs: u64, decay: f64) -> f64 {
+pub fn learning_rate(
+    epoch: u64,
+    lrate: f64,
+    init_epochs: u64,
+    step_epochs: u64,
+    decay: f64,
+) -> f64 {
     if epoch < init_epochs {
         return lrate;
     }
@@ -41,7 +47,7 @@ pub fn steps_per_epoch(items_per_epoch: u64, batch_size: u64) -> u64 {
 /// One resolved parameter, as the plan shows it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PlannedParam {
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// `None` when it is derived from data the checker could not read.
     pub value: Option<ParamValue>,
     #[serde(flatten)]
@@ -118,7 +124,12 @@ impl Plan {
         let concepts: Vec<String> = w
             .dataset
             .iter()
-            .flat_map(|d| d.concepts.iter().filter(|(_, n)| *n > 0).map(|(c, _)| c.clone()))
+            .flat_map(|d| {
+                d.concepts
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(c, _)| c.clone())
+            })
             .collect();
         let (train_images, eval_images) = match (&w.data.eval, images) {
             (Eval::Fraction(f), Some(n)) => {
@@ -137,10 +148,13 @@ impl Plan {
         };
         let params: Vec<PlannedParam> = w.params.iter().map(|p| resolve(p, &derived)).collect();
         let int = |name: &str| {
-            params.iter().find(|p| p.name == name).and_then(|p| match p.value {
-                Some(ParamValue::Num(n)) => Some(n.as_f64()),
-                _ => None,
-            })
+            params
+                .iter()
+                .find(|p| &*p.name == name)
+                .and_then(|p| match p.value {
+                    Some(ParamValue::Num(n)) => Some(n.as_f64()),
+                    _ => None,
+                })
         };
         let batch = int("batch_size").unwrap_or(1.0);
         let lrate = batch * int("per_item_lrate").unwrap_or(0.0);
@@ -148,8 +162,9 @@ impl Plan {
         let init = int("init_epochs").unwrap_or(1.0) as u64;
         let step = int("step_epochs").unwrap_or(1.0) as u64;
         let decay = w.template.lr_decay;
-        let epoch_learning_rates: Vec<f64> =
-            (0..num_epochs).map(|e| learning_rate(e, lrate, init, step, decay)).collect();
+        let epoch_learning_rates: Vec<f64> = (0..num_epochs)
+            .map(|e| learning_rate(e, lrate, init, step, decay))
+            .collect();
         let mut rate_phases: Vec<RatePhase> = Vec::new();
         for (i, &r) in epoch_learning_rates.iter().enumerate() {
             let epoch = i as u64 + 1;
@@ -217,11 +232,21 @@ fn value_text(v: &Option<ParamValue>) -> String {
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "workflow {}", self.workflow)?;
-        writeln!(f, "template {} ({})", self.template, self.architecture_name())?;
+        writeln!(
+            f,
+            "template {} ({})",
+            self.template,
+            self.architecture_name()
+        )?;
         writeln!(f)?;
         writeln!(f, "hyperparameters")?;
         let width = self.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
-        let vwidth = self.params.iter().map(|p| value_text(&p.value).len()).max().unwrap_or(0);
+        let vwidth = self
+            .params
+            .iter()
+            .map(|p| value_text(&p.value).len())
+            .max()
+            .unwrap_or(0);
         for p in &self.params {
             writeln!(
                 f,
@@ -240,7 +265,11 @@ impl fmt::Display for Plan {
             "  lrate = batch_size × per_item_lrate = {batch} × {per_item} = {}",
             fmt_float(self.lrate)
         )?;
-        writeln!(f, "  multiplied by {} at each decrease", fmt_float(self.lr_decay))?;
+        writeln!(
+            f,
+            "  multiplied by {} at each decrease",
+            fmt_float(self.lr_decay)
+        )?;
         for p in &self.rate_phases {
             let epochs = if p.first_epoch == p.last_epoch {
                 format!("epoch {}", p.first_epoch)
@@ -283,12 +312,17 @@ impl fmt::Display for Plan {
                 "  eval     {} of the images held out: {t} to train, {e} to evaluate",
                 fmt_float(*x)
             )?,
-            (Eval::Fraction(x), _, _) => writeln!(f, "  eval     {} of the images held out", fmt_float(*x))?,
+            (Eval::Fraction(x), _, _) => {
+                writeln!(f, "  eval     {} of the images held out", fmt_float(*x))?
+            }
             (Eval::Images(src), _, _) => writeln!(f, "  eval     {}", src.path().display())?,
         }
         match &d.weights {
             Some(w) => writeln!(f, "  weights  {}", w.display())?,
-            None => writeln!(f, "  weights  none: the network starts from a random initialisation")?,
+            None => writeln!(
+                f,
+                "  weights  none: the network starts from a random initialisation"
+            )?,
         }
         writeln!(f)?;
         writeln!(f, "steps")?;
@@ -311,7 +345,13 @@ impl fmt::Display for Plan {
             writeln!(f, "  {label}: {line}")?;
         }
         writeln!(f)?;
-        writeln!(f, "device {}, seed {}, output {}", self.device, self.seed, self.output.display())
+        writeln!(
+            f,
+            "device {}, seed {}, output {}",
+            self.device,
+            self.seed,
+            self.output.display()
+        )
     }
 }
 
@@ -323,7 +363,7 @@ impl Plan {
     fn param_text(&self, name: &str) -> String {
         self.params
             .iter()
-            .find(|p| p.name == name)
+            .find(|p| &*p.name == name)
             .map_or("?".to_string(), |p| value_text(&p.value))
     }
 }

@@ -32,7 +32,12 @@ pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style, width:
 }
 
 /// Renders every diagnostic, one after another.
-pub fn render_all(diagnostics: &[Diagnostic], sources: &SourceMap, style: Style, width: usize) -> String {
+pub fn render_all(
+    diagnostics: &[Diagnostic],
+    sources: &SourceMap,
+    style: Style,
+    width: usize,
+) -> String {
     let mut out = String::new();
     for d in diagnostics {
         out.push_str(&render(d, sources, style, width));

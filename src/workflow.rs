@@ -4,6 +4,7 @@
 //! exists only when the checker found no error.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -16,9 +17,9 @@ pub enum Origin {
     /// Written in the workflow, on this 1-based line.
     Set { line: usize },
     /// The default of this template (or step kind).
-    Default { from: String },
+    Default { from: Arc<str> },
     /// Derived at plan time (e.g. the number of training images).
-    Derived { from: String, derived: Derived },
+    Derived { from: Arc<str>, derived: Derived },
 }
 
 /// A resolved value: known now, or derived once the data is counted.
@@ -32,7 +33,7 @@ pub enum Resolved {
 /// One parameter of the template or of a step, resolved.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ResolvedParam {
-    pub name: String,
+    pub name: Arc<str>,
     pub value: Resolved,
     #[serde(flatten)]
     pub origin: Origin,
@@ -140,7 +141,7 @@ pub struct Workflow {
 
 impl Workflow {
     pub fn param(&self, name: &str) -> Option<&ResolvedParam> {
-        self.params.iter().find(|p| p.name == name)
+        self.params.iter().find(|p| &*p.name == name)
     }
 
     /// An integer hyperparameter's value, when it is known without the data.

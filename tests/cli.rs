@@ -59,9 +59,17 @@ fn with_image_size_1000(name: &str) -> (tempfile::TempDir, PathBuf, usize) {
 fn shipped_workflows_check_clean() {
     let r = wfrun(&["check", "workflows"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("checked 4 files: no problems"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("checked 4 files: no problems"),
+        "{}",
+        r.stderr
+    );
     let r = wfrun(&["check", "--deny", "warnings", "workflows/"]);
-    assert_eq!(r.code, 0, "shipped workflows have no warnings either:\n{}", r.stderr);
+    assert_eq!(
+        r.code, 0,
+        "shipped workflows have no warnings either:\n{}",
+        r.stderr
+    );
 }
 
 #[test]
@@ -79,32 +87,61 @@ fn image_size_1000_names_value_step_neighbours_and_line() {
         assert_eq!(d["line"], line, "{name}: points at the image_size line");
         assert_eq!(d["file"], path);
         let message = d["message"].as_str().unwrap();
-        assert!(message.contains("1000") && message.contains("16"), "{message}");
+        assert!(
+            message.contains("1000") && message.contains("16"),
+            "{message}"
+        );
         assert_eq!(d["help"], "the nearest valid values are 992 and 1008");
 
         let r = wfrun(&["check", "--color", "never", path]);
         assert_eq!(r.code, 1);
-        assert!(r.stderr.contains(&format!("{path}:{line}:")), "{}", r.stderr);
-        assert!(r.stderr.contains("the nearest valid values are 992 and 1008"));
+        assert!(
+            r.stderr.contains(&format!("{path}:{line}:")),
+            "{}",
+            r.stderr
+        );
+        assert!(r
+            .stderr
+            .contains("the nearest valid values are 992 and 1008"));
     }
 }
 
 #[test]
 fn json_has_the_documented_fields() {
-    let r = wfrun(&["check", "--format", "json", "tests/fixtures/wrong_template_param.wf"]);
+    let r = wfrun(&[
+        "check",
+        "--format",
+        "json",
+        "tests/fixtures/wrong_template_param.wf",
+    ]);
     assert_eq!(r.code, 1);
     let diags = json_lines(&r.stdout);
     assert_eq!(diags.len(), 2);
     let d = &diags[0];
     assert_eq!(d["code"], "wf::param-not-in-template");
     assert_eq!(d["file"], "tests/fixtures/wrong_template_param.wf");
-    assert_eq!((d["line"].as_u64(), d["column"].as_u64()), (Some(3), Some(5)));
-    assert_eq!((d["end_line"].as_u64(), d["end_column"].as_u64()), (Some(3), Some(19)));
+    assert_eq!(
+        (d["line"].as_u64(), d["column"].as_u64()),
+        (Some(3), Some(5))
+    );
+    assert_eq!(
+        (d["end_line"].as_u64(), d["end_column"].as_u64()),
+        (Some(3), Some(19))
+    );
     let text = std::fs::read_to_string("tests/fixtures/wrong_template_param.wf").unwrap();
-    let (a, b) = (d["byte_start"].as_u64().unwrap() as usize, d["byte_end"].as_u64().unwrap() as usize);
+    let (a, b) = (
+        d["byte_start"].as_u64().unwrap() as usize,
+        d["byte_end"].as_u64().unwrap() as usize,
+    );
     assert_eq!(&text[a..b], "angular_margin");
-    assert!(d["message"].as_str().unwrap().contains("Clarifai_InceptionBatchNorm"));
-    assert!(d["label"].as_str().unwrap().contains("Clarifai_ResNet_AngularMargin"));
+    assert!(d["message"]
+        .as_str()
+        .unwrap()
+        .contains("Clarifai_InceptionBatchNorm"));
+    assert!(d["label"]
+        .as_str()
+        .unwrap()
+        .contains("Clarifai_ResNet_AngularMargin"));
     let label = &d["labels"][0];
     assert_eq!(label["file"], "<prelude>");
     assert!(label["line"].as_u64().unwrap() > 0);
@@ -131,17 +168,34 @@ fn piped_reports_are_plain_and_colour_is_on_request() {
 
 #[test]
 fn several_paths_and_folders() {
-    let r = wfrun(&["check", "--format", "json", "workflows", "tests/fixtures/off_step.wf", "tests/fixtures/devices.wf"]);
+    let r = wfrun(&[
+        "check",
+        "--format",
+        "json",
+        "workflows",
+        "tests/fixtures/off_step.wf",
+        "tests/fixtures/devices.wf",
+    ]);
     assert_eq!(r.code, 1);
-    let files: Vec<String> = json_lines(&r.stdout).iter().map(|d| d["file"].as_str().unwrap().to_string()).collect();
-    assert_eq!(files, ["tests/fixtures/off_step.wf", "tests/fixtures/devices.wf"]);
+    let files: Vec<String> = json_lines(&r.stdout)
+        .iter()
+        .map(|d| d["file"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        files,
+        ["tests/fixtures/off_step.wf", "tests/fixtures/devices.wf"]
+    );
 }
 
 #[test]
 fn unreadable_paths_exit_2() {
     let r = wfrun(&["check", "no/such/place.wf"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot read `no/such/place.wf`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("cannot read `no/such/place.wf`"),
+        "{}",
+        r.stderr
+    );
     let empty = tempfile::tempdir().unwrap();
     let r = wfrun(&["check", empty.path().to_str().unwrap()]);
     assert_eq!(r.code, 2);
@@ -177,7 +231,8 @@ fn plan_shows_values_origins_schedule_and_steps() {
     }
     let r = wfrun(&["plan", "workflows/angular_margin.wf"]);
     assert!(
-        r.stdout.contains("per_item_lrate      = 7.8125e-05  default of Clarifai_ResNet_AngularMargin"),
+        r.stdout
+            .contains("per_item_lrate      = 7.8125e-05  default of Clarifai_ResNet_AngularMargin"),
         "{}",
         r.stdout
     );
@@ -185,9 +240,16 @@ fn plan_shows_values_origins_schedule_and_steps() {
     let r = wfrun(&["plan", "--format", "json", "workflows/quickstart.wf"]);
     assert_eq!(r.code, 0);
     let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let rates: Vec<f64> = plan["epoch_learning_rates"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let rates: Vec<f64> = plan["epoch_learning_rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
     assert_eq!(rates.len(), 8);
-    let expect = [0.00125, 0.00125, 0.00125, 0.00125, 0.00125, 0.000125, 0.000125, 0.0000125];
+    let expect = [
+        0.00125, 0.00125, 0.00125, 0.00125, 0.00125, 0.000125, 0.000125, 0.0000125,
+    ];
     for (got, want) in rates.iter().zip(expect) {
         assert!((got - want).abs() < 1e-12, "{rates:?}");
     }
@@ -201,7 +263,9 @@ fn plan_without_the_file_system_leaves_derived_values_open() {
     let r = wfrun(&["plan", "--no-fs", "workflows/quickstart.wf"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("num_items_per_epoch = ?"));
-    assert!(r.stdout.contains("unknown until the training images can be counted"));
+    assert!(r
+        .stdout
+        .contains("unknown until the training images can be counted"));
 }
 
 #[test]
@@ -216,7 +280,12 @@ fn plan_refuses_a_workflow_with_errors() {
 fn templates_and_explain_document_the_spec() {
     let r = wfrun(&["templates"]);
     assert_eq!(r.code, 0);
-    for t in ["Clarifai_ResNet_AngularMargin", "Clarifai_InceptionBatchNorm", "Clarifai_ResNext", "visual_search"] {
+    for t in [
+        "Clarifai_ResNet_AngularMargin",
+        "Clarifai_InceptionBatchNorm",
+        "Clarifai_ResNext",
+        "visual_search",
+    ] {
         assert!(r.stdout.contains(t));
     }
     assert!(r.stdout.contains("angular_scale"));
@@ -225,8 +294,20 @@ fn templates_and_explain_document_the_spec() {
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let arc = &v["templates"][0];
     assert_eq!(arc["name"], "Clarifai_ResNet_AngularMargin");
-    let scale = arc["params"].as_array().unwrap().iter().find(|p| p["name"] == "angular_scale").unwrap();
-    assert_eq!((scale["min"].as_i64(), scale["max"].as_i64(), scale["step"].as_i64()), (Some(16), Some(128), Some(16)));
+    let scale = arc["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "angular_scale")
+        .unwrap();
+    assert_eq!(
+        (
+            scale["min"].as_i64(),
+            scale["max"].as_i64(),
+            scale["step"].as_i64()
+        ),
+        (Some(16), Some(128), Some(16))
+    );
 
     let r = wfrun(&["explain", "Clarifai_ResNext.batch_size"]);
     assert_eq!(r.code, 0);
@@ -236,7 +317,9 @@ fn templates_and_explain_document_the_spec() {
     assert!(r.stdout.contains("lrate = batch_size × per_item_lrate"));
 
     let r = wfrun(&["explain", "Clarifai_ResNext.num_items_per_epoch"]);
-    assert!(r.stdout.contains("dataset_size (the number of training images)"));
+    assert!(r
+        .stdout
+        .contains("dataset_size (the number of training images)"));
 
     let r = wfrun(&["explain", "Clarifai_ResNet_AngularMargin"]);
     assert!(r.stdout.contains("ArcFace"));
@@ -253,5 +336,9 @@ fn templates_and_explain_document_the_spec() {
     assert!(r.stderr.contains("did you mean `batch_size`?"));
     let r = wfrun(&["explain", "Clarifai_Resnet"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("did you mean `Clarifai_ResNext`?"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("did you mean `Clarifai_ResNext`?"),
+        "{}",
+        r.stderr
+    );
 }

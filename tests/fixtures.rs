@@ -56,11 +56,29 @@ fn every_fixture_matches_its_snapshots() {
         compare(&file.with_extension("stderr"), &report, &mut failures);
 
         let (stdout, _, json_code) = run(&["check", "--format", "json", name]);
-        assert_eq!(code, json_code, "{name}: both formats give the same exit status");
+        assert_eq!(
+            code, json_code,
+            "{name}: both formats give the same exit status"
+        );
         for line in stdout.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
-            for field in ["file", "line", "column", "byte_start", "byte_end", "code", "severity", "message", "labels", "help"] {
-                assert!(v.get(field).is_some(), "{name}: JSON lacks `{field}`: {line}");
+            let v: serde_json::Value =
+                serde_json::from_str(line).expect("one JSON object per line");
+            for field in [
+                "file",
+                "line",
+                "column",
+                "byte_start",
+                "byte_end",
+                "code",
+                "severity",
+                "message",
+                "labels",
+                "help",
+            ] {
+                assert!(
+                    v.get(field).is_some(),
+                    "{name}: JSON lacks `{field}`: {line}"
+                );
             }
         }
         compare(&file.with_extension("json"), &stdout, &mut failures);

@@ -1,7 +1,7 @@
 //! Checks that read the file system: do the paths exist, how many concepts
 //! and images the training folder holds, and the seed's batch-size advice.
 
-use std::collections::HashMap;
+use crate::suggest::FastMap as HashMap;
 use std::path::Path;
 
 use super::Checker;
@@ -9,7 +9,9 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::source::Span;
 use crate::spec::{Num, ParamValue};
 use crate::syntax::{StepDecl, ValueKind};
-use crate::workflow::{DataSpec, DatasetSummary, Eval, ImageSource, Resolved, ResolvedParam, StepSpec};
+use crate::workflow::{
+    DataSpec, DatasetSummary, Eval, ImageSource, Resolved, ResolvedParam, StepSpec,
+};
 
 /// File extensions read as images (compared without case).
 pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
@@ -51,7 +53,8 @@ pub fn scan_folder(root: &Path) -> std::io::Result<(Vec<(String, usize)>, usize)
 fn relative_help(cx: &Checker) -> String {
     let base = cx.base_dir.display().to_string();
     if base.is_empty() {
-        "paths are relative to the folder of the workflow file (here the current folder)".to_string()
+        "paths are relative to the folder of the workflow file (here the current folder)"
+            .to_string()
     } else {
         format!("paths are relative to the folder of the workflow file, `{base}`")
     }
@@ -62,16 +65,27 @@ fn exists_as(cx: &mut Checker, path: &Path, span: Span, folder: bool, what: &str
     if !path.exists() {
         let help = relative_help(cx);
         cx.push(
-            Diagnostic::error(Code::PathNotFound, span, format!("the {what} `{shown}` does not exist"))
-                .with_label("no such path")
-                .with_help(help),
+            Diagnostic::error(
+                Code::PathNotFound,
+                span,
+                format!("the {what} `{shown}` does not exist"),
+            )
+            .with_label("no such path")
+            .with_help(help),
         );
         return false;
     }
     if folder && !path.is_dir() {
-        let mut d = Diagnostic::error(Code::PathNotFound, span, format!("`{shown}` is a file, not a folder"))
-            .with_label(format!("expected a {what}"));
-        if path.extension().is_some_and(|e| e == "csv" || e == "jsonl" || e == "json") {
+        let mut d = Diagnostic::error(
+            Code::PathNotFound,
+            span,
+            format!("`{shown}` is a file, not a folder"),
+        )
+        .with_label(format!("expected a {what}"));
+        if path
+            .extension()
+            .is_some_and(|e| e == "csv" || e == "jsonl" || e == "json")
+        {
             d = d.with_help("for a list of images and concepts write `manifest(\"...\")`");
         }
         cx.push(d);
@@ -79,8 +93,12 @@ fn exists_as(cx: &mut Checker, path: &Path, span: Span, folder: bool, what: &str
     }
     if !folder && path.is_dir() {
         cx.push(
-            Diagnostic::error(Code::PathNotFound, span, format!("`{shown}` is a folder, not a file"))
-                .with_label(format!("expected a {what}")),
+            Diagnostic::error(
+                Code::PathNotFound,
+                span,
+                format!("`{shown}` is a folder, not a file"),
+            )
+            .with_label(format!("expected a {what}")),
         );
         return false;
     }
@@ -97,17 +115,33 @@ pub(super) fn check_data(
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
 
     if let Some(w) = &data.weights {
-        if exists_as(cx, w, span("weights"), false, "weights file") && w.extension().is_none_or(|e| e != "safetensors") {
+        if exists_as(cx, w, span("weights"), false, "weights file")
+            && w.extension().is_none_or(|e| e != "safetensors")
+        {
             cx.push(
-                Diagnostic::warning(Code::PathNotFound, span("weights"), format!("`{}` does not end in `.safetensors`", w.display()))
-                    .with_label("wfrun reads weights in the safetensors format")
-                    .with_help("convert PyTorch weights to safetensors first"),
+                Diagnostic::warning(
+                    Code::PathNotFound,
+                    span("weights"),
+                    format!("`{}` does not end in `.safetensors`", w.display()),
+                )
+                .with_label("wfrun reads weights in the safetensors format")
+                .with_help("convert PyTorch weights to safetensors first"),
             );
         }
     }
     if let Eval::Images(src) = &data.eval {
         let folder = matches!(src, ImageSource::Folder(_));
-        exists_as(cx, src.path(), span("eval"), folder, if folder { "evaluation folder" } else { "manifest" });
+        exists_as(
+            cx,
+            src.path(),
+            span("eval"),
+            folder,
+            if folder {
+                "evaluation folder"
+            } else {
+                "manifest"
+            },
+        );
     }
 
     let root = match &data.train {
@@ -124,23 +158,38 @@ pub(super) fn check_data(
     let (concepts, loose) = match scan_folder(root) {
         Ok(x) => x,
         Err(e) => {
-            cx.push(Diagnostic::error(Code::PathNotFound, span("train"), format!("cannot read `{shown}`: {e}")));
+            cx.push(Diagnostic::error(
+                Code::PathNotFound,
+                span("train"),
+                format!("cannot read `{shown}`: {e}"),
+            ));
             return None;
         }
     };
     if loose > 0 {
         cx.push(
-            Diagnostic::warning(Code::Data, span("train"), format!("{loose} images lie directly in `{shown}` and are ignored"))
-                .with_label("images belong in one sub-folder per concept")
-                .with_help(format!("move them into `{shown}/CONCEPT/`")),
+            Diagnostic::warning(
+                Code::Data,
+                span("train"),
+                format!("{loose} images lie directly in `{shown}` and are ignored"),
+            )
+            .with_label("images belong in one sub-folder per concept")
+            .with_help(format!("move them into `{shown}/CONCEPT/`")),
         );
     }
     for (name, count) in &concepts {
         if *count == 0 {
             cx.push(
-                Diagnostic::warning(Code::Data, span("train"), format!("the concept folder `{shown}/{name}` holds no images"))
-                    .with_label("this concept will have no training images")
-                    .with_help(format!("add images to it or remove it; images end in {}", crate::spec::declare::list(&IMAGE_EXTENSIONS))),
+                Diagnostic::warning(
+                    Code::Data,
+                    span("train"),
+                    format!("the concept folder `{shown}/{name}` holds no images"),
+                )
+                .with_label("this concept will have no training images")
+                .with_help(format!(
+                    "add images to it or remove it; images end in {}",
+                    crate::spec::declare::list(&IMAGE_EXTENSIONS)
+                )),
             );
         }
     }
@@ -155,15 +204,26 @@ pub(super) fn check_data(
             return None;
         }
         1 => cx.push(
-            Diagnostic::error(Code::Data, span("train"), format!("`{shown}` holds a single concept, `{}`", used[0].0))
-                .with_label("training needs at least two concepts")
-                .with_help("add a sub-folder of images for each other concept"),
+            Diagnostic::error(
+                Code::Data,
+                span("train"),
+                format!("`{shown}` holds a single concept, `{}`", used[0].0),
+            )
+            .with_label("training needs at least two concepts")
+            .with_help("add a sub-folder of images for each other concept"),
         ),
         _ => {}
     }
 
-    let batch = params.iter().find(|(p, _)| p.name == "batch_size");
-    if let Some((ResolvedParam { value: Resolved::Value(ParamValue::Num(Num::Int(b))), .. }, set)) = batch {
+    let batch = params.iter().find(|(p, _)| &*p.name == "batch_size");
+    if let Some((
+        ResolvedParam {
+            value: Resolved::Value(ParamValue::Num(Num::Int(b))),
+            ..
+        },
+        set,
+    )) = batch
+    {
         let n = used.len() as i64;
         if *b < 2 * n {
             let at = set.unwrap_or(span("train"));
@@ -185,9 +245,11 @@ pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[O
     for (decl, spec) in steps.iter().zip(specs) {
         let Some(spec) = spec else { continue };
         for s in decl.body.iter().flat_map(|b| b.settings()) {
-            let ValueKind::Str(p) = &s.value.kind else { continue };
+            let ValueKind::Str(p) = &s.value.kind else {
+                continue;
+            };
             let accepted = spec.params.iter().any(|r| {
-                r.name == s.name.name && r.value == Resolved::Value(ParamValue::Path(p.clone()))
+                *r.name == *s.name.name && r.value == Resolved::Value(ParamValue::Path(p.clone()))
             });
             if accepted {
                 let path = cx.resolve(p);

@@ -7,7 +7,7 @@
 
 mod fs;
 
-use std::collections::HashMap;
+use crate::suggest::FastMap as HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Code, Diagnostic};
@@ -17,7 +17,9 @@ use crate::spec::{
     fmt_float, Architecture, DefaultValue, Num, ParamSpec, ParamValue, Registry, TemplateSpec,
 };
 use crate::suggest::did_you_mean;
-use crate::syntax::{Block, BlockItem, DataDecl, Ident, Item, Module, Setting, StepDecl, UseDecl, Value, ValueKind};
+use crate::syntax::{
+    Block, BlockItem, DataDecl, Ident, Item, Module, Setting, StepDecl, UseDecl, Value, ValueKind,
+};
 use crate::workflow::*;
 
 /// What the checker may look at.
@@ -75,7 +77,14 @@ struct Checker<'a> {
 }
 
 /// Reports the second of two items that may appear once.
-fn once<'t, T>(slot: &mut Option<&'t T>, item: &'t T, span: Span, first: impl Fn(&T) -> Span, what: &str, diagnostics: &mut Vec<Diagnostic>) {
+fn once<'t, T>(
+    slot: &mut Option<&'t T>,
+    item: &'t T,
+    span: Span,
+    first: impl Fn(&T) -> Span,
+    what: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     match slot {
         Some(prev) => diagnostics.push(
             Diagnostic::error(Code::Duplicate, span, format!("a workflow has one {what}"))
@@ -102,8 +111,10 @@ impl Checker<'_> {
     /// what looks missing may sit on the broken line.
     fn broken_within(&self, span: Option<Span>) -> bool {
         self.diagnostics.iter().any(|d| {
-            matches!(d.code, Code::Syntax | Code::UnclosedBlock | Code::UnterminatedString | Code::TooDeep)
-                && span.is_none_or(|s| d.span.start >= s.start && d.span.start <= s.end)
+            matches!(
+                d.code,
+                Code::Syntax | Code::UnclosedBlock | Code::UnterminatedString | Code::TooDeep
+            ) && span.is_none_or(|s| d.span.start >= s.start && d.span.start <= s.end)
         })
     }
 
@@ -112,11 +123,19 @@ impl Checker<'_> {
     }
 
     fn template(&self, name: &str) -> Option<&TemplateSpec> {
-        self.user.iter().find(|t| t.name == name).or_else(|| self.builtin.template(name))
+        self.user
+            .iter()
+            .find(|t| t.name == name)
+            .or_else(|| self.builtin.template(name))
     }
 
     fn template_names(&self) -> Vec<&str> {
-        self.builtin.templates.iter().chain(&self.user).map(|t| t.name.as_str()).collect()
+        self.builtin
+            .templates
+            .iter()
+            .chain(&self.user)
+            .map(|t| t.name.as_str())
+            .collect()
     }
 
     fn workflow(&mut self, module: &Module, options: &CheckOptions) -> Option<Workflow> {
@@ -127,16 +146,41 @@ impl Checker<'_> {
         let mut steps: Vec<&StepDecl> = Vec::new();
         for item in &module.items {
             match item {
-                Item::Workflow { name: n, .. } => once(&mut name, n, n.span, |n| n.span, "`workflow` name", self.diagnostics),
-                Item::Use(u) => once(&mut use_decl, u, u.keyword.to(u.template.span), |u| u.template.span, "`use`", self.diagnostics),
-                Item::Data(d) => once(&mut data, d, d.keyword, |d| d.keyword, "`data` block", self.diagnostics),
+                Item::Workflow { name: n, .. } => once(
+                    &mut name,
+                    n,
+                    n.span,
+                    |n| n.span,
+                    "`workflow` name",
+                    self.diagnostics,
+                ),
+                Item::Use(u) => once(
+                    &mut use_decl,
+                    u,
+                    u.keyword.to(u.template.span),
+                    |u| u.template.span,
+                    "`use`",
+                    self.diagnostics,
+                ),
+                Item::Data(d) => once(
+                    &mut data,
+                    d,
+                    d.keyword,
+                    |d| d.keyword,
+                    "`data` block",
+                    self.diagnostics,
+                ),
                 Item::Setting(s) => top.push(s),
                 Item::Step(s) => steps.push(s),
                 Item::Template(_) => {}
                 Item::StepKind(k) => self.push(
-                    Diagnostic::error(Code::Misplaced, k.keyword.to(k.name.span), "step kinds are built into wfrun")
-                        .with_label("a workflow cannot declare a step kind")
-                        .with_help(format!("use one with `step {} {{ .. }}`", k.name.name)),
+                    Diagnostic::error(
+                        Code::Misplaced,
+                        k.keyword.to(k.name.span),
+                        "step kinds are built into wfrun",
+                    )
+                    .with_label("a workflow cannot declare a step kind")
+                    .with_help(format!("use one with `step {} {{ .. }}`", k.name.name)),
                 ),
             }
         }
@@ -161,12 +205,16 @@ impl Checker<'_> {
             None if self.broken_within(None) => None,
             None => {
                 self.push(
-                    Diagnostic::error(Code::Missing, Span::new(self.source, 0, 0), "this workflow chooses no template")
-                        .with_label("no `use` in this file")
-                        .with_help(format!(
-                            "add `use TEMPLATE {{ .. }}` with one of {}",
-                            list(&self.template_names())
-                        )),
+                    Diagnostic::error(
+                        Code::Missing,
+                        Span::new(self.source, 0, 0),
+                        "this workflow chooses no template",
+                    )
+                    .with_label("no `use` in this file")
+                    .with_help(format!(
+                        "add `use TEMPLATE {{ .. }}` with one of {}",
+                        list(&self.template_names())
+                    )),
                 );
                 None
             }
@@ -181,7 +229,9 @@ impl Checker<'_> {
             Some(d) => self.data(d, template.as_ref()),
             None if self.broken_within(None) => None,
             None => {
-                let at = use_decl.map_or(Span::new(self.source, 0, 0), |u| u.keyword.to(u.template.span));
+                let at = use_decl.map_or(Span::new(self.source, 0, 0), |u| {
+                    u.keyword.to(u.template.span)
+                });
                 self.push(
                     Diagnostic::error(Code::Missing, at, "this workflow has no `data` block")
                         .with_label("training needs images")
@@ -223,20 +273,41 @@ impl Checker<'_> {
     }
 
     /// Resolves the `use` block against the template.
-    fn hyperparameters(&mut self, t: &TemplateSpec, u: &UseDecl) -> Vec<(ResolvedParam, Option<Span>)> {
-        let settings = self.block_settings(u.body.as_ref(), "a `use` block holds hyperparameters, not `param` declarations");
-        let set = self.resolve_params(&t.params, &settings, &t.name, |cx, s| cx.not_in_template(t, s));
-        set
+    fn hyperparameters(
+        &mut self,
+        t: &TemplateSpec,
+        u: &UseDecl,
+    ) -> Vec<(ResolvedParam, Option<Span>)> {
+        let settings = self.block_settings(
+            u.body.as_ref(),
+            "a `use` block holds hyperparameters, not `param` declarations",
+        );
+        self.resolve_params(&t.params, &settings, &t.name, |cx, s| {
+            cx.not_in_template(t, s)
+        })
     }
 
-    fn block_settings<'b>(&mut self, block: Option<&'b Block>, misplaced: &str) -> Vec<&'b Setting> {
-        let Some(block) = block else { return Vec::new() };
+    fn block_settings<'b>(
+        &mut self,
+        block: Option<&'b Block>,
+        misplaced: &str,
+    ) -> Vec<&'b Setting> {
+        let Some(block) = block else {
+            return Vec::new();
+        };
         for item in &block.items {
             if let BlockItem::Param(p) = item {
                 self.push(
-                    Diagnostic::error(Code::Misplaced, p.keyword.to(p.name.span), misplaced.to_string())
-                        .with_label("`param` is not allowed here")
-                        .with_help(format!("set it with `{} = value`, or narrow it in a `template .. extends ..`", p.name.name)),
+                    Diagnostic::error(
+                        Code::Misplaced,
+                        p.keyword.to(p.name.span),
+                        misplaced.to_string(),
+                    )
+                    .with_label("`param` is not allowed here")
+                    .with_help(format!(
+                        "set it with `{} = value`, or narrow it in a `template .. extends ..`",
+                        p.name.name
+                    )),
                 );
             }
         }
@@ -251,20 +322,24 @@ impl Checker<'_> {
         owner: &str,
         unknown: impl Fn(&mut Self, &Setting) -> Diagnostic,
     ) -> Vec<(ResolvedParam, Option<Span>)> {
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        let mut values: HashMap<&str, (ParamValue, Span)> = HashMap::new();
+        let mut seen: HashMap<&str, Span> = HashMap::default();
+        let mut values: HashMap<&str, (ParamValue, Span)> = HashMap::default();
         for s in settings {
-            let Some(spec) = specs.iter().find(|p| p.name == s.name.name) else {
+            let Some(spec) = specs.iter().find(|p| *p.name == *s.name.name) else {
                 let d = unknown(self, s);
                 self.push(d);
                 continue;
             };
             if let Some(first) = seen.get(s.name.name.as_str()) {
                 self.push(
-                    Diagnostic::error(Code::Duplicate, s.name.span, format!("`{}` is set twice", s.name.name))
-                        .with_label("set again here")
-                        .with_related(*first, "first set here")
-                        .with_help("remove one of the two"),
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        s.name.span,
+                        format!("`{}` is set twice", s.name.name),
+                    )
+                    .with_label("set again here")
+                    .with_related(*first, "first set here")
+                    .with_help("remove one of the two"),
                 );
                 continue;
             }
@@ -275,24 +350,24 @@ impl Checker<'_> {
                 }
                 Err(d) if d.message.is_empty() => {} // the literal was already reported
                 Err(mut d) => {
-                    if spec.span.source == s.span.source || !d.related.is_empty() {
-                        // keep the range/step labels
+                    if let Some((span, message)) = self.narrowed_from(owner, spec) {
+                        d.related.push(crate::diagnostic::Label { span, message });
                     }
-                    if let Some(parent_range) = self.narrowed_from(owner, spec) {
-                        d = d.with_related(parent_range.0, parent_range.1);
-                    }
-                    self.push(d);
+                    self.push(*d);
                 }
             }
         }
+        let owner_name: std::sync::Arc<str> = owner.into();
         specs
             .iter()
             .map(|spec| {
-                if let Some((v, span)) = values.remove(spec.name.as_str()) {
+                if let Some((v, span)) = values.remove(&*spec.name) {
                     let p = ResolvedParam {
                         name: spec.name.clone(),
                         value: Resolved::Value(v),
-                        origin: Origin::Set { line: self.line(span) },
+                        origin: Origin::Set {
+                            line: self.line(span),
+                        },
                     };
                     return (p, Some(span));
                 }
@@ -302,11 +377,23 @@ impl Checker<'_> {
                     None => Resolved::Value(ParamValue::Num(Num::Int(0))),
                 };
                 let origin = match &value {
-                    Resolved::Derived(d) => Origin::Derived { from: owner.to_string(), derived: *d },
-                    Resolved::Value(_) => Origin::Default { from: owner.to_string() },
+                    Resolved::Derived(d) => Origin::Derived {
+                        from: owner_name.clone(),
+                        derived: *d,
+                    },
+                    Resolved::Value(_) => Origin::Default {
+                        from: owner_name.clone(),
+                    },
                 };
-                let set = seen.contains_key(spec.name.as_str());
-                (ResolvedParam { name: spec.name.clone(), value, origin }, set.then_some(spec.span))
+                let set = seen.contains_key(&*spec.name);
+                (
+                    ResolvedParam {
+                        name: spec.name.clone(),
+                        value,
+                        origin,
+                    },
+                    set.then_some(spec.span),
+                )
             })
             .collect()
     }
@@ -314,8 +401,12 @@ impl Checker<'_> {
     /// For a parameter a user template narrowed: where the narrowing is, to label it.
     fn narrowed_from(&self, owner: &str, spec: &ParamSpec) -> Option<(Span, String)> {
         let t = self.user.iter().find(|t| t.name == owner)?;
-        (spec.span.source != crate::source::SourceId::PRELUDE)
-            .then(|| (spec.span, format!("`{}` narrows `{}` here", t.name, spec.name)))
+        (spec.span.source != crate::source::SourceId::PRELUDE).then(|| {
+            (
+                spec.span,
+                format!("`{}` narrows `{}` here", t.name, spec.name),
+            )
+        })
     }
 
     fn not_in_template(&mut self, t: &TemplateSpec, s: &Setting) -> Diagnostic {
@@ -344,14 +435,18 @@ impl Checker<'_> {
             } else {
                 "inside the `data { .. }` block"
             };
-            return Diagnostic::error(Code::UnknownParam, s.name.span, format!("`{name}` is not a hyperparameter"))
-                .with_label("not a hyperparameter")
-                .with_help(format!("write `{name} = ..` {place}"));
+            return Diagnostic::error(
+                Code::UnknownParam,
+                s.name.span,
+                format!("`{name}` is not a hyperparameter"),
+            )
+            .with_label("not a hyperparameter")
+            .with_help(format!("write `{name} = ..` {place}"));
         }
-        let help = did_you_mean(name, t.params.iter().map(|p| p.name.as_str()))
+        let help = did_you_mean(name, t.params.iter().map(|p| &*p.name))
             .map(|x| format!("did you mean `{x}`?"))
             .unwrap_or_else(|| {
-                let names: Vec<&str> = t.params.iter().map(|p| p.name.as_str()).collect();
+                let names: Vec<&str> = t.params.iter().map(|p| &*p.name).collect();
                 format!("the hyperparameters of `{}` are {}", t.name, list(&names))
             });
         Diagnostic::error(
@@ -363,20 +458,29 @@ impl Checker<'_> {
         .with_help(help)
     }
 
-    fn top_settings(&mut self, settings: &[&Setting], template: Option<&TemplateSpec>, name: &str) -> (Device, PathBuf, u64) {
+    fn top_settings(
+        &mut self,
+        settings: &[&Setting],
+        template: Option<&TemplateSpec>,
+        name: &str,
+    ) -> (Device, PathBuf, u64) {
         let mut device = Device::Cpu;
         let mut output = normalize(&self.base_dir.join("runs").join(name));
         let mut seed = 0u64;
-        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut seen: HashMap<&str, Span> = HashMap::default();
         for s in settings {
             let key = s.name.name.as_str();
             if TOP_SETTINGS.contains(&key) {
                 if let Some(first) = seen.get(key) {
                     self.push(
-                        Diagnostic::error(Code::Duplicate, s.name.span, format!("`{key}` is set twice"))
-                            .with_label("set again here")
-                            .with_related(*first, "first set here")
-                            .with_help("remove one of the two"),
+                        Diagnostic::error(
+                            Code::Duplicate,
+                            s.name.span,
+                            format!("`{key}` is set twice"),
+                        )
+                        .with_label("set again here")
+                        .with_related(*first, "first set here")
+                        .with_help("remove one of the two"),
                     );
                     continue;
                 }
@@ -395,9 +499,13 @@ impl Checker<'_> {
                 "seed" => match &s.value.kind {
                     ValueKind::Int(i) if *i >= 0 => seed = *i as u64,
                     ValueKind::Int(_) => self.push(
-                        Diagnostic::error(Code::OutOfRange, s.value.span, "`seed` cannot be negative")
-                            .with_label("below 0")
-                            .with_help("use a whole number from 0 up"),
+                        Diagnostic::error(
+                            Code::OutOfRange,
+                            s.value.span,
+                            "`seed` cannot be negative",
+                        )
+                        .with_label("below 0")
+                        .with_help("use a whole number from 0 up"),
                     ),
                     ValueKind::Invalid => {}
                     other => self.push(wrong(s, "a whole number", other)),
@@ -413,20 +521,38 @@ impl Checker<'_> {
 
     fn unknown_top(&self, s: &Setting, template: Option<&TemplateSpec>) -> Diagnostic {
         let name = &s.name.name;
-        let d = Diagnostic::error(Code::UnknownSetting, s.name.span, format!("unknown setting `{name}`"))
-            .with_label("not a top-level setting");
+        let d = Diagnostic::error(
+            Code::UnknownSetting,
+            s.name.span,
+            format!("unknown setting `{name}`"),
+        )
+        .with_label("not a top-level setting");
         if let Some(t) = template.filter(|t| t.param(name).is_some()) {
-            return d.with_help(format!("`{name}` is a hyperparameter of `{}`: set it inside `use {} {{ .. }}`", t.name, t.name));
+            return d.with_help(format!(
+                "`{name}` is a hyperparameter of `{}`: set it inside `use {} {{ .. }}`",
+                t.name, t.name
+            ));
         }
-        if self.builtin.templates.iter().chain(&self.user).any(|t| t.param(name).is_some()) {
-            return d.with_help(format!("`{name}` is a hyperparameter: set it inside the `use TEMPLATE {{ .. }}` block"));
+        if self
+            .builtin
+            .templates
+            .iter()
+            .chain(&self.user)
+            .any(|t| t.param(name).is_some())
+        {
+            return d.with_help(format!(
+                "`{name}` is a hyperparameter: set it inside the `use TEMPLATE {{ .. }}` block"
+            ));
         }
         if DATA_SETTINGS.contains(&name.as_str()) {
             return d.with_help(format!("`{name}` goes inside the `data {{ .. }}` block"));
         }
         match did_you_mean(name, TOP_SETTINGS) {
             Some(x) => d.with_help(format!("did you mean `{x}`?")),
-            None => d.with_help(format!("the top-level settings are {}", list(&TOP_SETTINGS))),
+            None => d.with_help(format!(
+                "the top-level settings are {}",
+                list(&TOP_SETTINGS)
+            )),
         }
     }
 
@@ -436,12 +562,22 @@ impl Checker<'_> {
             ValueKind::Name(n) if n == "auto" => Device::Auto,
             ValueKind::Call { name, args } if name.name == "cuda" || name.name == "metal" => {
                 let index = match args.as_slice() {
-                    [Value { kind: ValueKind::Int(i), .. }] if *i >= 0 => *i as usize,
+                    [Value {
+                        kind: ValueKind::Int(i),
+                        ..
+                    }] if *i >= 0 => *i as usize,
                     _ => {
                         self.push(
-                            Diagnostic::error(Code::BadDevice, value.span, format!("`{}` takes one device index", name.name))
-                                .with_label("expected one whole number from 0 up")
-                                .with_help(format!("write `device = {}(0)` for the first device", name.name)),
+                            Diagnostic::error(
+                                Code::BadDevice,
+                                value.span,
+                                format!("`{}` takes one device index", name.name),
+                            )
+                            .with_label("expected one whole number from 0 up")
+                            .with_help(format!(
+                                "write `device = {}(0)` for the first device",
+                                name.name
+                            )),
                         );
                         return None;
                     }
@@ -455,20 +591,29 @@ impl Checker<'_> {
             ValueKind::Invalid => return None,
             other => {
                 let written = match other {
-                    ValueKind::Name(n) | ValueKind::Call { name: Ident { name: n, .. }, .. } => Some(n.as_str()),
+                    ValueKind::Name(n)
+                    | ValueKind::Call {
+                        name: Ident { name: n, .. },
+                        ..
+                    } => Some(n.as_str()),
                     ValueKind::Str(s) => Some(s.as_str()),
                     _ => None,
                 };
-                let help = match written.and_then(|w| did_you_mean(w, ["cpu", "auto", "cuda", "metal"])) {
-                    Some("cuda") => "did you mean `cuda(0)`?".to_string(),
-                    Some("metal") => "did you mean `metal(0)`?".to_string(),
-                    Some(x) => format!("did you mean `{x}`?"),
-                    None => "write `device = cpu`, `auto`, `cuda(N)` or `metal(N)`".to_string(),
-                };
+                let help =
+                    match written.and_then(|w| did_you_mean(w, ["cpu", "auto", "cuda", "metal"])) {
+                        Some("cuda") => "did you mean `cuda(0)`?".to_string(),
+                        Some("metal") => "did you mean `metal(0)`?".to_string(),
+                        Some(x) => format!("did you mean `{x}`?"),
+                        None => "write `device = cpu`, `auto`, `cuda(N)` or `metal(N)`".to_string(),
+                    };
                 self.push(
-                    Diagnostic::error(Code::BadDevice, value.span, format!("{} is not a device", other.describe()))
-                        .with_label("unknown device")
-                        .with_help(help),
+                    Diagnostic::error(
+                        Code::BadDevice,
+                        value.span,
+                        format!("{} is not a device", other.describe()),
+                    )
+                    .with_label("unknown device")
+                    .with_help(help),
                 );
                 return None;
             }
@@ -490,20 +635,27 @@ impl Checker<'_> {
     }
 
     fn data(&mut self, d: &DataDecl, template: Option<&TemplateSpec>) -> Option<DataSpec> {
-        let settings = self.block_settings(Some(&d.body), "a `data` block holds settings, not `param` declarations");
+        let settings = self.block_settings(
+            Some(&d.body),
+            "a `data` block holds settings, not `param` declarations",
+        );
         let mut train = None;
         let mut eval = Eval::Fraction(DEFAULT_EVAL_FRACTION);
         let mut weights = None;
-        let mut seen: HashMap<&str, Span> = HashMap::new();
+        let mut seen: HashMap<&str, Span> = HashMap::default();
         let mut ok = true;
         for s in settings {
             let key = s.name.name.as_str();
             if let Some(first) = seen.get(key) {
                 self.push(
-                    Diagnostic::error(Code::Duplicate, s.name.span, format!("`{key}` is set twice"))
-                        .with_label("set again here")
-                        .with_related(*first, "first set here")
-                        .with_help("remove one of the two"),
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        s.name.span,
+                        format!("`{key}` is set twice"),
+                    )
+                    .with_label("set again here")
+                    .with_related(*first, "first set here")
+                    .with_help("remove one of the two"),
                 );
                 continue;
             }
@@ -537,21 +689,31 @@ impl Checker<'_> {
                     }
                 },
                 _ => {
-                    let d = Diagnostic::error(Code::UnknownSetting, s.name.span, format!("unknown data setting `{key}`"))
-                        .with_label("not a data setting");
+                    let d = Diagnostic::error(
+                        Code::UnknownSetting,
+                        s.name.span,
+                        format!("unknown data setting `{key}`"),
+                    )
+                    .with_label("not a data setting");
                     let d = if template.is_some_and(|t| t.param(key).is_some()) {
-                        d.with_help(format!("`{key}` is a hyperparameter: set it inside the `use` block"))
+                        d.with_help(format!(
+                            "`{key}` is a hyperparameter: set it inside the `use` block"
+                        ))
                     } else {
                         match did_you_mean(key, DATA_SETTINGS) {
                             Some(x) => d.with_help(format!("did you mean `{x}`?")),
-                            None => d.with_help(format!("the data settings are {}", list(&DATA_SETTINGS))),
+                            None => d.with_help(format!(
+                                "the data settings are {}",
+                                list(&DATA_SETTINGS)
+                            )),
                         }
                     };
                     self.push(d);
                 }
             }
         }
-        if train.is_none() && !seen.contains_key("train") && !self.broken_within(Some(d.body.span)) {
+        if train.is_none() && !seen.contains_key("train") && !self.broken_within(Some(d.body.span))
+        {
             self.push(
                 Diagnostic::error(Code::Missing, d.keyword, "the `data` block names no training images")
                     .with_label("`train` is missing")
@@ -561,43 +723,67 @@ impl Checker<'_> {
         // An error elsewhere in the block is already reported; the paths are
         // still worth checking, so the spec is returned all the same.
         let _ = ok;
-        Some(DataSpec { train: train?, eval, weights })
+        Some(DataSpec {
+            train: train?,
+            eval,
+            weights,
+        })
     }
 
     fn image_source(&mut self, s: &Setting) -> Option<ImageSource> {
         match &s.value.kind {
             ValueKind::Str(p) => Some(ImageSource::Folder(self.resolve(p))),
             ValueKind::Call { name, args } if name.name == "manifest" => match args.as_slice() {
-                [Value { kind: ValueKind::Str(p), .. }] => Some(ImageSource::Manifest(self.resolve(p))),
+                [Value {
+                    kind: ValueKind::Str(p),
+                    ..
+                }] => Some(ImageSource::Manifest(self.resolve(p))),
                 _ => {
                     self.push(
-                        Diagnostic::error(Code::WrongType, s.value.span, "`manifest` takes one path in quotes")
-                            .with_label("expected `manifest(\"file.csv\")`"),
+                        Diagnostic::error(
+                            Code::WrongType,
+                            s.value.span,
+                            "`manifest` takes one path in quotes",
+                        )
+                        .with_label("expected `manifest(\"file.csv\")`"),
                     );
                     None
                 }
             },
             ValueKind::Invalid => None,
             other => {
-                self.push(wrong(s, "a folder path in quotes or `manifest(\"file\")`", other));
+                self.push(wrong(
+                    s,
+                    "a folder path in quotes or `manifest(\"file\")`",
+                    other,
+                ));
                 None
             }
         }
     }
 
     fn steps(&mut self, steps: &[&StepDecl]) -> Vec<Option<StepSpec>> {
-        let mut names: HashMap<String, Span> = HashMap::new();
+        let mut names: HashMap<String, Span> = HashMap::default();
         let mut out = Vec::new();
         for s in steps {
             let Some(kind) = self.builtin.step_kind(&s.kind.name) else {
-                let names: Vec<&str> = self.builtin.step_kinds.iter().map(|k| k.name.as_str()).collect();
+                let names: Vec<&str> = self
+                    .builtin
+                    .step_kinds
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect();
                 let help = did_you_mean(&s.kind.name, names.iter().copied())
                     .map(|x| format!("did you mean `{x}`?"))
                     .unwrap_or_else(|| format!("the steps are {}", list(&names)));
                 self.push(
-                    Diagnostic::error(Code::UnknownStepKind, s.kind.span, format!("there is no step `{}`", s.kind.name))
-                        .with_label("unknown step")
-                        .with_help(help),
+                    Diagnostic::error(
+                        Code::UnknownStepKind,
+                        s.kind.span,
+                        format!("there is no step `{}`", s.kind.name),
+                    )
+                    .with_label("unknown step")
+                    .with_help(help),
                 );
                 out.push(None);
                 continue;
@@ -605,27 +791,41 @@ impl Checker<'_> {
             let name_ident = s.alias.as_ref().unwrap_or(&s.kind);
             if let Some(first) = names.get(&name_ident.name) {
                 self.push(
-                    Diagnostic::error(Code::Duplicate, name_ident.span, format!("two steps are named `{}`", name_ident.name))
-                        .with_label("second step of that name")
-                        .with_related(*first, "first one here")
-                        .with_help(format!("name them apart: `step {} as another_name {{ .. }}`", s.kind.name)),
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        name_ident.span,
+                        format!("two steps are named `{}`", name_ident.name),
+                    )
+                    .with_label("second step of that name")
+                    .with_related(*first, "first one here")
+                    .with_help(format!(
+                        "name them apart: `step {} as another_name {{ .. }}`",
+                        s.kind.name
+                    )),
                 );
             } else {
                 names.insert(name_ident.name.clone(), name_ident.span);
             }
-            let settings = self.block_settings(s.body.as_ref(), "a `step` block holds settings, not `param` declarations");
+            let settings = self.block_settings(
+                s.body.as_ref(),
+                "a `step` block holds settings, not `param` declarations",
+            );
             let kind_name = kind.name.clone();
             let params = self.resolve_params(&kind.params, &settings, &kind_name, |_, st| {
                 let name = &st.name.name;
-                let help = did_you_mean(name, kind.params.iter().map(|p| p.name.as_str()))
+                let help = did_you_mean(name, kind.params.iter().map(|p| &*p.name))
                     .map(|x| format!("did you mean `{x}`?"))
                     .unwrap_or_else(|| {
-                        let names: Vec<&str> = kind.params.iter().map(|p| p.name.as_str()).collect();
+                        let names: Vec<&str> = kind.params.iter().map(|p| &*p.name).collect();
                         format!("the parameters of `{}` are {}", kind.name, list(&names))
                     });
-                Diagnostic::error(Code::UnknownParam, st.name.span, format!("the step `{}` has no parameter `{name}`", kind.name))
-                    .with_label("unknown parameter")
-                    .with_help(help)
+                Diagnostic::error(
+                    Code::UnknownParam,
+                    st.name.span,
+                    format!("the step `{}` has no parameter `{name}`", kind.name),
+                )
+                .with_label("unknown parameter")
+                .with_help(help)
             });
             out.push(Some(StepSpec {
                 kind: kind.id,
@@ -637,8 +837,14 @@ impl Checker<'_> {
     }
 
     /// Rules between fields: the schedule, the learning rate, the seed's advice.
-    fn cross_checks(&mut self, t: &TemplateSpec, u: &UseDecl, params: &[(ResolvedParam, Option<Span>)], has_weights: bool) {
-        let get = |name: &str| params.iter().find(|(p, _)| p.name == name);
+    fn cross_checks(
+        &mut self,
+        t: &TemplateSpec,
+        u: &UseDecl,
+        params: &[(ResolvedParam, Option<Span>)],
+        has_weights: bool,
+    ) {
+        let get = |name: &str| params.iter().find(|(p, _)| &*p.name == name);
         let num = |name: &str| match get(name).map(|(p, _)| &p.value) {
             Some(Resolved::Value(ParamValue::Num(n))) => Some(n.as_f64()),
             _ => None,
@@ -650,7 +856,9 @@ impl Checker<'_> {
         if let (Some(init), Some(total)) = (num("init_epochs"), num("num_epochs")) {
             let step = num("step_epochs").unwrap_or(1.0);
             if init > total {
-                let primary = span_of("init_epochs").or(span_of("num_epochs")).unwrap_or(use_span);
+                let primary = span_of("init_epochs")
+                    .or(span_of("num_epochs"))
+                    .unwrap_or(use_span);
                 let mut d = Diagnostic::error(
                     Code::Schedule,
                     primary,
@@ -664,9 +872,13 @@ impl Checker<'_> {
                 self.push(d);
             } else if init == total {
                 self.push(
-                    Diagnostic::warning(Code::Schedule, at("init_epochs"), "the learning rate never decreases")
-                        .with_label(format!("all {total} epochs run at the initial rate"))
-                        .with_help("lower `init_epochs` below `num_epochs` to let the rate decrease"),
+                    Diagnostic::warning(
+                        Code::Schedule,
+                        at("init_epochs"),
+                        "the learning rate never decreases",
+                    )
+                    .with_label(format!("all {total} epochs run at the initial rate"))
+                    .with_help("lower `init_epochs` below `num_epochs` to let the rate decrease"),
                 );
             } else if init + step >= total && span_of("step_epochs").is_some() {
                 self.push(
@@ -684,9 +896,13 @@ impl Checker<'_> {
             let lrate = per_item * batch;
             if per_item == 0.0 {
                 self.push(
-                    Diagnostic::warning(Code::LearningRate, at("per_item_lrate"), "a learning rate of 0 never changes the weights")
-                        .with_label("`per_item_lrate` = 0")
-                        .with_help("the templates' default is 7.8125e-05"),
+                    Diagnostic::warning(
+                        Code::LearningRate,
+                        at("per_item_lrate"),
+                        "a learning rate of 0 never changes the weights",
+                    )
+                    .with_label("`per_item_lrate` = 0")
+                    .with_help("the templates' default is 7.8125e-05"),
                 );
             } else if lrate >= 0.1 {
                 self.push(
@@ -704,7 +920,9 @@ impl Checker<'_> {
         if t.architecture == Architecture::Resnet101AngularMargin && !has_weights {
             if let (Some(s), Some(m)) = (num("angular_scale"), num("angular_margin")) {
                 if s >= 64.0 && m >= 0.5 {
-                    let primary = span_of("angular_margin").or(span_of("angular_scale")).unwrap_or(use_span);
+                    let primary = span_of("angular_margin")
+                        .or(span_of("angular_scale"))
+                        .unwrap_or(use_span);
                     self.push(
                         Diagnostic::warning(
                             Code::AngularFromScratch,
@@ -721,9 +939,13 @@ impl Checker<'_> {
         if let (Some(items), Some(batch)) = (num("num_items_per_epoch"), num("batch_size")) {
             if items < batch {
                 self.push(
-                    Diagnostic::warning(Code::Schedule, at("num_items_per_epoch"), format!("an epoch of {items} images is smaller than one batch of {batch}"))
-                        .with_label("every epoch is a single partial batch")
-                        .with_help("raise `num_items_per_epoch` or lower `batch_size`"),
+                    Diagnostic::warning(
+                        Code::Schedule,
+                        at("num_items_per_epoch"),
+                        format!("an epoch of {items} images is smaller than one batch of {batch}"),
+                    )
+                    .with_label("every epoch is a single partial batch")
+                    .with_help("raise `num_items_per_epoch` or lower `batch_size`"),
                 );
             }
         }
@@ -739,19 +961,31 @@ fn data_decl_of(module: &Module) -> Option<&DataDecl> {
 
 /// Spans of the data block's settings, by name, for file-system diagnostics.
 fn data_decl_spans(d: Option<&DataDecl>) -> HashMap<String, Span> {
-    d.map(|d| d.body.settings().map(|s| (s.name.name.clone(), s.value.span)).collect())
-        .unwrap_or_default()
+    d.map(|d| {
+        d.body
+            .settings()
+            .map(|s| (s.name.name.clone(), s.value.span))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn wrong(s: &Setting, expected: &str, found: &ValueKind) -> Diagnostic {
     let d = Diagnostic::error(
         Code::WrongType,
         s.value.span,
-        format!("`{}` expects {expected}, found {}", s.name.name, found.describe()),
+        format!(
+            "`{}` expects {expected}, found {}",
+            s.name.name,
+            found.describe()
+        ),
     )
     .with_label(format!("expected {expected}"));
     match found {
-        ValueKind::Name(n) if expected.contains("path") => d.with_help(format!("write paths in quotes: `{} = \"{n}\"`", s.name.name)),
+        ValueKind::Name(n) if expected.contains("path") => d.with_help(format!(
+            "write paths in quotes: `{} = \"{n}\"`",
+            s.name.name
+        )),
         _ => d,
     }
 }
@@ -766,7 +1000,8 @@ pub fn normalize(path: &Path) -> PathBuf {
             Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
                 out.pop();
             }
-            Component::ParentDir if matches!(out.last(), Some(Component::RootDir | Component::Prefix(_))) => {}
+            Component::ParentDir
+                if matches!(out.last(), Some(Component::RootDir | Component::Prefix(_))) => {}
             other => out.push(other),
         }
     }

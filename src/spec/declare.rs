@@ -5,7 +5,8 @@
 //! (`template NAME extends PARENT { param image_size { max = 512 } }`). Narrowing
 //! is proven here: a narrowed range, step and default stay inside the parent's.
 
-use std::collections::HashMap;
+use crate::suggest::FastMap as HashMap;
+use std::sync::Arc;
 
 use super::*;
 use crate::diagnostic::{Code, Diagnostic};
@@ -71,7 +72,7 @@ fn templates_of(
     root_allowed: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<TemplateSpec> {
-    let mut by_name: HashMap<&str, &TemplateDecl> = HashMap::new();
+    let mut by_name: HashMap<&str, &TemplateDecl> = HashMap::default();
     let mut order: Vec<&TemplateDecl> = Vec::new();
     for d in decls {
         if let Some(builtin) = base.template(&d.name.name) {
@@ -104,19 +105,37 @@ fn templates_of(
         order.push(d);
     }
 
-    let mut done: Vec<TemplateSpec> = Vec::new();
-    let mut state: HashMap<&str, State> = HashMap::new();
+    let mut done = Done::default();
+    let mut state: HashMap<&str, State> = HashMap::default();
     for d in &order {
-        visit(d, &by_name, base, root_allowed, &mut state, &mut done, diagnostics);
+        visit(
+            d,
+            &by_name,
+            base,
+            root_allowed,
+            &mut state,
+            &mut done,
+            diagnostics,
+        );
     }
+    let Done {
+        specs: mut done, ..
+    } = done;
     // Keep declaration order, which people expect in listings.
-    let mut out = Vec::new();
-    for d in &order {
-        if let Some(i) = done.iter().position(|t| t.name == d.name.name) {
-            out.push(done.swap_remove(i));
-        }
-    }
-    out
+    let rank: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.name.name.as_str(), i))
+        .collect();
+    done.sort_by_key(|t| rank.get(t.name.as_str()).copied().unwrap_or(usize::MAX));
+    done
+}
+
+/// The templates declared so far, with an index by name.
+#[derive(Default)]
+struct Done {
+    specs: Vec<TemplateSpec>,
+    index: HashMap<String, usize>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -131,7 +150,7 @@ fn visit<'a>(
     base: &Registry,
     root_allowed: bool,
     state: &mut HashMap<&'a str, State>,
-    done: &mut Vec<TemplateSpec>,
+    done: &mut Done,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     match state.get(d.name.name.as_str()) {
@@ -175,14 +194,12 @@ fn visit<'a>(
                 visit(pd, by_name, base, root_allowed, state, done, diagnostics);
             }
             let parent_spec = done
-                .iter()
-                .find(|t| t.name == parent.name)
+                .index
+                .get(parent.name.as_str())
+                .map(|&i| &done.specs[i])
                 .or_else(|| base.template(&parent.name));
             match parent_spec {
-                Some(p) => {
-                    let p = p.clone();
-                    narrowed_template(d, &p, diagnostics)
-                }
+                Some(p) => narrowed_template(d, p, diagnostics),
                 None if by_name.contains_key(parent.name.as_str()) => None, // already reported
                 None => {
                     let names = base
@@ -198,12 +215,16 @@ fn visit<'a>(
     };
     state.insert(&d.name.name, State::Done);
     if let Some(spec) = spec {
-        done.push(spec);
+        done.index.insert(spec.name.clone(), done.specs.len());
+        done.specs.push(spec);
     }
 }
 
 /// The error for a template name that names no template.
-pub fn unknown_template<'a>(name: &Ident, candidates: impl IntoIterator<Item = &'a str>) -> Diagnostic {
+pub fn unknown_template<'a>(
+    name: &Ident,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Diagnostic {
     let candidates: Vec<&str> = candidates.into_iter().collect();
     let help = match did_you_mean(&name.name, candidates.iter().copied()) {
         Some(s) => format!("did you mean `{s}`?"),
@@ -242,7 +263,11 @@ fn expect_str(s: &Setting, diagnostics: &mut Vec<Diagnostic>) -> Option<String> 
                 Diagnostic::error(
                     Code::WrongType,
                     s.value.span,
-                    format!("`{}` expects a string, found {}", s.name.name, other.describe()),
+                    format!(
+                        "`{}` expects a string, found {}",
+                        s.name.name,
+                        other.describe()
+                    ),
                 )
                 .with_label("expected a string"),
             );
@@ -252,7 +277,12 @@ fn expect_str(s: &Setting, diagnostics: &mut Vec<Diagnostic>) -> Option<String> 
 }
 
 /// Reports `name = ..` set twice in one block; returns true for a duplicate.
-fn seen_twice<'a>(seen: &mut HashMap<&'a str, Span>, name: &'a Ident, what: &str, diagnostics: &mut Vec<Diagnostic>) -> bool {
+fn seen_twice<'a>(
+    seen: &mut HashMap<&'a str, Span>,
+    name: &'a Ident,
+    what: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
     if let Some(first) = seen.get(name.name.as_str()) {
         diagnostics.push(
             Diagnostic::error(
@@ -271,30 +301,26 @@ fn seen_twice<'a>(seen: &mut HashMap<&'a str, Span>, name: &'a Ident, what: &str
 }
 
 fn root_template(d: &TemplateDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<TemplateSpec> {
-    let mut doc = String::new();
+    let mut doc: Arc<str> = Arc::from("");
     let mut architecture: Option<Architecture> = None;
     let mut lr_decay = DEFAULT_LR_DECAY;
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     for s in d.body.settings() {
         if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
             continue;
         }
         match s.name.name.as_str() {
-            "doc" => doc = expect_str(s, diagnostics).unwrap_or_default(),
+            "doc" => doc = expect_str(s, diagnostics).unwrap_or_default().into(),
             "architecture" => match &s.value.kind {
                 ValueKind::Name(n) if Architecture::from_name(n).is_some() => {
                     architecture = Architecture::from_name(n)
                 }
                 _ => diagnostics.push(
-                    Diagnostic::error(
-                        Code::BadTemplate,
-                        s.value.span,
-                        "unknown architecture",
-                    )
-                    .with_help(format!(
-                        "the architectures are {}",
-                        list(&Architecture::ALL.map(|a| a.name()))
-                    )),
+                    Diagnostic::error(Code::BadTemplate, s.value.span, "unknown architecture")
+                        .with_help(format!(
+                            "the architectures are {}",
+                            list(&Architecture::ALL.map(|a| a.name()))
+                        )),
                 ),
             },
             "lr_decay" => match &s.value.kind {
@@ -325,7 +351,7 @@ fn root_template(d: &TemplateDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<
     let params = fresh_params(&d.body, diagnostics);
     let required = architecture.required_params();
     for (name, kind) in &required {
-        match params.iter().find(|p| p.name == *name) {
+        match params.iter().find(|p| &*p.name == *name) {
             None => diagnostics.push(
                 Diagnostic::error(
                     Code::BadTemplate,
@@ -341,17 +367,28 @@ fn root_template(d: &TemplateDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<
             Some(p) if p.ty.numeric != Some(*kind) => diagnostics.push(Diagnostic::error(
                 Code::BadTemplate,
                 p.span,
-                format!("`{name}` must be of type `{}`", if *kind == NumKind::Int { "int" } else { "float" }),
+                format!(
+                    "`{name}` must be of type `{}`",
+                    if *kind == NumKind::Int {
+                        "int"
+                    } else {
+                        "float"
+                    }
+                ),
             )),
             Some(_) => {}
         }
     }
     for p in &params {
-        if !required.iter().any(|(n, _)| *n == p.name) {
+        if !required.iter().any(|(n, _)| **n == *p.name) {
             diagnostics.push(Diagnostic::error(
                 Code::BadTemplate,
                 p.span,
-                format!("`{}` does not read the parameter `{}`", architecture.name(), p.name),
+                format!(
+                    "`{}` does not read the parameter `{}`",
+                    architecture.name(),
+                    p.name
+                ),
             ));
         }
     }
@@ -375,9 +412,16 @@ fn unknown_template_setting(s: &Setting, parent: Option<&TemplateSpec>) -> Diagn
             format!("a template changes `{name}` through a `param` block"),
         )
         .with_label("not a template setting")
-        .with_help(format!("write `param {name} {{ default = {} }}`", value_text(s, p)));
+        .with_help(format!(
+            "write `param {name} {{ default = {} }}`",
+            value_text(s, p)
+        ));
     }
-    let allowed: &[&str] = if parent.is_some() { &["doc"] } else { &TEMPLATE_SETTINGS };
+    let allowed: &[&str] = if parent.is_some() {
+        &["doc"]
+    } else {
+        &TEMPLATE_SETTINGS
+    };
     let help = did_you_mean(name, allowed.iter().copied())
         .map(|s| format!("did you mean `{s}`?"))
         .unwrap_or_else(|| format!("a template's settings are {}", list(allowed)));
@@ -400,7 +444,10 @@ fn value_text(s: &Setting, _p: &ParamSpec) -> String {
     }
 }
 
-fn step_kind(d: &crate::syntax::StepKindDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<StepKindSpec> {
+fn step_kind(
+    d: &crate::syntax::StepKindDecl,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<StepKindSpec> {
     let Some(id) = StepKindId::from_name(&d.name.name) else {
         diagnostics.push(Diagnostic::error(
             Code::BadTemplate,
@@ -409,20 +456,23 @@ fn step_kind(d: &crate::syntax::StepKindDecl, diagnostics: &mut Vec<Diagnostic>)
         ));
         return None;
     };
-    let mut doc = String::new();
+    let mut doc: Arc<str> = Arc::from("");
     for s in d.body.settings() {
         match s.name.name.as_str() {
-            "doc" => doc = expect_str(s, diagnostics).unwrap_or_default(),
+            "doc" => doc = expect_str(s, diagnostics).unwrap_or_default().into(),
             _ => diagnostics.push(unknown_template_setting(s, None)),
         }
     }
     let params = fresh_params(&d.body, diagnostics);
     for name in id.required_params() {
-        if !params.iter().any(|p| p.name == *name) {
+        if !params.iter().any(|p| &*p.name == *name) {
             diagnostics.push(Diagnostic::error(
                 Code::BadTemplate,
                 d.name.span,
-                format!("the step kind `{}` lacks the parameter `{name}`", d.name.name),
+                format!(
+                    "the step kind `{}` lacks the parameter `{name}`",
+                    d.name.name
+                ),
             ));
         }
     }
@@ -444,7 +494,7 @@ fn params_of(block: &Block) -> impl Iterator<Item = &ParamDecl> {
 
 fn fresh_params(block: &Block, diagnostics: &mut Vec<Diagnostic>) -> Vec<ParamSpec> {
     let mut out: Vec<ParamSpec> = Vec::new();
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     for p in params_of(block) {
         if seen_twice(&mut seen, &p.name, "the parameter", diagnostics) {
             continue;
@@ -464,7 +514,10 @@ fn param_type(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<ParamT
                 p.name.span,
                 format!("the parameter `{}` has no type", p.name.name),
             )
-            .with_help(format!("write `param {}: int {{ .. }}` (or `float`, `path`, keywords)", p.name.name)),
+            .with_help(format!(
+                "write `param {}: int {{ .. }}` (or `float`, `path`, keywords)",
+                p.name.name
+            )),
         );
         return None;
     };
@@ -496,18 +549,18 @@ fn param_type(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<ParamT
 fn fresh_param(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<ParamSpec> {
     let ty = param_type(p, diagnostics)?;
     let mut spec = ParamSpec {
-        name: p.name.name.clone(),
+        name: p.name.name.as_str().into(),
         span: p.name.span,
         ty,
         min: None,
         max: None,
         step: None,
         default: None,
-        doc: String::new(),
+        doc: Arc::from(""),
     };
     let settings: Vec<&Setting> = p.body.iter().flat_map(|b| b.settings()).collect();
     nested_params(p, diagnostics);
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     let mut default: Option<&Setting> = None;
     for s in &settings {
         if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
@@ -517,7 +570,7 @@ fn fresh_param(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<Param
             "min" => spec.min = bound(&spec, s, diagnostics),
             "max" => spec.max = bound(&spec, s, diagnostics),
             "step" => spec.step = step(&spec, s, diagnostics),
-            "doc" => spec.doc = expect_str(s, diagnostics).unwrap_or_default(),
+            "doc" => spec.doc = expect_str(s, diagnostics).unwrap_or_default().into(),
             "default" => default = Some(s),
             _ => diagnostics.push(unknown_param_setting(s)),
         }
@@ -525,8 +578,12 @@ fn fresh_param(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<Param
     if let (Some(lo), Some(hi)) = (&spec.min, &spec.max) {
         if lo.value.as_f64() > hi.value.as_f64() {
             diagnostics.push(
-                Diagnostic::error(Code::OutOfRange, hi.span, format!("the maximum {} is below the minimum {}", hi.value, lo.value))
-                    .with_related(lo.span, "the minimum"),
+                Diagnostic::error(
+                    Code::OutOfRange,
+                    hi.span,
+                    format!("the maximum {} is below the minimum {}", hi.value, lo.value),
+                )
+                .with_related(lo.span, "the minimum"),
             );
         }
     }
@@ -539,8 +596,12 @@ fn fresh_param(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<Param
 fn nested_params(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) {
     for inner in p.body.iter().flat_map(params_of) {
         diagnostics.push(
-            Diagnostic::error(Code::Misplaced, inner.keyword.to(inner.name.span), "a `param` cannot hold another `param`")
-                .with_help("declare parameters directly inside the template"),
+            Diagnostic::error(
+                Code::Misplaced,
+                inner.keyword.to(inner.name.span),
+                "a `param` cannot hold another `param`",
+            )
+            .with_help("declare parameters directly inside the template"),
         );
     }
 }
@@ -567,7 +628,10 @@ fn number_of_kind(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnosti
                 Diagnostic::error(
                     Code::Misplaced,
                     s.name.span,
-                    format!("`{}` applies only to `int` and `float` parameters", s.name.name),
+                    format!(
+                        "`{}` applies only to `int` and `float` parameters",
+                        s.name.name
+                    ),
                 )
                 .with_label(format!("`{}` is of type `{}`", spec.name, spec.ty)),
             );
@@ -580,12 +644,21 @@ fn number_of_kind(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnosti
         (ValueKind::Float(f), NumKind::Float) => Some(Num::Float(*f)),
         (ValueKind::Invalid, _) => None,
         (other, _) => {
-            let expected = if kind == NumKind::Int { "an integer" } else { "a number" };
+            let expected = if kind == NumKind::Int {
+                "an integer"
+            } else {
+                "a number"
+            };
             diagnostics.push(
                 Diagnostic::error(
                     Code::WrongType,
                     s.value.span,
-                    format!("`{}` of `{}` expects {expected}, found {}", s.name.name, spec.name, other.describe()),
+                    format!(
+                        "`{}` of `{}` expects {expected}, found {}",
+                        s.name.name,
+                        spec.name,
+                        other.describe()
+                    ),
                 )
                 .with_label(format!("expected {expected}")),
             );
@@ -594,22 +667,37 @@ fn number_of_kind(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnosti
     }
 }
 
-fn bound(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnostic>) -> Option<Declared<Num>> {
-    number_of_kind(spec, s, diagnostics).map(|value| Declared { value, span: s.span })
+fn bound(
+    spec: &ParamSpec,
+    s: &Setting,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Declared<Num>> {
+    number_of_kind(spec, s, diagnostics).map(|value| Declared {
+        value,
+        span: s.span,
+    })
 }
 
 fn step(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnostic>) -> Option<Declared<Num>> {
     let value = number_of_kind(spec, s, diagnostics)?;
     if value.as_f64() <= 0.0 {
         diagnostics.push(
-            Diagnostic::error(Code::OutOfRange, s.value.span, "a step must be above 0").with_label("not above 0"),
+            Diagnostic::error(Code::OutOfRange, s.value.span, "a step must be above 0")
+                .with_label("not above 0"),
         );
         return None;
     }
-    Some(Declared { value, span: s.span })
+    Some(Declared {
+        value,
+        span: s.span,
+    })
 }
 
-fn default_value(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnostic>) -> Option<Declared<DefaultValue>> {
+fn default_value(
+    spec: &ParamSpec,
+    s: &Setting,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Declared<DefaultValue>> {
     if let ValueKind::Name(n) = &s.value.kind {
         if !spec.ty.keywords.contains(n) {
             if let Some(d) = Derived::from_name(n) {
@@ -638,13 +726,17 @@ fn default_value(spec: &ParamSpec, s: &Setting, diagnostics: &mut Vec<Diagnostic
                     list(&Derived::ALL.map(|d| d.name()))
                 ));
             }
-            diagnostics.push(d);
+            diagnostics.push(*d);
             None
         }
     }
 }
 
-fn narrowed_template(d: &TemplateDecl, parent: &TemplateSpec, diagnostics: &mut Vec<Diagnostic>) -> Option<TemplateSpec> {
+fn narrowed_template(
+    d: &TemplateDecl,
+    parent: &TemplateSpec,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<TemplateSpec> {
     let mut spec = TemplateSpec {
         name: d.name.name.clone(),
         span: d.name.span,
@@ -654,18 +746,21 @@ fn narrowed_template(d: &TemplateDecl, parent: &TemplateSpec, diagnostics: &mut 
         doc: parent.doc.clone(),
         params: parent.params.clone(),
     };
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     for s in d.body.settings() {
         if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
             continue;
         }
         match s.name.name.as_str() {
-            "doc" => spec.doc = expect_str(s, diagnostics).unwrap_or_default(),
+            "doc" => spec.doc = expect_str(s, diagnostics).unwrap_or_default().into(),
             "architecture" | "lr_decay" => diagnostics.push(
                 Diagnostic::error(
                     Code::Misplaced,
                     s.name.span,
-                    format!("`{}` is inherited from `{}` and cannot be changed", s.name.name, parent.name),
+                    format!(
+                        "`{}` is inherited from `{}` and cannot be changed",
+                        s.name.name, parent.name
+                    ),
                 )
                 .with_label("only built-in templates set this")
                 .with_help("remove this line"),
@@ -673,23 +768,26 @@ fn narrowed_template(d: &TemplateDecl, parent: &TemplateSpec, diagnostics: &mut 
             _ => diagnostics.push(unknown_template_setting(s, Some(parent))),
         }
     }
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     for p in params_of(&d.body) {
         if seen_twice(&mut seen, &p.name, "the parameter", diagnostics) {
             continue;
         }
-        let Some(i) = spec.params.iter().position(|q| q.name == p.name.name) else {
-            let help = did_you_mean(&p.name.name, parent.params.iter().map(|q| q.name.as_str()))
+        let Some(i) = spec.params.iter().position(|q| *q.name == *p.name.name) else {
+            let help = did_you_mean(&p.name.name, parent.params.iter().map(|q| &*q.name))
                 .map(|s| format!("did you mean `{s}`?"))
                 .unwrap_or_else(|| {
-                    let names: Vec<&str> = parent.params.iter().map(|q| q.name.as_str()).collect();
+                    let names: Vec<&str> = parent.params.iter().map(|q| &*q.name).collect();
                     format!("the parameters of `{}` are {}", parent.name, list(&names))
                 });
             diagnostics.push(
                 Diagnostic::error(
                     Code::UnknownParam,
                     p.name.span,
-                    format!("`{}` has no parameter `{}` to narrow", parent.name, p.name.name),
+                    format!(
+                        "`{}` has no parameter `{}` to narrow",
+                        parent.name, p.name.name
+                    ),
                 )
                 .with_label("unknown parameter")
                 .with_help(help),
@@ -703,7 +801,12 @@ fn narrowed_template(d: &TemplateDecl, parent: &TemplateSpec, diagnostics: &mut 
     Some(spec)
 }
 
-fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostics: &mut Vec<Diagnostic>) -> Option<ParamSpec> {
+fn narrow_param(
+    p: &ParamDecl,
+    parent: &ParamSpec,
+    parent_name: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<ParamSpec> {
     if let Some(ty) = &p.ty {
         let mut scratch = Vec::new();
         let written = param_type(p, &mut scratch);
@@ -712,11 +815,17 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
                 Diagnostic::error(
                     Code::Narrowing,
                     ty.span,
-                    format!("`{}` is of type `{}` in `{parent_name}`", parent.name, parent.ty),
+                    format!(
+                        "`{}` is of type `{}` in `{parent_name}`",
+                        parent.name, parent.ty
+                    ),
                 )
                 .with_label("a narrowing template cannot change the type")
                 .with_related(parent.span, "declared here")
-                .with_help(format!("write `param {} {{ .. }}` without a type, or with `: {}`", parent.name, parent.ty)),
+                .with_help(format!(
+                    "write `param {} {{ .. }}` without a type, or with `: {}`",
+                    parent.name, parent.ty
+                )),
             );
             return None;
         }
@@ -727,7 +836,7 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
         ..parent.clone()
     };
     let name = &parent.name;
-    let mut seen = HashMap::new();
+    let mut seen = HashMap::default();
     let mut default: Option<&Setting> = None;
     let mut ok = true;
     let grid_base = parent.min.as_ref().map_or(0.0, |m| m.value.as_f64());
@@ -743,18 +852,37 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
                 };
                 let x = b.value.as_f64();
                 let which = s.name.name.as_str();
-                let outside = parent.min.as_ref().filter(|m| x < m.value.as_f64()).map(|m| (m, "minimum"))
-                    .or_else(|| parent.max.as_ref().filter(|m| x > m.value.as_f64()).map(|m| (m, "maximum")));
+                let outside = parent
+                    .min
+                    .as_ref()
+                    .filter(|m| x < m.value.as_f64())
+                    .map(|m| (m, "minimum"))
+                    .or_else(|| {
+                        parent
+                            .max
+                            .as_ref()
+                            .filter(|m| x > m.value.as_f64())
+                            .map(|m| (m, "maximum"))
+                    });
                 if let Some((limit, what)) = outside {
                     diagnostics.push(
                         Diagnostic::error(
                             Code::Narrowing,
                             s.value.span,
-                            format!("the {which} {} of `{name}` lies outside `{parent_name}`'s range", b.value),
+                            format!(
+                                "the {which} {} of `{name}` lies outside `{parent_name}`'s range",
+                                b.value
+                            ),
                         )
                         .with_label(format!("beyond the {what} {}", limit.value))
-                        .with_related(limit.span, format!("`{parent_name}` allows `{name}` {}", parent.range_text()))
-                        .with_help(format!("a narrowed range must stay within {}", parent.range_text())),
+                        .with_related(
+                            limit.span,
+                            format!("`{parent_name}` allows `{name}` {}", parent.range_text()),
+                        )
+                        .with_help(format!(
+                            "a narrowed range must stay within {}",
+                            parent.range_text()
+                        )),
                     );
                     ok = false;
                     continue;
@@ -762,15 +890,25 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
                 if let Some(st) = &parent.step {
                     if !on_grid(x, grid_base, st.value.as_f64()) {
                         let (lo, hi) = parent.neighbours(x);
-                        let options: Vec<String> = [lo, hi].into_iter().flatten().map(|v| v.to_string()).collect();
+                        let options: Vec<String> = [lo, hi]
+                            .into_iter()
+                            .flatten()
+                            .map(|v| v.to_string())
+                            .collect();
                         diagnostics.push(
                             Diagnostic::error(
                                 Code::Narrowing,
                                 s.value.span,
-                                format!("the {which} {} of `{name}` is off `{parent_name}`'s step grid", b.value),
+                                format!(
+                                    "the {which} {} of `{name}` is off `{parent_name}`'s step grid",
+                                    b.value
+                                ),
                             )
                             .with_label(format!("not on the grid of step {}", st.value))
-                            .with_related(st.span, format!("`{parent_name}` steps `{name}` by {}", st.value))
+                            .with_related(
+                                st.span,
+                                format!("`{parent_name}` steps `{name}` by {}", st.value),
+                            )
                             .with_help(format!("use {}", options.join(" or "))),
                         );
                         ok = false;
@@ -790,7 +928,9 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
                 };
                 if let Some(pst) = &parent.step {
                     let ratio = st.value.as_f64() / pst.value.as_f64();
-                    if (ratio - ratio.round()).abs() > 1e-9 * ratio.abs().max(1.0) || ratio.round() < 1.0 {
+                    if (ratio - ratio.round()).abs() > 1e-9 * ratio.abs().max(1.0)
+                        || ratio.round() < 1.0
+                    {
                         diagnostics.push(
                             Diagnostic::error(
                                 Code::Narrowing,
@@ -807,7 +947,7 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
                 }
                 spec.step = Some(st);
             }
-            "doc" => spec.doc = expect_str(s, diagnostics).unwrap_or_default(),
+            "doc" => spec.doc = expect_str(s, diagnostics).unwrap_or_default().into(),
             "default" => default = Some(s),
             _ => diagnostics.push(unknown_param_setting(s)),
         }
@@ -815,8 +955,15 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
     if let (Some(lo), Some(hi)) = (&spec.min, &spec.max) {
         if lo.value.as_f64() > hi.value.as_f64() {
             diagnostics.push(
-                Diagnostic::error(Code::Narrowing, hi.span, format!("the maximum {} of `{name}` is below its minimum {}", hi.value, lo.value))
-                    .with_related(lo.span, "the minimum"),
+                Diagnostic::error(
+                    Code::Narrowing,
+                    hi.span,
+                    format!(
+                        "the maximum {} of `{name}` is below its minimum {}",
+                        hi.value, lo.value
+                    ),
+                )
+                .with_related(lo.span, "the minimum"),
             );
             ok = false;
         }
@@ -824,7 +971,11 @@ fn narrow_param(p: &ParamDecl, parent: &ParamSpec, parent_name: &str, diagnostic
     match default {
         Some(s) => spec.default = default_value(&spec, s, diagnostics),
         None => {
-            if let Some(Declared { value: DefaultValue::Value(v), span }) = &parent.default {
+            if let Some(Declared {
+                value: DefaultValue::Value(v),
+                span,
+            }) = &parent.default
+            {
                 let inherited = crate::syntax::Value {
                     kind: match v {
                         ParamValue::Num(Num::Int(i)) => ValueKind::Int(*i),

@@ -9,7 +9,7 @@
 pub mod declare;
 
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 
@@ -128,7 +128,9 @@ impl StepKindId {
     /// The parameters the step's implementation reads.
     pub fn required_params(self) -> &'static [&'static str] {
         match self {
-            StepKindId::ClassifierHead => &["logreg", "epochs", "learning_rate", "l2", "batch_size"],
+            StepKindId::ClassifierHead => {
+                &["logreg", "epochs", "learning_rate", "l2", "batch_size"]
+            }
             StepKindId::Clustering => &["k", "iterations", "inits", "tolerance", "seed"],
             StepKindId::VisualSearch => &["top_k", "queries", "index"],
         }
@@ -295,7 +297,8 @@ pub struct Declared<T> {
 /// One parameter of a template or step kind.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
-    pub name: String,
+    /// Shared with the resolved values of every workflow that uses it.
+    pub name: Arc<str>,
     /// Where the parameter was declared (or last narrowed).
     pub span: Span,
     pub ty: ParamType,
@@ -303,7 +306,8 @@ pub struct ParamSpec {
     pub max: Option<Declared<Num>>,
     pub step: Option<Declared<Num>>,
     pub default: Option<Declared<DefaultValue>>,
-    pub doc: String,
+    /// Shared: narrowing templates copy their parent's parameters.
+    pub doc: Arc<str>,
 }
 
 impl ParamSpec {
@@ -321,12 +325,13 @@ impl ParamSpec {
         s
     }
 
-    /// Checks a written value against the type, range and step.
-    pub fn check(&self, value: &Value) -> Result<ParamValue, Diagnostic> {
+    /// Checks a written value against the type, range and step. The error is
+    /// empty (no message) for a literal that was already reported as bad.
+    pub fn check(&self, value: &Value) -> Result<ParamValue, Box<Diagnostic>> {
         let name = &self.name;
         let ty = &self.ty;
         match &value.kind {
-            ValueKind::Invalid => Err(Diagnostic::error(Code::WrongType, value.span, "")),
+            ValueKind::Invalid => Err(Box::new(Diagnostic::error(Code::WrongType, value.span, ""))),
             ValueKind::Int(i) if ty.numeric == Some(NumKind::Int) => {
                 self.check_range(Num::Int(*i), value.span)
             }
@@ -350,7 +355,9 @@ impl ParamSpec {
                 .with_label(format!("expected {expected}"));
                 d.help = match other {
                     ValueKind::Float(f)
-                        if ty.numeric == Some(NumKind::Int) && f.fract() == 0.0 && f.abs() < 9e15 =>
+                        if ty.numeric == Some(NumKind::Int)
+                            && f.fract() == 0.0
+                            && f.abs() < 9e15 =>
                     {
                         Some(format!("write it as an integer: `{name} = {}`", *f as i64))
                     }
@@ -369,7 +376,7 @@ impl ParamSpec {
                     }
                     _ => None,
                 };
-                Err(d)
+                Err(Box::new(d))
             }
         }
     }
@@ -394,17 +401,27 @@ impl ParamSpec {
         }
     }
 
-    fn check_range(&self, n: Num, span: Span) -> Result<ParamValue, Diagnostic> {
+    fn check_range(&self, n: Num, span: Span) -> Result<ParamValue, Box<Diagnostic>> {
         let name = &self.name;
         let x = n.as_f64();
         if let Some(min) = &self.min {
             if x < min.value.as_f64() {
-                return Err(self.range_error(n, span, "below the minimum", min));
+                return Err(Box::new(self.range_error(
+                    n,
+                    span,
+                    "below the minimum",
+                    min,
+                )));
             }
         }
         if let Some(max) = &self.max {
             if x > max.value.as_f64() {
-                return Err(self.range_error(n, span, "above the maximum", max));
+                return Err(Box::new(self.range_error(
+                    n,
+                    span,
+                    "above the maximum",
+                    max,
+                )));
             }
         }
         if let Some(step) = &self.step {
@@ -416,7 +433,7 @@ impl ParamSpec {
                     (Some(v), None) | (None, Some(v)) => format!("the nearest valid value is {v}"),
                     (None, None) => "no value fits the range".to_string(),
                 };
-                return Err(Diagnostic::error(
+                return Err(Box::new(Diagnostic::error(
                     Code::OffStep,
                     span,
                     format!(
@@ -427,7 +444,7 @@ impl ParamSpec {
                 )
                 .with_label(format!("not a multiple of the step {} from {}", step.value, fmt_num_like(base, step.value)))
                 .with_related(step.span, format!("the step of `{name}` is {}", step.value))
-                .with_help(nearest));
+                .with_help(nearest)));
             }
         }
         Ok(ParamValue::Num(n))
@@ -441,7 +458,10 @@ impl ParamSpec {
             format!("`{name}` = {n} is {what} {}", bound.value),
         )
         .with_label(format!("{what} {}", bound.value))
-        .with_related(bound.span, format!("the range of `{name}` is declared here"))
+        .with_related(
+            bound.span,
+            format!("the range of `{name}` is declared here"),
+        )
         .with_help(format!("`{name}` accepts {}", self.range_text()))
     }
 
@@ -492,13 +512,14 @@ pub struct TemplateSpec {
     pub parent: Option<String>,
     pub architecture: Architecture,
     pub lr_decay: f64,
-    pub doc: String,
+    /// Shared: narrowing templates copy their parent's parameters.
+    pub doc: Arc<str>,
     pub params: Vec<ParamSpec>,
 }
 
 impl TemplateSpec {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| p.name == name)
+        self.params.iter().find(|p| &*p.name == name)
     }
 
     pub fn is_builtin(&self) -> bool {
@@ -512,13 +533,14 @@ pub struct StepKindSpec {
     pub name: String,
     pub span: Span,
     pub id: StepKindId,
-    pub doc: String,
+    /// Shared: narrowing templates copy their parent's parameters.
+    pub doc: Arc<str>,
     pub params: Vec<ParamSpec>,
 }
 
 impl StepKindSpec {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| p.name == name)
+        self.params.iter().find(|p| &*p.name == name)
     }
 }
 
@@ -566,7 +588,11 @@ mod tests {
         let names: Vec<_> = registry.templates.iter().map(|t| t.name.as_str()).collect();
         assert_eq!(
             names,
-            ["Clarifai_ResNet_AngularMargin", "Clarifai_InceptionBatchNorm", "Clarifai_ResNext"]
+            [
+                "Clarifai_ResNet_AngularMargin",
+                "Clarifai_InceptionBatchNorm",
+                "Clarifai_ResNext"
+            ]
         );
         let kinds: Vec<_> = registry.step_kinds.iter().map(|k| k.id).collect();
         assert_eq!(kinds, StepKindId::ALL);
@@ -582,14 +608,28 @@ mod tests {
             image.default.as_ref().unwrap().value,
             DefaultValue::Value(ParamValue::Num(Num::Int(256)))
         );
-        assert_eq!(arc.param("angular_scale").unwrap().range_text(), "16 to 128, step 16");
-        assert_eq!(arc.param("angular_margin").unwrap().range_text(), "0.1 to 0.9");
-        assert_eq!(arc.param("per_item_lrate").unwrap().range_text(), "at least 0.0");
+        assert_eq!(
+            arc.param("angular_scale").unwrap().range_text(),
+            "16 to 128, step 16"
+        );
+        assert_eq!(
+            arc.param("angular_margin").unwrap().range_text(),
+            "0.1 to 0.9"
+        );
+        assert_eq!(
+            arc.param("per_item_lrate").unwrap().range_text(),
+            "at least 0.0"
+        );
         assert!(arc.param("logreg").is_none());
         let rx = r.template("Clarifai_ResNext").unwrap();
         assert_eq!(rx.param("logreg").unwrap().range_text(), "0 to 1, step 1");
         assert_eq!(
-            rx.param("num_items_per_epoch").unwrap().default.as_ref().unwrap().value,
+            rx.param("num_items_per_epoch")
+                .unwrap()
+                .default
+                .as_ref()
+                .unwrap()
+                .value,
             DefaultValue::Derived(Derived::DatasetSize)
         );
         assert!(r
@@ -610,11 +650,21 @@ mod tests {
     #[test]
     fn grid_and_neighbours() {
         let r = Registry::builtin();
-        let image = r.template("Clarifai_ResNext").unwrap().param("image_size").unwrap();
+        let image = r
+            .template("Clarifai_ResNext")
+            .unwrap()
+            .param("image_size")
+            .unwrap();
         assert!(on_grid(992.0, 32.0, 16.0));
         assert!(!on_grid(1000.0, 32.0, 16.0));
-        assert_eq!(image.neighbours(1000.0), (Some(Num::Int(992)), Some(Num::Int(1008))));
-        assert_eq!(image.neighbours(1020.0), (Some(Num::Int(1008)), Some(Num::Int(1024))));
+        assert_eq!(
+            image.neighbours(1000.0),
+            (Some(Num::Int(992)), Some(Num::Int(1008)))
+        );
+        assert_eq!(
+            image.neighbours(1020.0),
+            (Some(Num::Int(1008)), Some(Num::Int(1024)))
+        );
         assert_eq!(image.neighbours(20.0), (None, Some(Num::Int(32))));
     }
 }

@@ -152,7 +152,10 @@ pub enum ValueKind {
     /// A bare name such as `cpu` or `eval`.
     Name(String),
     /// `cuda(0)`, `manifest("train.csv")`
-    Call { name: Ident, args: Vec<Value> },
+    Call {
+        name: Ident,
+        args: Vec<Value>,
+    },
     /// A literal already reported as bad (a number too large, a bad escape).
     Invalid,
 }

@@ -26,72 +26,223 @@ pub const MAX_DEPTH: usize = 32;
 
 /// Parses `text` (the contents of the file `source`).
 pub fn parse(source: SourceId, text: &str) -> (Module, Vec<Diagnostic>) {
-    let mut diagnostics = Vec::new();
-    if let Some(d) = check_depth(source, text) {
-        return (Module::default(), vec![d]);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    parse_with_threads(source, text, threads)
+}
+
+/// Files at least this large are cut at top-level statements and the pieces
+/// parsed on several threads (the result is the same, see the tests).
+pub const PARALLEL_MIN_BYTES: usize = 64 * 1024;
+
+/// [`parse`] with an explicit number of threads (1: never spawn one).
+pub fn parse_with_threads(
+    source: SourceId,
+    text: &str,
+    threads: usize,
+) -> (Module, Vec<Diagnostic>) {
+    let found = structure(text);
+    if let Some(at) = found.too_deep {
+        return (Module::default(), vec![too_deep(source, at)]);
     }
-    let repair = repair_braces(source, text);
+    let repair = repair_braces(source, text, &found.unclosed);
     let parsed_text = repair.text.as_deref().unwrap_or(text);
-    diagnostics.extend(repair.diagnostics);
-    let mut builder = Builder {
-        source,
-        diagnostics: &mut diagnostics,
-        insertions: repair.insertions,
-        last_end: None,
-        text: parsed_text,
+    let mut diagnostics = repair.diagnostics;
+    let pieces = if threads > 1 && parsed_text.len() >= PARALLEL_MIN_BYTES {
+        // The statements were found in the original text; after a repair, look again.
+        let candidates = match &repair.text {
+            Some(t) => structure(t).statements,
+            None => found.statements,
+        };
+        split_points(parsed_text, &candidates, threads)
+    } else {
+        vec![0, parsed_text.len()]
     };
-    let module = match WfParser::parse(Rule::file, parsed_text) {
-        Ok(mut pairs) => builder.file(pairs.next().expect("file rule")),
-        // The recovery layer makes `file` match any input; this is a safety net.
-        Err(e) => {
-            diagnostics.push(pest_error(source, 0, text, &e));
-            Module::default()
-        }
+    let insertions = &repair.insertions;
+    let parse_piece = |a: usize, b: usize| {
+        let mut diagnostics = Vec::new();
+        let mut builder = Builder {
+            source,
+            diagnostics: &mut diagnostics,
+            insertions,
+            last_end: None,
+            text: parsed_text,
+            offset: a,
+        };
+        let module = match WfParser::parse(Rule::file, &parsed_text[a..b]) {
+            Ok(mut pairs) => builder.file(pairs.next().expect("file rule")),
+            // The recovery layer makes `file` match any input; this is a safety net.
+            Err(e) => {
+                diagnostics.push(pest_error(source, a, &parsed_text[a..b], &e));
+                Module::default()
+            }
+        };
+        (module, diagnostics)
     };
+    let results: Vec<(Module, Vec<Diagnostic>)> = if pieces.len() <= 2 {
+        vec![parse_piece(0, parsed_text.len())]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pieces
+                .windows(2)
+                .map(|w| {
+                    let (a, b) = (w[0], w[1]);
+                    scope.spawn(move || parse_piece(a, b))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
+    let mut module = Module::default();
+    for (m, d) in results {
+        module.items.extend(m.items);
+        diagnostics.extend(d);
+    }
     (module, diagnostics)
 }
 
-/// Rejects nesting deeper than [`MAX_DEPTH`] before pest recurses into it.
-fn check_depth(source: SourceId, text: &str) -> Option<Diagnostic> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
+/// Offsets that cut `text` into about `n` pieces at the `candidates` (see
+/// [`Structure::statements`]): `[0, .., len]`.
+fn split_points(text: &str, candidates: &[usize], n: usize) -> Vec<usize> {
+    let mut points = vec![0];
+    for k in 1..n {
+        let target = text.len() * k / n;
+        let at = candidates.partition_point(|&c| c < target);
+        if let Some(&c) = candidates.get(at) {
+            if c > *points.last().unwrap() && c < text.len() {
+                points.push(c);
+            }
+        }
+    }
+    points.push(text.len());
+    points
+}
+
+/// Bytes that matter to [`structural_bytes`]: quotes and comments change
+/// what follows; braces, parentheses and line breaks are reported.
+const fn interesting() -> [bool; 256] {
+    let mut t = [false; 256];
+    let bytes = b"#\"{}()\n";
     let mut i = 0;
     while i < bytes.len() {
-        match bytes[i] {
+        t[bytes[i] as usize] = true;
+        i += 1;
+    }
+    t
+}
+const INTERESTING: [bool; 256] = interesting();
+
+/// The braces, parentheses and line breaks of `text` that are code (outside
+/// comments and strings), with their offsets. A quote never closed on its line
+/// is read as code (it is reported elsewhere), so one stray quote does not
+/// hide the braces after it. An unclosed `"""` hides the rest of the file.
+fn structural_bytes(text: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    std::iter::from_fn(move || loop {
+        while i < bytes.len() && !INTERESTING[bytes[i] as usize] {
+            i += 1;
+        }
+        let &b = bytes.get(i)?;
+        let at = i;
+        i += 1;
+        match b {
             b'#' => {
                 while i < bytes.len() && bytes[i] != b'\n' {
                     i += 1;
                 }
             }
+            b'"' if text[at..].starts_with("\"\"\"") => match text[at + 3..].find("\"\"\"") {
+                Some(end) => i = at + 3 + end + 3,
+                None => i = bytes.len(),
+            },
             b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
+                let mut j = i;
+                while j < bytes.len() && bytes[j] != b'"' && bytes[j] != b'\n' {
+                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                }
+                if bytes.get(j) == Some(&b'"') {
+                    i = j + 1;
+                }
+            }
+            _ => return Some((at, b)),
+        }
+    })
+}
+
+/// What one pass over the braces finds.
+struct Structure {
+    /// Where nesting first exceeds [`MAX_DEPTH`].
+    too_deep: Option<usize>,
+    /// The `{` that are never closed.
+    unclosed: Vec<usize>,
+    /// Starts of unindented lines outside blocks that begin with a statement
+    /// keyword: where a file may be cut into pieces parsed apart.
+    statements: Vec<usize>,
+}
+
+fn structure(text: &str) -> Structure {
+    let bytes = text.as_bytes();
+    let mut open = Vec::new();
+    let mut statements = Vec::new();
+    let mut depth = 0usize;
+    for (i, b) in structural_bytes(text) {
+        match b {
+            b'\n' if open.is_empty() => {
+                let start = i + 1;
+                let word = &bytes[start..bytes.len().min(start + 10)];
+                let end = word
+                    .iter()
+                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
+                    .unwrap_or(word.len());
+                if STATEMENT_KEYWORDS
+                    .iter()
+                    .any(|k| k.as_bytes() == &word[..end])
+                {
+                    statements.push(start);
                 }
             }
             b'{' | b'(' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Some(
-                        Diagnostic::error(
-                            Code::TooDeep,
-                            Span::new(source, i, i + 1),
-                            format!("blocks and calls are nested more than {MAX_DEPTH} deep"),
-                        )
-                        .with_label("too deep here")
-                        .with_help("workflows need at most three levels: `template { param { .. } }`"),
-                    );
+                    return Structure {
+                        too_deep: Some(i),
+                        unclosed: open,
+                        statements,
+                    };
+                }
+                if b == b'{' {
+                    open.push(i);
                 }
             }
-            b'}' | b')' => depth = depth.saturating_sub(1),
+            b'}' | b')' => {
+                depth = depth.saturating_sub(1);
+                if b == b'}' {
+                    open.pop();
+                }
+            }
             _ => {}
         }
-        i += 1;
     }
-    None
+    Structure {
+        too_deep: None,
+        unclosed: open,
+        statements,
+    }
+}
+
+fn too_deep(source: SourceId, at: usize) -> Diagnostic {
+    Diagnostic::error(
+        Code::TooDeep,
+        Span::new(source, at, at + 1),
+        format!("blocks and calls are nested more than {MAX_DEPTH} deep"),
+    )
+    .with_label("too deep here")
+    .with_help("workflows need at most three levels: `template { param { .. } }`")
 }
 
 /// The text a synthetic `}` is inserted as.
@@ -111,46 +262,10 @@ const STATEMENT_KEYWORDS: [&str; 6] = ["workflow", "use", "data", "step", "templ
 /// Closes each block left open at the end of the file just before the next
 /// line that starts, unindented, with a statement keyword (or at the end of
 /// the file), and reports it. Files whose braces balance are left alone.
-fn repair_braces(source: SourceId, text: &str) -> Repair {
-    let bytes = text.as_bytes();
-    let mut open: Vec<usize> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'"' if text[i..].starts_with("\"\"\"") => match text[i + 3..].find("\"\"\"") {
-                Some(end) => i += 3 + end + 2,
-                None => break,
-            },
-            b'"' => {
-                let quote = i;
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                if bytes.get(i) != Some(&b'"') {
-                    // Never closed: reported as such; read the rest of the line as code.
-                    i = quote;
-                }
-            }
-            b'{' => open.push(i),
-            b'}' => {
-                open.pop();
-            }
-            _ => {}
-        }
-        i += 1;
-    }
+fn repair_braces(source: SourceId, text: &str, open: &[usize]) -> Repair {
     let mut insertions = Vec::new();
     let mut diagnostics = Vec::new();
-    for &brace in &open {
+    for &brace in open {
         let close_at = statement_line_after(text, brace).unwrap_or(text.len());
         let where_ = if close_at == text.len() {
             "at the end of the file".to_string()
@@ -165,12 +280,18 @@ fn repair_braces(source: SourceId, text: &str) -> Repair {
                 "this `{` is never closed",
             )
             .with_label("block opened here")
-            .with_help(format!("add a `}}` {where_}, after the last line of the block")),
+            .with_help(format!(
+                "add a `}}` {where_}, after the last line of the block"
+            )),
         );
         insertions.push(close_at);
     }
     if insertions.is_empty() {
-        return Repair { text: None, insertions, diagnostics };
+        return Repair {
+            text: None,
+            insertions,
+            diagnostics,
+        };
     }
     insertions.sort_unstable();
     let mut repaired = String::with_capacity(text.len() + insertions.len() * CLOSE.len());
@@ -192,7 +313,10 @@ fn repair_braces(source: SourceId, text: &str) -> Repair {
 fn statement_line_after(text: &str, from: usize) -> Option<usize> {
     let mut offset = from + text[from..].find('\n')? + 1;
     for line in text[offset..].split_inclusive('\n') {
-        let word: String = line.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+        let word: String = line
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
         if STATEMENT_KEYWORDS.contains(&word.as_str()) {
             return Some(offset);
         }
@@ -205,7 +329,9 @@ struct Builder<'d> {
     source: SourceId,
     diagnostics: &'d mut Vec<Diagnostic>,
     /// Where [`repair_braces`] inserted text, to map positions back.
-    insertions: Vec<usize>,
+    insertions: &'d [usize],
+    /// Where the piece being parsed starts in `text`.
+    offset: usize,
     /// The end of the last item or setting, to word junk that trails it.
     last_end: Option<usize>,
     /// The text being parsed (repaired, if it was).
@@ -216,7 +342,7 @@ impl Builder<'_> {
     /// Maps a position in the parsed text to the original file.
     fn pos(&self, p: usize) -> usize {
         let mut shift = 0;
-        for &at in &self.insertions {
+        for &at in self.insertions {
             let here = at + shift;
             if p < here {
                 break;
@@ -231,7 +357,11 @@ impl Builder<'_> {
 
     fn span(&self, pair: &Pair<Rule>) -> Span {
         let s = pair.as_span();
-        Span::new(self.source, self.pos(s.start()), self.pos(s.end()))
+        Span::new(
+            self.source,
+            self.pos(self.offset + s.start()),
+            self.pos(self.offset + s.end()),
+        )
     }
 
     fn file(&mut self, pair: Pair<Rule>) -> Module {
@@ -241,7 +371,7 @@ impl Builder<'_> {
                 Rule::bad_item => self.bad_piece(&p, Rule::item_only),
                 Rule::EOI => {}
                 _ => {
-                    let end = p.as_span().end();
+                    let end = self.offset + p.as_span().end();
                     items.push(self.item(p));
                     self.last_end = Some(end);
                 }
@@ -352,12 +482,12 @@ impl Builder<'_> {
                 Rule::bad_line => self.bad_piece(&p, Rule::block_item_only),
                 Rule::setting => {
                     let span = self.span(&p);
-                    let end = p.as_span().end();
+                    let end = self.offset + p.as_span().end();
                     items.push(BlockItem::Setting(self.setting_inner(span, p.into_inner())));
                     self.last_end = Some(end);
                 }
                 Rule::param_decl => {
-                    let end = p.as_span().end();
+                    let end = self.offset + p.as_span().end();
                     items.push(BlockItem::Param(self.param(p)));
                     self.last_end = Some(end);
                 }
@@ -408,7 +538,7 @@ impl Builder<'_> {
             Rule::number => self.number(inner.as_str(), span),
             Rule::string => {
                 let body = inner.into_inner().next().unwrap();
-                let offset = self.pos(body.as_span().start());
+                let offset = self.pos(self.offset + body.as_span().start());
                 self.unescape(body.as_str(), offset)
                     .map_or(ValueKind::Invalid, ValueKind::Str)
             }
@@ -506,7 +636,7 @@ impl Builder<'_> {
 
     /// Reports one swallowed piece of text: says what was expected where.
     fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) {
-        let start = pair.as_span().start();
+        let start = self.offset + pair.as_span().start();
         let text = pair.as_str();
         let trailing = self
             .last_end
@@ -516,7 +646,11 @@ impl Builder<'_> {
             None => explain(self.source, start, text, entry),
         };
         d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
-        if !self.diagnostics.iter().any(|x| x.code == d.code && x.span == d.span) {
+        if !self
+            .diagnostics
+            .iter()
+            .any(|x| x.code == d.code && x.span == d.span)
+        {
             self.diagnostics.push(d);
         }
     }
@@ -567,7 +701,9 @@ fn trailing_junk(source: SourceId, start: usize, text: &str, before: &str) -> Di
     if text.starts_with('/') || text.starts_with('.') || text.starts_with('\\') {
         d.with_help("write paths in quotes: `train = \"data/images\"`")
     } else {
-        d.with_help("a value is a single number, string, name or call; start another setting with `name =`")
+        d.with_help(
+            "a value is a single number, string, name or call; start another setting with `name =`",
+        )
     }
 }
 
@@ -592,7 +728,9 @@ fn unterminated_string(source: SourceId, start: usize, text: &str) -> Option<Dia
                 i += 1;
                 loop {
                     match bytes.get(i) {
-                        None | Some(b'\n') => return Some(unterminated(source, start + open, 1, false)),
+                        None | Some(b'\n') => {
+                            return Some(unterminated(source, start + open, 1, false))
+                        }
                         Some(b'"') => break,
                         Some(b'\\') => i += 2,
                         Some(_) => i += 1,
@@ -621,38 +759,7 @@ fn unterminated(source: SourceId, at: usize, len: usize, long: bool) -> Diagnost
 }
 
 fn unclosed_brace(source: SourceId, start: usize, text: &str) -> Option<Diagnostic> {
-    let bytes = text.as_bytes();
-    let mut open = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'#' => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'"' => {
-                let quote = i;
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    if bytes[i] == b'\\' {
-                        i += 1;
-                    }
-                    i += 1;
-                }
-                if bytes.get(i) != Some(&b'"') {
-                    // Never closed: reported as such; read the rest of the line as code.
-                    i = quote;
-                }
-            }
-            b'{' => open.push(i),
-            b'}' => {
-                open.pop();
-            }
-            _ => {}
-        }
-        i += 1;
-    }
+    let open = structure(text).unclosed;
     let at = *open.first()?;
     Some(
         Diagnostic::error(
@@ -667,7 +774,12 @@ fn unclosed_brace(source: SourceId, start: usize, text: &str) -> Option<Diagnost
 
 /// Turns a pest error on `text` (which starts at byte `start` of the file)
 /// into a diagnostic that names what was expected in words.
-fn pest_error(source: SourceId, start: usize, text: &str, e: &pest::error::Error<Rule>) -> Diagnostic {
+fn pest_error(
+    source: SourceId,
+    start: usize,
+    text: &str,
+    e: &pest::error::Error<Rule>,
+) -> Diagnostic {
     let pos = match e.location {
         pest::error::InputLocation::Pos(p) => p,
         pest::error::InputLocation::Span((s, _)) => s,
@@ -679,8 +791,12 @@ fn pest_error(source: SourceId, start: usize, text: &str, e: &pest::error::Error
     let (found, len) = found_at(text, pos);
     let at = start + pos;
     if positives.is_empty() {
-        return Diagnostic::error(Code::Syntax, Span::new(source, at, at + len.max(1)), format!("unexpected {found}"))
-            .with_label("unexpected");
+        return Diagnostic::error(
+            Code::Syntax,
+            Span::new(source, at, at + len.max(1)),
+            format!("unexpected {found}"),
+        )
+        .with_label("unexpected");
     }
     let expected = describe_expected(&positives);
     let mut d = Diagnostic::error(
@@ -732,14 +848,14 @@ fn describe_expected(positives: &[Rule]) -> String {
             | Rule::kw_data
             | Rule::kw_step
             | Rule::kw_template
-            | Rule::kw_step_kind => push("a statement (`use`, `data`, `step`, `template` or `name = value`)"),
+            | Rule::kw_step_kind => {
+                push("a statement (`use`, `data`, `step`, `template` or `name = value`)")
+            }
             Rule::setting => push("a setting (`name = value`)"),
             Rule::param_decl | Rule::kw_param => push("`param`"),
-            Rule::value
-            | Rule::number
-            | Rule::string
-            | Rule::long_string
-            | Rule::call => push("a value"),
+            Rule::value | Rule::number | Rule::string | Rule::long_string | Rule::call => {
+                push("a value")
+            }
             Rule::name => push("a name"),
             Rule::eq => push("`=`"),
             Rule::colon => push("`:`"),
@@ -771,12 +887,16 @@ fn help_for(positives: &[Rule], text: &str, pos: usize) -> Option<String> {
     }
     if has(Rule::eq) {
         if rest.starts_with(':') {
-            return Some("settings are written `name = value`, with `=` rather than `:`".to_string());
+            return Some(
+                "settings are written `name = value`, with `=` rather than `:`".to_string(),
+            );
         }
         return Some("settings are written `name = value`".to_string());
     }
     if has(Rule::name) {
-        return Some("names start with a letter or `_` and hold letters, digits and `_`".to_string());
+        return Some(
+            "names start with a letter or `_` and hold letters, digits and `_`".to_string(),
+        );
     }
     if has(Rule::setting) || has(Rule::param_decl) {
         return Some("inside a block, write one `name = value` setting per line".to_string());
@@ -812,11 +932,17 @@ mod tests {
         let s: Vec<_> = u.body.as_ref().unwrap().settings().collect();
         assert_eq!(s[0].value.kind, ValueKind::Int(224));
         assert_eq!(s[1].value.kind, ValueKind::Float(7.8125e-05));
-        let Item::Setting(dev) = &m.items[3] else { panic!() };
-        let ValueKind::Call { name, args } = &dev.value.kind else { panic!() };
+        let Item::Setting(dev) = &m.items[3] else {
+            panic!()
+        };
+        let ValueKind::Call { name, args } = &dev.value.kind else {
+            panic!()
+        };
         assert_eq!(name.name, "cuda");
         assert_eq!(args[0].kind, ValueKind::Int(0));
-        let Item::Step(st) = &m.items[4] else { panic!() };
+        let Item::Step(st) = &m.items[4] else {
+            panic!()
+        };
         assert_eq!(st.alias.as_ref().unwrap().name, "coarse");
     }
 
@@ -874,10 +1000,31 @@ mod tests {
     }
 
     #[test]
+    fn parsing_in_pieces_gives_the_same_result() {
+        let mut text = String::new();
+        for i in 0..3000 {
+            text.push_str(&format!(
+                "# {i} }} {{ \"\ntemplate T{i} extends Clarifai_ResNext {{\n  doc = \"\"\"x\nuse y {{\"\"\"\n  param image_size {{ max = {} }}\n  bad line {i}\n}}\nstep clustering as c{i} {{ k = {i} }}\nseed = = {i}\n",
+                64 + i
+            ));
+        }
+        text.push_str("use Unclosed {\n  a = \"b\n");
+        assert!(text.len() > PARALLEL_MIN_BYTES * 2);
+        assert!(split_points(&text, &structure(&text).statements, 4).len() == 5);
+        let one = parse_with_threads(SourceId(1), &text, 1);
+        let four = parse_with_threads(SourceId(1), &text, 4);
+        assert_eq!(one.0.items.len(), 6001);
+        assert_eq!(one.1.len(), four.1.len());
+        assert!(one == four);
+    }
+
+    #[test]
     fn long_strings_span_lines() {
         let (m, d) = parse_str("template T extends U {\n doc = \"\"\"one\n two\"\"\"\n}\n");
         assert!(d.is_empty(), "{d:?}");
-        let Item::Template(t) = &m.items[0] else { panic!() };
+        let Item::Template(t) = &m.items[0] else {
+            panic!()
+        };
         let s: Vec<_> = t.body.settings().collect();
         assert_eq!(s[0].value.kind, ValueKind::Str("one\n two".into()));
     }

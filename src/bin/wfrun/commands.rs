@@ -23,7 +23,11 @@ pub fn run(args: Args) -> u8 {
             deny,
             no_fs,
         } => check(&paths, format, deny, no_fs, style),
-        Command::Plan { file, format, no_fs } => plan(&file, format, no_fs, style),
+        Command::Plan {
+            file,
+            format,
+            no_fs,
+        } => plan(&file, format, no_fs, style),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }
@@ -53,9 +57,19 @@ fn options(no_fs: bool) -> CheckOptions {
     }
 }
 
-fn check(paths: &[std::path::PathBuf], format: Format, deny: Option<Deny>, no_fs: bool, style: Style) -> u8 {
+fn check(
+    paths: &[std::path::PathBuf],
+    format: Format,
+    deny: Option<Deny>,
+    no_fs: bool,
+    style: Style,
+) -> u8 {
     let default = [std::path::PathBuf::from(".")];
-    let paths = if paths.is_empty() { &default[..] } else { paths };
+    let paths = if paths.is_empty() {
+        &default[..]
+    } else {
+        paths
+    };
     let mut files = Vec::new();
     for p in paths {
         match wfrun::workflow_files(p) {
@@ -94,7 +108,10 @@ fn check(paths: &[std::path::PathBuf], format: Format, deny: Option<Deny>, no_fs
                     }
                 }
             }
-            Format::Human => eprint!("{}", render_all(&checked.diagnostics, &checked.sources, style, width())),
+            Format::Human => eprint!(
+                "{}",
+                render_all(&checked.diagnostics, &checked.sources, style, width())
+            ),
         }
     }
     if format == Format::Human {
@@ -123,7 +140,11 @@ fn summary(files: usize, errors: usize, warnings: usize) -> String {
         (0, 0) => format!("{checked}: no problems"),
         (0, w) => format!("{checked}: {}", plural(w, "warning")),
         (e, 0) => format!("{checked}: {}", plural(e, "error")),
-        (e, w) => format!("{checked}: {} and {}", plural(e, "error"), plural(w, "warning")),
+        (e, w) => format!(
+            "{checked}: {} and {}",
+            plural(e, "error"),
+            plural(w, "warning")
+        ),
     }
 }
 
@@ -132,7 +153,10 @@ fn load(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
         eprintln!("error: cannot read `{}`: {e}", file.display());
         TROUBLE
     })?;
-    eprint!("{}", render_all(&checked.diagnostics, &checked.sources, style, width()));
+    eprint!(
+        "{}",
+        render_all(&checked.diagnostics, &checked.sources, style, width())
+    );
     Ok(checked)
 }
 
@@ -142,7 +166,14 @@ fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
         Err(code) => return code,
     };
     let Some(plan) = checked.plan() else {
-        eprintln!("{}", summary(1, checked.count(Severity::Error), checked.count(Severity::Warning)));
+        eprintln!(
+            "{}",
+            summary(
+                1,
+                checked.count(Severity::Error),
+                checked.count(Severity::Warning)
+            )
+        );
         return FAILED;
     };
     let text = match format {
@@ -180,7 +211,10 @@ fn wrap(text: &str, indent: &str, width: usize) -> String {
 }
 
 fn param_line(p: &ParamSpec, width: usize) -> String {
-    let default = p.default.as_ref().map_or("none".to_string(), |d| d.value.to_string());
+    let default = p
+        .default
+        .as_ref()
+        .map_or("none".to_string(), |d| d.value.to_string());
     format!(
         "  {:width$}  {:<22} {:<24} default {}\n",
         p.name,
@@ -205,7 +239,7 @@ fn param_json(p: &ParamSpec) -> serde_json::Value {
         "max": p.max.as_ref().map(|b| b.value),
         "step": p.step.as_ref().map(|b| b.value),
         "default": p.default.as_ref().map(|d| d.value.to_string()),
-        "doc": p.doc,
+        "doc": &*p.doc,
     })
 }
 
@@ -218,12 +252,12 @@ fn templates(format: Format) -> u8 {
                     "name": t.name,
                     "architecture": t.architecture.name(),
                     "lr_decay": t.lr_decay,
-                    "doc": t.doc,
+                    "doc": &*t.doc,
                     "params": t.params.iter().map(param_json).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
                 "step_kinds": r.step_kinds.iter().map(|k| json!({
                     "name": k.name,
-                    "doc": k.doc,
+                    "doc": &*k.doc,
                     "params": k.params.iter().map(param_json).collect::<Vec<_>>(),
                 })).collect::<Vec<_>>(),
             });
@@ -263,13 +297,16 @@ fn templates(format: Format) -> u8 {
 fn explain_param(owner: &str, p: &ParamSpec) -> String {
     let mut s = format!("{owner}.{}: {}\n\n", p.name, p.ty);
     s.push_str(&format!("  range    {}\n", p.range_text()));
-    let default = p.default.as_ref().map_or("none".to_string(), |d| match &d.value {
-        wfrun::spec::DefaultValue::Derived(x) => format!("{} ({})", x.name(), x.describe()),
-        v => v.to_string(),
-    });
+    let default = p
+        .default
+        .as_ref()
+        .map_or("none".to_string(), |d| match &d.value {
+            wfrun::spec::DefaultValue::Derived(x) => format!("{} ({})", x.name(), x.describe()),
+            v => v.to_string(),
+        });
     s.push_str(&format!("  default  {default}\n\n"));
     s.push_str(&wrap(&p.doc, "  ", 88));
-    if p.name == "batch_size" || p.name == "per_item_lrate" {
+    if &*p.name == "batch_size" || &*p.name == "per_item_lrate" {
         s.push_str("\n  lrate = batch_size × per_item_lrate\n");
     }
     s
@@ -288,7 +325,11 @@ fn explain(name: &str) -> u8 {
     let found: Option<(String, &str, &[ParamSpec])> = r
         .template(head)
         .map(|t| {
-            let mut doc = format!("{} (template, trains {})\n\n", t.name, t.architecture.name());
+            let mut doc = format!(
+                "{} (template, trains {})\n\n",
+                t.name,
+                t.architecture.name()
+            );
             doc.push_str(&wrap(&t.doc, "  ", 88));
             doc.push_str(&format!(
                 "\n  The learning rate is multiplied by {} at each decrease.\n",
@@ -311,7 +352,9 @@ fn explain(name: &str) -> u8 {
             .chain(r.step_kinds.iter().map(|k| k.name.as_str()));
         match wfrun::suggest::did_you_mean(head, names) {
             Some(s) => eprintln!("error: nothing is named `{head}`; did you mean `{s}`?"),
-            None => eprintln!("error: nothing is named `{head}`; `wfrun templates` lists what there is"),
+            None => {
+                eprintln!("error: nothing is named `{head}`; `wfrun templates` lists what there is")
+            }
         }
         return TROUBLE;
     };
@@ -325,10 +368,10 @@ fn explain(name: &str) -> u8 {
             }
             s
         }
-        Some(pname) => match params.iter().find(|p| p.name == pname) {
+        Some(pname) => match params.iter().find(|p| &*p.name == pname) {
             Some(p) => explain_param(owner, p),
             None => {
-                let help = wfrun::suggest::did_you_mean(pname, params.iter().map(|p| p.name.as_str()))
+                let help = wfrun::suggest::did_you_mean(pname, params.iter().map(|p| &*p.name))
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
                 eprintln!("error: `{owner}` has no parameter `{pname}`{help}");

@@ -1,0 +1,103 @@
+//! Check throughput: a generated 10,000-line workflow, and a folder of 1,000
+//! workflow files. Prints one JSON line per case with the median time.
+//!
+//!     cargo run --release --example bench_check [-- --runs N]
+
+use std::path::Path;
+use std::time::Instant;
+
+use wfrun::CheckOptions;
+
+fn large_workflow(lines: usize, data: &Path) -> String {
+    let mut s = format!(
+        "# generated: {lines} lines\nworkflow large\nuse Clarifai_ResNext {{\n    image_size = 64\n    batch_size = 32\n    logreg = 0\n}}\ndata {{ train = \"{}\"  eval = 0.2 }}\n",
+        data.display()
+    );
+    let mut i = 0;
+    while s.lines().count() < lines {
+        s.push_str(&format!(
+            "# section {i}\ntemplate T{i} extends Clarifai_ResNext {{\n    doc = \"template number {i}\"\n    param image_size {{ min = 64  max = 512  default = 128 }}\n    param batch_size {{ max = 64  default = 32 }}\n}}\nstep clustering as c{i} {{ k = {}  iterations = 50 }}\nstep visual_search as s{i} {{ top_k = {} }}\n",
+            2 + i % 10,
+            1 + i % 20
+        ));
+        i += 1;
+    }
+    s
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    f(); // warm-up: the prelude is parsed once per process
+    median(
+        (0..runs)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let runs = args
+        .iter()
+        .position(|a| a == "--runs")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(21);
+    let data =
+        std::fs::canonicalize("workflows/data/shapes").expect("run from the repository root");
+    let fs_on = CheckOptions::default();
+    let fs_off = CheckOptions {
+        filesystem: false,
+        ..Default::default()
+    };
+
+    let text = large_workflow(10_000, &data);
+    let lines = text.lines().count();
+    for (name, opts) in [("large_file_fs", &fs_on), ("large_file_no_fs", &fs_off)] {
+        let ms = time(runs, || {
+            let c = wfrun::check_source("large.wf", &text, opts);
+            assert!(c.diagnostics.is_empty(), "{:?}", &c.diagnostics[..1]);
+        });
+        println!(
+            "{{\"case\":\"{name}\",\"lines\":{lines},\"bytes\":{},\"median_ms\":{ms:.3}}}",
+            text.len()
+        );
+    }
+
+    let dir = std::env::temp_dir().join(format!("wfrun-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped: Vec<String> = wfrun::workflow_files(Path::new("workflows"))
+        .unwrap()
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .replace("\"data/shapes\"", &format!("\"{}\"", data.display()))
+        })
+        .collect();
+    for i in 0..1000 {
+        let sub = dir.join(format!("group{}", i / 100));
+        std::fs::create_dir_all(&sub).unwrap();
+        std::fs::write(sub.join(format!("w{i}.wf")), &shipped[i % shipped.len()]).unwrap();
+    }
+    for (name, opts) in [("folder_1000_fs", &fs_on), ("folder_1000_no_fs", &fs_off)] {
+        let ms = time(runs.min(7), || {
+            let files = wfrun::workflow_files(&dir).unwrap();
+            assert_eq!(files.len(), 1000);
+            for f in files {
+                let c = wfrun::check_file(&f, opts).unwrap();
+                assert!(!c.has_errors());
+            }
+        });
+        println!("{{\"case\":\"{name}\",\"files\":1000,\"median_ms\":{ms:.3}}}");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,0 +1,333 @@
+//! The library as an embedding program uses it: check, read diagnostics, plan.
+
+use std::path::Path;
+
+use wfrun::spec::{Architecture, Num, ParamValue};
+use wfrun::workflow::Resolved;
+use wfrun::{check_file, check_source, CheckOptions, Code, Severity};
+
+fn no_fs() -> CheckOptions {
+    CheckOptions {
+        filesystem: false,
+        ..Default::default()
+    }
+}
+
+fn codes(text: &str) -> Vec<Code> {
+    check_source("test.wf", text, &no_fs())
+        .diagnostics
+        .iter()
+        .map(|d| d.code)
+        .collect()
+}
+
+#[test]
+fn every_shipped_workflow_checks_clean_and_all_templates_are_covered() {
+    let files = wfrun::workflow_files(Path::new("workflows")).unwrap();
+    assert!(files.len() >= 4);
+    let mut architectures = Vec::new();
+    for f in &files {
+        let c = check_file(f, &CheckOptions::default()).unwrap();
+        assert!(
+            c.diagnostics.is_empty(),
+            "{}: {:#?}",
+            f.display(),
+            c.diagnostics
+        );
+        let w = c.workflow.expect("a clean check gives a workflow");
+        assert!(w.dataset.is_some(), "the data folder was read");
+        architectures.push(w.template.architecture);
+    }
+    for a in Architecture::ALL {
+        assert!(
+            architectures.contains(&a),
+            "no shipped workflow trains {a:?}"
+        );
+    }
+}
+
+#[test]
+fn a_file_with_three_broken_lines_reports_three_syntax_errors_and_the_rest() {
+    let text = "use Clarifai_ResNext {\n  image_size = 1000\n  batch_size == 8\n  num_epochs: 3\n  logreg = 2\n}\ndata { train = \"x\" }\nseed = = 3\nstep clustering { k = 1 }\n";
+    let c = check_source("t.wf", text, &no_fs());
+    let syntax: Vec<usize> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == Code::Syntax)
+        .map(|d| c.sources.get(c.source).line_col(d.span.start).0)
+        .collect();
+    assert_eq!(syntax, [3, 4, 8]);
+    let semantic: Vec<Code> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.code != Code::Syntax)
+        .map(|d| d.code)
+        .collect();
+    assert_eq!(
+        semantic,
+        [Code::OffStep, Code::OutOfRange, Code::OutOfRange]
+    );
+    assert!(c.workflow.is_none());
+}
+
+#[test]
+fn hyperparameters_of_other_templates_and_misspellings() {
+    let c = check_source(
+        "t.wf",
+        "use Clarifai_InceptionBatchNorm { angular_margin = 0.5  batch_sise = 3 }\ndata { train = \"x\" }\n",
+        &no_fs(),
+    );
+    let d = &c.diagnostics[0];
+    assert_eq!(d.code, Code::ParamNotInTemplate);
+    assert!(d
+        .label
+        .as_deref()
+        .unwrap()
+        .contains("Clarifai_ResNet_AngularMargin"));
+    assert_eq!(
+        c.diagnostics[1].help.as_deref(),
+        Some("did you mean `batch_size`?")
+    );
+}
+
+#[test]
+fn the_schedule_rules() {
+    let base =
+        |body: &str| format!("use Clarifai_ResNext {{ {body} }}\ndata {{ train = \"x\" }}\n");
+    assert_eq!(codes(&base("init_epochs = 70")), [Code::Schedule]);
+    let c = check_source("t.wf", &base("init_epochs = 70"), &no_fs());
+    assert!(c.has_errors(), "init beyond the total is an error");
+    let c = check_source("t.wf", &base("num_epochs = 25"), &no_fs());
+    assert_eq!(c.diagnostics[0].severity, Severity::Warning);
+    assert_eq!(
+        c.diagnostics[0].message,
+        "the learning rate never decreases"
+    );
+    assert!(
+        codes(&base("num_epochs = 30")).is_empty(),
+        "25 + 7 > 30 with the default step_epochs is fine"
+    );
+    assert_eq!(
+        codes(&base("num_epochs = 30  init_epochs = 20  step_epochs = 10")),
+        [Code::Schedule]
+    );
+}
+
+#[test]
+fn narrowed_templates_are_proven_and_enforced() {
+    let text = "template T extends Clarifai_ResNext {\n  param image_size { min = 64  max = 256  step = 32  default = 128 }\n}\nuse T { image_size = 288 }\ndata { train = \"x\" }\n";
+    let c = check_source("t.wf", text, &no_fs());
+    assert_eq!(c.diagnostics.len(), 1, "{:#?}", c.diagnostics);
+    let d = &c.diagnostics[0];
+    assert_eq!(d.code, Code::OutOfRange);
+    assert!(d.message.contains("above the maximum 256"));
+    // The narrowed bound is in the same file, so it is labelled there.
+    assert!(d.related.iter().any(|l| l.span.source == c.source));
+
+    // A narrowed default applies when the workflow leaves the value unset.
+    let c = check_source("t.wf", &text.replace("image_size = 288", ""), &no_fs());
+    let w = c.workflow.unwrap();
+    assert_eq!(w.int("image_size"), Some(128));
+
+    // Off the parent's grid (32 + 16k), a step that is not a multiple, a default off the new grid.
+    for (body, expected) in [
+        ("min = 40", Code::Narrowing),
+        ("step = 24", Code::Narrowing),
+        ("min = 64  step = 32  default = 80", Code::OffStep),
+        ("max = 1040", Code::Narrowing),
+    ] {
+        let text = format!("template T extends Clarifai_ResNext {{ param image_size {{ {body} }} }}\nuse T {{ }}\ndata {{ train = \"x\" }}\n");
+        assert_eq!(codes(&text), [expected], "{body}");
+    }
+    // Templates may extend templates of the same file, in any order.
+    let text = "template B extends A { param batch_size { max = 32 } }\ntemplate A extends Clarifai_ResNext { param batch_size { max = 64  default = 32 } }\nuse B { batch_size = 48 }\ndata { train = \"x\" }\n";
+    assert_eq!(codes(text), [Code::OutOfRange]);
+}
+
+#[test]
+fn derived_defaults_resolve_at_plan_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    for (concept, n) in [("a", 6), ("b", 4), ("c", 10)] {
+        std::fs::create_dir_all(data.join(concept)).unwrap();
+        for i in 0..n {
+            std::fs::write(data.join(concept).join(format!("{i}.png")), b"").unwrap();
+        }
+    }
+    let wf = dir.path().join("w.wf");
+    std::fs::write(&wf, "use Clarifai_ResNext { batch_size = 8 }\ndata { train = \"images\"  eval = 0.25 }\nseed = 11\nstep clustering { }\n").unwrap();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+    let w = c.workflow.as_ref().unwrap();
+    assert!(matches!(
+        w.param("num_items_per_epoch").unwrap().value,
+        Resolved::Derived(_)
+    ));
+    let plan = c.plan().unwrap();
+    let items = plan
+        .params
+        .iter()
+        .find(|p| &*p.name == "num_items_per_epoch")
+        .unwrap();
+    assert_eq!(
+        items.value,
+        Some(ParamValue::Num(Num::Int(15))),
+        "20 images, 5 held out"
+    );
+    assert_eq!(plan.steps_per_epoch, Some(2));
+    let k = plan.steps[0]
+        .params
+        .iter()
+        .find(|p| &*p.name == "k")
+        .unwrap();
+    assert_eq!(k.value, Some(ParamValue::Num(Num::Int(3))));
+    let seed = plan.steps[0]
+        .params
+        .iter()
+        .find(|p| &*p.name == "seed")
+        .unwrap();
+    assert_eq!(seed.value, Some(ParamValue::Num(Num::Int(11))));
+}
+
+/// Writes a workflow beside a data folder laid out by `make`, and checks it.
+fn check_with_data(make: impl Fn(&Path), batch: u32) -> wfrun::Checked {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    std::fs::create_dir_all(&data).unwrap();
+    make(&data);
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        format!("use Clarifai_ResNext {{ batch_size = {batch} }}\ndata {{ train = \"images\" }}\n"),
+    )
+    .unwrap();
+    check_file(&wf, &CheckOptions::default()).unwrap()
+}
+
+fn touch(path: &Path) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, b"").unwrap();
+}
+
+#[test]
+fn data_folder_problems_name_the_path() {
+    // No concept folders at all.
+    let c = check_with_data(|_| {}, 8);
+    assert_eq!(c.diagnostics[0].code, Code::Data);
+    assert!(c.has_errors());
+    assert!(c.diagnostics[0].message.contains("images` holds no images"));
+
+    // One concept only.
+    let c = check_with_data(|d| touch(&d.join("cat/1.jpg")), 8);
+    assert!(c.has_errors());
+    assert!(c
+        .diagnostics
+        .iter()
+        .any(|d| d.message.contains("a single concept, `cat`")));
+
+    // An empty concept folder and loose images: warnings naming them.
+    let c = check_with_data(
+        |d| {
+            touch(&d.join("cat/1.JPG"));
+            touch(&d.join("dog/nested/2.webp"));
+            std::fs::create_dir_all(d.join("empty")).unwrap();
+            touch(&d.join("stray.png"));
+            touch(&d.join("notes.txt"));
+        },
+        8,
+    );
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    let messages: Vec<&str> = c.diagnostics.iter().map(|d| d.message.as_str()).collect();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("1 images lie directly in") && m.contains("images")),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("images/empty` holds no images")),
+        "{messages:?}"
+    );
+    assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 2);
+
+    // The seed's advice: a batch of around twice the number of concepts.
+    let c = check_with_data(
+        |d| {
+            for concept in ["a", "b", "c", "d", "e"] {
+                touch(&d.join(concept).join("1.png"));
+            }
+        },
+        6,
+    );
+    let advice = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::BatchAdvice)
+        .expect("advice");
+    assert!(advice
+        .help
+        .as_deref()
+        .unwrap()
+        .contains("`batch_size = 10`"));
+    assert!(!c.has_errors());
+}
+
+#[test]
+fn skipping_the_file_system_skips_path_checks() {
+    let text = "use Clarifai_ResNext { }\ndata { train = \"does/not/exist\"  weights = \"nope.safetensors\" }\n";
+    assert!(codes(text).is_empty());
+    let c = check_source("t.wf", text, &CheckOptions::default());
+    let found: Vec<Code> = c.diagnostics.iter().map(|d| d.code).collect();
+    assert_eq!(found, [Code::PathNotFound, Code::PathNotFound]);
+}
+
+#[test]
+fn checking_never_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        "use Clarifai_ResNext { }\ndata { train = \"images\" }\noutput = \"out\"\n",
+    )
+    .unwrap();
+    let before: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    assert!(c.has_errors(), "the data folder is missing");
+    let after: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn devices() {
+    let wf = |device: &str| {
+        format!("use Clarifai_ResNext {{ }}\ndata {{ train = \"x\" }}\ndevice = {device}\n")
+    };
+    assert!(codes(&wf("cpu")).is_empty());
+    assert!(codes(&wf("auto")).is_empty());
+    assert_eq!(codes(&wf("cuda")), [Code::BadDevice]);
+    assert_eq!(codes(&wf("cuda(-1)")), [Code::BadDevice]);
+    assert_eq!(codes(&wf("cuda(0, 1)")), [Code::BadDevice]);
+    let expected: &[Code] = if cfg!(feature = "cuda") {
+        &[]
+    } else {
+        &[Code::DeviceUnavailable]
+    };
+    assert_eq!(codes(&wf("cuda(1)")), expected);
+}
+
+#[test]
+fn the_prelude_is_the_only_place_for_root_templates_and_step_kinds() {
+    assert_eq!(codes("template X { architecture = bn_inception }\nuse Clarifai_ResNext {}\ndata { train = \"x\" }\n"), [Code::BadTemplate]);
+    assert_eq!(
+        codes("template X extends Clarifai_ResNext { architecture = bn_inception }\nuse X {}\ndata { train = \"x\" }\n"),
+        [Code::Misplaced]
+    );
+}
