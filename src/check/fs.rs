@@ -4,7 +4,7 @@
 use crate::suggest::FastMap as HashMap;
 use std::path::Path;
 
-use super::Checker;
+use super::{Checker, Written};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::Span;
 use crate::spec::{Num, ParamValue};
@@ -108,7 +108,7 @@ fn exists_as(cx: &mut Checker, path: &Path, span: Span, folder: bool, what: &str
 pub(super) fn check_data(
     cx: &mut Checker,
     data: &DataSpec,
-    params: &[(ResolvedParam, Option<Span>)],
+    params: &[(ResolvedParam, Written)],
     spans: HashMap<String, Span>,
 ) -> Option<DatasetSummary> {
     let fallback = Span::new(cx.source, 0, 0);
@@ -221,12 +221,12 @@ pub(super) fn check_data(
             value: Resolved::Value(ParamValue::Num(Num::Int(b))),
             ..
         },
-        set,
+        written,
     )) = batch
     {
         let n = used.len() as i64;
-        if *b < 2 * n {
-            let at = set.unwrap_or(span("train"));
+        if *b < 2 * n && *written != Written::Invalid {
+            let at = written.span().unwrap_or(span("train"));
             let suggested = (2 * n).min(128);
             cx.push(
                 Diagnostic::warning(Code::BatchAdvice, at, format!("`batch_size` = {b} is less than twice the {n} concepts"))

@@ -76,6 +76,27 @@ struct Checker<'a> {
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
+/// Whether and how a parameter was written in the workflow.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Written {
+    /// Not written: the default applies.
+    Unset,
+    /// Written with a valid value, by the setting at this span.
+    Set(Span),
+    /// Written with a value already reported as wrong: rules between fields
+    /// leave it alone rather than reason about the default in its place.
+    Invalid,
+}
+
+impl Written {
+    pub(crate) fn span(self) -> Option<Span> {
+        match self {
+            Written::Set(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
 /// Reports the second of two items that may appear once.
 fn once<'t, T>(
     slot: &mut Option<&'t T>,
@@ -273,11 +294,7 @@ impl Checker<'_> {
     }
 
     /// Resolves the `use` block against the template.
-    fn hyperparameters(
-        &mut self,
-        t: &TemplateSpec,
-        u: &UseDecl,
-    ) -> Vec<(ResolvedParam, Option<Span>)> {
+    fn hyperparameters(&mut self, t: &TemplateSpec, u: &UseDecl) -> Vec<(ResolvedParam, Written)> {
         let settings = self.block_settings(
             u.body.as_ref(),
             "a `use` block holds hyperparameters, not `param` declarations",
@@ -321,16 +338,18 @@ impl Checker<'_> {
         settings: &[&Setting],
         owner: &str,
         unknown: impl Fn(&mut Self, &Setting) -> Diagnostic,
-    ) -> Vec<(ResolvedParam, Option<Span>)> {
-        let mut seen: HashMap<&str, Span> = HashMap::default();
-        let mut values: HashMap<&str, (ParamValue, Span)> = HashMap::default();
+    ) -> Vec<(ResolvedParam, Written)> {
+        // One slot per parameter: where it was first written, and its value if valid.
+        let mut first: Vec<Option<Span>> = vec![None; specs.len()];
+        let mut written: Vec<Written> = vec![Written::Unset; specs.len()];
+        let mut values: Vec<Option<ParamValue>> = vec![None; specs.len()];
         for s in settings {
-            let Some(spec) = specs.iter().find(|p| *p.name == *s.name.name) else {
+            let Some(i) = specs.iter().position(|p| *p.name == *s.name.name) else {
                 let d = unknown(self, s);
                 self.push(d);
                 continue;
             };
-            if let Some(first) = seen.get(s.name.name.as_str()) {
+            if let Some(first) = first[i] {
                 self.push(
                     Diagnostic::error(
                         Code::Duplicate,
@@ -338,19 +357,21 @@ impl Checker<'_> {
                         format!("`{}` is set twice", s.name.name),
                     )
                     .with_label("set again here")
-                    .with_related(*first, "first set here")
+                    .with_related(first, "first set here")
                     .with_help("remove one of the two"),
                 );
                 continue;
             }
-            seen.insert(&s.name.name, s.name.span);
-            match spec.check(&s.value) {
+            first[i] = Some(s.name.span);
+            match specs[i].check(&s.value) {
                 Ok(v) => {
-                    values.insert(&s.name.name, (v, s.span));
+                    values[i] = Some(v);
+                    written[i] = Written::Set(s.span);
                 }
-                Err(d) if d.message.is_empty() => {} // the literal was already reported
+                Err(d) if d.message.is_empty() => written[i] = Written::Invalid, // already reported
                 Err(mut d) => {
-                    if let Some((span, message)) = self.narrowed_from(owner, spec) {
+                    written[i] = Written::Invalid;
+                    if let Some((span, message)) = self.narrowed_from(owner, &specs[i]) {
                         d.related.push(crate::diagnostic::Label { span, message });
                     }
                     self.push(*d);
@@ -360,39 +381,47 @@ impl Checker<'_> {
         let owner_name: std::sync::Arc<str> = owner.into();
         specs
             .iter()
-            .map(|spec| {
-                if let Some((v, span)) = values.remove(&*spec.name) {
-                    let p = ResolvedParam {
-                        name: spec.name.clone(),
-                        value: Resolved::Value(v),
-                        origin: Origin::Set {
+            .zip(values)
+            .zip(written)
+            .map(|((spec, value), written)| {
+                let (value, origin) = match (value, written) {
+                    (Some(v), Written::Set(span)) => (
+                        Resolved::Value(v),
+                        Origin::Set {
                             line: self.line(span),
                         },
-                    };
-                    return (p, Some(span));
-                }
-                let value = match spec.default.as_ref().map(|d| &d.value) {
-                    Some(DefaultValue::Value(v)) => Resolved::Value(v.clone()),
-                    Some(DefaultValue::Derived(d)) => Resolved::Derived(*d),
-                    None => Resolved::Value(ParamValue::Num(Num::Int(0))),
-                };
-                let origin = match &value {
-                    Resolved::Derived(d) => Origin::Derived {
-                        from: owner_name.clone(),
-                        derived: *d,
+                    ),
+                    _ => match spec.default.as_ref().map(|d| &d.value) {
+                        Some(DefaultValue::Derived(d)) => (
+                            Resolved::Derived(*d),
+                            Origin::Derived {
+                                from: owner_name.clone(),
+                                derived: *d,
+                            },
+                        ),
+                        Some(DefaultValue::Value(v)) => (
+                            Resolved::Value(v.clone()),
+                            Origin::Default {
+                                from: owner_name.clone(),
+                            },
+                        ),
+                        // Every declared parameter has a default; a template without one is
+                        // reported where it is declared.
+                        None => (
+                            Resolved::Value(ParamValue::Num(Num::Int(0))),
+                            Origin::Default {
+                                from: owner_name.clone(),
+                            },
+                        ),
                     },
-                    Resolved::Value(_) => Origin::Default {
-                        from: owner_name.clone(),
-                    },
                 };
-                let set = seen.contains_key(&*spec.name);
                 (
                     ResolvedParam {
                         name: spec.name.clone(),
                         value,
                         origin,
                     },
-                    set.then_some(spec.span),
+                    written,
                 )
             })
             .collect()
@@ -841,15 +870,20 @@ impl Checker<'_> {
         &mut self,
         t: &TemplateSpec,
         u: &UseDecl,
-        params: &[(ResolvedParam, Option<Span>)],
+        params: &[(ResolvedParam, Written)],
         has_weights: bool,
     ) {
         let get = |name: &str| params.iter().find(|(p, _)| &*p.name == name);
-        let num = |name: &str| match get(name).map(|(p, _)| &p.value) {
-            Some(Resolved::Value(ParamValue::Num(n))) => Some(n.as_f64()),
-            _ => None,
+        // A value reported as wrong takes no part in the rules between fields.
+        let num = |name: &str| match get(name) {
+            Some((_, Written::Invalid)) => None,
+            Some((p, _)) => match &p.value {
+                Resolved::Value(ParamValue::Num(n)) => Some(n.as_f64()),
+                _ => None,
+            },
+            None => None,
         };
-        let span_of = |name: &str| get(name).and_then(|(_, s)| *s);
+        let span_of = |name: &str| get(name).and_then(|(_, w)| w.span());
         let use_span = u.keyword.to(u.template.span);
         let at = |name: &str| span_of(name).unwrap_or(use_span);
 
