@@ -1,27 +1,10 @@
 //! The `wfrun` binary, run as a user runs it.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: i32,
-}
-
-fn wfrun(args: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_wfrun"))
-        .args(args)
-        .env("COLUMNS", "100")
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run wfrun");
-    Run {
-        stdout: String::from_utf8(out.stdout).unwrap(),
-        stderr: String::from_utf8(out.stderr).unwrap(),
-        code: out.status.code().unwrap_or(-1),
-    }
-}
+use common::wfrun;
 
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
     stdout

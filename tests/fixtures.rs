@@ -3,22 +3,11 @@
 //! compared with the files beside it. `WFRUN_BLESS=1 cargo test --test fixtures`
 //! rewrites the snapshots; review the diff before committing.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
 
-fn run(args: &[&str]) -> (String, String, i32) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wfrun"))
-        .args(args)
-        .env("COLUMNS", "100")
-        .env_remove("NO_COLOR")
-        .output()
-        .expect("run wfrun");
-    (
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-        out.status.code().unwrap_or(-1),
-    )
-}
+use std::path::{Path, PathBuf};
+
+use common::wfrun;
 
 fn compare(path: &Path, actual: &str, failures: &mut Vec<String>) {
     if std::env::var_os("WFRUN_BLESS").is_some() {
@@ -51,15 +40,17 @@ fn every_fixture_matches_its_snapshots() {
     let mut failures = Vec::new();
     for file in &files {
         let name = file.to_str().unwrap();
-        let (_, stderr, code) = run(&["check", "--color", "never", name]);
-        let report = format!("{stderr}[exit status {code}]\n");
+        let human = wfrun(&["check", "--color", "never", name]);
+        let code = human.code;
+        let report = format!("{}[exit status {code}]\n", human.stderr);
         compare(&file.with_extension("stderr"), &report, &mut failures);
 
-        let (stdout, _, json_code) = run(&["check", "--format", "json", name]);
+        let json = wfrun(&["check", "--format", "json", name]);
         assert_eq!(
-            code, json_code,
+            code, json.code,
             "{name}: both formats give the same exit status"
         );
+        let stdout = json.stdout;
         for line in stdout.lines() {
             let v: serde_json::Value =
                 serde_json::from_str(line).expect("one JSON object per line");

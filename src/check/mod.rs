@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{SourceFile, SourceId, Span};
-use crate::spec::declare::{list, unknown_template};
+use crate::spec::declare::{list, seen_twice, twice, unknown_template};
 use crate::spec::{
     fmt_float, Architecture, DefaultValue, Num, ParamSpec, ParamValue, Registry, TemplateSpec,
 };
@@ -350,16 +350,7 @@ impl Checker<'_> {
                 continue;
             };
             if let Some(first) = first[i] {
-                self.push(
-                    Diagnostic::error(
-                        Code::Duplicate,
-                        s.name.span,
-                        format!("`{}` is set twice", s.name.name),
-                    )
-                    .with_label("set again here")
-                    .with_related(first, "first set here")
-                    .with_help("remove one of the two"),
-                );
+                self.push(twice(&s.name, first, "set"));
                 continue;
             }
             first[i] = Some(s.name.span);
@@ -499,21 +490,10 @@ impl Checker<'_> {
         let mut seen: HashMap<&str, Span> = HashMap::default();
         for s in settings {
             let key = s.name.name.as_str();
-            if TOP_SETTINGS.contains(&key) {
-                if let Some(first) = seen.get(key) {
-                    self.push(
-                        Diagnostic::error(
-                            Code::Duplicate,
-                            s.name.span,
-                            format!("`{key}` is set twice"),
-                        )
-                        .with_label("set again here")
-                        .with_related(*first, "first set here")
-                        .with_help("remove one of the two"),
-                    );
-                    continue;
-                }
-                seen.insert(key, s.name.span);
+            if TOP_SETTINGS.contains(&key)
+                && seen_twice(&mut seen, &s.name, "set", self.diagnostics)
+            {
+                continue;
             }
             match key {
                 "device" => {
@@ -675,20 +655,9 @@ impl Checker<'_> {
         let mut ok = true;
         for s in settings {
             let key = s.name.name.as_str();
-            if let Some(first) = seen.get(key) {
-                self.push(
-                    Diagnostic::error(
-                        Code::Duplicate,
-                        s.name.span,
-                        format!("`{key}` is set twice"),
-                    )
-                    .with_label("set again here")
-                    .with_related(*first, "first set here")
-                    .with_help("remove one of the two"),
-                );
+            if seen_twice(&mut seen, &s.name, "set", self.diagnostics) {
                 continue;
             }
-            seen.insert(key, s.name.span);
             match key {
                 "train" => match self.image_source(s) {
                     Some(src) => train = Some(src),

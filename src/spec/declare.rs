@@ -276,24 +276,28 @@ fn expect_str(s: &Setting, diagnostics: &mut Vec<Diagnostic>) -> Option<String> 
     }
 }
 
-/// Reports `name = ..` set twice in one block; returns true for a duplicate.
-fn seen_twice<'a>(
+/// The error for `name` written a second time (`verb`: "set", "declared");
+/// `first` is where it was written first.
+pub(crate) fn twice(name: &Ident, first: Span, verb: &str) -> Diagnostic {
+    Diagnostic::error(
+        Code::Duplicate,
+        name.span,
+        format!("`{}` is {verb} twice", name.name),
+    )
+    .with_label(format!("{verb} again here"))
+    .with_related(first, format!("first {verb} here"))
+    .with_help("remove one of the two")
+}
+
+/// Reports `name` written twice in one block; returns true for a duplicate.
+pub(crate) fn seen_twice<'a>(
     seen: &mut HashMap<&'a str, Span>,
     name: &'a Ident,
-    what: &str,
+    verb: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> bool {
-    if let Some(first) = seen.get(name.name.as_str()) {
-        diagnostics.push(
-            Diagnostic::error(
-                Code::Duplicate,
-                name.span,
-                format!("{what} `{}` is set twice", name.name),
-            )
-            .with_label("set again here")
-            .with_related(*first, "first set here")
-            .with_help("remove one of the two"),
-        );
+    if let Some(&first) = seen.get(name.name.as_str()) {
+        diagnostics.push(twice(name, first, verb));
         return true;
     }
     seen.insert(&name.name, name.span);
@@ -306,7 +310,7 @@ fn root_template(d: &TemplateDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<
     let mut lr_decay = DEFAULT_LR_DECAY;
     let mut seen = HashMap::default();
     for s in d.body.settings() {
-        if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
+        if seen_twice(&mut seen, &s.name, "set", diagnostics) {
             continue;
         }
         match s.name.name.as_str() {
@@ -496,7 +500,7 @@ fn fresh_params(block: &Block, diagnostics: &mut Vec<Diagnostic>) -> Vec<ParamSp
     let mut out: Vec<ParamSpec> = Vec::new();
     let mut seen = HashMap::default();
     for p in params_of(block) {
-        if seen_twice(&mut seen, &p.name, "the parameter", diagnostics) {
+        if seen_twice(&mut seen, &p.name, "declared", diagnostics) {
             continue;
         }
         if let Some(spec) = fresh_param(p, diagnostics) {
@@ -563,7 +567,7 @@ fn fresh_param(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<Param
     let mut seen = HashMap::default();
     let mut default: Option<&Setting> = None;
     for s in &settings {
-        if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
+        if seen_twice(&mut seen, &s.name, "set", diagnostics) {
             continue;
         }
         match s.name.name.as_str() {
@@ -748,7 +752,7 @@ fn narrowed_template(
     };
     let mut seen = HashMap::default();
     for s in d.body.settings() {
-        if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
+        if seen_twice(&mut seen, &s.name, "set", diagnostics) {
             continue;
         }
         match s.name.name.as_str() {
@@ -770,7 +774,7 @@ fn narrowed_template(
     }
     let mut seen = HashMap::default();
     for p in params_of(&d.body) {
-        if seen_twice(&mut seen, &p.name, "the parameter", diagnostics) {
+        if seen_twice(&mut seen, &p.name, "declared", diagnostics) {
             continue;
         }
         let Some(i) = spec.params.iter().position(|q| *q.name == *p.name.name) else {
@@ -841,7 +845,7 @@ fn narrow_param(
     let mut ok = true;
     let grid_base = parent.min.as_ref().map_or(0.0, |m| m.value.as_f64());
     for s in p.body.iter().flat_map(|b| b.settings()) {
-        if seen_twice(&mut seen, &s.name, "the setting", diagnostics) {
+        if seen_twice(&mut seen, &s.name, "set", diagnostics) {
             continue;
         }
         match s.name.name.as_str() {

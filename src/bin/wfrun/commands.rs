@@ -224,6 +224,18 @@ fn param_line(p: &ParamSpec, width: usize) -> String {
     )
 }
 
+/// A template or step kind in `wfrun templates`: title, first sentence, parameters.
+fn listing(title: &str, doc: &str, params: &[ParamSpec]) -> String {
+    let mut s = format!("{title}\n");
+    s.push_str(&wrap(first_sentence(doc), "  ", 88));
+    let w = params.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in params {
+        s.push_str(&param_line(p, w));
+    }
+    s.push('\n');
+    s
+}
+
 fn first_sentence(doc: &str) -> &str {
     match doc.find(". ") {
         Some(i) => &doc[..=i],
@@ -266,23 +278,12 @@ fn templates(format: Format) -> u8 {
         Format::Human => {
             let mut s = String::from("templates\n\n");
             for t in &r.templates {
-                s.push_str(&format!("{} ({})\n", t.name, t.architecture.name()));
-                s.push_str(&wrap(first_sentence(&t.doc), "  ", 88));
-                let w = t.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
-                for p in &t.params {
-                    s.push_str(&param_line(p, w));
-                }
-                s.push('\n');
+                let title = format!("{} ({})", t.name, t.architecture.name());
+                s.push_str(&listing(&title, &t.doc, &t.params));
             }
             s.push_str("steps\n\n");
             for k in &r.step_kinds {
-                s.push_str(&format!("{}\n", k.name));
-                s.push_str(&wrap(first_sentence(&k.doc), "  ", 88));
-                let w = k.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
-                for p in &k.params {
-                    s.push_str(&param_line(p, w));
-                }
-                s.push('\n');
+                s.push_str(&listing(&k.name, &k.doc, &k.params));
             }
             s.push_str("`wfrun explain NAME` or `wfrun explain NAME.PARAM` shows the full documentation.\n");
             s
