@@ -25,6 +25,8 @@ extern crate alloc;
 
 pub mod check;
 pub mod diagnostic;
+#[cfg(feature = "train")]
+pub mod models;
 pub mod plan;
 #[cfg(feature = "render")]
 pub mod report;

@@ -1,0 +1,335 @@
+//! BN-Inception (Ioffe & Szegedy, 2015) with the layout and tensor names of
+//! the widely used PyTorch port (Cadene's `pretrainedmodels`): `conv1_7x7_s2`,
+//! `conv1_7x7_s2_bn`, `inception_3a_1x1`, …, so its converted weights load.
+//! The embedding is the pooled output of the last inception module (1024-d).
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::layers::{global_avg_pool, ConvBn, ConvSpec, Names};
+use super::pool::Pool2d;
+
+/// The pooling branch of an inception module.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum PoolBranch {
+    /// 3x3 average pooling, stride 1, then a 1x1 projection.
+    Avg,
+    /// 3x3 max pooling, stride 1, then a 1x1 projection (module 5b).
+    Max,
+}
+
+/// One inception module's widths, as published.
+#[derive(Clone, Copy, Debug)]
+enum Module {
+    /// Four branches: 1x1; 1x1 → 3x3; 1x1 → 3x3 → 3x3; pool → 1x1.
+    Standard {
+        name: &'static str,
+        c1x1: usize,
+        c3x3_reduce: usize,
+        c3x3: usize,
+        double_reduce: usize,
+        double: usize,
+        pool: PoolBranch,
+        pool_proj: usize,
+    },
+    /// Three branches that halve the size: 1x1 → 3x3/2; 1x1 → 3x3 → 3x3/2; max pool 3x3/2.
+    Reduction {
+        name: &'static str,
+        c3x3_reduce: usize,
+        c3x3: usize,
+        double_reduce: usize,
+        double: usize,
+    },
+}
+
+const fn standard(name: &'static str, c: [usize; 6], pool: PoolBranch) -> Module {
+    Module::Standard {
+        name,
+        c1x1: c[0],
+        c3x3_reduce: c[1],
+        c3x3: c[2],
+        double_reduce: c[3],
+        double: c[4],
+        pool,
+        pool_proj: c[5],
+    }
+}
+
+const MODULES: [Module; 10] = [
+    standard("inception_3a", [64, 64, 64, 64, 96, 32], PoolBranch::Avg),
+    standard("inception_3b", [64, 64, 96, 64, 96, 64], PoolBranch::Avg),
+    Module::Reduction {
+        name: "inception_3c",
+        c3x3_reduce: 128,
+        c3x3: 160,
+        double_reduce: 64,
+        double: 96,
+    },
+    standard("inception_4a", [224, 64, 96, 96, 128, 128], PoolBranch::Avg),
+    standard(
+        "inception_4b",
+        [192, 96, 128, 96, 128, 128],
+        PoolBranch::Avg,
+    ),
+    standard(
+        "inception_4c",
+        [160, 128, 160, 128, 160, 128],
+        PoolBranch::Avg,
+    ),
+    standard(
+        "inception_4d",
+        [96, 128, 192, 160, 192, 128],
+        PoolBranch::Avg,
+    ),
+    Module::Reduction {
+        name: "inception_4e",
+        c3x3_reduce: 128,
+        c3x3: 192,
+        double_reduce: 192,
+        double: 256,
+    },
+    standard(
+        "inception_5a",
+        [352, 192, 320, 160, 224, 128],
+        PoolBranch::Avg,
+    ),
+    standard(
+        "inception_5b",
+        [352, 192, 320, 192, 224, 128],
+        PoolBranch::Max,
+    ),
+];
+
+/// Widths: every published width divided by `width_div` (1, 2, 4, 8 or 16),
+/// so tests can build the same network small.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BnInceptionConfig {
+    pub width_div: usize,
+}
+
+impl BnInceptionConfig {
+    pub fn published() -> BnInceptionConfig {
+        BnInceptionConfig { width_div: 1 }
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        1024 / self.width_div
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Branch(Vec<ConvBn>);
+
+impl Branch {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = x.clone();
+        for c in &self.0 {
+            x = c.forward_t(&x, train)?;
+        }
+        Ok(x)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Inception {
+    branches: Vec<Branch>,
+    pool: Pool2d,
+    /// The pooling branch's projection (absent in reduction modules).
+    pool_proj: Option<ConvBn>,
+    out_channels: usize,
+}
+
+fn conv(vb: &VarBuilder, name: &str, spec: ConvSpec) -> Result<ConvBn> {
+    ConvBn::new(spec.with_bias(), Names::Suffixed(name), vb)
+}
+
+impl Inception {
+    fn new(m: &Module, in_ch: usize, d: usize, vb: &VarBuilder) -> Result<Inception> {
+        match *m {
+            Module::Standard {
+                name,
+                c1x1,
+                c3x3_reduce,
+                c3x3,
+                double_reduce,
+                double,
+                pool,
+                pool_proj,
+            } => {
+                let (c1x1, c3r, c3, dr, dd, pp) = (
+                    c1x1 / d,
+                    c3x3_reduce / d,
+                    c3x3 / d,
+                    double_reduce / d,
+                    double / d,
+                    pool_proj / d,
+                );
+                let branches = vec![
+                    Branch(vec![conv(
+                        vb,
+                        &format!("{name}_1x1"),
+                        ConvSpec::new(in_ch, c1x1, 1),
+                    )?]),
+                    Branch(vec![
+                        conv(
+                            vb,
+                            &format!("{name}_3x3_reduce"),
+                            ConvSpec::new(in_ch, c3r, 1),
+                        )?,
+                        conv(vb, &format!("{name}_3x3"), ConvSpec::new(c3r, c3, 3))?,
+                    ]),
+                    Branch(vec![
+                        conv(
+                            vb,
+                            &format!("{name}_double_3x3_reduce"),
+                            ConvSpec::new(in_ch, dr, 1),
+                        )?,
+                        conv(
+                            vb,
+                            &format!("{name}_double_3x3_1"),
+                            ConvSpec::new(dr, dd, 3),
+                        )?,
+                        conv(
+                            vb,
+                            &format!("{name}_double_3x3_2"),
+                            ConvSpec::new(dd, dd, 3),
+                        )?,
+                    ]),
+                ];
+                let pool = match pool {
+                    PoolBranch::Avg => Pool2d::avg(3, 1, 1, true, true),
+                    PoolBranch::Max => Pool2d::max(3, 1, 1, true),
+                };
+                Ok(Inception {
+                    branches,
+                    pool,
+                    pool_proj: Some(conv(
+                        vb,
+                        &format!("{name}_pool_proj"),
+                        ConvSpec::new(in_ch, pp, 1),
+                    )?),
+                    out_channels: c1x1 + c3 + dd + pp,
+                })
+            }
+            Module::Reduction {
+                name,
+                c3x3_reduce,
+                c3x3,
+                double_reduce,
+                double,
+            } => {
+                let (c3r, c3, dr, dd) = (c3x3_reduce / d, c3x3 / d, double_reduce / d, double / d);
+                let branches = vec![
+                    Branch(vec![
+                        conv(
+                            vb,
+                            &format!("{name}_3x3_reduce"),
+                            ConvSpec::new(in_ch, c3r, 1),
+                        )?,
+                        conv(
+                            vb,
+                            &format!("{name}_3x3"),
+                            ConvSpec::new(c3r, c3, 3).stride(2),
+                        )?,
+                    ]),
+                    Branch(vec![
+                        conv(
+                            vb,
+                            &format!("{name}_double_3x3_reduce"),
+                            ConvSpec::new(in_ch, dr, 1),
+                        )?,
+                        conv(
+                            vb,
+                            &format!("{name}_double_3x3_1"),
+                            ConvSpec::new(dr, dd, 3),
+                        )?,
+                        conv(
+                            vb,
+                            &format!("{name}_double_3x3_2"),
+                            ConvSpec::new(dd, dd, 3).stride(2),
+                        )?,
+                    ]),
+                ];
+                Ok(Inception {
+                    branches,
+                    pool: Pool2d::max(3, 2, 0, true),
+                    pool_proj: None,
+                    out_channels: c3 + dd + in_ch,
+                })
+            }
+        }
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut outs = Vec::with_capacity(4);
+        for b in &self.branches {
+            outs.push(b.forward_t(x, train)?);
+        }
+        let pooled = self.pool.forward(x)?;
+        outs.push(match &self.pool_proj {
+            Some(p) => p.forward_t(&pooled, train)?,
+            None => pooled,
+        });
+        Tensor::cat(&outs, 1)
+    }
+}
+
+/// The backbone: stem, ten inception modules, global average pooling.
+#[derive(Clone, Debug)]
+pub struct BnInception {
+    stem: Vec<ConvBn>,
+    pool1: Pool2d,
+    pool2: Pool2d,
+    modules: Vec<Inception>,
+    feature_dim: usize,
+}
+
+impl BnInception {
+    pub fn new(cfg: &BnInceptionConfig, vb: &VarBuilder) -> Result<BnInception> {
+        let d = cfg.width_div;
+        if ![1, 2, 4, 8, 16].contains(&d) {
+            candle_core::bail!("BN-Inception's width divisor must be 1, 2, 4, 8 or 16, not {d}");
+        }
+        let stem = vec![
+            conv(
+                vb,
+                "conv1_7x7_s2",
+                ConvSpec::new(3, 64 / d, 7).stride(2).padding(3),
+            )?,
+            conv(vb, "conv2_3x3_reduce", ConvSpec::new(64 / d, 64 / d, 1))?,
+            conv(vb, "conv2_3x3", ConvSpec::new(64 / d, 192 / d, 3))?,
+        ];
+        let mut in_ch = 192 / d;
+        let mut modules = Vec::new();
+        for m in &MODULES {
+            let module = Inception::new(m, in_ch, d, vb)?;
+            in_ch = module.out_channels;
+            modules.push(module);
+        }
+        debug_assert_eq!(in_ch, cfg.feature_dim());
+        Ok(BnInception {
+            stem,
+            pool1: Pool2d::max(3, 2, 0, true),
+            pool2: Pool2d::max(3, 2, 0, true),
+            modules,
+            feature_dim: in_ch,
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    /// Images (N, 3, H, W) → pooled output of the last inception module (N, 1024 / width_div).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = self.stem[0].forward_t(x, train)?;
+        let x = self.pool1.forward(&x)?;
+        let x = self.stem[1].forward_t(&x, train)?;
+        let x = self.stem[2].forward_t(&x, train)?;
+        let mut x = self.pool2.forward(&x)?;
+        for m in &self.modules {
+            x = m.forward_t(&x, train)?;
+        }
+        global_avg_pool(&x)
+    }
+}

@@ -1,0 +1,260 @@
+//! Layers the networks share: convolution + batch norm (+ ReLU), batch norm
+//! that trains for real, global average pooling.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
+
+/// Batch normalisation over (N, C, H, W) with PyTorch's defaults (eps 1e-5,
+/// momentum 0.1). In training it normalises with the batch's statistics and
+/// updates the running averages; at evaluation it uses the running averages.
+#[derive(Clone, Debug)]
+pub struct BatchNorm2d {
+    inner: candle_nn::BatchNorm,
+    name: String,
+}
+
+impl BatchNorm2d {
+    pub fn new(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+        let name = vb.prefix();
+        let config = candle_nn::BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: 0.1,
+        };
+        Ok(BatchNorm2d {
+            inner: candle_nn::batch_norm(channels, config, vb)?,
+            name,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        if train {
+            let (n, _, h, w) = x.dims4()?;
+            // candle would write NaN into the running variance here (PyTorch raises).
+            if n * h * w < 2 {
+                candle_core::bail!(
+                    "batch norm `{}` sees a single value per channel while training ({n} image(s) of {h}x{w}); \
+                     use a batch_size of at least 2 or a larger image_size",
+                    self.name
+                );
+            }
+        }
+        self.inner.forward_t(x, train)
+    }
+}
+
+/// A bias-free convolution followed by batch norm and, optionally, ReLU.
+#[derive(Clone, Debug)]
+pub struct ConvBn {
+    conv: Conv2d,
+    bn: BatchNorm2d,
+    relu: bool,
+}
+
+/// Where a [`ConvBn`]'s convolution and batch norm live in the weights.
+pub enum Names<'a> {
+    /// torchvision: `PREFIX.convN` and `PREFIX.bnN`.
+    Pair { conv: &'a str, bn: &'a str },
+    /// Cadene's BN-Inception: `NAME` and `NAME_bn`.
+    Suffixed(&'a str),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct ConvSpec {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    pub relu: bool,
+    /// A bias on the convolution (Cadene's BN-Inception has one before each batch norm).
+    pub bias: bool,
+}
+
+impl ConvSpec {
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> ConvSpec {
+        ConvSpec {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: kernel / 2,
+            groups: 1,
+            relu: true,
+            bias: false,
+        }
+    }
+
+    pub fn stride(self, stride: usize) -> ConvSpec {
+        ConvSpec { stride, ..self }
+    }
+
+    pub fn padding(self, padding: usize) -> ConvSpec {
+        ConvSpec { padding, ..self }
+    }
+
+    pub fn groups(self, groups: usize) -> ConvSpec {
+        ConvSpec { groups, ..self }
+    }
+
+    pub fn no_relu(self) -> ConvSpec {
+        ConvSpec {
+            relu: false,
+            ..self
+        }
+    }
+
+    pub fn with_bias(self) -> ConvSpec {
+        ConvSpec { bias: true, ..self }
+    }
+}
+
+impl ConvBn {
+    pub fn new(spec: ConvSpec, names: Names, vb: &VarBuilder) -> Result<ConvBn> {
+        let config = Conv2dConfig {
+            padding: spec.padding,
+            stride: spec.stride,
+            dilation: 1,
+            groups: spec.groups,
+            cudnn_fwd_algo: None,
+        };
+        let (conv_vb, bn_vb) = match names {
+            Names::Pair { conv, bn } => (vb.pp(conv), vb.pp(bn)),
+            Names::Suffixed(name) => (vb.pp(name), vb.pp(format!("{name}_bn"))),
+        };
+        let conv = if spec.bias {
+            candle_nn::conv2d(
+                spec.in_channels,
+                spec.out_channels,
+                spec.kernel,
+                config,
+                conv_vb,
+            )?
+        } else {
+            candle_nn::conv2d_no_bias(
+                spec.in_channels,
+                spec.out_channels,
+                spec.kernel,
+                config,
+                conv_vb,
+            )?
+        };
+        let bn = BatchNorm2d::new(spec.out_channels, bn_vb)?;
+        Ok(ConvBn {
+            conv,
+            bn,
+            relu: spec.relu,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (_, _, h, w) = x.dims4()?;
+        let k = self.conv.weight().dim(2)?;
+        let p = self.conv.config().padding;
+        if h + 2 * p < k || w + 2 * p < k {
+            // candle returns an empty tensor here instead of failing.
+            candle_core::bail!(
+                "a {k}x{k} convolution does not fit a {h}x{w} input; use a larger image_size"
+            );
+        }
+        let x = self.bn.forward_t(&self.conv.forward(x)?, train)?;
+        if self.relu {
+            x.relu()
+        } else {
+            Ok(x)
+        }
+    }
+}
+
+/// Mean over the spatial dimensions: (N, C, H, W) → (N, C).
+pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+    x.mean((2, 3))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::gradcheck::check_gradient;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    #[test]
+    fn batch_norm_trains_and_tracks_running_statistics() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+        let bn = BatchNorm2d::new(2, vb.pp("bn")).unwrap();
+        let x = (Tensor::arange(0f64, 32.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 2, 2, 4))
+            .unwrap()
+            * 0.5)
+            .unwrap();
+        let y = bn.forward_t(&x, true).unwrap();
+        // Normalised with the batch statistics: each channel has mean 0, variance 1.
+        let m = y
+            .transpose(0, 1)
+            .unwrap()
+            .flatten_from(1)
+            .unwrap()
+            .mean(1)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        assert!(m.iter().all(|v| v.abs() < 1e-9), "{m:?}");
+        let data = map.data().lock().unwrap();
+        let running_mean = data["bn.running_mean"]
+            .as_tensor()
+            .to_vec1::<f64>()
+            .unwrap();
+        // Channel 0 holds 0..8 and 16..24 (× 0.5): mean 5.75; momentum 0.1 from 0.
+        assert!((running_mean[0] - 0.575).abs() < 1e-9, "{running_mean:?}");
+        let running_var = data["bn.running_var"].as_tensor().to_vec1::<f64>().unwrap();
+        assert!(
+            running_var[0] > 1.0,
+            "unbiased batch variance mixed in: {running_var:?}"
+        );
+    }
+
+    #[test]
+    fn batch_norm_refuses_one_value_per_channel() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let bn = BatchNorm2d::new(3, vb.pp("layer4.0.bn1")).unwrap();
+        let x = Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let e = bn.forward_t(&x, true).unwrap_err().to_string();
+        assert!(
+            e.contains("layer4.0.bn1") && e.contains("batch_size"),
+            "{e}"
+        );
+        assert!(bn.forward_t(&x, false).is_ok());
+    }
+
+    #[test]
+    fn conv_bn_relu_and_pooling_gradients() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+        let cb = ConvBn::new(
+            ConvSpec::new(4, 6, 3).stride(2).groups(2),
+            Names::Suffixed("c"),
+            &vb,
+        )
+        .unwrap();
+        let x = Tensor::randn(0f64, 1.0, (3, 4, 6, 6), &Device::Cpu).unwrap();
+        check_gradient(&x, |x| global_avg_pool(&cb.forward_t(x, true)?), 1e-5, 1e-5).unwrap();
+    }
+
+    #[test]
+    fn kernels_larger_than_the_input_are_errors() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let cb = ConvBn::new(ConvSpec::new(3, 4, 7).padding(0), Names::Suffixed("c"), &vb).unwrap();
+        let x = Tensor::zeros((2, 3, 4, 4), DType::F32, &Device::Cpu).unwrap();
+        assert!(cb
+            .forward_t(&x, true)
+            .unwrap_err()
+            .to_string()
+            .contains("larger image_size"));
+    }
+}

@@ -1,0 +1,227 @@
+//! The templates' networks on candle (feature `train`): ResNet-101 with an
+//! angular margin head, BN-Inception and ResNeXt-50 classifiers, their losses,
+//! SGD with momentum, and safetensors weights.
+//!
+//! Widths and depths are parameters ([`ResNetConfig`], [`BnInceptionConfig`]),
+//! so tests build the same code small. Tensor names follow PyTorch, so
+//! converted torchvision / pretrainedmodels weights load.
+
+pub mod bn_inception;
+pub mod gradcheck;
+pub mod layers;
+pub mod loss;
+pub mod optim;
+pub mod pool;
+pub mod resnet;
+pub mod weights;
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Init, Linear, Module, VarBuilder};
+
+pub use bn_inception::{BnInception, BnInceptionConfig};
+pub use loss::AngularMargin;
+pub use resnet::{ResNet, ResNetConfig};
+
+/// A template's network, at any width.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NetConfig {
+    /// Clarifai_ResNet_AngularMargin: ResNet → projection → L2 norm, trained with ArcFace.
+    AngularMargin {
+        backbone: ResNetConfig,
+        embeddings_size: usize,
+        loss: AngularMargin,
+    },
+    /// Clarifai_InceptionBatchNorm: BN-Inception with a sigmoid or softmax classifier.
+    BnInception {
+        backbone: BnInceptionConfig,
+        logreg: bool,
+    },
+    /// Clarifai_ResNext: ResNeXt with a sigmoid or softmax classifier.
+    ResNext {
+        backbone: ResNetConfig,
+        logreg: bool,
+    },
+}
+
+impl NetConfig {
+    /// The published network for a template's architecture.
+    pub fn published(
+        arch: crate::spec::Architecture,
+        logreg: bool,
+        embeddings_size: usize,
+        loss: AngularMargin,
+    ) -> NetConfig {
+        use crate::spec::Architecture;
+        match arch {
+            Architecture::Resnet101AngularMargin => NetConfig::AngularMargin {
+                backbone: ResNetConfig::resnet101(),
+                embeddings_size,
+                loss,
+            },
+            Architecture::BnInception => NetConfig::BnInception {
+                backbone: BnInceptionConfig::published(),
+                logreg,
+            },
+            Architecture::Resnext50 => NetConfig::ResNext {
+                backbone: ResNetConfig::resnext50_32x4d(),
+                logreg,
+            },
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Backbone {
+    ResNet(ResNet),
+    BnInception(BnInception),
+}
+
+impl Backbone {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Backbone::ResNet(n) => n.forward_t(x, train),
+            Backbone::BnInception(n) => n.forward_t(x, train),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Head {
+    AngularMargin {
+        embedding: Linear,
+        weight: Tensor,
+        loss: AngularMargin,
+    },
+    Classifier {
+        fc: Linear,
+        logreg: bool,
+    },
+}
+
+/// What a batch is trained against.
+#[derive(Clone, Debug)]
+pub enum Targets {
+    /// One class index per image (N, u32): softmax and angular margin.
+    Classes(Tensor),
+    /// A 0/1 row per image (N, C): sigmoid units, several concepts per image.
+    MultiLabel(Tensor),
+}
+
+/// A template's network with its head and loss.
+#[derive(Clone, Debug)]
+pub struct TemplateNet {
+    backbone: Backbone,
+    head: Head,
+}
+
+impl TemplateNet {
+    /// Builds the network for `classes` concepts; its variables live in `vb`.
+    pub fn new(cfg: &NetConfig, classes: usize, vb: &VarBuilder) -> Result<TemplateNet> {
+        if classes == 0 {
+            candle_core::bail!("a network needs at least one concept");
+        }
+        Ok(match cfg {
+            NetConfig::AngularMargin {
+                backbone,
+                embeddings_size,
+                loss,
+            } => {
+                let net = ResNet::new(backbone, vb)?;
+                let embedding =
+                    candle_nn::linear(net.feature_dim(), *embeddings_size, vb.pp("embedding"))?;
+                let weight = vb.get_with_hints(
+                    (classes, *embeddings_size),
+                    "arcface.weight",
+                    Init::Randn {
+                        mean: 0.0,
+                        stdev: 0.01,
+                    },
+                )?;
+                TemplateNet {
+                    backbone: Backbone::ResNet(net),
+                    head: Head::AngularMargin {
+                        embedding,
+                        weight,
+                        loss: *loss,
+                    },
+                }
+            }
+            NetConfig::BnInception { backbone, logreg } => {
+                let net = BnInception::new(backbone, vb)?;
+                let fc = candle_nn::linear(net.feature_dim(), classes, vb.pp("last_linear"))?;
+                TemplateNet {
+                    backbone: Backbone::BnInception(net),
+                    head: Head::Classifier {
+                        fc,
+                        logreg: *logreg,
+                    },
+                }
+            }
+            NetConfig::ResNext { backbone, logreg } => {
+                let net = ResNet::new(backbone, vb)?;
+                let fc = candle_nn::linear(net.feature_dim(), classes, vb.pp("fc"))?;
+                TemplateNet {
+                    backbone: Backbone::ResNet(net),
+                    head: Head::Classifier {
+                        fc,
+                        logreg: *logreg,
+                    },
+                }
+            }
+        })
+    }
+
+    /// The template's embedding of images (N, 3, H, W): the L2-normalised
+    /// projection for the angular margin template, the pooled features for the
+    /// classifier templates.
+    pub fn embed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let features = self.backbone.forward_t(x, train)?;
+        match &self.head {
+            Head::AngularMargin { embedding, .. } => {
+                loss::l2_normalize(&embedding.forward(&features)?)
+            }
+            Head::Classifier { .. } => Ok(features),
+        }
+    }
+
+    /// Logits (N, classes): the classifier's, or `s·cos θ` for the angular
+    /// margin template (no margin: what it predicts with).
+    pub fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let e = self.embed(x, train)?;
+        match &self.head {
+            Head::AngularMargin { weight, loss, .. } => {
+                e.matmul(&loss::l2_normalize(weight)?.t()?)? * loss.scale
+            }
+            Head::Classifier { fc, .. } => fc.forward(&e),
+        }
+    }
+
+    /// The template's training loss on a batch.
+    pub fn loss(&self, x: &Tensor, targets: &Targets, train: bool) -> Result<Tensor> {
+        let e = self.embed(x, train)?;
+        match (&self.head, targets) {
+            (Head::AngularMargin { weight, loss, .. }, Targets::Classes(labels)) => {
+                loss.loss(&e, weight, labels)
+            }
+            (Head::Classifier { fc, logreg: false }, Targets::Classes(labels)) => {
+                loss::softmax_cross_entropy(&fc.forward(&e)?, labels)
+            }
+            (Head::Classifier { fc, logreg: true }, Targets::MultiLabel(t)) => {
+                loss::sigmoid_binary_cross_entropy(&fc.forward(&e)?, t)
+            }
+            (Head::Classifier { fc, logreg: true }, Targets::Classes(labels)) => {
+                let classes = fc.weight().dim(0)?;
+                let one_hot = labels
+                    .to_dtype(candle_core::DType::U32)?
+                    .unsqueeze(1)?
+                    .broadcast_eq(
+                        &Tensor::arange(0u32, classes as u32, labels.device())?.unsqueeze(0)?,
+                    )?;
+                loss::sigmoid_binary_cross_entropy(&fc.forward(&e)?, &one_hot)
+            }
+            (_, Targets::MultiLabel(_)) => {
+                candle_core::bail!("several concepts per image need sigmoid units (`logreg = 1`)")
+            }
+        }
+    }
+}

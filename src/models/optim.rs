@@ -1,0 +1,114 @@
+//! SGD with momentum and weight decay (PyTorch's `torch.optim.SGD`, no
+//! dampening, no Nesterov): `g ← ∇ + λ·w`, `v ← μ·v + g`, `w ← w − lr·v`.
+//! Batch-norm running statistics are not parameters: never decayed, never stepped.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Result, Tensor, Var};
+use candle_nn::VarMap;
+
+/// Whether a variable of a [`VarMap`] is a batch-norm running statistic.
+pub fn is_running_statistic(name: &str) -> bool {
+    name.ends_with("running_mean")
+        || name.ends_with("running_var")
+        || name.ends_with("num_batches_tracked")
+}
+
+struct Param {
+    name: String,
+    var: Var,
+    velocity: Option<Tensor>,
+}
+
+pub struct Sgd {
+    params: Vec<Param>,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+}
+
+impl Sgd {
+    /// Every trainable variable of `map` (running statistics excluded), in name order.
+    pub fn new(map: &VarMap, lr: f64, momentum: f64, weight_decay: f64) -> Sgd {
+        let data = map.data().lock().expect("var map lock");
+        let mut params: Vec<Param> = data
+            .iter()
+            .filter(|(name, _)| !is_running_statistic(name))
+            .map(|(name, var)| Param {
+                name: name.clone(),
+                var: var.clone(),
+                velocity: None,
+            })
+            .collect();
+        params.sort_by(|a, b| a.name.cmp(&b.name));
+        Sgd {
+            params,
+            lr,
+            momentum,
+            weight_decay,
+        }
+    }
+
+    pub fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+
+    /// The names of the parameters this optimiser steps.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.name.as_str())
+    }
+
+    /// One update from the gradients of `loss.backward()`. Parameters the loss
+    /// does not reach are left alone.
+    pub fn step(&mut self, grads: &GradStore) -> Result<()> {
+        for p in &mut self.params {
+            let Some(grad) = grads.get(p.var.as_tensor()) else {
+                continue;
+            };
+            let w = p.var.as_tensor();
+            let mut g = grad.clone();
+            if self.weight_decay != 0.0 {
+                g = (g + (w.detach() * self.weight_decay)?)?;
+            }
+            let v = match &p.velocity {
+                Some(v) if self.momentum != 0.0 => ((v * self.momentum)? + g)?,
+                _ => g,
+            };
+            p.var.set(&(w.detach() - (&v * self.lr)?)?)?;
+            p.velocity = Some(v.detach());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::{Init, VarBuilder};
+
+    #[test]
+    fn follows_pytorch_sgd_and_skips_running_statistics() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+        let w = vb.get_with_hints(2, "w", Init::Const(1.0)).unwrap();
+        let stat = vb
+            .get_with_hints(2, "bn.running_mean", Init::Const(5.0))
+            .unwrap();
+        let mut sgd = Sgd::new(&map, 0.1, 0.9, 0.01);
+        assert_eq!(sgd.names().collect::<Vec<_>>(), ["w"]);
+        // loss = sum(3·w) → gradient 3 for each element.
+        for _ in 0..2 {
+            let loss = ((&w * 3.0).unwrap().sum_all().unwrap() + stat.sum_all().unwrap()).unwrap();
+            sgd.step(&loss.backward().unwrap()).unwrap();
+        }
+        // Step 1: g = 3 + 0.01 = 3.01, v = 3.01, w = 1 − 0.301 = 0.699.
+        // Step 2: g = 3 + 0.00699, v = 0.9·3.01 + 3.00699 = 5.71599, w = 0.699 − 0.571599.
+        let got = w.to_vec1::<f64>().unwrap();
+        assert!((got[0] - (0.699 - 0.571599)).abs() < 1e-12, "{got:?}");
+        assert_eq!(stat.to_vec1::<f64>().unwrap(), [5.0, 5.0]);
+    }
+}

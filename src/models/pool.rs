@@ -1,0 +1,396 @@
+//! 2-D max and average pooling with any kernel, stride and padding, ceil
+//! mode, and a correct gradient, as candle custom ops (CPU).
+//!
+//! candle 0.11's own pools scale the max-pool gradient by 1/k² when
+//! kernel = stride, refuse a backward pass when kernel ≠ stride, and take no
+//! padding or ceil mode; BN-Inception needs all of these. The semantics here
+//! are PyTorch's `nn.MaxPool2d` / `nn.AvgPool2d` (dilation 1): the gradient of
+//! a max goes to the first maximum of its window; an average divides by the
+//! window clipped to the padded input (`count_include_pad = true`) or to the
+//! input itself (`false`).
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+
+/// Max or average.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PoolKind {
+    Max,
+    Avg { count_include_pad: bool },
+}
+
+/// A pooling window: kernel, stride and padding as (height, width).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Pool2d {
+    pub kind: PoolKind,
+    pub kernel: (usize, usize),
+    pub stride: (usize, usize),
+    pub padding: (usize, usize),
+    pub ceil_mode: bool,
+}
+
+impl Pool2d {
+    pub fn max(kernel: usize, stride: usize, padding: usize, ceil_mode: bool) -> Pool2d {
+        Pool2d {
+            kind: PoolKind::Max,
+            kernel: (kernel, kernel),
+            stride: (stride, stride),
+            padding: (padding, padding),
+            ceil_mode,
+        }
+    }
+
+    pub fn avg(
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        ceil_mode: bool,
+        count_include_pad: bool,
+    ) -> Pool2d {
+        Pool2d {
+            kind: PoolKind::Avg { count_include_pad },
+            kernel: (kernel, kernel),
+            stride: (stride, stride),
+            padding: (padding, padding),
+            ceil_mode,
+        }
+    }
+
+    /// The output length along one axis, exactly as PyTorch computes it
+    /// (`pooling_output_shape`): in ceil mode a last window may hang over the
+    /// edge, but must start inside the input or its left padding.
+    fn out_len(&self, len: usize, k: usize, s: usize, p: usize) -> Result<usize> {
+        if p * 2 > k {
+            candle_core::bail!("pooling padding {p} is more than half the {k}-pixel window");
+        }
+        let (len_i, k_i, s_i, p_i) = (len as i64, k as i64, s as i64, p as i64);
+        let numerator = len_i + 2 * p_i - (k_i - 1) - 1 + if self.ceil_mode { s_i - 1 } else { 0 };
+        let mut out = numerator.div_euclid(s_i) + 1;
+        if self.ceil_mode && (out - 1) * s_i >= len_i + p_i {
+            out -= 1;
+        }
+        if out < 1 {
+            candle_core::bail!(
+                "pooling a {len}-pixel side with a {k}-pixel window (padding {p}) leaves no output; \
+                 use a larger image_size"
+            );
+        }
+        Ok(out as usize)
+    }
+
+    fn out_dims(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+        Ok((
+            self.out_len(h, self.kernel.0, self.stride.0, self.padding.0)?,
+            self.out_len(w, self.kernel.1, self.stride.1, self.padding.1)?,
+        ))
+    }
+
+    /// Pools `x` (N, C, H, W).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.contiguous()?.apply_op1(*self)
+    }
+
+    /// The window of output row `o` along one axis: input rows `[lo, hi)` and
+    /// the divisor's span `[plo, phi)` (clipped to the padded input).
+    fn window(o: usize, len: usize, k: usize, s: usize, p: usize) -> (usize, usize, usize) {
+        let start = (o * s) as isize - p as isize;
+        let end = (start + k as isize).min((len + p) as isize);
+        let padded = (end - start) as usize;
+        let lo = start.max(0) as usize;
+        let hi = (end.max(0) as usize).min(len);
+        (lo, hi, padded)
+    }
+
+    fn fwd<T: WithDType + num_like::Float>(
+        &self,
+        x: &[T],
+        dims: (usize, usize, usize, usize),
+    ) -> Result<Vec<T>> {
+        let (n, c, h, w) = dims;
+        let (oh, ow) = self.out_dims(h, w)?;
+        let mut out = vec![T::nought(); n * c * oh * ow];
+        for plane in 0..n * c {
+            let src = &x[plane * h * w..(plane + 1) * h * w];
+            let dst = &mut out[plane * oh * ow..(plane + 1) * oh * ow];
+            for oy in 0..oh {
+                let (y0, y1, py) =
+                    Self::window(oy, h, self.kernel.0, self.stride.0, self.padding.0);
+                for ox in 0..ow {
+                    let (x0, x1, px) =
+                        Self::window(ox, w, self.kernel.1, self.stride.1, self.padding.1);
+                    dst[oy * ow + ox] = match self.kind {
+                        PoolKind::Max => {
+                            let mut best = T::neg_infinity();
+                            for yy in y0..y1 {
+                                for xx in x0..x1 {
+                                    let v = src[yy * w + xx];
+                                    if v > best || v.is_nan() {
+                                        best = v;
+                                    }
+                                }
+                            }
+                            best
+                        }
+                        PoolKind::Avg { count_include_pad } => {
+                            let mut sum = T::nought();
+                            for yy in y0..y1 {
+                                for xx in x0..x1 {
+                                    sum += src[yy * w + xx];
+                                }
+                            }
+                            let count = if count_include_pad {
+                                py * px
+                            } else {
+                                (y1 - y0) * (x1 - x0)
+                            };
+                            sum / T::from_usize(count.max(1))
+                        }
+                    };
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn bwd_impl<T: WithDType + num_like::Float>(
+        &self,
+        x: &[T],
+        grad: &[T],
+        dims: (usize, usize, usize, usize),
+    ) -> Result<Vec<T>> {
+        let (n, c, h, w) = dims;
+        let (oh, ow) = self.out_dims(h, w)?;
+        let mut gx = vec![T::nought(); n * c * h * w];
+        for plane in 0..n * c {
+            let src = &x[plane * h * w..(plane + 1) * h * w];
+            let g = &grad[plane * oh * ow..(plane + 1) * oh * ow];
+            let dst = &mut gx[plane * h * w..(plane + 1) * h * w];
+            for oy in 0..oh {
+                let (y0, y1, py) =
+                    Self::window(oy, h, self.kernel.0, self.stride.0, self.padding.0);
+                for ox in 0..ow {
+                    let (x0, x1, px) =
+                        Self::window(ox, w, self.kernel.1, self.stride.1, self.padding.1);
+                    let go = g[oy * ow + ox];
+                    match self.kind {
+                        PoolKind::Max => {
+                            // PyTorch's rule: the first maximum in row-major order takes the gradient.
+                            let mut best = T::neg_infinity();
+                            let mut at = None;
+                            for yy in y0..y1 {
+                                for xx in x0..x1 {
+                                    let v = src[yy * w + xx];
+                                    if at.is_none() || v > best || (v.is_nan() && !best.is_nan()) {
+                                        best = v;
+                                        at = Some(yy * w + xx);
+                                    }
+                                }
+                            }
+                            if let Some(i) = at {
+                                dst[i] += go;
+                            }
+                        }
+                        PoolKind::Avg { count_include_pad } => {
+                            let count = if count_include_pad {
+                                py * px
+                            } else {
+                                (y1 - y0) * (x1 - x0)
+                            };
+                            let share = go / T::from_usize(count.max(1));
+                            for yy in y0..y1 {
+                                for xx in x0..x1 {
+                                    dst[yy * w + xx] += share;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(gx)
+    }
+}
+
+fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {
+    layout.shape().dims4()
+}
+
+fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [T]> {
+    let (start, end) = layout
+        .contiguous_offsets()
+        .ok_or_else(|| candle_core::Error::Msg("pooling needs a contiguous tensor".into()))?;
+    Ok(&storage.as_slice::<T>()?[start..end])
+}
+
+impl CustomOp1 for Pool2d {
+    fn name(&self) -> &'static str {
+        "wfrun-pool2d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(layout)?;
+        let (oh, ow) = self.out_dims(dims.2, dims.3)?;
+        let shape = Shape::from((dims.0, dims.1, oh, ow));
+        let out = match storage {
+            CpuStorage::F32(_) => {
+                CpuStorage::F32(self.fwd(contiguous::<f32>(storage, layout)?, dims)?)
+            }
+            CpuStorage::F64(_) => {
+                CpuStorage::F64(self.fwd(contiguous::<f64>(storage, layout)?, dims)?)
+            }
+            other => candle_core::bail!("pooling supports f32 and f64, not {:?}", other.dtype()),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let grad = arg
+            .contiguous()?
+            .apply_op2_no_bwd(&grad_res.contiguous()?, &Pool2dBackward(*self))?;
+        Ok(Some(grad))
+    }
+}
+
+/// The gradient of [`Pool2d`] with respect to its input: `(input, grad_out) → grad_in`.
+struct Pool2dBackward(Pool2d);
+
+impl CustomOp2 for Pool2dBackward {
+    fn name(&self) -> &'static str {
+        "wfrun-pool2d-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dims = dims4(l1)?;
+        let out = match (s1, s2) {
+            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.0.bwd_impl(
+                contiguous::<f32>(s1, l1)?,
+                contiguous::<f32>(s2, l2)?,
+                dims,
+            )?),
+            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.0.bwd_impl(
+                contiguous::<f64>(s1, l1)?,
+                contiguous::<f64>(s2, l2)?,
+                dims,
+            )?),
+            _ => candle_core::bail!("pooling gradients support f32 and f64"),
+        };
+        Ok((out, l1.shape().clone()))
+    }
+}
+
+/// The little float arithmetic the kernels need, for f32 and f64.
+mod num_like {
+    pub trait Float:
+        Copy + PartialOrd + std::ops::AddAssign + std::ops::Div<Output = Self>
+    {
+        fn nought() -> Self;
+        fn neg_infinity() -> Self;
+        fn is_nan(self) -> bool;
+        fn from_usize(n: usize) -> Self;
+    }
+
+    macro_rules! float {
+        ($t:ty) => {
+            impl Float for $t {
+                fn nought() -> Self {
+                    0.0
+                }
+                fn neg_infinity() -> Self {
+                    <$t>::NEG_INFINITY
+                }
+                fn is_nan(self) -> bool {
+                    <$t>::is_nan(self)
+                }
+                fn from_usize(n: usize) -> Self {
+                    n as $t
+                }
+            }
+        };
+    }
+    float!(f32);
+    float!(f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::gradcheck::check_gradient;
+    use candle_core::{DType, Device};
+
+    fn input(shape: (usize, usize, usize, usize), seed: u64) -> Tensor {
+        // Distinct values, so every window has one maximum (the gradient is defined).
+        let n = shape.0 * shape.1 * shape.2 * shape.3;
+        let mut v: Vec<f64> = (0..n)
+            .map(|i| ((i as u64 * 7919 + seed * 104729) % 1009) as f64 / 97.0 - 5.0)
+            .collect();
+        for (i, x) in v.iter_mut().enumerate() {
+            *x += i as f64 * 1e-6;
+        }
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn output_sizes_follow_pytorch() {
+        let p = Pool2d::max(3, 2, 0, true);
+        assert_eq!(p.out_dims(112, 112).unwrap(), (56, 56)); // BN-Inception's pool1 at 224
+        assert_eq!(p.out_dims(16, 16).unwrap(), (8, 8));
+        assert_eq!(p.out_dims(2, 2).unwrap(), (1, 1));
+        assert_eq!(
+            Pool2d::max(3, 2, 0, false).out_dims(16, 16).unwrap(),
+            (7, 7)
+        );
+        assert_eq!(
+            Pool2d::max(3, 2, 1, false).out_dims(112, 112).unwrap(),
+            (56, 56)
+        ); // ResNet
+        assert_eq!(
+            Pool2d::avg(3, 1, 1, true, true).out_dims(28, 28).unwrap(),
+            (28, 28)
+        );
+        assert!(Pool2d::max(3, 2, 0, false).out_dims(2, 2).is_err());
+    }
+
+    #[test]
+    fn forward_matches_hand_computed_values() {
+        let x = Tensor::arange(0f32, 16.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 4, 4))
+            .unwrap();
+        let max = Pool2d::max(3, 2, 1, false).forward(&x).unwrap();
+        assert_eq!(
+            max.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            [5.0, 7.0, 13.0, 15.0]
+        );
+        let avg = Pool2d::avg(3, 1, 1, false, true).forward(&x).unwrap();
+        let v = avg.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!((v[0] - (0.0 + 1.0 + 4.0 + 5.0) / 9.0).abs() < 1e-6);
+        let avg = Pool2d::avg(3, 1, 1, false, false).forward(&x).unwrap();
+        let v = avg.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert!((v[0] - (0.0 + 1.0 + 4.0 + 5.0) / 4.0).abs() < 1e-6);
+        assert!((v[5] - (0.0 + 1.0 + 2.0 + 4.0 + 5.0 + 6.0 + 8.0 + 9.0 + 10.0) / 9.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn gradients_match_finite_differences() {
+        for (pool, shape) in [
+            (Pool2d::max(3, 2, 0, true), (2, 3, 7, 7)),
+            (Pool2d::max(3, 2, 1, false), (1, 2, 8, 8)),
+            (Pool2d::max(2, 2, 0, false), (1, 2, 6, 6)),
+            (Pool2d::max(3, 1, 1, true), (1, 2, 5, 5)),
+            (Pool2d::avg(3, 1, 1, true, true), (2, 2, 6, 6)),
+            (Pool2d::avg(3, 1, 1, false, false), (1, 2, 5, 5)),
+            (Pool2d::avg(3, 2, 1, true, false), (1, 1, 7, 7)),
+        ] {
+            let x = input(shape, 3);
+            assert_eq!(x.dtype(), DType::F64);
+            check_gradient(&x, |x| pool.forward(x), 1e-6, 1e-7)
+                .unwrap_or_else(|e| panic!("{pool:?}: {e}"));
+        }
+    }
+}

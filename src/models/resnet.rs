@@ -1,0 +1,197 @@
+//! ResNet and ResNeXt with bottleneck blocks, torchvision's layout and tensor
+//! names (`conv1`, `bn1`, `layer1.0.conv2`, `layer1.0.downsample.0`, …), so a
+//! converted torchvision state dict loads as it is.
+
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::layers::{global_avg_pool, ConvBn, ConvSpec, Names};
+use super::pool::Pool2d;
+
+/// Depth and widths. `base` is the stem's width and the planes of the first
+/// stage (64 in the published networks); tests build the same code small.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResNetConfig {
+    /// Bottleneck blocks per stage.
+    pub layers: [usize; 4],
+    /// Groups of the 3x3 convolutions (ResNeXt's cardinality).
+    pub groups: usize,
+    /// Width of each group at the first stage, relative to `base`.
+    pub width_per_group: usize,
+    pub base: usize,
+}
+
+/// Bottleneck blocks widen their input fourfold.
+pub const EXPANSION: usize = 4;
+
+impl ResNetConfig {
+    /// ResNet-101: bottleneck blocks [3, 4, 23, 3], 2048-d features.
+    pub fn resnet101() -> ResNetConfig {
+        ResNetConfig {
+            layers: [3, 4, 23, 3],
+            groups: 1,
+            width_per_group: 64,
+            base: 64,
+        }
+    }
+
+    /// ResNeXt-50 32x4d: blocks [3, 4, 6, 3], 32 groups of 4 channels, 2048-d features.
+    pub fn resnext50_32x4d() -> ResNetConfig {
+        ResNetConfig {
+            layers: [3, 4, 6, 3],
+            groups: 32,
+            width_per_group: 4,
+            base: 64,
+        }
+    }
+
+    /// The length of the pooled features.
+    pub fn feature_dim(&self) -> usize {
+        self.base * 8 * EXPANSION
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Bottleneck {
+    conv1: ConvBn,
+    conv2: ConvBn,
+    conv3: ConvBn,
+    downsample: Option<ConvBn>,
+}
+
+impl Bottleneck {
+    fn new(
+        cfg: &ResNetConfig,
+        in_ch: usize,
+        planes: usize,
+        stride: usize,
+        vb: &VarBuilder,
+    ) -> Result<Bottleneck> {
+        // torchvision: width = planes * (base_width / 64) * groups, with `base` for 64.
+        let width = planes * cfg.width_per_group / cfg.base * cfg.groups;
+        let out = planes * EXPANSION;
+        let conv1 = ConvBn::new(
+            ConvSpec::new(in_ch, width, 1),
+            Names::Pair {
+                conv: "conv1",
+                bn: "bn1",
+            },
+            vb,
+        )?;
+        let conv2 = ConvBn::new(
+            ConvSpec::new(width, width, 3)
+                .stride(stride)
+                .groups(cfg.groups),
+            Names::Pair {
+                conv: "conv2",
+                bn: "bn2",
+            },
+            vb,
+        )?;
+        let conv3 = ConvBn::new(
+            ConvSpec::new(width, out, 1).no_relu(),
+            Names::Pair {
+                conv: "conv3",
+                bn: "bn3",
+            },
+            vb,
+        )?;
+        let downsample = if stride != 1 || in_ch != out {
+            Some(ConvBn::new(
+                ConvSpec::new(in_ch, out, 1)
+                    .stride(stride)
+                    .padding(0)
+                    .no_relu(),
+                Names::Pair {
+                    conv: "downsample.0",
+                    bn: "downsample.1",
+                },
+                vb,
+            )?)
+        } else {
+            None
+        };
+        Ok(Bottleneck {
+            conv1,
+            conv2,
+            conv3,
+            downsample,
+        })
+    }
+
+    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let y = self.conv1.forward_t(x, train)?;
+        let y = self.conv2.forward_t(&y, train)?;
+        let y = self.conv3.forward_t(&y, train)?;
+        let shortcut = match &self.downsample {
+            Some(d) => d.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        (y + shortcut)?.relu()
+    }
+}
+
+/// The backbone: stem, four stages, global average pooling.
+#[derive(Clone, Debug)]
+pub struct ResNet {
+    stem: ConvBn,
+    pool: Pool2d,
+    stages: Vec<Vec<Bottleneck>>,
+    feature_dim: usize,
+}
+
+impl ResNet {
+    pub fn new(cfg: &ResNetConfig, vb: &VarBuilder) -> Result<ResNet> {
+        if cfg.base == 0 || cfg.groups == 0 || cfg.base * cfg.groups * cfg.width_per_group == 0 {
+            candle_core::bail!("a ResNet needs positive widths: {cfg:?}");
+        }
+        let stem = ConvBn::new(
+            ConvSpec::new(3, cfg.base, 7).stride(2).padding(3),
+            Names::Pair {
+                conv: "conv1",
+                bn: "bn1",
+            },
+            vb,
+        )?;
+        let mut in_ch = cfg.base;
+        let mut stages = Vec::new();
+        for (i, &blocks) in cfg.layers.iter().enumerate() {
+            let planes = cfg.base << i;
+            let stage_vb = vb.pp(format!("layer{}", i + 1));
+            let mut stage = Vec::new();
+            for b in 0..blocks {
+                let stride = if i > 0 && b == 0 { 2 } else { 1 };
+                stage.push(Bottleneck::new(
+                    cfg,
+                    in_ch,
+                    planes,
+                    stride,
+                    &stage_vb.pp(b.to_string()),
+                )?);
+                in_ch = planes * EXPANSION;
+            }
+            stages.push(stage);
+        }
+        Ok(ResNet {
+            stem,
+            pool: Pool2d::max(3, 2, 1, false),
+            stages,
+            feature_dim: cfg.feature_dim(),
+        })
+    }
+
+    pub fn feature_dim(&self) -> usize {
+        self.feature_dim
+    }
+
+    /// Images (N, 3, H, W) → pooled features (N, feature_dim).
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut x = self.pool.forward(&self.stem.forward_t(x, train)?)?;
+        for stage in &self.stages {
+            for block in stage {
+                x = block.forward_t(&x, train)?;
+            }
+        }
+        global_avg_pool(&x)
+    }
+}
