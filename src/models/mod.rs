@@ -198,29 +198,53 @@ impl TemplateNet {
 
     /// The template's training loss on a batch.
     pub fn loss(&self, x: &Tensor, targets: &Targets, train: bool) -> Result<Tensor> {
+        Ok(self.output_and_loss(x, targets, train)?.1)
+    }
+
+    /// One pass: the output (the embedding for the angular margin template, the
+    /// logits for the classifiers) and the loss. In training, batch norm
+    /// updates its running statistics once.
+    pub fn output_and_loss(
+        &self,
+        x: &Tensor,
+        targets: &Targets,
+        train: bool,
+    ) -> Result<(Tensor, Tensor)> {
         let e = self.embed(x, train)?;
         match (&self.head, targets) {
             (Head::AngularMargin { weight, loss, .. }, Targets::Classes(labels)) => {
-                loss.loss(&e, weight, labels)
+                let l = loss.loss(&e, weight, labels)?;
+                Ok((e, l))
             }
-            (Head::Classifier { fc, logreg: false }, Targets::Classes(labels)) => {
-                loss::softmax_cross_entropy(&fc.forward(&e)?, labels)
+            (Head::AngularMargin { .. }, Targets::MultiLabel(_)) => {
+                candle_core::bail!("the angular margin loss needs one concept per image")
             }
-            (Head::Classifier { fc, logreg: true }, Targets::MultiLabel(t)) => {
-                loss::sigmoid_binary_cross_entropy(&fc.forward(&e)?, t)
-            }
-            (Head::Classifier { fc, logreg: true }, Targets::Classes(labels)) => {
-                let classes = fc.weight().dim(0)?;
-                let one_hot = labels
-                    .to_dtype(candle_core::DType::U32)?
-                    .unsqueeze(1)?
-                    .broadcast_eq(
-                        &Tensor::arange(0u32, classes as u32, labels.device())?.unsqueeze(0)?,
-                    )?;
-                loss::sigmoid_binary_cross_entropy(&fc.forward(&e)?, &one_hot)
-            }
-            (_, Targets::MultiLabel(_)) => {
-                candle_core::bail!("several concepts per image need sigmoid units (`logreg = 1`)")
+            (Head::Classifier { fc, logreg }, targets) => {
+                let logits = fc.forward(&e)?;
+                let l = match (logreg, targets) {
+                    (false, Targets::Classes(labels)) => {
+                        loss::softmax_cross_entropy(&logits, labels)?
+                    }
+                    (true, Targets::MultiLabel(t)) => {
+                        loss::sigmoid_binary_cross_entropy(&logits, t)?
+                    }
+                    (true, Targets::Classes(labels)) => {
+                        let one_hot = labels
+                            .to_dtype(candle_core::DType::U32)?
+                            .unsqueeze(1)?
+                            .broadcast_eq(
+                                &Tensor::arange(0u32, logits.dim(1)? as u32, labels.device())?
+                                    .unsqueeze(0)?,
+                            )?;
+                        loss::sigmoid_binary_cross_entropy(&logits, &one_hot)?
+                    }
+                    (false, Targets::MultiLabel(_)) => {
+                        candle_core::bail!(
+                            "several concepts per image need sigmoid units (`logreg = 1`)"
+                        )
+                    }
+                };
+                Ok((logits, l))
             }
         }
     }

@@ -16,7 +16,8 @@ pub struct ResNetConfig {
     pub layers: [usize; 4],
     /// Groups of the 3x3 convolutions (ResNeXt's cardinality).
     pub groups: usize,
-    /// Width of each group at the first stage, relative to `base`.
+    /// torchvision's `width_per_group`: each 3x3 convolution is
+    /// `int(planes · width_per_group / 64) · groups` wide.
     pub width_per_group: usize,
     pub base: usize,
 }
@@ -67,8 +68,8 @@ impl Bottleneck {
         stride: usize,
         vb: &VarBuilder,
     ) -> Result<Bottleneck> {
-        // torchvision: width = planes * (base_width / 64) * groups, with `base` for 64.
-        let width = planes * cfg.width_per_group / cfg.base * cfg.groups;
+        // torchvision: width = int(planes * (base_width / 64)) * groups.
+        let width = planes * cfg.width_per_group / 64 * cfg.groups;
         let out = planes * EXPANSION;
         let conv1 = ConvBn::new(
             ConvSpec::new(in_ch, width, 1),
@@ -142,8 +143,10 @@ pub struct ResNet {
 
 impl ResNet {
     pub fn new(cfg: &ResNetConfig, vb: &VarBuilder) -> Result<ResNet> {
-        if cfg.base == 0 || cfg.groups == 0 || cfg.base * cfg.groups * cfg.width_per_group == 0 {
-            candle_core::bail!("a ResNet needs positive widths: {cfg:?}");
+        if cfg.base == 0 || cfg.groups == 0 || cfg.base * cfg.width_per_group < 64 {
+            candle_core::bail!(
+                "a ResNet needs positive widths (base · width_per_group ≥ 64): {cfg:?}"
+            );
         }
         let stem = ConvBn::new(
             ConvSpec::new(3, cfg.base, 7).stride(2).padding(3),

@@ -4,7 +4,7 @@
 //! Tensor names follow PyTorch (`layer1.0.conv1.weight`, `bn1.running_mean`),
 //! so a state dict converted with `scripts/convert_state_dict.py` loads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use candle_core::{Device, Result, Tensor};
@@ -84,6 +84,11 @@ pub fn load(map: &VarMap, path: &Path) -> Result<LoadReport> {
     let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
         candle_core::Error::Msg(format!("cannot read weights `{}`: {e}", path.display()))
     })?;
+    load_tensors(map, &tensors)
+}
+
+/// [`load`] from tensors already in memory, keyed by PyTorch name.
+pub fn load_tensors(map: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<LoadReport> {
     let data = map.data().lock().expect("var map lock");
     let mut report = LoadReport::default();
     let mut names: Vec<&String> = data.keys().collect();
