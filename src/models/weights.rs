@@ -4,7 +4,7 @@
 //! Tensor names follow PyTorch (`layer1.0.conv1.weight`, `bn1.running_mean`),
 //! so a state dict converted with `scripts/convert_state_dict.py` loads.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Result, Tensor};
@@ -109,7 +109,7 @@ pub fn load_tensors(map: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<L
             }
         }
     }
-    let known: BTreeSet<&String> = data.keys().collect();
+    let known: std::collections::BTreeSet<&String> = data.keys().collect();
     let mut unexpected: Vec<String> = tensors
         .keys()
         .filter(|k| !known.contains(k) && !k.ends_with("num_batches_tracked"))
