@@ -140,3 +140,39 @@ fn bninception_sigmoid_learns() {
     };
     assert_learns("bninception", cfg, 0.1);
 }
+
+/// Every network takes any image size the spec allows (32 to 1024, step 16),
+/// in training and in evaluation: pooling and strides never run out of pixels.
+#[test]
+fn every_allowed_image_size_works() {
+    let nets = [
+        NetConfig::ResNext {
+            backbone: ResNetConfig {
+                layers: [1, 1, 1, 1],
+                groups: 2,
+                width_per_group: 32,
+                base: 4,
+            },
+            logreg: false,
+        },
+        NetConfig::BnInception {
+            backbone: BnInceptionConfig { width_div: 16 },
+            logreg: true,
+        },
+    ];
+    for cfg in &nets {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let net = TemplateNet::new(cfg, 3, &vb).unwrap();
+        for size in (32..=256).step_by(16).chain([512, 1024]) {
+            let x = Tensor::randn(0f32, 1.0, (2, 3, size, size), &Device::Cpu).unwrap();
+            let labels = Targets::Classes(Tensor::new(&[0u32, 2], &Device::Cpu).unwrap());
+            let loss = net
+                .loss(&x, &labels, true)
+                .unwrap_or_else(|e| panic!("{cfg:?} at {size}px: {e}"));
+            assert!(loss.to_scalar::<f32>().unwrap().is_finite());
+            let logits = net.logits(&x, false).unwrap();
+            assert_eq!(logits.dims(), [2, 3], "{size}px");
+        }
+    }
+}

@@ -265,7 +265,14 @@ impl Inception {
         for b in &self.branches {
             outs.push(b.forward_t(x, train)?);
         }
-        let pooled = self.pool.forward(x)?;
+        let mut pooled = self.pool.forward(x)?;
+        if self.pool_proj.is_none() && pooled.dims()[2..] != outs[0].dims()[2..] {
+            // A reduction module on an odd size: the published 3x3/2 ceil-mode pool gives
+            // ⌈(H−1)/2⌉ where the strided convolutions give ⌈H/2⌉, and the published network
+            // fails (at 48 px, say). A padded pool gives ⌈H/2⌉ and keeps every size the spec
+            // allows working; on even sizes (224, 32) the published pool is kept exactly.
+            pooled = Pool2d::max(3, 2, 1, false).forward(x)?;
+        }
         outs.push(match &self.pool_proj {
             Some(p) => p.forward_t(&pooled, train)?,
             None => pooled,
