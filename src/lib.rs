@@ -24,7 +24,10 @@
 extern crate alloc;
 
 pub mod check;
+pub mod data;
 pub mod diagnostic;
+#[cfg(feature = "train")]
+pub mod exec;
 #[cfg(feature = "train")]
 pub mod models;
 pub mod plan;

@@ -196,17 +196,17 @@ fn plan_shows_values_origins_schedule_and_steps() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = &r.stdout;
     for expected in [
-        "template Clarifai_ResNext (resnext50_32x4d)",
-        "image_size          = 32          set on line 6",
-        "init_epochs         = 5           set on line 9",
-        "num_items_per_epoch = 128         derived: the number of training images",
-        "lrate = batch_size × per_item_lrate = 16 × 7.8125e-05 = 0.00125",
-        "epochs 1–5",
-        "epochs 6–7",
-        "epoch 8        1.25e-05",
-        "128 images per epoch / batch 16 = 8 steps per epoch × 8 epochs = 64 steps",
-        "4 concepts, 160 images",
-        "0.2 of the images held out: 128 to train, 32 to evaluate",
+        "template Clarifai_InceptionBatchNorm (bn_inception)",
+        "image_size          = 32          set on line 8",
+        "init_epochs         = 4           set on line 11",
+        "num_items_per_epoch = 480         derived: the number of training images",
+        "lrate = batch_size × per_item_lrate = 32 × 7.8125e-05 = 0.0025",
+        "epochs 1–4     0.0025",
+        "epoch 5        2.5e-04",
+        "epoch 6        2.5e-05",
+        "480 images per epoch / batch 32 = 15 steps per epoch × 6 epochs = 90 steps",
+        "4 concepts, 600 images",
+        "0.2 of the images held out: 480 to train, 120 to evaluate",
         "clustering: k = 4, iterations = 100, inits = 8, tolerance = 1e-04, seed = 7",
         "visual_search: top_k = 5, queries = eval, index = train",
     ] {
@@ -229,14 +229,12 @@ fn plan_shows_values_origins_schedule_and_steps() {
         .iter()
         .map(|v| v.as_f64().unwrap())
         .collect();
-    assert_eq!(rates.len(), 8);
-    let expect = [
-        0.00125, 0.00125, 0.00125, 0.00125, 0.00125, 0.000125, 0.000125, 0.0000125,
-    ];
+    assert_eq!(rates.len(), 6);
+    let expect = [0.0025, 0.0025, 0.0025, 0.0025, 0.00025, 0.000025];
     for (got, want) in rates.iter().zip(expect) {
         assert!((got - want).abs() < 1e-12, "{rates:?}");
     }
-    assert_eq!(plan["optimizer_steps"], 64);
+    assert_eq!(plan["optimizer_steps"], 90);
     assert_eq!(plan["params"][0]["name"], "logreg");
     assert_eq!(plan["params"][0]["origin"], "set");
 }

@@ -13,43 +13,6 @@ use crate::workflow::{
     DataSpec, DatasetSummary, Eval, ImageSource, Resolved, ResolvedParam, StepSpec,
 };
 
-/// File extensions read as images (compared without case).
-pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
-
-pub fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
-}
-
-/// Counts the images in each concept sub-folder of `root` (sub-folders in
-/// name order, hidden ones skipped), and the images lying in `root` itself.
-pub fn scan_folder(root: &Path) -> std::io::Result<(Vec<(String, usize)>, usize)> {
-    let mut concepts = Vec::new();
-    let mut loose = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(root)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') {
-            continue;
-        }
-        let path = entry.path();
-        if path.is_dir() {
-            let count = walkdir::WalkDir::new(&path)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file() && is_image(e.path()))
-                .count();
-            concepts.push((name, count));
-        } else if is_image(&path) {
-            loose += 1;
-        }
-    }
-    Ok((concepts, loose))
-}
-
 fn relative_help(cx: &Checker) -> String {
     let base = cx.base_dir.display().to_string();
     if base.is_empty() {
@@ -155,8 +118,14 @@ pub(super) fn check_data(
         return None;
     }
     let shown = root.display().to_string();
-    let (concepts, loose) = match scan_folder(root) {
-        Ok(x) => x,
+    let (concepts, loose) = match crate::data::list_folder(root) {
+        Ok((folders, loose)) => {
+            let counts: Vec<(String, usize)> = folders
+                .into_iter()
+                .map(|f| (f.name, f.images.len()))
+                .collect();
+            (counts, loose.len())
+        }
         Err(e) => {
             cx.push(Diagnostic::error(
                 Code::PathNotFound,
@@ -188,7 +157,7 @@ pub(super) fn check_data(
                 .with_label("this concept will have no training images")
                 .with_help(format!(
                     "add images to it or remove it; images end in {}",
-                    crate::spec::declare::list(&IMAGE_EXTENSIONS)
+                    crate::spec::declare::list(&crate::data::IMAGE_EXTENSIONS)
                 )),
             );
         }

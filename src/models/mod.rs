@@ -8,6 +8,7 @@
 
 pub mod bn_inception;
 pub mod gradcheck;
+pub mod init;
 pub mod layers;
 pub mod loss;
 pub mod optim;

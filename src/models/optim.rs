@@ -61,6 +61,23 @@ impl Sgd {
         self.params.iter().map(|p| p.name.as_str())
     }
 
+    /// The momentum buffers, by parameter name (for checkpoints).
+    pub fn velocities(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+        self.params
+            .iter()
+            .filter_map(|p| p.velocity.as_ref().map(|v| (p.name.as_str(), v)))
+    }
+
+    /// Restores momentum buffers saved with [`Sgd::velocities`].
+    pub fn set_velocities(&mut self, saved: impl IntoIterator<Item = (String, Tensor)>) {
+        let saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
+        for p in &mut self.params {
+            if let Some(v) = saved.get(&p.name) {
+                p.velocity = v.to_dtype(p.var.dtype()).ok();
+            }
+        }
+    }
+
     /// One update from the gradients of `loss.backward()`. Parameters the loss
     /// does not reach are left alone.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {

@@ -46,6 +46,15 @@ pub enum Command {
         #[arg(long)]
         no_fs: bool,
     },
+    /// Check a workflow and train it: the run folder gets the plan, per-epoch
+    /// metrics, checkpoints, the model and the embeddings. `wfrun FILE.wf` is
+    /// the same as `wfrun run FILE.wf`.
+    Run {
+        file: PathBuf,
+        /// Continue from the run folder's last checkpoint.
+        #[arg(long)]
+        resume: bool,
+    },
     /// List the templates and step kinds with their parameters.
     Templates {
         #[arg(long, value_enum, default_value_t = Format::Human)]

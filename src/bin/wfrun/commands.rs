@@ -28,6 +28,7 @@ pub fn run(args: Args) -> u8 {
             format,
             no_fs,
         } => plan(&file, format, no_fs, style),
+        Command::Run { file, resume } => train(&file, resume, style),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }
@@ -382,4 +383,177 @@ fn explain(name: &str) -> u8 {
     };
     print!("{text}");
     OK
+}
+
+fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+fn train(file: &Path, resume: bool, style: Style) -> u8 {
+    use wfrun::exec::{Event, RunOptions};
+
+    let checked = match load(file, false, style) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(workflow) = checked.workflow.as_ref() else {
+        eprintln!(
+            "{}",
+            summary(
+                1,
+                checked.count(Severity::Error),
+                checked.count(Severity::Warning)
+            )
+        );
+        return FAILED;
+    };
+    let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cancel.clone();
+    // The first Ctrl-C stops after the current step; a second one ends at once.
+    let _ = ctrlc::set_handler(move || {
+        if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+    });
+    let options = RunOptions {
+        resume,
+        cancel: Some(cancel),
+        workers: 0,
+    };
+    let live = std::io::stderr().is_terminal();
+    let started = std::time::Instant::now();
+    let mut total_steps = 0u64;
+    let mut done_steps = 0u64;
+    let mut on_event = |e: &Event| match e {
+        Event::Started {
+            workflow,
+            concepts,
+            train_images,
+            eval_images,
+            epochs,
+            steps_per_epoch,
+            first_epoch,
+        } => {
+            total_steps = (epochs + 1 - first_epoch) * steps_per_epoch;
+            eprintln!(
+                "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
+                 epochs {first_epoch}–{epochs} × {steps_per_epoch} steps"
+            );
+        }
+        Event::Step {
+            epoch,
+            step,
+            steps,
+            loss,
+            learning_rate,
+            images_per_s,
+        } => {
+            done_steps += 1;
+            if live {
+                let elapsed = started.elapsed().as_secs_f64();
+                let eta =
+                    elapsed / done_steps as f64 * total_steps.saturating_sub(done_steps) as f64;
+                eprint!(
+                    "\r\x1b[2Kepoch {epoch}  step {step}/{steps}  loss {loss:.4}  lr {}  {images_per_s:.1} img/s  ETA {}",
+                    wfrun::spec::fmt_float(*learning_rate),
+                    duration(eta)
+                );
+            }
+        }
+        Event::BadImage { path, reason } => {
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!("warning: skipped `{}`: {reason}", path.display());
+        }
+        Event::Epoch {
+            epoch,
+            train_loss,
+            eval,
+            seconds,
+            data_wait,
+        } => {
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            let mut line = format!("epoch {epoch}: train loss {train_loss:.4}");
+            if let Some(l) = eval.loss {
+                line.push_str(&format!(", eval loss {l:.4}"));
+            }
+            for (name, v) in [
+                ("accuracy", eval.accuracy),
+                ("mAP", eval.mean_average_precision),
+                ("F1", eval.f1),
+                ("recall@1", eval.recall_at_1),
+            ] {
+                if let Some(v) = v {
+                    line.push_str(&format!(", {name} {v:.3}"));
+                }
+            }
+            line.push_str(&format!(
+                " ({}, waiting for images {:.0}%)",
+                duration(*seconds),
+                data_wait * 100.0
+            ));
+            eprintln!("{line}");
+        }
+        Event::Finished { output } => {
+            eprintln!("wrote {}", output.display());
+        }
+    };
+    match wfrun::exec::run(workflow, &options, &mut on_event) {
+        Ok(s) => {
+            let mut out = format!(
+                "\n{} trained in {}",
+                workflow.name,
+                duration(started.elapsed().as_secs_f64())
+            );
+            if let Some(e) = &s.final_eval {
+                if let Some(a) = e.accuracy {
+                    out.push_str(&format!("; held-out accuracy {:.1}%", a * 100.0));
+                }
+                if let Some(m) = e.mean_average_precision {
+                    out.push_str(&format!("; held-out mAP {m:.3}"));
+                }
+                if let Some(r) = e.recall_at_1 {
+                    out.push_str(&format!("; recall@1 {r:.3}"));
+                }
+            }
+            out.push_str(&format!(
+                "\n  model       {}\n  metrics     {}\n  embeddings  {}",
+                s.output.join("model.safetensors").display(),
+                s.output.join("metrics.jsonl").display(),
+                s.output.join("embeddings.safetensors").display()
+            ));
+            if s.bad_images > 0 {
+                out.push_str(&format!(
+                    "\n  {} unreadable images were skipped",
+                    s.bad_images
+                ));
+            }
+            if !workflow.steps.is_empty() {
+                let names: Vec<&str> = workflow.steps.iter().map(|s| s.name.as_str()).collect();
+                out.push_str(&format!(
+                    "\n  the downstream steps ({}) are not run by this version; the embeddings are ready for them",
+                    names.join(", ")
+                ));
+            }
+            println!("{out}");
+            OK
+        }
+        Err(e) => {
+            if live {
+                eprint!("\r\x1b[2K");
+            }
+            eprintln!("error: {e}");
+            FAILED
+        }
+    }
 }

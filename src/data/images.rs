@@ -1,0 +1,287 @@
+//! Decoding and preprocessing images, on worker threads ahead of the
+//! training step (feature `train`).
+//!
+//! Preprocessing: resize so the shorter side is `image_size`, then a random
+//! `image_size` square crop and a random horizontal flip for training, or the
+//! centre crop for evaluation; scale to [0, 1] and normalise with the ImageNet
+//! mean and deviation; channels first. The randomness of each image comes from
+//! (seed, epoch, index) alone, so results never depend on thread timing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::Arc;
+
+use image::imageops::FilterType;
+
+use super::Rng;
+
+pub const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// How an image is cropped.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Crop {
+    /// A random crop and flip drawn from this seed.
+    Random(u64),
+    Center,
+}
+
+/// An image that could not be read, with why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BadImage {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cannot read image `{}`: {}",
+            self.path.display(),
+            self.reason
+        )
+    }
+}
+
+/// Reads `path` and returns `3 × size × size` floats, channels first.
+pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> {
+    let bad = |reason: String| BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let img = image::ImageReader::open(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?
+        .decode()
+        .map_err(|e| bad(e.to_string()))?
+        .to_rgb8();
+    let (w, h) = img.dimensions();
+    if w == 0 || h == 0 {
+        return Err(bad("the image is empty".into()));
+    }
+    let s = size as u32;
+    let (nw, nh) = if w <= h {
+        (
+            s,
+            ((h as u64 * s as u64 + w as u64 / 2) / w as u64).max(s as u64) as u32,
+        )
+    } else {
+        (
+            ((w as u64 * s as u64 + h as u64 / 2) / h as u64).max(s as u64) as u32,
+            s,
+        )
+    };
+    let img = if (nw, nh) == (w, h) {
+        img
+    } else {
+        image::imageops::resize(&img, nw, nh, FilterType::Triangle)
+    };
+    let (x0, y0, flip) = match crop {
+        Crop::Center => ((nw - s) / 2, (nh - s) / 2, false),
+        Crop::Random(seed) => {
+            let mut rng = Rng::new(seed);
+            let x0 = rng.below((nw - s + 1) as usize) as u32;
+            let y0 = rng.below((nh - s + 1) as usize) as u32;
+            (x0, y0, rng.next_f64() < 0.5)
+        }
+    };
+    let mut out = vec![0f32; 3 * size * size];
+    for y in 0..size {
+        for x in 0..size {
+            let sx = if flip { size - 1 - x } else { x };
+            let p = img.get_pixel(x0 + sx as u32, y0 + y as u32);
+            for c in 0..3 {
+                out[(c * size + y) * size + x] = (p[c] as f32 / 255.0 - MEAN[c]) / STD[c];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The randomness of image `index` in `epoch`.
+pub fn crop_seed(seed: u64, epoch: u64, index: usize) -> u64 {
+    let mut rng = Rng::new(
+        seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93),
+    );
+    rng.next_u64()
+}
+
+/// A decoded batch: the pixels of the images that could be read, which
+/// samples they are, and the images that could not be read.
+#[derive(Debug)]
+pub struct Batch {
+    pub pixels: Vec<f32>,
+    pub indices: Vec<usize>,
+    pub bad: Vec<BadImage>,
+}
+
+/// What to decode: batches of sample indices into `paths`.
+pub struct Job {
+    pub paths: Arc<Vec<PathBuf>>,
+    pub batches: Vec<Vec<usize>>,
+    pub size: usize,
+    /// `Some((seed, epoch))`: random crops and flips; `None`: centre crops.
+    pub random: Option<(u64, u64)>,
+}
+
+/// Decodes the batches of a [`Job`] on `workers` threads, at most `ahead`
+/// batches ahead of the consumer, and yields them in order.
+pub struct Prefetch {
+    rx: Receiver<(usize, Batch)>,
+    pending: BTreeMap<usize, Batch>,
+    next: usize,
+    total: usize,
+    stop: Arc<AtomicBool>,
+}
+
+impl Prefetch {
+    pub fn start(job: Job, workers: usize, ahead: usize) -> Prefetch {
+        let total = job.batches.len();
+        let (tx, rx) = sync_channel(ahead.max(1));
+        let job = Arc::new(job);
+        let claim = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..workers.max(1) {
+            let (job, claim, stop, tx) = (job.clone(), claim.clone(), stop.clone(), tx.clone());
+            std::thread::spawn(move || loop {
+                let b = claim.fetch_add(1, Ordering::SeqCst);
+                if b >= job.batches.len() || stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let mut batch = Batch {
+                    pixels: Vec::with_capacity(job.batches[b].len() * 3 * job.size * job.size),
+                    indices: Vec::new(),
+                    bad: Vec::new(),
+                };
+                for &i in &job.batches[b] {
+                    let crop = match job.random {
+                        Some((seed, epoch)) => Crop::Random(crop_seed(seed, epoch, i)),
+                        None => Crop::Center,
+                    };
+                    match load(&job.paths[i], job.size, crop) {
+                        Ok(px) => {
+                            batch.pixels.extend(px);
+                            batch.indices.push(i);
+                        }
+                        Err(e) => batch.bad.push(e),
+                    }
+                }
+                if tx.send((b, batch)).is_err() {
+                    return; // the consumer is gone
+                }
+            });
+        }
+        Prefetch {
+            rx,
+            pending: BTreeMap::new(),
+            next: 0,
+            total,
+            stop,
+        }
+    }
+}
+
+impl Iterator for Prefetch {
+    type Item = Batch;
+
+    fn next(&mut self) -> Option<Batch> {
+        if self.next >= self.total {
+            return None;
+        }
+        while !self.pending.contains_key(&self.next) {
+            let (i, batch) = self.rx.recv().ok()?;
+            self.pending.insert(i, batch);
+        }
+        let batch = self.pending.remove(&self.next);
+        self.next += 1;
+        batch
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_png(path: &Path, w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb(f(x, y)));
+        img.save(path).unwrap();
+    }
+
+    #[test]
+    fn preprocessing_resizes_crops_flips_and_normalises() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("wide.png");
+        // 64x32: left half black, right half white.
+        write_png(
+            &p,
+            64,
+            32,
+            |x, _| if x < 32 { [0, 0, 0] } else { [255, 255, 255] },
+        );
+        let center = load(&p, 16, Crop::Center).unwrap();
+        assert_eq!(center.len(), 3 * 16 * 16);
+        // Resized to 32x16, the centre 16x16 crop covers x 8..24: black then white.
+        let red = |v: &[f32], x: usize, y: usize| v[y * 16 + x];
+        assert!((red(&center, 0, 5) - (0.0 - MEAN[0]) / STD[0]).abs() < 1e-3);
+        assert!((red(&center, 15, 5) - (1.0 - MEAN[0]) / STD[0]).abs() < 1e-3);
+        // Random crops are reproducible from their seed; some seeds flip.
+        assert_eq!(
+            load(&p, 16, Crop::Random(3)).unwrap(),
+            load(&p, 16, Crop::Random(3)).unwrap()
+        );
+        let flipped = (0..20).any(|s| {
+            let v = load(&p, 16, Crop::Random(s)).unwrap();
+            red(&v, 0, 5) > red(&v, 15, 5)
+        });
+        assert!(flipped, "no seed flipped the image");
+    }
+
+    #[test]
+    fn corrupt_and_missing_images_are_reported_with_their_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("broken.png");
+        std::fs::write(&p, b"\x89PNG\r\n\x1a\nnot really").unwrap();
+        let e = load(&p, 16, Crop::Center).unwrap_err();
+        assert_eq!(e.path, p);
+        assert!(e.to_string().contains("broken.png"));
+        assert!(load(&dir.path().join("missing.jpg"), 16, Crop::Center).is_err());
+    }
+
+    #[test]
+    fn prefetch_yields_every_batch_in_order_and_lists_bad_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut paths = Vec::new();
+        for i in 0..10u8 {
+            let p = dir.path().join(format!("{i}.png"));
+            write_png(&p, 20, 20, |_, _| [i * 20, 0, 0]);
+            paths.push(p);
+        }
+        std::fs::write(&paths[3], b"garbage").unwrap();
+        let job = Job {
+            paths: Arc::new(paths),
+            batches: vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]],
+            size: 16,
+            random: Some((1, 0)),
+        };
+        let batches: Vec<Batch> = Prefetch::start(job, 3, 2).collect();
+        assert_eq!(batches.len(), 4);
+        assert_eq!(batches[1].indices, [4, 5]);
+        assert_eq!(batches[1].bad.len(), 1);
+        assert!(batches[1].bad[0].path.ends_with("3.png"));
+        assert_eq!(batches[3].pixels.len(), 3 * 16 * 16);
+        // The first pixel's red channel encodes the image index.
+        let first = (batches[2].pixels[0] * STD[0] + MEAN[0]) * 255.0;
+        assert!((first - 120.0).abs() < 1.0, "{first}");
+    }
+}

@@ -1,0 +1,412 @@
+//! Training images: a folder with one sub-folder per concept, or a manifest
+//! (CSV or JSON lines) of images and their concepts; the held-out split.
+//!
+//! Listing images needs no decoder (the checker uses it); decoding and
+//! preprocessing live in [`images`] (feature `train`).
+
+#[cfg(feature = "train")]
+pub mod images;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// File extensions read as images (compared without case).
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+
+pub fn is_image(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// One image and the indices of its concepts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub path: PathBuf,
+    pub concepts: Vec<usize>,
+}
+
+/// Images with their concepts.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Dataset {
+    /// Concept names, in index order.
+    pub concepts: Vec<String>,
+    pub samples: Vec<Sample>,
+}
+
+/// What is wrong with a data folder or manifest; each names the path involved.
+#[derive(Debug)]
+pub enum DataError {
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    NotAFolder(PathBuf),
+    NoImages(PathBuf),
+    SingleConcept {
+        path: PathBuf,
+        concept: String,
+    },
+    Manifest {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+impl fmt::Display for DataError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataError::Io { path, error } => write!(f, "cannot read `{}`: {error}", path.display()),
+            DataError::NotAFolder(p) => write!(f, "`{}` is not a folder", p.display()),
+            DataError::NoImages(p) => write!(
+                f,
+                "`{}` holds no images in concept sub-folders; put them in `{}/CONCEPT/IMAGE.jpg`",
+                p.display(),
+                p.display()
+            ),
+            DataError::SingleConcept { path, concept } => write!(
+                f,
+                "`{}` holds a single concept, `{concept}`: training needs at least two",
+                path.display()
+            ),
+            DataError::Manifest {
+                path,
+                line,
+                message,
+            } => {
+                write!(f, "{}:{line}: {message}", path.display())
+            }
+        }
+    }
+}
+
+impl std::error::Error for DataError {}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+    move |error| DataError::Io {
+        path: path.to_path_buf(),
+        error,
+    }
+}
+
+/// A concept folder: its name and its images (sorted), found at any depth.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConceptFolder {
+    pub name: String,
+    pub images: Vec<PathBuf>,
+}
+
+/// Lists the concept sub-folders of `root` (in name order, hidden ones
+/// skipped) with their images, and the images lying in `root` itself.
+pub fn list_folder(root: &Path) -> Result<(Vec<ConceptFolder>, Vec<PathBuf>), DataError> {
+    if !root.is_dir() {
+        return Err(if root.exists() {
+            DataError::NotAFolder(root.to_path_buf())
+        } else {
+            DataError::Io {
+                path: root.to_path_buf(),
+                error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such folder"),
+            }
+        });
+    }
+    let mut entries: Vec<_> = std::fs::read_dir(root)
+        .map_err(io(root))?
+        .collect::<Result<_, _>>()
+        .map_err(io(root))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut concepts = Vec::new();
+    let mut loose = Vec::new();
+    for entry in entries {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        if path.is_dir() {
+            let mut images: Vec<PathBuf> = walkdir::WalkDir::new(&path)
+                .follow_links(true)
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|e| e.file_type().is_file() && is_image(e.path()))
+                .map(walkdir::DirEntry::into_path)
+                .collect();
+            images.sort();
+            concepts.push(ConceptFolder { name, images });
+        } else if is_image(&path) {
+            loose.push(path);
+        }
+    }
+    Ok((concepts, loose))
+}
+
+impl Dataset {
+    /// The images of a folder with one sub-folder per concept. Empty concept
+    /// folders are left out (the checker warns about them).
+    pub fn from_folder(root: &Path) -> Result<Dataset, DataError> {
+        let (folders, _) = list_folder(root)?;
+        let mut data = Dataset::default();
+        for folder in folders.into_iter().filter(|f| !f.images.is_empty()) {
+            let index = data.concepts.len();
+            data.concepts.push(folder.name);
+            data.samples
+                .extend(folder.images.into_iter().map(|path| Sample {
+                    path,
+                    concepts: vec![index],
+                }));
+        }
+        data.require_two_concepts(root)?;
+        Ok(data)
+    }
+
+    /// The images of a manifest: CSV lines `path,concept[;concept...]` (an
+    /// optional header `path,concepts`) or, for `.jsonl` / `.json`, lines like
+    /// `{"path": "a.jpg", "concepts": ["cat", "dog"]}`. Paths are relative to
+    /// the manifest's folder. Concepts are numbered in order of appearance.
+    pub fn from_manifest(path: &Path) -> Result<Dataset, DataError> {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        let json = path
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "json");
+        let mut data = Dataset::default();
+        for (i, line) in text.lines().enumerate() {
+            let line_no = i + 1;
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bad = |message: String| DataError::Manifest {
+                path: path.to_path_buf(),
+                line: line_no,
+                message,
+            };
+            let (image, names): (String, Vec<String>) = if json {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|e| bad(format!("not a JSON object: {e}")))?;
+                let image = v
+                    .get("path")
+                    .or_else(|| v.get("image"))
+                    .and_then(|p| p.as_str())
+                    .ok_or_else(|| bad("no \"path\"".into()))?
+                    .to_string();
+                let names = match (v.get("concepts"), v.get("concept")) {
+                    (Some(serde_json::Value::Array(a)), _) => a
+                        .iter()
+                        .map(|c| {
+                            c.as_str()
+                                .map(str::to_string)
+                                .ok_or_else(|| bad("concepts must be strings".into()))
+                        })
+                        .collect::<Result<_, _>>()?,
+                    (_, Some(serde_json::Value::String(c))) => vec![c.clone()],
+                    _ => return Err(bad("no \"concepts\" list or \"concept\"".into())),
+                };
+                (image, names)
+            } else {
+                let Some((image, concepts)) = line.split_once(',') else {
+                    return Err(bad("expected `path,concept`".into()));
+                };
+                if i == 0 && matches!(image.trim(), "path" | "image") {
+                    continue; // header
+                }
+                let names = concepts
+                    .split([';', '|'])
+                    .map(|c| c.trim().to_string())
+                    .filter(|c| !c.is_empty())
+                    .collect();
+                (image.trim().to_string(), names)
+            };
+            if names.is_empty() {
+                return Err(bad(format!("`{image}` has no concept")));
+            }
+            let mut indices = Vec::new();
+            for name in names {
+                let index = match data.concepts.iter().position(|c| *c == name) {
+                    Some(i) => i,
+                    None => {
+                        data.concepts.push(name);
+                        data.concepts.len() - 1
+                    }
+                };
+                if !indices.contains(&index) {
+                    indices.push(index);
+                }
+            }
+            data.samples.push(Sample {
+                path: base.join(image),
+                concepts: indices,
+            });
+        }
+        data.require_two_concepts(path)?;
+        Ok(data)
+    }
+
+    fn require_two_concepts(&self, path: &Path) -> Result<(), DataError> {
+        match self.concepts.len() {
+            0 => Err(DataError::NoImages(path.to_path_buf())),
+            1 => Err(DataError::SingleConcept {
+                path: path.to_path_buf(),
+                concept: self.concepts[0].clone(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether some image has several concepts (needs sigmoid units).
+    pub fn is_multi_label(&self) -> bool {
+        self.samples.iter().any(|s| s.concepts.len() > 1)
+    }
+}
+
+/// A small deterministic generator (SplitMix64), so splits and shuffles
+/// depend on the seed alone.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed ^ 0x6A09_E667_F3BC_C909)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Uniform in [0, n).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_f64() * n as f64) as usize % n.max(1)
+    }
+
+    /// A standard normal value (Box-Muller).
+    pub fn normal(&mut self) -> f64 {
+        let u = self.next_f64().max(f64::MIN_POSITIVE);
+        let v = self.next_f64();
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+
+    /// Fisher-Yates.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+}
+
+/// Splits `n` samples into (training, held-out) indices, deterministically from
+/// `seed`: `plan::split_counts` decides how many are held out.
+pub fn split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let (_, held) = crate::plan::split_counts(n as u64, fraction);
+    let mut order: Vec<usize> = (0..n).collect();
+    Rng::new(seed).shuffle(&mut order);
+    let mut eval: Vec<usize> = order[..held as usize].to_vec();
+    let mut train: Vec<usize> = order[held as usize..].to_vec();
+    eval.sort_unstable();
+    train.sort_unstable();
+    (train, eval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn touch(p: &Path) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"").unwrap();
+    }
+
+    #[test]
+    fn folders_list_concepts_and_images() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        touch(&root.join("cat/b.png"));
+        touch(&root.join("cat/a.JPG"));
+        touch(&root.join("dog/deep/c.webp"));
+        touch(&root.join("dog/notes.txt"));
+        std::fs::create_dir_all(root.join("empty")).unwrap();
+        touch(&root.join(".hidden/x.png"));
+        touch(&root.join("loose.bmp"));
+        let (folders, loose) = list_folder(root).unwrap();
+        let names: Vec<&str> = folders.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["cat", "dog", "empty"]);
+        assert_eq!(
+            folders[0].images,
+            [root.join("cat/a.JPG"), root.join("cat/b.png")]
+        );
+        assert_eq!(loose, [root.join("loose.bmp")]);
+        let data = Dataset::from_folder(root).unwrap();
+        assert_eq!(data.concepts, ["cat", "dog"]);
+        assert_eq!(data.samples.len(), 3);
+        assert_eq!(data.samples[2].concepts, [1]);
+    }
+
+    #[test]
+    fn folder_problems_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("holds no images") && e.contains(&dir.path().display().to_string()),
+            "{e}"
+        );
+        touch(&dir.path().join("only/a.png"));
+        let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("single concept, `only`"), "{e}");
+        let e = Dataset::from_folder(&dir.path().join("nope"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("nope") && e.contains("no such folder"), "{e}");
+    }
+
+    #[test]
+    fn manifests_in_csv_and_json_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("m.csv");
+        std::fs::write(
+            &csv,
+            "path,concepts\nimg/1.jpg,cat\nimg/2.jpg, cat ; dog\n\n# note\nimg/3.jpg,bird\n",
+        )
+        .unwrap();
+        let data = Dataset::from_manifest(&csv).unwrap();
+        assert_eq!(data.concepts, ["cat", "dog", "bird"]);
+        assert_eq!(data.samples[1].concepts, [0, 1]);
+        assert_eq!(data.samples[0].path, dir.path().join("img/1.jpg"));
+        assert!(data.is_multi_label());
+
+        let jsonl = dir.path().join("m.jsonl");
+        std::fs::write(&jsonl, "{\"path\": \"a.png\", \"concepts\": [\"x\"]}\n{\"image\": \"b.png\", \"concept\": \"y\"}\n").unwrap();
+        let data = Dataset::from_manifest(&jsonl).unwrap();
+        assert_eq!(data.concepts, ["x", "y"]);
+        assert!(!data.is_multi_label());
+
+        std::fs::write(
+            &jsonl,
+            "{\"path\": \"a.png\", \"concepts\": [\"x\"]}\n{\"path\": 3}\n",
+        )
+        .unwrap();
+        let e = Dataset::from_manifest(&jsonl).unwrap_err().to_string();
+        assert!(e.ends_with("m.jsonl:2: no \"path\""), "{e}");
+        std::fs::write(&csv, "a.jpg\n").unwrap();
+        let e = Dataset::from_manifest(&csv).unwrap_err().to_string();
+        assert!(e.contains("m.csv:1: expected `path,concept`"), "{e}");
+    }
+
+    #[test]
+    fn splits_are_deterministic_and_follow_the_plan() {
+        let (train, eval) = split(160, 0.2, 7);
+        assert_eq!((train.len(), eval.len()), (128, 32));
+        assert_eq!(split(160, 0.2, 7), (train.clone(), eval.clone()));
+        assert_ne!(split(160, 0.2, 8).1, eval);
+        let mut all: Vec<usize> = train.iter().chain(&eval).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..160).collect::<Vec<_>>());
+    }
+}

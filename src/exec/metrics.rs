@@ -1,0 +1,305 @@
+//! Evaluation after each epoch, and the embeddings written at the end.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor, D};
+use serde::Serialize;
+
+use super::{write, Images, RunError};
+use crate::data::images::{Job, Prefetch};
+use crate::models::{NetConfig, TemplateNet};
+
+/// Metrics on the evaluation images (absent ones do not apply to the template).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct EvalMetrics {
+    pub images: usize,
+    pub loss: Option<f32>,
+    /// Softmax and angular margin: the share whose top concept is right.
+    pub accuracy: Option<f32>,
+    /// Sigmoid units: mean average precision over concepts.
+    pub mean_average_precision: Option<f32>,
+    /// Sigmoid units: micro-averaged F1 at a threshold of 0.5.
+    pub f1: Option<f32>,
+    /// Angular margin: the share whose nearest other evaluation image (cosine) shares its concept.
+    pub recall_at_1: Option<f32>,
+}
+
+const EVAL_BATCH: usize = 32;
+
+/// What one evaluation pass over a set of images gives.
+struct Pass {
+    /// The images that could be read, in order.
+    kept: Vec<usize>,
+    /// `output_and_loss`'s outputs (embeddings or logits), by batch.
+    outputs: Vec<Tensor>,
+    logits: Vec<Tensor>,
+    mean_loss: f32,
+}
+
+/// Runs `net` in evaluation mode over `images` (centre crops).
+fn pass(
+    net: &TemplateNet,
+    images: &Images,
+    classes: usize,
+    logreg: bool,
+    size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<Pass, RunError> {
+    let batches: Vec<Vec<usize>> = (0..images.paths.len())
+        .collect::<Vec<_>>()
+        .chunks(EVAL_BATCH)
+        .map(<[usize]>::to_vec)
+        .collect();
+    let job = Job {
+        paths: images.paths.clone(),
+        batches,
+        size,
+        random: None,
+    };
+    let (mut kept, mut outputs, mut logits, mut loss_sum) =
+        (Vec::new(), Vec::new(), Vec::new(), 0.0f32);
+    for decoded in Prefetch::start(job, workers, 2) {
+        if decoded.indices.is_empty() {
+            continue;
+        }
+        let n = decoded.indices.len();
+        let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
+        let targets = images.targets(&decoded.indices, classes, logreg, device)?;
+        let (out, loss) = net.output_and_loss(&x, &targets, false)?;
+        loss_sum += loss.to_scalar::<f32>()? * n as f32;
+        logits.push(net.logits(&x, false)?);
+        outputs.push(out);
+        kept.extend(decoded.indices);
+    }
+    let mean_loss = loss_sum / kept.len().max(1) as f32;
+    Ok(Pass {
+        kept,
+        outputs,
+        logits,
+        mean_loss,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn evaluate(
+    net: &TemplateNet,
+    eval: &Images,
+    cfg: &NetConfig,
+    classes: usize,
+    size: usize,
+    workers: usize,
+    device: &Device,
+) -> Result<EvalMetrics, RunError> {
+    if eval.paths.is_empty() {
+        return Ok(EvalMetrics::default());
+    }
+    let logreg = matches!(
+        cfg,
+        NetConfig::BnInception { logreg: true, .. } | NetConfig::ResNext { logreg: true, .. }
+    );
+    let Pass {
+        kept,
+        outputs,
+        logits,
+        mean_loss: loss,
+    } = pass(net, eval, classes, logreg, size, workers, device)?;
+    let mut m = EvalMetrics {
+        images: kept.len(),
+        loss: Some(loss),
+        ..Default::default()
+    };
+    if kept.is_empty() {
+        return Ok(m);
+    }
+    let logits = Tensor::cat(&logits, 0)?.to_vec2::<f32>()?;
+    let truth: Vec<&Vec<usize>> = kept.iter().map(|&i| &eval.concepts[i]).collect();
+    if logreg {
+        m.mean_average_precision = Some(mean_average_precision(&logits, &truth, classes));
+        m.f1 = Some(micro_f1(&logits, &truth));
+    } else {
+        let right = logits
+            .iter()
+            .zip(&truth)
+            .filter(|(row, t)| argmax(row) == t[0])
+            .count();
+        m.accuracy = Some(right as f32 / kept.len() as f32);
+    }
+    if let NetConfig::AngularMargin { .. } = cfg {
+        let emb = Tensor::cat(&outputs, 0)?;
+        m.recall_at_1 = Some(recall_at_1(&emb, &truth)?);
+    }
+    Ok(m)
+}
+
+fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
+            if v > best.1 {
+                (i, v)
+            } else {
+                best
+            }
+        })
+        .0
+}
+
+/// The share of rows whose most similar other row (dot product of unit
+/// embeddings) shares a concept.
+fn recall_at_1(emb: &Tensor, truth: &[&Vec<usize>]) -> candle_core::Result<f32> {
+    let n = truth.len();
+    if n < 2 {
+        return Ok(0.0);
+    }
+    let sim = emb.matmul(&emb.t()?)?;
+    let eye = Tensor::eye(n, sim.dtype(), sim.device())?;
+    let sim = (sim - (eye * 1e9)?)?; // never one's own neighbour
+    let nearest = sim.argmax(D::Minus1)?.to_vec1::<u32>()?;
+    let hits = nearest
+        .iter()
+        .enumerate()
+        .filter(|(i, &j)| truth[*i].iter().any(|c| truth[j as usize].contains(c)))
+        .count();
+    Ok(hits as f32 / n as f32)
+}
+
+/// Mean over concepts (with at least one positive) of average precision.
+fn mean_average_precision(scores: &[Vec<f32>], truth: &[&Vec<usize>], classes: usize) -> f32 {
+    let mut total = 0.0;
+    let mut counted = 0;
+    for c in 0..classes {
+        let mut ranked: Vec<(f32, bool)> = scores
+            .iter()
+            .zip(truth)
+            .map(|(s, t)| (s[c], t.contains(&c)))
+            .collect();
+        let positives = ranked.iter().filter(|(_, p)| *p).count();
+        if positives == 0 {
+            continue;
+        }
+        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let (mut hits, mut ap) = (0, 0.0);
+        for (rank, (_, p)) in ranked.iter().enumerate() {
+            if *p {
+                hits += 1;
+                ap += hits as f32 / (rank + 1) as f32;
+            }
+        }
+        total += ap / positives as f32;
+        counted += 1;
+    }
+    if counted == 0 {
+        0.0
+    } else {
+        total / counted as f32
+    }
+}
+
+/// Micro-averaged F1 of `sigmoid(score) > 0.5` (score > 0).
+fn micro_f1(scores: &[Vec<f32>], truth: &[&Vec<usize>]) -> f32 {
+    let (mut tp, mut fp, mut fneg) = (0usize, 0usize, 0usize);
+    for (s, t) in scores.iter().zip(truth) {
+        for (c, &v) in s.iter().enumerate() {
+            match (v > 0.0, t.contains(&c)) {
+                (true, true) => tp += 1,
+                (true, false) => fp += 1,
+                (false, true) => fneg += 1,
+                _ => {}
+            }
+        }
+    }
+    if tp == 0 {
+        0.0
+    } else {
+        2.0 * tp as f32 / (2 * tp + fp + fneg) as f32
+    }
+}
+
+/// Writes `embeddings.safetensors` (`train` and `eval` matrices, one row per
+/// image that could be read) and `embeddings.csv` (split, row, path, concepts).
+pub(super) fn write_embeddings(
+    net: &TemplateNet,
+    train: &Images,
+    eval: &Images,
+    size: usize,
+    workers: usize,
+    device: &Device,
+    out: &Path,
+) -> Result<(), RunError> {
+    let mut tensors = std::collections::HashMap::new();
+    let mut index = String::from("split,row,path,concepts\n");
+    for (name, images) in [("train", train), ("eval", eval)] {
+        if images.paths.is_empty() {
+            continue;
+        }
+        let batches: Vec<Vec<usize>> = (0..images.paths.len())
+            .collect::<Vec<_>>()
+            .chunks(EVAL_BATCH)
+            .map(<[usize]>::to_vec)
+            .collect();
+        let job = Job {
+            paths: images.paths.clone(),
+            batches,
+            size,
+            random: None,
+        };
+        let mut rows = Vec::new();
+        let mut row = 0;
+        for decoded in Prefetch::start(job, workers, 2) {
+            if decoded.indices.is_empty() {
+                continue;
+            }
+            let n = decoded.indices.len();
+            let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
+            rows.push(net.embed(&x, false)?);
+            for &i in &decoded.indices {
+                let concepts: Vec<String> =
+                    images.concepts[i].iter().map(|c| c.to_string()).collect();
+                let path = images.paths[i].display().to_string().replace('"', "\"\"");
+                index.push_str(&format!("{name},{row},\"{path}\",{}\n", concepts.join(";")));
+                row += 1;
+            }
+        }
+        if !rows.is_empty() {
+            tensors.insert(name.to_string(), Tensor::cat(&rows, 0)?);
+        }
+    }
+    let path = out.join("embeddings.safetensors");
+    let tmp = path.with_extension("partial");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|error| RunError::Io {
+        path: path.clone(),
+        error,
+    })?;
+    write(&out.join("embeddings.csv"), index.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_and_f1() {
+        let scores = vec![vec![2.0, -1.0], vec![1.0, 3.0], vec![-2.0, 0.5]];
+        let (a, b, c) = (vec![0], vec![0, 1], vec![1]);
+        let truth = vec![&a, &b, &c];
+        assert!((mean_average_precision(&scores, &truth, 2) - 1.0).abs() < 1e-6);
+        assert!((micro_f1(&scores, &truth) - 1.0).abs() < 1e-6);
+        let wrong = vec![vec![-2.0, 1.0], vec![-1.0, -3.0], vec![2.0, -0.5]];
+        assert!(mean_average_precision(&wrong, &truth, 2) < 0.6);
+        assert_eq!(micro_f1(&wrong, &truth), 0.0);
+    }
+
+    #[test]
+    fn recall_at_one_finds_same_concept_neighbours() {
+        let emb = Tensor::new(
+            &[[1f32, 0.0], [0.99, 0.14], [0.0, 1.0], [0.1, 0.995]],
+            &Device::Cpu,
+        )
+        .unwrap();
+        let (a, b) = (vec![0], vec![1]);
+        assert_eq!(recall_at_1(&emb, &[&a, &a, &b, &b]).unwrap(), 1.0);
+        assert_eq!(recall_at_1(&emb, &[&a, &b, &a, &b]).unwrap(), 0.0);
+    }
+}

@@ -1,0 +1,511 @@
+//! Running a checked workflow (feature `train`): read the images, train the
+//! template's network, evaluate after each epoch, write the run folder.
+//!
+//! The library reports progress through a callback ([`Event`]) and returns
+//! errors; it never prints. The same seed on the CPU gives the same numbers:
+//! weights are drawn from the seed ([`crate::models::init`]), the order of
+//! each epoch and every crop come from (seed, epoch, image).
+
+mod metrics;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+
+use crate::data::images::{Job, Prefetch};
+use crate::data::{split, Dataset, Rng};
+use crate::models::optim::Sgd;
+use crate::models::{init, weights, AngularMargin, NetConfig, Targets, TemplateNet};
+use crate::plan::{learning_rate, Plan};
+use crate::spec::Architecture;
+use crate::workflow::{Eval, ImageSource, Workflow};
+
+pub use metrics::EvalMetrics;
+
+/// Progress, as it happens.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Started {
+        workflow: String,
+        concepts: usize,
+        train_images: usize,
+        eval_images: usize,
+        epochs: u64,
+        steps_per_epoch: u64,
+        first_epoch: u64,
+    },
+    Step {
+        epoch: u64,
+        step: u64,
+        steps: u64,
+        loss: f32,
+        learning_rate: f64,
+        images_per_s: f64,
+    },
+    BadImage {
+        path: PathBuf,
+        reason: String,
+    },
+    Epoch {
+        epoch: u64,
+        train_loss: f32,
+        eval: EvalMetrics,
+        seconds: f64,
+        /// Share of the epoch's time the network waited for decoded images.
+        data_wait: f64,
+    },
+    Finished {
+        output: PathBuf,
+    },
+}
+
+/// How to run.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Continue from the run folder's last checkpoint.
+    pub resume: bool,
+    /// Set to stop after the current step; a checkpoint of the last finished
+    /// epoch is kept and the run can be resumed.
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Decoding threads (0: one per core).
+    pub workers: usize,
+}
+
+/// Why a run stopped.
+#[derive(Debug)]
+pub enum RunError {
+    Data(crate::data::DataError),
+    /// The loss became NaN or infinite.
+    Diverged {
+        epoch: u64,
+        step: u64,
+        loss: f32,
+    },
+    Cancelled {
+        epoch: u64,
+    },
+    Model(candle_core::Error),
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Resume {
+        path: PathBuf,
+        message: String,
+    },
+    Unsupported(String),
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Data(e) => write!(f, "{e}"),
+            RunError::Diverged { epoch, step, loss } => write!(
+                f,
+                "the loss became {loss} at epoch {epoch}, step {step}; try a smaller `per_item_lrate` \
+                 (the last good checkpoint is kept)"
+            ),
+            RunError::Cancelled { epoch } => {
+                write!(f, "stopped during epoch {epoch}; `--resume` continues from the last checkpoint")
+            }
+            RunError::Model(e) => write!(f, "{e}"),
+            RunError::Io { path, error } => write!(f, "cannot write `{}`: {error}", path.display()),
+            RunError::Resume { path, message } => write!(f, "cannot resume from `{}`: {message}", path.display()),
+            RunError::Unsupported(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<candle_core::Error> for RunError {
+    fn from(e: candle_core::Error) -> Self {
+        RunError::Model(e)
+    }
+}
+
+impl From<crate::data::DataError> for RunError {
+    fn from(e: crate::data::DataError) -> Self {
+        RunError::Data(e)
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes)
+        .and_then(|_| std::fs::rename(&tmp, path))
+        .map_err(|error| RunError::Io {
+            path: path.to_path_buf(),
+            error,
+        })
+}
+
+/// What a finished run leaves behind.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunSummary {
+    pub output: PathBuf,
+    pub epochs: u64,
+    pub final_eval: Option<EvalMetrics>,
+    pub bad_images: usize,
+}
+
+struct Images {
+    paths: Arc<Vec<PathBuf>>,
+    concepts: Vec<Vec<usize>>,
+}
+
+/// Runs `workflow`, calling `on_event` as it goes.
+pub fn run(
+    workflow: &Workflow,
+    options: &RunOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<RunSummary, RunError> {
+    if !matches!(
+        workflow.device,
+        crate::workflow::Device::Cpu | crate::workflow::Device::Auto
+    ) {
+        return Err(RunError::Unsupported(format!(
+            "training on `{}` is not built yet: use `device = cpu`",
+            workflow.device
+        )));
+    }
+    let device = Device::Cpu;
+    let plan = Plan::new(workflow);
+    let int = |name: &str| workflow.int(name).unwrap_or(0);
+    let logreg = int("logreg") == 1;
+
+    // Images: the training set, and the held-out or separate evaluation set.
+    let data = match &workflow.data.train {
+        ImageSource::Folder(p) => Dataset::from_folder(p)?,
+        ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
+    };
+    let (train_idx, eval_set) = match &workflow.data.eval {
+        Eval::Fraction(f) => {
+            let (t, e) = split(data.samples.len(), *f, workflow.seed);
+            (t, Images::select(&data, &e))
+        }
+        Eval::Images(src) => {
+            let eval = match src {
+                ImageSource::Folder(p) => Dataset::from_folder(p)?,
+                ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
+            };
+            (
+                (0..data.samples.len()).collect(),
+                Images::remap(&eval, &data.concepts),
+            )
+        }
+    };
+    let train_set = Images::select(&data, &train_idx);
+    if data.is_multi_label()
+        && !logreg
+        && workflow.template.architecture != Architecture::Resnet101AngularMargin
+    {
+        return Err(RunError::Unsupported(
+            "some images have several concepts: set `logreg = 1`".into(),
+        ));
+    }
+    let classes = data.concepts.len();
+
+    // The network, its weights drawn from the seed (or loaded).
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, &device);
+    let cfg = NetConfig::published(
+        workflow.template.architecture,
+        logreg,
+        int("embeddings_size").max(1) as usize,
+        AngularMargin {
+            scale: workflow.float("angular_scale").unwrap_or(64.0),
+            margin: workflow.float("angular_margin").unwrap_or(0.5),
+        },
+    );
+    let net = TemplateNet::new(&cfg, classes, &vb)?;
+    init::seeded(&map, workflow.seed)?;
+    if let Some(w) = &workflow.data.weights {
+        weights::load(&map, w)?;
+    }
+
+    let out = &workflow.output;
+    std::fs::create_dir_all(out).map_err(|error| RunError::Io {
+        path: out.clone(),
+        error,
+    })?;
+    write(
+        &out.join("plan.json"),
+        serde_json::to_string_pretty(&plan)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+
+    let epochs = int("num_epochs").max(1) as u64;
+    let batch = int("batch_size").max(1) as usize;
+    let size = int("image_size").max(32) as usize;
+    let items = plan.items_per_epoch.unwrap_or(train_set.paths.len() as u64) as usize;
+    let steps_per_epoch = items.div_ceil(batch) as u64;
+    let mut sgd = Sgd::new(&map, plan.lrate, 0.9, 5e-4);
+
+    let mut first_epoch = 0;
+    let checkpoint = out.join("checkpoint.safetensors");
+    if options.resume {
+        first_epoch = resume(&map, &mut sgd, &checkpoint)?;
+    }
+    on_event(&Event::Started {
+        workflow: workflow.name.clone(),
+        concepts: classes,
+        train_images: train_set.paths.len(),
+        eval_images: eval_set.paths.len(),
+        epochs,
+        steps_per_epoch,
+        first_epoch: first_epoch + 1,
+    });
+
+    let workers = if options.workers > 0 {
+        options.workers
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    };
+    let mut bad_images = 0;
+    let mut last_eval = None;
+    let mut metrics_log = String::new();
+    if options.resume {
+        metrics_log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    }
+    for epoch in first_epoch..epochs {
+        let started = Instant::now();
+        let lr = learning_rate(
+            epoch,
+            plan.lrate,
+            int("init_epochs") as u64,
+            int("step_epochs") as u64,
+            plan.lr_decay,
+        );
+        sgd.set_learning_rate(lr);
+        // This epoch's images: `items` of them, in an order drawn from (seed, epoch).
+        let mut order: Vec<usize> = Vec::with_capacity(items);
+        let mut rng = Rng::new(workflow.seed ^ (epoch + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+        while order.len() < items {
+            let mut pass: Vec<usize> = (0..train_set.paths.len()).collect();
+            rng.shuffle(&mut pass);
+            order.extend(pass.into_iter().take(items - order.len()));
+        }
+        let batches: Vec<Vec<usize>> = order.chunks(batch).map(<[usize]>::to_vec).collect();
+        let job = Job {
+            paths: train_set.paths.clone(),
+            batches,
+            size,
+            random: Some((workflow.seed, epoch)),
+        };
+        let mut waited = 0.0;
+        let mut losses = Vec::new();
+        let mut wait_start = Instant::now();
+        for (step, decoded) in Prefetch::start(job, workers, 2).enumerate() {
+            waited += wait_start.elapsed().as_secs_f64();
+            for bad in &decoded.bad {
+                bad_images += 1;
+                on_event(&Event::BadImage {
+                    path: bad.path.clone(),
+                    reason: bad.reason.clone(),
+                });
+            }
+            if decoded.indices.len() < 2 {
+                wait_start = Instant::now();
+                continue; // batch norm needs two images
+            }
+            if options
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::SeqCst))
+            {
+                return Err(RunError::Cancelled { epoch: epoch + 1 });
+            }
+            let step_start = Instant::now();
+            let n = decoded.indices.len();
+            let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), &device)?;
+            let targets = train_set.targets(&decoded.indices, classes, logreg, &device)?;
+            let loss = net.loss(&x, &targets, true)?;
+            let value = loss.to_scalar::<f32>()?;
+            if !value.is_finite() {
+                return Err(RunError::Diverged {
+                    epoch: epoch + 1,
+                    step: step as u64 + 1,
+                    loss: value,
+                });
+            }
+            sgd.step(&loss.backward()?)?;
+            losses.push(value);
+            on_event(&Event::Step {
+                epoch: epoch + 1,
+                step: step as u64 + 1,
+                steps: steps_per_epoch,
+                loss: value,
+                learning_rate: lr,
+                images_per_s: n as f64 / step_start.elapsed().as_secs_f64().max(1e-9),
+            });
+            wait_start = Instant::now();
+        }
+        let eval = metrics::evaluate(&net, &eval_set, &cfg, classes, size, workers, &device)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let train_loss = losses.iter().sum::<f32>() / losses.len().max(1) as f32;
+        let event = Event::Epoch {
+            epoch: epoch + 1,
+            train_loss,
+            eval: eval.clone(),
+            seconds,
+            data_wait: waited / seconds.max(1e-9),
+        };
+        metrics_log.push_str(&serde_json::to_string(&event).unwrap_or_default());
+        metrics_log.push('\n');
+        write(&out.join("metrics.jsonl"), metrics_log.as_bytes())?;
+        save_checkpoint(&map, &sgd, &checkpoint, epoch + 1)?;
+        on_event(&event);
+        last_eval = Some(eval);
+    }
+
+    weights::save(&map, &out.join("model.safetensors"))?;
+    let meta = serde_json::json!({
+        "workflow": workflow.name,
+        "template": workflow.template.name,
+        "architecture": workflow.template.architecture,
+        "image_size": size,
+        "concepts": data.concepts,
+        "logreg": logreg,
+        "params": plan.params,
+    });
+    write(
+        &out.join("model.json"),
+        serde_json::to_string_pretty(&meta)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    metrics::write_embeddings(&net, &train_set, &eval_set, size, workers, &device, out)?;
+    on_event(&Event::Finished {
+        output: out.clone(),
+    });
+    Ok(RunSummary {
+        output: out.clone(),
+        epochs,
+        final_eval: last_eval,
+        bad_images,
+    })
+}
+
+impl Images {
+    fn select(data: &Dataset, indices: &[usize]) -> Images {
+        Images {
+            paths: Arc::new(
+                indices
+                    .iter()
+                    .map(|&i| data.samples[i].path.clone())
+                    .collect(),
+            ),
+            concepts: indices
+                .iter()
+                .map(|&i| data.samples[i].concepts.clone())
+                .collect(),
+        }
+    }
+
+    /// An evaluation set's samples with their concepts renumbered as the training set's.
+    fn remap(eval: &Dataset, concepts: &[String]) -> Images {
+        let mut paths = Vec::new();
+        let mut labels = Vec::new();
+        for s in &eval.samples {
+            let mapped: Vec<usize> = s
+                .concepts
+                .iter()
+                .filter_map(|&c| concepts.iter().position(|n| *n == eval.concepts[c]))
+                .collect();
+            if !mapped.is_empty() {
+                paths.push(s.path.clone());
+                labels.push(mapped);
+            }
+        }
+        Images {
+            paths: Arc::new(paths),
+            concepts: labels,
+        }
+    }
+
+    fn targets(
+        &self,
+        indices: &[usize],
+        classes: usize,
+        logreg: bool,
+        device: &Device,
+    ) -> candle_core::Result<Targets> {
+        if logreg {
+            let mut rows = vec![0f32; indices.len() * classes];
+            for (r, &i) in indices.iter().enumerate() {
+                for &c in &self.concepts[i] {
+                    rows[r * classes + c] = 1.0;
+                }
+            }
+            Ok(Targets::MultiLabel(Tensor::from_vec(
+                rows,
+                (indices.len(), classes),
+                device,
+            )?))
+        } else {
+            let labels: Vec<u32> = indices
+                .iter()
+                .map(|&i| self.concepts[i][0] as u32)
+                .collect();
+            Ok(Targets::Classes(Tensor::new(labels.as_slice(), device)?))
+        }
+    }
+}
+
+fn save_checkpoint(map: &VarMap, sgd: &Sgd, path: &Path, epoch: u64) -> Result<(), RunError> {
+    let mut tensors: std::collections::HashMap<String, Tensor> = map
+        .data()
+        .lock()
+        .expect("var map lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    for (name, v) in sgd.velocities() {
+        tensors.insert(format!("sgd.velocity.{name}"), v.clone());
+    }
+    tensors.insert("epoch".into(), Tensor::new(&[epoch as u32], &Device::Cpu)?);
+    let tmp = path.with_extension("partial");
+    candle_core::safetensors::save(&tensors, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(|error| RunError::Io {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Loads the checkpoint into `map` and `sgd`; returns the number of finished epochs.
+fn resume(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<u64, RunError> {
+    let bad = |message: String| RunError::Resume {
+        path: path.to_path_buf(),
+        message,
+    };
+    if !path.exists() {
+        return Err(bad(
+            "there is no checkpoint yet: run without `--resume`".into()
+        ));
+    }
+    let tensors =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    let report = weights::load_tensors(map, &tensors)?;
+    if !report.is_complete() {
+        return Err(bad(format!(
+            "it does not fit this workflow's network ({report})"
+        )));
+    }
+    sgd.set_velocities(tensors.iter().filter_map(|(k, v)| {
+        k.strip_prefix("sgd.velocity.")
+            .map(|n| (n.to_string(), v.clone()))
+    }));
+    let epoch = tensors
+        .get("epoch")
+        .ok_or_else(|| bad("no epoch recorded".into()))?
+        .to_vec1::<u32>()?[0];
+    Ok(epoch as u64)
+}

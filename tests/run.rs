@@ -1,0 +1,192 @@
+//! Running a workflow for real (full-size BN-Inception at 32 px, a few steps)
+//! on images the test writes: the run folder, bad images, determinism,
+//! resuming after a stop, and a diverging loss.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use wfrun::exec::{run, Event, RunError, RunOptions};
+use wfrun::{check_file, CheckOptions};
+
+/// Three concepts told apart by hue and position, 16 PNGs each, plus one
+/// corrupt image and an empty concept folder.
+fn write_images(root: &Path) {
+    let hues = [[220u8, 40, 40], [40, 200, 60], [50, 80, 230]];
+    for (c, hue) in hues.iter().enumerate() {
+        let folder = root.join(format!("concept{c}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..16u32 {
+            let img = image::RgbImage::from_fn(40, 40, |x, y| {
+                let inside = (x / 14) as usize == c && (8 + i % 5..28 + i % 5).contains(&y);
+                if inside {
+                    image::Rgb(*hue)
+                } else {
+                    image::Rgb([((x * 3 + i) % 60) as u8, 30, ((y * 2) % 50) as u8])
+                }
+            });
+            img.save(folder.join(format!("{i}.png"))).unwrap();
+        }
+    }
+    std::fs::write(
+        root.join("concept1/broken.png"),
+        b"\x89PNG\r\n\x1a\ntruncated",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+}
+
+fn workflow(dir: &Path, name: &str, extra: &str) -> wfrun::Workflow {
+    let text = format!(
+        "workflow {name}\nuse Clarifai_InceptionBatchNorm {{\n  image_size = 32\n  batch_size = 8\n  num_epochs = 3\n  init_epochs = 2\n  step_epochs = 1\n  logreg = 0\n  {extra}\n}}\ndata {{ train = \"images\"  eval = 0.25 }}\nseed = 3\noutput = \"runs/{name}\"\n"
+    );
+    let path = dir.join(format!("{name}.wf"));
+    std::fs::write(&path, text).unwrap();
+    let checked = check_file(&path, &CheckOptions::default()).unwrap();
+    assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
+    checked.workflow.unwrap()
+}
+
+fn model(dir: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu).unwrap()
+}
+
+fn same(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> bool {
+    a.len() == b.len()
+        && a.iter().all(|(k, t)| {
+            let u = &b[k];
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                == u.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        })
+}
+
+#[test]
+fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+
+    // An uninterrupted run.
+    let w = workflow(dir.path(), "full", "");
+    let mut events = Vec::new();
+    let summary = run(&w, &RunOptions::default(), &mut |e| events.push(e.clone())).unwrap();
+    let out = summary.output.clone();
+    for file in [
+        "plan.json",
+        "metrics.jsonl",
+        "checkpoint.safetensors",
+        "model.safetensors",
+        "model.json",
+        "embeddings.safetensors",
+        "embeddings.csv",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("model.json")).unwrap()).unwrap();
+    assert_eq!(
+        meta["concepts"],
+        serde_json::json!(["concept0", "concept1", "concept2"])
+    );
+    let bad: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e, Event::BadImage { .. }))
+        .collect();
+    assert!(!bad.is_empty(), "the corrupt image is reported");
+    assert!(matches!(bad[0], Event::BadImage { path, .. } if path.ends_with("broken.png")));
+    let steps = events
+        .iter()
+        .filter(|e| matches!(e, Event::Step { .. }))
+        .count();
+    assert!(steps >= 12, "{steps} steps");
+    let index = std::fs::read_to_string(out.join("embeddings.csv")).unwrap();
+    assert!(index.starts_with("split,row,path,concepts\ntrain,0,"));
+    let emb =
+        candle_core::safetensors::load(out.join("embeddings.safetensors"), &Device::Cpu).unwrap();
+    assert_eq!(
+        emb["eval"].dims()[1],
+        1024,
+        "BN-Inception embeds in 1024 dimensions"
+    );
+
+    // The same seed gives the same model.
+    let again = run(
+        &workflow(dir.path(), "again", ""),
+        &RunOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        same(&model(&out), &model(&again.output)),
+        "the same seed must give the same weights"
+    );
+
+    // Stopped after the first epoch, then resumed: the same model as the uninterrupted run.
+    let w = workflow(dir.path(), "resumed", "");
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let options = RunOptions {
+        cancel: Some(cancel),
+        ..Default::default()
+    };
+    let stopped = run(&w, &options, &mut |e| {
+        if matches!(e, Event::Epoch { epoch: 1, .. }) {
+            flag.store(true, Ordering::SeqCst);
+        }
+    });
+    assert!(
+        matches!(stopped, Err(RunError::Cancelled { epoch: 2 })),
+        "{stopped:?}"
+    );
+    assert!(!w.output.join("model.safetensors").exists());
+    let resumed = run(
+        &w,
+        &RunOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(
+        same(&model(&out), &model(&resumed.output)),
+        "resuming must end with the uninterrupted run's weights"
+    );
+    let metrics = std::fs::read_to_string(resumed.output.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+}
+
+#[test]
+fn a_diverging_loss_stops_the_run_naming_epoch_and_step() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let w = workflow(dir.path(), "diverges", "per_item_lrate = 1000.0");
+    let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
+    let RunError::Diverged { epoch, step, .. } = e else {
+        panic!("{e:?}")
+    };
+    let text = e.to_string();
+    assert!(
+        text.contains(&format!("epoch {epoch}, step {step}"))
+            && text.contains("smaller `per_item_lrate`"),
+        "{text}"
+    );
+    // The last good checkpoint (of the epoch before) is kept; no model is written.
+    assert_eq!(w.output.join("checkpoint.safetensors").exists(), epoch > 1);
+    assert!(!w.output.join("model.safetensors").exists());
+
+    let w = workflow(dir.path(), "no_checkpoint", "");
+    let e = run(
+        &w,
+        &RunOptions {
+            resume: true,
+            ..Default::default()
+        },
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("no checkpoint yet"), "{e}");
+}
