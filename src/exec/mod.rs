@@ -273,7 +273,18 @@ pub fn run(
     let mut last_eval = None;
     let mut metrics_log = String::new();
     if options.resume {
-        metrics_log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        // Keep the epochs the checkpoint holds: a run killed between writing an
+        // epoch's metrics and its checkpoint repeats that epoch.
+        let previous = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        for line in previous.lines() {
+            let epoch = serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v["epoch"].as_u64());
+            if epoch.is_some_and(|e| e <= first_epoch) {
+                metrics_log.push_str(line);
+                metrics_log.push('\n');
+            }
+        }
     }
     for epoch in first_epoch..epochs {
         let started = Instant::now();

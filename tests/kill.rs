@@ -1,0 +1,116 @@
+//! A run killed with SIGKILL mid-training resumes (`wfrun FILE --resume`) to
+//! the same final weights as a run never interrupted.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+
+fn write_images(root: &Path) {
+    let hues = [[220u8, 40, 40], [40, 200, 60], [50, 80, 230]];
+    for (c, hue) in hues.iter().enumerate() {
+        let folder = root.join(format!("c{c}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..12u32 {
+            let img = image::RgbImage::from_fn(36, 36, |x, y| {
+                if (x / 12) as usize == c && y > 6 + i % 4 && y < 26 {
+                    image::Rgb(*hue)
+                } else {
+                    image::Rgb([(x * 4 % 50) as u8, 20, (y * 3 % 40 + i) as u8])
+                }
+            });
+            img.save(folder.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+fn workflow(dir: &Path, name: &str) -> std::path::PathBuf {
+    let path = dir.join(format!("{name}.wf"));
+    std::fs::write(
+        &path,
+        format!(
+            "workflow {name}\nuse Clarifai_InceptionBatchNorm {{ image_size = 32  batch_size = 6  num_epochs = 4  init_epochs = 3  step_epochs = 1  logreg = 0 }}\ndata {{ train = \"images\"  eval = 0.25 }}\nseed = 11\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn wfrun(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn model(path: &Path) -> HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t): (String, Tensor)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}
+
+#[test]
+fn killed_and_resumed_equals_uninterrupted() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+
+    let whole = workflow(dir.path(), "whole");
+    let out = wfrun(&[whole.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let killed = workflow(dir.path(), "killed");
+    let run_dir = dir.path().join("runs/killed");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(["run", killed.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !run_dir.join("checkpoint.safetensors").exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no checkpoint appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        !run_dir.join("model.safetensors").exists(),
+        "killed before the end"
+    );
+
+    let out = wfrun(&[killed.to_str().unwrap(), "--resume"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("epochs 2–4")
+            || stderr.contains("epochs 3–4")
+            || stderr.contains("epochs 4–4"),
+        "{stderr}"
+    );
+    assert_eq!(
+        model(&dir.path().join("runs/whole/model.safetensors")),
+        model(&run_dir.join("model.safetensors")),
+        "resuming after a kill must give the uninterrupted run's weights"
+    );
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        4,
+        "one line per epoch, none repeated:\n{metrics}"
+    );
+}
