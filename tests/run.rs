@@ -124,7 +124,8 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         "the same seed must give the same weights"
     );
 
-    // Stopped after the first epoch, then resumed: the same model as the uninterrupted run.
+    // Stopped in the middle of the second epoch (as Ctrl-C does), then resumed: the same
+    // model as the uninterrupted run.
     let w = workflow(dir.path(), "resumed", "");
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
@@ -133,12 +134,19 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         ..Default::default()
     };
     let stopped = run(&w, &options, &mut |e| {
-        if matches!(e, Event::Epoch { epoch: 1, .. }) {
+        if matches!(
+            e,
+            Event::Step {
+                epoch: 2,
+                step: 2,
+                ..
+            }
+        ) {
             flag.store(true, Ordering::SeqCst);
         }
     });
     assert!(
-        matches!(stopped, Err(RunError::Cancelled { epoch: 2 })),
+        matches!(stopped, Err(RunError::Cancelled { epoch: 2, step: 3 })),
         "{stopped:?}"
     );
     assert!(!w.output.join("model.safetensors").exists());

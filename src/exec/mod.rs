@@ -87,8 +87,10 @@ pub enum RunError {
         step: u64,
         loss: f32,
     },
+    /// Stopped on request before `step` of `epoch`; a checkpoint of that point was saved.
     Cancelled {
         epoch: u64,
+        step: u64,
     },
     Model(candle_core::Error),
     Io {
@@ -111,9 +113,10 @@ impl std::fmt::Display for RunError {
                 "the loss became {loss} at epoch {epoch}, step {step}; try a smaller `per_item_lrate` \
                  (the last good checkpoint is kept)"
             ),
-            RunError::Cancelled { epoch } => {
-                write!(f, "stopped during epoch {epoch}; `--resume` continues from the last checkpoint")
-            }
+            RunError::Cancelled { epoch, step } => write!(
+                f,
+                "stopped before step {step} of epoch {epoch} and saved a checkpoint; `--resume` continues from there"
+            ),
             RunError::Model(e) => write!(f, "{e}"),
             RunError::Io { path, error } => write!(f, "cannot write `{}`: {error}", path.display()),
             RunError::Resume { path, message } => write!(f, "cannot resume from `{}`: {message}", path.display()),
@@ -250,9 +253,11 @@ pub fn run(
     let mut sgd = Sgd::new(&map, plan.lrate, 0.9, 5e-4);
 
     let mut first_epoch = 0;
+    // Steps of `first_epoch` a cancelled run already trained.
+    let mut resume_step = 0;
     let checkpoint = out.join("checkpoint.safetensors");
     if options.resume {
-        first_epoch = resume(&map, &mut sgd, &checkpoint)?;
+        (first_epoch, resume_step) = resume(&map, &mut sgd, &checkpoint)?;
     }
     on_event(&Event::Started {
         workflow: workflow.name.clone(),
@@ -304,7 +309,13 @@ pub fn run(
             rng.shuffle(&mut pass);
             order.extend(pass.into_iter().take(items - order.len()));
         }
-        let batches: Vec<Vec<usize>> = order.chunks(batch).map(<[usize]>::to_vec).collect();
+        // A resumed epoch skips the batches it trained before it was stopped.
+        let skip = if epoch == first_epoch { resume_step } else { 0 };
+        let batches: Vec<Vec<usize>> = order
+            .chunks(batch)
+            .skip(skip)
+            .map(<[usize]>::to_vec)
+            .collect();
         let job = Job {
             paths: train_set.paths.clone(),
             batches,
@@ -314,7 +325,8 @@ pub fn run(
         let mut waited = 0.0;
         let mut losses = Vec::new();
         let mut wait_start = Instant::now();
-        for (step, decoded) in Prefetch::start(job, workers, 2).enumerate() {
+        for (i, decoded) in Prefetch::start(job, workers, 2).enumerate() {
+            let step = skip + i;
             waited += wait_start.elapsed().as_secs_f64();
             for bad in &decoded.bad {
                 bad_images += 1;
@@ -332,7 +344,12 @@ pub fn run(
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::SeqCst))
             {
-                return Err(RunError::Cancelled { epoch: epoch + 1 });
+                // Save where this epoch stands: `--resume` continues at this step.
+                save_checkpoint(&map, &sgd, &checkpoint, epoch, step as u64)?;
+                return Err(RunError::Cancelled {
+                    epoch: epoch + 1,
+                    step: step as u64 + 1,
+                });
             }
             let step_start = Instant::now();
             let n = decoded.indices.len();
@@ -372,7 +389,7 @@ pub fn run(
         metrics_log.push_str(&serde_json::to_string(&event).unwrap_or_default());
         metrics_log.push('\n');
         write(&out.join("metrics.jsonl"), metrics_log.as_bytes())?;
-        save_checkpoint(&map, &sgd, &checkpoint, epoch + 1)?;
+        save_checkpoint(&map, &sgd, &checkpoint, epoch + 1, 0)?;
         on_event(&event);
         last_eval = Some(eval);
     }
@@ -471,7 +488,15 @@ impl Images {
     }
 }
 
-fn save_checkpoint(map: &VarMap, sgd: &Sgd, path: &Path, epoch: u64) -> Result<(), RunError> {
+/// Saves the weights, batch-norm statistics and momentum after `epoch` finished
+/// epochs and `step` steps of the next.
+fn save_checkpoint(
+    map: &VarMap,
+    sgd: &Sgd,
+    path: &Path,
+    epoch: u64,
+    step: u64,
+) -> Result<(), RunError> {
     let mut tensors: std::collections::HashMap<String, Tensor> = map
         .data()
         .lock()
@@ -483,6 +508,7 @@ fn save_checkpoint(map: &VarMap, sgd: &Sgd, path: &Path, epoch: u64) -> Result<(
         tensors.insert(format!("sgd.velocity.{name}"), v.clone());
     }
     tensors.insert("epoch".into(), Tensor::new(&[epoch as u32], &Device::Cpu)?);
+    tensors.insert("step".into(), Tensor::new(&[step as u32], &Device::Cpu)?);
     let tmp = path.with_extension("partial");
     candle_core::safetensors::save(&tensors, &tmp)?;
     std::fs::rename(&tmp, path).map_err(|error| RunError::Io {
@@ -491,8 +517,8 @@ fn save_checkpoint(map: &VarMap, sgd: &Sgd, path: &Path, epoch: u64) -> Result<(
     })
 }
 
-/// Loads the checkpoint into `map` and `sgd`; returns the number of finished epochs.
-fn resume(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<u64, RunError> {
+/// Loads the checkpoint into `map` and `sgd`: (finished epochs, steps of the next).
+fn resume(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<(u64, usize), RunError> {
     let bad = |message: String| RunError::Resume {
         path: path.to_path_buf(),
         message,
@@ -518,5 +544,9 @@ fn resume(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<u64, RunError> {
         .get("epoch")
         .ok_or_else(|| bad("no epoch recorded".into()))?
         .to_vec1::<u32>()?[0];
-    Ok(epoch as u64)
+    let step = match tensors.get("step") {
+        Some(t) => t.to_vec1::<u32>()?[0] as usize,
+        None => 0,
+    };
+    Ok((epoch as u64, step))
 }

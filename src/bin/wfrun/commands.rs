@@ -13,6 +13,7 @@ use crate::cli::{Args, Color, Command, Deny, Format};
 pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 pub const TROUBLE: u8 = 2;
+pub const INTERRUPTED: u8 = 130;
 
 pub fn run(args: Args) -> u8 {
     let style = style(args.color);
@@ -553,7 +554,11 @@ fn train(file: &Path, resume: bool, style: Style) -> u8 {
                 eprint!("\r\x1b[2K");
             }
             eprintln!("error: {e}");
-            FAILED
+            match e {
+                // The conventional status after an interrupt (128 + SIGINT).
+                wfrun::exec::RunError::Cancelled { .. } => INTERRUPTED,
+                _ => FAILED,
+            }
         }
     }
 }
