@@ -26,6 +26,22 @@ pub struct EvalMetrics {
 
 const EVAL_BATCH: usize = 32;
 
+/// All of `images`, centre-cropped, in batches decoded ahead on `workers` threads.
+fn centre_crops(images: &Images, size: usize, workers: usize) -> Prefetch {
+    let indices: Vec<usize> = (0..images.paths.len()).collect();
+    let batches = indices.chunks(EVAL_BATCH).map(<[usize]>::to_vec).collect();
+    Prefetch::start(
+        Job {
+            paths: images.paths.clone(),
+            batches,
+            size,
+            random: None,
+        },
+        workers,
+        2,
+    )
+}
+
 /// What one evaluation pass over a set of images gives.
 struct Pass {
     /// The images that could be read, in order.
@@ -46,20 +62,9 @@ fn pass(
     workers: usize,
     device: &Device,
 ) -> Result<Pass, RunError> {
-    let batches: Vec<Vec<usize>> = (0..images.paths.len())
-        .collect::<Vec<_>>()
-        .chunks(EVAL_BATCH)
-        .map(<[usize]>::to_vec)
-        .collect();
-    let job = Job {
-        paths: images.paths.clone(),
-        batches,
-        size,
-        random: None,
-    };
     let (mut kept, mut outputs, mut logits, mut loss_sum) =
         (Vec::new(), Vec::new(), Vec::new(), 0.0f32);
-    for decoded in Prefetch::start(job, workers, 2) {
+    for decoded in centre_crops(images, size, workers) {
         if decoded.indices.is_empty() {
             continue;
         }
@@ -233,20 +238,9 @@ pub(super) fn write_embeddings(
         if images.paths.is_empty() {
             continue;
         }
-        let batches: Vec<Vec<usize>> = (0..images.paths.len())
-            .collect::<Vec<_>>()
-            .chunks(EVAL_BATCH)
-            .map(<[usize]>::to_vec)
-            .collect();
-        let job = Job {
-            paths: images.paths.clone(),
-            batches,
-            size,
-            random: None,
-        };
         let mut rows = Vec::new();
         let mut row = 0;
-        for decoded in Prefetch::start(job, workers, 2) {
+        for decoded in centre_crops(images, size, workers) {
             if decoded.indices.is_empty() {
                 continue;
             }

@@ -143,6 +143,57 @@ fn conv(vb: &VarBuilder, name: &str, spec: ConvSpec) -> Result<ConvBn> {
     ConvBn::new(spec.with_bias(), Names::Suffixed(name), vb)
 }
 
+/// The `1x1 → 3x3` branch (`NAME_3x3_reduce`, `NAME_3x3`), its 3x3 at `stride`.
+fn reduce_3x3(
+    vb: &VarBuilder,
+    name: &str,
+    in_ch: usize,
+    reduce: usize,
+    out: usize,
+    stride: usize,
+) -> Result<Branch> {
+    Ok(Branch(vec![
+        conv(
+            vb,
+            &format!("{name}_3x3_reduce"),
+            ConvSpec::new(in_ch, reduce, 1),
+        )?,
+        conv(
+            vb,
+            &format!("{name}_3x3"),
+            ConvSpec::new(reduce, out, 3).stride(stride),
+        )?,
+    ]))
+}
+
+/// The `1x1 → 3x3 → 3x3` branch (`NAME_double_3x3_reduce`, `_1`, `_2`), its last 3x3 at `stride`.
+fn double_3x3(
+    vb: &VarBuilder,
+    name: &str,
+    in_ch: usize,
+    reduce: usize,
+    out: usize,
+    stride: usize,
+) -> Result<Branch> {
+    Ok(Branch(vec![
+        conv(
+            vb,
+            &format!("{name}_double_3x3_reduce"),
+            ConvSpec::new(in_ch, reduce, 1),
+        )?,
+        conv(
+            vb,
+            &format!("{name}_double_3x3_1"),
+            ConvSpec::new(reduce, out, 3),
+        )?,
+        conv(
+            vb,
+            &format!("{name}_double_3x3_2"),
+            ConvSpec::new(out, out, 3).stride(stride),
+        )?,
+    ]))
+}
+
 impl Inception {
     fn new(m: &Module, in_ch: usize, d: usize, vb: &VarBuilder) -> Result<Inception> {
         match *m {
@@ -170,31 +221,8 @@ impl Inception {
                         &format!("{name}_1x1"),
                         ConvSpec::new(in_ch, c1x1, 1),
                     )?]),
-                    Branch(vec![
-                        conv(
-                            vb,
-                            &format!("{name}_3x3_reduce"),
-                            ConvSpec::new(in_ch, c3r, 1),
-                        )?,
-                        conv(vb, &format!("{name}_3x3"), ConvSpec::new(c3r, c3, 3))?,
-                    ]),
-                    Branch(vec![
-                        conv(
-                            vb,
-                            &format!("{name}_double_3x3_reduce"),
-                            ConvSpec::new(in_ch, dr, 1),
-                        )?,
-                        conv(
-                            vb,
-                            &format!("{name}_double_3x3_1"),
-                            ConvSpec::new(dr, dd, 3),
-                        )?,
-                        conv(
-                            vb,
-                            &format!("{name}_double_3x3_2"),
-                            ConvSpec::new(dd, dd, 3),
-                        )?,
-                    ]),
+                    reduce_3x3(vb, name, in_ch, c3r, c3, 1)?,
+                    double_3x3(vb, name, in_ch, dr, dd, 1)?,
                 ];
                 let pool = match pool {
                     PoolBranch::Avg => Pool2d::avg(3, 1, 1, true, true),
@@ -220,35 +248,8 @@ impl Inception {
             } => {
                 let (c3r, c3, dr, dd) = (c3x3_reduce / d, c3x3 / d, double_reduce / d, double / d);
                 let branches = vec![
-                    Branch(vec![
-                        conv(
-                            vb,
-                            &format!("{name}_3x3_reduce"),
-                            ConvSpec::new(in_ch, c3r, 1),
-                        )?,
-                        conv(
-                            vb,
-                            &format!("{name}_3x3"),
-                            ConvSpec::new(c3r, c3, 3).stride(2),
-                        )?,
-                    ]),
-                    Branch(vec![
-                        conv(
-                            vb,
-                            &format!("{name}_double_3x3_reduce"),
-                            ConvSpec::new(in_ch, dr, 1),
-                        )?,
-                        conv(
-                            vb,
-                            &format!("{name}_double_3x3_1"),
-                            ConvSpec::new(dr, dd, 3),
-                        )?,
-                        conv(
-                            vb,
-                            &format!("{name}_double_3x3_2"),
-                            ConvSpec::new(dd, dd, 3).stride(2),
-                        )?,
-                    ]),
+                    reduce_3x3(vb, name, in_ch, c3r, c3, 2)?,
+                    double_3x3(vb, name, in_ch, dr, dd, 2)?,
                 ];
                 Ok(Inception {
                     branches,

@@ -162,20 +162,26 @@ fn load(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
     Ok(checked)
 }
 
+/// Checks `file`, printing its diagnostics; `Err` with the exit status when it has errors.
+fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
+    let checked = load(file, no_fs, style)?;
+    if checked.workflow.is_none() {
+        let (errors, warnings) = (
+            checked.count(Severity::Error),
+            checked.count(Severity::Warning),
+        );
+        eprintln!("{}", summary(1, errors, warnings));
+        return Err(FAILED);
+    }
+    Ok(checked)
+}
+
 fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
-    let checked = match load(file, no_fs, style) {
+    let checked = match load_clean(file, no_fs, style) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let Some(plan) = checked.plan() else {
-        eprintln!(
-            "{}",
-            summary(
-                1,
-                checked.count(Severity::Error),
-                checked.count(Severity::Warning)
-            )
-        );
         return FAILED;
     };
     let text = match format {
@@ -400,19 +406,11 @@ fn duration(seconds: f64) -> String {
 fn train(file: &Path, resume: bool, style: Style) -> u8 {
     use wfrun::exec::{Event, RunOptions};
 
-    let checked = match load(file, false, style) {
+    let checked = match load_clean(file, false, style) {
         Ok(c) => c,
         Err(code) => return code,
     };
     let Some(workflow) = checked.workflow.as_ref() else {
-        eprintln!(
-            "{}",
-            summary(
-                1,
-                checked.count(Severity::Error),
-                checked.count(Severity::Warning)
-            )
-        );
         return FAILED;
     };
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
