@@ -5,9 +5,8 @@
 //! cores), so they are ignored by default:
 //! `cargo test --release --test templates_learn -- --include-ignored`.
 //! Measured 2026-11-26: BN-Inception accuracy 1.00, ResNeXt-50 0.93,
-//! ResNet-101 + angular margin recall@1 0.73 (chance ≈ 0.29) with class
-//! accuracy still 0.2 at its loss of 4.05: 36 steps from scratch are too few
-//! for its class weights to settle.
+//! ResNet-101 + angular margin recall@1 1.00 (chance ≈ 0.29), class accuracy
+//! 0.60 (its loss is still 3.86 after 36 steps from scratch).
 
 use std::path::Path;
 
@@ -85,5 +84,5 @@ fn resnet_angular_margin_embeddings_learn() {
         "angular_scale = 16\n  angular_margin = 0.1\n  embeddings_size = 64",
     );
     let recall = eval.recall_at_1.unwrap();
-    assert!(recall >= 0.6, "recall@1 {recall}");
+    assert!(recall >= 0.8, "recall@1 {recall}");
 }

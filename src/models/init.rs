@@ -6,7 +6,7 @@
 //! ReLU gain (torchvision's ResNet), linear layers and convolution biases
 //! uniform in ±1/√fan_in (PyTorch's default), batch norm weight 1, bias 0,
 //! running mean 0, running variance 1; the angular margin's class weights
-//! N(0, 0.01).
+//! Xavier-uniform.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
@@ -38,7 +38,11 @@ pub fn seeded(map: &VarMap, seed: u64) -> Result<()> {
             } else if name.ends_with("running_var") || (is_bn && name.ends_with(".weight")) {
                 vec![1.0; n]
             } else if name == "arcface.weight" {
-                (0..n).map(|_| 0.01 * rng.normal()).collect()
+                // Xavier-uniform, as ArcFace implementations initialise class weights.
+                let bound = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
+                (0..n)
+                    .map(|_| bound * (2.0 * rng.next_f64() - 1.0))
+                    .collect()
             } else if dims.len() == 4 {
                 let fan_out = (dims[0] * dims[2] * dims[3]) as f64;
                 let std = (2.0 / fan_out).sqrt();

@@ -130,12 +130,14 @@ impl TemplateNet {
                 let net = ResNet::new(backbone, vb)?;
                 let embedding =
                     candle_nn::linear(net.feature_dim(), *embeddings_size, vb.pp("embedding"))?;
+                // Xavier-uniform, as ArcFace implementations initialise class weights.
+                let bound = (6.0 / (classes + *embeddings_size) as f64).sqrt();
                 let weight = vb.get_with_hints(
                     (classes, *embeddings_size),
                     "arcface.weight",
-                    Init::Randn {
-                        mean: 0.0,
-                        stdev: 0.01,
+                    Init::Uniform {
+                        lo: -bound,
+                        up: bound,
                     },
                 )?;
                 TemplateNet {
