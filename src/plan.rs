@@ -236,7 +236,7 @@ impl fmt::Display for Plan {
             f,
             "template {} ({})",
             self.template,
-            self.architecture_name()
+            self.architecture.name()
         )?;
         writeln!(f)?;
         writeln!(f, "hyperparameters")?;
@@ -337,10 +337,10 @@ impl fmt::Display for Plan {
                 }
                 let _ = write!(line, "{} = {}", p.name, value_text(&p.value));
             }
-            let label = if s.name == s.kind_name() {
+            let label = if s.name == s.kind.name() {
                 s.name.clone()
             } else {
-                format!("{} ({})", s.name, s.kind_name())
+                format!("{} ({})", s.name, s.kind.name())
             };
             writeln!(f, "  {label}: {line}")?;
         }
@@ -356,21 +356,11 @@ impl fmt::Display for Plan {
 }
 
 impl Plan {
-    fn architecture_name(&self) -> &'static str {
-        self.architecture.name()
-    }
-
     fn param_text(&self, name: &str) -> String {
         self.params
             .iter()
             .find(|p| &*p.name == name)
             .map_or("?".to_string(), |p| value_text(&p.value))
-    }
-}
-
-impl PlannedStep {
-    fn kind_name(&self) -> &'static str {
-        self.kind.name()
     }
 }
 

@@ -91,18 +91,6 @@ impl SourceFile {
             .map_or(offset - start, |s| s.chars().count());
         (line + 1, column + 1)
     }
-
-    /// The text of the 1-based line `line`, without its line break.
-    pub fn line_text(&self, line: usize) -> &str {
-        let Some(&start) = self.line_starts.get(line.wrapping_sub(1)) else {
-            return "";
-        };
-        let end = self
-            .line_starts
-            .get(line)
-            .map_or(self.text.len(), |&next| next - 1);
-        self.text[start..end].trim_end_matches('\r')
-    }
 }
 
 /// All source files involved in one check: the prelude is always `SourceId::PRELUDE`.

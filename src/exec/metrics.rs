@@ -259,13 +259,7 @@ pub(super) fn write_embeddings(
             tensors.insert(name.to_string(), Tensor::cat(&rows, 0)?);
         }
     }
-    let path = out.join("embeddings.safetensors");
-    let tmp = path.with_extension("partial");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, &path).map_err(|error| RunError::Io {
-        path: path.clone(),
-        error,
-    })?;
+    crate::models::weights::save_tensors(&tensors, &out.join("embeddings.safetensors"))?;
     write(&out.join("embeddings.csv"), index.as_bytes())
 }
 

@@ -140,13 +140,11 @@ impl From<crate::data::DataError> for RunError {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes)
-        .and_then(|_| std::fs::rename(&tmp, path))
-        .map_err(|error| RunError::Io {
-            path: path.to_path_buf(),
-            error,
-        })
+    weights::replace_atomically(path, |tmp| {
+        std::fs::write(tmp, bytes)
+            .map_err(|e| candle_core::Error::Msg(format!("cannot write `{}`: {e}", path.display())))
+    })?;
+    Ok(())
 }
 
 /// What a finished run leaves behind.
@@ -509,12 +507,7 @@ fn save_checkpoint(
     }
     tensors.insert("epoch".into(), Tensor::new(&[epoch as u32], &Device::Cpu)?);
     tensors.insert("step".into(), Tensor::new(&[step as u32], &Device::Cpu)?);
-    let tmp = path.with_extension("partial");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(|error| RunError::Io {
-        path: path.to_path_buf(),
-        error,
-    })
+    Ok(weights::save_tensors(&tensors, path)?)
 }
 
 /// Loads the checkpoint into `map` and `sgd`: (finished epochs, steps of the next).

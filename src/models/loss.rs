@@ -4,6 +4,14 @@
 
 use candle_core::{DType, Result, Tensor, D};
 
+/// A (N, classes) mask that is true at each row's class index.
+pub fn one_hot(labels: &Tensor, classes: usize) -> Result<Tensor> {
+    labels
+        .to_dtype(DType::U32)?
+        .unsqueeze(1)?
+        .broadcast_eq(&Tensor::arange(0u32, classes as u32, labels.device())?.unsqueeze(0)?)
+}
+
 /// Rows scaled to unit length.
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = (x.sqr()?.sum_keepdim(D::Minus1)? + 1e-12)?.sqrt()?;
@@ -39,10 +47,7 @@ impl AngularMargin {
         let keeps_decreasing = cos.gt(threshold)?;
         let target = keeps_decreasing.where_cond(&with_margin, &(&cos - fallback)?)?;
         let classes = cos.dim(1)?;
-        let one_hot = labels
-            .to_dtype(DType::U32)?
-            .unsqueeze(1)?
-            .broadcast_eq(&Tensor::arange(0u32, classes as u32, cos.device())?.unsqueeze(0)?)?;
+        let one_hot = one_hot(labels, classes)?;
         one_hot.where_cond(&target, &cos)? * self.scale
     }
 

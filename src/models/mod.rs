@@ -232,13 +232,7 @@ impl TemplateNet {
                         loss::sigmoid_binary_cross_entropy(&logits, t)?
                     }
                     (true, Targets::Classes(labels)) => {
-                        let one_hot = labels
-                            .to_dtype(candle_core::DType::U32)?
-                            .unsqueeze(1)?
-                            .broadcast_eq(
-                                &Tensor::arange(0u32, logits.dim(1)? as u32, labels.device())?
-                                    .unsqueeze(0)?,
-                            )?;
+                        let one_hot = loss::one_hot(labels, logits.dim(1)?)?;
                         loss::sigmoid_binary_cross_entropy(&logits, &one_hot)?
                     }
                     (false, Targets::MultiLabel(_)) => {
