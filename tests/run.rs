@@ -198,3 +198,19 @@ fn a_diverging_loss_stops_the_run_naming_epoch_and_step() {
     .unwrap_err();
     assert!(e.to_string().contains("no checkpoint yet"), "{e}");
 }
+
+#[test]
+fn several_concepts_per_image_need_sigmoid_units() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.csv"), "a.png,cat;dog\nb.png,dog\n").unwrap();
+    let path = dir.path().join("w.wf");
+    std::fs::write(&path, "use Clarifai_ResNext { logreg = 0  batch_size = 4 }\ndata { train = manifest(\"m.csv\") }\n").unwrap();
+    let checked = check_file(&path, &CheckOptions::default()).unwrap();
+    let e = run(
+        checked.workflow.as_ref().unwrap(),
+        &RunOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("set `logreg = 1`"), "{e}");
+}
