@@ -77,6 +77,7 @@ codes! {
     BadDevice => "wf::bad-device", "the device is not written as `cpu`, `auto`, `cuda(N)` or `metal(N)`";
     PathNotFound => "wf::path-not-found", "a path does not exist or is the wrong kind";
     Data => "wf::data", "the data folder's layout is unusable or suspicious";
+    BaseModel => "wf::base-model", "the base model cannot be read, or the workflow would train it";
 }
 
 impl fmt::Display for Code {

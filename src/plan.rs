@@ -83,6 +83,16 @@ pub struct PlannedStep {
     pub params: Vec<PlannedParam>,
 }
 
+/// The frozen model a base workflow embeds with.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedBase {
+    pub weights: std::path::PathBuf,
+    /// The workflow that trained it.
+    pub workflow: String,
+    /// The concepts it was trained on.
+    pub concepts: Vec<String>,
+}
+
 /// Everything `wfrun plan` shows.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Plan {
@@ -104,6 +114,8 @@ pub struct Plan {
     pub device: Device,
     pub output: std::path::PathBuf,
     pub seed: u64,
+    /// Set when the workflow uses a finished run's model instead of training.
+    pub base: Option<PlannedBase>,
 }
 
 fn resolve(p: &ResolvedParam, derived: &dyn Fn(Derived) -> Option<u64>) -> PlannedParam {
@@ -162,7 +174,9 @@ impl Plan {
         let init = int("init_epochs").unwrap_or(1.0) as u64;
         let step = int("step_epochs").unwrap_or(1.0) as u64;
         let decay = w.template.lr_decay;
-        let epoch_learning_rates: Vec<f64> = (0..num_epochs)
+        // A base model is used as it is: no epoch trains.
+        let trained_epochs = if w.base.is_some() { 0 } else { num_epochs };
+        let epoch_learning_rates: Vec<f64> = (0..trained_epochs)
             .map(|e| learning_rate(e, lrate, init, step, decay))
             .collect();
         let mut rate_phases: Vec<RatePhase> = Vec::new();
@@ -177,7 +191,9 @@ impl Plan {
                 }),
             }
         }
-        let items_per_epoch = int("num_items_per_epoch").map(|n| n as u64);
+        let items_per_epoch = int("num_items_per_epoch")
+            .map(|n| n as u64)
+            .filter(|_| w.base.is_none());
         let steps_per_epoch = items_per_epoch.map(|n| steps_per_epoch(n, batch as u64));
         let steps = w
             .steps
@@ -199,7 +215,16 @@ impl Plan {
             rate_phases,
             items_per_epoch,
             steps_per_epoch,
-            optimizer_steps: steps_per_epoch.map(|s| s * num_epochs),
+            optimizer_steps: if w.base.is_some() {
+                Some(0)
+            } else {
+                steps_per_epoch.map(|s| s * num_epochs)
+            },
+            base: w.base.as_ref().map(|b| PlannedBase {
+                weights: b.weights.clone(),
+                workflow: b.meta.workflow.clone(),
+                concepts: b.meta.concepts.clone(),
+            }),
             data: PlannedData {
                 train: w.data.train.clone(),
                 eval: w.data.eval.clone(),
@@ -222,6 +247,7 @@ fn origin_text(o: &Origin) -> String {
         Origin::Set { line } => format!("set on line {line}"),
         Origin::Default { from } => format!("default of {from}"),
         Origin::Derived { derived, .. } => format!("derived: {}", derived.describe()),
+        Origin::Base { .. } => "trained with".to_string(),
     }
 }
 
@@ -239,7 +265,11 @@ impl fmt::Display for Plan {
             self.architecture.name()
         )?;
         writeln!(f)?;
-        writeln!(f, "hyperparameters")?;
+        if self.base.is_some() {
+            writeln!(f, "hyperparameters the base model was trained with")?;
+        } else {
+            writeln!(f, "hyperparameters")?;
+        }
         let width = self.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
         let vwidth = self
             .params
@@ -257,6 +287,25 @@ impl fmt::Display for Plan {
             )?;
         }
         writeln!(f)?;
+        if let Some(b) = &self.base {
+            writeln!(f, "base model")?;
+            writeln!(f, "  {}", b.weights.display())?;
+            writeln!(
+                f,
+                "  trained by workflow {} on {} concepts; used frozen: nothing is trained",
+                b.workflow,
+                b.concepts.len()
+            )?;
+            writeln!(f)?;
+        } else {
+            self.fmt_schedule(f)?;
+        }
+        self.fmt_data_and_steps(f)
+    }
+}
+
+impl Plan {
+    fn fmt_schedule(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "learning rate")?;
         let batch = self.param_text("batch_size");
         let per_item = self.param_text("per_item_lrate");
@@ -291,7 +340,10 @@ impl fmt::Display for Plan {
                 "  unknown until the training images can be counted: ⌈images per epoch / {batch}⌉ × {epochs} epochs"
             )?,
         }
-        writeln!(f)?;
+        writeln!(f)
+    }
+
+    fn fmt_data_and_steps(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "data")?;
         let d = &self.data;
         let kind = match &d.train {
@@ -319,6 +371,7 @@ impl fmt::Display for Plan {
         }
         match &d.weights {
             Some(w) => writeln!(f, "  weights  {}", w.display())?,
+            None if self.base.is_some() => {}
             None => writeln!(
                 f,
                 "  weights  none: the network starts from a random initialisation"
@@ -327,7 +380,7 @@ impl fmt::Display for Plan {
         writeln!(f)?;
         writeln!(f, "steps")?;
         if self.steps.is_empty() {
-            writeln!(f, "  none: training and embedding only")?;
+            writeln!(f, "  none: embedding only")?;
         }
         for s in &self.steps {
             let mut line = String::new();

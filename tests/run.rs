@@ -112,6 +112,49 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         "BN-Inception embeds in 1024 dimensions"
     );
 
+    // The finished model as the frozen base of another workflow: it embeds the same
+    // images to the same vectors, trains nothing and writes no model of its own.
+    let text = "workflow reuse\nbase = \"runs/full\"\ndata { train = \"images\"  eval = 0.25 }\nseed = 3\noutput = \"runs/reuse\"\n";
+    std::fs::write(dir.path().join("reuse.wf"), text).unwrap();
+    let checked = check_file(&dir.path().join("reuse.wf"), &CheckOptions::default()).unwrap();
+    assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
+    let reuse = checked.workflow.unwrap();
+    assert_eq!(
+        reuse.int("image_size"),
+        Some(32),
+        "the base model's hyperparameters"
+    );
+    let mut base_events = Vec::new();
+    let reused = run(&reuse, &RunOptions::default(), &mut |e| {
+        base_events.push(e.clone())
+    })
+    .unwrap();
+    assert_eq!(reused.epochs, 0);
+    assert!(!base_events.iter().any(|e| matches!(e, Event::Step { .. })));
+    assert!(!reused.output.join("model.safetensors").exists());
+    let base_emb =
+        candle_core::safetensors::load(reused.output.join("embeddings.safetensors"), &Device::Cpu)
+            .unwrap();
+    let own_emb =
+        candle_core::safetensors::load(out.join("embeddings.safetensors"), &Device::Cpu).unwrap();
+    for split in ["train", "eval"] {
+        let a = base_emb[split]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = own_emb[split]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b, "{split} embeddings differ");
+    }
+    assert_eq!(
+        std::fs::read_to_string(reused.output.join("embeddings.csv")).unwrap(),
+        std::fs::read_to_string(out.join("embeddings.csv")).unwrap()
+    );
+
     // The same seed gives the same model.
     let again = run(
         &workflow(dir.path(), "again", ""),

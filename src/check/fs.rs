@@ -13,7 +13,7 @@ use crate::workflow::{
     DataSpec, DatasetSummary, Eval, ImageSource, Resolved, ResolvedParam, StepSpec,
 };
 
-fn relative_help(cx: &Checker) -> String {
+pub(super) fn relative_help(cx: &Checker) -> String {
     let base = cx.base_dir.display().to_string();
     if base.is_empty() {
         "paths are relative to the folder of the workflow file (here the current folder)"

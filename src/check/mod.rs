@@ -42,7 +42,7 @@ impl Default for CheckOptions {
     }
 }
 
-const TOP_SETTINGS: [&str; 3] = ["device", "output", "seed"];
+const TOP_SETTINGS: [&str; 4] = ["device", "output", "seed", "base"];
 const DATA_SETTINGS: [&str; 3] = ["train", "eval", "weights"];
 
 /// Checks a parsed workflow file.
@@ -213,8 +213,34 @@ impl Checker<'_> {
             .to_string();
         let workflow_name = name.map_or(file_stem, |n| n.name.clone());
 
-        let template = match use_decl {
-            Some(u) => match self.template(&u.template.name) {
+        let (device, output, seed, base_setting) = self.top_settings(
+            &top,
+            use_decl
+                .and_then(|u| self.template(&u.template.name))
+                .cloned()
+                .as_ref(),
+            &workflow_name,
+        );
+        let base = base_setting
+            .as_ref()
+            .and_then(|(path, span)| self.base_model(path, *span));
+
+        let template = match (use_decl, &base_setting) {
+            (Some(u), Some((_, at))) => {
+                self.push(
+                    Diagnostic::error(
+                        Code::BaseModel,
+                        u.keyword.to(u.template.span),
+                        "a workflow with a base model trains nothing",
+                    )
+                    .with_label("a template to train")
+                    .with_related(*at, "the frozen base model")
+                    .with_help("remove the `use` block to embed with the base model, or remove `base` to train a new model"),
+                );
+                None
+            }
+            (None, Some(_)) => base.as_ref().and_then(|b| self.base_template(b)),
+            (Some(u), None) => match self.template(&u.template.name) {
                 Some(t) => Some(t.clone()),
                 None => {
                     let names = self.template_names();
@@ -223,8 +249,8 @@ impl Checker<'_> {
                     None
                 }
             },
-            None if self.broken_within(None) => None,
-            None => {
+            (None, None) if self.broken_within(None) => None,
+            (None, None) => {
                 self.push(
                     Diagnostic::error(
                         Code::Missing,
@@ -233,19 +259,19 @@ impl Checker<'_> {
                     )
                     .with_label("no `use` in this file")
                     .with_help(format!(
-                        "add `use TEMPLATE {{ .. }}` with one of {}",
+                        "add `use TEMPLATE {{ .. }}` with one of {}, or `base = \"runs/NAME\"` to embed with a model trained before",
                         list(&self.template_names())
                     )),
                 );
                 None
             }
         };
-        let params = match (&template, use_decl) {
-            (Some(t), Some(u)) => Some(self.hyperparameters(t, u)),
+        let params = match (&template, use_decl, &base) {
+            (Some(t), Some(u), None) => Some(self.hyperparameters(t, u)),
+            (Some(_), None, Some(b)) => Some(base_params(b)),
             _ => None,
         };
 
-        let (device, output, seed) = self.top_settings(&top, template.as_ref(), &workflow_name);
         let data_spec = match data {
             Some(d) => self.data(d, template.as_ref()),
             None if self.broken_within(None) => None,
@@ -255,21 +281,38 @@ impl Checker<'_> {
                 });
                 self.push(
                     Diagnostic::error(Code::Missing, at, "this workflow has no `data` block")
-                        .with_label("training needs images")
+                        .with_label(if base.is_some() { "embedding needs images" } else { "training needs images" })
                         .with_help("add `data { train = \"path/to/images\" }`: a folder with one sub-folder per concept"),
                 );
                 None
             }
         };
+        if let (Some(d), Some(data), Some(_)) = (data, &data_spec, &base_setting) {
+            if data.weights.is_some() {
+                let at = data_decl_spans(Some(d))
+                    .get("weights")
+                    .copied()
+                    .unwrap_or(d.keyword);
+                self.push(
+                    Diagnostic::error(
+                        Code::BaseModel,
+                        at,
+                        "a base model is used frozen: `weights` would never be loaded",
+                    )
+                    .with_label("weights to start training from")
+                    .with_help("remove `weights`; the base model's own weights are used"),
+                );
+            }
+        }
         let step_specs = self.steps(&steps);
 
         let mut dataset = None;
         if let (Some(t), Some(params), Some(u)) = (&template, &params, use_decl) {
             let has_weights = data_spec.as_ref().is_some_and(|d| d.weights.is_some());
             self.cross_checks(t, u, params, has_weights);
-            if let (Some(data), true) = (&data_spec, options.filesystem) {
-                dataset = fs::check_data(self, data, params, data_decl_spans(data_decl_of(module)));
-            }
+        }
+        if let (Some(data), Some(params), true) = (&data_spec, &params, options.filesystem) {
+            dataset = fs::check_data(self, data, params, data_decl_spans(data_decl_of(module)));
         }
         if options.filesystem {
             fs::check_step_paths(self, &steps, &step_specs);
@@ -290,6 +333,7 @@ impl Checker<'_> {
             seed,
             steps: step_specs.into_iter().flatten().collect(),
             dataset,
+            base,
         })
     }
 
@@ -483,7 +527,8 @@ impl Checker<'_> {
         settings: &[&Setting],
         template: Option<&TemplateSpec>,
         name: &str,
-    ) -> (Device, PathBuf, u64) {
+    ) -> (Device, PathBuf, u64, Option<(PathBuf, Span)>) {
+        let mut base = None;
         let mut device = Device::Cpu;
         let mut output = normalize(&self.base_dir.join("runs").join(name));
         let mut seed = 0u64;
@@ -505,6 +550,15 @@ impl Checker<'_> {
                     ValueKind::Str(p) => output = self.resolve(p),
                     other => self.push(wrong(s, "a path in quotes", other)),
                 },
+                "base" => match &s.value.kind {
+                    ValueKind::Str(p) => base = Some((self.resolve(p), s.value.span)),
+                    ValueKind::Invalid => {}
+                    other => self.push(wrong(
+                        s,
+                        "a path in quotes (a run folder or its `model.safetensors`)",
+                        other,
+                    )),
+                },
                 "seed" => match &s.value.kind {
                     ValueKind::Int(i) if *i >= 0 => seed = *i as u64,
                     ValueKind::Int(_) => self.push(
@@ -525,7 +579,79 @@ impl Checker<'_> {
                 }
             }
         }
-        (device, output, seed)
+        (device, output, seed, base)
+    }
+
+    /// Reads the base model's `model.json`. It is read even without
+    /// file-system checks: like an import, it decides the template.
+    fn base_model(&mut self, path: &Path, span: Span) -> Option<BaseModel> {
+        let (weights, meta_path) = if path.is_dir() {
+            (path.join("model.safetensors"), path.join("model.json"))
+        } else {
+            (path.to_path_buf(), path.with_extension("json"))
+        };
+        let shown = path.display();
+        if !path.exists() {
+            let help = fs::relative_help(self);
+            self.push(
+                Diagnostic::error(Code::PathNotFound, span, format!("the base model `{shown}` does not exist"))
+                    .with_label("no such path")
+                    .with_help(format!("name the folder of a finished run (it holds `model.safetensors` and `model.json`); {help}")),
+            );
+            return None;
+        }
+        let mut fail = |message: String, help: &str| {
+            self.push(
+                Diagnostic::error(Code::BaseModel, span, message)
+                    .with_label("not a model wfrun trained")
+                    .with_help(help.to_string()),
+            );
+        };
+        if !weights.is_file() {
+            fail(
+                format!("`{}` does not exist", weights.display()),
+                "a finished run's folder holds `model.safetensors`; was the run stopped before it finished? `--resume` finishes it",
+            );
+            return None;
+        }
+        let text = match std::fs::read_to_string(&meta_path) {
+            Ok(t) => t,
+            Err(e) => {
+                fail(
+                    format!("cannot read `{}`: {e}", meta_path.display()),
+                    "a base model needs the `model.json` its run wrote beside it",
+                );
+                return None;
+            }
+        };
+        match ModelMeta::from_json(&text) {
+            Ok(meta) => Some(BaseModel {
+                weights,
+                meta_path,
+                meta,
+            }),
+            Err(e) => {
+                fail(
+                    format!("`{}` does not describe a model: {e}", meta_path.display()),
+                    "use the `model.json` a wfrun run wrote",
+                );
+                None
+            }
+        }
+    }
+
+    /// The template a base model was trained with: its own when this file or
+    /// the prelude declares it, else the built-in one of its architecture.
+    fn base_template(&self, base: &BaseModel) -> Option<TemplateSpec> {
+        self.template(&base.meta.template)
+            .filter(|t| t.architecture == base.meta.architecture)
+            .or_else(|| {
+                self.builtin
+                    .templates
+                    .iter()
+                    .find(|t| t.architecture == base.meta.architecture)
+            })
+            .cloned()
     }
 
     fn unknown_top(&self, s: &Setting, template: Option<&TemplateSpec>) -> Diagnostic {
@@ -953,6 +1079,27 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// A base model's hyperparameters, as its `model.json` records them.
+fn base_params(base: &BaseModel) -> Vec<(ResolvedParam, Written)> {
+    let from: std::sync::Arc<str> = base.meta_path.display().to_string().into();
+    base.meta
+        .params
+        .iter()
+        .map(|(name, value)| {
+            (
+                ResolvedParam {
+                    name: name.as_str().into(),
+                    value: Resolved::Value(ParamValue::Num(*value)),
+                    origin: Origin::Base {
+                        model: from.clone(),
+                    },
+                },
+                Written::Unset,
+            )
+        })
+        .collect()
 }
 
 fn data_decl_of(module: &Module) -> Option<&DataDecl> {

@@ -222,11 +222,14 @@ fn micro_f1(scores: &[Vec<f32>], truth: &[&Vec<usize>]) -> f32 {
 }
 
 /// Writes `embeddings.safetensors` (`train` and `eval` matrices, one row per
-/// image that could be read) and `embeddings.csv` (split, row, path, concepts).
+/// image that could be read) and `embeddings.csv` (split, row, path, concepts
+/// by name, `;`-separated).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_embeddings(
     net: &TemplateNet,
     train: &Images,
     eval: &Images,
+    concept_names: &[String],
     size: usize,
     workers: usize,
     device: &Device,
@@ -248,10 +251,13 @@ pub(super) fn write_embeddings(
             let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
             rows.push(net.embed(&x, false)?);
             for &i in &decoded.indices {
-                let concepts: Vec<String> =
-                    images.concepts[i].iter().map(|c| c.to_string()).collect();
+                let concepts: Vec<&str> = images.concepts[i]
+                    .iter()
+                    .map(|&c| concept_names.get(c).map_or("?", String::as_str))
+                    .collect();
                 let path = images.paths[i].display().to_string().replace('"', "\"\"");
-                index.push_str(&format!("{name},{row},\"{path}\",{}\n", concepts.join(";")));
+                let concepts = concepts.join(";").replace('"', "\"\"");
+                index.push_str(&format!("{name},{row},\"{path}\",\"{concepts}\"\n"));
                 row += 1;
             }
         }

@@ -23,7 +23,7 @@ use crate::models::optim::Sgd;
 use crate::models::{init, weights, AngularMargin, NetConfig, Targets, TemplateNet};
 use crate::plan::{learning_rate, Plan};
 use crate::spec::Architecture;
-use crate::workflow::{Eval, ImageSource, Workflow};
+use crate::workflow::{BaseModel, Eval, ImageSource, ModelMeta, Workflow};
 
 pub use metrics::EvalMetrics;
 
@@ -161,49 +161,170 @@ struct Images {
     concepts: Vec<Vec<usize>>,
 }
 
-/// Runs `workflow`, calling `on_event` as it goes.
+/// The device a workflow asked for, as candle opens it.
+pub fn open_device(device: crate::workflow::Device) -> Result<Device, RunError> {
+    use crate::workflow::Device as Wanted;
+    let opened = match device {
+        Wanted::Cpu => Ok(Device::Cpu),
+        Wanted::Cuda(n) => Device::new_cuda(n),
+        Wanted::Metal(n) => Device::new_metal(n),
+        Wanted::Auto if candle_core::utils::cuda_is_available() => Device::new_cuda(0),
+        Wanted::Auto if candle_core::utils::metal_is_available() => Device::new_metal(0),
+        Wanted::Auto => Ok(Device::Cpu),
+    };
+    opened.map_err(|e| {
+        RunError::Unsupported(format!(
+            "cannot open `{device}`: {e}; `device = cpu` runs anywhere"
+        ))
+    })
+}
+
+/// The training and evaluation images of a workflow.
+struct DataSets {
+    /// The training data's concepts, in the order of the network's outputs.
+    concepts: Vec<String>,
+    multi_label: bool,
+    train: Images,
+    eval: Images,
+}
+
+impl DataSets {
+    fn load(workflow: &Workflow) -> Result<DataSets, RunError> {
+        let data = match &workflow.data.train {
+            ImageSource::Folder(p) => Dataset::from_folder(p)?,
+            ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
+        };
+        let (train_idx, eval) = match &workflow.data.eval {
+            Eval::Fraction(f) => {
+                let (t, e) = split(data.samples.len(), *f, workflow.seed);
+                (t, Images::select(&data, &e))
+            }
+            Eval::Images(src) => {
+                let eval = match src {
+                    ImageSource::Folder(p) => Dataset::from_folder(p)?,
+                    ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
+                };
+                (
+                    (0..data.samples.len()).collect(),
+                    Images::remap(&eval, &data.concepts),
+                )
+            }
+        };
+        Ok(DataSets {
+            train: Images::select(&data, &train_idx),
+            eval,
+            multi_label: data.is_multi_label(),
+            concepts: data.concepts,
+        })
+    }
+}
+
+/// Runs `workflow`, calling `on_event` as it goes: trains its template, or
+/// embeds with its base model, then writes the embeddings.
 pub fn run(
     workflow: &Workflow,
     options: &RunOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<RunSummary, RunError> {
-    if !matches!(
-        workflow.device,
-        crate::workflow::Device::Cpu | crate::workflow::Device::Auto
-    ) {
-        return Err(RunError::Unsupported(format!(
-            "training on `{}` is not built yet: use `device = cpu`",
-            workflow.device
-        )));
+    let device = open_device(workflow.device)?;
+    let sets = DataSets::load(workflow)?;
+    let out = &workflow.output;
+    std::fs::create_dir_all(out).map_err(|error| RunError::Io {
+        path: out.clone(),
+        error,
+    })?;
+    write(
+        &out.join("plan.json"),
+        serde_json::to_string_pretty(&Plan::new(workflow))
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    let workers = if options.workers > 0 {
+        options.workers
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    };
+    let (net, size, summary) = match &workflow.base {
+        Some(base) => {
+            let (net, size) = open_base(base, &device)?;
+            on_event(&Event::Started {
+                workflow: workflow.name.clone(),
+                concepts: sets.concepts.len(),
+                train_images: sets.train.paths.len(),
+                eval_images: sets.eval.paths.len(),
+                epochs: 0,
+                steps_per_epoch: 0,
+                first_epoch: 1,
+            });
+            let summary = RunSummary {
+                output: out.clone(),
+                epochs: 0,
+                final_eval: None,
+                bad_images: 0,
+            };
+            (net, size, summary)
+        }
+        None => train(workflow, &sets, options, workers, &device, on_event)?,
+    };
+    metrics::write_embeddings(
+        &net,
+        &sets.train,
+        &sets.eval,
+        &sets.concepts,
+        size,
+        workers,
+        &device,
+        out,
+    )?;
+    on_event(&Event::Finished {
+        output: out.clone(),
+    });
+    Ok(summary)
+}
+
+/// The network of a base model with its weights, and the image size it sees.
+fn open_base(base: &BaseModel, device: &Device) -> Result<(TemplateNet, usize), RunError> {
+    let meta = &base.meta;
+    let num = |name: &str, or: f64| meta.param(name).map_or(or, |n| n.as_f64());
+    let cfg = NetConfig::published(
+        meta.architecture,
+        meta.logreg,
+        num("embeddings_size", 512.0).max(1.0) as usize,
+        AngularMargin {
+            scale: num("angular_scale", 64.0),
+            margin: num("angular_margin", 0.5),
+        },
+    );
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+    let net = TemplateNet::new(&cfg, meta.concepts.len().max(1), &vb)?;
+    let report = weights::load(&map, &base.weights)?;
+    if !report.is_complete() {
+        return Err(RunError::Resume {
+            path: base.weights.clone(),
+            message: format!(
+                "the base model's weights do not fit the network `{}` describes ({report})",
+                base.meta_path.display()
+            ),
+        });
     }
-    let device = Device::Cpu;
+    Ok((net, meta.image_size))
+}
+
+/// Trains the workflow's template: (the network, its image size, the summary).
+fn train(
+    workflow: &Workflow,
+    sets: &DataSets,
+    options: &RunOptions,
+    workers: usize,
+    device: &Device,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(TemplateNet, usize, RunSummary), RunError> {
     let plan = Plan::new(workflow);
     let int = |name: &str| workflow.int(name).unwrap_or(0);
     let logreg = int("logreg") == 1;
-
-    // Images: the training set, and the held-out or separate evaluation set.
-    let data = match &workflow.data.train {
-        ImageSource::Folder(p) => Dataset::from_folder(p)?,
-        ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
-    };
-    let (train_idx, eval_set) = match &workflow.data.eval {
-        Eval::Fraction(f) => {
-            let (t, e) = split(data.samples.len(), *f, workflow.seed);
-            (t, Images::select(&data, &e))
-        }
-        Eval::Images(src) => {
-            let eval = match src {
-                ImageSource::Folder(p) => Dataset::from_folder(p)?,
-                ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
-            };
-            (
-                (0..data.samples.len()).collect(),
-                Images::remap(&eval, &data.concepts),
-            )
-        }
-    };
-    let train_set = Images::select(&data, &train_idx);
-    if data.is_multi_label()
+    let (train_set, eval_set) = (&sets.train, &sets.eval);
+    if sets.multi_label
         && !logreg
         && workflow.template.architecture != Architecture::Resnet101AngularMargin
     {
@@ -211,11 +332,11 @@ pub fn run(
             "some images have several concepts: set `logreg = 1`".into(),
         ));
     }
-    let classes = data.concepts.len();
+    let classes = sets.concepts.len();
 
     // The network, its weights drawn from the seed (or loaded).
     let map = VarMap::new();
-    let vb = VarBuilder::from_varmap(&map, DType::F32, &device);
+    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
     let cfg = NetConfig::published(
         workflow.template.architecture,
         logreg,
@@ -232,16 +353,6 @@ pub fn run(
     }
 
     let out = &workflow.output;
-    std::fs::create_dir_all(out).map_err(|error| RunError::Io {
-        path: out.clone(),
-        error,
-    })?;
-    write(
-        &out.join("plan.json"),
-        serde_json::to_string_pretty(&plan)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
 
     let epochs = int("num_epochs").max(1) as u64;
     let batch = int("batch_size").max(1) as usize;
@@ -267,11 +378,6 @@ pub fn run(
         first_epoch: first_epoch + 1,
     });
 
-    let workers = if options.workers > 0 {
-        options.workers
-    } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    };
     let mut bad_images = 0;
     let mut last_eval = None;
     let mut metrics_log = String::new();
@@ -351,8 +457,8 @@ pub fn run(
             }
             let step_start = Instant::now();
             let n = decoded.indices.len();
-            let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), &device)?;
-            let targets = train_set.targets(&decoded.indices, classes, logreg, &device)?;
+            let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
+            let targets = train_set.targets(&decoded.indices, classes, logreg, device)?;
             let loss = net.loss(&x, &targets, true)?;
             let value = loss.to_scalar::<f32>()?;
             if !value.is_finite() {
@@ -374,7 +480,7 @@ pub fn run(
             });
             wait_start = Instant::now();
         }
-        let eval = metrics::evaluate(&net, &eval_set, &cfg, classes, size, workers, &device)?;
+        let eval = metrics::evaluate(&net, eval_set, &cfg, classes, size, workers, device)?;
         let seconds = started.elapsed().as_secs_f64();
         let train_loss = losses.iter().sum::<f32>() / losses.len().max(1) as f32;
         let event = Event::Epoch {
@@ -393,31 +499,30 @@ pub fn run(
     }
 
     weights::save(&map, &out.join("model.safetensors"))?;
-    let meta = serde_json::json!({
-        "workflow": workflow.name,
-        "template": workflow.template.name,
-        "architecture": workflow.template.architecture,
-        "image_size": size,
-        "concepts": data.concepts,
-        "logreg": logreg,
-        "params": plan.params,
-    });
-    write(
-        &out.join("model.json"),
-        serde_json::to_string_pretty(&meta)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
-    metrics::write_embeddings(&net, &train_set, &eval_set, size, workers, &device, out)?;
-    on_event(&Event::Finished {
-        output: out.clone(),
-    });
-    Ok(RunSummary {
+    let meta = ModelMeta {
+        workflow: workflow.name.clone(),
+        template: workflow.template.name.clone(),
+        architecture: workflow.template.architecture,
+        image_size: size,
+        concepts: sets.concepts.clone(),
+        logreg,
+        params: plan
+            .params
+            .iter()
+            .filter_map(|p| match &p.value {
+                Some(crate::spec::ParamValue::Num(n)) => Some((p.name.to_string(), *n)),
+                _ => None,
+            })
+            .collect(),
+    };
+    write(&out.join("model.json"), meta.to_json().as_bytes())?;
+    let summary = RunSummary {
         output: out.clone(),
         epochs,
         final_eval: last_eval,
         bad_images,
-    })
+    };
+    Ok((net, size, summary))
 }
 
 impl Images {

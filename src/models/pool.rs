@@ -87,6 +87,12 @@ impl Pool2d {
 
     /// Pools `x` (N, C, H, W).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if !x.device().is_cpu() {
+            // The kernels are the CPU's: a CUDA or Metal tensor makes the round
+            // trip (differentiably), the rest of the network stays on the device.
+            let cpu = x.to_device(&candle_core::Device::Cpu)?;
+            return cpu.contiguous()?.apply_op1(*self)?.to_device(x.device());
+        }
         x.contiguous()?.apply_op1(*self)
     }
 

@@ -441,6 +441,13 @@ fn train(file: &Path, resume: bool, style: Style) -> u8 {
             first_epoch,
         } => {
             total_steps = (epochs + 1 - first_epoch) * steps_per_epoch;
+            if *epochs == 0 {
+                eprintln!(
+                    "embedding `{workflow}` with its base model: {concepts} concepts, \
+                     {train_images} training and {eval_images} evaluation images"
+                );
+                return;
+            }
             eprintln!(
                 "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
                  epochs {first_epoch}–{epochs} × {steps_per_epoch} steps"
@@ -510,8 +517,13 @@ fn train(file: &Path, resume: bool, style: Style) -> u8 {
     match wfrun::exec::run(workflow, &options, &mut on_event) {
         Ok(s) => {
             let mut out = format!(
-                "\n{} trained in {}",
+                "\n{} {} in {}",
                 workflow.name,
+                if workflow.base.is_some() {
+                    "embedded"
+                } else {
+                    "trained"
+                },
                 duration(started.elapsed().as_secs_f64())
             );
             if let Some(e) = &s.final_eval {
@@ -525,10 +537,16 @@ fn train(file: &Path, resume: bool, style: Style) -> u8 {
                     out.push_str(&format!("; recall@1 {r:.3}"));
                 }
             }
+            match &workflow.base {
+                Some(b) => out.push_str(&format!("\n  base model  {}", b.weights.display())),
+                None => out.push_str(&format!(
+                    "\n  model       {}\n  metrics     {}",
+                    s.output.join("model.safetensors").display(),
+                    s.output.join("metrics.jsonl").display(),
+                )),
+            }
             out.push_str(&format!(
-                "\n  model       {}\n  metrics     {}\n  embeddings  {}",
-                s.output.join("model.safetensors").display(),
-                s.output.join("metrics.jsonl").display(),
+                "\n  embeddings  {}",
                 s.output.join("embeddings.safetensors").display()
             ));
             if s.bad_images > 0 {
