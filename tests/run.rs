@@ -257,3 +257,52 @@ fn several_concepts_per_image_need_sigmoid_units() {
     .unwrap_err();
     assert!(e.to_string().contains("set `logreg = 1`"), "{e}");
 }
+
+#[test]
+fn unreadable_and_small_images_are_found_before_training() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    // 48 px training on 40 px images: every readable image is upscaled.
+    let path = dir.path().join("strict.wf");
+    std::fs::write(
+        &path,
+        "use Clarifai_InceptionBatchNorm { image_size = 48  batch_size = 8  logreg = 0 }\ndata { train = \"images\" }\n",
+    )
+    .unwrap();
+    let w = check_file(&path, &CheckOptions::default())
+        .unwrap()
+        .workflow
+        .unwrap();
+    let mut events = Vec::new();
+    let options = RunOptions {
+        fail_on_bad_images: true,
+        ..Default::default()
+    };
+    let result = run(&w, &options, &mut |e| events.push(e.clone()));
+    let Err(RunError::BadImages(bad)) = &result else {
+        panic!("{result:?}");
+    };
+    assert_eq!(bad.len(), 1);
+    assert!(bad[0].path.ends_with("concept1/broken.png"));
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("broken.png") && message.contains("--fail-on-bad-images"));
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Step { .. })),
+        "nothing trained"
+    );
+    assert!(!w.output.join("checkpoint.safetensors").exists());
+    let small = events.iter().find_map(|e| match e {
+        Event::SmallImages {
+            image_size,
+            count,
+            smallest,
+            median_side,
+        } => Some((*image_size, *count, smallest.len(), *median_side)),
+        _ => None,
+    });
+    assert_eq!(
+        small,
+        Some((48, 48, 5, 40)),
+        "the 48 readable 40 px images are reported"
+    );
+}

@@ -46,6 +46,47 @@ impl std::fmt::Display for BadImage {
     }
 }
 
+/// The width and height of every image of `paths`, in order, read on
+/// `workers` threads: from the file's header alone, or (`decode`) by decoding
+/// the whole image, which also finds files corrupt past their header.
+pub fn survey(
+    paths: &[PathBuf],
+    workers: usize,
+    decode: bool,
+) -> Vec<Result<(u32, u32), BadImage>> {
+    let one = |path: &PathBuf| -> Result<(u32, u32), BadImage> {
+        let bad = |reason: String| BadImage {
+            path: path.clone(),
+            reason,
+        };
+        let reader = image::ImageReader::open(path)
+            .map_err(|e| bad(e.to_string()))?
+            .with_guessed_format()
+            .map_err(|e| bad(e.to_string()))?;
+        let (w, h) = if decode {
+            let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+            (img.width(), img.height())
+        } else {
+            reader.into_dimensions().map_err(|e| bad(e.to_string()))?
+        };
+        if w == 0 || h == 0 {
+            return Err(bad("the image is empty".into()));
+        }
+        Ok((w, h))
+    };
+    let chunk = paths.len().div_ceil(workers.max(1)).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// Reads `path` and returns `3 × size × size` floats, channels first.
 pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> {
     let bad = |reason: String| BadImage {

@@ -52,6 +52,15 @@ pub enum Event {
         path: PathBuf,
         reason: String,
     },
+    /// Images whose shorter side is below `image_size`: they are upscaled.
+    SmallImages {
+        image_size: usize,
+        count: usize,
+        /// The smallest few: (path, width, height).
+        smallest: Vec<(PathBuf, u32, u32)>,
+        /// The median shorter side of all the images.
+        median_side: u32,
+    },
     Epoch {
         epoch: u64,
         train_loss: f32,
@@ -75,6 +84,9 @@ pub struct RunOptions {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Decoding threads (0: one per core).
     pub workers: usize,
+    /// Decode every image before starting and stop on the first pass if any
+    /// cannot be read, instead of skipping them as they come.
+    pub fail_on_bad_images: bool,
 }
 
 /// Why a run stopped.
@@ -102,6 +114,8 @@ pub enum RunError {
         message: String,
     },
     Unsupported(String),
+    /// Images that cannot be read, found before the run started.
+    BadImages(Vec<crate::data::images::BadImage>),
 }
 
 impl std::fmt::Display for RunError {
@@ -121,6 +135,22 @@ impl std::fmt::Display for RunError {
             RunError::Io { path, error } => write!(f, "cannot write `{}`: {error}", path.display()),
             RunError::Resume { path, message } => write!(f, "cannot resume from `{}`: {message}", path.display()),
             RunError::Unsupported(m) => f.write_str(m),
+            RunError::BadImages(bad) => {
+                match bad.len() {
+                    1 => write!(f, "an image cannot be read:")?,
+                    n => write!(f, "{n} images cannot be read:")?,
+                }
+                for b in bad.iter().take(10) {
+                    write!(f, "\n  {}: {}", b.path.display(), b.reason)?;
+                }
+                if bad.len() > 10 {
+                    write!(f, "\n  and {} more", bad.len() - 10)?;
+                }
+                write!(
+                    f,
+                    "\nremove or replace them; without `--fail-on-bad-images` they are skipped and listed"
+                )
+            }
         }
     }
 }
@@ -228,6 +258,12 @@ pub fn run(
 ) -> Result<RunSummary, RunError> {
     let device = open_device(workflow.device)?;
     let sets = DataSets::load(workflow)?;
+    let workers = if options.workers > 0 {
+        options.workers
+    } else {
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    };
+    survey_images(workflow, &sets, options, workers, on_event)?;
     let out = &workflow.output;
     std::fs::create_dir_all(out).map_err(|error| RunError::Io {
         path: out.clone(),
@@ -239,11 +275,6 @@ pub fn run(
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    let workers = if options.workers > 0 {
-        options.workers
-    } else {
-        std::thread::available_parallelism().map_or(2, |n| n.get())
-    };
     let (net, size, summary) = match &workflow.base {
         Some(base) => {
             let (net, size) = open_base(base, &device)?;
@@ -280,6 +311,55 @@ pub fn run(
         output: out.clone(),
     });
     Ok(summary)
+}
+
+/// Reads every image's size from its header (or decodes it whole with
+/// `fail_on_bad_images`): unreadable images stop the run up front with that
+/// option, and images smaller than `image_size` are reported.
+fn survey_images(
+    workflow: &Workflow,
+    sets: &DataSets,
+    options: &RunOptions,
+    workers: usize,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), RunError> {
+    let size = workflow.int("image_size").unwrap_or(0).max(0) as u32;
+    let paths: Vec<PathBuf> = sets
+        .train
+        .paths
+        .iter()
+        .chain(sets.eval.paths.iter())
+        .cloned()
+        .collect();
+    let found = crate::data::images::survey(&paths, workers, options.fail_on_bad_images);
+    let mut bad = Vec::new();
+    let mut sides = Vec::new();
+    let mut small = Vec::new();
+    for (path, r) in paths.iter().zip(found) {
+        match r {
+            Ok((w, h)) => {
+                sides.push(w.min(h));
+                if w.min(h) < size {
+                    small.push((path.clone(), w, h));
+                }
+            }
+            Err(e) => bad.push(e),
+        }
+    }
+    if !small.is_empty() {
+        sides.sort_unstable();
+        small.sort_by_key(|(_, w, h)| (*w).min(*h));
+        on_event(&Event::SmallImages {
+            image_size: size as usize,
+            count: small.len(),
+            smallest: small.into_iter().take(5).collect(),
+            median_side: sides[sides.len() / 2],
+        });
+    }
+    if options.fail_on_bad_images && !bad.is_empty() {
+        return Err(RunError::BadImages(bad));
+    }
+    Ok(())
 }
 
 /// The network of a base model with its weights, and the image size it sees.

@@ -54,6 +54,10 @@ pub enum Command {
         /// Continue from the run folder's last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// Decode every image before starting and stop if any cannot be read
+        /// (by default unreadable images are skipped and listed).
+        #[arg(long)]
+        fail_on_bad_images: bool,
     },
     /// List the templates and step kinds with their parameters.
     Templates {

@@ -29,7 +29,11 @@ pub fn run(args: Args) -> u8 {
             format,
             no_fs,
         } => plan(&file, format, no_fs, style),
-        Command::Run { file, resume } => train(&file, resume, style),
+        Command::Run {
+            file,
+            resume,
+            fail_on_bad_images,
+        } => train(&file, resume, fail_on_bad_images, style),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }
@@ -403,7 +407,7 @@ fn duration(seconds: f64) -> String {
     }
 }
 
-fn train(file: &Path, resume: bool, style: Style) -> u8 {
+fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u8 {
     use wfrun::exec::{Event, RunOptions};
 
     let checked = match load_clean(file, false, style) {
@@ -425,6 +429,7 @@ fn train(file: &Path, resume: bool, style: Style) -> u8 {
         resume,
         cancel: Some(cancel),
         workers: 0,
+        fail_on_bad_images,
     };
     let live = std::io::stderr().is_terminal();
     let started = std::time::Instant::now();
@@ -478,6 +483,26 @@ fn train(file: &Path, resume: bool, style: Style) -> u8 {
                 eprint!("\r\x1b[2K");
             }
             eprintln!("warning: skipped `{}`: {reason}", path.display());
+        }
+        Event::SmallImages {
+            image_size,
+            count,
+            smallest,
+            median_side,
+        } => {
+            let (path, w, h) = &smallest[0];
+            let mut line = format!(
+                "warning: {count} image(s) have a shorter side below `image_size` = {image_size} and are upscaled; \
+                 the smallest is `{}` ({w}×{h})",
+                path.display()
+            );
+            if *median_side < *image_size as u32 && *median_side >= 32 {
+                let fits = 32 + (median_side - 32) / 16 * 16;
+                line.push_str(&format!(
+                    "\n  half the images are {median_side} px or smaller: `image_size = {fits}` would not upscale them"
+                ));
+            }
+            eprintln!("{line}");
         }
         Event::Epoch {
             epoch,
