@@ -1,9 +1,8 @@
 //! Each template, run as a workflow with its full-size network at 32 px for a
 //! few epochs (36 steps), learns clearly separable generated concepts.
 //!
-//! The ResNet cases take minutes (about 100 s each in a release build on two
-//! cores), so they are ignored by default:
-//! `cargo test --release --test templates_learn -- --include-ignored`.
+//! The three run in parallel in about 150 s on two cores (test profile, with
+//! the dependencies optimised), the ResNet cases taking most of it.
 //! Measured 2026-11-26: BN-Inception accuracy 1.00, ResNeXt-50 0.93,
 //! ResNet-101 + angular margin recall@1 1.00 (chance ≈ 0.29), class accuracy
 //! 0.60 (its loss is still 3.86 after 36 steps from scratch).
@@ -71,13 +70,11 @@ fn inception_batchnorm_learns() {
 }
 
 #[test]
-#[ignore = "minutes of training: run with --include-ignored"]
 fn resnext_learns() {
     assert!(accuracy_after_training("Clarifai_ResNext", "logreg = 0") >= 0.8);
 }
 
 #[test]
-#[ignore = "minutes of training: run with --include-ignored"]
 fn resnet_angular_margin_embeddings_learn() {
     let eval = train(
         "Clarifai_ResNet_AngularMargin",
