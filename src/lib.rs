@@ -35,6 +35,8 @@ pub mod plan;
 pub mod report;
 pub mod source;
 pub mod spec;
+#[cfg(feature = "train")]
+pub mod steps;
 pub mod suggest;
 pub mod syntax;
 pub mod workflow;

@@ -114,7 +114,11 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
 
     // The finished model as the frozen base of another workflow: it embeds the same
     // images to the same vectors, trains nothing and writes no model of its own.
-    let text = "workflow reuse\nbase = \"runs/full\"\ndata { train = \"images\"  eval = 0.25 }\nseed = 3\noutput = \"runs/reuse\"\n";
+    let text = "workflow reuse\nbase = \"runs/full\"\ndata { train = \"images\"  eval = 0.25 }\nseed = 3\noutput = \"runs/reuse\"\n\
+                step classifier_head { logreg = 0  epochs = 50 }\n\
+                step clustering { inits = 2 }\n\
+                step visual_search { top_k = 3  index = all }\n\
+                step visual_search as by_folder { top_k = 2  queries = \"images\" }\n";
     std::fs::write(dir.path().join("reuse.wf"), text).unwrap();
     let checked = check_file(&dir.path().join("reuse.wf"), &CheckOptions::default()).unwrap();
     assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
@@ -154,6 +158,82 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         std::fs::read_to_string(reused.output.join("embeddings.csv")).unwrap(),
         std::fs::read_to_string(out.join("embeddings.csv")).unwrap()
     );
+
+    // Its steps ran on those embeddings and wrote their files, metrics and pictures.
+    assert!(reused.failed_steps.is_empty(), "{:?}", reused.failed_steps);
+    let names: Vec<&str> = reused.steps.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "classifier_head",
+            "clustering",
+            "visual_search",
+            "by_folder"
+        ]
+    );
+    let steps = reused.output.join("steps");
+    for file in [
+        "classifier_head/predictions.csv",
+        "classifier_head/head.safetensors",
+        "classifier_head/metrics.json",
+        "clustering/clusters.csv",
+        "clustering/centroids.safetensors",
+        "visual_search/neighbours.csv",
+        "by_folder/neighbours.csv",
+    ] {
+        assert!(steps.join(file).is_file(), "{file} missing");
+    }
+    let metric = |step: &str| -> serde_json::Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(steps.join(step).join("metrics.json")).unwrap(),
+        )
+        .unwrap()
+    };
+    let head = metric("classifier_head");
+    let accuracy = head["eval"]["accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&accuracy));
+    assert_eq!(head["eval"]["images"], 12);
+    let confusion = head["eval"]["confusion"].as_array().unwrap();
+    assert_eq!(confusion.len(), 3);
+    let clusters = metric("clustering");
+    assert_eq!(clusters["k"], 3, "k defaults to the number of concepts");
+    assert_eq!(clusters["images"], 48, "every readable image is clustered");
+    assert!(clusters["nmi"].as_f64().is_some() && clusters["ari"].as_f64().is_some());
+    let csv = std::fs::read_to_string(steps.join("clustering/clusters.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 49);
+    let search = metric("visual_search");
+    assert_eq!(search["queries"], 12);
+    assert_eq!(
+        search["index_images"], 48,
+        "`index = all` searches every image"
+    );
+    assert!(search["recall_at_3"].as_f64().unwrap() >= search["recall_at_1"].as_f64().unwrap());
+    let neighbours = std::fs::read_to_string(steps.join("visual_search/neighbours.csv")).unwrap();
+    assert_eq!(neighbours.lines().count(), 1 + 12 * 3);
+    // A query is never its own neighbour.
+    for line in neighbours.lines().skip(1) {
+        let fields: Vec<&str> = line.split("\",").collect();
+        assert_ne!(fields[0], fields[1].split_once(',').unwrap().1, "{line}");
+    }
+    let folder = metric("by_folder");
+    assert_eq!(
+        folder["queries"], 48,
+        "a folder of queries is embedded with the model"
+    );
+    for picture in [
+        "embeddings_by_concept.svg",
+        "clusters_clustering.svg",
+        "confusion_classifier_head.svg",
+        "search_visual_search.svg",
+    ] {
+        let svg = std::fs::read_to_string(reused.output.join("pictures").join(picture)).unwrap();
+        assert!(svg.starts_with("<svg") && svg.len() > 1000, "{picture}");
+    }
+    let html = std::fs::read_to_string(reused.output.join("report.html")).unwrap();
+    assert!(html.contains("pictures/search_visual_search.svg"));
+    assert!(std::fs::read_to_string(out.join("report.html"))
+        .unwrap()
+        .contains("pictures/training.svg"));
 
     // The same seed gives the same model.
     let again = run(

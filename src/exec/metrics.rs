@@ -221,52 +221,96 @@ fn micro_f1(scores: &[Vec<f32>], truth: &[&Vec<usize>]) -> f32 {
     }
 }
 
-/// Writes `embeddings.safetensors` (`train` and `eval` matrices, one row per
-/// image that could be read) and `embeddings.csv` (split, row, path, concepts
-/// by name, `;`-separated).
-#[allow(clippy::too_many_arguments)]
-pub(super) fn write_embeddings(
+/// The embeddings of the images that could be read, with which image each row is.
+pub struct Embedded {
+    /// `rows × dim`; `None` when no image could be read.
+    pub matrix: Option<Tensor>,
+    pub paths: Vec<std::path::PathBuf>,
+    pub concepts: Vec<Vec<usize>>,
+}
+
+impl Embedded {
+    pub fn rows(&self) -> usize {
+        self.paths.len()
+    }
+}
+
+/// Embeds `images` (centre crops) with `net` in evaluation mode.
+pub(super) fn embed(
     net: &TemplateNet,
-    train: &Images,
-    eval: &Images,
-    concept_names: &[String],
+    images: &Images,
     size: usize,
     workers: usize,
     device: &Device,
-    out: &Path,
-) -> Result<(), RunError> {
-    let mut tensors = std::collections::HashMap::new();
-    let mut index = String::from("split,row,path,concepts\n");
-    for (name, images) in [("train", train), ("eval", eval)] {
-        if images.paths.is_empty() {
-            continue;
-        }
-        let mut rows = Vec::new();
-        let mut row = 0;
+) -> Result<Embedded, RunError> {
+    let mut rows = Vec::new();
+    let (mut paths, mut concepts) = (Vec::new(), Vec::new());
+    if !images.paths.is_empty() {
         for decoded in centre_crops(images, size, workers) {
             if decoded.indices.is_empty() {
                 continue;
             }
             let n = decoded.indices.len();
             let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
-            rows.push(net.embed(&x, false)?);
+            // Detached: the steps must never backpropagate into the network.
+            rows.push(net.embed(&x, false)?.detach());
             for &i in &decoded.indices {
-                let concepts: Vec<&str> = images.concepts[i]
-                    .iter()
-                    .map(|&c| concept_names.get(c).map_or("?", String::as_str))
-                    .collect();
-                let path = images.paths[i].display().to_string().replace('"', "\"\"");
-                let concepts = concepts.join(";").replace('"', "\"\"");
-                index.push_str(&format!("{name},{row},\"{path}\",\"{concepts}\"\n"));
-                row += 1;
+                paths.push(images.paths[i].clone());
+                concepts.push(images.concepts[i].clone());
             }
         }
-        if !rows.is_empty() {
-            tensors.insert(name.to_string(), Tensor::cat(&rows, 0)?);
+    }
+    let matrix = if rows.is_empty() {
+        None
+    } else {
+        Some(Tensor::cat(&rows, 0)?)
+    };
+    Ok(Embedded {
+        matrix,
+        paths,
+        concepts,
+    })
+}
+
+/// Writes `embeddings.safetensors` (`train` and `eval` matrices, one row per
+/// image that could be read) and `embeddings.csv` (split, row, path, concepts
+/// by name, `;`-separated).
+pub(super) fn write_embeddings(
+    train: &Embedded,
+    eval: &Embedded,
+    concept_names: &[String],
+    out: &Path,
+) -> Result<(), RunError> {
+    let mut tensors = std::collections::HashMap::new();
+    let mut index = String::from("split,row,path,concepts\n");
+    for (name, e) in [("train", train), ("eval", eval)] {
+        for (row, (path, cs)) in e.paths.iter().zip(&e.concepts).enumerate() {
+            index.push_str(&format!(
+                "{name},{row},{},{}\n",
+                csv_field(&path.display().to_string()),
+                csv_field(&concept_list(cs, concept_names))
+            ));
+        }
+        if let Some(m) = &e.matrix {
+            tensors.insert(name.to_string(), m.clone());
         }
     }
     crate::models::weights::save_tensors(&tensors, &out.join("embeddings.safetensors"))?;
     write(&out.join("embeddings.csv"), index.as_bytes())
+}
+
+/// Concept indices as names, `;`-separated.
+pub(super) fn concept_list(concepts: &[usize], names: &[String]) -> String {
+    concepts
+        .iter()
+        .map(|&c| names.get(c).map_or("?", String::as_str))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// A CSV field, always quoted.
+pub(super) fn csv_field(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
 }
 
 #[cfg(test)]

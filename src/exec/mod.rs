@@ -7,6 +7,8 @@
 //! each epoch and every crop come from (seed, epoch, image).
 
 mod metrics;
+mod pictures;
+mod steps;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +28,7 @@ use crate::spec::Architecture;
 use crate::workflow::{BaseModel, Eval, ImageSource, ModelMeta, Workflow};
 
 pub use metrics::EvalMetrics;
+pub use steps::StepOutcome;
 
 /// Progress, as it happens.
 #[derive(Clone, Debug, Serialize)]
@@ -68,6 +71,15 @@ pub enum Event {
         seconds: f64,
         /// Share of the epoch's time the network waited for decoded images.
         data_wait: f64,
+    },
+    /// A downstream step finished; its files are in `outcome.folder`.
+    StepFinished {
+        outcome: StepOutcome,
+    },
+    /// A downstream step could not run; the others still do.
+    StepFailed {
+        step: String,
+        message: String,
     },
     Finished {
         output: PathBuf,
@@ -116,6 +128,11 @@ pub enum RunError {
     Unsupported(String),
     /// Images that cannot be read, found before the run started.
     BadImages(Vec<crate::data::images::BadImage>),
+    /// A downstream step could not run.
+    Step {
+        step: String,
+        message: String,
+    },
 }
 
 impl std::fmt::Display for RunError {
@@ -135,6 +152,7 @@ impl std::fmt::Display for RunError {
             RunError::Io { path, error } => write!(f, "cannot write `{}`: {error}", path.display()),
             RunError::Resume { path, message } => write!(f, "cannot resume from `{}`: {message}", path.display()),
             RunError::Unsupported(m) => f.write_str(m),
+            RunError::Step { step, message } => write!(f, "step `{step}`: {message}"),
             RunError::BadImages(bad) => {
                 match bad.len() {
                     1 => write!(f, "an image cannot be read:")?,
@@ -184,6 +202,10 @@ pub struct RunSummary {
     pub epochs: u64,
     pub final_eval: Option<EvalMetrics>,
     pub bad_images: usize,
+    /// The downstream steps that ran, in order.
+    pub steps: Vec<StepOutcome>,
+    /// Steps that could not run: (name, why).
+    pub failed_steps: Vec<(String, String)>,
 }
 
 struct Images {
@@ -275,7 +297,7 @@ pub fn run(
             .unwrap_or_default()
             .as_bytes(),
     )?;
-    let (net, size, summary) = match &workflow.base {
+    let (net, size, mut summary) = match &workflow.base {
         Some(base) => {
             let (net, size) = open_base(base, &device)?;
             on_event(&Event::Started {
@@ -292,25 +314,182 @@ pub fn run(
                 epochs: 0,
                 final_eval: None,
                 bad_images: 0,
+                steps: Vec::new(),
+                failed_steps: Vec::new(),
             };
             (net, size, summary)
         }
         None => train(workflow, &sets, options, workers, &device, on_event)?,
     };
-    metrics::write_embeddings(
-        &net,
-        &sets.train,
-        &sets.eval,
-        &sets.concepts,
+    let train_emb = metrics::embed(&net, &sets.train, size, workers, &device)?;
+    let eval_emb = metrics::embed(&net, &sets.eval, size, workers, &device)?;
+    metrics::write_embeddings(&train_emb, &eval_emb, &sets.concepts, out)?;
+    let inputs = steps::StepInputs {
+        workflow,
+        concepts: &sets.concepts,
+        train: &train_emb,
+        eval: &eval_emb,
+        net: &net,
         size,
         workers,
-        &device,
+        device: &device,
         out,
-    )?;
+    };
+    let mut extras = Vec::new();
+    for step in &workflow.steps {
+        match steps::run_step(&inputs, step) {
+            Ok((outcome, extra)) => {
+                on_event(&Event::StepFinished {
+                    outcome: outcome.clone(),
+                });
+                summary.steps.push(outcome);
+                extras.push(extra);
+            }
+            // An unwritable run folder stops the run; a step that cannot run does not.
+            Err(e @ RunError::Io { .. }) => return Err(e),
+            Err(e) => {
+                let message = match e {
+                    RunError::Step { message, .. } => message,
+                    other => other.to_string(),
+                };
+                on_event(&Event::StepFailed {
+                    step: step.name.clone(),
+                    message: message.clone(),
+                });
+                summary.failed_steps.push((step.name.clone(), message));
+            }
+        }
+    }
+    report(workflow, &sets, &train_emb, &eval_emb, &summary, &extras)?;
     on_event(&Event::Finished {
         output: out.clone(),
     });
     Ok(summary)
+}
+
+/// Draws the run's pictures and writes `report.html`.
+fn report(
+    workflow: &Workflow,
+    sets: &DataSets,
+    train: &metrics::Embedded,
+    eval: &metrics::Embedded,
+    summary: &RunSummary,
+    extras: &[steps::Extras],
+) -> Result<(), RunError> {
+    let out = &workflow.output;
+    let mut pics: Vec<(String, String, String)> = Vec::new();
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    if workflow.base.is_none() {
+        if let Some(svg) = pictures::training_curves(&log) {
+            pics.push(("training.svg".into(), "Training".into(), svg));
+        }
+    }
+    let parts: Vec<Tensor> = [train, eval]
+        .iter()
+        .filter_map(|e| e.matrix.clone())
+        .collect();
+    if !parts.is_empty() {
+        let all = Tensor::cat(&parts, 0)?;
+        let points = pictures::pca_2d(&all, workflow.seed)?;
+        let concepts: Vec<&Vec<usize>> = train.concepts.iter().chain(&eval.concepts).collect();
+        let mut names = sets.concepts.clone();
+        let unknown = names.len();
+        if concepts.iter().any(|c| c.is_empty()) {
+            names.push("no concept".into());
+        }
+        let groups: Vec<usize> = concepts
+            .iter()
+            .map(|c| c.first().copied().unwrap_or(unknown))
+            .collect();
+        pics.push((
+            "embeddings_by_concept.svg".into(),
+            "Embeddings by concept".into(),
+            pictures::scatter("Embeddings coloured by concept", &points, &groups, &names),
+        ));
+        for (outcome, extra) in summary.steps.iter().zip(extras) {
+            if let Some(a) = &extra.assignments {
+                let groups: Vec<usize> = a.iter().map(|&c| c as usize).collect();
+                let k = groups.iter().max().map_or(0, |m| m + 1);
+                let names: Vec<String> = (0..k).map(|c| format!("cluster {c}")).collect();
+                pics.push((
+                    format!("clusters_{}.svg", outcome.name),
+                    format!("Embeddings by cluster ({})", outcome.name),
+                    pictures::scatter(
+                        &format!("Embeddings coloured by cluster ({})", outcome.name),
+                        &points,
+                        &groups,
+                        &names,
+                    ),
+                ));
+            }
+        }
+    }
+    for (outcome, extra) in summary.steps.iter().zip(extras) {
+        if let Some(m) = outcome.metrics["eval"]["confusion"].as_array() {
+            let matrix: Vec<Vec<usize>> = m
+                .iter()
+                .map(|row| {
+                    row.as_array()
+                        .map(|r| r.iter().map(|v| v.as_u64().unwrap_or(0) as usize).collect())
+                        .unwrap_or_default()
+                })
+                .collect();
+            pics.push((
+                format!("confusion_{}.svg", outcome.name),
+                format!("Confusion matrix ({})", outcome.name),
+                pictures::confusion(
+                    &format!("Held-out confusion matrix ({})", outcome.name),
+                    &matrix,
+                    &sets.concepts,
+                ),
+            ));
+        }
+        if let Some(rows) = &extra.grid {
+            pics.push((
+                format!("search_{}.svg", outcome.name),
+                format!("Visual search ({})", outcome.name),
+                pictures::search_grid(&format!("Nearest neighbours ({})", outcome.name), rows),
+            ));
+        }
+    }
+    let mut html = String::from("<table>\n");
+    let mut row = |k: &str, v: String| {
+        html.push_str(&format!("<tr><th>{k}</th><td>{v}</td></tr>\n"));
+    };
+    match &workflow.base {
+        Some(b) => row("base model", b.weights.display().to_string()),
+        None => row(
+            "template",
+            format!("{} ({} epochs)", workflow.template.name, summary.epochs),
+        ),
+    }
+    row(
+        "images",
+        format!(
+            "{} concepts; {} training, {} evaluation",
+            sets.concepts.len(),
+            train.rows(),
+            eval.rows()
+        ),
+    );
+    if let Some(e) = &summary.final_eval {
+        let v = serde_json::to_value(e).unwrap_or_default();
+        row("held-out, last epoch", pictures::metrics_text(&v));
+    }
+    for s in &summary.steps {
+        let mut shown = s.metrics.clone();
+        if let Some(o) = shown.as_object_mut() {
+            o.remove("loss_per_epoch");
+            o.remove("cluster_sizes");
+            if let Some(e) = o.get_mut("eval").and_then(|e| e.as_object_mut()) {
+                e.remove("confusion");
+                e.remove("per_concept");
+            }
+        }
+        row(&format!("step {}", s.name), pictures::metrics_text(&shown));
+    }
+    html.push_str("</table>");
+    pictures::write_report(out, &format!("wfrun: {}", workflow.name), &html, &pics)
 }
 
 /// Reads every image's size from its header (or decodes it whole with
@@ -601,6 +780,8 @@ fn train(
         epochs,
         final_eval: last_eval,
         bad_images,
+        steps: Vec::new(),
+        failed_steps: Vec::new(),
     };
     Ok((net, size, summary))
 }

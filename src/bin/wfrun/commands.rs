@@ -407,6 +407,49 @@ fn duration(seconds: f64) -> String {
     }
 }
 
+/// One line of a step's headline metrics.
+fn step_line(outcome: &wfrun::exec::StepOutcome) -> String {
+    let m = &outcome.metrics;
+    let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.3}"));
+    let mut parts = Vec::new();
+    match outcome.kind {
+        wfrun::spec::StepKindId::ClassifierHead => {
+            let e = &m["eval"];
+            if let Some(a) = f(&e["accuracy"]) {
+                parts.push(format!("held-out accuracy {a}"));
+            }
+            if let (Some(a), Some(k)) = (f(&e["top_k_accuracy"]), e["top_k"].as_u64()) {
+                parts.push(format!("top-{k} {a}"));
+            }
+            if let Some(a) = f(&e["mean_average_precision"]) {
+                parts.push(format!("held-out mAP {a}"));
+            }
+        }
+        wfrun::spec::StepKindId::Clustering => {
+            parts.push(format!("k {}", m["k"]));
+            for (name, key) in [("silhouette", "silhouette"), ("NMI", "nmi"), ("ARI", "ari")] {
+                if let Some(v) = f(&m[key]) {
+                    parts.push(format!("{name} {v}"));
+                }
+            }
+        }
+        wfrun::spec::StepKindId::VisualSearch => {
+            parts.push(format!("{} queries", m["queries"]));
+            let k = m["top_k"].as_u64().unwrap_or(0);
+            for (name, key) in [
+                ("recall@1".to_string(), "recall_at_1".to_string()),
+                (format!("recall@{k}"), format!("recall_at_{k}")),
+                (format!("mAP@{k}"), format!("map_at_{k}")),
+            ] {
+                if let Some(v) = f(&m[key.as_str()]) {
+                    parts.push(format!("{name} {v}"));
+                }
+            }
+        }
+    }
+    parts.join(", ")
+}
+
 fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u8 {
     use wfrun::exec::{Event, RunOptions};
 
@@ -535,6 +578,17 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
             ));
             eprintln!("{line}");
         }
+        Event::StepFinished { outcome } => {
+            eprintln!(
+                "step {}: {} ({})",
+                outcome.name,
+                step_line(outcome),
+                duration(outcome.seconds)
+            );
+        }
+        Event::StepFailed { step, message } => {
+            eprintln!("error: step `{step}` did not run: {message}");
+        }
         Event::Finished { output } => {
             eprintln!("wrote {}", output.display());
         }
@@ -580,15 +634,19 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
                     s.bad_images
                 ));
             }
-            if !workflow.steps.is_empty() {
-                let names: Vec<&str> = workflow.steps.iter().map(|s| s.name.as_str()).collect();
-                out.push_str(&format!(
-                    "\n  the downstream steps ({}) are not run by this version; the embeddings are ready for them",
-                    names.join(", ")
-                ));
+            for step in &s.steps {
+                out.push_str(&format!("\n  step        {}", step.folder.display()));
+            }
+            let report = s.output.join("report.html");
+            if report.is_file() {
+                out.push_str(&format!("\n  report      {}", report.display()));
             }
             println!("{out}");
-            OK
+            if s.failed_steps.is_empty() {
+                OK
+            } else {
+                FAILED
+            }
         }
         Err(e) => {
             if live {

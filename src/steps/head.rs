@@ -1,0 +1,339 @@
+//! A linear classifier on frozen embeddings: softmax (one concept per image)
+//! or sigmoid units (several may be true), trained with mini-batch SGD
+//! (momentum 0.9) and L2 regularisation of the weights. The embeddings are
+//! standardised with the training rows' mean and deviation first, so one
+//! learning rate suits every template's embedding scale.
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+
+use crate::data::Rng;
+use crate::models::loss;
+
+#[derive(Clone, Debug)]
+pub struct HeadOptions {
+    pub logreg: bool,
+    pub epochs: usize,
+    pub learning_rate: f64,
+    pub l2: f64,
+    pub batch_size: usize,
+    pub seed: u64,
+}
+
+/// A trained head.
+#[derive(Clone, Debug)]
+pub struct Head {
+    pub logreg: bool,
+    /// `dim`: subtracted from each embedding.
+    pub mean: Tensor,
+    /// `dim`: each embedding is divided by it.
+    pub scale: Tensor,
+    /// `classes × dim`.
+    pub weight: Tensor,
+    /// `classes`.
+    pub bias: Tensor,
+    /// The mean training loss of each epoch.
+    pub losses: Vec<f32>,
+}
+
+impl Head {
+    /// Scores (`rows × classes`): probabilities, softmax or sigmoid.
+    pub fn scores(&self, x: &Tensor) -> Result<Tensor> {
+        let logits = self.logits(x)?;
+        if self.logreg {
+            candle_nn::ops::sigmoid(&logits)
+        } else {
+            loss::softmax(&logits)
+        }
+    }
+
+    fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let z = x.broadcast_sub(&self.mean)?.broadcast_div(&self.scale)?;
+        z.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Trains a head on `x` (`rows × dim`) with each row's concepts.
+pub fn train_head(
+    x: &Tensor,
+    concepts: &[Vec<usize>],
+    classes: usize,
+    options: &HeadOptions,
+) -> Result<Head> {
+    let x = &x.detach();
+    let device = x.device();
+    let (rows, dim) = x.dims2()?;
+    let mean = x.mean(0)?;
+    let scale = x
+        .broadcast_sub(&mean)?
+        .sqr()?
+        .mean(0)?
+        .sqrt()?
+        .clamp(1e-6, f64::INFINITY)?;
+    let weight = Var::zeros((classes, dim), DType::F32, device)?;
+    let bias = Var::zeros(classes, DType::F32, device)?;
+    let mut velocity = [
+        Tensor::zeros((classes, dim), DType::F32, device)?,
+        Tensor::zeros(classes, DType::F32, device)?,
+    ];
+    let targets = targets(concepts, classes, options.logreg, device)?;
+    let mut rng = Rng::new(options.seed);
+    let mut head = Head {
+        logreg: options.logreg,
+        mean,
+        scale,
+        weight: weight.as_tensor().clone(),
+        bias: bias.as_tensor().clone(),
+        losses: Vec::new(),
+    };
+    let batch = options.batch_size.clamp(1, rows.max(1));
+    for _ in 0..options.epochs {
+        let mut order: Vec<u32> = (0..rows as u32).collect();
+        rng.shuffle(&mut order);
+        let (mut sum, mut steps) = (0.0f32, 0);
+        for chunk in order.chunks(batch) {
+            let ids = Tensor::new(chunk, device)?;
+            let xb = x.index_select(&ids, 0)?;
+            let logits = head.logits(&xb)?;
+            let l = match &targets {
+                Labels::Classes(t) => {
+                    loss::softmax_cross_entropy(&logits, &t.index_select(&ids, 0)?)?
+                }
+                Labels::Multi(t) => {
+                    loss::sigmoid_binary_cross_entropy(&logits, &t.index_select(&ids, 0)?)?
+                }
+            };
+            let penalty = (weight.as_tensor().sqr()?.sum_all()? * (options.l2 / 2.0))?;
+            let grads = (&l + penalty)?.backward()?;
+            for (i, var) in [&weight, &bias].into_iter().enumerate() {
+                if let Some(g) = grads.get(var) {
+                    // Detached: the velocity must not carry this step's graph into the next.
+                    velocity[i] = ((&velocity[i] * 0.9)? + g.detach())?.detach();
+                    var.set(
+                        &(var.as_tensor().detach() - (&velocity[i] * options.learning_rate)?)?,
+                    )?;
+                }
+            }
+            sum += l.to_scalar::<f32>()?;
+            steps += 1;
+        }
+        head.losses.push(sum / steps.max(1) as f32);
+    }
+    head.weight = weight.as_tensor().detach();
+    head.bias = bias.as_tensor().detach();
+    Ok(head)
+}
+
+enum Labels {
+    Classes(Tensor),
+    Multi(Tensor),
+}
+
+fn targets(
+    concepts: &[Vec<usize>],
+    classes: usize,
+    logreg: bool,
+    device: &Device,
+) -> Result<Labels> {
+    if logreg {
+        let mut rows = vec![0f32; concepts.len() * classes];
+        for (r, cs) in concepts.iter().enumerate() {
+            for &c in cs {
+                rows[r * classes + c] = 1.0;
+            }
+        }
+        Ok(Labels::Multi(Tensor::from_vec(
+            rows,
+            (concepts.len(), classes),
+            device,
+        )?))
+    } else {
+        let labels: Vec<u32> = concepts
+            .iter()
+            .map(|c| c.first().copied().unwrap_or(0) as u32)
+            .collect();
+        Ok(Labels::Classes(Tensor::new(labels.as_slice(), device)?))
+    }
+}
+
+/// What a head scores on labelled rows.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct HeadMetrics {
+    pub images: usize,
+    /// Softmax: the share whose top concept is right.
+    pub accuracy: Option<f64>,
+    /// Softmax: the share whose concept is among the top `top_k`.
+    pub top_k_accuracy: Option<f64>,
+    pub top_k: Option<usize>,
+    /// Softmax: rows are the true concepts, columns the predicted.
+    pub confusion: Option<Vec<Vec<usize>>>,
+    /// Sigmoid units: per concept precision, recall and F1 at 0.5, and average precision.
+    pub per_concept: Option<Vec<ConceptMetrics>>,
+    /// Sigmoid units: the mean of the concepts' average precision.
+    pub mean_average_precision: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ConceptMetrics {
+    pub concept: String,
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+    pub average_precision: f64,
+    pub positives: usize,
+}
+
+/// Scores `scores` (`rows × classes`, probabilities) against `truth`.
+pub fn head_metrics(
+    scores: &[Vec<f32>],
+    truth: &[Vec<usize>],
+    names: &[String],
+    logreg: bool,
+) -> HeadMetrics {
+    let classes = names.len();
+    let mut m = HeadMetrics {
+        images: scores.len(),
+        ..Default::default()
+    };
+    if scores.is_empty() {
+        return m;
+    }
+    if !logreg {
+        let k = 5.min(classes.saturating_sub(1)).max(1);
+        let mut confusion = vec![vec![0usize; classes]; classes];
+        let (mut right, mut in_top) = (0usize, 0usize);
+        for (s, t) in scores.iter().zip(truth) {
+            let Some(&truth) = t.first() else { continue };
+            let mut order: Vec<usize> = (0..classes).collect();
+            order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+            confusion[truth][order[0]] += 1;
+            right += usize::from(order[0] == truth);
+            in_top += usize::from(order[..k].contains(&truth));
+        }
+        let n = scores.len() as f64;
+        m.accuracy = Some(right as f64 / n);
+        m.top_k_accuracy = Some(in_top as f64 / n);
+        m.top_k = Some(k);
+        m.confusion = Some(confusion);
+    } else {
+        let mut per = Vec::new();
+        for (c, name) in names.iter().enumerate() {
+            let (mut tp, mut fp, mut fneg) = (0.0, 0.0, 0.0);
+            let mut ranked: Vec<(f32, bool)> = Vec::with_capacity(scores.len());
+            for (s, t) in scores.iter().zip(truth) {
+                let positive = t.contains(&c);
+                match (s[c] > 0.5, positive) {
+                    (true, true) => tp += 1.0,
+                    (true, false) => fp += 1.0,
+                    (false, true) => fneg += 1.0,
+                    _ => {}
+                }
+                ranked.push((s[c], positive));
+            }
+            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let positives = ranked.iter().filter(|r| r.1).count();
+            let (mut hits, mut ap) = (0.0, 0.0);
+            for (rank, (_, p)) in ranked.iter().enumerate() {
+                if *p {
+                    hits += 1.0;
+                    ap += hits / (rank + 1) as f64;
+                }
+            }
+            let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+            let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fneg));
+            per.push(ConceptMetrics {
+                concept: name.clone(),
+                precision,
+                recall,
+                f1: ratio(2.0 * precision * recall, precision + recall),
+                average_precision: ratio(ap, positives as f64),
+                positives,
+            });
+        }
+        let with: Vec<&ConceptMetrics> = per.iter().filter(|c| c.positives > 0).collect();
+        m.mean_average_precision =
+            Some(with.iter().map(|c| c.average_precision).sum::<f64>() / with.len().max(1) as f64);
+        m.per_concept = Some(per);
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_softmax_head_separates_blobs_and_a_sigmoid_head_learns_two_labels() {
+        let (m, labels) = super::super::kmeans::tests::blobs(3, 80, 12, 4);
+        let x = m.to_tensor(&Device::Cpu).unwrap();
+        let concepts: Vec<Vec<usize>> = labels.iter().map(|&c| vec![c]).collect();
+        let names: Vec<String> = (0..3).map(|c| format!("c{c}")).collect();
+        let (train, test): (Vec<usize>, Vec<usize>) = (0..m.rows).partition(|i| i % 4 != 0);
+        let pick = |idx: &[usize]| {
+            let ids = Tensor::new(
+                idx.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+                &Device::Cpu,
+            )
+            .unwrap();
+            x.index_select(&ids, 0).unwrap()
+        };
+        let of =
+            |idx: &[usize], c: &[Vec<usize>]| idx.iter().map(|&i| c[i].clone()).collect::<Vec<_>>();
+        let options = HeadOptions {
+            logreg: false,
+            epochs: 30,
+            learning_rate: 0.1,
+            l2: 1e-4,
+            batch_size: 32,
+            seed: 1,
+        };
+        let head = train_head(&pick(&train), &of(&train, &concepts), 3, &options).unwrap();
+        assert!(
+            head.losses.last().unwrap() < &(head.losses[0] * 0.5),
+            "{:?}",
+            head.losses
+        );
+        let scores = head.scores(&pick(&test)).unwrap().to_vec2::<f32>().unwrap();
+        let m1 = head_metrics(&scores, &of(&test, &concepts), &names, false);
+        assert_eq!(m1.accuracy, Some(1.0));
+        assert_eq!(
+            m1.confusion
+                .as_ref()
+                .unwrap()
+                .iter()
+                .flatten()
+                .sum::<usize>(),
+            test.len()
+        );
+
+        // Two labels per row: its blob, and "high" when its first coordinate is above the median.
+        let mut firsts: Vec<f32> = (0..m.rows).map(|r| m.row(r)[0]).collect();
+        firsts.sort_by(f32::total_cmp);
+        let median = firsts[m.rows / 2];
+        let multi: Vec<Vec<usize>> = (0..m.rows)
+            .map(|r| {
+                let mut c = vec![labels[r]];
+                if m.row(r)[0] > median {
+                    c.push(3);
+                }
+                c
+            })
+            .collect();
+        let names4: Vec<String> = (0..4).map(|c| format!("c{c}")).collect();
+        let head = train_head(
+            &pick(&train),
+            &of(&train, &multi),
+            4,
+            &HeadOptions {
+                logreg: true,
+                epochs: 60,
+                ..options
+            },
+        )
+        .unwrap();
+        let scores = head.scores(&pick(&test)).unwrap().to_vec2::<f32>().unwrap();
+        let m2 = head_metrics(&scores, &of(&test, &multi), &names4, true);
+        let map = m2.mean_average_precision.unwrap();
+        assert!(map > 0.9, "mAP {map}");
+        assert!(m2.per_concept.unwrap()[..3].iter().all(|c| c.f1 > 0.95));
+    }
+}

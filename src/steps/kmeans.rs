@@ -1,0 +1,387 @@
+//! k-means (Lloyd's iterations) with k-means++ or random initialisation,
+//! several initialisations, an iteration cap and a tolerance; the silhouette
+//! score; agreement with known concepts (NMI, ARI).
+//!
+//! Distances go through one matrix product per iteration on the tensors'
+//! device (`‖x‖² − 2x·c + ‖c‖²`); the centroid sums are taken on the host.
+
+use candle_core::{DType, Result, Tensor, D};
+
+use super::Matrix;
+use crate::data::Rng;
+
+/// How the first centroids are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Init {
+    /// k-means++: each next centroid drawn with probability proportional to
+    /// the squared distance to the nearest one chosen so far.
+    PlusPlus,
+    /// k distinct points drawn uniformly.
+    Random,
+}
+
+#[derive(Clone, Debug)]
+pub struct KMeansOptions {
+    pub k: usize,
+    /// The most Lloyd iterations of each run.
+    pub iterations: usize,
+    /// Runs from different initialisations; the lowest inertia is kept.
+    pub inits: usize,
+    /// A run stops when the centroids' total squared shift is below
+    /// `tolerance × (mean variance of the data's columns)` (as scikit-learn).
+    pub tolerance: f64,
+    pub seed: u64,
+    pub init: Init,
+}
+
+#[derive(Clone, Debug)]
+pub struct KMeans {
+    /// Each row's cluster.
+    pub assignments: Vec<u32>,
+    /// `k × dim`.
+    pub centroids: Matrix,
+    /// The sum of squared distances of the rows to their centroids.
+    pub inertia: f64,
+    /// Iterations of the kept run.
+    pub iterations: usize,
+}
+
+/// Clusters the rows of `x` (`n × dim`, on any device).
+pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMeans> {
+    let n = host.rows;
+    let k = options.k.min(n).max(1);
+    let x_sq = x
+        .sqr()?
+        .sum(1)?
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    let spread = {
+        let mean = host.column_means();
+        let mut var = 0.0f64;
+        for r in 0..n {
+            for (v, m) in host.row(r).iter().zip(&mean) {
+                let d = *v as f64 - m;
+                var += d * d;
+            }
+        }
+        var / (n.max(1) * host.cols.max(1)) as f64
+    };
+    let threshold = options.tolerance * spread;
+    let mut best: Option<KMeans> = None;
+    for run in 0..options.inits.max(1) {
+        let mut rng = Rng::new(options.seed ^ (run as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut centroids = match options.init {
+            Init::PlusPlus => plus_plus(host, k, &mut rng),
+            Init::Random => {
+                let mut idx: Vec<usize> = (0..n).collect();
+                rng.shuffle(&mut idx);
+                Matrix::from_rows(idx[..k].iter().map(|&i| host.row(i)), host.cols)
+            }
+        };
+        let mut assignments = vec![0u32; n];
+        let mut iterations = 0;
+        for _ in 0..options.iterations.max(1) {
+            iterations += 1;
+            let (a, _) = assign(x, &centroids)?;
+            assignments = a;
+            let moved = update(host, &assignments, &mut centroids);
+            if moved <= threshold {
+                break;
+            }
+        }
+        // The final assignment and inertia for the final centroids.
+        let (a, partial) = assign(x, &centroids)?;
+        assignments = a;
+        let inertia = (x_sq + partial).max(0.0);
+        if best.as_ref().is_none_or(|b| inertia < b.inertia) {
+            best = Some(KMeans {
+                assignments,
+                centroids,
+                inertia,
+                iterations,
+            });
+        }
+    }
+    Ok(best.expect("at least one run"))
+}
+
+/// Each row's nearest centroid, and `Σ (‖c‖² − 2x·c)` over the rows' nearest.
+fn assign(x: &Tensor, centroids: &Matrix) -> Result<(Vec<u32>, f64)> {
+    let c = centroids.to_tensor(x.device())?;
+    let c_sq = c.sqr()?.sum(1)?.unsqueeze(0)?;
+    let d = x.matmul(&c.t()?)?.affine(-2.0, 0.0)?.broadcast_add(&c_sq)?;
+    let nearest = d.argmin(D::Minus1)?.to_vec1::<u32>()?;
+    let partial = d
+        .min(D::Minus1)?
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
+    Ok((nearest, partial))
+}
+
+/// Moves each centroid to the mean of its rows; an empty cluster takes the row
+/// farthest from its own centroid. Returns the total squared shift.
+fn update(host: &Matrix, assignments: &[u32], centroids: &mut Matrix) -> f64 {
+    let (k, dim) = (centroids.rows, centroids.cols);
+    let mut sums = vec![0f64; k * dim];
+    let mut counts = vec![0usize; k];
+    for (r, &c) in assignments.iter().enumerate() {
+        let c = c as usize;
+        counts[c] += 1;
+        for (s, v) in sums[c * dim..(c + 1) * dim].iter_mut().zip(host.row(r)) {
+            *s += *v as f64;
+        }
+    }
+    let old = centroids.clone();
+    for c in 0..k {
+        if counts[c] == 0 {
+            continue;
+        }
+        let inv = 1.0 / counts[c] as f64;
+        for (d, s) in centroids
+            .row_mut(c)
+            .iter_mut()
+            .zip(&sums[c * dim..(c + 1) * dim])
+        {
+            *d = (*s * inv) as f32;
+        }
+    }
+    for c in (0..k).filter(|&c| counts[c] == 0) {
+        let far = (0..host.rows)
+            .max_by(|&a, &b| {
+                let da = sq_dist(host.row(a), old.row(assignments[a] as usize));
+                let db = sq_dist(host.row(b), old.row(assignments[b] as usize));
+                da.total_cmp(&db)
+            })
+            .unwrap_or(0);
+        centroids.row_mut(c).copy_from_slice(host.row(far));
+    }
+    (0..k).map(|c| sq_dist(old.row(c), centroids.row(c))).sum()
+}
+
+pub(crate) fn sq_dist(a: &[f32], b: &[f32]) -> f64 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| {
+            let d = (*x - *y) as f64;
+            d * d
+        })
+        .sum()
+}
+
+/// k-means++ seeding (D² sampling).
+fn plus_plus(host: &Matrix, k: usize, rng: &mut Rng) -> Matrix {
+    let n = host.rows;
+    let mut chosen = vec![rng.below(n)];
+    let mut nearest: Vec<f64> = (0..n)
+        .map(|r| sq_dist(host.row(r), host.row(chosen[0])))
+        .collect();
+    while chosen.len() < k {
+        let total: f64 = nearest.iter().sum();
+        let next = if total <= 0.0 {
+            rng.below(n) // every row sits on a centroid already
+        } else {
+            let mut target = rng.next_f64() * total;
+            let mut pick = n - 1;
+            for (r, d) in nearest.iter().enumerate() {
+                if target < *d {
+                    pick = r;
+                    break;
+                }
+                target -= d;
+            }
+            pick
+        };
+        chosen.push(next);
+        for (r, d) in nearest.iter_mut().enumerate() {
+            *d = d.min(sq_dist(host.row(r), host.row(next)));
+        }
+    }
+    Matrix::from_rows(chosen.iter().map(|&i| host.row(i)), host.cols)
+}
+
+/// The mean silhouette of the rows (Euclidean distances), computed on at most
+/// `sample` rows drawn from `seed` (all of them when there are fewer).
+pub fn silhouette(host: &Matrix, assignments: &[u32], sample: usize, seed: u64) -> f64 {
+    let mut idx: Vec<usize> = (0..host.rows).collect();
+    if idx.len() > sample {
+        Rng::new(seed).shuffle(&mut idx);
+        idx.truncate(sample);
+    }
+    let k = assignments
+        .iter()
+        .map(|&c| c as usize + 1)
+        .max()
+        .unwrap_or(0);
+    if k < 2 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for &i in &idx {
+        let mut sum = vec![0f64; k];
+        let mut count = vec![0usize; k];
+        for &j in &idx {
+            if i != j {
+                let c = assignments[j] as usize;
+                sum[c] += sq_dist(host.row(i), host.row(j)).sqrt();
+                count[c] += 1;
+            }
+        }
+        let own = assignments[i] as usize;
+        if count[own] == 0 {
+            continue; // a singleton's silhouette is 0
+        }
+        let a = sum[own] / count[own] as f64;
+        let b = (0..k)
+            .filter(|&c| c != own && count[c] > 0)
+            .map(|c| sum[c] / count[c] as f64)
+            .fold(f64::INFINITY, f64::min);
+        if b.is_finite() {
+            total += (b - a) / a.max(b).max(1e-12);
+        }
+    }
+    total / idx.len().max(1) as f64
+}
+
+/// Normalised mutual information (arithmetic-mean normalisation, as
+/// scikit-learn's default) and the adjusted Rand index of two labellings.
+pub fn agreement(a: &[usize], b: &[usize]) -> (f64, f64) {
+    let n = a.len();
+    let ka = a.iter().max().map_or(0, |m| m + 1);
+    let kb = b.iter().max().map_or(0, |m| m + 1);
+    let mut table = vec![0usize; ka * kb];
+    for (&x, &y) in a.iter().zip(b) {
+        table[x * kb + y] += 1;
+    }
+    let rows: Vec<usize> = (0..ka)
+        .map(|i| table[i * kb..(i + 1) * kb].iter().sum())
+        .collect();
+    let cols: Vec<usize> = (0..kb)
+        .map(|j| (0..ka).map(|i| table[i * kb + j]).sum())
+        .collect();
+    let nf = n as f64;
+    let entropy = |counts: &[usize]| -> f64 {
+        counts
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / nf;
+                -p * p.ln()
+            })
+            .sum()
+    };
+    let mut mi = 0.0;
+    for i in 0..ka {
+        for j in 0..kb {
+            let c = table[i * kb + j];
+            if c > 0 {
+                let c = c as f64;
+                mi += c / nf * (c * nf / (rows[i] as f64 * cols[j] as f64)).ln();
+            }
+        }
+    }
+    let (ha, hb) = (entropy(&rows), entropy(&cols));
+    let nmi = if ha + hb <= 0.0 {
+        1.0
+    } else {
+        (2.0 * mi / (ha + hb)).clamp(0.0, 1.0)
+    };
+    let pairs = |c: usize| (c * c.saturating_sub(1)) as f64 / 2.0;
+    let index: f64 = table.iter().map(|&c| pairs(c)).sum();
+    let sum_a: f64 = rows.iter().map(|&c| pairs(c)).sum();
+    let sum_b: f64 = cols.iter().map(|&c| pairs(c)).sum();
+    let expected = sum_a * sum_b / pairs(n).max(1.0);
+    let max = (sum_a + sum_b) / 2.0;
+    let ari = if (max - expected).abs() < 1e-12 {
+        1.0
+    } else {
+        (index - expected) / (max - expected)
+    };
+    (nmi, ari)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// `k` well-separated Gaussian blobs in `dim` dimensions.
+    pub(crate) fn blobs(k: usize, per: usize, dim: usize, seed: u64) -> (Matrix, Vec<usize>) {
+        let mut rng = Rng::new(seed);
+        let centres: Vec<Vec<f32>> = (0..k)
+            .map(|_| (0..dim).map(|_| (rng.normal() * 10.0) as f32).collect())
+            .collect();
+        let mut data = Vec::new();
+        let mut labels = Vec::new();
+        for i in 0..k * per {
+            let c = i % k;
+            data.extend(centres[c].iter().map(|v| v + rng.normal() as f32));
+            labels.push(c);
+        }
+        (Matrix::new(data, k * per, dim), labels)
+    }
+
+    #[test]
+    fn separated_blobs_are_found() {
+        let (m, labels) = blobs(5, 60, 16, 1);
+        let x = m.to_tensor(&Device::Cpu).unwrap();
+        for init in [Init::PlusPlus, Init::Random] {
+            let r = kmeans(
+                &x,
+                &m,
+                &KMeansOptions {
+                    k: 5,
+                    iterations: 100,
+                    inits: 4,
+                    tolerance: 1e-4,
+                    seed: 3,
+                    init,
+                },
+            )
+            .unwrap();
+            let found: Vec<usize> = r.assignments.iter().map(|&c| c as usize).collect();
+            let (nmi, ari) = agreement(&found, &labels);
+            assert!(nmi > 0.99 && ari > 0.99, "{init:?}: nmi {nmi} ari {ari}");
+            assert!(silhouette(&m, &r.assignments, 1000, 0) > 0.7);
+            // The inertia is the sum of squared distances to the kept centroids.
+            let direct: f64 = (0..m.rows)
+                .map(|i| sq_dist(m.row(i), r.centroids.row(r.assignments[i] as usize)))
+                .sum();
+            assert!(
+                (direct - r.inertia).abs() / direct < 1e-4,
+                "{direct} vs {}",
+                r.inertia
+            );
+        }
+    }
+
+    #[test]
+    fn agreement_of_known_labellings() {
+        assert_eq!(agreement(&[0, 0, 1, 1], &[1, 1, 0, 0]), (1.0, 1.0));
+        let (nmi, ari) = agreement(&[0, 0, 0, 1, 1, 1], &[0, 0, 1, 1, 2, 2]);
+        // scikit-learn: normalized_mutual_info_score 0.5158, adjusted_rand_score 0.2424
+        assert!((nmi - 0.5158).abs() < 1e-3, "{nmi}");
+        assert!((ari - 0.2424).abs() < 1e-3, "{ari}");
+    }
+
+    #[test]
+    fn more_clusters_than_distinct_points_do_not_fail() {
+        let m = Matrix::new(vec![1.0, 1.0, 1.0, 1.0, 5.0, 5.0], 3, 2);
+        let x = m.to_tensor(&Device::Cpu).unwrap();
+        let r = kmeans(
+            &x,
+            &m,
+            &KMeansOptions {
+                k: 3,
+                iterations: 10,
+                inits: 2,
+                tolerance: 0.0,
+                seed: 0,
+                init: Init::PlusPlus,
+            },
+        )
+        .unwrap();
+        assert!(r.inertia.abs() < 1e-6);
+    }
+}
