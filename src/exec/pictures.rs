@@ -56,10 +56,9 @@ fn fmt_tick(v: f64) -> String {
         "0".into()
     } else if v.abs() >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
     } else {
-        format!("{v:.2}")
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -156,15 +155,15 @@ fn line_chart(
                 "<circle cx=\"{x}\" cy=\"{y}\" r=\"3\" fill=\"{colour}\"/>"
             );
         }
-        let ly = t + 4.0 + i as f64 * 16.0;
+        // The legend sits in the top margin, right of the title.
+        let lx = l + 150.0 + i as f64 * 85.0;
+        let ly = y0 + 18.0;
         let _ = writeln!(
             out,
-            "<rect x=\"{:.1}\" y=\"{:.1}\" width=\"12\" height=\"3\" fill=\"{colour}\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#333\">{}</text>",
-            r - 130.0,
+            "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"12\" height=\"3\" fill=\"{colour}\"/>\
+             <text x=\"{:.1}\" y=\"{ly:.1}\" fill=\"#333\">{}</text>",
             ly - 4.0,
-            r - 113.0,
-            ly,
+            lx + 16.0,
             esc(name)
         );
     }
@@ -276,17 +275,25 @@ pub(super) fn scatter(
         Rng::new(1).shuffle(&mut idx);
         idx.truncate(MAX_POINTS);
     }
-    let (mut xmin, mut xmax, mut ymin, mut ymax) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
-    for &i in &idx {
-        let (x, y) = points[i];
-        xmin = xmin.min(x);
-        xmax = xmax.max(x);
-        ymin = ymin.min(y);
-        ymax = ymax.max(y);
+    // The view spans the 1st to 99th percentile of each axis (a few outliers
+    // must not squeeze the rest into a corner), centred, with equal scales;
+    // points beyond it sit on its edge.
+    let range = |coord: &dyn Fn(usize) -> f32| {
+        let mut v: Vec<f32> = idx.iter().map(|&i| coord(i)).collect();
+        v.sort_by(f32::total_cmp);
+        let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        (at(0.01), at(0.99))
+    };
+    if idx.is_empty() {
+        svg.push_str("</svg>\n");
+        return svg;
     }
-    let span = (xmax - xmin).max(ymax - ymin).max(1e-9) as f64;
-    let sx = |x: f32| l + ((x - xmin) as f64 / span) * (r - l);
-    let sy = |y: f32| b - ((y - ymin) as f64 / span) * (b - t);
+    let (x_lo, x_hi) = range(&|i| points[i].0);
+    let (y_lo, y_hi) = range(&|i| points[i].1);
+    let span = ((x_hi - x_lo).max(y_hi - y_lo) as f64 * 1.08).max(1e-9);
+    let (cx, cy) = (((x_lo + x_hi) / 2.0) as f64, ((y_lo + y_hi) / 2.0) as f64);
+    let sx = |x: f32| l + ((x as f64 - cx) / span + 0.5).clamp(0.0, 1.0) * (r - l);
+    let sy = |y: f32| b - ((y as f64 - cy) / span + 0.5).clamp(0.0, 1.0) * (b - t);
     let _ = writeln!(
         svg,
         "<text x=\"{l}\" y=\"24\" font-size=\"14\" font-weight=\"bold\">{}</text>\
@@ -617,13 +624,21 @@ mod tests {
         }
         let x = Tensor::from_vec(data.clone(), (200, 3), &Device::Cpu).unwrap();
         let p = pca_2d(&x, 0).unwrap();
-        // The first coordinate carries (x + y) / √2 up to sign.
+        // The first coordinate is (x + y) / √2, centred, up to sign.
+        let along: Vec<f32> = (0..200)
+            .map(|i| (data[3 * i] + data[3 * i + 1]) / 2f32.sqrt())
+            .collect();
+        let mean = along.iter().sum::<f32>() / 200.0;
+        let sign = if p[0].0 * (along[0] - mean) >= 0.0 {
+            1.0
+        } else {
+            -1.0
+        };
         for (i, (a, _)) in p.iter().enumerate() {
-            let along = (data[3 * i] + data[3 * i + 1]) / 2f32.sqrt();
-            let mean_shift = 0.0; // the data is nearly centred; compare magnitudes loosely
             assert!(
-                (a.abs() - (along - mean_shift).abs()).abs() < 1.0,
-                "{a} vs {along}"
+                (a * sign - (along[i] - mean)).abs() < 0.5,
+                "{a} vs {}",
+                along[i] - mean
             );
         }
     }
