@@ -50,12 +50,15 @@ pub struct KMeans {
 pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMeans> {
     let n = host.rows;
     let k = options.k.min(n).max(1);
-    let x_sq = x
-        .sqr()?
-        .sum(1)?
-        .to_dtype(DType::F64)?
-        .sum_all()?
-        .to_scalar::<f64>()?;
+    let x_sq = if x.device().is_cpu() {
+        0.0 // the CPU pass computes the inertia itself
+    } else {
+        x.sqr()?
+            .sum(1)?
+            .to_dtype(DType::F64)?
+            .sum_all()?
+            .to_scalar::<f64>()?
+    };
     let spread = {
         let mean = host.column_means();
         let mut var = 0.0f64;
@@ -79,21 +82,30 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
                 Matrix::from_rows(idx[..k].iter().map(|&i| host.row(i)), host.cols)
             }
         };
-        let mut assignments = vec![0u32; n];
         let mut iterations = 0;
         for _ in 0..options.iterations.max(1) {
             iterations += 1;
-            let (a, _) = assign(x, &centroids)?;
-            assignments = a;
-            let moved = update(host, &assignments, &mut centroids);
+            let (assignments, sums, counts) = if x.device().is_cpu() {
+                let p = super::cpu::lloyd_pass(host, &centroids);
+                (p.assignments, p.sums, p.counts)
+            } else {
+                let (a, _) = assign(x, &centroids)?;
+                let (sums, counts) = cluster_sums(host, &a, centroids.rows);
+                (a, sums, counts)
+            };
+            let moved = update(host, &assignments, &sums, &counts, &mut centroids);
             if moved <= threshold {
                 break;
             }
         }
         // The final assignment and inertia for the final centroids.
-        let (a, partial) = assign(x, &centroids)?;
-        assignments = a;
-        let inertia = (x_sq + partial).max(0.0);
+        let (assignments, inertia) = if x.device().is_cpu() {
+            let p = super::cpu::lloyd_pass(host, &centroids);
+            (p.assignments, p.inertia)
+        } else {
+            let (a, partial) = assign(x, &centroids)?;
+            (a, (x_sq + partial).max(0.0))
+        };
         if best.as_ref().is_none_or(|b| inertia < b.inertia) {
             best = Some(KMeans {
                 assignments,
@@ -120,10 +132,9 @@ fn assign(x: &Tensor, centroids: &Matrix) -> Result<(Vec<u32>, f64)> {
     Ok((nearest, partial))
 }
 
-/// Moves each centroid to the mean of its rows; an empty cluster takes the row
-/// farthest from its own centroid. Returns the total squared shift.
-fn update(host: &Matrix, assignments: &[u32], centroids: &mut Matrix) -> f64 {
-    let (k, dim) = (centroids.rows, centroids.cols);
+/// The sums and counts of the rows of each cluster.
+fn cluster_sums(host: &Matrix, assignments: &[u32], k: usize) -> (Vec<f64>, Vec<usize>) {
+    let dim = host.cols;
     let mut sums = vec![0f64; k * dim];
     let mut counts = vec![0usize; k];
     for (r, &c) in assignments.iter().enumerate() {
@@ -133,6 +144,19 @@ fn update(host: &Matrix, assignments: &[u32], centroids: &mut Matrix) -> f64 {
             *s += *v as f64;
         }
     }
+    (sums, counts)
+}
+
+/// Moves each centroid to the mean of its rows; an empty cluster takes the row
+/// farthest from its own centroid. Returns the total squared shift.
+fn update(
+    host: &Matrix,
+    assignments: &[u32],
+    sums: &[f64],
+    counts: &[usize],
+    centroids: &mut Matrix,
+) -> f64 {
+    let (k, dim) = (centroids.rows, centroids.cols);
     let old = centroids.clone();
     for c in 0..k {
         if counts[c] == 0 {

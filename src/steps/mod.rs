@@ -3,6 +3,7 @@
 //! [`run_steps`](crate::exec) calls them after training (or with a base
 //! model); they are also usable on their own.
 
+mod cpu;
 pub mod head;
 pub mod kmeans;
 pub mod search;

@@ -4,6 +4,8 @@
 
 use candle_core::{Result, Tensor};
 
+use super::Matrix;
+
 /// One query's neighbours, best first: (index row, cosine similarity).
 pub type Neighbours = Vec<(u32, f32)>;
 
@@ -21,6 +23,27 @@ pub fn unit_rows(x: &Tensor) -> Result<Tensor> {
     x.broadcast_div(&norm)
 }
 
+/// The rows of `x` scaled to unit length, on the host.
+pub fn unit_matrix(x: &Tensor) -> Result<Matrix> {
+    let mut m = Matrix::from_tensor(x)?;
+    let cols = m.cols;
+    for row in m.data.chunks_mut(cols.max(1)) {
+        let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|v| *v /= norm);
+    }
+    Ok(m)
+}
+
+/// [`search`] of unit rows on the CPU.
+pub fn search_unit(
+    queries: &Matrix,
+    index: &Matrix,
+    k: usize,
+    exclude: &(dyn Fn(usize) -> Option<usize> + Sync),
+) -> Vec<Neighbours> {
+    super::cpu::search(queries, index, k, exclude)
+}
+
 /// The `k` most similar rows of `index` for every row of `queries` (both
 /// `rows × dim`, not necessarily unit length). `exclude(q)` names an index row
 /// query `q` may not return (itself, when the queries are in the index).
@@ -30,6 +53,10 @@ pub fn search(
     k: usize,
     exclude: &(dyn Fn(usize) -> Option<usize> + Sync),
 ) -> Result<Vec<Neighbours>> {
+    if queries.device().is_cpu() {
+        let (q, x) = (unit_matrix(queries)?, unit_matrix(index)?);
+        return Ok(search_unit(&q, &x, k, exclude));
+    }
     let q = unit_rows(queries)?;
     let x = unit_rows(index)?;
     let xt = x.t()?.contiguous()?;
