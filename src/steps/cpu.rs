@@ -44,6 +44,40 @@ pub fn dots(a: &[f32], a_rows: usize, b: &[f32], b_rows: usize, dim: usize, out:
     }
 }
 
+/// `out = lhsᵀ · rhs` for row-major `lhs` (`rows × m`) and `rhs`
+/// (`rows × n`): `out` is `m × n`, row-major.
+pub fn dots_tn(lhs: &[f32], rhs: &[f32], rows: usize, m: usize, n: usize, out: &mut [f32]) {
+    assert!(lhs.len() >= rows * m && rhs.len() >= rows * n && out.len() >= m * n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: bounded by the assert: lhsᵀ is m × rows (element (i, p) at
+    // p·m + i), rhs is rows × n (element (p, j) at p·n + j), dst m × n.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            rows,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            m as isize,
+            1,
+            rhs.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 pub fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -52,8 +52,123 @@ impl Head {
     }
 }
 
-/// Trains a head on `x` (`rows × dim`) with each row's concepts.
+/// Trains a head on `x` (`rows × dim`) with each row's concepts: on the CPU
+/// with hand-written gradients through fused matrix products, elsewhere with
+/// candle's autograd; both follow the same steps.
 pub fn train_head(
+    x: &Tensor,
+    concepts: &[Vec<usize>],
+    classes: usize,
+    options: &HeadOptions,
+) -> Result<Head> {
+    if x.device().is_cpu() {
+        train_head_cpu(x, concepts, classes, options)
+    } else {
+        train_head_autograd(x, concepts, classes, options)
+    }
+}
+
+/// Each column's mean and deviation over the rows.
+fn standardisation(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let mean = x.mean(0)?;
+    let scale = x
+        .broadcast_sub(&mean)?
+        .sqr()?
+        .mean(0)?
+        .sqrt()?
+        .clamp(1e-6, f64::INFINITY)?;
+    Ok((mean, scale))
+}
+
+fn train_head_cpu(
+    x: &Tensor,
+    concepts: &[Vec<usize>],
+    classes: usize,
+    options: &HeadOptions,
+) -> Result<Head> {
+    use super::cpu::{dots, dots_tn};
+    let x = &x.detach();
+    let (rows, dim) = x.dims2()?;
+    let (mean, scale) = standardisation(x)?;
+    let z = super::Matrix::from_tensor(&x.broadcast_sub(&mean)?.broadcast_div(&scale)?)?;
+    let mut w = vec![0f32; classes * dim];
+    let mut b = vec![0f32; classes];
+    let (mut vw, mut vb) = (vec![0f32; classes * dim], vec![0f32; classes]);
+    let batch = options.batch_size.clamp(1, rows.max(1));
+    let mut xb = vec![0f32; batch * dim];
+    let mut logits = vec![0f32; batch * classes];
+    let mut gw = vec![0f32; classes * dim];
+    let mut rng = Rng::new(options.seed);
+    let mut losses = Vec::with_capacity(options.epochs);
+    let (lr, l2) = (options.learning_rate as f32, options.l2 as f32);
+    for _ in 0..options.epochs {
+        let mut order: Vec<u32> = (0..rows as u32).collect();
+        rng.shuffle(&mut order);
+        let (mut sum, mut steps) = (0.0f32, 0);
+        for chunk in order.chunks(batch) {
+            let n = chunk.len();
+            for (i, &r) in chunk.iter().enumerate() {
+                xb[i * dim..(i + 1) * dim].copy_from_slice(z.row(r as usize));
+            }
+            dots(&xb, n, &w, classes, dim, &mut logits);
+            // The loss and its gradient with respect to the logits, in place.
+            let mut loss = 0.0f64;
+            for i in 0..n {
+                let row = &mut logits[i * classes..(i + 1) * classes];
+                row.iter_mut().zip(&b).for_each(|(l, b)| *l += b);
+                let cs = &concepts[chunk[i] as usize];
+                if options.logreg {
+                    let scale = 1.0 / (n * classes) as f32;
+                    for (c, l) in row.iter_mut().enumerate() {
+                        let t = if cs.contains(&c) { 1.0 } else { 0.0 };
+                        let v = *l;
+                        loss += (v.max(0.0) - v * t + (-v.abs()).exp().ln_1p()) as f64;
+                        *l = (1.0 / (1.0 + (-v).exp()) - t) * scale;
+                    }
+                } else {
+                    let target = cs.first().copied().unwrap_or(0);
+                    let top = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+                    let total: f32 = row.iter().map(|v| (v - top).exp()).sum();
+                    loss += (total.ln() + top - row[target]) as f64;
+                    for (c, l) in row.iter_mut().enumerate() {
+                        let p = (*l - top).exp() / total;
+                        *l = (p - if c == target { 1.0 } else { 0.0 }) / n as f32;
+                    }
+                }
+            }
+            let loss = if options.logreg {
+                loss / (n * classes) as f64
+            } else {
+                loss / n as f64
+            };
+            dots_tn(&logits, &xb, n, classes, dim, &mut gw);
+            for (i, g) in gw.iter().enumerate() {
+                vw[i] = 0.9 * vw[i] + g + l2 * w[i];
+                w[i] -= lr * vw[i];
+            }
+            for c in 0..classes {
+                let g: f32 = (0..n).map(|i| logits[i * classes + c]).sum();
+                vb[c] = 0.9 * vb[c] + g;
+                b[c] -= lr * vb[c];
+            }
+            // The data's loss, as the autograd path records it (without the L2 term).
+            sum += loss as f32;
+            steps += 1;
+        }
+        losses.push(sum / steps.max(1) as f32);
+    }
+    let device = x.device();
+    Ok(Head {
+        logreg: options.logreg,
+        mean,
+        scale,
+        weight: Tensor::from_vec(w, (classes, dim), device)?,
+        bias: Tensor::from_vec(b, classes, device)?,
+        losses,
+    })
+}
+
+fn train_head_autograd(
     x: &Tensor,
     concepts: &[Vec<usize>],
     classes: usize,
@@ -62,13 +177,7 @@ pub fn train_head(
     let x = &x.detach();
     let device = x.device();
     let (rows, dim) = x.dims2()?;
-    let mean = x.mean(0)?;
-    let scale = x
-        .broadcast_sub(&mean)?
-        .sqr()?
-        .mean(0)?
-        .sqrt()?
-        .clamp(1e-6, f64::INFINITY)?;
+    let (mean, scale) = standardisation(x)?;
     let weight = Var::zeros((classes, dim), DType::F32, device)?;
     let bias = Var::zeros(classes, DType::F32, device)?;
     let mut velocity = [
@@ -260,6 +369,48 @@ pub fn head_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_gradients_follow_autograd() {
+        let (m, labels) = super::super::kmeans::tests::blobs(3, 40, 6, 9);
+        let x = m.to_tensor(&Device::Cpu).unwrap();
+        for logreg in [false, true] {
+            let concepts: Vec<Vec<usize>> = labels
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    if logreg && i % 3 == 0 {
+                        vec![c, (c + 1) % 3]
+                    } else {
+                        vec![c]
+                    }
+                })
+                .collect();
+            let options = HeadOptions {
+                logreg,
+                epochs: 5,
+                learning_rate: 0.05,
+                l2: 1e-2,
+                batch_size: 16,
+                seed: 2,
+            };
+            let a = train_head_cpu(&x, &concepts, 3, &options).unwrap();
+            let b = train_head_autograd(&x, &concepts, 3, &options).unwrap();
+            let diff = (a.weight - b.weight)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(
+                diff.to_scalar::<f32>().unwrap() < 1e-4,
+                "logreg {logreg}: {diff}"
+            );
+            for (la, lb) in a.losses.iter().zip(&b.losses) {
+                assert!((la - lb).abs() < 1e-4, "{la} vs {lb}");
+            }
+        }
+    }
 
     #[test]
     fn a_softmax_head_separates_blobs_and_a_sigmoid_head_learns_two_labels() {
