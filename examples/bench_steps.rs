@@ -65,8 +65,8 @@ fn main() -> candle_core::Result<()> {
                 Some("k-means++") => Init::PlusPlus,
                 _ => Init::Random,
             };
-            let started = Instant::now();
             let t = x.to_tensor(&device)?;
+            let started = Instant::now();
             let r = kmeans(
                 &t,
                 &x,

@@ -91,7 +91,8 @@ pub struct Pass {
     pub inertia: f64,
 }
 
-pub fn lloyd_pass(x: &Matrix, centroids: &Matrix) -> Pass {
+/// The inertia is left at 0 unless `inertia` is asked for.
+pub fn lloyd_pass(x: &Matrix, centroids: &Matrix, inertia: bool) -> Pass {
     let (n, dim, k) = (x.rows, x.cols, centroids.rows);
     let c_sq: Vec<f32> = (0..k)
         .map(|c| centroids.row(c).iter().map(|v| v * v).sum())
@@ -114,6 +115,8 @@ pub fn lloyd_pass(x: &Matrix, centroids: &Matrix) -> Pass {
                         inertia: 0.0,
                     };
                     let mut buf = vec![0f32; ROWS * k];
+                    // A block's sums in f32, added to the f64 totals once per block.
+                    let mut block_sums = vec![0f32; k * dim];
                     for &start in mine {
                         let rows = ROWS.min(n - start);
                         let a = &x.data[start * dim..(start + rows) * dim];
@@ -129,15 +132,20 @@ pub fn lloyd_pass(x: &Matrix, centroids: &Matrix) -> Pass {
                                 }
                             }
                             let row = &a[r * dim..(r + 1) * dim];
-                            let x_sq: f32 = row.iter().map(|v| v * v).sum();
-                            pass.inertia += (x_sq + best_d).max(0.0) as f64;
+                            if inertia {
+                                let x_sq: f32 = row.iter().map(|v| v * v).sum();
+                                pass.inertia += (x_sq + best_d).max(0.0) as f64;
+                            }
                             pass.assignments.push(best as u32);
                             pass.counts[best] += 1;
-                            for (s, v) in
-                                pass.sums[best * dim..(best + 1) * dim].iter_mut().zip(row)
-                            {
-                                *s += *v as f64;
+                            let sums = &mut block_sums[best * dim..(best + 1) * dim];
+                            for (s, v) in sums.iter_mut().zip(row) {
+                                *s += *v;
                             }
+                        }
+                        for (t, b) in pass.sums.iter_mut().zip(block_sums.iter_mut()) {
+                            *t += *b as f64;
+                            *b = 0.0;
                         }
                     }
                     (first, pass)

@@ -59,7 +59,8 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
             .sum_all()?
             .to_scalar::<f64>()?
     };
-    let spread = {
+    // The mean variance of the columns, which the tolerance is relative to.
+    let spread = if options.tolerance > 0.0 {
         let mean = host.column_means();
         let mut var = 0.0f64;
         for r in 0..n {
@@ -69,6 +70,8 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
             }
         }
         var / (n.max(1) * host.cols.max(1)) as f64
+    } else {
+        0.0
     };
     let threshold = options.tolerance * spread;
     let mut best: Option<KMeans> = None;
@@ -86,7 +89,7 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
         for _ in 0..options.iterations.max(1) {
             iterations += 1;
             let (assignments, sums, counts) = if x.device().is_cpu() {
-                let p = super::cpu::lloyd_pass(host, &centroids);
+                let p = super::cpu::lloyd_pass(host, &centroids, false);
                 (p.assignments, p.sums, p.counts)
             } else {
                 let (a, _) = assign(x, &centroids)?;
@@ -100,7 +103,7 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
         }
         // The final assignment and inertia for the final centroids.
         let (assignments, inertia) = if x.device().is_cpu() {
-            let p = super::cpu::lloyd_pass(host, &centroids);
+            let p = super::cpu::lloyd_pass(host, &centroids, true);
             (p.assignments, p.inertia)
         } else {
             let (a, partial) = assign(x, &centroids)?;
