@@ -118,7 +118,8 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
                 step classifier_head { logreg = 0  epochs = 50 }\n\
                 step clustering { inits = 2 }\n\
                 step visual_search { top_k = 3  index = all }\n\
-                step visual_search as by_folder { top_k = 2  queries = \"images\" }\n";
+                step visual_search as by_folder { top_k = 2  queries = \"images\" }\n\
+                step clustering as too_many { k = 1000 }\n";
     std::fs::write(dir.path().join("reuse.wf"), text).unwrap();
     let checked = check_file(&dir.path().join("reuse.wf"), &CheckOptions::default()).unwrap();
     assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
@@ -159,8 +160,21 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         std::fs::read_to_string(out.join("embeddings.csv")).unwrap()
     );
 
-    // Its steps ran on those embeddings and wrote their files, metrics and pictures.
-    assert!(reused.failed_steps.is_empty(), "{:?}", reused.failed_steps);
+    // Its steps ran on those embeddings and wrote their files, metrics and pictures; the
+    // one that cannot run is reported and the others still ran.
+    assert_eq!(reused.failed_steps.len(), 1, "{:?}", reused.failed_steps);
+    let (failed, why) = &reused.failed_steps[0];
+    assert_eq!(failed, "too_many");
+    assert!(why.contains("1000") && why.contains("48 images"), "{why}");
+    assert!(base_events
+        .iter()
+        .any(|e| matches!(e, Event::StepFailed { step, .. } if step == "too_many")));
+    // The corrupt image is reported once, not once per pass over the images.
+    let bad = base_events
+        .iter()
+        .filter(|e| matches!(e, Event::BadImage { .. }))
+        .count();
+    assert_eq!((bad, reused.bad_images), (1, 1));
     let names: Vec<&str> = reused.steps.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(
         names,

@@ -227,6 +227,8 @@ pub struct Embedded {
     pub matrix: Option<Tensor>,
     pub paths: Vec<std::path::PathBuf>,
     pub concepts: Vec<Vec<usize>>,
+    /// The images that could not be read (they have no row).
+    pub bad: Vec<crate::data::images::BadImage>,
 }
 
 impl Embedded {
@@ -244,9 +246,10 @@ pub(super) fn embed(
     device: &Device,
 ) -> Result<Embedded, RunError> {
     let mut rows = Vec::new();
-    let (mut paths, mut concepts) = (Vec::new(), Vec::new());
+    let (mut paths, mut concepts, mut bad) = (Vec::new(), Vec::new(), Vec::new());
     if !images.paths.is_empty() {
         for decoded in centre_crops(images, size, workers) {
+            bad.extend(decoded.bad.iter().cloned());
             if decoded.indices.is_empty() {
                 continue;
             }
@@ -269,6 +272,7 @@ pub(super) fn embed(
         matrix,
         paths,
         concepts,
+        bad,
     })
 }
 

@@ -213,6 +213,26 @@ struct Images {
     concepts: Vec<Vec<usize>>,
 }
 
+/// The unreadable images met so far: each is reported once, however often
+/// an epoch or an embedding pass meets it.
+#[derive(Default)]
+struct BadLog {
+    reported: std::collections::HashSet<PathBuf>,
+}
+
+impl BadLog {
+    fn report(&mut self, bad: &[crate::data::images::BadImage], on_event: &mut dyn FnMut(&Event)) {
+        for b in bad {
+            if self.reported.insert(b.path.clone()) {
+                on_event(&Event::BadImage {
+                    path: b.path.clone(),
+                    reason: b.reason.clone(),
+                });
+            }
+        }
+    }
+}
+
 /// The device a workflow asked for, as candle opens it.
 pub fn open_device(device: crate::workflow::Device) -> Result<Device, RunError> {
     use crate::workflow::Device as Wanted;
@@ -297,6 +317,7 @@ pub fn run(
             .unwrap_or_default()
             .as_bytes(),
     )?;
+    let mut bad_log = BadLog::default();
     let (net, size, mut summary) = match &workflow.base {
         Some(base) => {
             let (net, size) = open_base(base, &device)?;
@@ -319,10 +340,20 @@ pub fn run(
             };
             (net, size, summary)
         }
-        None => train(workflow, &sets, options, workers, &device, on_event)?,
+        None => train(
+            workflow,
+            &sets,
+            options,
+            workers,
+            &device,
+            &mut bad_log,
+            on_event,
+        )?,
     };
     let train_emb = metrics::embed(&net, &sets.train, size, workers, &device)?;
     let eval_emb = metrics::embed(&net, &sets.eval, size, workers, &device)?;
+    bad_log.report(&train_emb.bad, on_event);
+    bad_log.report(&eval_emb.bad, on_event);
     metrics::write_embeddings(&train_emb, &eval_emb, &sets.concepts, out)?;
     let inputs = steps::StepInputs {
         workflow,
@@ -360,6 +391,7 @@ pub fn run(
             }
         }
     }
+    summary.bad_images = bad_log.reported.len();
     report(workflow, &sets, &train_emb, &eval_emb, &summary, &extras)?;
     on_event(&Event::Finished {
         output: out.clone(),
@@ -577,6 +609,7 @@ fn train(
     options: &RunOptions,
     workers: usize,
     device: &Device,
+    bad_log: &mut BadLog,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(TemplateNet, usize, RunSummary), RunError> {
     let plan = Plan::new(workflow);
@@ -637,7 +670,6 @@ fn train(
         first_epoch: first_epoch + 1,
     });
 
-    let mut bad_images = 0;
     let mut last_eval = None;
     let mut metrics_log = String::new();
     if options.resume {
@@ -691,13 +723,7 @@ fn train(
         for (i, decoded) in Prefetch::start(job, workers, 2).enumerate() {
             let step = skip + i;
             waited += wait_start.elapsed().as_secs_f64();
-            for bad in &decoded.bad {
-                bad_images += 1;
-                on_event(&Event::BadImage {
-                    path: bad.path.clone(),
-                    reason: bad.reason.clone(),
-                });
-            }
+            bad_log.report(&decoded.bad, on_event);
             if decoded.indices.len() < 2 {
                 wait_start = Instant::now();
                 continue; // batch norm needs two images
@@ -779,7 +805,7 @@ fn train(
         output: out.clone(),
         epochs,
         final_eval: last_eval,
-        bad_images,
+        bad_images: 0,
         steps: Vec::new(),
         failed_steps: Vec::new(),
     };

@@ -403,6 +403,16 @@ fn visual_search(
         "index_images": index_paths.len(),
         "top_k": k,
     });
+    if !queries.bad.is_empty() {
+        // Query images of a folder that could not be read (the run's own
+        // images are reported by the run).
+        let unreadable: Vec<String> = queries
+            .bad
+            .iter()
+            .map(|b| format!("{}: {}", b.path.display(), b.reason))
+            .collect();
+        m["unreadable_queries"] = json!(unreadable);
+    }
     if queries.concepts.iter().any(|c| !c.is_empty()) {
         let (r1, rk, map) =
             retrieval_metrics(&found, &queries.concepts, &index_concepts, k, &exclude);
