@@ -28,6 +28,7 @@ pub mod data;
 pub mod diagnostic;
 #[cfg(feature = "train")]
 pub mod exec;
+pub mod format;
 #[cfg(feature = "train")]
 pub mod models;
 pub mod plan;

@@ -323,3 +323,46 @@ fn templates_and_explain_document_the_spec() {
         r.stderr
     );
 }
+
+#[test]
+fn fmt_formats_in_place_checks_and_leaves_broken_files_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let messy = dir.path().join("messy.wf");
+    std::fs::write(
+        &messy,
+        "use Clarifai_ResNext{image_size=64   # small\nbatch_size=16}\ndata {train=\"x\"}\n",
+    )
+    .unwrap();
+    let broken = dir.path().join("broken.wf");
+    let broken_text = "use Clarifai_ResNext {\n  image_size = = 64\n}\n";
+    std::fs::write(&broken, broken_text).unwrap();
+    let folder = dir.path().to_str().unwrap();
+
+    let check = wfrun(&["fmt", "--check", folder]);
+    assert_eq!(check.code, 1);
+    assert!(
+        check.stdout.contains("messy.wf: not formatted"),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check.stderr.contains("broken.wf` has 1 syntax error"),
+        "{}",
+        check.stderr
+    );
+
+    let run = wfrun(&["fmt", messy.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        std::fs::read_to_string(&messy).unwrap(),
+        "use Clarifai_ResNext {\n    image_size = 64  # small\n    batch_size = 16\n}\ndata { train = \"x\" }\n"
+    );
+    assert_eq!(wfrun(&["fmt", "--check", messy.to_str().unwrap()]).code, 0);
+
+    assert_eq!(
+        wfrun(&["fmt", folder]).code,
+        1,
+        "the broken file fails the run"
+    );
+    assert_eq!(std::fs::read_to_string(&broken).unwrap(), broken_text);
+}

@@ -13,7 +13,23 @@ fn options() -> CheckOptions {
 }
 
 /// Checks `text` and renders every diagnostic; panics if a span is out of bounds.
+/// Formatting never panics, never changes meaning (the formatter verifies
+/// it and says so), and formatting twice gives the same text.
+fn format_twice(text: &str) {
+    match wfrun::format::format_source(text) {
+        Ok(once) => match wfrun::format::format_source(&once) {
+            Ok(twice) => assert_eq!(once, twice, "not idempotent for {text:?}"),
+            Err(e) => panic!("formatted text does not format again: {e:?}\n{once}"),
+        },
+        Err(wfrun::format::FormatError::ChangedMeaning) => {
+            panic!("formatting would change the meaning of {text:?}")
+        }
+        Err(wfrun::format::FormatError::Syntax(_)) => {}
+    }
+}
+
 fn check_and_render(text: &str) -> usize {
+    format_twice(text);
     let c = check_source("fuzz.wf", text, &options());
     let handler =
         miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());

@@ -59,6 +59,19 @@ pub enum Command {
         #[arg(long)]
         fail_on_bad_images: bool,
     },
+    /// Format workflow files in place: four-space blocks, aligned `=`, comments
+    /// kept; never changes meaning.
+    ///
+    /// Exit status: 0 when done (with `--check`: when every file is formatted),
+    /// 1 when `--check` finds a file to format or a file has syntax errors,
+    /// 2 when a path cannot be read or written.
+    Fmt {
+        /// Files, or folders searched for `*.wf` files. Default: the current folder.
+        paths: Vec<PathBuf>,
+        /// Change nothing; list the files that are not formatted.
+        #[arg(long)]
+        check: bool,
+    },
     /// List the templates and step kinds with their parameters.
     Templates {
         #[arg(long, value_enum, default_value_t = Format::Human)]

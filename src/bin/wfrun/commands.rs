@@ -29,6 +29,7 @@ pub fn run(args: Args) -> u8 {
             format,
             no_fs,
         } => plan(&file, format, no_fs, style),
+        Command::Fmt { paths, check } => fmt(&paths, check),
         Command::Run {
             file,
             resume,
@@ -178,6 +179,81 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
         return Err(FAILED);
     }
     Ok(checked)
+}
+
+fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
+    let default = [std::path::PathBuf::from(".")];
+    let paths = if paths.is_empty() {
+        &default[..]
+    } else {
+        paths
+    };
+    let mut files = Vec::new();
+    for p in paths {
+        match wfrun::workflow_files(p) {
+            Ok(found) => files.extend(found),
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", p.display());
+                return TROUBLE;
+            }
+        }
+    }
+    let (mut changed, mut broken, mut trouble) = (0, 0, 0);
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("error: cannot read `{}`: {e}", file.display());
+                trouble += 1;
+                continue;
+            }
+        };
+        match wfrun::format::format_source(&text) {
+            Ok(formatted) if formatted == text => {}
+            Ok(formatted) => {
+                changed += 1;
+                if check {
+                    println!("{}: not formatted", file.display());
+                    continue;
+                }
+                let mut tmp = file.as_os_str().to_owned();
+                tmp.push(".partial");
+                let tmp = std::path::PathBuf::from(tmp);
+                let written =
+                    std::fs::write(&tmp, &formatted).and_then(|()| std::fs::rename(&tmp, file));
+                match written {
+                    Ok(()) => println!("formatted {}", file.display()),
+                    Err(e) => {
+                        eprintln!("error: cannot write `{}`: {e}", file.display());
+                        trouble += 1;
+                    }
+                }
+            }
+            Err(wfrun::format::FormatError::Syntax(d)) => {
+                broken += 1;
+                eprintln!(
+                    "error: `{}` has {} syntax error(s) and is left as it is; `wfrun check {}` shows them",
+                    file.display(),
+                    d.len(),
+                    file.display()
+                );
+            }
+            Err(wfrun::format::FormatError::ChangedMeaning) => {
+                broken += 1;
+                eprintln!(
+                    "error: formatting `{}` would change its meaning; it is left as it is (please report this)",
+                    file.display()
+                );
+            }
+        }
+    }
+    if trouble > 0 {
+        TROUBLE
+    } else if broken > 0 || (check && changed > 0) {
+        FAILED
+    } else {
+        OK
+    }
 }
 
 fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
