@@ -171,33 +171,20 @@ fn recall_at_1(emb: &Tensor, truth: &[&Vec<usize>]) -> candle_core::Result<f32> 
 
 /// Mean over concepts (with at least one positive) of average precision.
 fn mean_average_precision(scores: &[Vec<f32>], truth: &[&Vec<usize>], classes: usize) -> f32 {
-    let mut total = 0.0;
-    let mut counted = 0;
-    for c in 0..classes {
-        let mut ranked: Vec<(f32, bool)> = scores
-            .iter()
-            .zip(truth)
-            .map(|(s, t)| (s[c], t.contains(&c)))
-            .collect();
-        let positives = ranked.iter().filter(|(_, p)| *p).count();
-        if positives == 0 {
-            continue;
-        }
-        ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let (mut hits, mut ap) = (0, 0.0);
-        for (rank, (_, p)) in ranked.iter().enumerate() {
-            if *p {
-                hits += 1;
-                ap += hits as f32 / (rank + 1) as f32;
-            }
-        }
-        total += ap / positives as f32;
-        counted += 1;
-    }
-    if counted == 0 {
+    let per_concept: Vec<f64> = (0..classes)
+        .filter_map(|c| {
+            let mut ranked: Vec<(f32, bool)> = scores
+                .iter()
+                .zip(truth)
+                .map(|(s, t)| (s[c], t.contains(&c)))
+                .collect();
+            crate::steps::head::average_precision(&mut ranked)
+        })
+        .collect();
+    if per_concept.is_empty() {
         0.0
     } else {
-        total / counted as f32
+        (per_concept.iter().sum::<f64>() / per_concept.len() as f64) as f32
     }
 }
 

@@ -3,37 +3,49 @@
 //! cache, and is consumed at once (argmin and centroid sums for k-means,
 //! top-k for search). Blocks are shared among threads.
 
-use super::search::Neighbours;
+use super::search::{Neighbours, TopK};
 use super::Matrix;
 
 /// Rows of the data per block: a block's dot products fit in the L2 cache.
 const ROWS: usize = 2048;
 
-/// `out[i × b_rows + j] = a_i · b_j` for row-major `a` (`a_rows × dim`) and
-/// `b` (`b_rows × dim`), on this thread.
-pub fn dots(a: &[f32], a_rows: usize, b: &[f32], b_rows: usize, dim: usize, out: &mut [f32]) {
-    assert!(a.len() >= a_rows * dim && b.len() >= b_rows * dim && out.len() >= a_rows * b_rows);
-    if a_rows == 0 || b_rows == 0 {
+/// `dst = lhs · rhs` (`m × n`, row-major, overwritten) with `lhs` (`m × k`)
+/// and `rhs` (`k × n`) given by their row and column strides.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
+    };
+    assert!(dst.len() >= m * n);
+    assert!(m == 0 || k == 0 || lhs.len() > last(m, k, lhs_rs, lhs_cs));
+    assert!(k == 0 || n == 0 || rhs.len() > last(k, n, rhs_rs, rhs_cs));
+    if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the asserts above bound every index gemm touches: dst is
-    // a_rows × b_rows with row stride b_rows, lhs a_rows × dim with row stride
-    // dim, rhs = bᵀ (dim × b_rows) read with column stride dim.
+    // SAFETY: the asserts bound every element gemm reads (the last one of
+    // each operand is in its slice) and writes (dst holds m × n).
     unsafe {
         gemm::gemm(
-            a_rows,
-            b_rows,
-            dim,
-            out.as_mut_ptr(),
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
             1,
-            b_rows as isize,
+            n as isize,
             false,
-            a.as_ptr(),
-            1,
-            dim as isize,
-            b.as_ptr(),
-            dim as isize,
-            1,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
             0.0,
             1.0,
             false,
@@ -44,38 +56,18 @@ pub fn dots(a: &[f32], a_rows: usize, b: &[f32], b_rows: usize, dim: usize, out:
     }
 }
 
+/// `out[i × b_rows + j] = a_i · b_j` for row-major `a` (`a_rows × dim`) and
+/// `b` (`b_rows × dim`), on this thread.
+pub fn dots(a: &[f32], a_rows: usize, b: &[f32], b_rows: usize, dim: usize, out: &mut [f32]) {
+    // bᵀ: element (p, j) is b[j × dim + p].
+    sgemm((a_rows, b_rows, dim), out, a, (dim, 1), b, (1, dim));
+}
+
 /// `out = lhsᵀ · rhs` for row-major `lhs` (`rows × m`) and `rhs`
 /// (`rows × n`): `out` is `m × n`, row-major.
 pub fn dots_tn(lhs: &[f32], rhs: &[f32], rows: usize, m: usize, n: usize, out: &mut [f32]) {
-    assert!(lhs.len() >= rows * m && rhs.len() >= rows * n && out.len() >= m * n);
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: bounded by the assert: lhsᵀ is m × rows (element (i, p) at
-    // p·m + i), rhs is rows × n (element (p, j) at p·n + j), dst m × n.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            rows,
-            out.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            m as isize,
-            1,
-            rhs.as_ptr(),
-            1,
-            n as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    // lhsᵀ: element (i, p) is lhs[p × m + i].
+    sgemm((m, n, rows), out, lhs, (1, m), rhs, (n, 1));
 }
 
 pub fn threads() -> usize {
@@ -209,48 +201,34 @@ pub fn search(
                     for &q0 in mine {
                         let rows = QUERIES.min(nq - q0);
                         let a = &queries.data[q0 * dim..(q0 + rows) * dim];
-                        let mut tops: Vec<Neighbours> = vec![Vec::with_capacity(k + 1); rows];
-                        let mut floors = vec![f32::NEG_INFINITY; rows];
+                        let mut tops: Vec<TopK> = (0..rows).map(|_| TopK::new(k)).collect();
                         let skips: Vec<Option<usize>> =
                             (0..rows).map(|r| exclude(q0 + r)).collect();
                         for start in (0..n).step_by(chunk) {
                             let len = chunk.min(n - start);
                             let b = &index.data[start * dim..(start + len) * dim];
                             dots(a, rows, b, len, dim, &mut buf);
-                            for r in 0..rows {
+                            for (r, top) in tops.iter_mut().enumerate() {
                                 let s = &buf[r * len..(r + 1) * len];
-                                let (best, floor) = (&mut tops[r], &mut floors[r]);
                                 for (g, group) in s.chunks(32).enumerate() {
                                     // A vectorised maximum rules out most groups at once.
-                                    let mut top = f32::NEG_INFINITY;
+                                    let mut most = f32::NEG_INFINITY;
                                     for &v in group {
-                                        top = if v > top { v } else { top };
+                                        most = if v > most { v } else { most };
                                     }
-                                    if top <= *floor && best.len() == k {
+                                    if !top.admits(most) {
                                         continue;
                                     }
                                     for (jj, &v) in group.iter().enumerate() {
-                                        let j = g * 32 + jj;
-                                        if v <= *floor && best.len() == k {
-                                            continue;
-                                        }
-                                        let i = start + j;
-                                        if Some(i) == skips[r] || v.is_nan() {
-                                            continue;
-                                        }
-                                        let at = best.partition_point(|&(_, b)| b >= v);
-                                        best.insert(at, (i as u32, v));
-                                        if best.len() > k {
-                                            best.pop();
-                                        }
-                                        if best.len() == k {
-                                            *floor = best[k - 1].1;
+                                        let i = start + g * 32 + jj;
+                                        if Some(i) != skips[r] {
+                                            top.push(i as u32, v);
                                         }
                                     }
                                 }
                             }
                         }
-                        out.extend(tops);
+                        out.extend(tops.into_iter().map(TopK::into_vec));
                     }
                     out
                 })

@@ -264,6 +264,21 @@ fn targets(
     }
 }
 
+/// The average precision of (score, relevant) pairs ranked by score: the
+/// mean, over the relevant ones, of the precision at their rank. `None`
+/// when none is relevant.
+pub fn average_precision(ranked: &mut [(f32, bool)]) -> Option<f64> {
+    ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (mut hits, mut ap) = (0usize, 0.0f64);
+    for (rank, (_, relevant)) in ranked.iter().enumerate() {
+        if *relevant {
+            hits += 1;
+            ap += hits as f64 / (rank + 1) as f64;
+        }
+    }
+    (hits > 0).then(|| ap / hits as f64)
+}
+
 /// What a head scores on labelled rows.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct HeadMetrics {
@@ -338,15 +353,8 @@ pub fn head_metrics(
                 }
                 ranked.push((s[c], positive));
             }
-            ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
             let positives = ranked.iter().filter(|r| r.1).count();
-            let (mut hits, mut ap) = (0.0, 0.0);
-            for (rank, (_, p)) in ranked.iter().enumerate() {
-                if *p {
-                    hits += 1.0;
-                    ap += hits / (rank + 1) as f64;
-                }
-            }
+            let ap = average_precision(&mut ranked).unwrap_or(0.0);
             let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
             let (precision, recall) = (ratio(tp, tp + fp), ratio(tp, tp + fneg));
             per.push(ConceptMetrics {
@@ -354,7 +362,7 @@ pub fn head_metrics(
                 precision,
                 recall,
                 f1: ratio(2.0 * precision * recall, precision + recall),
-                average_precision: ratio(ap, positives as f64),
+                average_precision: ap,
                 positives,
             });
         }

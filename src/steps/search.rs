@@ -93,27 +93,58 @@ pub fn search(
     Ok(out)
 }
 
-/// The `k` largest of `row` (ties: the lower index first), skipping `skip`.
-pub fn top_k(row: &[f32], k: usize, skip: Option<usize>) -> Neighbours {
-    let mut best: Neighbours = Vec::with_capacity(k + 1);
-    let mut floor = f32::NEG_INFINITY;
-    for (i, &s) in row.iter().enumerate() {
-        if best.len() == k && s <= floor {
-            continue;
-        }
-        if Some(i) == skip || s.is_nan() {
-            continue;
-        }
-        let at = best.partition_point(|&(_, b)| b >= s);
-        best.insert(at, (i as u32, s));
-        if best.len() > k {
-            best.pop();
-        }
-        if best.len() == k {
-            floor = best[k - 1].1;
+/// The `k` largest scores seen so far, best first (ties: the first seen first).
+pub struct TopK {
+    k: usize,
+    best: Neighbours,
+    /// The k-th best score once there are k; scores at or below it are out.
+    floor: f32,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> TopK {
+        TopK {
+            k,
+            best: Vec::with_capacity(k + 1),
+            floor: f32::NEG_INFINITY,
         }
     }
-    best
+
+    /// Whether `score` would be kept (a cheap test before [`TopK::push`]).
+    #[inline]
+    pub fn admits(&self, score: f32) -> bool {
+        self.best.len() < self.k || score > self.floor
+    }
+
+    #[inline]
+    pub fn push(&mut self, index: u32, score: f32) {
+        if !self.admits(score) || score.is_nan() {
+            return;
+        }
+        let at = self.best.partition_point(|&(_, b)| b >= score);
+        self.best.insert(at, (index, score));
+        if self.best.len() > self.k {
+            self.best.pop();
+        }
+        if self.best.len() == self.k {
+            self.floor = self.best[self.k - 1].1;
+        }
+    }
+
+    pub fn into_vec(self) -> Neighbours {
+        self.best
+    }
+}
+
+/// The `k` largest of `row` (ties: the lower index first), skipping `skip`.
+pub fn top_k(row: &[f32], k: usize, skip: Option<usize>) -> Neighbours {
+    let mut top = TopK::new(k);
+    for (i, &s) in row.iter().enumerate() {
+        if Some(i) != skip {
+            top.push(i as u32, s);
+        }
+    }
+    top.into_vec()
 }
 
 /// Retrieval quality when concepts are known: (recall@1, recall@k, mAP@k).

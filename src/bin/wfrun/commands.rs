@@ -64,13 +64,9 @@ fn options(no_fs: bool) -> CheckOptions {
     }
 }
 
-fn check(
-    paths: &[std::path::PathBuf],
-    format: Format,
-    deny: Option<Deny>,
-    no_fs: bool,
-    style: Style,
-) -> u8 {
+/// The `.wf` files of `paths` (files, or folders searched; default: the
+/// current folder), or the exit status after saying what went wrong.
+fn workflow_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, u8> {
     let default = [std::path::PathBuf::from(".")];
     let paths = if paths.is_empty() {
         &default[..]
@@ -82,15 +78,29 @@ fn check(
         match wfrun::workflow_files(p) {
             Ok(found) if found.is_empty() => {
                 eprintln!("error: no `.wf` files under `{}`", p.display());
-                return TROUBLE;
+                return Err(TROUBLE);
             }
             Ok(found) => files.extend(found),
             Err(e) => {
                 eprintln!("error: cannot read `{}`: {e}", p.display());
-                return TROUBLE;
+                return Err(TROUBLE);
             }
         }
     }
+    Ok(files)
+}
+
+fn check(
+    paths: &[std::path::PathBuf],
+    format: Format,
+    deny: Option<Deny>,
+    no_fs: bool,
+    style: Style,
+) -> u8 {
+    let files = match workflow_files(paths) {
+        Ok(f) => f,
+        Err(code) => return code,
+    };
     let options = options(no_fs);
     let (mut errors, mut warnings, mut unreadable) = (0, 0, 0);
     let stdout = std::io::stdout();
@@ -182,22 +192,10 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
 }
 
 fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
-    let default = [std::path::PathBuf::from(".")];
-    let paths = if paths.is_empty() {
-        &default[..]
-    } else {
-        paths
+    let files = match workflow_files(paths) {
+        Ok(f) => f,
+        Err(code) => return code,
     };
-    let mut files = Vec::new();
-    for p in paths {
-        match wfrun::workflow_files(p) {
-            Ok(found) => files.extend(found),
-            Err(e) => {
-                eprintln!("error: cannot read `{}`: {e}", p.display());
-                return TROUBLE;
-            }
-        }
-    }
     let (mut changed, mut broken, mut trouble) = (0, 0, 0);
     for file in &files {
         let text = match std::fs::read_to_string(file) {
