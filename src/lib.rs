@@ -29,6 +29,7 @@ pub mod diagnostic;
 #[cfg(feature = "train")]
 pub mod exec;
 pub mod format;
+pub mod ide;
 #[cfg(feature = "train")]
 pub mod models;
 pub mod plan;

@@ -72,6 +72,10 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// A language server over stdio for editors: diagnostics as you type,
+    /// hover documentation, completion, formatting.
+    #[cfg(feature = "lsp")]
+    Lsp,
     /// List the templates and step kinds with their parameters.
     Templates {
         #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -30,6 +30,8 @@ pub fn run(args: Args) -> u8 {
             no_fs,
         } => plan(&file, format, no_fs, style),
         Command::Fmt { paths, check } => fmt(&paths, check),
+        #[cfg(feature = "lsp")]
+        Command::Lsp => crate::lsp::serve(),
         Command::Run {
             file,
             resume,

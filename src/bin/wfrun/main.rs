@@ -2,6 +2,8 @@
 
 mod cli;
 mod commands;
+#[cfg(feature = "lsp")]
+mod lsp;
 
 use clap::Parser as _;
 
