@@ -46,6 +46,18 @@ impl std::fmt::Display for BadImage {
     }
 }
 
+/// A reader for `path`, its format guessed from the content.
+fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, BadImage> {
+    let bad = |e: std::io::Error| BadImage {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    image::ImageReader::open(path)
+        .map_err(bad)?
+        .with_guessed_format()
+        .map_err(bad)
+}
+
 /// The width and height of every image of `paths`, in order, read on
 /// `workers` threads: from the file's header alone, or (`decode`) by decoding
 /// the whole image, which also finds files corrupt past their header.
@@ -59,10 +71,7 @@ pub fn survey(
             path: path.clone(),
             reason,
         };
-        let reader = image::ImageReader::open(path)
-            .map_err(|e| bad(e.to_string()))?
-            .with_guessed_format()
-            .map_err(|e| bad(e.to_string()))?;
+        let reader = open(path)?;
         let (w, h) = if decode {
             let img = reader.decode().map_err(|e| bad(e.to_string()))?;
             (img.width(), img.height())
@@ -93,10 +102,7 @@ pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> 
         path: path.to_path_buf(),
         reason,
     };
-    let img = image::ImageReader::open(path)
-        .map_err(|e| bad(e.to_string()))?
-        .with_guessed_format()
-        .map_err(|e| bad(e.to_string()))?
+    let img = open(path)?
         .decode()
         .map_err(|e| bad(e.to_string()))?
         .to_rgb8();

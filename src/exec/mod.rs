@@ -856,25 +856,12 @@ impl Images {
         logreg: bool,
         device: &Device,
     ) -> candle_core::Result<Targets> {
-        if logreg {
-            let mut rows = vec![0f32; indices.len() * classes];
-            for (r, &i) in indices.iter().enumerate() {
-                for &c in &self.concepts[i] {
-                    rows[r * classes + c] = 1.0;
-                }
-            }
-            Ok(Targets::MultiLabel(Tensor::from_vec(
-                rows,
-                (indices.len(), classes),
-                device,
-            )?))
-        } else {
-            let labels: Vec<u32> = indices
-                .iter()
-                .map(|&i| self.concepts[i][0] as u32)
-                .collect();
-            Ok(Targets::Classes(Tensor::new(labels.as_slice(), device)?))
-        }
+        Targets::from_concepts(
+            indices.iter().map(|&i| self.concepts[i].as_slice()),
+            classes,
+            logreg,
+            device,
+        )
     }
 }
 

@@ -108,6 +108,37 @@ pub enum Targets {
     MultiLabel(Tensor),
 }
 
+impl Targets {
+    /// The targets of images with these concepts: a 0/1 row each
+    /// (`multi_label`), or each image's first concept as its class.
+    pub fn from_concepts<'a>(
+        concepts: impl ExactSizeIterator<Item = &'a [usize]>,
+        classes: usize,
+        multi_label: bool,
+        device: &candle_core::Device,
+    ) -> Result<Targets> {
+        let n = concepts.len();
+        if multi_label {
+            let mut rows = vec![0f32; n * classes];
+            for (r, cs) in concepts.enumerate() {
+                for &c in cs {
+                    rows[r * classes + c] = 1.0;
+                }
+            }
+            Ok(Targets::MultiLabel(Tensor::from_vec(
+                rows,
+                (n, classes),
+                device,
+            )?))
+        } else {
+            let labels: Vec<u32> = concepts
+                .map(|c| c.first().copied().unwrap_or(0) as u32)
+                .collect();
+            Ok(Targets::Classes(Tensor::new(labels.as_slice(), device)?))
+        }
+    }
+}
+
 /// A template's network with its head and loss.
 #[derive(Clone, Debug)]
 pub struct TemplateNet {

@@ -4,10 +4,10 @@
 //! standardised with the training rows' mean and deviation first, so one
 //! learning rate suits every template's embedding scale.
 
-use candle_core::{DType, Device, Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor, Var};
 
 use crate::data::Rng;
-use crate::models::loss;
+use crate::models::{loss, Targets};
 
 #[derive(Clone, Debug)]
 pub struct HeadOptions {
@@ -184,7 +184,12 @@ fn train_head_autograd(
         Tensor::zeros((classes, dim), DType::F32, device)?,
         Tensor::zeros(classes, DType::F32, device)?,
     ];
-    let targets = targets(concepts, classes, options.logreg, device)?;
+    let targets = Targets::from_concepts(
+        concepts.iter().map(Vec::as_slice),
+        classes,
+        options.logreg,
+        device,
+    )?;
     let mut rng = Rng::new(options.seed);
     let mut head = Head {
         logreg: options.logreg,
@@ -204,10 +209,10 @@ fn train_head_autograd(
             let xb = x.index_select(&ids, 0)?;
             let logits = head.logits(&xb)?;
             let l = match &targets {
-                Labels::Classes(t) => {
+                Targets::Classes(t) => {
                     loss::softmax_cross_entropy(&logits, &t.index_select(&ids, 0)?)?
                 }
-                Labels::Multi(t) => {
+                Targets::MultiLabel(t) => {
                     loss::sigmoid_binary_cross_entropy(&logits, &t.index_select(&ids, 0)?)?
                 }
             };
@@ -230,38 +235,6 @@ fn train_head_autograd(
     head.weight = weight.as_tensor().detach();
     head.bias = bias.as_tensor().detach();
     Ok(head)
-}
-
-enum Labels {
-    Classes(Tensor),
-    Multi(Tensor),
-}
-
-fn targets(
-    concepts: &[Vec<usize>],
-    classes: usize,
-    logreg: bool,
-    device: &Device,
-) -> Result<Labels> {
-    if logreg {
-        let mut rows = vec![0f32; concepts.len() * classes];
-        for (r, cs) in concepts.iter().enumerate() {
-            for &c in cs {
-                rows[r * classes + c] = 1.0;
-            }
-        }
-        Ok(Labels::Multi(Tensor::from_vec(
-            rows,
-            (concepts.len(), classes),
-            device,
-        )?))
-    } else {
-        let labels: Vec<u32> = concepts
-            .iter()
-            .map(|c| c.first().copied().unwrap_or(0) as u32)
-            .collect();
-        Ok(Labels::Classes(Tensor::new(labels.as_slice(), device)?))
-    }
 }
 
 /// The average precision of (score, relevant) pairs ranked by score: the
@@ -377,6 +350,7 @@ pub fn head_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::Device;
 
     #[test]
     fn the_cpu_gradients_follow_autograd() {
