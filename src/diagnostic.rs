@@ -93,6 +93,18 @@ pub struct Label {
     pub message: String,
 }
 
+/// A mechanical fix: replace the text of `span` by `replacement`.
+///
+/// Fixes are offered only where the checker knows the result is what was
+/// meant (a name a typo away, the nearest value on the grid); an editor shows
+/// each as a quick fix titled `title`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fix {
+    pub span: Span,
+    pub replacement: String,
+    pub title: String,
+}
+
 /// One problem found in a workflow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
@@ -107,6 +119,8 @@ pub struct Diagnostic {
     pub related: Vec<Label>,
     /// How to fix it, when a fix is known.
     pub help: Option<String>,
+    /// Edits that fix it, most likely first (a subset of what `help` says).
+    pub fixes: Vec<Fix>,
 }
 
 impl Diagnostic {
@@ -119,6 +133,7 @@ impl Diagnostic {
             label: None,
             related: Vec::new(),
             help: None,
+            fixes: Vec::new(),
         }
     }
 
@@ -154,6 +169,39 @@ impl Diagnostic {
         self
     }
 
+    /// Offers replacing `span` by `replacement` as a fix titled `title`.
+    pub fn with_fix(
+        mut self,
+        span: Span,
+        replacement: impl Into<String>,
+        title: impl Into<String>,
+    ) -> Diagnostic {
+        self.fixes.push(Fix {
+            span,
+            replacement: replacement.into(),
+            title: title.into(),
+        });
+        self
+    }
+
+    /// "did you mean `x`?" with the replacement of `span` by `x` as a fix, or
+    /// `otherwise()` as help when nothing is close enough.
+    pub fn with_suggestion(
+        self,
+        span: Span,
+        suggestion: Option<&str>,
+        otherwise: impl FnOnce() -> String,
+    ) -> Diagnostic {
+        match suggestion {
+            Some(x) => self.with_help(format!("did you mean `{x}`?")).with_fix(
+                span,
+                x,
+                format!("change to `{x}`"),
+            ),
+            None => self.with_help(otherwise()),
+        }
+    }
+
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
     }
@@ -175,6 +223,15 @@ impl Diagnostic {
                 })
                 .collect(),
             help: self.help.clone(),
+            fixes: self
+                .fixes
+                .iter()
+                .map(|f| JsonFix {
+                    location: JsonLocation::new(sources, f.span),
+                    replacement: f.replacement.clone(),
+                    title: f.title.clone(),
+                })
+                .collect(),
         }
     }
 }
@@ -229,6 +286,15 @@ pub struct JsonLabel {
     pub message: String,
 }
 
+/// A fix in JSON output: the span to replace and its replacement.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct JsonFix {
+    #[serde(flatten)]
+    pub location: JsonLocation,
+    pub replacement: String,
+    pub title: String,
+}
+
 /// The JSON form of a diagnostic (one object per line with `--format json`).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct JsonDiagnostic {
@@ -240,6 +306,7 @@ pub struct JsonDiagnostic {
     pub label: Option<String>,
     pub labels: Vec<JsonLabel>,
     pub help: Option<String>,
+    pub fixes: Vec<JsonFix>,
 }
 
 /// A diagnostic paired with its sources, so miette can render it.

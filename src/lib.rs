@@ -46,7 +46,7 @@ pub mod workflow;
 use std::path::{Path, PathBuf};
 
 pub use check::CheckOptions;
-pub use diagnostic::{Code, Diagnostic, JsonDiagnostic, Severity};
+pub use diagnostic::{Code, Diagnostic, Fix, JsonDiagnostic, Severity};
 pub use plan::Plan;
 pub use source::{SourceFile, SourceId, SourceMap, Span};
 pub use spec::Registry;

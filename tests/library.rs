@@ -331,3 +331,86 @@ fn the_prelude_is_the_only_place_for_root_templates_and_step_kinds() {
         [Code::Misplaced]
     );
 }
+
+/// Applies `fix` to `text`.
+fn apply(text: &str, fix: &wfrun::Fix) -> String {
+    format!(
+        "{}{}{}",
+        &text[..fix.span.start],
+        fix.replacement,
+        &text[fix.span.end..]
+    )
+}
+
+#[test]
+fn every_offered_fix_removes_its_diagnostic() {
+    let mut texts: Vec<(String, String)> = std::fs::read_dir("tests/fixtures")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wf"))
+        .map(|p| {
+            (
+                p.display().to_string(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    // Each kind of fix, at least once.
+    texts.push((
+        "kinds.wf".into(),
+        "workflow w\n\
+         use Clarifai_ResNext { image_size = 20  bacth_size = 8  num_epochs = 2.0  init_epochs = \"1\" }\n\
+         data { train = \"x\"  evl = 0.1 }\nsede = 3\ndevice = cdua\n\
+         step clusterin { k = 2 }\nstep visual_search { queries = evl  top_k = 5 }\n\
+         template T extends Clarifai_ResNxt { doc = \"x\" }\n\
+         template U extends Clarifai_ResNext { param image_sise { max = 64 } }\n"
+            .into(),
+    ));
+    let mut fixed = 0;
+    for (name, text) in &texts {
+        let before = check_source(name, text, &no_fs());
+        for d in before.diagnostics.iter().filter(|d| !d.fixes.is_empty()) {
+            assert!(d.help.is_some(), "{name}: a fix without help: {d:?}");
+            for fix in &d.fixes {
+                assert!(
+                    d.span.start <= fix.span.start && fix.span.end <= d.span.end,
+                    "{name}: a fix outside its diagnostic: {d:?}"
+                );
+                let after = check_source(name, &apply(text, fix), &no_fs());
+                let still = after
+                    .diagnostics
+                    .iter()
+                    .any(|e| e.code == d.code && e.span.start == d.span.start);
+                assert!(
+                    !still,
+                    "{name}: `{}` does not fix {d:?}: {:#?}",
+                    fix.title, after.diagnostics
+                );
+                fixed += 1;
+            }
+        }
+    }
+    let kinds = check_source("kinds.wf", &texts.last().unwrap().1, &no_fs());
+    let with_fixes: Vec<Code> = kinds
+        .diagnostics
+        .iter()
+        .filter(|d| !d.fixes.is_empty())
+        .map(|d| d.code)
+        .collect();
+    for code in [
+        Code::UnknownTemplate,
+        Code::OutOfRange,
+        Code::UnknownParam,
+        Code::WrongType,
+        Code::UnknownSetting,
+        Code::BadDevice,
+        Code::UnknownStepKind,
+    ] {
+        assert!(
+            with_fixes.contains(&code),
+            "{code} offers no fix: {:#?}",
+            kinds.diagnostics
+        );
+    }
+    assert!(fixed >= 15, "only {fixed} fixes tried");
+}

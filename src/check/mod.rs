@@ -507,19 +507,20 @@ impl Checker<'_> {
             .with_label("not a hyperparameter")
             .with_help(format!("write `{name} = ..` {place}"));
         }
-        let help = did_you_mean(name, t.params.iter().map(|p| &*p.name))
-            .map(|x| format!("did you mean `{x}`?"))
-            .unwrap_or_else(|| {
-                let names: Vec<&str> = t.params.iter().map(|p| &*p.name).collect();
-                format!("the hyperparameters of `{}` are {}", t.name, list(&names))
-            });
         Diagnostic::error(
             Code::UnknownParam,
             s.name.span,
             format!("`{}` has no hyperparameter `{name}`", t.name),
         )
         .with_label("unknown hyperparameter")
-        .with_help(help)
+        .with_suggestion(
+            s.name.span,
+            did_you_mean(name, t.params.iter().map(|p| &*p.name)),
+            || {
+                let names: Vec<&str> = t.params.iter().map(|p| &*p.name).collect();
+                format!("the hyperparameters of `{}` are {}", t.name, list(&names))
+            },
+        )
     }
 
     fn top_settings(
@@ -682,13 +683,9 @@ impl Checker<'_> {
         if DATA_SETTINGS.contains(&name.as_str()) {
             return d.with_help(format!("`{name}` goes inside the `data {{ .. }}` block"));
         }
-        match did_you_mean(name, TOP_SETTINGS) {
-            Some(x) => d.with_help(format!("did you mean `{x}`?")),
-            None => d.with_help(format!(
-                "the top-level settings are {}",
-                list(&TOP_SETTINGS)
-            )),
-        }
+        d.with_suggestion(s.name.span, did_you_mean(name, TOP_SETTINGS), || {
+            format!("the top-level settings are {}", list(&TOP_SETTINGS))
+        })
     }
 
     fn device(&mut self, value: &Value) -> Option<Device> {
@@ -734,13 +731,12 @@ impl Checker<'_> {
                     ValueKind::Str(s) => Some(s.as_str()),
                     _ => None,
                 };
-                let help =
-                    match written.and_then(|w| did_you_mean(w, ["cpu", "auto", "cuda", "metal"])) {
-                        Some("cuda") => "did you mean `cuda(0)`?".to_string(),
-                        Some("metal") => "did you mean `metal(0)`?".to_string(),
-                        Some(x) => format!("did you mean `{x}`?"),
-                        None => "write `device = cpu`, `auto`, `cuda(N)` or `metal(N)`".to_string(),
-                    };
+                let suggestion = written
+                    .and_then(|w| did_you_mean(w, ["cpu", "auto", "cuda", "metal"]))
+                    .map(|x| match x {
+                        "cuda" | "metal" => format!("{x}(0)"),
+                        x => x.to_string(),
+                    });
                 self.push(
                     Diagnostic::error(
                         Code::BadDevice,
@@ -748,7 +744,9 @@ impl Checker<'_> {
                         format!("{} is not a device", other.describe()),
                     )
                     .with_label("unknown device")
-                    .with_help(help),
+                    .with_suggestion(value.span, suggestion.as_deref(), || {
+                        "write `device = cpu`, `auto`, `cuda(N)` or `metal(N)`".to_string()
+                    }),
                 );
                 return None;
             }
@@ -824,13 +822,9 @@ impl Checker<'_> {
                             "`{key}` is a hyperparameter: set it inside the `use` block"
                         ))
                     } else {
-                        match did_you_mean(key, DATA_SETTINGS) {
-                            Some(x) => d.with_help(format!("did you mean `{x}`?")),
-                            None => d.with_help(format!(
-                                "the data settings are {}",
-                                list(&DATA_SETTINGS)
-                            )),
-                        }
+                        d.with_suggestion(s.name.span, did_you_mean(key, DATA_SETTINGS), || {
+                            format!("the data settings are {}", list(&DATA_SETTINGS))
+                        })
                     };
                     self.push(d);
                 }
@@ -897,9 +891,6 @@ impl Checker<'_> {
                     .iter()
                     .map(|k| k.name.as_str())
                     .collect();
-                let help = did_you_mean(&s.kind.name, names.iter().copied())
-                    .map(|x| format!("did you mean `{x}`?"))
-                    .unwrap_or_else(|| format!("the steps are {}", list(&names)));
                 self.push(
                     Diagnostic::error(
                         Code::UnknownStepKind,
@@ -907,7 +898,11 @@ impl Checker<'_> {
                         format!("there is no step `{}`", s.kind.name),
                     )
                     .with_label("unknown step")
-                    .with_help(help),
+                    .with_suggestion(
+                        s.kind.span,
+                        did_you_mean(&s.kind.name, names.iter().copied()),
+                        || format!("the steps are {}", list(&names)),
+                    ),
                 );
                 out.push(None);
                 continue;
@@ -937,19 +932,20 @@ impl Checker<'_> {
             let kind_name = kind.name.clone();
             let params = self.resolve_params(&kind.params, &settings, &kind_name, |_, st| {
                 let name = &st.name.name;
-                let help = did_you_mean(name, kind.params.iter().map(|p| &*p.name))
-                    .map(|x| format!("did you mean `{x}`?"))
-                    .unwrap_or_else(|| {
-                        let names: Vec<&str> = kind.params.iter().map(|p| &*p.name).collect();
-                        format!("the parameters of `{}` are {}", kind.name, list(&names))
-                    });
                 Diagnostic::error(
                     Code::UnknownParam,
                     st.name.span,
                     format!("the step `{}` has no parameter `{name}`", kind.name),
                 )
                 .with_label("unknown parameter")
-                .with_help(help)
+                .with_suggestion(
+                    st.name.span,
+                    did_you_mean(name, kind.params.iter().map(|p| &*p.name)),
+                    || {
+                        let names: Vec<&str> = kind.params.iter().map(|p| &*p.name).collect();
+                        format!("the parameters of `{}` are {}", kind.name, list(&names))
+                    },
+                )
             });
             out.push(Some(StepSpec {
                 kind: kind.id,

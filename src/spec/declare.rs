@@ -226,17 +226,17 @@ pub fn unknown_template<'a>(
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Diagnostic {
     let candidates: Vec<&str> = candidates.into_iter().collect();
-    let help = match did_you_mean(&name.name, candidates.iter().copied()) {
-        Some(s) => format!("did you mean `{s}`?"),
-        None => format!("the templates are {}", list(&candidates)),
-    };
     Diagnostic::error(
         Code::UnknownTemplate,
         name.span,
         format!("there is no template named `{}`", name.name),
     )
     .with_label("unknown template")
-    .with_help(help)
+    .with_suggestion(
+        name.span,
+        did_you_mean(&name.name, candidates.iter().copied()),
+        || format!("the templates are {}", list(&candidates)),
+    )
 }
 
 /// `a`, `a` and `b`, `a`, `b` and `c`, each in backticks.
@@ -426,16 +426,17 @@ fn unknown_template_setting(s: &Setting, parent: Option<&TemplateSpec>) -> Diagn
     } else {
         &TEMPLATE_SETTINGS
     };
-    let help = did_you_mean(name, allowed.iter().copied())
-        .map(|s| format!("did you mean `{s}`?"))
-        .unwrap_or_else(|| format!("a template's settings are {}", list(allowed)));
     Diagnostic::error(
         Code::UnknownSetting,
         s.name.span,
         format!("unknown template setting `{name}`"),
     )
     .with_label("unknown setting")
-    .with_help(help)
+    .with_suggestion(
+        s.name.span,
+        did_you_mean(name, allowed.iter().copied()),
+        || format!("a template's settings are {}", list(allowed)),
+    )
 }
 
 fn value_text(s: &Setting, _p: &ParamSpec) -> String {
@@ -611,16 +612,17 @@ fn nested_params(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) {
 }
 
 fn unknown_param_setting(s: &Setting) -> Diagnostic {
-    let help = did_you_mean(&s.name.name, PARAM_SETTINGS)
-        .map(|x| format!("did you mean `{x}`?"))
-        .unwrap_or_else(|| format!("a parameter's settings are {}", list(&PARAM_SETTINGS)));
     Diagnostic::error(
         Code::UnknownSetting,
         s.name.span,
         format!("unknown parameter setting `{}`", s.name.name),
     )
     .with_label("unknown setting")
-    .with_help(help)
+    .with_suggestion(
+        s.name.span,
+        did_you_mean(&s.name.name, PARAM_SETTINGS),
+        || format!("a parameter's settings are {}", list(&PARAM_SETTINGS)),
+    )
 }
 
 /// A number for `min`/`max`/`step` of `spec`, of the parameter's kind.
@@ -778,12 +780,6 @@ fn narrowed_template(
             continue;
         }
         let Some(i) = spec.params.iter().position(|q| *q.name == *p.name.name) else {
-            let help = did_you_mean(&p.name.name, parent.params.iter().map(|q| &*q.name))
-                .map(|s| format!("did you mean `{s}`?"))
-                .unwrap_or_else(|| {
-                    let names: Vec<&str> = parent.params.iter().map(|q| &*q.name).collect();
-                    format!("the parameters of `{}` are {}", parent.name, list(&names))
-                });
             diagnostics.push(
                 Diagnostic::error(
                     Code::UnknownParam,
@@ -794,7 +790,14 @@ fn narrowed_template(
                     ),
                 )
                 .with_label("unknown parameter")
-                .with_help(help),
+                .with_suggestion(
+                    p.name.span,
+                    did_you_mean(&p.name.name, parent.params.iter().map(|q| &*q.name)),
+                    || {
+                        let names: Vec<&str> = parent.params.iter().map(|q| &*q.name).collect();
+                        format!("the parameters of `{}` are {}", parent.name, list(&names))
+                    },
+                ),
             );
             continue;
         };

@@ -353,29 +353,51 @@ impl ParamSpec {
                     format!("`{name}` expects {expected}, found {}", other.describe()),
                 )
                 .with_label(format!("expected {expected}"));
-                d.help = match other {
+                // The help, and the replacement it describes when it is mechanical.
+                let (help, fix) = match other {
                     ValueKind::Float(f)
                         if ty.numeric == Some(NumKind::Int)
                             && f.fract() == 0.0
                             && f.abs() < 9e15 =>
                     {
-                        Some(format!("write it as an integer: `{name} = {}`", *f as i64))
+                        let int = (*f as i64).to_string();
+                        (
+                            Some(format!("write it as an integer: `{name} = {int}`")),
+                            Some(int),
+                        )
                     }
                     ValueKind::Str(s)
                         if ty.numeric.is_some() && s.trim().parse::<f64>().is_ok() =>
                     {
-                        Some(format!("remove the quotes: `{name} = {}`", s.trim()))
+                        let bare = s.trim().to_string();
+                        (
+                            Some(format!("remove the quotes: `{name} = {bare}`")),
+                            Some(bare),
+                        )
                     }
                     ValueKind::Name(n) if !ty.keywords.is_empty() => {
-                        crate::suggest::did_you_mean(n, ty.keywords.iter().map(String::as_str))
-                            .map(|s| format!("did you mean `{s}`?"))
-                            .or_else(|| Some(format!("`{name}` accepts {}", self.ty)))
+                        match crate::suggest::did_you_mean(
+                            n,
+                            ty.keywords.iter().map(String::as_str),
+                        ) {
+                            Some(s) => (Some(format!("did you mean `{s}`?")), Some(s.to_string())),
+                            None => (Some(format!("`{name}` accepts {}", self.ty)), None),
+                        }
                     }
                     ValueKind::Name(n) if ty.path => {
-                        Some(format!("write paths in quotes: `{name} = \"{n}\"`"))
+                        let quoted = format!("\"{n}\"");
+                        (
+                            Some(format!("write paths in quotes: `{name} = {quoted}`")),
+                            Some(quoted),
+                        )
                     }
-                    _ => None,
+                    _ => (None, None),
                 };
+                d.help = help;
+                if let Some(text) = fix {
+                    let title = format!("change to `{text}`");
+                    d = d.with_fix(value.span, text, title);
+                }
                 Err(Box::new(d))
             }
         }
@@ -433,7 +455,7 @@ impl ParamSpec {
                     (Some(v), None) | (None, Some(v)) => format!("the nearest valid value is {v}"),
                     (None, None) => "no value fits the range".to_string(),
                 };
-                return Err(Box::new(Diagnostic::error(
+                let d = Diagnostic::error(
                     Code::OffStep,
                     span,
                     format!(
@@ -444,7 +466,14 @@ impl ParamSpec {
                 )
                 .with_label(format!("not a multiple of the step {} from {}", step.value, fmt_num_like(base, step.value)))
                 .with_related(step.span, format!("the step of `{name}` is {}", step.value))
-                .with_help(nearest)));
+                .with_help(nearest);
+                // The nearer valid value first.
+                let mut options: Vec<Num> = [lo, hi].into_iter().flatten().collect();
+                options.sort_by(|a, b| (a.as_f64() - x).abs().total_cmp(&(b.as_f64() - x).abs()));
+                let d = options.into_iter().fold(d, |d, v| {
+                    d.with_fix(span, v.to_string(), format!("change to {v}"))
+                });
+                return Err(Box::new(d));
             }
         }
         Ok(ParamValue::Num(n))
@@ -452,7 +481,7 @@ impl ParamSpec {
 
     fn range_error(&self, n: Num, span: Span, what: &str, bound: &Declared<Num>) -> Diagnostic {
         let name = &self.name;
-        Diagnostic::error(
+        let d = Diagnostic::error(
             Code::OutOfRange,
             span,
             format!("`{name}` = {n} is {what} {}", bound.value),
@@ -462,7 +491,24 @@ impl ParamSpec {
             bound.span,
             format!("the range of `{name}` is declared here"),
         )
-        .with_help(format!("`{name}` accepts {}", self.range_text()))
+        .with_help(format!("`{name}` accepts {}", self.range_text()));
+        // The bound itself, or the last value on the grid before it.
+        let bound_x = bound.value.as_f64();
+        let valid = match &self.step {
+            Some(step) => {
+                let base = self.min.as_ref().map_or(0.0, |m| m.value.as_f64());
+                if on_grid(bound_x, base, step.value.as_f64()) {
+                    Some(bound.value)
+                } else {
+                    self.neighbours(bound_x).0
+                }
+            }
+            None => Some(bound.value),
+        };
+        match valid {
+            Some(v) => d.with_fix(span, v.to_string(), format!("change to {v}")),
+            None => d,
+        }
     }
 
     /// The valid values just below and just above `x` (within the range).
