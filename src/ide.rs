@@ -5,7 +5,10 @@
 use crate::diagnostic::Diagnostic;
 use crate::source::SourceId;
 use crate::spec::{fmt_float, DefaultValue, ParamSpec, Registry, TemplateSpec};
-use crate::syntax::{Block, Item, Module, Setting, ValueKind};
+use crate::syntax::{Block, BlockItem, Item, Module, Setting, ValueKind};
+
+/// The id the edited file's spans carry (the prelude's is `SourceId::PRELUDE`).
+const FILE: SourceId = SourceId(1);
 
 /// Markdown documentation of a parameter: type, range, default, its text.
 pub fn param_markdown(owner: &str, p: &ParamSpec) -> String {
@@ -64,7 +67,7 @@ fn written_number(block: Option<&Block>, name: &str) -> Option<f64> {
 /// kind, or a parameter (hovering `batch_size` or `per_item_lrate` also shows
 /// the resulting `lrate`). `None` over anything else.
 pub fn hover(text: &str, offset: usize) -> Option<String> {
-    let (module, _) = crate::syntax::parse(SourceId(0), text);
+    let (module, _) = crate::syntax::parse(FILE, text);
     let registry = Registry::builtin();
     let templates = templates(&module);
     let template = |name: &str| templates.iter().find(|t| t.name == name);
@@ -194,7 +197,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
         .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
         .map_or(0, |i| i + 1);
     let head = before[..word_start].trim();
-    let (module, _) = crate::syntax::parse(SourceId(0), text);
+    let (module, _) = crate::syntax::parse(FILE, text);
     let registry = Registry::builtin();
     let templates = templates(&module);
 
@@ -241,12 +244,35 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
             })
             .collect();
     }
-    if head.contains('=') {
+    // After `name =`: the keywords the parameter accepts, if any.
+    let value_of = head.strip_suffix('=').map(|h| {
+        let h = h.trim_end();
+        &h[h.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1)..]
+    });
+    if value_of.is_none() && head.contains('=') {
         return Vec::new();
     }
     // Which block is the cursor in? The innermost `{` not closed before it.
     let block = enclosing_block(text, offset);
     let params = |owner: &str, specs: &[ParamSpec], written: Vec<&str>| -> Vec<Completion> {
+        if let Some(name) = value_of {
+            let Some(p) = specs.iter().find(|p| &*p.name == name) else {
+                return Vec::new();
+            };
+            return p
+                .ty
+                .keywords
+                .iter()
+                .map(|k| Completion {
+                    label: k.clone(),
+                    kind: CompletionKind::Value,
+                    detail: format!("{owner}.{name}"),
+                    documentation: param_markdown(owner, p),
+                    insert: k.clone(),
+                })
+                .collect();
+        }
         specs
             .iter()
             .filter(|p| !written.contains(&&*p.name))
@@ -285,14 +311,14 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
                     .collect();
                 return params(&k.name, &k.params, written);
             }
-            Item::Data(d) if block.is_some_and(|b| within(d.span, b)) => {
+            Item::Data(d) if value_of.is_none() && block.is_some_and(|b| within(d.span, b)) => {
                 let written: Vec<&str> = d.body.settings().map(|s| s.name.name.as_str()).collect();
                 return settings(&DATA_SETTINGS, &written);
             }
             _ => {}
         }
     }
-    if block.is_some() {
+    if block.is_some() || value_of.is_some() {
         return Vec::new();
     }
     let written: Vec<&str> = module
@@ -361,6 +387,223 @@ fn enclosing_block(text: &str, offset: usize) -> Option<usize> {
     stack.last().copied()
 }
 
+/// Where something is declared: a byte range of the file itself, or of the
+/// prelude (`crate::spec::PRELUDE`, wfrun's built-in templates and steps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub in_prelude: bool,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Target {
+    fn of(span: crate::source::Span) -> Target {
+        Target {
+            in_prelude: span.source == SourceId::PRELUDE,
+            start: span.start,
+            end: span.end,
+        }
+    }
+}
+
+/// Where the name under byte `offset` is declared: a template used or
+/// extended, a step kind, or a parameter set in a `use` or `step` block or
+/// narrowed by a template.
+pub fn definition(text: &str, offset: usize) -> Option<Target> {
+    let (module, _) = crate::syntax::parse(FILE, text);
+    let registry = Registry::builtin();
+    let templates = templates(&module);
+    let template = |name: &str| templates.iter().find(|t| t.name == name);
+    let param_in = |block: Option<&Block>, params: &dyn Fn(&str) -> Option<Target>| {
+        block?
+            .settings()
+            .find(|s| within(s.name.span, offset))
+            .and_then(|s| params(&s.name.name))
+    };
+    for item in &module.items {
+        match item {
+            Item::Use(u) if within(u.span, offset) => {
+                let t = template(&u.template.name)?;
+                if within(u.template.span, offset) {
+                    return Some(Target::of(t.span));
+                }
+                return param_in(u.body.as_ref(), &|n| t.param(n).map(|p| Target::of(p.span)));
+            }
+            Item::Step(s) if within(s.span, offset) => {
+                let kind = registry.step_kind(&s.kind.name)?;
+                if within(s.kind.span, offset) {
+                    return Some(Target::of(kind.span));
+                }
+                return param_in(s.body.as_ref(), &|n| {
+                    kind.param(n).map(|p| Target::of(p.span))
+                });
+            }
+            Item::Template(t) if within(t.span, offset) => {
+                let parent = template(&t.parent.as_ref()?.name)?;
+                if t.parent.as_ref().is_some_and(|p| within(p.span, offset)) {
+                    return Some(Target::of(parent.span));
+                }
+                // A narrowed parameter: the parent's declaration.
+                return t.body.items.iter().find_map(|i| match i {
+                    BlockItem::Param(p) if within(p.name.span, offset) => {
+                        parent.param(&p.name.name).map(|q| Target::of(q.span))
+                    }
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// What an outline shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SymbolKind {
+    Workflow,
+    Use,
+    Data,
+    Step,
+    Template,
+    StepKind,
+    Param,
+    Setting,
+}
+
+/// One entry of a file's outline, with the settings inside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Symbol {
+    pub name: String,
+    /// A short description: the template of a `use`, the kind of a step, a value.
+    pub detail: String,
+    pub kind: SymbolKind,
+    /// The whole entry (byte range).
+    pub start: usize,
+    pub end: usize,
+    /// Its name (byte range).
+    pub name_start: usize,
+    pub name_end: usize,
+    pub children: Vec<Symbol>,
+}
+
+/// The outline of `text`: its statements, each with the settings and
+/// parameters it holds.
+pub fn symbols(text: &str) -> Vec<Symbol> {
+    let (module, _) = crate::syntax::parse(FILE, text);
+    let symbol = |name: &str,
+                  detail: String,
+                  kind,
+                  whole: crate::source::Span,
+                  name_span: crate::source::Span,
+                  children| Symbol {
+        name: name.to_string(),
+        detail,
+        kind,
+        start: whole.start,
+        end: whole.end,
+        name_start: name_span.start,
+        name_end: name_span.end,
+        children,
+    };
+    let value_text = |s: &Setting| text[s.value.span.start..s.value.span.end].to_string();
+    let block = |b: Option<&Block>| -> Vec<Symbol> {
+        b.map(|b| {
+            b.items
+                .iter()
+                .map(|i| match i {
+                    BlockItem::Setting(s) => symbol(
+                        &s.name.name,
+                        value_text(s),
+                        SymbolKind::Setting,
+                        s.span,
+                        s.name.span,
+                        Vec::new(),
+                    ),
+                    BlockItem::Param(p) => symbol(
+                        &p.name.name,
+                        p.ty.as_ref()
+                            .map(|t| text[t.span.start..t.span.end].to_string())
+                            .unwrap_or_default(),
+                        SymbolKind::Param,
+                        p.span,
+                        p.name.span,
+                        Vec::new(),
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    module
+        .items
+        .iter()
+        .map(|item| match item {
+            Item::Workflow { keyword, name } => symbol(
+                &name.name,
+                "workflow".into(),
+                SymbolKind::Workflow,
+                keyword.to(name.span),
+                name.span,
+                Vec::new(),
+            ),
+            Item::Use(u) => symbol(
+                &u.template.name,
+                "use".into(),
+                SymbolKind::Use,
+                u.span,
+                u.template.span,
+                block(u.body.as_ref()),
+            ),
+            Item::Data(d) => symbol(
+                "data",
+                String::new(),
+                SymbolKind::Data,
+                d.span,
+                d.keyword,
+                block(Some(&d.body)),
+            ),
+            Item::Step(s) => {
+                let name = s.alias.as_ref().unwrap_or(&s.kind);
+                symbol(
+                    &name.name,
+                    format!("step {}", s.kind.name),
+                    SymbolKind::Step,
+                    s.span,
+                    name.span,
+                    block(s.body.as_ref()),
+                )
+            }
+            Item::Template(t) => symbol(
+                &t.name.name,
+                t.parent
+                    .as_ref()
+                    .map(|p| format!("extends {}", p.name))
+                    .unwrap_or_else(|| "template".into()),
+                SymbolKind::Template,
+                t.span,
+                t.name.span,
+                block(Some(&t.body)),
+            ),
+            Item::StepKind(k) => symbol(
+                &k.name.name,
+                "step kind".into(),
+                SymbolKind::StepKind,
+                k.span,
+                k.name.span,
+                block(Some(&k.body)),
+            ),
+            Item::Setting(s) => symbol(
+                &s.name.name,
+                value_text(s),
+                SymbolKind::Setting,
+                s.span,
+                s.name.span,
+                Vec::new(),
+            ),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,5 +663,74 @@ mod tests {
         // `device = `: devices.
         let t = "device = ";
         assert_eq!(completions(t, t.len())[0].label, "cpu");
+        // A parameter with keyword values: its keywords.
+        let t = "step visual_search { queries = ";
+        let labels: Vec<String> = completions(t, t.len())
+            .into_iter()
+            .map(|c| c.label)
+            .collect();
+        assert_eq!(labels, ["eval", "train"]);
+        let t = "step visual_search { top_k = ";
+        assert!(
+            completions(t, t.len()).is_empty(),
+            "numbers: nothing to offer"
+        );
+    }
+
+    #[test]
+    fn definitions_lead_to_declarations_in_the_file_and_the_prelude() {
+        let prelude = crate::spec::PRELUDE;
+        // A built-in template: its declaration in the prelude.
+        let d = definition(TEXT, TEXT.find("ResNext").unwrap()).unwrap();
+        assert!(d.in_prelude);
+        assert_eq!(&prelude[d.start..d.end], "Clarifai_ResNext");
+        // A hyperparameter set in `use`: its `param` in the prelude.
+        let d = definition(TEXT, TEXT.find("batch_size").unwrap()).unwrap();
+        assert!(d.in_prelude);
+        assert_eq!(&prelude[d.start..d.end], "batch_size");
+        assert!(
+            prelude[..d.start].rfind("template").unwrap()
+                > prelude.find("Clarifai_ResNext").unwrap()
+        );
+        // A step kind and its parameter.
+        let d = definition(TEXT, TEXT.find("clustering").unwrap()).unwrap();
+        assert_eq!(&prelude[d.start..d.end], "clustering");
+        let d = definition(TEXT, TEXT.find("k = 4").unwrap()).unwrap();
+        assert_eq!(&prelude[d.start..d.end], "k");
+        // A template of the file itself, used and extended.
+        let t = "template Small extends Clarifai_ResNext {\n    param image_size { max = 64 }\n}\nuse Small { image_size = 48 }\n";
+        let d = definition(t, t.rfind("Small").unwrap()).unwrap();
+        assert!(!d.in_prelude);
+        assert_eq!((d.start, d.end), (9, 14));
+        let d = definition(t, t.find("Clarifai").unwrap()).unwrap();
+        assert!(d.in_prelude);
+        let d = definition(t, t.find("image_size").unwrap()).unwrap();
+        assert!(d.in_prelude, "a narrowed parameter leads to its parent's");
+        assert_eq!(definition(TEXT, TEXT.find("train").unwrap()), None);
+    }
+
+    #[test]
+    fn the_outline_lists_statements_with_their_settings() {
+        let found = symbols(TEXT);
+        let names: Vec<(&str, SymbolKind)> =
+            found.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+        assert_eq!(
+            names,
+            [
+                ("Clarifai_ResNext", SymbolKind::Use),
+                ("data", SymbolKind::Data),
+                ("clustering", SymbolKind::Step)
+            ]
+        );
+        let setting = &found[0].children[0];
+        assert_eq!(
+            (setting.name.as_str(), setting.detail.as_str()),
+            ("batch_size", "32")
+        );
+        assert_eq!(&TEXT[setting.name_start..setting.name_end], "batch_size");
+        assert_eq!(found[1].children[0].detail, "\"x\"");
+        assert!(found
+            .iter()
+            .all(|s| s.start <= s.name_start && s.name_end <= s.end));
     }
 }

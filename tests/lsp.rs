@@ -92,11 +92,13 @@ impl Client {
             .expect("the server answers within 20 s")
     }
 
-    /// The next diagnostics published (other messages skipped).
-    fn diagnostics(&mut self) -> Vec<Value> {
+    /// The next diagnostics published for `version` of the document (other
+    /// messages skipped: a full check of an earlier version may arrive late).
+    fn diagnostics(&mut self, version: i64) -> Vec<Value> {
         loop {
             let m = self.receive();
-            if m["method"] == "textDocument/publishDiagnostics" {
+            if m["method"] == "textDocument/publishDiagnostics" && m["params"]["version"] == version
+            {
                 return m["params"]["diagnostics"].as_array().unwrap().clone();
             }
         }
@@ -115,6 +117,9 @@ fn an_editor_gets_diagnostics_hover_completion_and_formatting() {
     let caps = &init["capabilities"];
     assert_eq!(caps["hoverProvider"], true);
     assert_eq!(caps["documentFormattingProvider"], true);
+    assert_eq!(caps["definitionProvider"], true);
+    assert_eq!(caps["codeActionProvider"], true);
+    assert_eq!(caps["documentSymbolProvider"], true);
     c.notify("initialized", json!({}));
 
     // An off-step value: the diagnostic, its code, where it is and the fix.
@@ -123,7 +128,7 @@ fn an_editor_gets_diagnostics_hover_completion_and_formatting() {
         "textDocument/didOpen",
         json!({"textDocument": {"uri": URI, "languageId": "wf", "version": 1, "text": broken}}),
     );
-    let found = c.diagnostics();
+    let found = c.diagnostics(1);
     let off = found
         .iter()
         .find(|d| d["code"] == "wf::off-step")
@@ -134,13 +139,48 @@ fn an_editor_gets_diagnostics_hover_completion_and_formatting() {
         "{off}"
     );
 
+    // A quick fix for it, anywhere on its line.
+    let actions = c.request(
+        "textDocument/codeAction",
+        json!({"textDocument": {"uri": URI},
+               "range": {"start": {"line": 1, "character": 0}, "end": {"line": 1, "character": 0}},
+               "context": {"diagnostics": []}}),
+    );
+    let titles: Vec<&str> = actions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(titles, ["change to 992", "change to 1008"]);
+    let edit = &actions[1]["edit"]["changes"][URI][0];
+    assert_eq!(edit["newText"], "1008");
+    assert_eq!(edit["range"]["start"], json!({"line": 1, "character": 17}));
+
+    // The template's declaration, in the prelude written out for the editor.
+    let target = c.request(
+        "textDocument/definition",
+        json!({"textDocument": {"uri": URI}, "position": {"line": 0, "character": 6}}),
+    );
+    let path = target["uri"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("file://")
+        .unwrap();
+    let prelude = std::fs::read_to_string(path).unwrap();
+    let line = prelude
+        .lines()
+        .nth(target["range"]["start"]["line"].as_u64().unwrap() as usize)
+        .unwrap();
+    assert!(line.starts_with("template Clarifai_ResNext"), "{line}");
+
     // Fixed while typing: the diagnostics clear (no file-system checks on change).
     let fixed = broken.replace("1000", "1008");
     c.notify(
         "textDocument/didChange",
         json!({"textDocument": {"uri": URI, "version": 2}, "contentChanges": [{"text": fixed}]}),
     );
-    assert_eq!(c.diagnostics(), Vec::<Value>::new());
+    assert_eq!(c.diagnostics(2), Vec::<Value>::new());
 
     // Hover over `batch_size`: its documentation and the resulting lrate.
     let hover = c.request(
@@ -159,7 +199,7 @@ fn an_editor_gets_diagnostics_hover_completion_and_formatting() {
         "textDocument/didChange",
         json!({"textDocument": {"uri": URI, "version": 3}, "contentChanges": [{"text": text}]}),
     );
-    c.diagnostics();
+    c.diagnostics(3);
     let items = c.request(
         "textDocument/completion",
         json!({"textDocument": {"uri": URI}, "position": {"line": 3, "character": 4}}),
@@ -198,7 +238,7 @@ fn an_editor_gets_diagnostics_hover_completion_and_formatting() {
         "textDocument/didChange",
         json!({"textDocument": {"uri": URI, "version": 4}, "contentChanges": [{"text": big}]}),
     );
-    c.diagnostics();
+    c.diagnostics(4);
     eprintln!(
         "1,000-line file: diagnostics {:.1} ms after the change",
         started.elapsed().as_secs_f64() * 1e3
