@@ -882,7 +882,7 @@ fn save_checkpoint(
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
     for (name, v) in sgd.velocities() {
-        tensors.insert(format!("sgd.velocity.{name}"), v.clone());
+        tensors.insert(format!("sgd.velocity.{name}"), v);
     }
     tensors.insert("epoch".into(), Tensor::new(&[epoch as u32], &Device::Cpu)?);
     tensors.insert("step".into(), Tensor::new(&[step as u32], &Device::Cpu)?);

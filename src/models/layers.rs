@@ -1,8 +1,12 @@
 //! Layers the networks share: convolution + batch norm (+ ReLU), batch norm
 //! that trains for real, global average pooling.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
+
+use super::cpu;
+use super::cpu::conv::Conv2d as CpuConv2d;
+use super::cpu::norm::{self, Stats};
 
 /// Batch normalisation over (N, C, H, W) with PyTorch's defaults (eps 1e-5,
 /// momentum 0.1). In training it normalises with the batch's statistics and
@@ -29,18 +33,58 @@ impl BatchNorm2d {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if train {
-            let (n, _, h, w) = x.dims4()?;
+        self.forward_relu_t(x, train, false)
+    }
+
+    /// Batch norm, then ReLU when `relu` (fused into one pass on the CPU).
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
+        let (n, _, h, w) = x.dims4()?;
+        if train && n * h * w < 2 {
             // candle would write NaN into the running variance here (PyTorch raises).
-            if n * h * w < 2 {
-                candle_core::bail!(
-                    "batch norm `{}` sees a single value per channel while training ({n} image(s) of {h}x{w}); \
-                     use a batch_size of at least 2 or a larger image_size",
-                    self.name
-                );
-            }
+            candle_core::bail!(
+                "batch norm `{}` sees a single value per channel while training ({n} image(s) of {h}x{w}); \
+                 use a batch_size of at least 2 or a larger image_size",
+                self.name
+            );
         }
-        self.inner.forward_t(x, train)
+        if !cpu::takes(x.device()) {
+            let y = self.inner.forward_t(x, train)?;
+            return if relu { y.relu() } else { Ok(y) };
+        }
+        let Some((gamma, beta)) = self.inner.weight_and_bias() else {
+            candle_core::bail!("batch norm `{}` has no scale and shift", self.name);
+        };
+        let running = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (mean, var) = (self.inner.running_mean(), self.inner.running_var());
+        let fixed = if train {
+            None
+        } else {
+            Some(Stats {
+                mean: running(mean)?,
+                var: running(var)?,
+            })
+        };
+        let op = norm::BatchNorm::new(self.inner.eps(), relu, fixed);
+        let y = op.forward(x, gamma, beta)?;
+        if let (true, Some(batch)) = (train, op.used()) {
+            // PyTorch's running averages: the variance unbiased.
+            let m = self.inner.momentum();
+            let count = (n * h * w) as f64;
+            let update = |old: &Tensor, new: &[f64], unbias: f64| -> Result<()> {
+                let old_values = running(old)?;
+                let mixed: Vec<f64> = old_values
+                    .iter()
+                    .zip(new)
+                    .map(|(o, v)| (1.0 - m) * o + m * v * unbias)
+                    .collect();
+                let len = mixed.len();
+                let t = Tensor::from_vec(mixed, len, old.device())?.to_dtype(old.dtype())?;
+                Var::from_tensor(old)?.set(&t)
+            };
+            update(mean, &batch.mean, 1.0)?;
+            update(var, &batch.var, count / (count - 1.0))?;
+        }
+        Ok(y)
     }
 }
 
@@ -159,12 +203,22 @@ impl ConvBn {
                 "a {k}x{k} convolution does not fit a {h}x{w} input; use a larger image_size"
             );
         }
-        let x = self.bn.forward_t(&self.conv.forward(x)?, train)?;
-        if self.relu {
-            x.relu()
+        let y = if cpu::takes(x.device()) {
+            let config = self.conv.config();
+            let conv = CpuConv2d {
+                stride: config.stride,
+                padding: config.padding,
+                groups: config.groups,
+            };
+            let y = conv.forward(x, self.conv.weight())?;
+            match self.conv.bias() {
+                Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
+                None => y,
+            }
         } else {
-            Ok(x)
-        }
+            self.conv.forward(x)?
+        };
+        self.bn.forward_relu_t(&y, train, self.relu)
     }
 }
 
@@ -256,5 +310,143 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("larger image_size"));
+    }
+}
+
+#[cfg(test)]
+mod against_candle {
+    use super::*;
+    use candle_core::{DType, Device};
+    use candle_nn::VarMap;
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    /// The fused CPU batch norm equals candle's in output and running
+    /// statistics, training and evaluation, at the sizes the networks use.
+    #[test]
+    fn batch_norm_equals_candles() {
+        for (n, c, h) in [(8, 64, 16), (8, 256, 2), (8, 2048, 1), (3, 5, 9)] {
+            let x = Tensor::randn(0f32, 1.0, (n, c, h, h), &Device::Cpu)
+                .unwrap()
+                .affine(3.0, 1.5)
+                .unwrap();
+            let ours_map = VarMap::new();
+            let theirs_map = VarMap::new();
+            let ours = BatchNorm2d::new(
+                c,
+                VarBuilder::from_varmap(&ours_map, DType::F32, &Device::Cpu),
+            )
+            .unwrap();
+            let config = candle_nn::BatchNormConfig {
+                eps: 1e-5,
+                remove_mean: true,
+                affine: true,
+                momentum: 0.1,
+            };
+            let theirs = candle_nn::batch_norm(
+                c,
+                config,
+                VarBuilder::from_varmap(&theirs_map, DType::F32, &Device::Cpu),
+            )
+            .unwrap();
+            for _ in 0..3 {
+                let a = ours.forward_t(&x, true).unwrap();
+                let b = theirs.forward_t(&x, true).unwrap();
+                assert!(
+                    max_diff(&a, &b) < 1e-4,
+                    "train {n} {c} {h}: {}",
+                    max_diff(&a, &b)
+                );
+            }
+            for stat in ["running_mean", "running_var"] {
+                let a = ours_map.data().lock().unwrap()[stat].as_tensor().clone();
+                let b = theirs_map.data().lock().unwrap()[stat].as_tensor().clone();
+                assert!(
+                    max_diff(&a, &b) < 1e-4,
+                    "{stat} {n} {c} {h}: {}",
+                    max_diff(&a, &b)
+                );
+            }
+            let a = ours.forward_t(&x, false).unwrap();
+            let b = theirs.forward_t(&x, false).unwrap();
+            assert!(
+                max_diff(&a, &b) < 1e-4,
+                "eval {n} {c} {h}: {}",
+                max_diff(&a, &b)
+            );
+        }
+    }
+
+    /// Grouped convolution at ResNeXt's sizes equals candle's, forward and backward.
+    #[test]
+    fn grouped_convolution_equals_candles() {
+        for (n, c, h, groups, stride) in [
+            (8, 128, 8, 32, 1),
+            (8, 256, 8, 32, 2),
+            (8, 1024, 2, 32, 1),
+            (8, 64, 16, 1, 1),
+        ] {
+            let x = Tensor::randn(0f32, 1.0, (n, c, h, h), &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 0.1, (c, c / groups, 3, 3), &Device::Cpu).unwrap();
+            let conv = CpuConv2d {
+                stride,
+                padding: 1,
+                groups,
+            };
+            let xv = candle_core::Var::from_tensor(&x).unwrap();
+            let wv = candle_core::Var::from_tensor(&w).unwrap();
+            let ours = conv.forward(xv.as_tensor(), wv.as_tensor()).unwrap();
+            let theirs = xv
+                .as_tensor()
+                .conv2d(wv.as_tensor(), 1, stride, 1, groups)
+                .unwrap();
+            assert!(
+                max_diff(&ours, &theirs) < 1e-3,
+                "forward {c} {groups}: {}",
+                max_diff(&ours, &theirs)
+            );
+            let probe = Tensor::randn(0f32, 1.0, ours.shape(), &Device::Cpu).unwrap();
+            let g1 = (ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (theirs * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (what, v) in [("input", &xv), ("weight", &wv)] {
+                let a = g1.get(v.as_tensor()).unwrap();
+                let b = g2.get(v.as_tensor()).unwrap();
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(
+                    max_diff(a, b) < 1e-4 * scale.max(1.0),
+                    "{what} {c} {groups}: {} of {scale}",
+                    max_diff(a, b)
+                );
+            }
+        }
     }
 }

@@ -6,6 +6,11 @@ use candle_core::backprop::GradStore;
 use candle_core::{Result, Tensor, Var};
 use candle_nn::VarMap;
 
+use super::cpu::{
+    self,
+    eltwise::{SgdStep, Velocity},
+};
+
 /// Whether a variable of a [`VarMap`] is a batch-norm running statistic.
 pub fn is_running_statistic(name: &str) -> bool {
     name.ends_with("running_mean")
@@ -16,6 +21,9 @@ pub fn is_running_statistic(name: &str) -> bool {
 struct Param {
     name: String,
     var: Var,
+    /// On the CPU the momentum buffer lives on the host and is updated in
+    /// place; on other devices it is a tensor.
+    host: Option<Velocity>,
     velocity: Option<Tensor>,
 }
 
@@ -36,6 +44,7 @@ impl Sgd {
             .map(|(name, var)| Param {
                 name: name.clone(),
                 var: var.clone(),
+                host: None,
                 velocity: None,
             })
             .collect();
@@ -62,18 +71,48 @@ impl Sgd {
     }
 
     /// The momentum buffers, by parameter name (for checkpoints).
-    pub fn velocities(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+    pub fn velocities(&self) -> Vec<(&str, Tensor)> {
         self.params
             .iter()
-            .filter_map(|p| p.velocity.as_ref().map(|v| (p.name.as_str(), v)))
+            .filter_map(|p| {
+                let shape = p.var.shape();
+                let v = match (&p.host, &p.velocity) {
+                    (Some(Velocity::F32(v)), _) => Tensor::from_slice(v, shape, p.var.device()),
+                    (Some(Velocity::F64(v)), _) => Tensor::from_slice(v, shape, p.var.device()),
+                    (None, Some(v)) => Ok(v.clone()),
+                    (None, None) => return None,
+                };
+                Some(v.map(|v| (p.name.as_str(), v)))
+            })
+            .collect::<Result<Vec<_>>>()
+            .unwrap_or_default()
     }
 
     /// Restores momentum buffers saved with [`Sgd::velocities`].
     pub fn set_velocities(&mut self, saved: impl IntoIterator<Item = (String, Tensor)>) {
         let saved: std::collections::HashMap<String, Tensor> = saved.into_iter().collect();
         for p in &mut self.params {
-            if let Some(v) = saved.get(&p.name) {
-                p.velocity = v.to_dtype(p.var.dtype()).ok();
+            let Some(v) = saved.get(&p.name) else {
+                continue;
+            };
+            let Ok(v) = v.to_dtype(p.var.dtype()) else {
+                continue;
+            };
+            if cpu::takes(p.var.device()) {
+                let flat = v.flatten_all();
+                p.host = match p.var.dtype() {
+                    candle_core::DType::F32 => flat
+                        .and_then(|t| t.to_vec1::<f32>())
+                        .ok()
+                        .map(Velocity::F32),
+                    _ => flat
+                        .and_then(|t| t.to_vec1::<f64>())
+                        .ok()
+                        .map(Velocity::F64),
+                };
+            } else {
+                // A copy: the buffer is replaced each step.
+                p.velocity = v.copy().ok();
             }
         }
     }
@@ -86,6 +125,20 @@ impl Sgd {
                 continue;
             };
             let w = p.var.as_tensor();
+            if cpu::takes(w.device()) {
+                // In place, one pass over weights, gradient and momentum.
+                if self.momentum == 0.0 {
+                    p.host = None;
+                }
+                let step = SgdStep {
+                    lr: self.lr,
+                    momentum: self.momentum,
+                    weight_decay: self.weight_decay,
+                    velocity: std::sync::Mutex::new(&mut p.host),
+                };
+                w.inplace_op2(&grad.contiguous()?, &step)?;
+                continue;
+            }
             let mut g = grad.clone();
             if self.weight_decay != 0.0 {
                 g = (g + (w.detach() * self.weight_decay)?)?;

@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cpu::eltwise::AddRelu;
 use super::layers::{global_avg_pool, ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 
@@ -128,7 +129,11 @@ impl Bottleneck {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        if super::cpu::takes(y.device()) {
+            AddRelu::forward(&y, &shortcut)
+        } else {
+            (y + shortcut)?.relu()
+        }
     }
 }
 
