@@ -210,11 +210,7 @@ impl ConvBn {
                 padding: config.padding,
                 groups: config.groups,
             };
-            let y = conv.forward(x, self.conv.weight())?;
-            match self.conv.bias() {
-                Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?)?,
-                None => y,
-            }
+            conv.forward(x, self.conv.weight(), self.conv.bias())?
         } else {
             self.conv.forward(x)?
         };
@@ -406,7 +402,7 @@ mod against_candle {
             };
             let xv = candle_core::Var::from_tensor(&x).unwrap();
             let wv = candle_core::Var::from_tensor(&w).unwrap();
-            let ours = conv.forward(xv.as_tensor(), wv.as_tensor()).unwrap();
+            let ours = conv.forward(xv.as_tensor(), wv.as_tensor(), None).unwrap();
             let theirs = xv
                 .as_tensor()
                 .conv2d(wv.as_tensor(), 1, stride, 1, groups)

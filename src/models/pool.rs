@@ -9,8 +9,12 @@
 //! window clipped to the padded input (`count_include_pad = true`) or to the
 //! input itself (`false`).
 
+use std::sync::{Arc, Mutex};
+
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+
+use super::cpu::par_chunks;
 
 /// Max or average.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,133 +91,182 @@ impl Pool2d {
 
     /// Pools `x` (N, C, H, W).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let op = |t: &Tensor| -> Result<Tensor> {
+            let op: Arc<Box<dyn CustomOp1 + Send + Sync>> = Arc::new(Box::new(PoolOp {
+                pool: *self,
+                argmax: Mutex::new(None),
+            }));
+            t.contiguous()?.apply_op1_arc(op)
+        };
         if !x.device().is_cpu() {
             // The kernels are the CPU's: a CUDA or Metal tensor makes the round
             // trip (differentiably), the rest of the network stays on the device.
             let cpu = x.to_device(&candle_core::Device::Cpu)?;
-            return cpu.contiguous()?.apply_op1(*self)?.to_device(x.device());
+            return op(&cpu)?.to_device(x.device());
         }
-        x.contiguous()?.apply_op1(*self)
+        op(x)
     }
 
-    /// The window of output row `o` along one axis: input rows `[lo, hi)` and
-    /// the divisor's span `[plo, phi)` (clipped to the padded input).
-    fn window(o: usize, len: usize, k: usize, s: usize, p: usize) -> (usize, usize, usize) {
-        let start = (o * s) as isize - p as isize;
-        let end = (start + k as isize).min((len + p) as isize);
-        let padded = (end - start) as usize;
-        let lo = start.max(0) as usize;
-        let hi = (end.max(0) as usize).min(len);
-        (lo, hi, padded)
+    /// The windows along one axis, one per output index: input rows `[lo, hi)`
+    /// and the divisor's span (clipped to the padded input, or to the input
+    /// without `count_include_pad`).
+    fn windows(&self, len: usize, k: usize, s: usize, p: usize, out: usize) -> Vec<Window> {
+        let include_pad = matches!(
+            self.kind,
+            PoolKind::Avg {
+                count_include_pad: true
+            }
+        );
+        (0..out)
+            .map(|o| {
+                let start = (o * s) as isize - p as isize;
+                let end = (start + k as isize).min((len + p) as isize);
+                let lo = start.max(0) as usize;
+                let hi = (end.max(0) as usize).min(len);
+                let span = if include_pad {
+                    (end - start) as usize
+                } else {
+                    hi - lo
+                };
+                Window { lo, hi, span }
+            })
+            .collect()
     }
 
+    /// The output and, for max pooling, each output's source (index in its plane).
     fn fwd<T: WithDType + num_like::Float>(
         &self,
         x: &[T],
         dims: (usize, usize, usize, usize),
-    ) -> Result<Vec<T>> {
+    ) -> Result<(Vec<T>, Option<Vec<u32>>)> {
         let (n, c, h, w) = dims;
         let (oh, ow) = self.out_dims(h, w)?;
-        let mut out = vec![T::nought(); n * c * oh * ow];
-        for plane in 0..n * c {
-            let src = &x[plane * h * w..(plane + 1) * h * w];
-            let dst = &mut out[plane * oh * ow..(plane + 1) * oh * ow];
-            for oy in 0..oh {
-                let (y0, y1, py) =
-                    Self::window(oy, h, self.kernel.0, self.stride.0, self.padding.0);
-                for ox in 0..ow {
-                    let (x0, x1, px) =
-                        Self::window(ox, w, self.kernel.1, self.stride.1, self.padding.1);
-                    dst[oy * ow + ox] = match self.kind {
-                        PoolKind::Max => {
+        let ys = self.windows(h, self.kernel.0, self.stride.0, self.padding.0, oh);
+        let xs = self.windows(w, self.kernel.1, self.stride.1, self.padding.1, ow);
+        let planes = n * c;
+        let mut out = vec![T::nought(); planes * oh * ow];
+        let work = planes * oh * ow * self.kernel.0 * self.kernel.1;
+        match self.kind {
+            PoolKind::Max => {
+                let mut argmax = vec![0u32; planes * oh * ow];
+                let (ptr, len) = (Shared(argmax.as_mut_ptr()), argmax.len());
+                par_chunks(&mut out, oh * ow, work, |q, dst| {
+                    // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
+                    let at = unsafe { ptr.range(q * oh * ow, oh * ow, len) };
+                    let src = &x[q * h * w..(q + 1) * h * w];
+                    for (oy, wy) in ys.iter().enumerate() {
+                        for (ox, wx) in xs.iter().enumerate() {
+                            // PyTorch's rule: the first maximum in row-major order
+                            // (a NaN counts as the maximum).
                             let mut best = T::neg_infinity();
-                            for yy in y0..y1 {
-                                for xx in x0..x1 {
-                                    let v = src[yy * w + xx];
-                                    if v > best || v.is_nan() {
+                            let mut from = wy.lo * w + wx.lo;
+                            let mut found = false;
+                            for yy in wy.lo..wy.hi {
+                                for (i, &v) in
+                                    src[yy * w + wx.lo..yy * w + wx.hi].iter().enumerate()
+                                {
+                                    if !found || v > best || (v.is_nan() && !best.is_nan()) {
                                         best = v;
+                                        from = yy * w + wx.lo + i;
+                                        found = true;
                                     }
                                 }
                             }
-                            best
+                            dst[oy * ow + ox] = best;
+                            at[oy * ow + ox] = from as u32;
                         }
-                        PoolKind::Avg { count_include_pad } => {
+                    }
+                });
+                Ok((out, Some(argmax)))
+            }
+            PoolKind::Avg { .. } => {
+                par_chunks(&mut out, oh * ow, work, |q, dst| {
+                    let src = &x[q * h * w..(q + 1) * h * w];
+                    for (oy, wy) in ys.iter().enumerate() {
+                        for (ox, wx) in xs.iter().enumerate() {
                             let mut sum = T::nought();
-                            for yy in y0..y1 {
-                                for xx in x0..x1 {
-                                    sum += src[yy * w + xx];
+                            for yy in wy.lo..wy.hi {
+                                for &v in &src[yy * w + wx.lo..yy * w + wx.hi] {
+                                    sum += v;
                                 }
                             }
-                            let count = if count_include_pad {
-                                py * px
-                            } else {
-                                (y1 - y0) * (x1 - x0)
-                            };
-                            sum / T::from_usize(count.max(1))
+                            dst[oy * ow + ox] = sum / T::from_usize((wy.span * wx.span).max(1));
                         }
-                    };
-                }
+                    }
+                });
+                Ok((out, None))
             }
         }
-        Ok(out)
     }
 
+    /// The input gradient from the output's: to each window's source (max,
+    /// `argmax` from the forward pass) or spread over the window (average).
     fn bwd_impl<T: WithDType + num_like::Float>(
         &self,
-        x: &[T],
         grad: &[T],
+        argmax: Option<&[u32]>,
         dims: (usize, usize, usize, usize),
     ) -> Result<Vec<T>> {
         let (n, c, h, w) = dims;
         let (oh, ow) = self.out_dims(h, w)?;
         let mut gx = vec![T::nought(); n * c * h * w];
-        for plane in 0..n * c {
-            let src = &x[plane * h * w..(plane + 1) * h * w];
-            let g = &grad[plane * oh * ow..(plane + 1) * oh * ow];
-            let dst = &mut gx[plane * h * w..(plane + 1) * h * w];
-            for oy in 0..oh {
-                let (y0, y1, py) =
-                    Self::window(oy, h, self.kernel.0, self.stride.0, self.padding.0);
-                for ox in 0..ow {
-                    let (x0, x1, px) =
-                        Self::window(ox, w, self.kernel.1, self.stride.1, self.padding.1);
-                    let go = g[oy * ow + ox];
-                    match self.kind {
-                        PoolKind::Max => {
-                            // PyTorch's rule: the first maximum in row-major order takes the gradient.
-                            let mut best = T::neg_infinity();
-                            let mut at = None;
-                            for yy in y0..y1 {
-                                for xx in x0..x1 {
-                                    let v = src[yy * w + xx];
-                                    if at.is_none() || v > best || (v.is_nan() && !best.is_nan()) {
-                                        best = v;
-                                        at = Some(yy * w + xx);
-                                    }
-                                }
-                            }
-                            if let Some(i) = at {
-                                dst[i] += go;
-                            }
-                        }
-                        PoolKind::Avg { count_include_pad } => {
-                            let count = if count_include_pad {
-                                py * px
-                            } else {
-                                (y1 - y0) * (x1 - x0)
-                            };
-                            let share = go / T::from_usize(count.max(1));
-                            for yy in y0..y1 {
-                                for xx in x0..x1 {
-                                    dst[yy * w + xx] += share;
+        let work = n * c * oh * ow * self.kernel.0 * self.kernel.1;
+        match (self.kind, argmax) {
+            (PoolKind::Max, Some(argmax)) => {
+                par_chunks(&mut gx, h * w, work, |q, dst| {
+                    let g = &grad[q * oh * ow..(q + 1) * oh * ow];
+                    let at = &argmax[q * oh * ow..(q + 1) * oh * ow];
+                    for (&i, &go) in at.iter().zip(g) {
+                        dst[i as usize] += go;
+                    }
+                });
+            }
+            (PoolKind::Max, None) => {
+                candle_core::bail!("max pooling's backward pass needs its forward pass")
+            }
+            (PoolKind::Avg { .. }, _) => {
+                let ys = self.windows(h, self.kernel.0, self.stride.0, self.padding.0, oh);
+                let xs = self.windows(w, self.kernel.1, self.stride.1, self.padding.1, ow);
+                par_chunks(&mut gx, h * w, work, |q, dst| {
+                    let g = &grad[q * oh * ow..(q + 1) * oh * ow];
+                    for (oy, wy) in ys.iter().enumerate() {
+                        for (ox, wx) in xs.iter().enumerate() {
+                            let share = g[oy * ow + ox] / T::from_usize((wy.span * wx.span).max(1));
+                            for yy in wy.lo..wy.hi {
+                                for d in &mut dst[yy * w + wx.lo..yy * w + wx.hi] {
+                                    *d += share;
                                 }
                             }
                         }
                     }
-                }
+                });
             }
         }
         Ok(gx)
+    }
+}
+
+/// One axis of a pooling window.
+#[derive(Clone, Copy, Debug)]
+struct Window {
+    lo: usize,
+    hi: usize,
+    span: usize,
+}
+
+/// A pointer shared by the parts of a pass (each uses its own range).
+struct Shared<T>(*mut T);
+// SAFETY: see the uses: disjoint ranges, the owner waits for all parts.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// SAFETY: `[start, start + n)` lies within the `len` elements and no
+    /// other part uses it at the same time.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn range(&self, start: usize, n: usize, len: usize) -> &mut [T] {
+        assert!(start + n <= len);
+        std::slice::from_raw_parts_mut(self.0.add(start), n)
     }
 }
 
@@ -228,65 +281,67 @@ fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Res
     Ok(&storage.as_slice::<T>()?[start..end])
 }
 
-impl CustomOp1 for Pool2d {
+/// A pooling applied once: keeps the max pool's sources for its backward pass.
+struct PoolOp {
+    pool: Pool2d,
+    argmax: Mutex<Option<Vec<u32>>>,
+}
+
+impl CustomOp1 for PoolOp {
     fn name(&self) -> &'static str {
         "wfrun-pool2d"
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let dims = dims4(layout)?;
-        let (oh, ow) = self.out_dims(dims.2, dims.3)?;
+        let (oh, ow) = self.pool.out_dims(dims.2, dims.3)?;
         let shape = Shape::from((dims.0, dims.1, oh, ow));
-        let out = match storage {
+        let (out, argmax) = match storage {
             CpuStorage::F32(_) => {
-                CpuStorage::F32(self.fwd(contiguous::<f32>(storage, layout)?, dims)?)
+                let (y, a) = self.pool.fwd(contiguous::<f32>(storage, layout)?, dims)?;
+                (CpuStorage::F32(y), a)
             }
             CpuStorage::F64(_) => {
-                CpuStorage::F64(self.fwd(contiguous::<f64>(storage, layout)?, dims)?)
+                let (y, a) = self.pool.fwd(contiguous::<f64>(storage, layout)?, dims)?;
+                (CpuStorage::F64(y), a)
             }
             other => candle_core::bail!("pooling supports f32 and f64, not {:?}", other.dtype()),
         };
+        *self.argmax.lock().unwrap_or_else(|e| e.into_inner()) = argmax;
         Ok((out, shape))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let grad = arg
-            .contiguous()?
-            .apply_op2_no_bwd(&grad_res.contiguous()?, &Pool2dBackward(*self))?;
-        Ok(Some(grad))
-    }
-}
-
-/// The gradient of [`Pool2d`] with respect to its input: `(input, grad_out) → grad_in`.
-struct Pool2dBackward(Pool2d);
-
-impl CustomOp2 for Pool2dBackward {
-    fn name(&self) -> &'static str {
-        "wfrun-pool2d-backward"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let dims = dims4(l1)?;
-        let out = match (s1, s2) {
-            (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(self.0.bwd_impl(
-                contiguous::<f32>(s1, l1)?,
-                contiguous::<f32>(s2, l2)?,
-                dims,
-            )?),
-            (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(self.0.bwd_impl(
-                contiguous::<f64>(s1, l1)?,
-                contiguous::<f64>(s2, l2)?,
-                dims,
-            )?),
-            _ => candle_core::bail!("pooling gradients support f32 and f64"),
+        let dims = arg.dims4()?;
+        let argmax = self.argmax.lock().unwrap_or_else(|e| e.into_inner());
+        let grad = grad_res.contiguous()?;
+        let (storage, layout) = grad.storage_and_layout();
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
+            candle_core::bail!("pooling gradients are computed on the CPU");
         };
-        Ok((out, l1.shape().clone()))
+        let gx = match cpu {
+            CpuStorage::F32(_) => CpuStorage::F32(self.pool.bwd_impl(
+                contiguous::<f32>(cpu, layout)?,
+                argmax.as_deref(),
+                dims,
+            )?),
+            CpuStorage::F64(_) => CpuStorage::F64(self.pool.bwd_impl(
+                contiguous::<f64>(cpu, layout)?,
+                argmax.as_deref(),
+                dims,
+            )?),
+            other => candle_core::bail!(
+                "pooling gradients support f32 and f64, not {:?}",
+                other.dtype()
+            ),
+        };
+        let shape = arg.shape().clone();
+        let out = match gx {
+            CpuStorage::F32(v) => Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?,
+            CpuStorage::F64(v) => Tensor::from_vec(v, shape, &candle_core::Device::Cpu)?,
+            _ => unreachable!("built above as f32 or f64"),
+        };
+        Ok(Some(out))
     }
 }
 

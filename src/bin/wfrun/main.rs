@@ -8,6 +8,11 @@ mod lsp;
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    // wfrun's CPU kernels bring their own threads; candle's element-wise pool
+    // would spin beside them on the same cores. Set before candle starts it.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     // `wfrun pipeline.wf` runs the workflow.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv

@@ -15,7 +15,7 @@
 //! columns are the image itself. Groups run side by side on threads; a single
 //! group's product is split by gemm itself.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::profile::{time, Kernel};
 use super::{gemm, par_chunks, slice, tensor, threads, with_slice, Float};
@@ -47,6 +47,11 @@ struct Geometry {
 
 /// Elements of unfolded columns a chunk may hold (32 MiB of f32).
 const COLUMN_BUDGET: usize = 8 << 20;
+/// Output rows shorter than this are unfolded through a table of sources
+/// rather than row by row.
+const SHORT_ROWS: usize = 16;
+/// A tap that reads the padding.
+const NOWHERE: u32 = u32::MAX;
 /// Output pixels a chunk aims at: enough columns for an efficient product.
 const TARGET_COLUMNS: usize = 512;
 
@@ -112,6 +117,28 @@ impl Geometry {
             .clamp(1, self.n.max(1))
     }
 
+    /// For each tap (`ky · kw + kx`) and output pixel, the input pixel it
+    /// reads (index in the plane), or [`NOWHERE`] in the padding.
+    fn sources(&self) -> Vec<u32> {
+        let mut table = Vec::with_capacity(self.kh * self.kw * self.p());
+        for ky in 0..self.kh {
+            for kx in 0..self.kw {
+                for oy in 0..self.oh {
+                    for ox in 0..self.ow {
+                        let iy = (oy * self.stride + ky).wrapping_sub(self.pad);
+                        let ix = (ox * self.stride + kx).wrapping_sub(self.pad);
+                        table.push(if iy < self.h && ix < self.w {
+                            (iy * self.w + ix) as u32
+                        } else {
+                            NOWHERE
+                        });
+                    }
+                }
+            }
+        }
+        table
+    }
+
     /// A 1 × 1 convolution of stride 1 without padding: columns are the input.
     fn pointwise(&self) -> bool {
         self.kh == 1 && self.kw == 1 && self.stride == 1 && self.pad == 0
@@ -142,6 +169,37 @@ fn im2col_impl<T: Float>(g: &Geometry, x: &[T], n0: usize, nc: usize, col: &mut 
     let (p, hw) = (g.p(), g.h * g.w);
     let j = nc * p;
     let taps = g.kh * g.kw;
+    if g.pointwise() {
+        // The columns are the images' planes, side by side.
+        par_chunks(col, j, col.len(), |ci, out| {
+            for ni in 0..nc {
+                copy(
+                    &mut out[ni * p..(ni + 1) * p],
+                    &x[((n0 + ni) * g.c + ci) * hw..][..hw],
+                );
+            }
+        });
+        return;
+    }
+    if g.ow < SHORT_ROWS {
+        // Small feature maps: a gather through each tap's source table.
+        let sources = g.sources();
+        par_chunks(col, j, col.len(), |row, out| {
+            let (ci, t) = (row / taps, row % taps);
+            let table = &sources[t * p..(t + 1) * p];
+            for ni in 0..nc {
+                let plane = &x[((n0 + ni) * g.c + ci) * hw..][..hw];
+                for (d, &from) in out[ni * p..(ni + 1) * p].iter_mut().zip(table) {
+                    *d = if from == NOWHERE {
+                        T::ZERO
+                    } else {
+                        plane[from as usize]
+                    };
+                }
+            }
+        });
+        return;
+    }
     par_chunks(col, j, col.len(), |row, out| {
         let (ci, ky, kx) = (row / taps, row / g.kw % g.kh, row % g.kw);
         let (y0, y1) = g.valid(ky, g.h, g.oh);
@@ -149,19 +207,20 @@ fn im2col_impl<T: Float>(g: &Geometry, x: &[T], n0: usize, nc: usize, col: &mut 
         for ni in 0..nc {
             let plane = &x[((n0 + ni) * g.c + ci) * hw..][..hw];
             let out = &mut out[ni * p..(ni + 1) * p];
-            for oy in 0..g.oh {
+            zero(&mut out[..y0 * g.ow]);
+            zero(&mut out[y1 * g.ow..]);
+            for oy in y0..y1 {
                 let orow = &mut out[oy * g.ow..(oy + 1) * g.ow];
-                if oy < y0 || oy >= y1 {
-                    orow.fill(T::ZERO);
-                    continue;
-                }
                 let iy = oy * g.stride + ky - g.pad;
                 let irow = &plane[iy * g.w..(iy + 1) * g.w];
-                orow[..x0].fill(T::ZERO);
-                orow[x1..].fill(T::ZERO);
+                zero(&mut orow[..x0]);
+                zero(&mut orow[x1..]);
+                if x0 == x1 {
+                    continue;
+                }
                 let ix0 = x0 * g.stride + kx - g.pad;
                 if g.stride == 1 {
-                    orow[x0..x1].copy_from_slice(&irow[ix0..ix0 + (x1 - x0)]);
+                    copy(&mut orow[x0..x1], &irow[ix0..ix0 + (x1 - x0)]);
                 } else {
                     for (k, v) in orow[x0..x1].iter_mut().enumerate() {
                         *v = irow[ix0 + k * g.stride];
@@ -170,6 +229,22 @@ fn im2col_impl<T: Float>(g: &Geometry, x: &[T], n0: usize, nc: usize, col: &mut 
             }
         }
     });
+}
+
+/// `dst = src` element by element: for the short rows of small feature maps a
+/// loop beats a call to `memcpy`.
+#[inline(always)]
+fn copy<T: Float>(dst: &mut [T], src: &[T]) {
+    for (d, &s) in dst.iter_mut().zip(src) {
+        *d = s;
+    }
+}
+
+#[inline(always)]
+fn zero<T: Float>(dst: &mut [T]) {
+    for d in dst {
+        *d = T::ZERO;
+    }
 }
 
 /// Adds the columns' gradient `dcol` (`C · kh · kw × nc · P`) onto the input
@@ -183,6 +258,21 @@ fn col2im_impl<T: Float>(g: &Geometry, dcol: &[T], n0: usize, nc: usize, dx: &mu
     let j = nc * p;
     let taps = g.kh * g.kw;
     let planes = &mut dx[n0 * g.c * hw..(n0 + nc) * g.c * hw];
+    if g.ow < SHORT_ROWS {
+        let sources = g.sources();
+        par_chunks(planes, hw, dcol.len(), |q, plane| {
+            let (ni, ci) = (q / g.c, q % g.c);
+            for t in 0..taps {
+                let row = &dcol[(ci * taps + t) * j + ni * p..][..p];
+                for (&v, &to) in row.iter().zip(&sources[t * p..(t + 1) * p]) {
+                    if to != NOWHERE {
+                        plane[to as usize] += v;
+                    }
+                }
+            }
+        });
+        return;
+    }
     par_chunks(planes, hw, dcol.len(), |q, plane| {
         let (ni, ci) = (q / g.c, q % g.c);
         for t in 0..taps {
@@ -190,6 +280,9 @@ fn col2im_impl<T: Float>(g: &Geometry, dcol: &[T], n0: usize, nc: usize, dx: &mu
             let (y0, y1) = g.valid(ky, g.h, g.oh);
             let (x0, x1) = g.valid(kx, g.w, g.ow);
             let row = &dcol[(ci * taps + t) * j + ni * p..][..p];
+            if x0 == x1 {
+                continue;
+            }
             for oy in y0..y1 {
                 let iy = oy * g.stride + ky - g.pad;
                 let prow = &mut plane[iy * g.w..(iy + 1) * g.w];
@@ -225,7 +318,7 @@ fn ungroup<T: Float>(planes: usize, p: usize, cj: &[T], n0: usize, nc: usize, nc
     let dst = &mut nchw[n0 * planes * p..(n0 + nc) * planes * p];
     par_chunks(dst, p, planes * j, |q, out| {
         let (ni, c) = (q / planes, q % planes);
-        out.copy_from_slice(&cj[c * j + ni * p..][..p]);
+        copy(out, &cj[c * j + ni * p..][..p]);
     });
 }
 
@@ -407,9 +500,104 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
 }
 
 impl Conv2d {
-    /// `x` (N, C, H, W) convolved with `w` (O, C/groups, kh, kw).
-    pub fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        x.contiguous()?.apply_op2(&w.contiguous()?, *self)
+    /// `x` (N, C, H, W) convolved with `w` (O, C/groups, kh, kw), plus `bias` (O) if given.
+    pub fn forward(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        match bias {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, Biased(*self)),
+            None => x.apply_op2(&w, *self),
+        }
+    }
+}
+
+/// A convolution with a bias per output channel (BN-Inception's): the bias
+/// added in the same op, its gradient the output gradient's sum per channel.
+#[derive(Clone, Copy, Debug)]
+struct Biased(Conv2d);
+
+fn add_bias<T: Float>(g: &Geometry, y: &mut [T], b: &[T]) {
+    let p = g.p();
+    par_chunks(y, p, y.len(), |q, plane| {
+        let v = b[q % g.o];
+        plane.iter_mut().for_each(|x| *x += v);
+    });
+}
+
+fn bias_grad<T: Float>(g: &Geometry, dy: &[T]) -> Vec<T> {
+    let p = g.p();
+    let mut db = vec![0.0f64; g.o];
+    for (q, plane) in dy.chunks(p).enumerate() {
+        db[q % g.o] += plane.iter().map(|v| v.to_f64()).sum::<f64>();
+    }
+    db.into_iter().map(T::from_f64).collect()
+}
+
+impl CustomOp3 for Biased {
+    fn name(&self) -> &'static str {
+        "wfrun-conv2d-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(self.0, l1.dims(), l2.dims())?;
+        if l3.dims() != [g.o] {
+            candle_core::bail!("a bias of {:?} for {} output channels", l3.dims(), g.o);
+        }
+        fn run<T: Float>(g: &Geometry, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
+            let mut y = forward(g, x, w);
+            add_bias(g, &mut y, b);
+            y
+        }
+        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
+            Ok(match (s1, s2, s3) {
+                (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                    CpuStorage::F32(run(
+                        &g,
+                        slice::<f32>(s1, l1, "convolution")?,
+                        slice::<f32>(s2, l2, "convolution")?,
+                        slice::<f32>(s3, l3, "convolution")?,
+                    ))
+                }
+                (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                    CpuStorage::F64(run(
+                        &g,
+                        slice::<f64>(s1, l1, "convolution")?,
+                        slice::<f64>(s2, l2, "convolution")?,
+                        slice::<f64>(s3, l3, "convolution")?,
+                    ))
+                }
+                _ => candle_core::bail!("convolution supports f32 and f64 (operands alike)"),
+            })
+        })?;
+        Ok((out, Shape::from(g.out_dims())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = self.0.bwd(x, w, res, grad)?;
+        let g = Geometry::new(self.0, x.dims(), w.dims())?;
+        let db = match x.dtype() {
+            candle_core::DType::F32 => with_slice::<f32, _>(grad, "convolution", |gs| {
+                tensor(bias_grad(&g, gs), b.shape())
+            })?,
+            _ => with_slice::<f64, _>(grad, "convolution", |gs| {
+                tensor(bias_grad(&g, gs), b.shape())
+            })?,
+        };
+        Ok((dx, dw, Some(db)))
     }
 }
 
@@ -521,7 +709,7 @@ mod tests {
                 padding,
                 groups,
             }
-            .forward(&x, &w)
+            .forward(&x, &w, None)
             .unwrap();
             let theirs = x.conv2d(&w, padding, stride, 1, groups).unwrap();
             assert_eq!(ours.dims(), theirs.dims(), "{xs:?} {ws:?}");
@@ -547,11 +735,34 @@ mod tests {
             };
             let x = random(&xs, 3);
             let w = random(&ws, 4);
-            check_gradient(&x, |x| conv.forward(x, &w), 1e-6, 1e-7)
+            check_gradient(&x, |x| conv.forward(x, &w, None), 1e-6, 1e-7)
                 .unwrap_or_else(|e| panic!("input, {xs:?} {ws:?}: {e}"));
-            check_gradient(&w, |w| conv.forward(&x, w), 1e-6, 1e-7)
+            check_gradient(&w, |w| conv.forward(&x, w, None), 1e-6, 1e-7)
                 .unwrap_or_else(|e| panic!("weight, {xs:?} {ws:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn the_bias_is_added_and_its_gradient_checks() {
+        let conv = Conv2d {
+            stride: 2,
+            padding: 1,
+            groups: 1,
+        };
+        let x = random(&[2, 3, 6, 5], 7);
+        let w = random(&[4, 3, 3, 3], 8);
+        let b = random(&[4], 9);
+        let ours = conv.forward(&x, &w, Some(&b)).unwrap();
+        let theirs = x
+            .conv2d(&w, 1, 2, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+            .unwrap();
+        let diff = (ours - theirs).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(diff.to_scalar::<f64>().unwrap() < 1e-12);
+        check_gradient(&b, |b| conv.forward(&x, &w, Some(b)), 1e-6, 1e-7).unwrap();
+        check_gradient(&x, |x| conv.forward(x, &w, Some(&b)), 1e-6, 1e-7).unwrap();
+        check_gradient(&w, |w| conv.forward(&x, w, Some(&b)), 1e-6, 1e-7).unwrap();
     }
 
     #[test]
@@ -566,7 +777,7 @@ mod tests {
         };
         let g = Geometry::new(conv, x.dims(), w.dims()).unwrap();
         assert_eq!(g.chunk(), 1);
-        let ours = conv.forward(&x, &w).unwrap();
+        let ours = conv.forward(&x, &w, None).unwrap();
         let theirs = x.conv2d(&w, 1, 1, 1, 1).unwrap();
         let diff = (ours - theirs)
             .unwrap()
@@ -588,7 +799,7 @@ mod tests {
             padding: 0,
             groups: 1,
         }
-        .forward(&x, &w)
+        .forward(&x, &w, None)
         .unwrap_err();
         assert!(e.to_string().contains("larger image_size"), "{e}");
     }
