@@ -6,7 +6,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::layers::{global_avg_pool, ConvBn, ConvSpec, Names};
+use super::layers::{channel_dim, enter, global_avg_pool, ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 
 /// The pooling branch of an inception module.
@@ -278,7 +278,7 @@ impl Inception {
             Some(p) => p.forward_t(&pooled, train)?,
             None => pooled,
         });
-        Tensor::cat(&outs, 1)
+        Tensor::cat(&outs, channel_dim(x))
     }
 }
 
@@ -330,7 +330,7 @@ impl BnInception {
 
     /// Images (N, 3, H, W) → pooled output of the last inception module (N, 1024 / width_div).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.stem[0].forward_t(x, train)?;
+        let x = self.stem[0].forward_t(&enter(x)?, train)?;
         let x = self.pool1.forward(&x)?;
         let x = self.stem[1].forward_t(&x, train)?;
         let x = self.stem[2].forward_t(&x, train)?;

@@ -37,8 +37,10 @@ impl BatchNorm2d {
     }
 
     /// Batch norm, then ReLU when `relu` (fused into one pass on the CPU).
+    /// `x` is laid out as [`channels_first`] says for its device.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
-        let (n, _, h, w) = x.dims4()?;
+        let (a, b, h, w) = x.dims4()?;
+        let n = if channels_first(x.device()) { b } else { a };
         if train && n * h * w < 2 {
             // candle would write NaN into the running variance here (PyTorch raises).
             candle_core::bail!(
@@ -218,9 +220,41 @@ impl ConvBn {
     }
 }
 
-/// Mean over the spatial dimensions: (N, C, H, W) → (N, C).
+/// Whether a backbone holds its activations channels first, (C, N, H, W): on
+/// the CPU kernels, where a 1 × 1 convolution of the whole batch is then one
+/// matrix product without a copy, each channel's values are contiguous for
+/// batch norm, and concatenating branches appends. candle's own operations
+/// (CUDA, Metal) take images first, (N, C, H, W).
+pub fn channels_first(device: &candle_core::Device) -> bool {
+    cpu::takes(device)
+}
+
+/// Images (N, C, H, W) in the layout a backbone works in on their device.
+pub fn enter(x: &Tensor) -> Result<Tensor> {
+    if channels_first(x.device()) {
+        x.transpose(0, 1)?.contiguous()
+    } else {
+        Ok(x.clone())
+    }
+}
+
+/// The dimension holding the channels of a backbone's activations.
+pub fn channel_dim(x: &Tensor) -> usize {
+    if channels_first(x.device()) {
+        0
+    } else {
+        1
+    }
+}
+
+/// Mean over the spatial dimensions of a backbone's activations → (N, C).
 pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
-    x.mean((2, 3))
+    let pooled = x.mean((2, 3))?;
+    if channels_first(x.device()) {
+        pooled.t()?.contiguous()
+    } else {
+        Ok(pooled)
+    }
 }
 
 #[cfg(test)]
@@ -241,10 +275,10 @@ mod tests {
             .unwrap()
             * 0.5)
             .unwrap();
-        let y = bn.forward_t(&x, true).unwrap();
+        let y = bn.forward_t(&enter(&x).unwrap(), true).unwrap();
         // Normalised with the batch statistics: each channel has mean 0, variance 1.
         let m = y
-            .transpose(0, 1)
+            .transpose(0, channel_dim(&y))
             .unwrap()
             .flatten_from(1)
             .unwrap()
@@ -272,7 +306,7 @@ mod tests {
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
         let bn = BatchNorm2d::new(3, vb.pp("layer4.0.bn1")).unwrap();
-        let x = Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let x = enter(&Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap()).unwrap();
         let e = bn.forward_t(&x, true).unwrap_err().to_string();
         assert!(
             e.contains("layer4.0.bn1") && e.contains("batch_size"),
@@ -292,7 +326,13 @@ mod tests {
         )
         .unwrap();
         let x = Tensor::randn(0f64, 1.0, (3, 4, 6, 6), &Device::Cpu).unwrap();
-        check_gradient(&x, |x| global_avg_pool(&cb.forward_t(x, true)?), 1e-5, 1e-5).unwrap();
+        check_gradient(
+            &x,
+            |x| global_avg_pool(&cb.forward_t(&enter(x)?, true)?),
+            1e-5,
+            1e-5,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -356,8 +396,10 @@ mod against_candle {
                 VarBuilder::from_varmap(&theirs_map, DType::F32, &Device::Cpu),
             )
             .unwrap();
+            let xc = x.transpose(0, 1).unwrap().contiguous().unwrap();
+            let back = |t: Tensor| t.transpose(0, 1).unwrap();
             for _ in 0..3 {
-                let a = ours.forward_t(&x, true).unwrap();
+                let a = back(ours.forward_t(&xc, true).unwrap());
                 let b = theirs.forward_t(&x, true).unwrap();
                 assert!(
                     max_diff(&a, &b) < 1e-4,
@@ -374,7 +416,7 @@ mod against_candle {
                     max_diff(&a, &b)
                 );
             }
-            let a = ours.forward_t(&x, false).unwrap();
+            let a = back(ours.forward_t(&xc, false).unwrap());
             let b = theirs.forward_t(&x, false).unwrap();
             assert!(
                 max_diff(&a, &b) < 1e-4,
@@ -402,7 +444,15 @@ mod against_candle {
             };
             let xv = candle_core::Var::from_tensor(&x).unwrap();
             let wv = candle_core::Var::from_tensor(&w).unwrap();
-            let ours = conv.forward(xv.as_tensor(), wv.as_tensor(), None).unwrap();
+            let ours = conv
+                .forward(
+                    &xv.as_tensor().transpose(0, 1).unwrap(),
+                    wv.as_tensor(),
+                    None,
+                )
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap();
             let theirs = xv
                 .as_tensor()
                 .conv2d(wv.as_tensor(), 1, stride, 1, groups)

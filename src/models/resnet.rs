@@ -6,7 +6,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::cpu::eltwise::AddRelu;
-use super::layers::{global_avg_pool, ConvBn, ConvSpec, Names};
+use super::layers::{enter, global_avg_pool, ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 
 /// Depth and widths. `base` is the stem's width and the planes of the first
@@ -194,7 +194,8 @@ impl ResNet {
 
     /// Images (N, 3, H, W) → pooled features (N, feature_dim).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut x = self.pool.forward(&self.stem.forward_t(x, train)?)?;
+        let x = enter(x)?;
+        let mut x = self.pool.forward(&self.stem.forward_t(&x, train)?)?;
         for stage in &self.stages {
             for block in stage {
                 x = block.forward_t(&x, train)?;

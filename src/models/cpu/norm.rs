@@ -1,5 +1,6 @@
-//! Batch normalisation over (N, C, H, W), optionally followed by ReLU, in one
-//! pass forward and one backward.
+//! Batch normalisation of channels-first activations (C, N, H, W: each
+//! channel's values contiguous), optionally followed by ReLU, in one pass
+//! forward and one backward.
 //!
 //! Training normalises with the batch's mean and (biased) variance, which the
 //! op keeps for its backward pass and for the running averages;
@@ -57,12 +58,12 @@ impl BatchNorm {
 /// The op as candle holds it: shares the statistics with the layer.
 struct Shared(Arc<BatchNorm>);
 
-/// (N, C, P) of a 4-D (or 2-D) input.
-fn ncp(dims: &[usize]) -> Result<(usize, usize, usize)> {
+/// (channels, values per channel) of a (C, N, H, W) or (C, N) input.
+fn cm(dims: &[usize]) -> Result<(usize, usize)> {
     match *dims {
-        [n, c] => Ok((n, c, 1)),
-        [n, c, h, w] => Ok((n, c, h * w)),
-        _ => candle_core::bail!("batch norm takes (N, C) or (N, C, H, W), got {dims:?}"),
+        [c, n] => Ok((c, n)),
+        [c, n, h, w] => Ok((c, n * h * w)),
+        _ => candle_core::bail!("batch norm takes (C, N) or (C, N, H, W), got {dims:?}"),
     }
 }
 
@@ -97,115 +98,43 @@ fn sums2<T: Float>(x: &[T], g: &[T], y: &[T], f: impl Fn(T, T, T) -> (T, T)) -> 
     (ta, tb)
 }
 
-/// `f(0) … f(parts − 1)` computed on the team, in order.
-fn collect_parts<R: Send>(parts: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
-    let out: Vec<Mutex<Option<R>>> = (0..parts).map(|_| Mutex::new(None)).collect();
+/// `f(channel)` for every channel, on the team when there is work enough.
+fn per_channel<R: Send>(c: usize, work: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
+    let parts = if threads() > 1 && work >= 1 << 15 {
+        threads().min(c)
+    } else {
+        1
+    };
+    if parts <= 1 {
+        return (0..c).map(f).collect();
+    }
+    let run = c.div_ceil(parts);
+    let out: Vec<Mutex<Vec<R>>> = (0..parts).map(|_| Mutex::new(Vec::new())).collect();
     super::team::for_each(parts, &|i| {
-        let r = f(i);
-        *out[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        let r: Vec<R> = (i * run..((i + 1) * run).min(c)).map(&f).collect();
+        *out[i].lock().unwrap_or_else(|e| e.into_inner()) = r;
     });
     out.into_iter()
-        .filter_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .flat_map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
         .collect()
 }
 
-/// Per channel `(Σ f(x, g, y, s).0, Σ f(x, g, y, s).1)` over its images and
-/// pixels, `s` the channel's `shift`. Large planes are summed one by one;
-/// small ones (the deep stages' 4 × 4 … 1 × 1) element by element across a
-/// whole image into per-element partial sums, so the loops stay long.
-fn channel_sums<T: Float>(
-    (n, c, p): (usize, usize, usize),
-    (x, g, y): (&[T], &[T], &[T]),
-    shift: &[T],
-    f: impl Fn(T, T, T, T) -> (T, T) + Sync,
-) -> Vec<(f64, f64)> {
-    let parallel = threads() > 1 && n > 1 && n * c * p >= 1 << 14;
-    let images: Vec<usize> = (0..n).collect();
-    let mut total = vec![(0.0, 0.0); c];
-    if p >= 64 {
-        let per_image = |&ni: &usize| -> Vec<(f64, f64)> {
-            (0..c)
-                .map(|ci| {
-                    let r = (ni * c + ci) * p..(ni * c + ci + 1) * p;
-                    let s = shift[ci];
-                    sums2(&x[r.clone()], &g[r.clone()], &y[r], |x, g, y| f(x, g, y, s))
-                })
-                .collect()
-        };
-        let parts: Vec<Vec<(f64, f64)>> = if parallel {
-            collect_parts(n, |ni| per_image(&ni))
-        } else {
-            images.iter().map(per_image).collect()
-        };
-        for part in parts {
-            for (t, (a, b)) in total.iter_mut().zip(part) {
-                t.0 += a;
-                t.1 += b;
-            }
-        }
-        return total;
-    }
-    let len = c * p;
-    let shifts: Vec<T> = shift
-        .iter()
-        .flat_map(|&s| std::iter::repeat_n(s, p))
-        .collect();
-    // Partial sums per element of an image, over a run of images.
-    let accumulate = |run: &[usize]| -> (Vec<T>, Vec<T>) {
-        let (mut a, mut b) = (vec![T::ZERO; len], vec![T::ZERO; len]);
-        for &ni in run {
-            let r = ni * len..(ni + 1) * len;
-            let (xs, gs, ys) = (&x[r.clone()], &g[r.clone()], &y[r]);
-            for (((((a, b), &x), &g), &y), &s) in a
-                .iter_mut()
-                .zip(b.iter_mut())
-                .zip(xs)
-                .zip(gs)
-                .zip(ys)
-                .zip(&shifts)
-            {
-                let (u, v) = f(x, g, y, s);
-                *a += u;
-                *b += v;
-            }
-        }
-        (a, b)
-    };
-    let parts: Vec<(Vec<T>, Vec<T>)> = if parallel {
-        let run = n.div_ceil(threads());
-        collect_parts(n.div_ceil(run), |i| {
-            accumulate(&images[i * run..((i + 1) * run).min(n)])
-        })
-    } else {
-        vec![accumulate(&images)]
-    };
-    for (a, b) in parts {
-        for (ci, t) in total.iter_mut().enumerate() {
-            let r = ci * p..(ci + 1) * p;
-            t.0 += a[r.clone()].iter().map(|v| v.to_f64()).sum::<f64>();
-            t.1 += b[r].iter().map(|v| v.to_f64()).sum::<f64>();
-        }
-    }
-    total
-}
-
-/// Per-channel statistics of `x` (N, C, P): one pass, each channel's sums
+/// Per-channel statistics of `x` (C × M): one pass, each channel's sums
 /// shifted by its first value (so the variance does not cancel).
-fn batch_stats<T: Float>(x: &[T], (n, c, p): (usize, usize, usize)) -> Stats {
-    let m = (n * p) as f64;
-    let shift: Vec<T> = (0..c).map(|ci| x[ci * p]).collect();
-    let sums = channel_sums((n, c, p), (x, x, x), &shift, |v, _, _, s| {
-        let d = v - s;
-        (d, d * d)
-    });
-    let (mean, var) = sums
-        .iter()
-        .zip(&shift)
-        .map(|(&(sd, sdd), s)| {
-            let md = sd / m;
-            (s.to_f64() + md, (sdd / m - md * md).max(0.0))
-        })
-        .unzip();
+fn batch_stats<T: Float>(x: &[T], (c, m): (usize, usize)) -> Stats {
+    let count = m as f64;
+    let (mean, var) = per_channel(c, c * m, |ci| {
+        let row = &x[ci * m..(ci + 1) * m];
+        let s = row[0];
+        let (sd, sdd) = sums2(row, row, row, |v, _, _| {
+            let d = v - s;
+            (d, d * d)
+        });
+        let md = sd / count;
+        (s.to_f64() + md, (sdd / count - md * md).max(0.0))
+    })
+    .into_iter()
+    .unzip();
     Stats { mean, var }
 }
 
@@ -215,40 +144,37 @@ impl BatchNorm {
         x: &[T],
         gamma: &[T],
         beta: &[T],
-        dims: (usize, usize, usize),
+        (c, m): (usize, usize),
     ) -> Result<Vec<T>> {
-        let (n, c, p) = dims;
         if gamma.len() != c || beta.len() != c {
             candle_core::bail!("batch norm of {c} channels given {} scales", gamma.len());
+        }
+        if m == 0 {
+            candle_core::bail!("batch norm of an empty batch");
         }
         let stats = match &self.fixed {
             Some(s) if s.mean.len() == c && s.var.len() == c => s.clone(),
             Some(_) => candle_core::bail!("batch norm of {c} channels given other statistics"),
-            None => batch_stats(x, dims),
+            None => batch_stats(x, (c, m)),
         };
-        // y = x · scale + shift per channel.
-        let scale: Vec<T> = (0..c)
-            .map(|ci| T::from_f64(gamma[ci].to_f64() / (stats.var[ci] + self.eps).sqrt()))
-            .collect();
-        let shift: Vec<T> = (0..c)
-            .map(|ci| T::from_f64(beta[ci].to_f64() - stats.mean[ci] * scale[ci].to_f64()))
-            .collect();
-        let mut y = vec![T::ZERO; n * c * p];
+        let mut y = vec![T::ZERO; c * m];
         let relu = self.relu;
-        par_chunks(&mut y, c * p, n * c * p, |ni, out| {
-            for ci in 0..c {
-                let src = &x[(ni * c + ci) * p..][..p];
-                let dst = &mut out[ci * p..(ci + 1) * p];
-                let (a, b) = (scale[ci], shift[ci]);
-                if relu {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        let t = v * a + b;
-                        *d = if t > T::ZERO { t } else { T::ZERO };
-                    }
-                } else {
-                    for (d, &v) in dst.iter_mut().zip(src) {
-                        *d = v * a + b;
-                    }
+        par_chunks(&mut y, m, c * m, |ci, dst| {
+            // y = x · scale + shift.
+            let a = gamma[ci].to_f64() / (stats.var[ci] + self.eps).sqrt();
+            let (scale, shift) = (
+                T::from_f64(a),
+                T::from_f64(beta[ci].to_f64() - stats.mean[ci] * a),
+            );
+            let src = &x[ci * m..(ci + 1) * m];
+            if relu {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    let t = v * scale + shift;
+                    *d = if t > T::ZERO { t } else { T::ZERO };
+                }
+            } else {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = v * scale + shift;
                 }
             }
         });
@@ -263,62 +189,57 @@ impl BatchNorm {
         gamma: &[T],
         y: &[T],
         g: &[T],
-        dims: (usize, usize, usize),
+        (c, m): (usize, usize),
     ) -> (Vec<T>, Vec<T>, Vec<T>) {
-        let (n, c, p) = dims;
-        let stats = self.used().unwrap_or_else(|| batch_stats(x, dims));
+        let stats = self.used().unwrap_or_else(|| batch_stats(x, (c, m)));
         let invstd: Vec<f64> = stats
             .var
             .iter()
             .map(|v| 1.0 / (v + self.eps).sqrt())
             .collect();
-        let mean: Vec<T> = stats.mean.iter().map(|&m| T::from_f64(m)).collect();
         let relu = self.relu;
         // Per channel: Σ g' and Σ g'·(x − mean), g' the gradient that passes
         // the ReLU (where the output is positive).
-        let sums = if relu {
-            channel_sums(dims, (x, g, y), &mean, |x, g, y, m| {
-                let g = if y > T::ZERO { g } else { T::ZERO };
-                (g, g * (x - m))
-            })
-        } else {
-            channel_sums(dims, (x, g, y), &mean, |x, g, _, m| (g, g * (x - m)))
-        };
-        let count = (n * p) as f64;
+        let sums = per_channel(c, c * m, |ci| {
+            let r = ci * m..(ci + 1) * m;
+            let mean = T::from_f64(stats.mean[ci]);
+            let (xs, gs, ys) = (&x[r.clone()], &g[r.clone()], &y[r]);
+            if relu {
+                sums2(xs, gs, ys, |x, g, y| {
+                    let g = if y > T::ZERO { g } else { T::ZERO };
+                    (g, g * (x - mean))
+                })
+            } else {
+                sums2(xs, gs, ys, |x, g, _| (g, g * (x - mean)))
+            }
+        });
+        let count = m as f64;
         let train = self.fixed.is_none();
-        // dx = a·g' + b·(x − mean) + c per channel.
-        let coefficients: Vec<(T, T, T)> = (0..c)
-            .map(|ci| {
-                let k = gamma[ci].to_f64() * invstd[ci];
-                if train {
-                    let (sg, sgx) = sums[ci];
-                    (
-                        T::from_f64(k),
-                        T::from_f64(-k * invstd[ci] * invstd[ci] * sgx / count),
-                        T::from_f64(-k * sg / count),
-                    )
-                } else {
-                    (T::from_f64(k), T::ZERO, T::ZERO)
+        let mut dx = vec![T::ZERO; c * m];
+        par_chunks(&mut dx, m, c * m, |ci, dst| {
+            // dx = a·g' + b·(x − mean) + c.
+            let k = gamma[ci].to_f64() * invstd[ci];
+            let (a, b, cc) = if train {
+                let (sg, sgx) = sums[ci];
+                (
+                    T::from_f64(k),
+                    T::from_f64(-k * invstd[ci] * invstd[ci] * sgx / count),
+                    T::from_f64(-k * sg / count),
+                )
+            } else {
+                (T::from_f64(k), T::ZERO, T::ZERO)
+            };
+            let mean = T::from_f64(stats.mean[ci]);
+            let r = ci * m..(ci + 1) * m;
+            let (xs, gs, ys) = (&x[r.clone()], &g[r.clone()], &y[r]);
+            if relu {
+                for (((d, &x), &g), &y) in dst.iter_mut().zip(xs).zip(gs).zip(ys) {
+                    let g = if y > T::ZERO { g } else { T::ZERO };
+                    *d = a * g + b * (x - mean) + cc;
                 }
-            })
-            .collect();
-        let mut dx = vec![T::ZERO; n * c * p];
-        par_chunks(&mut dx, c * p, n * c * p, |ni, out| {
-            for ci in 0..c {
-                let r = (ni * c + ci) * p..(ni * c + ci + 1) * p;
-                let (xs, gs, ys) = (&x[r.clone()], &g[r.clone()], &y[r]);
-                let (a, b, cc) = coefficients[ci];
-                let m = mean[ci];
-                let dst = &mut out[ci * p..(ci + 1) * p];
-                if relu {
-                    for (((d, &x), &g), &y) in dst.iter_mut().zip(xs).zip(gs).zip(ys) {
-                        let g = if y > T::ZERO { g } else { T::ZERO };
-                        *d = a * g + b * (x - m) + cc;
-                    }
-                } else {
-                    for ((d, &x), &g) in dst.iter_mut().zip(xs).zip(gs) {
-                        *d = a * g + b * (x - m) + cc;
-                    }
+            } else {
+                for ((d, &x), &g) in dst.iter_mut().zip(xs).zip(gs) {
+                    *d = a * g + b * (x - mean) + cc;
                 }
             }
         });
@@ -346,7 +267,7 @@ impl CustomOp3 for Shared {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let dims = ncp(l1.dims())?;
+        let dims = cm(l1.dims())?;
         let bn = &self.0;
         let out = time(Kernel::NormForward, || -> Result<CpuStorage> {
             Ok(match s1 {
@@ -378,10 +299,10 @@ impl CustomOp3 for Shared {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let dims = ncp(x.dims())?;
+        let dims = cm(x.dims())?;
         fn run<T: Float>(
             bn: &BatchNorm,
-            dims: (usize, usize, usize),
+            dims: (usize, usize),
             x: &Tensor,
             gamma: &Tensor,
             res: &Tensor,
@@ -430,14 +351,14 @@ mod tests {
 
     #[test]
     fn normalises_with_the_batch_and_keeps_its_statistics() {
-        let x = input(&[3, 2, 2, 2], 1);
+        let x = input(&[2, 3, 2, 2], 1);
         let gamma = Tensor::new(&[1.0f64, 2.0], &Device::Cpu).unwrap();
         let beta = Tensor::new(&[0.0f64, 0.5], &Device::Cpu).unwrap();
         let bn = BatchNorm::new(1e-5, false, None);
         let y = bn.forward(&x, &gamma, &beta).unwrap();
         // Channel 1: mean β = 0.5, standard deviation γ = 2.
         let c1 = y
-            .narrow(1, 1, 1)
+            .narrow(0, 1, 1)
             .unwrap()
             .flatten_all()
             .unwrap()
@@ -451,7 +372,7 @@ mod tests {
         );
         let used = bn.used().unwrap();
         let x1 = x
-            .narrow(1, 1, 1)
+            .narrow(0, 1, 1)
             .unwrap()
             .flatten_all()
             .unwrap()
@@ -472,7 +393,7 @@ mod tests {
                     var: vec![2.0, 0.5, 1.0],
                 }),
             ] {
-                for shape in [[2, 3, 3, 2], [4, 3, 1, 1]] {
+                for shape in [[3, 2, 3, 2], [3, 4, 1, 1], [3, 2, 8, 9]] {
                     let what = format!("relu {relu}, fixed {}, {shape:?}", fixed.is_some());
                     let x = input(&shape, 2);
                     let op = |x: &Tensor, g: &Tensor, b: &Tensor| {
