@@ -41,16 +41,21 @@ peer() {
     "$PY" -c "import json; r=json.load(open('/tmp/peer.json')); r['framework']='pytorch'; r['model']='$model'; r['peak_rss_mib']=round(int('$rss')/1024); print(json.dumps(r))"
 }
 
+# A pause before each run lets the previous process's exit settle, for both.
 for round in $(seq "$ROUNDS"); do
     for model in $MODELS; do
         for size in $SIZES; do
             for threads in $THREADS; do
+                sleep 2
                 ./target/release/examples/bench_train --model "$model" --image-size "$size" --batch 8 \
                     --steps "$STEPS" --warmup "$WARMUP" --threads "$threads" | tee -a "$OUT"
+                sleep 2
                 peer train_step.py "$model" --image-size "$size" --batch 8 --steps "$STEPS" \
                     --warmup "$WARMUP" --threads "$threads" | tee -a "$OUT"
+                sleep 2
                 ./target/release/examples/bench_embed --model "$model" --image-size "$size" --batch 32 \
                     --iters "$ITERS" --warmup 2 --threads "$threads" | tee -a "$OUT"
+                sleep 2
                 peer embed.py "$model" --image-size "$size" --batch 32 --iters "$ITERS" \
                     --warmup 2 --threads "$threads" | tee -a "$OUT"
             done

@@ -49,11 +49,20 @@ struct Geometry {
 
 /// Elements of unfolded columns a chunk may hold (32 MiB of f32).
 const COLUMN_BUDGET: usize = 8 << 20;
-/// Output rows shorter than this are unfolded through a table of sources
+/// Output rows shorter than this are unfolded through each tap's sources
 /// rather than row by row.
 const SHORT_ROWS: usize = 16;
-/// A tap that reads the padding.
-const NOWHERE: u32 = u32::MAX;
+/// Each tap's (output pixel, input pixel) pairs, the padding left out.
+struct Sources {
+    starts: Vec<usize>,
+    pairs: Vec<(u32, u32)>,
+}
+
+impl Sources {
+    fn of(&self, tap: usize) -> &[(u32, u32)] {
+        &self.pairs[self.starts[tap]..self.starts[tap + 1]]
+    }
+}
 /// Output pixels a chunk aims at: enough columns for an efficient product,
 /// few enough that the unfolded columns stay in cache until the product
 /// reads them.
@@ -127,26 +136,27 @@ impl Geometry {
         self.n * self.p()
     }
 
-    /// For each tap (`ky · kw + kx`) and output pixel, the input pixel it
-    /// reads (index in the plane), or [`NOWHERE`] in the padding.
-    fn sources(&self) -> Vec<u32> {
-        let mut table = Vec::with_capacity(self.kh * self.kw * self.p());
+    /// For each tap (`ky · kw + kx`), the output pixels it reads an input
+    /// pixel for (those over the padding left out) and that pixel.
+    fn sources(&self) -> Sources {
+        let mut starts = Vec::with_capacity(self.kh * self.kw + 1);
+        let mut pairs = Vec::with_capacity(self.kh * self.kw * self.p());
         for ky in 0..self.kh {
             for kx in 0..self.kw {
+                starts.push(pairs.len());
                 for oy in 0..self.oh {
                     for ox in 0..self.ow {
                         let iy = (oy * self.stride + ky).wrapping_sub(self.pad);
                         let ix = (ox * self.stride + kx).wrapping_sub(self.pad);
-                        table.push(if iy < self.h && ix < self.w {
-                            (iy * self.w + ix) as u32
-                        } else {
-                            NOWHERE
-                        });
+                        if iy < self.h && ix < self.w {
+                            pairs.push(((oy * self.ow + ox) as u32, (iy * self.w + ix) as u32));
+                        }
                     }
                 }
             }
         }
-        table
+        starts.push(pairs.len());
+        Sources { starts, pairs }
     }
 
     /// A 1 × 1 convolution of stride 1 without padding: columns are the input.
@@ -182,19 +192,19 @@ fn im2col_impl<T: Float>(g: &Geometry, x: &[T], n0: usize, nc: usize, col: &mut 
     // The plane of channel `ci`, image `n`.
     let plane = |ci: usize, n: usize| &x[(ci * g.n + n) * hw..][..hw];
     if g.ow < SHORT_ROWS {
-        // Small feature maps: a gather through each tap's source table.
+        // Small feature maps: a gather through each tap's sources.
         let sources = g.sources();
         par_chunks(col, j, col.len(), |row, out| {
             let (ci, t) = (row / taps, row % taps);
-            let table = &sources[t * p..(t + 1) * p];
+            let pairs = sources.of(t);
             for ni in 0..nc {
                 let plane = plane(ci, n0 + ni);
-                for (d, &from) in out[ni * p..(ni + 1) * p].iter_mut().zip(table) {
-                    *d = if from == NOWHERE {
-                        T::ZERO
-                    } else {
-                        plane[from as usize]
-                    };
+                let out = &mut out[ni * p..(ni + 1) * p];
+                if pairs.len() < p {
+                    zero(out);
+                }
+                for &(q, from) in pairs {
+                    out[q as usize] = plane[from as usize];
                 }
             }
         });
@@ -257,22 +267,16 @@ fn col2im_impl<T: Float>(g: &Geometry, dcol: &[T], n0: usize, nc: usize, dx: &mu
     let (p, hw) = (g.p(), g.h * g.w);
     let j = nc * p;
     let taps = g.kh * g.kw;
-    let sources = if g.ow < SHORT_ROWS {
-        g.sources()
-    } else {
-        Vec::new()
-    };
+    let sources = (g.ow < SHORT_ROWS).then(|| g.sources());
     // One channel's planes at a time (all images; this chunk's are touched).
     par_chunks(dx, g.n * hw, dcol.len(), |ci, planes| {
         for ni in 0..nc {
             let plane = &mut planes[(n0 + ni) * hw..(n0 + ni + 1) * hw];
             for t in 0..taps {
                 let row = &dcol[(ci * taps + t) * j + ni * p..][..p];
-                if !sources.is_empty() {
-                    for (&v, &to) in row.iter().zip(&sources[t * p..(t + 1) * p]) {
-                        if to != NOWHERE {
-                            plane[to as usize] += v;
-                        }
+                if let Some(sources) = &sources {
+                    for &(q, to) in sources.of(t) {
+                        plane[to as usize] += row[q as usize];
                     }
                     continue;
                 }
