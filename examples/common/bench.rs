@@ -17,7 +17,8 @@ pub fn arg<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> T {
 
 /// `--threads N` for wfrun's kernels (and candle's matrix products); read
 /// once, when they first start, so this runs before anything else. candle's
-/// own element-wise pool is kept to the calling thread, as `wfrun` does.
+/// own element-wise pool is kept to the calling thread and freed memory stays
+/// in the process, as `wfrun` does.
 pub fn set_threads(args: &[String]) {
     let threads: usize = arg(args, "--threads", 0);
     if threads > 0 {
@@ -26,6 +27,8 @@ pub fn set_threads(args: &[String]) {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    // As the `wfrun` binary does.
+    wfrun::models::cpu::tune_allocator();
 }
 
 /// The template network `--model` names (the peer's names accepted): ResNet-101

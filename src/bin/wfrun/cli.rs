@@ -73,7 +73,8 @@ pub enum Command {
         check: bool,
     },
     /// A language server over stdio for editors: diagnostics as you type,
-    /// hover documentation, completion, formatting.
+    /// quick fixes, hover documentation, completion, go to definition, an
+    /// outline, formatting.
     #[cfg(feature = "lsp")]
     Lsp,
     /// List the templates and step kinds with their parameters.

@@ -13,6 +13,8 @@ fn main() -> std::process::ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    #[cfg(feature = "train")]
+    wfrun::models::cpu::tune_allocator();
     // `wfrun pipeline.wf` runs the workflow.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if argv

@@ -62,6 +62,25 @@ pub fn set_enabled(on: bool) {
     ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// Keeps freed memory in the process instead of handing it back to the
+/// system, where glibc's malloc would (on Linux): a training step frees and
+/// allocates hundreds of megabytes of activations, and memory handed back is
+/// taken again page fault by page fault, each page cleared by the kernel.
+/// Measured: the same embedding run took 165 or 250 ms depending on how
+/// glibc's adaptive threshold happened to settle (BENCHMARKS.md). Sets
+/// `M_MMAP_THRESHOLD` to 32 MiB (its maximum) and `M_TRIM_THRESHOLD` to
+/// 1 GiB. Process-wide, so the library never calls it itself: the `wfrun`
+/// binary and the benchmarks do, at start; a program embedding wfrun may.
+/// Does nothing elsewhere.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; both values are in range.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+    }
+}
+
 /// The threads the kernels may use (candle's setting: `RAYON_NUM_THREADS` or the cores).
 pub fn threads() -> usize {
     candle_core::utils::get_num_threads().max(1)
