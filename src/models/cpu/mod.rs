@@ -66,12 +66,12 @@ pub fn set_enabled(on: bool) {
 /// system, where glibc's malloc would (on Linux): a training step frees and
 /// allocates hundreds of megabytes of activations, and memory handed back is
 /// taken again page fault by page fault, each page cleared by the kernel.
-/// Measured: the same embedding run took 165 or 250 ms depending on how
-/// glibc's adaptive threshold happened to settle (BENCHMARKS.md). Sets
-/// `M_MMAP_THRESHOLD` to 32 MiB (its maximum) and `M_TRIM_THRESHOLD` to
-/// 1 GiB. Process-wide, so the library never calls it itself: the `wfrun`
-/// binary and the benchmarks do, at start; a program embedding wfrun may.
-/// Does nothing elsewhere.
+/// Measured on ResNeXt-50's embedding at 64 px (2 threads, 7 batches of 32):
+/// 300,000–385,000 page faults a run without it, 114,000 with it (most of
+/// them loading the network). Sets `M_MMAP_THRESHOLD` to 32 MiB (its
+/// maximum) and `M_TRIM_THRESHOLD` to 1 GiB. Process-wide, so the library
+/// never calls it itself: the `wfrun` binary and the benchmarks do, at start;
+/// a program embedding wfrun may. Does nothing elsewhere.
 pub fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; both values are in range.
@@ -119,8 +119,8 @@ pub fn tensor<T: Float>(data: Vec<T>, shape: impl Into<Shape>) -> Result<Tensor>
 
 /// `dst (m × n, row stride dst_rs) = [dst +] lhs · rhs`, with `lhs` (m × k)
 /// and `rhs` (k × n) given by (row stride, column stride). With `threads` > 1
-/// a large product is cut into that many blocks of rows (or of columns, when
-/// it is wider than tall), one per thread.
+/// a large product is cut into blocks of rows (or of columns, when it is
+/// wider than tall), a few per thread, claimed as threads come free.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm<T: Float>(
     (m, n, k): (usize, usize, usize),
@@ -191,8 +191,11 @@ fn gemm_impl<T: Float>(
         rhs_strides: (rhs_rs, rhs_cs),
         k,
     };
-    let parts = if m * n * k >= 1 << 18 {
-        threads.min(m.max(n) / 16).max(1)
+    // A few blocks a thread, at least 64 rows (columns) each: a thread that
+    // gets less of its core (another process, another virtual machine) takes
+    // fewer of them instead of holding up the others.
+    let parts = if threads > 1 && m * n * k >= 1 << 18 {
+        (threads * BLOCKS_PER_THREAD).min(m.max(n) / 64).max(1)
     } else {
         1
     };
@@ -266,9 +269,13 @@ impl<T: Float> Product<T> {
     }
 }
 
+/// How many parts a parallel pass is cut into, per thread: enough that a
+/// thread slowed down by something else leaves its share to the others.
+const BLOCKS_PER_THREAD: usize = 4;
+
 /// Runs `f` on each chunk of `data` (of `len` elements), on the team when
 /// there is enough `work` (elements touched in all) to pay for it: the chunks
-/// are dealt out in one block per thread.
+/// are dealt out in a few runs per thread.
 pub fn par_chunks<T: Send>(
     data: &mut [T],
     len: usize,
@@ -284,7 +291,7 @@ pub fn par_chunks<T: Send>(
         data.chunks_mut(len).enumerate().for_each(|(i, c)| f(i, c));
         return;
     }
-    let per_part = chunks.div_ceil(t);
+    let per_part = chunks.div_ceil(t * BLOCKS_PER_THREAD);
     let total = data.len();
     let base = SendPtr(data.as_mut_ptr());
     team::for_each(chunks.div_ceil(per_part), &|part| {
