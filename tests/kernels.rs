@@ -2,7 +2,8 @@
 //! residual add + ReLU, in-place SGD) compute what candle's generic operations
 //! compute, for the full-size networks: the same loss, every parameter's
 //! gradient, and the weights, momentum and running statistics after SGD
-//! steps, in f64.
+//! steps, and the embedding in evaluation afterwards (batch norm folded into
+//! the convolutions on the kernels' side), in f64.
 //!
 //! One test in its own binary: it switches the kernels off and on, which no
 //! other test may see.
@@ -19,6 +20,8 @@ struct Outcome {
     losses: Vec<f64>,
     grads: BTreeMap<String, Vec<f64>>,
     after: BTreeMap<String, Vec<f64>>,
+    /// The embedding in evaluation mode after the first step.
+    eval: Vec<f64>,
 }
 
 fn flat(t: &Tensor) -> Vec<f64> {
@@ -54,6 +57,7 @@ fn train(arch: Architecture, kernels: bool) -> Outcome {
     let mut losses = Vec::new();
     let mut grads = BTreeMap::new();
     let mut after = BTreeMap::new();
+    let mut eval = Vec::new();
     for step in 0..2 {
         let l = net.loss(&x, &targets, true).unwrap();
         losses.push(l.to_scalar::<f64>().unwrap());
@@ -77,12 +81,14 @@ fn train(arch: Architecture, kernels: bool) -> Outcome {
             for (name, v) in sgd.velocities() {
                 after.insert(format!("velocity {name}"), flat(&v));
             }
+            eval = flat(&net.embed(&x, false).unwrap());
         }
     }
     Outcome {
         losses,
         grads,
         after,
+        eval,
     }
 }
 
@@ -139,6 +145,16 @@ fn the_kernels_train_the_full_size_networks_as_candle_does() {
         let (d, at) = worst(&ours.after, &theirs.after);
         eprintln!("{arch:?}: after a step within {d:e} ({at})");
         assert!(d < 1e-8, "{arch:?}: {at} after a step differs by {d:e}");
+        let largest = theirs.eval.iter().fold(0f64, |m, v| m.max(v.abs()));
+        assert!(largest > 1e-3, "{arch:?}: an evaluation output of zeros");
+        let d = ours
+            .eval
+            .iter()
+            .zip(&theirs.eval)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+            / largest;
+        eprintln!("{arch:?}: evaluation within {d:e}");
+        assert!(d < 1e-8, "{arch:?}: evaluation output differs by {d:e}");
     }
     wfrun::models::cpu::set_enabled(true);
 }

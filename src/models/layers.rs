@@ -5,7 +5,8 @@ use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
 
 use super::cpu;
-use super::cpu::conv::Conv2d as CpuConv2d;
+use super::cpu::conv::{Conv2d as CpuConv2d, Inference};
+use super::cpu::eltwise::AddRelu;
 use super::cpu::norm::{self, Stats};
 
 /// Batch normalisation over (N, C, H, W) with PyTorch's defaults (eps 1e-5,
@@ -90,6 +91,33 @@ impl BatchNorm2d {
     }
 }
 
+impl BatchNorm2d {
+    /// Evaluation's normalisation as a scale and shift per channel, `y = x ·
+    /// scale + shift`, with a preceding convolution's `bias` folded in.
+    fn folded(&self, bias: Option<&Tensor>) -> Result<(Vec<f64>, Vec<f64>)> {
+        let Some((gamma, beta)) = self.inner.weight_and_bias() else {
+            candle_core::bail!("batch norm `{}` has no scale and shift", self.name);
+        };
+        let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (gamma, beta) = (host(gamma)?, host(beta)?);
+        let (mean, var) = (
+            host(self.inner.running_mean())?,
+            host(self.inner.running_var())?,
+        );
+        let bias = bias.map(host).transpose()?;
+        let eps = self.inner.eps();
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| g / (v + eps).sqrt())
+            .collect();
+        let shift = (0..scale.len())
+            .map(|c| beta[c] + (bias.as_ref().map_or(0.0, |b| b[c]) - mean[c]) * scale[c])
+            .collect();
+        Ok((scale, shift))
+    }
+}
+
 /// A bias-free convolution followed by batch norm and, optionally, ReLU.
 #[derive(Clone, Debug)]
 pub struct ConvBn {
@@ -114,6 +142,7 @@ pub struct ConvSpec {
     pub stride: usize,
     pub padding: usize,
     pub groups: usize,
+    /// ReLU last (after the residual, when [`ConvBn::forward_residual_t`] adds one).
     pub relu: bool,
     /// A bias on the convolution (Cadene's BN-Inception has one before each batch norm).
     pub bias: bool,
@@ -196,6 +225,18 @@ impl ConvBn {
     }
 
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_residual_t(x, None, train)
+    }
+
+    /// Convolution and batch norm, then `residual` added (before the ReLU,
+    /// as a residual block does) if given. In evaluation on the CPU one op
+    /// does it all, and its output carries no gradient.
+    pub fn forward_residual_t(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+    ) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let k = self.conv.weight().dim(2)?;
         let p = self.conv.config().padding;
@@ -205,18 +246,37 @@ impl ConvBn {
                 "a {k}x{k} convolution does not fit a {h}x{w} input; use a larger image_size"
             );
         }
-        let y = if cpu::takes(x.device()) {
-            let config = self.conv.config();
-            let conv = CpuConv2d {
-                stride: config.stride,
-                padding: config.padding,
-                groups: config.groups,
+        let cpu = cpu::takes(x.device());
+        let config = self.conv.config();
+        let conv = CpuConv2d {
+            stride: config.stride,
+            padding: config.padding,
+            groups: config.groups,
+        };
+        if cpu && !train {
+            let (scale, shift) = self.bn.folded(self.conv.bias())?;
+            let op = Inference {
+                conv,
+                scale,
+                shift,
+                relu: self.relu,
             };
+            return op.forward(x, self.conv.weight(), residual);
+        }
+        let y = if cpu {
             conv.forward(x, self.conv.weight(), self.conv.bias())?
         } else {
             self.conv.forward(x)?
         };
-        self.bn.forward_relu_t(&y, train, self.relu)
+        let Some(residual) = residual else {
+            return self.bn.forward_relu_t(&y, train, self.relu);
+        };
+        let y = self.bn.forward_t(&y, train)?;
+        match (cpu, self.relu) {
+            (true, true) => AddRelu::forward(&y, residual),
+            (_, true) => (y + residual)?.relu(),
+            (_, false) => y + residual,
+        }
     }
 }
 

@@ -5,7 +5,6 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::cpu::eltwise::AddRelu;
 use super::layers::{enter, global_avg_pool, ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 
@@ -90,8 +89,9 @@ impl Bottleneck {
             },
             vb,
         )?;
+        // Its ReLU comes after the shortcut is added (`forward_residual_t`).
         let conv3 = ConvBn::new(
-            ConvSpec::new(width, out, 1).no_relu(),
+            ConvSpec::new(width, out, 1),
             Names::Pair {
                 conv: "conv3",
                 bn: "bn3",
@@ -124,16 +124,12 @@ impl Bottleneck {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let y = self.conv1.forward_t(x, train)?;
         let y = self.conv2.forward_t(&y, train)?;
-        let y = self.conv3.forward_t(&y, train)?;
         let shortcut = match &self.downsample {
             Some(d) => d.forward_t(x, train)?,
             None => x.clone(),
         };
-        if super::cpu::takes(y.device()) {
-            AddRelu::forward(&y, &shortcut)
-        } else {
-            (y + shortcut)?.relu()
-        }
+        // conv3 and bn3, + the shortcut, then ReLU.
+        self.conv3.forward_residual_t(&y, Some(&shortcut), train)
     }
 }
 

@@ -20,7 +20,10 @@
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::profile::{time, Kernel};
-use super::{gemm, par_chunks, slice, tensor, threads, with_slice, Float};
+use super::{
+    assume_init, gemm, gemm_into, par_chunks, slice, tensor, threads, uninit, with_slice, Float,
+    Then,
+};
 
 /// A convolution's hyperparameters (square stride and padding, as the networks use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,53 +356,109 @@ impl<T> Rows<T> {
     }
 }
 
-fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T]) -> Vec<T> {
+/// What happens to each output value as soon as its block of the product is
+/// computed (still in cache): `v · scale + shift` per output channel, plus
+/// the residual's value at the same place, then ReLU.
+pub(crate) struct After<'a, T> {
+    pub scale: Option<&'a [T]>,
+    pub shift: Option<&'a [T]>,
+    pub residual: Option<&'a [T]>,
+    pub relu: bool,
+}
+
+impl<T: Float> After<'_, T> {
+    /// Output channel `o`'s values from output column `col` on (of `jt` columns in all).
+    #[inline]
+    fn apply(&self, o: usize, col: usize, jt: usize, values: &mut [T]) {
+        let s = self.scale.map_or(T::ONE, |s| s[o]);
+        let b = self.shift.map_or(T::ZERO, |b| b[o]);
+        let relu = |v: T| if self.relu && v < T::ZERO { T::ZERO } else { v };
+        match self.residual {
+            Some(r) => {
+                let r = &r[o * jt + col..][..values.len()];
+                for (v, &r) in values.iter_mut().zip(r) {
+                    *v = relu(*v * s + b + r);
+                }
+            }
+            None => values.iter_mut().for_each(|v| *v = relu(*v * s + b)),
+        }
+    }
+}
+
+/// The unfolding buffer of this thread, at least `len` long: kept between
+/// calls, so it is neither allocated nor cleared for every convolution
+/// (every element a convolution reads from it, it has written first).
+fn with_columns<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
+    let mut v = T::take_scratch();
+    if v.len() < len {
+        v.resize(len, T::ZERO);
+    }
+    let r = f(&mut v[..len]);
+    T::put_scratch(v);
+    r
+}
+
+fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -> Vec<T> {
     let (p, k, og, cg, jt) = (g.p(), g.k(), g.og(), g.cg(), g.jt());
-    let mut y = vec![T::ZERO; g.o * jt];
+    let mut y = uninit::<T>(g.o * jt);
     let out = Rows::new(&mut y);
+    // The epilogue of group gi's product whose first column is output column col0.
+    let then = |gi: usize, col0: usize| {
+        move |r: usize, c: usize, values: &mut [T]| {
+            if let Some(after) = after {
+                after.apply(gi * og + r, col0 + c, jt, values);
+            }
+        }
+    };
     if g.pointwise() {
         // Y_g (og × N·P) = W_g (og × C/g) · X_g (C/g × N·P), straight from the input.
         for_groups(g.groups, threads(), |gi, t| {
             // SAFETY: group gi writes only its own og rows.
             let dst = unsafe { out.range(gi * og * jt, og * jt) };
-            gemm(
+            let then = then(gi, 0);
+            gemm_into(
                 (og, jt, cg),
                 dst,
                 jt,
-                false,
                 &w[gi * og * cg..],
                 (cg, 1),
                 &x[gi * cg * jt..],
                 (jt, 1),
                 t,
+                after.map(|_| &then as Then<T>),
             );
         });
-        return y;
-    }
-    let nc_max = g.chunk();
-    let mut col = Vec::new();
-    for n0 in (0..g.n).step_by(nc_max) {
-        let nc = nc_max.min(g.n - n0);
-        let j = nc * p;
-        col.resize(g.c * g.kh * g.kw * j, T::ZERO);
-        im2col(g, x, n0, nc, &mut col);
-        for_groups(g.groups, threads(), |gi, t| {
-            // SAFETY: group gi writes only its own og rows (this chunk's columns).
-            let dst = unsafe { out.range(gi * og * jt + n0 * p, (og - 1) * jt + j) };
-            gemm(
-                (og, j, k),
-                dst,
-                jt,
-                false,
-                &w[gi * og * k..],
-                (k, 1),
-                &col[gi * k * j..],
-                (j, 1),
-                t,
-            );
+    } else {
+        let nc_max = g.chunk();
+        with_columns(g.c * g.kh * g.kw * nc_max * p, |cols: &mut [T]| {
+            for n0 in (0..g.n).step_by(nc_max) {
+                let nc = nc_max.min(g.n - n0);
+                let j = nc * p;
+                let col = &mut cols[..g.c * g.kh * g.kw * j];
+                im2col(g, x, n0, nc, col);
+                let col = &*col;
+                for_groups(g.groups, threads(), |gi, t| {
+                    // SAFETY: group gi writes only its own og rows (this chunk's columns).
+                    let dst = unsafe { out.range(gi * og * jt + n0 * p, (og - 1) * jt + j) };
+                    let then = then(gi, n0 * p);
+                    gemm_into(
+                        (og, j, k),
+                        dst,
+                        jt,
+                        &w[gi * og * k..],
+                        (k, 1),
+                        &col[gi * k * j..],
+                        (j, 1),
+                        t,
+                        after.map(|_| &then as Then<T>),
+                    );
+                });
+            }
         });
     }
-    y
+    // SAFETY: the groups' products cover every output row, the chunks every
+    // column of them.
+    unsafe { assume_init(y) }
 }
 
 /// The input and weight gradients from the output's gradient `dy`.
@@ -451,7 +510,6 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
     }
     let taps = g.kh * g.kw;
     let nc_max = g.chunk();
-    let (mut col, mut dcol) = (Vec::new(), Vec::new());
     for (chunk, n0) in (0..g.n).step_by(nc_max).enumerate() {
         let nc = nc_max.min(g.n - n0);
         let j = nc * p;
@@ -460,46 +518,49 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
         // The weight gradient and the input gradient side by side: each
         // reads dY; one unfolds the input, the other folds back its columns.
         let weight_grad = |threads: usize| {
-            col.resize(g.c * taps * j, T::ZERO);
-            im2col(g, x, n0, nc, &mut col);
-            // dW_g (og × K) += dY_g (og × J) · col_gᵀ (J × K).
-            let rows = Rows::new(&mut dw);
-            for_groups(g.groups, threads, |gi, t| {
-                // SAFETY: group gi writes only its own og rows of dW.
-                let dst = unsafe { rows.range(gi * og * k, og * k) };
-                gemm(
-                    (og, k, j),
-                    dst,
-                    k,
-                    chunk > 0,
-                    &grads[gi * og * jt..],
-                    (jt, 1),
-                    &col[gi * k * j..],
-                    (1, j),
-                    t,
-                );
+            with_columns(g.c * taps * j, |col: &mut [T]| {
+                im2col(g, x, n0, nc, col);
+                let col = &*col;
+                // dW_g (og × K) += dY_g (og × J) · col_gᵀ (J × K).
+                let rows = Rows::new(&mut dw);
+                for_groups(g.groups, threads, |gi, t| {
+                    // SAFETY: group gi writes only its own og rows of dW.
+                    let dst = unsafe { rows.range(gi * og * k, og * k) };
+                    gemm(
+                        (og, k, j),
+                        dst,
+                        k,
+                        chunk > 0,
+                        &grads[gi * og * jt..],
+                        (jt, 1),
+                        &col[gi * k * j..],
+                        (1, j),
+                        t,
+                    );
+                });
             });
         };
         let input_grad = |threads: usize| {
             // dcol_g (K × J) = W_gᵀ (K × og) · dY_g (og × J), folded onto dx.
-            dcol.resize(g.c * taps * j, T::ZERO);
-            let rows = Rows::new(&mut dcol);
-            for_groups(g.groups, threads, |gi, t| {
-                // SAFETY: group gi writes only its own K rows of the columns.
-                let dst = unsafe { rows.range(gi * k * j, k * j) };
-                gemm(
-                    (k, j, og),
-                    dst,
-                    j,
-                    false,
-                    &w[gi * og * k..],
-                    (1, k),
-                    &grads[gi * og * jt..],
-                    (jt, 1),
-                    t,
-                );
+            with_columns(g.c * taps * j, |dcol: &mut [T]| {
+                let rows = Rows::new(dcol);
+                for_groups(g.groups, threads, |gi, t| {
+                    // SAFETY: group gi writes only its own K rows of the columns.
+                    let dst = unsafe { rows.range(gi * k * j, k * j) };
+                    gemm(
+                        (k, j, og),
+                        dst,
+                        j,
+                        false,
+                        &w[gi * og * k..],
+                        (1, k),
+                        &grads[gi * og * jt..],
+                        (jt, 1),
+                        t,
+                    );
+                });
+                col2im(g, dcol, n0, nc, &mut dx);
             });
-            col2im(g, &dcol, n0, nc, &mut dx);
         };
         side_by_side(weight_grad, input_grad);
     }
@@ -522,13 +583,6 @@ impl Conv2d {
 /// added in the same op, its gradient the output gradient's sum per channel.
 #[derive(Clone, Copy, Debug)]
 struct Biased(Conv2d);
-
-fn add_bias<T: Float>(g: &Geometry, y: &mut [T], b: &[T]) {
-    par_chunks(y, g.jt(), y.len(), |o, channel| {
-        let v = b[o];
-        channel.iter_mut().for_each(|x| *x += v);
-    });
-}
 
 fn bias_grad<T: Float>(g: &Geometry, dy: &[T]) -> Vec<T> {
     dy.chunks(g.jt().max(1))
@@ -555,9 +609,13 @@ impl CustomOp3 for Biased {
             candle_core::bail!("a bias of {:?} for {} output channels", l3.dims(), g.o);
         }
         fn run<T: Float>(g: &Geometry, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
-            let mut y = forward(g, x, w);
-            add_bias(g, &mut y, b);
-            y
+            let after = After {
+                scale: None,
+                shift: Some(b),
+                residual: None,
+                relu: false,
+            };
+            forward(g, x, w, Some(&after))
         }
         let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
             Ok(match (s1, s2, s3) {
@@ -605,6 +663,125 @@ impl CustomOp3 for Biased {
     }
 }
 
+/// A convolution for evaluation: batch norm with its running statistics
+/// folded into a scale and shift per output channel, then optionally a
+/// residual added and ReLU, all applied to each block of the product while it
+/// is in cache. Evaluation only: its output carries no gradient (train
+/// through [`Conv2d`] and `norm::BatchNorm`), and its inputs are freed as soon
+/// as the next layer no longer needs them.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    pub conv: Conv2d,
+    /// `γ / √(var + eps)` per output channel.
+    pub scale: Vec<f64>,
+    /// `β − mean · scale` (plus the convolution's bias times the scale).
+    pub shift: Vec<f64>,
+    pub relu: bool,
+}
+
+impl Inference {
+    /// `x` (C, N, H, W) convolved with `w`, normalised, plus `residual`
+    /// (O, N, OH, OW) if given, then ReLU if asked.
+    pub fn forward(&self, x: &Tensor, w: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        match residual {
+            Some(r) => x.apply_op3_no_bwd(&w, &r.contiguous()?, self),
+            None => x.apply_op2_no_bwd(&w, self),
+        }
+    }
+
+    fn run<T: Float>(&self, g: &Geometry, x: &[T], w: &[T], residual: Option<&[T]>) -> Vec<T> {
+        let scale: Vec<T> = self.scale.iter().map(|&v| T::from_f64(v)).collect();
+        let shift: Vec<T> = self.shift.iter().map(|&v| T::from_f64(v)).collect();
+        let after = After {
+            scale: Some(&scale),
+            shift: Some(&shift),
+            residual,
+            relu: self.relu,
+        };
+        forward(g, x, w, Some(&after))
+    }
+
+    fn fwd(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        residual: Option<(&CpuStorage, &Layout)>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(self.conv, l1.dims(), l2.dims())?;
+        if self.scale.len() != g.o || self.shift.len() != g.o {
+            candle_core::bail!(
+                "{} scales and {} shifts for {} output channels",
+                self.scale.len(),
+                self.shift.len(),
+                g.o
+            );
+        }
+        if let Some((_, l3)) = residual {
+            if l3.dims() != [g.o, g.n, g.oh, g.ow] {
+                candle_core::bail!(
+                    "a residual of {:?} for an output of {:?}",
+                    l3.dims(),
+                    g.out_dims()
+                );
+            }
+        }
+        let what = "convolution";
+        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
+            Ok(match (s1, s2) {
+                (CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                    let r = residual
+                        .map(|(s, l)| slice::<f32>(s, l, what))
+                        .transpose()?;
+                    CpuStorage::F32(self.run(&g, slice(s1, l1, what)?, slice(s2, l2, what)?, r))
+                }
+                (CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                    let r = residual
+                        .map(|(s, l)| slice::<f64>(s, l, what))
+                        .transpose()?;
+                    CpuStorage::F64(self.run(&g, slice(s1, l1, what)?, slice(s2, l2, what)?, r))
+                }
+                _ => candle_core::bail!("convolution supports f32 and f64 (operands alike)"),
+            })
+        })?;
+        Ok((out, Shape::from(g.out_dims())))
+    }
+}
+
+impl CustomOp2 for Inference {
+    fn name(&self) -> &'static str {
+        "wfrun-conv2d-bn-inference"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), None)
+    }
+}
+
+impl CustomOp3 for Inference {
+    fn name(&self) -> &'static str {
+        "wfrun-conv2d-bn-residual-inference"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
+    }
+}
+
 impl CustomOp2 for Conv2d {
     fn name(&self) -> &'static str {
         "wfrun-conv2d"
@@ -624,11 +801,13 @@ impl CustomOp2 for Conv2d {
                     &g,
                     slice::<f32>(s1, l1, "convolution")?,
                     slice::<f32>(s2, l2, "convolution")?,
+                    None,
                 )),
                 (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
                     &g,
                     slice::<f64>(s1, l1, "convolution")?,
                     slice::<f64>(s2, l2, "convolution")?,
+                    None,
                 )),
                 _ => candle_core::bail!("convolution supports f32 and f64 (both operands alike)"),
             })

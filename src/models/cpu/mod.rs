@@ -17,6 +17,8 @@ pub mod norm;
 pub mod profile;
 pub mod team;
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, Layout, Result, Shape, Storage, Tensor, WithDType};
 
 /// f32 or f64: what the kernels compute in.
@@ -36,16 +38,42 @@ pub trait Float:
 {
     const ZERO: Self;
     const ONE: Self;
+
+    /// This thread's scratch buffer (empty when in use or never used).
+    fn take_scratch() -> Vec<Self>;
+    /// Gives the scratch buffer back for the next [`Float::take_scratch`].
+    fn put_scratch(v: Vec<Self>);
+}
+
+thread_local! {
+    static SCRATCH_F32: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    static SCRATCH_F64: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Float for f32 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+
+    fn take_scratch() -> Vec<Self> {
+        SCRATCH_F32.with(|s| s.take())
+    }
+
+    fn put_scratch(v: Vec<Self>) {
+        SCRATCH_F32.with(|s| s.set(v))
+    }
 }
 
 impl Float for f64 {
     const ZERO: Self = 0.0;
     const ONE: Self = 1.0;
+
+    fn take_scratch() -> Vec<Self> {
+        SCRATCH_F64.with(|s| s.take())
+    }
+
+    fn put_scratch(v: Vec<Self>) {
+        SCRATCH_F64.with(|s| s.set(v))
+    }
 }
 
 static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
@@ -133,96 +161,76 @@ pub fn gemm<T: Float>(
     (rhs_rs, rhs_cs): (usize, usize),
     threads: usize,
 ) {
-    profile::time(profile::Kernel::Gemm, || {
-        gemm_impl(
-            (m, n, k),
-            dst,
-            dst_rs,
-            accumulate,
-            lhs,
-            (lhs_rs, lhs_cs),
-            rhs,
-            (rhs_rs, rhs_cs),
-            threads,
-        )
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn gemm_impl<T: Float>(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [T],
-    dst_rs: usize,
-    accumulate: bool,
-    lhs: &[T],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[T],
-    (rhs_rs, rhs_cs): (usize, usize),
-    threads: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
-    assert!(dst.len() > last(m, n, dst_rs, 1), "gemm: dst too short");
-    if k == 0 {
-        if !accumulate {
-            for r in 0..m {
-                dst[r * dst_rs..r * dst_rs + n].fill(T::ZERO);
-            }
-        }
-        return;
-    }
-    assert!(
-        lhs.len() > last(m, k, lhs_rs, lhs_cs),
-        "gemm: lhs too short"
-    );
-    assert!(
-        rhs.len() > last(k, n, rhs_rs, rhs_cs),
-        "gemm: rhs too short"
-    );
-    let product = Product {
-        dst: dst.as_mut_ptr(),
+    let product = Product::new(
+        (m, n, k),
+        (dst.as_mut_ptr(), dst.len()),
         dst_rs,
         accumulate,
-        lhs: lhs.as_ptr(),
-        lhs_strides: (lhs_rs, lhs_cs),
-        rhs: rhs.as_ptr(),
-        rhs_strides: (rhs_rs, rhs_cs),
-        k,
-    };
-    // A few blocks a thread, at least 64 rows (columns) each: a thread that
-    // gets less of its core (another process, another virtual machine) takes
-    // fewer of them instead of holding up the others.
-    let parts = if threads > 1 && m * n * k >= 1 << 18 {
-        (threads * BLOCKS_PER_THREAD).min(m.max(n) / 64).max(1)
-    } else {
-        1
-    };
-    if parts == 1 {
-        // SAFETY: the asserts above bound every element read and written.
-        unsafe { product.run((0, m), (0, n)) };
-        return;
-    }
-    let by_rows = m >= n;
-    let len = if by_rows { m } else { n };
-    // Blocks of whole micro-kernel widths (16 rows or columns).
-    let block = len.div_ceil(parts).div_ceil(16) * 16;
-    team::for_each(len.div_ceil(block), &|b| {
-        let span = (b * block, ((b + 1) * block).min(len));
-        let (rows, cols) = if by_rows {
-            (span, (0, n))
-        } else {
-            ((0, m), span)
-        };
-        // SAFETY: the blocks are disjoint parts of the product the asserts
-        // above bound; each writes only its own rows (columns) of dst.
-        unsafe { product.run(rows, cols) };
-    });
+        (lhs, (lhs_rs, lhs_cs)),
+        (rhs, (rhs_rs, rhs_cs)),
+    );
+    profile::time(profile::Kernel::Gemm, || product.run_all(threads, None))
 }
+
+/// What a product does to each block of its output as soon as the block is
+/// computed, while it is still in cache: `then(row, first_column, values)`
+/// for each row of the block (row and columns counted within dst).
+pub type Then<'a, T> = &'a (dyn Fn(usize, usize, &mut [T]) + Sync);
+
+/// Like [`gemm`], into `dst` that need not be initialised (it is only
+/// written, never read), then `then` on each block: every element of the
+/// `m × n` product is initialised when it returns.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_into<T: Float>(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [MaybeUninit<T>],
+    dst_rs: usize,
+    lhs: &[T],
+    lhs_strides: (usize, usize),
+    rhs: &[T],
+    rhs_strides: (usize, usize),
+    threads: usize,
+    then: Option<Then<T>>,
+) {
+    let product = Product::new(
+        (m, n, k),
+        (dst.as_mut_ptr().cast::<T>(), dst.len()),
+        dst_rs,
+        false,
+        (lhs, lhs_strides),
+        (rhs, rhs_strides),
+    );
+    profile::time(profile::Kernel::Gemm, || product.run_all(threads, then))
+}
+
+/// A vector of `len` elements to be written before anything reads them: no
+/// pass of zeros over memory the caller writes in full anyway.
+pub(crate) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {
+    let mut v = Vec::with_capacity(len);
+    // SAFETY: MaybeUninit needs no initialisation.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The vector once every element has been written.
+///
+/// # Safety
+///
+/// Every element of `v` is initialised.
+pub(crate) unsafe fn assume_init<T>(v: Vec<MaybeUninit<T>>) -> Vec<T> {
+    let mut v = std::mem::ManuallyDrop::new(v);
+    Vec::from_raw_parts(v.as_mut_ptr().cast::<T>(), v.len(), v.capacity())
+}
+
+/// Elements of output a block with an epilogue aims at (1 MiB of f32): it
+/// is still in the core's cache when the epilogue reads it.
+const EPILOGUE_BLOCK: usize = 1 << 18;
 
 /// One matrix product as raw parts, so blocks of it can go to threads.
 struct Product<T> {
+    m: usize,
+    n: usize,
+    k: usize,
     dst: *mut T,
     dst_rs: usize,
     accumulate: bool,
@@ -230,42 +238,146 @@ struct Product<T> {
     lhs_strides: (usize, usize),
     rhs: *const T,
     rhs_strides: (usize, usize),
-    k: usize,
 }
 
-// SAFETY: the pointers are only used for disjoint blocks of dst (see `gemm`).
+// SAFETY: the pointers are only used for disjoint blocks of dst (see `run_all`).
 unsafe impl<T> Send for Product<T> {}
 unsafe impl<T> Sync for Product<T> {}
 
 impl<T: Float> Product<T> {
-    /// The block of rows `[r0, r1)` and columns `[c0, c1)` of dst, on this thread.
+    /// Checks that every element the product reads or writes lies within
+    /// its slice (dst given as pointer and length).
+    fn new(
+        (m, n, k): (usize, usize, usize),
+        (dst, dst_len): (*mut T, usize),
+        dst_rs: usize,
+        accumulate: bool,
+        (lhs, (lhs_rs, lhs_cs)): (&[T], (usize, usize)),
+        (rhs, (rhs_rs, rhs_cs)): (&[T], (usize, usize)),
+    ) -> Product<T> {
+        let last =
+            |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs;
+        if m > 0 && n > 0 {
+            assert!(dst_len > last(m, n, dst_rs, 1), "gemm: dst too short");
+            if k > 0 {
+                assert!(
+                    lhs.len() > last(m, k, lhs_rs, lhs_cs),
+                    "gemm: lhs too short"
+                );
+                assert!(
+                    rhs.len() > last(k, n, rhs_rs, rhs_cs),
+                    "gemm: rhs too short"
+                );
+            }
+        }
+        Product {
+            m,
+            n,
+            k,
+            dst,
+            dst_rs,
+            accumulate,
+            lhs: lhs.as_ptr(),
+            lhs_strides: (lhs_rs, lhs_cs),
+            rhs: rhs.as_ptr(),
+            rhs_strides: (rhs_rs, rhs_cs),
+        }
+    }
+
+    /// The whole product on up to `threads` threads, `then` after each block.
+    fn run_all(&self, threads: usize, then: Option<Then<T>>) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        if m == 0 || n == 0 {
+            return;
+        }
+        // A few blocks a thread, at least 64 rows (columns) each: a thread
+        // that gets less of its core (another process, another virtual
+        // machine) takes fewer of them instead of holding up the others.
+        // With an epilogue, blocks small enough to stay in cache too.
+        let threaded = threads > 1 && m * n * k >= 1 << 18;
+        let mut parts = if threaded {
+            threads * BLOCKS_PER_THREAD
+        } else {
+            1
+        };
+        if then.is_some() {
+            parts = parts.max((m * n).div_ceil(EPILOGUE_BLOCK));
+        }
+        let parts = parts.min(m.max(n) / 64).max(1);
+        let by_rows = m >= n;
+        let len = if by_rows { m } else { n };
+        // Blocks of whole micro-kernel widths (16 rows or columns).
+        let block = len.div_ceil(parts).div_ceil(16) * 16;
+        let run = |b: usize| {
+            let span = (b * block, ((b + 1) * block).min(len));
+            let (rows, cols) = if by_rows {
+                (span, (0, n))
+            } else {
+                ((0, m), span)
+            };
+            // SAFETY: `new` bounded the product; blocks are disjoint and
+            // each writes only its own rows (columns) of dst.
+            unsafe { self.run(rows, cols, then) };
+        };
+        let blocks = len.div_ceil(block);
+        if threaded && blocks > 1 {
+            team::for_each(blocks, &run);
+        } else {
+            (0..blocks).for_each(run);
+        }
+    }
+
+    /// The block of rows `[r0, r1)` and columns `[c0, c1)` of dst, on this
+    /// thread, then `then` on each of its rows.
     ///
     /// SAFETY: the block lies within the product whose bounds were checked,
-    /// and no other thread writes it meanwhile.
-    unsafe fn run(&self, (r0, r1): (usize, usize), (c0, c1): (usize, usize)) {
+    /// and no other thread touches it meanwhile.
+    unsafe fn run(
+        &self,
+        (r0, r1): (usize, usize),
+        (c0, c1): (usize, usize),
+        then: Option<Then<T>>,
+    ) {
         let (lrs, lcs) = self.lhs_strides;
         let (rrs, rcs) = self.rhs_strides;
-        gemm::gemm(
-            r1 - r0,
-            c1 - c0,
-            self.k,
-            self.dst.add(r0 * self.dst_rs + c0),
-            1,
-            self.dst_rs as isize,
-            self.accumulate,
-            self.lhs.add(r0 * lrs),
-            lcs as isize,
-            lrs as isize,
-            self.rhs.add(c0 * rcs),
-            rcs as isize,
-            rrs as isize,
-            T::ONE,
-            T::ONE,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
+        let row = |r: usize| self.dst.add(r * self.dst_rs + c0);
+        if self.k == 0 {
+            if !self.accumulate {
+                for r in r0..r1 {
+                    std::slice::from_raw_parts_mut(row(r).cast::<MaybeUninit<T>>(), c1 - c0)
+                        .fill(MaybeUninit::new(T::ZERO));
+                }
+            }
+        } else {
+            gemm::gemm(
+                r1 - r0,
+                c1 - c0,
+                self.k,
+                row(r0),
+                1,
+                self.dst_rs as isize,
+                self.accumulate,
+                self.lhs.add(r0 * lrs),
+                lcs as isize,
+                lrs as isize,
+                self.rhs.add(c0 * rcs),
+                rcs as isize,
+                rrs as isize,
+                T::ONE,
+                T::ONE,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            );
+        }
+        if let Some(then) = then {
+            for r in r0..r1 {
+                // The block's rows are written: gemm never reads dst unless
+                // accumulating, and writes every element of the block.
+                then(r, c0, std::slice::from_raw_parts_mut(row(r), c1 - c0));
+            }
+        }
     }
 }
 
