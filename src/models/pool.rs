@@ -94,6 +94,8 @@ impl Pool2d {
         let op = |t: &Tensor| -> Result<Tensor> {
             let op: Arc<Box<dyn CustomOp1 + Send + Sync>> = Arc::new(Box::new(PoolOp {
                 pool: *self,
+                // Without a gradient to come (evaluation), no sources to keep.
+                sources: t.track_op(),
                 argmax: Mutex::new(None),
             }));
             t.contiguous()?.apply_op1_arc(op)
@@ -133,11 +135,13 @@ impl Pool2d {
             .collect()
     }
 
-    /// The output and, for max pooling, each output's source (index in its plane).
+    /// The output and, for max pooling with `sources`, each output's source
+    /// (index in its plane).
     fn fwd<T: WithDType + num_like::Float>(
         &self,
         x: &[T],
         dims: (usize, usize, usize, usize),
+        sources: bool,
     ) -> Result<(Vec<T>, Option<Vec<u32>>)> {
         let (n, c, h, w) = dims;
         let (oh, ow) = self.out_dims(h, w)?;
@@ -146,51 +150,70 @@ impl Pool2d {
         let planes = n * c;
         let mut out = vec![T::nought(); planes * oh * ow];
         let work = planes * oh * ow * self.kernel.0 * self.kernel.1;
+        // Each output row in two steps: the window's input rows reduced
+        // column by column (whole rows at a time, which vectorises), then
+        // each output from its window's columns of that.
         match self.kind {
             PoolKind::Max => {
-                let mut argmax = vec![0u32; planes * oh * ow];
+                let mut argmax = vec![0u32; if sources { planes * oh * ow } else { 0 }];
                 let (ptr, len) = (Shared(argmax.as_mut_ptr()), argmax.len());
                 par_chunks(&mut out, oh * ow, work, |q, dst| {
-                    // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
-                    let at = unsafe { ptr.range(q * oh * ow, oh * ow, len) };
                     let src = &x[q * h * w..(q + 1) * h * w];
+                    // Per column: the window rows' maximum.
+                    let mut best = vec![T::nought(); w];
                     for (oy, wy) in ys.iter().enumerate() {
-                        for (ox, wx) in xs.iter().enumerate() {
-                            // PyTorch's rule: the first maximum in row-major order
-                            // (a NaN counts as the maximum).
-                            let mut best = T::neg_infinity();
-                            let mut from = wy.lo * w + wx.lo;
-                            let mut found = false;
-                            for yy in wy.lo..wy.hi {
-                                for (i, &v) in
-                                    src[yy * w + wx.lo..yy * w + wx.hi].iter().enumerate()
-                                {
-                                    if !found || v > best || (v.is_nan() && !best.is_nan()) {
-                                        best = v;
-                                        from = yy * w + wx.lo + i;
-                                        found = true;
-                                    }
-                                }
+                        best.copy_from_slice(&src[wy.lo * w..][..w]);
+                        for yy in wy.lo + 1..wy.hi {
+                            for (b, &v) in best.iter_mut().zip(&src[yy * w..][..w]) {
+                                *b = if above(v, *b) { v } else { *b };
                             }
-                            dst[oy * ow + ox] = best;
-                            at[oy * ow + ox] = from as u32;
+                        }
+                        let d = &mut dst[oy * ow..][..ow];
+                        for (d, wx) in d.iter_mut().zip(&xs) {
+                            let mut b = best[wx.lo];
+                            for &v in &best[wx.lo + 1..wx.hi] {
+                                b = if above(v, b) { v } else { b };
+                            }
+                            *d = b;
+                        }
+                        if !sources {
+                            continue;
+                        }
+                        // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
+                        let at = unsafe { ptr.range(q * oh * ow + oy * ow, ow, len) };
+                        for ((a, &m), wx) in at.iter_mut().zip(d.iter()).zip(&xs) {
+                            // PyTorch's rule: the first maximum in row-major
+                            // order (a NaN counts as the maximum), found by
+                            // looking for the maximum again.
+                            *a = (wy.lo..wy.hi)
+                                .flat_map(|yy| (wx.lo..wx.hi).map(move |xx| yy * w + xx))
+                                .find(|&i| src[i] == m || (src[i].is_nan() && m.is_nan()))
+                                .unwrap_or(wy.lo * w + wx.lo)
+                                as u32;
                         }
                     }
                 });
-                Ok((out, Some(argmax)))
+                Ok((out, sources.then_some(argmax)))
             }
             PoolKind::Avg { .. } => {
                 par_chunks(&mut out, oh * ow, work, |q, dst| {
                     let src = &x[q * h * w..(q + 1) * h * w];
+                    // Per column: the window rows' sum.
+                    let mut sums = vec![T::nought(); w];
                     for (oy, wy) in ys.iter().enumerate() {
-                        for (ox, wx) in xs.iter().enumerate() {
-                            let mut sum = T::nought();
-                            for yy in wy.lo..wy.hi {
-                                for &v in &src[yy * w + wx.lo..yy * w + wx.hi] {
-                                    sum += v;
-                                }
+                        sums.copy_from_slice(&src[wy.lo * w..][..w]);
+                        for yy in wy.lo + 1..wy.hi {
+                            for (s, &v) in sums.iter_mut().zip(&src[yy * w..][..w]) {
+                                *s += v;
                             }
-                            dst[oy * ow + ox] = sum / T::from_usize((wy.span * wx.span).max(1));
+                        }
+                        let d = &mut dst[oy * ow..][..ow];
+                        for (d, wx) in d.iter_mut().zip(&xs) {
+                            let mut sum = T::nought();
+                            for &v in &sums[wx.lo..wx.hi] {
+                                sum += v;
+                            }
+                            *d = sum / T::from_usize((wy.span * wx.span).max(1));
                         }
                     }
                 });
@@ -246,6 +269,13 @@ impl Pool2d {
     }
 }
 
+/// Whether `v` replaces `best` as a maximum: larger, or a NaN over a number
+/// (a NaN counts as the maximum, as in PyTorch).
+#[inline(always)]
+fn above<T: num_like::Float>(v: T, best: T) -> bool {
+    (v > best) | (v.is_nan() & !best.is_nan())
+}
+
 /// One axis of a pooling window.
 #[derive(Clone, Copy, Debug)]
 struct Window {
@@ -284,6 +314,8 @@ fn contiguous<'a, T: WithDType>(storage: &'a CpuStorage, layout: &Layout) -> Res
 /// A pooling applied once: keeps the max pool's sources for its backward pass.
 struct PoolOp {
     pool: Pool2d,
+    /// Whether to keep max pooling's sources (a backward pass may come).
+    sources: bool,
     argmax: Mutex<Option<Vec<u32>>>,
 }
 
@@ -296,13 +328,18 @@ impl CustomOp1 for PoolOp {
         let dims = dims4(layout)?;
         let (oh, ow) = self.pool.out_dims(dims.2, dims.3)?;
         let shape = Shape::from((dims.0, dims.1, oh, ow));
+        let _timer = super::cpu::profile::Timer::start(super::cpu::profile::Kernel::PoolForward);
         let (out, argmax) = match storage {
             CpuStorage::F32(_) => {
-                let (y, a) = self.pool.fwd(contiguous::<f32>(storage, layout)?, dims)?;
+                let (y, a) =
+                    self.pool
+                        .fwd(contiguous::<f32>(storage, layout)?, dims, self.sources)?;
                 (CpuStorage::F32(y), a)
             }
             CpuStorage::F64(_) => {
-                let (y, a) = self.pool.fwd(contiguous::<f64>(storage, layout)?, dims)?;
+                let (y, a) =
+                    self.pool
+                        .fwd(contiguous::<f64>(storage, layout)?, dims, self.sources)?;
                 (CpuStorage::F64(y), a)
             }
             other => candle_core::bail!("pooling supports f32 and f64, not {:?}", other.dtype()),
@@ -312,6 +349,7 @@ impl CustomOp1 for PoolOp {
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let _timer = super::cpu::profile::Timer::start(super::cpu::profile::Kernel::PoolBackward);
         let dims = arg.dims4()?;
         let argmax = self.argmax.lock().unwrap_or_else(|e| e.into_inner());
         let grad = grad_res.contiguous()?;
@@ -351,7 +389,6 @@ mod num_like {
         Copy + PartialOrd + std::ops::AddAssign + std::ops::Div<Output = Self>
     {
         fn nought() -> Self;
-        fn neg_infinity() -> Self;
         fn is_nan(self) -> bool;
         fn from_usize(n: usize) -> Self;
     }
@@ -361,9 +398,6 @@ mod num_like {
             impl Float for $t {
                 fn nought() -> Self {
                     0.0
-                }
-                fn neg_infinity() -> Self {
-                    <$t>::NEG_INFINITY
                 }
                 fn is_nan(self) -> bool {
                     <$t>::is_nan(self)
@@ -452,6 +486,83 @@ mod tests {
             assert_eq!(x.dtype(), DType::F64);
             check_gradient(&x, |x| pool.forward(x), 1e-6, 1e-7)
                 .unwrap_or_else(|e| panic!("{pool:?}: {e}"));
+        }
+    }
+
+    /// Pooling by its definition: each window visited in row-major order.
+    fn direct(
+        pool: &Pool2d,
+        x: &[f64],
+        (n, c, h, w): (usize, usize, usize, usize),
+    ) -> (Vec<f64>, Vec<u32>) {
+        let (oh, ow) = pool.out_dims(h, w).unwrap();
+        let ys = pool.windows(h, pool.kernel.0, pool.stride.0, pool.padding.0, oh);
+        let xs = pool.windows(w, pool.kernel.1, pool.stride.1, pool.padding.1, ow);
+        let (mut out, mut at) = (Vec::new(), Vec::new());
+        for q in 0..n * c {
+            let src = &x[q * h * w..(q + 1) * h * w];
+            for wy in &ys {
+                for wx in &xs {
+                    let (mut best, mut from, mut sum) = (f64::NEG_INFINITY, None, 0.0);
+                    for yy in wy.lo..wy.hi {
+                        for xx in wx.lo..wx.hi {
+                            let v = src[yy * w + xx];
+                            sum += v;
+                            if from.is_none() || v > best || (v.is_nan() && !best.is_nan()) {
+                                best = v;
+                                from = Some(yy * w + xx);
+                            }
+                        }
+                    }
+                    match pool.kind {
+                        PoolKind::Max => out.push(best),
+                        PoolKind::Avg { .. } => out.push(sum / (wy.span * wx.span) as f64),
+                    }
+                    at.push(from.unwrap() as u32);
+                }
+            }
+        }
+        (out, at)
+    }
+
+    #[test]
+    fn pooling_row_by_row_equals_the_definition() {
+        // Few distinct values (ties everywhere), some -inf and NaN.
+        let dims = (2, 3, 9, 7);
+        let len = dims.0 * dims.1 * dims.2 * dims.3;
+        let x: Vec<f64> = (0..len)
+            .map(|i| match (i * 7919) % 23 {
+                0 => f64::NEG_INFINITY,
+                1 if i % 5 == 0 => f64::NAN,
+                v => (v % 4) as f64,
+            })
+            .collect();
+        let same = |a: f64, b: f64| a == b || (a.is_nan() && b.is_nan()) || (a - b).abs() < 1e-12;
+        for pool in [
+            Pool2d::max(3, 2, 0, true),
+            Pool2d::max(3, 2, 1, false),
+            Pool2d::max(2, 2, 0, false),
+            Pool2d::max(3, 1, 1, true),
+            Pool2d::max(3, 2, 0, false),
+            Pool2d::avg(3, 1, 1, true, true),
+            Pool2d::avg(3, 1, 1, false, false),
+            Pool2d::avg(3, 2, 1, true, false),
+            Pool2d::avg(2, 2, 0, true, true),
+        ] {
+            let (ours, at) = pool.fwd(&x, dims, true).unwrap();
+            let (theirs, their_at) = direct(&pool, &x, dims);
+            let (values, none) = pool.fwd(&x, dims, false).unwrap();
+            assert!(none.is_none());
+            for (i, (&a, &b)) in values.iter().zip(&theirs).enumerate() {
+                assert!(same(a, b), "{pool:?} at {i}, without sources: {a} vs {b}");
+            }
+            assert_eq!(ours.len(), theirs.len(), "{pool:?}");
+            for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
+                assert!(same(a, b), "{pool:?} at {i}: {a} vs {b}");
+            }
+            if let Some(at) = at {
+                assert_eq!(at, their_at, "{pool:?}: sources");
+            }
         }
     }
 }

@@ -15,26 +15,30 @@ pub enum Kernel {
     NormBackward,
     AddRelu,
     Sgd,
+    PoolForward,
+    PoolBackward,
     Unfold,
     Fold,
     Gemm,
 }
 
-const KERNELS: [(Kernel, &str); 9] = [
+const KERNELS: [(Kernel, &str); 11] = [
     (Kernel::ConvForward, "conv_forward"),
     (Kernel::ConvBackward, "conv_backward"),
     (Kernel::NormForward, "norm_forward"),
     (Kernel::NormBackward, "norm_backward"),
     (Kernel::AddRelu, "add_relu"),
     (Kernel::Sgd, "sgd"),
+    (Kernel::PoolForward, "pool_forward"),
+    (Kernel::PoolBackward, "pool_backward"),
     (Kernel::Unfold, "  conv unfold"),
     (Kernel::Fold, "  conv fold"),
     (Kernel::Gemm, "  gemm"),
 ];
 
 static ON: AtomicBool = AtomicBool::new(false);
-static NANOS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
-static CALLS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static NANOS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
+static CALLS: [AtomicU64; KERNELS.len()] = [const { AtomicU64::new(0) }; KERNELS.len()];
 
 /// Turns timing on or off and clears the counters.
 pub fn enable(on: bool) {
@@ -42,6 +46,26 @@ pub fn enable(on: bool) {
     for i in 0..KERNELS.len() {
         NANOS[i].store(0, Ordering::Relaxed);
         CALLS[i].store(0, Ordering::Relaxed);
+    }
+}
+
+/// Adds the time from `start` until it is dropped to a kernel's counter
+/// (when timing is on): for code with early returns.
+pub struct Timer(Option<(Kernel, Instant)>);
+
+impl Timer {
+    pub fn start(kernel: Kernel) -> Timer {
+        Timer(ON.load(Ordering::Relaxed).then(|| (kernel, Instant::now())))
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        if let Some((kernel, start)) = self.0 {
+            let i = kernel as usize;
+            NANOS[i].fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            CALLS[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
