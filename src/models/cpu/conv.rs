@@ -17,6 +17,8 @@
 //! Groups run side by side on threads; a single group's product is cut among
 //! them; in the backward pass the weight and input gradients run side by side.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::profile::{time, Kernel};
@@ -66,6 +68,20 @@ impl Sources {
         &self.pairs[self.starts[tap]..self.starts[tap + 1]]
     }
 }
+/// Output pixels of an image that read the same taps of the kernel inside
+/// the input: rows `ky` × columns `kx` of it.
+#[derive(Debug)]
+struct Class {
+    ky: (usize, usize),
+    kx: (usize, usize),
+    pixels: Vec<u32>,
+}
+
+/// The share of a small map's taps on the padding from which the forward
+/// pass leaves them out, class by class (ResNet-101's 3 × 3 convolutions on
+/// 4 × 4 maps: 31%).
+const PADDED_SHARE: f64 = 0.1;
+
 /// Output pixels a chunk aims at: enough columns for an efficient product,
 /// few enough that the unfolded columns stay in cache until the product
 /// reads them.
@@ -160,6 +176,57 @@ impl Geometry {
         }
         starts.push(pairs.len());
         Sources { starts, pairs }
+    }
+
+    /// The taps `[lo, hi)` of a `k`-tap axis that output index `o` reads
+    /// inside an input side of `len`.
+    fn taps(&self, o: usize, k: usize, len: usize) -> (usize, usize) {
+        // o · stride + t − pad must lie in [0, len).
+        let start = o * self.stride;
+        let lo = self.pad.saturating_sub(start).min(k);
+        let hi = (len + self.pad).saturating_sub(start).min(k);
+        (lo, hi.max(lo))
+    }
+
+    /// The output pixels of an image grouped by the taps they read inside
+    /// the input (a rectangle of the kernel each), and the share of all
+    /// taps that fall on the padding.
+    fn classes(&self) -> (Vec<Class>, f64) {
+        let mut classes: Vec<Class> = Vec::new();
+        let mut valid = 0;
+        for oy in 0..self.oh {
+            let ky = self.taps(oy, self.kh, self.h);
+            for ox in 0..self.ow {
+                let kx = self.taps(ox, self.kw, self.w);
+                valid += (ky.1 - ky.0) * (kx.1 - kx.0);
+                let pixel = (oy * self.ow + ox) as u32;
+                match classes.iter_mut().find(|c| c.ky == ky && c.kx == kx) {
+                    Some(c) => c.pixels.push(pixel),
+                    None => classes.push(Class {
+                        ky,
+                        kx,
+                        pixels: vec![pixel],
+                    }),
+                }
+            }
+        }
+        let all = self.p() * self.kh * self.kw;
+        (classes, 1.0 - valid as f64 / all.max(1) as f64)
+    }
+
+    /// Whether the forward pass goes class by class ([`Geometry::classes`]):
+    /// small maps, one group, and enough of the product on the padding.
+    fn by_classes(&self) -> bool {
+        if self.pointwise() || self.ow >= SHORT_ROWS || self.groups > 1 {
+            return false;
+        }
+        let (classes, padded) = self.classes();
+        let single_taps = classes
+            .iter()
+            .all(|c| (c.ky.1 - c.ky.0) * (c.kx.1 - c.kx.0) == 1);
+        // The products saved against reordering the weights (about as costly
+        // as 64 multiply-adds an element), unless no reordering is needed.
+        padded >= PADDED_SHARE && (single_taps || padded * (self.n * self.p()) as f64 >= 64.0)
     }
 
     /// A 1 × 1 convolution of stride 1 without padding: columns are the input.
@@ -367,6 +434,19 @@ pub(crate) struct After<'a, T> {
 }
 
 impl<T: Float> After<'_, T> {
+    /// Output channel `o`'s value at output column `col`.
+    #[inline]
+    fn one(&self, o: usize, col: usize, jt: usize, v: T) -> T {
+        let s = self.scale.map_or(T::ONE, |s| s[o]);
+        let b = self.shift.map_or(T::ZERO, |b| b[o]);
+        let v = v * s + b + self.residual.map_or(T::ZERO, |r| r[o * jt + col]);
+        if self.relu && v < T::ZERO {
+            T::ZERO
+        } else {
+            v
+        }
+    }
+
     /// Output channel `o`'s values from output column `col` on (of `jt` columns in all).
     #[inline]
     fn apply(&self, o: usize, col: usize, jt: usize, values: &mut [T]) {
@@ -428,6 +508,8 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
                 after.map(|_| &then as Then<T>),
             );
         });
+    } else if g.by_classes() {
+        forward_by_classes(g, x, w, after, &out);
     } else {
         let nc_max = g.chunk();
         with_columns(g.c * g.kh * g.kw * nc_max * p, |cols: &mut [T]| {
@@ -459,6 +541,135 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
     // SAFETY: the groups' products cover every output row, the chunks every
     // column of them.
     unsafe { assume_init(y) }
+}
+
+/// The forward pass of a single-group convolution on a small map, class by
+/// class of output pixels ([`Geometry::classes`]): each class's columns
+/// hold only the taps its pixels read inside the input, so no product runs
+/// over the padding. The weights are laid out taps first, `O × kh · kw · C`,
+/// so a class's taps are runs of whole kernel rows (one run when it reads
+/// whole rows); each class's product goes to a buffer, then through `after`
+/// to its pixels' places in the output.
+fn forward_by_classes<T: Float>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    after: Option<&After<T>>,
+    out: &Rows<MaybeUninit<T>>,
+) {
+    let (c, o) = (g.c, g.o);
+    let (taps, hw) = (g.kh * g.kw, g.h * g.w);
+    let k = c * taps;
+    let (classes, _) = g.classes();
+    // w (O × C × taps) → taps first (O × taps × C), when a class reads more
+    // than one tap (a single tap's weights are a strided matrix of w).
+    let wt = classes
+        .iter()
+        .any(|class| (class.ky.1 - class.ky.0) * (class.kx.1 - class.kx.0) > 1)
+        .then(|| {
+            let mut wt = uninit::<T>(o * k);
+            for (dst, src) in wt.chunks_mut(k).zip(w.chunks(k)) {
+                for (ci, src) in src.chunks(taps).enumerate() {
+                    for (t, &v) in src.iter().enumerate() {
+                        dst[t * c + ci] = MaybeUninit::new(v);
+                    }
+                }
+            }
+            // SAFETY: every element was written above.
+            unsafe { assume_init(wt) }
+        });
+    let nc_max = g.chunk();
+    let mut product = Vec::new();
+    let mut sources = Vec::new();
+    for n0 in (0..g.n).step_by(nc_max) {
+        let nc = nc_max.min(g.n - n0);
+        for class in &classes {
+            let ((ky0, ky1), (kx0, kx1)) = (class.ky, class.kx);
+            let pc = class.pixels.len();
+            let j = nc * pc;
+            let kc = (ky1 - ky0) * (kx1 - kx0) * c;
+            product.resize(o * j, T::ZERO);
+            with_columns(kc * j, |col: &mut [T]| {
+                // Rows (ky, kx, ci) of the class's taps; columns (image, pixel).
+                sources.clear();
+                for ty in ky0..ky1 {
+                    for tx in kx0..kx1 {
+                        sources.extend(class.pixels.iter().map(|&q| {
+                            let (oy, ox) = (q as usize / g.ow, q as usize % g.ow);
+                            (oy * g.stride + ty - g.pad) * g.w + ox * g.stride + tx - g.pad
+                        }));
+                    }
+                }
+                let sources = &sources;
+                time(Kernel::Unfold, || {
+                    par_chunks(col, j, kc * j, |row, dst| {
+                        let (t, ci) = (row / c, row % c);
+                        let from = &sources[t * pc..(t + 1) * pc];
+                        for ni in 0..nc {
+                            let plane = &x[(ci * g.n + n0 + ni) * hw..][..hw];
+                            let dst = &mut dst[ni * pc..(ni + 1) * pc];
+                            for (d, &s) in dst.iter_mut().zip(from) {
+                                *d = plane[s];
+                            }
+                        }
+                    })
+                });
+                let col = &*col;
+                // Y_class (O × J) = Σ over the class's kernel rows ky of
+                // W[:, (ky, kx0..kx1, :)] · col[(ky, kx0..kx1, :), :]: one
+                // product when the class reads whole kernel rows.
+                let whole_rows = kx1 - kx0 == g.kw;
+                let runs = if whole_rows { 1 } else { ky1 - ky0 };
+                let len = kc / runs;
+                for i in 0..runs {
+                    let tap = (ky0 + i) * g.kw + kx0;
+                    let (lhs, strides) = match &wt {
+                        _ if kc == c => (&w[tap..], (k, taps)),
+                        Some(wt) => (&wt[tap * c..], (k, 1)),
+                        None => {
+                            unreachable!("the weights are transposed for classes of several taps")
+                        }
+                    };
+                    gemm(
+                        (o, j, len),
+                        &mut product,
+                        j,
+                        i > 0,
+                        lhs,
+                        strides,
+                        &col[i * len * j..],
+                        (j, 1),
+                        threads(),
+                    );
+                }
+            });
+            // To the class's pixels of each image, through the epilogue.
+            let product = &product;
+            let p = g.p();
+            let jt = g.jt();
+            let rows = |oc: usize| {
+                // SAFETY: each output channel's row is written by one part only.
+                let row = unsafe { out.range(oc * jt, jt) };
+                for ni in 0..nc {
+                    let base = (n0 + ni) * p;
+                    let from = &product[oc * j + ni * pc..][..pc];
+                    for (&q, &v) in class.pixels.iter().zip(from) {
+                        let col = base + q as usize;
+                        let v = match after {
+                            Some(after) => after.one(oc, col, jt, v),
+                            None => v,
+                        };
+                        row[col] = MaybeUninit::new(v);
+                    }
+                }
+            };
+            if threads() > 1 && o * j >= 1 << 15 {
+                super::team::for_each(o, &rows);
+            } else {
+                (0..o).for_each(rows);
+            }
+        }
+    }
 }
 
 /// The input and weight gradients from the output's gradient `dy`.
@@ -978,6 +1189,98 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-3, "{diff}");
+    }
+
+    #[test]
+    fn small_maps_class_by_class_agree() {
+        // (N, C, H, W), (O, C, k, k), stride, padding.
+        let cases: [([usize; 4], [usize; 4], usize, usize); 5] = [
+            ([16, 3, 4, 4], [5, 3, 3, 3], 1, 1),
+            ([32, 5, 7, 6], [4, 5, 3, 3], 2, 1),
+            ([3, 4, 1, 1], [6, 4, 3, 3], 1, 1),
+            ([40, 2, 3, 3], [3, 2, 5, 5], 1, 2),
+            ([20, 3, 2, 5], [4, 3, 3, 3], 1, 1),
+        ];
+        for (i, (xs, ws, stride, padding)) in cases.into_iter().enumerate() {
+            let conv = Conv2d {
+                stride,
+                padding,
+                groups: 1,
+            };
+            let g = Geometry::new(conv, &[xs[1], xs[0], xs[2], xs[3]], &ws).unwrap();
+            assert!(g.by_classes(), "{xs:?} {ws:?} goes class by class");
+            let x = random(&xs, 10 + i as u64);
+            let w = random(&ws, 20 + i as u64);
+            let ours = nchw(&conv, &x, &w, None).unwrap();
+            let theirs = x.conv2d(&w, padding, stride, 1, 1).unwrap();
+            let diff = (&ours - &theirs).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f64>().unwrap() < 1e-12, "{xs:?} {ws:?}");
+
+            // Evaluation: batch norm folded in, a residual, ReLU.
+            let o = ws[0];
+            let inference = Inference {
+                conv,
+                scale: (0..o).map(|c| 0.5 + c as f64 * 0.25).collect(),
+                shift: (0..o).map(|c| c as f64 * 0.1 - 0.2).collect(),
+                relu: true,
+            };
+            let residual = random(theirs.dims(), 30 + i as u64);
+            let xc = x.transpose(0, 1).unwrap().contiguous().unwrap();
+            let rc = residual.transpose(0, 1).unwrap().contiguous().unwrap();
+            let ours = inference
+                .forward(&xc, &w, Some(&rc))
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap();
+            let shape = (1, o, 1, 1);
+            let scale = Tensor::new(inference.scale.as_slice(), &Device::Cpu).unwrap();
+            let shift = Tensor::new(inference.shift.as_slice(), &Device::Cpu).unwrap();
+            let expected = theirs
+                .broadcast_mul(&scale.reshape(shape).unwrap())
+                .unwrap()
+                .broadcast_add(&shift.reshape(shape).unwrap())
+                .unwrap()
+                .add(&residual)
+                .unwrap()
+                .relu()
+                .unwrap();
+            let diff = (ours - expected).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(
+                diff.to_scalar::<f64>().unwrap() < 1e-12,
+                "inference {xs:?} {ws:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn classes_leave_out_the_padding() {
+        let conv = Conv2d {
+            stride: 1,
+            padding: 1,
+            groups: 1,
+        };
+        // ResNet-101's 3 × 3 convolutions at 64 px: 4 × 4 maps.
+        let g = Geometry::new(conv, &[256, 32, 4, 4], &[256, 256, 3, 3]).unwrap();
+        let (classes, padded) = g.classes();
+        assert_eq!(classes.len(), 9);
+        assert!((padded - (1.0 - 100.0 / 144.0)).abs() < 1e-12, "{padded}");
+        assert_eq!(classes.iter().map(|c| c.pixels.len()).sum::<usize>(), 16);
+        // A 1 × 1 map reads the centre tap only.
+        let g = Geometry::new(conv, &[512, 8, 1, 1], &[512, 512, 3, 3]).unwrap();
+        let (classes, padded) = g.classes();
+        assert_eq!(
+            (classes.len(), classes[0].ky, classes[0].kx),
+            (1, (1, 2), (1, 2))
+        );
+        assert!((padded - 8.0 / 9.0).abs() < 1e-12);
+        // Large maps and grouped convolutions unfold whole.
+        assert!(!Geometry::new(conv, &[64, 8, 16, 16], &[64, 64, 3, 3])
+            .unwrap()
+            .by_classes());
+        let grouped = Conv2d { groups: 2, ..conv };
+        assert!(!Geometry::new(grouped, &[64, 32, 4, 4], &[64, 32, 3, 3])
+            .unwrap()
+            .by_classes());
     }
 
     #[test]
