@@ -214,11 +214,11 @@ impl Geometry {
         (classes, 1.0 - valid as f64 / all.max(1) as f64)
     }
 
-    /// Whether the forward pass goes class by class ([`Geometry::classes`]):
-    /// small maps, one group, and enough of the product on the padding.
-    fn by_classes(&self) -> bool {
+    /// The classes the forward pass goes by ([`Geometry::classes`]), if it
+    /// does: small maps, one group, and enough of the product on the padding.
+    fn by_classes(&self) -> Option<Vec<Class>> {
         if self.pointwise() || self.ow >= SHORT_ROWS || self.groups > 1 {
-            return false;
+            return None;
         }
         let (classes, padded) = self.classes();
         let single_taps = classes
@@ -226,7 +226,8 @@ impl Geometry {
             .all(|c| (c.ky.1 - c.ky.0) * (c.kx.1 - c.kx.0) == 1);
         // The products saved against reordering the weights (about as costly
         // as 64 multiply-adds an element), unless no reordering is needed.
-        padded >= PADDED_SHARE && (single_taps || padded * (self.n * self.p()) as f64 >= 64.0)
+        let worth = padded * (self.n * self.p()) as f64 >= 64.0;
+        (padded >= PADDED_SHARE && (single_taps || worth)).then_some(classes)
     }
 
     /// A 1 × 1 convolution of stride 1 without padding: columns are the input.
@@ -508,8 +509,8 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
                 after.map(|_| &then as Then<T>),
             );
         });
-    } else if g.by_classes() {
-        forward_by_classes(g, x, w, after, &out);
+    } else if let Some(classes) = g.by_classes() {
+        forward_by_classes(g, &classes, x, w, after, &out);
     } else {
         let nc_max = g.chunk();
         with_columns(g.c * g.kh * g.kw * nc_max * p, |cols: &mut [T]| {
@@ -552,6 +553,7 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
 /// to its pixels' places in the output.
 fn forward_by_classes<T: Float>(
     g: &Geometry,
+    classes: &[Class],
     x: &[T],
     w: &[T],
     after: Option<&After<T>>,
@@ -560,7 +562,6 @@ fn forward_by_classes<T: Float>(
     let (c, o) = (g.c, g.o);
     let (taps, hw) = (g.kh * g.kw, g.h * g.w);
     let k = c * taps;
-    let (classes, _) = g.classes();
     // w (O × C × taps) → taps first (O × taps × C), when a class reads more
     // than one tap (a single tap's weights are a strided matrix of w).
     let wt = classes
@@ -583,7 +584,7 @@ fn forward_by_classes<T: Float>(
     let mut sources = Vec::new();
     for n0 in (0..g.n).step_by(nc_max) {
         let nc = nc_max.min(g.n - n0);
-        for class in &classes {
+        for class in classes {
             let ((ky0, ky1), (kx0, kx1)) = (class.ky, class.kx);
             let pc = class.pixels.len();
             let j = nc * pc;
@@ -1208,7 +1209,10 @@ mod tests {
                 groups: 1,
             };
             let g = Geometry::new(conv, &[xs[1], xs[0], xs[2], xs[3]], &ws).unwrap();
-            assert!(g.by_classes(), "{xs:?} {ws:?} goes class by class");
+            assert!(
+                g.by_classes().is_some(),
+                "{xs:?} {ws:?} goes class by class"
+            );
             let x = random(&xs, 10 + i as u64);
             let w = random(&ws, 20 + i as u64);
             let ours = nchw(&conv, &x, &w, None).unwrap();
@@ -1274,13 +1278,15 @@ mod tests {
         );
         assert!((padded - 8.0 / 9.0).abs() < 1e-12);
         // Large maps and grouped convolutions unfold whole.
-        assert!(!Geometry::new(conv, &[64, 8, 16, 16], &[64, 64, 3, 3])
+        assert!(Geometry::new(conv, &[64, 8, 16, 16], &[64, 64, 3, 3])
             .unwrap()
-            .by_classes());
+            .by_classes()
+            .is_none());
         let grouped = Conv2d { groups: 2, ..conv };
-        assert!(!Geometry::new(grouped, &[64, 32, 4, 4], &[64, 32, 3, 3])
+        assert!(Geometry::new(grouped, &[64, 32, 4, 4], &[64, 32, 3, 3])
             .unwrap()
-            .by_classes());
+            .by_classes()
+            .is_none());
     }
 
     #[test]
