@@ -89,9 +89,7 @@ impl BatchNorm2d {
         }
         Ok(y)
     }
-}
 
-impl BatchNorm2d {
     /// Evaluation's normalisation as a scale and shift per channel, `y = x ·
     /// scale + shift`, with a preceding convolution's `bias` folded in.
     fn folded(&self, bias: Option<&Tensor>) -> Result<(Vec<f64>, Vec<f64>)> {

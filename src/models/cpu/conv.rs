@@ -480,7 +480,7 @@ fn with_columns<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
 }
 
 fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -> Vec<T> {
-    let (p, k, og, cg, jt) = (g.p(), g.k(), g.og(), g.cg(), g.jt());
+    let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let mut y = uninit::<T>(g.o * jt);
     let out = Rows::new(&mut y);
     // The epilogue of group gi's product whose first column is output column col0.
@@ -491,24 +491,28 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
             }
         }
     };
-    if g.pointwise() {
-        // Y_g (og × N·P) = W_g (og × C/g) · X_g (C/g × N·P), straight from the input.
+    // Y_g (og × J) = W_g (og × K) · col_g (K × J) for a chunk's columns
+    // `col` (a 1 × 1 convolution's are the input itself, all images at once).
+    let product = |col: &[T], n0: usize, j: usize| {
         for_groups(g.groups, threads(), |gi, t| {
-            // SAFETY: group gi writes only its own og rows.
-            let dst = unsafe { out.range(gi * og * jt, og * jt) };
-            let then = then(gi, 0);
+            // SAFETY: group gi writes only its own og rows (this chunk's columns).
+            let dst = unsafe { out.range(gi * og * jt + n0 * p, (og - 1) * jt + j) };
+            let then = then(gi, n0 * p);
             gemm_into(
-                (og, jt, cg),
+                (og, j, k),
                 dst,
                 jt,
-                &w[gi * og * cg..],
-                (cg, 1),
-                &x[gi * cg * jt..],
-                (jt, 1),
+                &w[gi * og * k..],
+                (k, 1),
+                &col[gi * k * j..],
+                (j, 1),
                 t,
                 after.map(|_| &then as Then<T>),
             );
         });
+    };
+    if g.pointwise() {
+        product(x, 0, jt);
     } else if let Some(classes) = g.by_classes() {
         forward_by_classes(g, &classes, x, w, after, &out);
     } else {
@@ -519,23 +523,7 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
                 let j = nc * p;
                 let col = &mut cols[..g.c * g.kh * g.kw * j];
                 im2col(g, x, n0, nc, col);
-                let col = &*col;
-                for_groups(g.groups, threads(), |gi, t| {
-                    // SAFETY: group gi writes only its own og rows (this chunk's columns).
-                    let dst = unsafe { out.range(gi * og * jt + n0 * p, (og - 1) * jt + j) };
-                    let then = then(gi, n0 * p);
-                    gemm_into(
-                        (og, j, k),
-                        dst,
-                        jt,
-                        &w[gi * og * k..],
-                        (k, 1),
-                        &col[gi * k * j..],
-                        (j, 1),
-                        t,
-                        after.map(|_| &then as Then<T>),
-                    );
-                });
+                product(col, n0, j);
             }
         });
     }
@@ -673,55 +661,15 @@ fn forward_by_classes<T: Float>(
     }
 }
 
-/// The input and weight gradients from the output's gradient `dy`.
+/// The input and weight gradients from the output's gradient `dy`, a chunk
+/// of images at a time (a 1 × 1 convolution: all at once, its columns the
+/// input itself and its columns' gradient the input's).
 fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
-    let (p, k, og, cg, jt) = (g.p(), g.k(), g.og(), g.cg(), g.jt());
+    let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let mut dx = vec![T::ZERO; g.c * g.n * g.h * g.w];
     let mut dw = vec![T::ZERO; g.o * k];
-    if g.pointwise() {
-        let weight_grad = |threads: usize| {
-            // dW_g (og × C/g) = dY_g (og × N·P) · X_gᵀ (N·P × C/g).
-            let rows = Rows::new(&mut dw);
-            for_groups(g.groups, threads, |gi, t| {
-                // SAFETY: group gi writes only its own og rows of dW.
-                let dst = unsafe { rows.range(gi * og * cg, og * cg) };
-                gemm(
-                    (og, cg, jt),
-                    dst,
-                    cg,
-                    false,
-                    &dy[gi * og * jt..],
-                    (jt, 1),
-                    &x[gi * cg * jt..],
-                    (1, jt),
-                    t,
-                );
-            });
-        };
-        let input_grad = |threads: usize| {
-            // dX_g (C/g × N·P) = W_gᵀ (C/g × og) · dY_g (og × N·P).
-            let rows = Rows::new(&mut dx);
-            for_groups(g.groups, threads, |gi, t| {
-                // SAFETY: group gi writes only its own C/g rows of dX.
-                let dst = unsafe { rows.range(gi * cg * jt, cg * jt) };
-                gemm(
-                    (cg, jt, og),
-                    dst,
-                    jt,
-                    false,
-                    &w[gi * og * cg..],
-                    (1, cg),
-                    &dy[gi * og * jt..],
-                    (jt, 1),
-                    t,
-                );
-            });
-        };
-        side_by_side(weight_grad, input_grad);
-        return (dx, dw);
-    }
-    let taps = g.kh * g.kw;
-    let nc_max = g.chunk();
+    let pointwise = g.pointwise();
+    let nc_max = if pointwise { g.n.max(1) } else { g.chunk() };
     for (chunk, n0) in (0..g.n).step_by(nc_max).enumerate() {
         let nc = nc_max.min(g.n - n0);
         let j = nc * p;
@@ -730,10 +678,8 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
         // The weight gradient and the input gradient side by side: each
         // reads dY; one unfolds the input, the other folds back its columns.
         let weight_grad = |threads: usize| {
-            with_columns(g.c * taps * j, |col: &mut [T]| {
-                im2col(g, x, n0, nc, col);
-                let col = &*col;
-                // dW_g (og × K) += dY_g (og × J) · col_gᵀ (J × K).
+            // dW_g (og × K) += dY_g (og × J) · col_gᵀ (J × K).
+            let mut products = |col: &[T]| {
                 let rows = Rows::new(&mut dw);
                 for_groups(g.groups, threads, |gi, t| {
                     // SAFETY: group gi writes only its own og rows of dW.
@@ -750,11 +696,19 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
                         t,
                     );
                 });
-            });
+            };
+            if pointwise {
+                products(x);
+            } else {
+                with_columns(g.c * g.kh * g.kw * j, |col: &mut [T]| {
+                    im2col(g, x, n0, nc, col);
+                    products(col);
+                });
+            }
         };
         let input_grad = |threads: usize| {
             // dcol_g (K × J) = W_gᵀ (K × og) · dY_g (og × J), folded onto dx.
-            with_columns(g.c * taps * j, |dcol: &mut [T]| {
+            let products = |dcol: &mut [T]| {
                 let rows = Rows::new(dcol);
                 for_groups(g.groups, threads, |gi, t| {
                     // SAFETY: group gi writes only its own K rows of the columns.
@@ -771,8 +725,15 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
                         t,
                     );
                 });
-                col2im(g, dcol, n0, nc, &mut dx);
-            });
+            };
+            if pointwise {
+                products(&mut dx);
+            } else {
+                with_columns(g.c * g.kh * g.kw * j, |dcol: &mut [T]| {
+                    products(dcol);
+                    col2im(g, dcol, n0, nc, &mut dx);
+                });
+            }
         };
         side_by_side(weight_grad, input_grad);
     }
