@@ -23,12 +23,14 @@
 // The pest parser is generated without `std` (see Cargo.toml) and names `alloc`.
 extern crate alloc;
 
+pub mod atomic;
 pub mod check;
 pub mod data;
 pub mod diagnostic;
 #[cfg(feature = "train")]
 pub mod exec;
 pub mod format;
+pub mod hyper;
 pub mod ide;
 #[cfg(feature = "train")]
 pub mod models;

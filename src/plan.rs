@@ -8,6 +8,7 @@ use std::fmt::{self, Write as _};
 
 use serde::Serialize;
 
+use crate::hyper::{DataCounts, Hyper, StepParams};
 use crate::spec::{fmt_float, Architecture, Derived, Num, ParamValue};
 use crate::workflow::{Device, Eval, ImageSource, Origin, Resolved, ResolvedParam, Workflow};
 
@@ -39,9 +40,19 @@ pub fn split_counts(images: u64, fraction: f64) -> (u64, u64) {
     (images - held, held)
 }
 
-/// Optimizer steps per epoch: the last, partial batch is kept.
+/// Optimizer steps per epoch: the last, partial batch is kept when it holds
+/// two images or more (batch norm needs two; a last single image is left for
+/// the next epoch's order).
 pub fn steps_per_epoch(items_per_epoch: u64, batch_size: u64) -> u64 {
-    items_per_epoch.div_ceil(batch_size.max(1))
+    let batch = batch_size.max(1);
+    items_per_epoch / batch + u64::from(items_per_epoch % batch >= 2)
+}
+
+/// The batches of one epoch's order, as [`steps_per_epoch`] counts them.
+pub fn batches<T>(order: &[T], batch_size: usize) -> impl Iterator<Item = &[T]> {
+    order
+        .chunks(batch_size.max(1))
+        .filter(move |b| b.len() >= 2 || batch_size < 2)
 }
 
 /// One resolved parameter, as the plan shows it.
@@ -81,6 +92,8 @@ pub struct PlannedStep {
     pub kind: crate::spec::StepKindId,
     pub name: String,
     pub params: Vec<PlannedParam>,
+    /// The same, typed, derived counts resolved where the data is known.
+    pub typed: StepParams,
 }
 
 /// The frozen model a base workflow embeds with.
@@ -100,6 +113,8 @@ pub struct Plan {
     pub template: String,
     pub architecture: Architecture,
     pub params: Vec<PlannedParam>,
+    /// The same, typed, `num_items_per_epoch` resolved where the data is known.
+    pub hyper: Hyper,
     /// `batch_size × per_item_lrate`.
     pub lrate: f64,
     pub lr_decay: f64,
@@ -118,10 +133,12 @@ pub struct Plan {
     pub base: Option<PlannedBase>,
 }
 
-fn resolve(p: &ResolvedParam, derived: &dyn Fn(Derived) -> Option<u64>) -> PlannedParam {
+fn resolve(p: &ResolvedParam, counts: &DataCounts, seed: u64) -> PlannedParam {
+    let count = |n: u64| ParamValue::Num(Num::Int(n as i64));
     let value = match &p.value {
         Resolved::Value(v) => Some(v.clone()),
-        Resolved::Derived(d) => derived(*d).map(|n| ParamValue::Num(Num::Int(n as i64))),
+        Resolved::Derived(Derived::Seed) => Some(count(seed)),
+        Resolved::Derived(d) => counts.get(*d).map(count),
     };
     PlannedParam {
         name: p.name.clone(),
@@ -130,7 +147,19 @@ fn resolve(p: &ResolvedParam, derived: &dyn Fn(Derived) -> Option<u64>) -> Plann
     }
 }
 
+/// What is known of the data when planning.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DataFound {
+    /// The concepts of the training data, in the order of the network's outputs.
+    pub concepts: Vec<String>,
+    /// Images of the training source, before holding out evaluation images.
+    pub images: Option<u64>,
+    pub train_images: Option<u64>,
+    pub eval_images: Option<u64>,
+}
+
 impl Plan {
+    /// The plan with what the checker read of the data (nothing with `--no-fs`).
     pub fn new(w: &Workflow) -> Plan {
         let images = w.dataset.as_ref().map(|d| d.images() as u64);
         let concepts: Vec<String> = w
@@ -151,57 +180,59 @@ impl Plan {
             (Eval::Images(_), Some(n)) => (Some(n), None),
             (_, None) => (None, None),
         };
+        Plan::with_data(
+            w,
+            DataFound {
+                concepts,
+                images,
+                train_images,
+                eval_images,
+            },
+        )
+    }
+
+    /// The plan a run follows, with the data it loaded: every count known.
+    pub fn with_data(w: &Workflow, data: DataFound) -> Plan {
+        let counts = DataCounts {
+            train_images: data.train_images,
+            concepts: (!data.concepts.is_empty()).then_some(data.concepts.len() as u64),
+        };
         let seed = w.seed;
-        let num_concepts = (!concepts.is_empty()).then_some(concepts.len() as u64);
-        let derived = move |d: Derived| match d {
-            Derived::DatasetSize => train_images,
-            Derived::NumConcepts => num_concepts,
-            Derived::Seed => Some(seed),
-        };
-        let params: Vec<PlannedParam> = w.params.iter().map(|p| resolve(p, &derived)).collect();
-        let int = |name: &str| {
-            params
-                .iter()
-                .find(|p| &*p.name == name)
-                .and_then(|p| match p.value {
-                    Some(ParamValue::Num(n)) => Some(n.as_f64()),
-                    _ => None,
-                })
-        };
-        let batch = int("batch_size").unwrap_or(1.0);
-        let lrate = batch * int("per_item_lrate").unwrap_or(0.0);
-        let num_epochs = int("num_epochs").unwrap_or(1.0) as u64;
-        let init = int("init_epochs").unwrap_or(1.0) as u64;
-        let step = int("step_epochs").unwrap_or(1.0) as u64;
-        let decay = w.template.lr_decay;
+        let mut hyper = w.hyper;
+        hyper.num_items_per_epoch = hyper.num_items_per_epoch.resolve(&counts);
+        let params: Vec<PlannedParam> =
+            w.params.iter().map(|p| resolve(p, &counts, seed)).collect();
+        let lrate = hyper.lrate();
         // A base model is used as it is: no epoch trains.
-        let trained_epochs = if w.base.is_some() { 0 } else { num_epochs };
+        let trained_epochs = if w.base.is_some() {
+            0
+        } else {
+            hyper.num_epochs
+        };
         let epoch_learning_rates: Vec<f64> = (0..trained_epochs)
-            .map(|e| learning_rate(e, lrate, init, step, decay))
+            .map(|e| {
+                learning_rate(
+                    e,
+                    lrate,
+                    hyper.init_epochs,
+                    hyper.step_epochs,
+                    hyper.lr_decay,
+                )
+            })
             .collect();
-        let mut rate_phases: Vec<RatePhase> = Vec::new();
-        for (i, &r) in epoch_learning_rates.iter().enumerate() {
-            let epoch = i as u64 + 1;
-            match rate_phases.last_mut() {
-                Some(p) if p.learning_rate == r => p.last_epoch = epoch,
-                _ => rate_phases.push(RatePhase {
-                    first_epoch: epoch,
-                    last_epoch: epoch,
-                    learning_rate: r,
-                }),
-            }
-        }
-        let items_per_epoch = int("num_items_per_epoch")
-            .map(|n| n as u64)
+        let items_per_epoch = hyper
+            .num_items_per_epoch
+            .value()
             .filter(|_| w.base.is_none());
-        let steps_per_epoch = items_per_epoch.map(|n| steps_per_epoch(n, batch as u64));
+        let steps_per_epoch = items_per_epoch.map(|n| steps_per_epoch(n, hyper.batch_size as u64));
         let steps = w
             .steps
             .iter()
             .map(|s| PlannedStep {
                 kind: s.kind,
                 name: s.name.clone(),
-                params: s.params.iter().map(|p| resolve(p, &derived)).collect(),
+                params: s.params.iter().map(|p| resolve(p, &counts, seed)).collect(),
+                typed: s.typed.resolve(&counts),
             })
             .collect();
         Plan {
@@ -209,16 +240,17 @@ impl Plan {
             template: w.template.name.clone(),
             architecture: w.template.architecture,
             params,
+            hyper,
             lrate,
-            lr_decay: decay,
+            lr_decay: hyper.lr_decay,
+            rate_phases: rate_phases(&epoch_learning_rates),
             epoch_learning_rates,
-            rate_phases,
             items_per_epoch,
             steps_per_epoch,
             optimizer_steps: if w.base.is_some() {
                 Some(0)
             } else {
-                steps_per_epoch.map(|s| s * num_epochs)
+                steps_per_epoch.map(|s| s * hyper.num_epochs)
             },
             base: w.base.as_ref().map(|b| PlannedBase {
                 weights: b.weights.clone(),
@@ -229,10 +261,10 @@ impl Plan {
                 train: w.data.train.clone(),
                 eval: w.data.eval.clone(),
                 weights: w.data.weights.clone(),
-                concepts,
-                images,
-                train_images,
-                eval_images,
+                concepts: data.concepts,
+                images: data.images,
+                train_images: data.train_images,
+                eval_images: data.eval_images,
             },
             steps,
             device: w.device,
@@ -240,6 +272,23 @@ impl Plan {
             seed: w.seed,
         }
     }
+}
+
+/// Consecutive epochs sharing a learning rate.
+fn rate_phases(rates: &[f64]) -> Vec<RatePhase> {
+    let mut phases: Vec<RatePhase> = Vec::new();
+    for (i, &r) in rates.iter().enumerate() {
+        let epoch = i as u64 + 1;
+        match phases.last_mut() {
+            Some(p) if p.learning_rate == r => p.last_epoch = epoch,
+            _ => phases.push(RatePhase {
+                first_epoch: epoch,
+                last_epoch: epoch,
+                learning_rate: r,
+            }),
+        }
+    }
+    phases
 }
 
 fn origin_text(o: &Origin) -> String {
@@ -307,8 +356,8 @@ impl fmt::Display for Plan {
 impl Plan {
     fn fmt_schedule(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "learning rate")?;
-        let batch = self.param_text("batch_size");
-        let per_item = self.param_text("per_item_lrate");
+        let batch = self.hyper.batch_size;
+        let per_item = fmt_float(self.hyper.per_item_lrate);
         writeln!(
             f,
             "  lrate = batch_size × per_item_lrate = {batch} × {per_item} = {}",
@@ -408,15 +457,6 @@ impl Plan {
     }
 }
 
-impl Plan {
-    fn param_text(&self, name: &str) -> String {
-        self.params
-            .iter()
-            .find(|p| &*p.name == name)
-            .map_or("?".to_string(), |p| value_text(&p.value))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +484,12 @@ mod tests {
     fn partial_batches_count() {
         assert_eq!(steps_per_epoch(100, 32), 4);
         assert_eq!(steps_per_epoch(96, 32), 3);
+        // A last batch of one image is not a step: batch norm needs two.
+        assert_eq!(steps_per_epoch(97, 32), 3);
+        assert_eq!(steps_per_epoch(98, 32), 4);
+        let order: Vec<u32> = (0..97).collect();
+        assert_eq!(batches(&order, 32).count(), 3);
+        let order: Vec<u32> = (0..98).collect();
+        assert_eq!(batches(&order, 32).count(), 4);
     }
 }

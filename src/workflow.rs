@@ -6,8 +6,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::hyper::{Hyper, StepParams};
 use crate::spec::{Derived, Num, ParamValue, StepKindId, TemplateSpec};
 
 /// Where a resolved value came from.
@@ -108,7 +109,10 @@ pub struct StepSpec {
     pub kind: StepKindId,
     /// The alias (`as NAME`) or the kind's name; unique in a workflow.
     pub name: String,
+    /// The parameters with their origins, as `wfrun plan` shows them.
     pub params: Vec<ResolvedParam>,
+    /// The same, typed.
+    pub typed: StepParams,
 }
 
 /// What the checker learnt of the training folder (when it looked).
@@ -124,9 +128,16 @@ impl DatasetSummary {
     }
 }
 
+/// One hyperparameter as `model.json` records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NamedValue {
+    pub name: String,
+    pub value: Num,
+}
+
 /// What `model.json` beside a trained model says about it; a finished run
 /// writes it, and a workflow with `base = ".."` reads it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     /// The workflow that trained the model.
     pub workflow: String,
@@ -137,83 +148,30 @@ pub struct ModelMeta {
     /// The concepts of its training data, in the order of the network's outputs.
     pub concepts: Vec<String>,
     pub logreg: bool,
-    /// Every hyperparameter it was trained with (derived ones resolved).
-    pub params: Vec<(String, Num)>,
+    /// Every hyperparameter it was trained with (derived ones resolved); the
+    /// checker types them again when a workflow uses the model as its base.
+    pub params: Vec<NamedValue>,
 }
 
 impl ModelMeta {
     /// Reads the text of a `model.json`.
     pub fn from_json(text: &str) -> Result<ModelMeta, String> {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| format!("it is not JSON ({e})"))?;
-        let field = |k: &str| v.get(k).ok_or_else(|| format!("it has no `{k}`"));
-        let text = |k: &str| -> Result<String, String> {
-            field(k)?
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("`{k}` is not text"))
-        };
-        let architecture = text("architecture")?;
-        let architecture = crate::spec::Architecture::from_name(&architecture)
-            .ok_or_else(|| format!("it names an unknown architecture `{architecture}`"))?;
-        let image_size = field("image_size")?
-            .as_u64()
-            .filter(|&n| (1..=1 << 16).contains(&n))
-            .ok_or("`image_size` is not a size in pixels")? as usize;
-        let concepts = field("concepts")?
-            .as_array()
-            .and_then(|a| a.iter().map(|c| c.as_str().map(str::to_string)).collect())
-            .ok_or("`concepts` is not a list of names")?;
-        let logreg = field("logreg")?
-            .as_bool()
-            .ok_or("`logreg` is not true or false")?;
-        let mut params = Vec::new();
-        for p in field("params")?
-            .as_array()
-            .ok_or("`params` is not a list")?
-        {
-            let name = p["name"].as_str().ok_or("a parameter has no `name`")?;
-            let value = match &p["value"] {
-                serde_json::Value::Number(n) => match n.as_i64() {
-                    Some(i) => Num::Int(i),
-                    None => Num::Float(n.as_f64().unwrap_or(f64::NAN)),
-                },
-                _ => return Err(format!("the value of `{name}` is not a number")),
-            };
-            params.push((name.to_string(), value));
+        let meta: ModelMeta = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        if !(1..=1 << 16).contains(&meta.image_size) {
+            return Err(format!(
+                "`image_size` = {} is not a size in pixels",
+                meta.image_size
+            ));
         }
-        Ok(ModelMeta {
-            workflow: text("workflow")?,
-            template: text("template")?,
-            architecture,
-            image_size,
-            concepts,
-            logreg,
-            params,
-        })
+        if let Some(p) = meta.params.iter().find(|p| !p.value.as_f64().is_finite()) {
+            return Err(format!("the value of `{}` is not finite", p.name));
+        }
+        Ok(meta)
     }
 
     /// The JSON a run writes beside its model.
     pub fn to_json(&self) -> String {
-        let params: Vec<serde_json::Value> = self
-            .params
-            .iter()
-            .map(|(name, value)| serde_json::json!({ "name": name, "value": value }))
-            .collect();
-        let v = serde_json::json!({
-            "workflow": self.workflow,
-            "template": self.template,
-            "architecture": self.architecture.name(),
-            "image_size": self.image_size,
-            "concepts": self.concepts,
-            "logreg": self.logreg,
-            "params": params,
-        });
-        serde_json::to_string_pretty(&v).unwrap_or_default()
-    }
-
-    pub fn param(&self, name: &str) -> Option<Num> {
-        self.params.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+        serde_json::to_string_pretty(self).unwrap_or_default()
     }
 }
 
@@ -235,7 +193,10 @@ pub struct Workflow {
     /// The folder relative paths are resolved against (the workflow file's).
     pub base_dir: PathBuf,
     pub template: TemplateSpec,
+    /// The parameters with their origins, as `wfrun plan` shows them.
     pub params: Vec<ResolvedParam>,
+    /// The same, typed: what the planner and the run read.
+    pub hyper: Hyper,
     pub data: DataSpec,
     pub device: Device,
     pub output: PathBuf,
@@ -246,26 +207,4 @@ pub struct Workflow {
     /// A finished run's model to use frozen instead of training one. The
     /// template and hyperparameters are then the base model's.
     pub base: Option<BaseModel>,
-}
-
-impl Workflow {
-    pub fn param(&self, name: &str) -> Option<&ResolvedParam> {
-        self.params.iter().find(|p| &*p.name == name)
-    }
-
-    /// An integer hyperparameter's value, when it is known without the data.
-    pub fn int(&self, name: &str) -> Option<i64> {
-        match self.param(name)?.value {
-            Resolved::Value(ParamValue::Num(Num::Int(i))) => Some(i),
-            _ => None,
-        }
-    }
-
-    /// A float hyperparameter's value.
-    pub fn float(&self, name: &str) -> Option<f64> {
-        match self.param(name)?.value {
-            Resolved::Value(ParamValue::Num(n)) => Some(n.as_f64()),
-            _ => None,
-        }
-    }
 }

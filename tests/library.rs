@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use wfrun::spec::{Architecture, Num, ParamValue};
+use wfrun::hyper::{Count, StepParams};
+use wfrun::spec::{Architecture, Derived, Num, ParamValue};
 use wfrun::workflow::Resolved;
 use wfrun::{check_file, check_source, CheckOptions, Code, Severity};
 
@@ -127,7 +128,7 @@ fn narrowed_templates_are_proven_and_enforced() {
     // A narrowed default applies when the workflow leaves the value unset.
     let c = check_source("t.wf", &text.replace("image_size = 288", ""), &no_fs());
     let w = c.workflow.unwrap();
-    assert_eq!(w.int("image_size"), Some(128));
+    assert_eq!(w.hyper.image_size, 128);
 
     // Off the parent's grid (32 + 16k), a step that is not a multiple, a default off the new grid.
     for (body, expected) in [
@@ -160,9 +161,17 @@ fn derived_defaults_resolve_at_plan_time() {
     assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
     let w = c.workflow.as_ref().unwrap();
     assert!(matches!(
-        w.param("num_items_per_epoch").unwrap().value,
+        w.params
+            .iter()
+            .find(|p| &*p.name == "num_items_per_epoch")
+            .unwrap()
+            .value,
         Resolved::Derived(_)
     ));
+    assert_eq!(
+        w.hyper.num_items_per_epoch,
+        Count::Derived(Derived::DatasetSize)
+    );
     let plan = c.plan().unwrap();
     let items = plan
         .params
@@ -187,6 +196,15 @@ fn derived_defaults_resolve_at_plan_time() {
         .find(|p| &*p.name == "seed")
         .unwrap();
     assert_eq!(seed.value, Some(ParamValue::Num(Num::Int(11))));
+    // The typed plan holds the same values, resolved.
+    assert_eq!(plan.hyper.num_items_per_epoch, Count::Value(15));
+    match &plan.steps[0].typed {
+        StepParams::Clustering(c) => {
+            assert_eq!(c.k, Count::Value(3));
+            assert_eq!(c.seed, 11);
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Writes a workflow beside a data folder laid out by `make`, and checks it.

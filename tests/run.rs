@@ -125,8 +125,7 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
     assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
     let reuse = checked.workflow.unwrap();
     assert_eq!(
-        reuse.int("image_size"),
-        Some(32),
+        reuse.hyper.image_size, 32,
         "the base model's hyperparameters"
     );
     let mut base_events = Vec::new();
@@ -221,7 +220,8 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         search["index_images"], 48,
         "`index = all` searches every image"
     );
-    assert!(search["recall_at_3"].as_f64().unwrap() >= search["recall_at_1"].as_f64().unwrap());
+    assert_eq!(search["top_k"], 3);
+    assert!(search["recall_at_k"].as_f64().unwrap() >= search["recall_at_1"].as_f64().unwrap());
     let neighbours = std::fs::read_to_string(steps.join("visual_search/neighbours.csv")).unwrap();
     assert_eq!(neighbours.lines().count(), 1 + 12 * 3);
     // A query is never its own neighbour.
@@ -245,6 +245,11 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
     }
     let html = std::fs::read_to_string(reused.output.join("report.html")).unwrap();
     assert!(html.contains("pictures/search_visual_search.svg"));
+    // The report's table speaks to people: labels, not JSON keys.
+    for label in ["held-out accuracy", "silhouette", "recall@3", "mAP@3"] {
+        assert!(html.contains(label), "{label} missing from the report");
+    }
+    assert!(!html.contains("top_k_accuracy") && !html.contains("recall_at"));
     assert!(std::fs::read_to_string(out.join("report.html"))
         .unwrap()
         .contains("pictures/training.svg"));
@@ -391,12 +396,161 @@ fn unreadable_and_small_images_are_found_before_training() {
             count,
             smallest,
             median_side,
-        } => Some((*image_size, *count, smallest.len(), *median_side)),
+            fitting_size,
+        } => Some((
+            *image_size,
+            *count,
+            smallest.len(),
+            *median_side,
+            *fitting_size,
+        )),
         _ => None,
     });
     assert_eq!(
         small,
-        Some((48, 48, 5, 40)),
+        Some((48, 48, 5, 40, Some(32))),
         "the 48 readable 40 px images are reported"
     );
+}
+
+/// Writes `text` as `NAME.wf` in `dir` and checks it.
+fn checked(dir: &Path, name: &str, text: &str) -> (wfrun::Workflow, wfrun::Plan) {
+    let path = dir.join(format!("{name}.wf"));
+    std::fs::write(&path, text).unwrap();
+    let checked = check_file(&path, &CheckOptions::default()).unwrap();
+    assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
+    let plan = checked.plan().unwrap();
+    (checked.workflow.unwrap(), plan)
+}
+
+#[test]
+fn the_plan_is_what_training_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    write_images(&images);
+    std::fs::remove_file(images.join("concept1/broken.png")).unwrap();
+    // 21 images an epoch in batches of 8: 8, 8 and 5, three steps; the rate
+    // holds for two epochs and then decays.
+    let text = "workflow agree\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 3\n  init_epochs = 2\n  step_epochs = 1\n  num_items_per_epoch = 21\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\nseed = 5\noutput = \"runs/agree\"\n";
+    let (w, checker_plan) = checked(dir.path(), "agree", text);
+    let mut steps_seen: HashMap<u64, Vec<f64>> = HashMap::new();
+    let summary = run(&w, &RunOptions::default(), &mut |e| {
+        if let Event::Step {
+            epoch,
+            learning_rate,
+            ..
+        } = e
+        {
+            steps_seen.entry(*epoch).or_default().push(*learning_rate);
+        }
+    })
+    .unwrap();
+    let read = |f: &str| std::fs::read_to_string(summary.output.join(f)).unwrap();
+    let plan: serde_json::Value = serde_json::from_str(&read("plan.json")).unwrap();
+    let rates: Vec<f64> = serde_json::from_value(plan["epoch_learning_rates"].clone()).unwrap();
+    let steps_per_epoch = plan["steps_per_epoch"].as_u64().unwrap();
+    let items = plan["items_per_epoch"].as_u64().unwrap();
+    assert_eq!((steps_per_epoch, items), (3, 21));
+    assert_eq!(rates.len(), 3);
+    assert!(rates[0] == rates[1] && rates[2] < rates[1], "{rates:?}");
+    assert_eq!(plan["optimizer_steps"].as_u64(), Some(9));
+    // `wfrun plan` (the checker's counts) and the run's plan agree.
+    assert_eq!(checker_plan.epoch_learning_rates, rates);
+    assert_eq!(checker_plan.steps_per_epoch, Some(steps_per_epoch));
+    assert_eq!(
+        checker_plan.hyper,
+        serde_json::from_value(plan["hyper"].clone()).unwrap()
+    );
+
+    // Each epoch trained at the plan's rate, for the plan's steps and images.
+    let lines: Vec<serde_json::Value> = read("metrics.jsonl")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    for (i, line) in lines.iter().enumerate() {
+        let epoch = i as u64 + 1;
+        assert_eq!(line["epoch"].as_u64(), Some(epoch));
+        assert_eq!(
+            line["learning_rate"].as_f64(),
+            Some(rates[i]),
+            "epoch {epoch}"
+        );
+        assert_eq!(
+            line["steps"].as_u64(),
+            Some(steps_per_epoch),
+            "epoch {epoch}"
+        );
+        assert_eq!(line["images"].as_u64(), Some(items), "epoch {epoch}");
+        assert_eq!(steps_seen[&epoch], vec![rates[i]; steps_per_epoch as usize]);
+    }
+}
+
+#[test]
+fn an_unwritable_run_file_stops_the_run_naming_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let text = |name: &str| {
+        format!("workflow {name}\nuse Clarifai_InceptionBatchNorm {{\n  image_size = 32\n  batch_size = 8\n  num_epochs = 2\n  init_epochs = 1\n  num_items_per_epoch = 8\n  logreg = 0\n}}\ndata {{ train = \"images\"  eval = 0.25 }}\nseed = 3\noutput = \"runs/{name}\"\nstep clustering {{ k = 3 }}\nstep visual_search {{ top_k = 3 }}\n")
+    };
+
+    // A folder appears where `model.json` goes while the run trains.
+    let (w, _) = checked(dir.path(), "late", &text("late"));
+    let blocker = w.output.join("model.json");
+    let e = run(&w, &RunOptions::default(), &mut |e| {
+        if let Event::Epoch { epoch: 1, .. } = e {
+            std::fs::create_dir_all(blocker.join("in_the_way")).unwrap();
+        }
+    })
+    .unwrap_err();
+    let RunError::Io { path, .. } = &e else {
+        panic!("{e:?}")
+    };
+    assert_eq!(path, &blocker);
+    let message = e.to_string();
+    assert!(
+        message.contains(&blocker.display().to_string()) && message.contains("cannot write"),
+        "{message}"
+    );
+    assert!(!partial_exists(&w.output), "no partial file is left");
+
+    // A step's file that cannot be written stops the run too, not only the step.
+    let (w, _) = checked(dir.path(), "step_file", &text("step_file"));
+    let blocker = w.output.join("steps/clustering/clusters.csv");
+    std::fs::create_dir_all(blocker.join("in_the_way")).unwrap();
+    let mut failed_steps = 0;
+    let e = run(&w, &RunOptions::default(), &mut |e| {
+        if let Event::StepFailed { .. } = e {
+            failed_steps += 1;
+        }
+    })
+    .unwrap_err();
+    assert!(
+        matches!(&e, RunError::Io { path, .. } if *path == blocker),
+        "{e:?}"
+    );
+    assert_eq!(failed_steps, 0, "reported as the run's error, not a step's");
+    assert!(
+        !w.output.join("steps/visual_search").exists(),
+        "the run stopped at the clustering step"
+    );
+}
+
+/// Whether a `*.partial` file is left anywhere under `root`.
+fn partial_exists(root: &Path) -> bool {
+    walk(root)
+        .iter()
+        .any(|p| p.extension().is_some_and(|e| e == "partial"))
+}
+
+fn walk(root: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
 }

@@ -72,6 +72,7 @@ pub(super) fn check_data(
     cx: &mut Checker,
     data: &DataSpec,
     params: &[(ResolvedParam, Written)],
+    batch_max: Option<f64>,
     spans: HashMap<String, Span>,
 ) -> Option<DatasetSummary> {
     let fallback = Span::new(cx.source, 0, 0);
@@ -196,7 +197,7 @@ pub(super) fn check_data(
         let n = used.len() as i64;
         if *b < 2 * n && *written != Written::Invalid {
             let at = written.span().unwrap_or(span("train"));
-            let suggested = (2 * n).min(128);
+            let suggested = batch_max.map_or(2 * n, |m| (2 * n).min(m as i64));
             cx.push(
                 Diagnostic::warning(Code::BatchAdvice, at, format!("`batch_size` = {b} is less than twice the {n} concepts"))
                     .with_label("a batch sees few concepts at a time")

@@ -6,6 +6,7 @@
 //! is on.
 
 mod fs;
+mod typed;
 
 use crate::suggest::FastMap as HashMap;
 use std::path::{Path, PathBuf};
@@ -268,7 +269,7 @@ impl Checker<'_> {
         };
         let params = match (&template, use_decl, &base) {
             (Some(t), Some(u), None) => Some(self.hyperparameters(t, u)),
-            (Some(_), None, Some(b)) => Some(base_params(b)),
+            (Some(t), None, Some(b)) => Some(base_params(b, t)),
             _ => None,
         };
 
@@ -304,7 +305,34 @@ impl Checker<'_> {
                 );
             }
         }
-        let step_specs = self.steps(&steps);
+        let step_specs = self.steps(&steps, seed);
+        let hyper = match (&template, &params) {
+            (Some(t), Some(params)) => {
+                let resolved: Vec<ResolvedParam> = params.iter().map(|(p, _)| p.clone()).collect();
+                match typed::hyper(t, &resolved) {
+                    Ok(h) => Some(h),
+                    // A value reported as wrong already keeps the workflow from running.
+                    Err(_) if self.diagnostics.iter().any(Diagnostic::is_error) => None,
+                    Err(message) => {
+                        let (at, help) = match (&base, &base_setting, use_decl) {
+                            (Some(b), Some((_, at)), _) => (*at, format!("`{}` lacks a hyperparameter the network needs; use the `model.json` a wfrun run wrote", b.meta_path.display())),
+                            (_, _, Some(u)) => (u.keyword.to(u.template.span), "the template's declaration must give every parameter the network reads a default".to_string()),
+                            _ => (Span::new(self.source, 0, 0), String::new()),
+                        };
+                        self.push(
+                            Diagnostic::error(
+                                Code::BaseModel,
+                                at,
+                                format!("the hyperparameters cannot be used: {message}"),
+                            )
+                            .with_help(help),
+                        );
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
 
         let mut dataset = None;
         if let (Some(t), Some(params), Some(u)) = (&template, &params, use_decl) {
@@ -312,7 +340,13 @@ impl Checker<'_> {
             self.cross_checks(t, u, params, has_weights);
         }
         if let (Some(data), Some(params), true) = (&data_spec, &params, options.filesystem) {
-            dataset = fs::check_data(self, data, params, data_decl_spans(data_decl_of(module)));
+            // The batch-size advice stays within the template's range.
+            let batch_max = template
+                .as_ref()
+                .and_then(|t| t.param("batch_size")?.max.as_ref())
+                .map(|m| m.value.as_f64());
+            let spans = data_decl_spans(data_decl_of(module));
+            dataset = fs::check_data(self, data, params, batch_max, spans);
         }
         if options.filesystem {
             fs::check_step_paths(self, &steps, &step_specs);
@@ -327,6 +361,7 @@ impl Checker<'_> {
             base_dir: self.base_dir.to_path_buf(),
             template: template?,
             params: params?.into_iter().map(|(p, _)| p).collect(),
+            hyper: hyper?,
             data: data_spec?,
             device,
             output,
@@ -880,7 +915,7 @@ impl Checker<'_> {
         }
     }
 
-    fn steps(&mut self, steps: &[&StepDecl]) -> Vec<Option<StepSpec>> {
+    fn steps(&mut self, steps: &[&StepDecl], seed: u64) -> Vec<Option<StepSpec>> {
         let mut names: HashMap<String, Span> = HashMap::default();
         let mut out = Vec::new();
         for s in steps {
@@ -947,11 +982,26 @@ impl Checker<'_> {
                     },
                 )
             });
-            out.push(Some(StepSpec {
-                kind: kind.id,
-                name: name_ident.name.clone(),
-                params: params.into_iter().map(|(p, _)| p).collect(),
-            }));
+            let params: Vec<ResolvedParam> = params.into_iter().map(|(p, _)| p).collect();
+            let typed = typed::step_params(kind.id, &params, seed, &|p| self.resolve(p));
+            out.push(match typed {
+                Ok(typed) => Some(StepSpec {
+                    kind: kind.id,
+                    name: name_ident.name.clone(),
+                    params,
+                    typed,
+                }),
+                // A value already reported as wrong leaves the step untyped.
+                Err(_) if self.diagnostics.iter().any(Diagnostic::is_error) => None,
+                Err(message) => {
+                    self.push(Diagnostic::error(
+                        Code::BadTemplate,
+                        name_ident.span,
+                        format!("the step's parameters cannot be used: {message}"),
+                    ));
+                    None
+                }
+            });
         }
         out
     }
@@ -1017,6 +1067,31 @@ impl Checker<'_> {
             }
         }
 
+        // Batch norm needs two images in a batch: a batch of one trains nothing.
+        for (name, what) in [
+            ("batch_size", "a batch of one image"),
+            ("num_items_per_epoch", "an epoch of one image"),
+        ] {
+            if num(name) == Some(1.0) {
+                self.push(
+                    Diagnostic::error(
+                        Code::OutOfRange,
+                        at(name),
+                        format!("`{name}` = 1 trains nothing"),
+                    )
+                    .with_label(format!("{what} is skipped: batch norm needs two images"))
+                    .with_help(format!("set `{name}` to at least 2")),
+                );
+            }
+        }
+
+        let recommended = t
+            .param("per_item_lrate")
+            .and_then(|p| match p.default.as_ref().map(|d| &d.value) {
+                Some(DefaultValue::Value(ParamValue::Num(n))) => Some(n.as_f64()),
+                _ => None,
+            })
+            .filter(|r| *r > 0.0);
         if let (Some(per_item), Some(batch)) = (num("per_item_lrate"), num("batch_size")) {
             let lrate = per_item * batch;
             if per_item == 0.0 {
@@ -1027,7 +1102,10 @@ impl Checker<'_> {
                         "a learning rate of 0 never changes the weights",
                     )
                     .with_label("`per_item_lrate` = 0")
-                    .with_help("the templates' default is 7.8125e-05"),
+                    .with_help(match recommended {
+                        Some(r) => format!("the template's default is {}", fmt_float(r)),
+                        None => "set a positive `per_item_lrate`".to_string(),
+                    }),
                 );
             } else if lrate >= 0.1 {
                 self.push(
@@ -1037,7 +1115,10 @@ impl Checker<'_> {
                         format!("`lrate` = {} × {} = {} is high", fmt_float(per_item), batch, fmt_float(lrate)),
                     )
                     .with_label("training from random weights failed for all three templates at `lrate` 0.1 in measurements")
-                    .with_help(format!("try `per_item_lrate = 7.8125e-05` (`lrate` {})", fmt_float(7.8125e-05 * batch))),
+                    .with_help(match recommended {
+                        Some(r) => format!("try `per_item_lrate = {}` (`lrate` {}), the template's default", fmt_float(r), fmt_float(r * batch)),
+                        None => "lower `per_item_lrate`".to_string(),
+                    }),
                 );
             }
         }
@@ -1078,22 +1159,46 @@ impl Checker<'_> {
 }
 
 /// A base model's hyperparameters, as its `model.json` records them.
-fn base_params(base: &BaseModel) -> Vec<(ResolvedParam, Written)> {
+fn base_params(base: &BaseModel, t: &TemplateSpec) -> Vec<(ResolvedParam, Written)> {
     let from: std::sync::Arc<str> = base.meta_path.display().to_string().into();
-    base.meta
-        .params
+    let template: std::sync::Arc<str> = t.name.as_str().into();
+    // Each of the template's parameters as the model recorded it; one it did
+    // not record (a frozen model needs only its network's) takes the default.
+    t.params
         .iter()
-        .map(|(name, value)| {
-            (
-                ResolvedParam {
-                    name: name.as_str().into(),
-                    value: Resolved::Value(ParamValue::Num(*value)),
-                    origin: Origin::Base {
+        .filter_map(|spec| {
+            let recorded = base.meta.params.iter().find(|p| *p.name == *spec.name);
+            let (value, origin) = match (recorded, spec.default.as_ref().map(|d| &d.value)) {
+                (Some(p), _) => (
+                    Resolved::Value(ParamValue::Num(p.value)),
+                    Origin::Base {
                         model: from.clone(),
                     },
+                ),
+                (None, Some(DefaultValue::Value(v))) => (
+                    Resolved::Value(v.clone()),
+                    Origin::Default {
+                        from: template.clone(),
+                    },
+                ),
+                (None, Some(DefaultValue::Derived(d))) => (
+                    Resolved::Derived(*d),
+                    Origin::Derived {
+                        from: template.clone(),
+                        derived: *d,
+                    },
+                ),
+                (None, None) => return None,
+            };
+            let name = spec.name.clone();
+            Some((
+                ResolvedParam {
+                    name,
+                    value,
+                    origin,
                 },
                 Written::Unset,
-            )
+            ))
         })
         .collect()
 }

@@ -3,14 +3,16 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor, D};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{write, Images, RunError};
+use super::folder::{self, write};
+use super::sets::Images;
+use super::RunError;
 use crate::data::images::{Job, Prefetch};
 use crate::models::{NetConfig, TemplateNet};
 
 /// Metrics on the evaluation images (absent ones do not apply to the template).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EvalMetrics {
     pub images: usize,
     pub loss: Option<f32>,
@@ -22,6 +24,22 @@ pub struct EvalMetrics {
     pub f1: Option<f32>,
     /// Angular margin: the share whose nearest other evaluation image (cosine) shares its concept.
     pub recall_at_1: Option<f32>,
+}
+
+/// What the training curves read of a line of `metrics.jsonl`.
+#[derive(Clone, Debug, Deserialize)]
+pub(super) struct EpochRow {
+    pub epoch: u64,
+    pub train_loss: f32,
+    pub eval: EvalMetrics,
+}
+
+/// The epochs of a `metrics.jsonl` (lines that are not epochs are left out).
+pub(super) fn epoch_rows(metrics_jsonl: &str) -> Vec<EpochRow> {
+    metrics_jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
 }
 
 const EVAL_BATCH: usize = 32;
@@ -99,10 +117,7 @@ pub(super) fn evaluate(
     if eval.paths.is_empty() {
         return Ok(EvalMetrics::default());
     }
-    let logreg = matches!(
-        cfg,
-        NetConfig::BnInception { logreg: true, .. } | NetConfig::ResNext { logreg: true, .. }
-    );
+    let logreg = cfg.logreg();
     let Pass {
         kept,
         outputs,
@@ -286,7 +301,7 @@ pub(super) fn write_embeddings(
             tensors.insert(name.to_string(), m.clone());
         }
     }
-    crate::models::weights::save_tensors(&tensors, &out.join("embeddings.safetensors"))?;
+    folder::write_tensors(&out.join("embeddings.safetensors"), &tensors)?;
     write(&out.join("embeddings.csv"), index.as_bytes())
 }
 

@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 
-use super::{write, RunError};
+use super::folder::{self, write};
+use super::metrics::EpochRow;
+use super::RunError;
 use crate::data::Rng;
 
 /// Colours for categories (concepts, clusters); cycled past the end.
@@ -20,7 +22,7 @@ const PALETTE: [&str; 12] = [
 /// Points drawn in a projection, at most (a seeded sample of larger sets).
 const MAX_POINTS: usize = 3000;
 
-fn esc(text: &str) -> String {
+pub(super) fn esc(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -170,23 +172,13 @@ fn line_chart(
 }
 
 /// `training.svg`: loss and held-out metrics per epoch, from `metrics.jsonl`.
-pub(super) fn training_curves(metrics_jsonl: &str) -> Option<String> {
-    let rows: Vec<serde_json::Value> = metrics_jsonl
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+pub(super) fn training_curves(rows: &[EpochRow]) -> Option<String> {
     if rows.is_empty() {
         return None;
     }
-    let series = |path: &[&str]| -> Vec<(f64, f64)> {
+    let series = |value: &dyn Fn(&EpochRow) -> Option<f32>| -> Vec<(f64, f64)> {
         rows.iter()
-            .filter_map(|r| {
-                let mut v = r;
-                for p in path {
-                    v = &v[*p];
-                }
-                Some((r["epoch"].as_f64()?, v.as_f64()?))
-            })
+            .filter_map(|r| Some((r.epoch as f64, f64::from(value(r)?))))
             .collect()
     };
     let mut svg = svg_open(900.0, 320.0);
@@ -196,18 +188,20 @@ pub(super) fn training_curves(metrics_jsonl: &str) -> Option<String> {
         "Loss",
         "epoch",
         &[
-            ("training", PALETTE[0], series(&["train_loss"])),
-            ("held-out", PALETTE[1], series(&["eval", "loss"])),
+            ("training", PALETTE[0], series(&|r| Some(r.train_loss))),
+            ("held-out", PALETTE[1], series(&|r| r.eval.loss)),
         ],
     );
     let mut metrics = Vec::new();
-    for (name, key, colour) in [
-        ("accuracy", "accuracy", PALETTE[4]),
-        ("mAP", "mean_average_precision", PALETTE[2]),
-        ("F1", "f1", PALETTE[6]),
-        ("recall@1", "recall_at_1", PALETTE[3]),
-    ] {
-        let s = series(&["eval", key]);
+    type Metric = fn(&EpochRow) -> Option<f32>;
+    let curves: [(&str, Metric, &str); 4] = [
+        ("accuracy", |r| r.eval.accuracy, PALETTE[4]),
+        ("mAP", |r| r.eval.mean_average_precision, PALETTE[2]),
+        ("F1", |r| r.eval.f1, PALETTE[6]),
+        ("recall@1", |r| r.eval.recall_at_1, PALETTE[3]),
+    ];
+    for (name, value, colour) in curves {
+        let s = series(&value);
         if !s.is_empty() {
             metrics.push((name, colour, s));
         }
@@ -534,34 +528,6 @@ pub(super) fn search_grid(title: &str, rows: &[QueryRow]) -> String {
     svg
 }
 
-/// Numbers of a JSON object as `name value, ...` (nested objects flattened).
-pub(super) fn metrics_text(v: &serde_json::Value) -> String {
-    fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
-        match v {
-            serde_json::Value::Object(o) => {
-                for (k, x) in o {
-                    let name = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix} {k}")
-                    };
-                    walk(&name, x, out);
-                }
-            }
-            serde_json::Value::Number(n) => match n.as_f64() {
-                Some(f) if n.is_f64() => out.push(format!("{} {f:.4}", esc(prefix))),
-                _ => out.push(format!("{} {n}", esc(prefix))),
-            },
-            serde_json::Value::String(s) => out.push(format!("{} {}", esc(prefix), esc(s))),
-            serde_json::Value::Bool(b) => out.push(format!("{} {b}", esc(prefix))),
-            _ => {}
-        }
-    }
-    let mut out = Vec::new();
-    walk("", v, &mut out);
-    out.join(", ")
-}
-
 /// Writes the pictures into `pictures/` and `report.html` showing them.
 pub(super) fn write_report(
     out: &Path,
@@ -570,10 +536,7 @@ pub(super) fn write_report(
     pictures: &[(String, String, String)],
 ) -> Result<(), RunError> {
     let folder = out.join("pictures");
-    std::fs::create_dir_all(&folder).map_err(|error| RunError::Io {
-        path: folder.clone(),
-        error,
-    })?;
+    folder::create(&folder)?;
     let mut html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
          body{{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}}\

@@ -6,18 +6,21 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
-use serde_json::json;
 
+use super::folder::{self, write};
 use super::metrics::{concept_list, csv_field, embed, Embedded};
 use super::pictures::QueryRow;
-use super::{write, Images, RunError};
+use super::results::{ClassifierHeadMetrics, ClusteringMetrics, SearchMetrics, StepMetrics};
+use super::sets::Images;
+use super::RunError;
+use crate::hyper::{ClusteringParams, HeadParams, Index, Queries, SearchParams, StepParams};
 use crate::models::TemplateNet;
-use crate::spec::{Derived, Num, ParamValue, StepKindId};
+use crate::plan::PlannedStep;
+use crate::spec::StepKindId;
 use crate::steps::head::{head_metrics, train_head, HeadOptions};
 use crate::steps::kmeans::{agreement, kmeans, silhouette, Init, KMeansOptions};
 use crate::steps::search::{retrieval_metrics, search};
 use crate::steps::Matrix;
-use crate::workflow::{Resolved, StepSpec, Workflow};
 
 /// Rows the silhouette score is computed on, at most.
 const SILHOUETTE_SAMPLE: usize = 2000;
@@ -28,7 +31,7 @@ pub struct StepOutcome {
     pub name: String,
     pub kind: StepKindId,
     pub seconds: f64,
-    pub metrics: serde_json::Value,
+    pub metrics: StepMetrics,
     /// Where its files are.
     pub folder: PathBuf,
 }
@@ -48,7 +51,8 @@ const GRID_NEIGHBOURS: usize = 5;
 
 /// Everything the steps read.
 pub(super) struct StepInputs<'a> {
-    pub workflow: &'a Workflow,
+    /// The workflow's seed (the head's initialisation and order).
+    pub seed: u64,
     pub concepts: &'a [String],
     pub train: &'a Embedded,
     pub eval: &'a Embedded,
@@ -59,27 +63,7 @@ pub(super) struct StepInputs<'a> {
     pub out: &'a Path,
 }
 
-/// A step parameter's value, derived ones resolved.
-fn param(inputs: &StepInputs, step: &StepSpec, name: &str) -> Option<ParamValue> {
-    let p = step.params.iter().find(|p| &*p.name == name)?;
-    match &p.value {
-        Resolved::Value(v) => Some(v.clone()),
-        Resolved::Derived(d) => Some(ParamValue::Num(Num::Int(match d {
-            Derived::NumConcepts => inputs.concepts.len() as i64,
-            Derived::Seed => inputs.workflow.seed as i64,
-            Derived::DatasetSize => inputs.train.rows() as i64,
-        }))),
-    }
-}
-
-fn num(inputs: &StepInputs, step: &StepSpec, name: &str, or: f64) -> f64 {
-    match param(inputs, step, name) {
-        Some(ParamValue::Num(n)) => n.as_f64(),
-        _ => or,
-    }
-}
-
-fn step_error(step: &StepSpec, message: impl std::fmt::Display) -> RunError {
+fn step_error(step: &PlannedStep, message: impl std::fmt::Display) -> RunError {
     RunError::Step {
         step: step.name.clone(),
         message: message.to_string(),
@@ -89,26 +73,24 @@ fn step_error(step: &StepSpec, message: impl std::fmt::Display) -> RunError {
 /// Runs one step.
 pub(super) fn run_step(
     inputs: &StepInputs,
-    step: &StepSpec,
+    step: &PlannedStep,
 ) -> Result<(StepOutcome, Extras), RunError> {
     let started = Instant::now();
     let folder = inputs.out.join("steps").join(&step.name);
-    std::fs::create_dir_all(&folder).map_err(|error| RunError::Io {
-        path: folder.clone(),
-        error,
-    })?;
+    folder::create(&folder)?;
     let mut extras = Extras::default();
-    let metrics = match step.kind {
-        StepKindId::ClassifierHead => classifier_head(inputs, step, &folder)?,
-        StepKindId::Clustering => clustering(inputs, step, &folder, &mut extras)?,
-        StepKindId::VisualSearch => visual_search(inputs, step, &folder, &mut extras)?,
+    let metrics = match &step.typed {
+        StepParams::ClassifierHead(p) => {
+            StepMetrics::ClassifierHead(classifier_head(inputs, step, p, &folder)?)
+        }
+        StepParams::Clustering(p) => {
+            StepMetrics::Clustering(clustering(inputs, step, p, &folder, &mut extras)?)
+        }
+        StepParams::VisualSearch(p) => {
+            StepMetrics::VisualSearch(visual_search(inputs, step, p, &folder, &mut extras)?)
+        }
     };
-    write(
-        &folder.join("metrics.json"),
-        serde_json::to_string_pretty(&metrics)
-            .unwrap_or_default()
-            .as_bytes(),
-    )?;
+    folder::write_json(&folder.join("metrics.json"), &metrics)?;
     let outcome = StepOutcome {
         name: step.name.clone(),
         kind: step.kind,
@@ -121,10 +103,11 @@ pub(super) fn run_step(
 
 fn classifier_head(
     inputs: &StepInputs,
-    step: &StepSpec,
+    step: &PlannedStep,
+    p: &HeadParams,
     folder: &Path,
-) -> Result<serde_json::Value, RunError> {
-    let logreg = num(inputs, step, "logreg", 1.0) == 1.0;
+) -> Result<ClassifierHeadMetrics, RunError> {
+    let logreg = p.logreg;
     let Some(x) = &inputs.train.matrix else {
         return Err(step_error(step, "no training image could be embedded"));
     };
@@ -136,11 +119,11 @@ fn classifier_head(
     }
     let options = HeadOptions {
         logreg,
-        epochs: num(inputs, step, "epochs", 100.0).max(1.0) as usize,
-        learning_rate: num(inputs, step, "learning_rate", 0.1),
-        l2: num(inputs, step, "l2", 1e-4),
-        batch_size: num(inputs, step, "batch_size", 256.0).max(1.0) as usize,
-        seed: inputs.workflow.seed,
+        epochs: p.epochs,
+        learning_rate: p.learning_rate,
+        l2: p.l2,
+        batch_size: p.batch_size,
+        seed: inputs.seed,
     };
     let classes = inputs.concepts.len();
     let head = train_head(x, &inputs.train.concepts, classes, &options)?;
@@ -159,14 +142,15 @@ fn classifier_head(
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.clone()))
     .collect();
-    crate::models::weights::save_tensors(&tensors, &folder.join("head.safetensors"))?;
+    folder::write_tensors(&folder.join("head.safetensors"), &tensors)?;
 
     let mut predictions = String::from("path,concept,score,true_concepts\n");
-    let mut result = json!({
-        "logreg": logreg,
-        "train_images": inputs.train.rows(),
-        "loss_per_epoch": head.losses,
-    });
+    let mut result = ClassifierHeadMetrics {
+        logreg,
+        train_images: inputs.train.rows(),
+        loss_per_epoch: head.losses.clone(),
+        eval: None,
+    };
     if let Some(e) = &inputs.eval.matrix {
         let scores = head.scores(e)?.to_vec2::<f32>()?;
         for (row, s) in scores.iter().enumerate() {
@@ -194,7 +178,7 @@ fn classifier_head(
             }
         }
         let m = head_metrics(&scores, &inputs.eval.concepts, inputs.concepts, logreg);
-        result["eval"] = serde_json::to_value(&m).unwrap_or_default();
+        result.eval = Some(m);
     }
     write(&folder.join("predictions.csv"), predictions.as_bytes())?;
     Ok(result)
@@ -221,30 +205,37 @@ fn all_rows(inputs: &StepInputs) -> Result<Option<(Tensor, Vec<RowOrigin>)>, Run
 
 fn clustering(
     inputs: &StepInputs,
-    step: &StepSpec,
+    step: &PlannedStep,
+    p: &ClusteringParams,
     folder: &Path,
     extras: &mut Extras,
-) -> Result<serde_json::Value, RunError> {
+) -> Result<ClusteringMetrics, RunError> {
     let Some((x, rows)) = all_rows(inputs)? else {
         return Err(step_error(step, "no image could be embedded"));
     };
     let host = Matrix::from_tensor(&x)?;
-    let k = num(inputs, step, "k", inputs.concepts.len() as f64).max(2.0) as usize;
+    let Some(k) = p.k.value() else {
+        return Err(step_error(
+            step,
+            "`k` is derived from the concepts, which were not counted",
+        ));
+    };
+    let k = usize::try_from(k).unwrap_or(usize::MAX);
     if k > host.rows {
         return Err(step_error(
             step,
             format!("`k` = {k} is more than the {} images", host.rows),
         ));
     }
-    let seed = num(inputs, step, "seed", inputs.workflow.seed as f64) as u64;
+    let seed = p.seed;
     let result = kmeans(
         &x,
         &host,
         &KMeansOptions {
             k,
-            iterations: num(inputs, step, "iterations", 100.0).max(1.0) as usize,
-            inits: num(inputs, step, "inits", 4.0).max(1.0) as usize,
-            tolerance: num(inputs, step, "tolerance", 1e-4),
+            iterations: p.iterations,
+            inits: p.inits,
+            tolerance: p.tolerance,
             seed,
             init: Init::PlusPlus,
         },
@@ -274,23 +265,25 @@ fn clustering(
     }
     write(&folder.join("clusters.csv"), csv.as_bytes())?;
     let centroids = result.centroids.to_tensor(&Device::Cpu)?;
-    crate::models::weights::save_tensors(
-        &[("centroids".to_string(), centroids)].into_iter().collect(),
+    folder::write_tensors(
         &folder.join("centroids.safetensors"),
+        &[("centroids".to_string(), centroids)].into_iter().collect(),
     )?;
     let mut sizes = vec![0usize; k];
     for &c in &result.assignments {
         sizes[c as usize] += 1;
     }
-    let mut m = json!({
-        "k": k,
-        "images": host.rows,
-        "inertia": result.inertia,
-        "iterations": result.iterations,
-        "cluster_sizes": sizes,
-        "silhouette": silhouette(&host, &result.assignments, SILHOUETTE_SAMPLE, seed),
-        "silhouette_sample": host.rows.min(SILHOUETTE_SAMPLE),
-    });
+    let mut m = ClusteringMetrics {
+        k,
+        images: host.rows,
+        inertia: result.inertia,
+        iterations: result.iterations,
+        cluster_sizes: sizes,
+        silhouette: silhouette(&host, &result.assignments, SILHOUETTE_SAMPLE, seed),
+        silhouette_sample: host.rows.min(SILHOUETTE_SAMPLE),
+        nmi: None,
+        ari: None,
+    };
     // Agreement with the known concepts (each image's first concept).
     let labelled: Vec<(usize, usize)> = rows
         .iter()
@@ -304,8 +297,8 @@ fn clustering(
     if !labelled.is_empty() {
         let (a, b): (Vec<usize>, Vec<usize>) = labelled.into_iter().unzip();
         let (nmi, ari) = agreement(&a, &b);
-        m["nmi"] = json!(nmi);
-        m["ari"] = json!(ari);
+        m.nmi = Some(nmi);
+        m.ari = Some(ari);
     }
     extras.assignments = Some(result.assignments);
     Ok(m)
@@ -313,14 +306,13 @@ fn clustering(
 
 fn visual_search(
     inputs: &StepInputs,
-    step: &StepSpec,
+    step: &PlannedStep,
+    p: &SearchParams,
     folder: &Path,
     extras: &mut Extras,
-) -> Result<serde_json::Value, RunError> {
-    let k = num(inputs, step, "top_k", 10.0).max(1.0) as usize;
-    let index_all =
-        matches!(param(inputs, step, "index"), Some(ParamValue::Keyword(k)) if k == "all");
-    let queries_param = param(inputs, step, "queries");
+) -> Result<SearchMetrics, RunError> {
+    let k = p.top_k;
+    let index_all = p.index == Index::All;
     let train_rows = inputs.train.rows();
     // The index: the training rows, then (with `index = all`) the evaluation rows.
     let mut index_parts: Vec<&Embedded> = vec![inputs.train];
@@ -344,14 +336,13 @@ fn visual_search(
 
     let folder_queries;
     let (queries, queries_name, exclude_offset): (&Embedded, String, Option<usize>) =
-        match &queries_param {
-            Some(ParamValue::Keyword(q)) if q == "train" => (inputs.train, "train".into(), Some(0)),
-            Some(ParamValue::Path(p)) => {
-                let root = inputs.workflow.base_dir.join(p);
-                folder_queries = embed_folder(inputs, &root)?;
+        match &p.queries {
+            Queries::Train => (inputs.train, "train".into(), Some(0)),
+            Queries::Folder(root) => {
+                folder_queries = embed_folder(inputs, root)?;
                 (&folder_queries, root.display().to_string(), None)
             }
-            _ => (inputs.eval, "eval".into(), index_all.then_some(train_rows)),
+            Queries::Eval => (inputs.eval, "eval".into(), index_all.then_some(train_rows)),
         };
     let Some(q) = &queries.matrix else {
         return Err(step_error(step, "no query image could be embedded"));
@@ -397,28 +388,28 @@ fn visual_search(
             })
             .collect(),
     );
-    let mut m = json!({
-        "queries": queries.rows(),
-        "query_images": queries_name,
-        "index_images": index_paths.len(),
-        "top_k": k,
-    });
-    if !queries.bad.is_empty() {
+    let mut m = SearchMetrics {
+        queries: queries.rows(),
+        query_images: queries_name,
+        index_images: index_paths.len(),
+        top_k: k,
         // Query images of a folder that could not be read (the run's own
         // images are reported by the run).
-        let unreadable: Vec<String> = queries
+        unreadable_queries: queries
             .bad
             .iter()
             .map(|b| format!("{}: {}", b.path.display(), b.reason))
-            .collect();
-        m["unreadable_queries"] = json!(unreadable);
-    }
+            .collect(),
+        recall_at_1: None,
+        recall_at_k: None,
+        map_at_k: None,
+    };
     if queries.concepts.iter().any(|c| !c.is_empty()) {
         let (r1, rk, map) =
             retrieval_metrics(&found, &queries.concepts, &index_concepts, k, &exclude);
-        m["recall_at_1"] = json!(r1);
-        m[format!("recall_at_{k}")] = json!(rk);
-        m[format!("map_at_{k}")] = json!(map);
+        m.recall_at_1 = Some(r1);
+        m.recall_at_k = Some(rk);
+        m.map_at_k = Some(map);
     }
     Ok(m)
 }

@@ -46,6 +46,41 @@ pub enum NetConfig {
 }
 
 impl NetConfig {
+    /// The network a workflow's typed hyperparameters describe.
+    pub fn for_hyper(h: &crate::hyper::Hyper) -> NetConfig {
+        use crate::hyper::Loss;
+        match h.loss {
+            Loss::AngularMargin {
+                scale,
+                margin,
+                embeddings_size,
+            } => NetConfig::published(
+                h.architecture,
+                false,
+                embeddings_size,
+                AngularMargin { scale, margin },
+            ),
+            // The classifiers have no projection and no margin: only `logreg` is read.
+            Loss::Softmax | Loss::Sigmoid => NetConfig::published(
+                h.architecture,
+                h.loss.logreg(),
+                0,
+                AngularMargin {
+                    scale: 0.0,
+                    margin: 0.0,
+                },
+            ),
+        }
+    }
+
+    /// Sigmoid units (`logreg = 1`): several concepts per image.
+    pub fn logreg(&self) -> bool {
+        matches!(
+            self,
+            NetConfig::BnInception { logreg: true, .. } | NetConfig::ResNext { logreg: true, .. }
+        )
+    }
+
     /// The published network for a template's architecture.
     pub fn published(
         arch: crate::spec::Architecture,

@@ -69,26 +69,24 @@ impl std::fmt::Display for LoadReport {
     }
 }
 
-/// Writes `path` atomically: `write` fills `PATH.partial` beside it, which
-/// then replaces `path`, so a half-written file never replaces a good one.
-pub fn replace_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
-    let tmp = std::path::PathBuf::from(tmp);
-    write(&tmp)?;
-    std::fs::rename(&tmp, path)
-        .map_err(|e| candle_core::Error::Msg(format!("cannot write `{}`: {e}", path.display())))
+fn to_io(e: candle_core::Error) -> std::io::Error {
+    match e {
+        candle_core::Error::Io(e) => e,
+        other => std::io::Error::other(other.to_string()),
+    }
 }
 
 /// Writes named tensors to a safetensors file, atomically.
-pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    replace_atomically(path, |tmp| candle_core::safetensors::save(tensors, tmp))
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> std::io::Result<()> {
+    crate::atomic::replace(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(to_io)
+    })
 }
 
 /// Writes every variable of `map` (parameters and batch-norm statistics) to
 /// `path`, atomically.
-pub fn save(map: &VarMap, path: &Path) -> Result<()> {
-    replace_atomically(path, |tmp| map.save(tmp))
+pub fn save(map: &VarMap, path: &Path) -> std::io::Result<()> {
+    crate::atomic::replace(path, |tmp| map.save(tmp).map_err(to_io))
 }
 
 /// Copies the tensors of the safetensors file at `path` into the variables of

@@ -11,7 +11,7 @@ pub mod declare;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{SourceFile, SourceId, Span};
@@ -25,12 +25,22 @@ pub const PRELUDE: &str = include_str!("prelude.wf");
 /// the usual step decay.
 pub const DEFAULT_LR_DECAY: f64 = 0.1;
 
+/// The parameters the initial learning rate is the product of:
+/// `lrate = batch_size × per_item_lrate`.
+pub const LRATE_FACTORS: [&str; 2] = ["batch_size", "per_item_lrate"];
+
+/// SGD's momentum in every template's recipe (the seed's training recipe).
+pub const MOMENTUM: f64 = 0.9;
+
+/// SGD's weight decay (L2) in every template's recipe.
+pub const WEIGHT_DECAY: f64 = 5e-4;
+
 pub(crate) fn prelude_source() -> SourceFile {
     SourceFile::new("<prelude>", PRELUDE)
 }
 
 /// The network (and loss) a template trains. Only the prelude names these.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Architecture {
     /// ResNet-101 with an additive angular margin (ArcFace) loss.
@@ -38,6 +48,7 @@ pub enum Architecture {
     /// BN-Inception with a sigmoid or softmax classifier.
     BnInception,
     /// ResNeXt-50 32x4d with a sigmoid or softmax classifier.
+    #[serde(rename = "resnext50_32x4d")]
     Resnext50,
 }
 
@@ -146,7 +157,7 @@ pub enum NumKind {
 }
 
 /// A number from the spec or a workflow.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Num {
     Int(i64),
@@ -217,7 +228,7 @@ impl fmt::Display for ParamType {
 }
 
 /// A default computed when the workflow is planned, not written as a number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Derived {
     /// The number of training images.

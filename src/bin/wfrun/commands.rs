@@ -395,8 +395,9 @@ fn explain_param(owner: &str, p: &ParamSpec) -> String {
         });
     s.push_str(&format!("  default  {default}\n\n"));
     s.push_str(&wrap(&p.doc, "  ", 88));
-    if &*p.name == "batch_size" || &*p.name == "per_item_lrate" {
-        s.push_str("\n  lrate = batch_size × per_item_lrate\n");
+    if wfrun::spec::LRATE_FACTORS.contains(&&*p.name) {
+        let [a, b] = wfrun::spec::LRATE_FACTORS;
+        s.push_str(&format!("\n  lrate = {a} × {b}\n"));
     }
     s
 }
@@ -485,45 +486,7 @@ fn duration(seconds: f64) -> String {
 
 /// One line of a step's headline metrics.
 fn step_line(outcome: &wfrun::exec::StepOutcome) -> String {
-    let m = &outcome.metrics;
-    let f = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.3}"));
-    let mut parts = Vec::new();
-    match outcome.kind {
-        wfrun::spec::StepKindId::ClassifierHead => {
-            let e = &m["eval"];
-            if let Some(a) = f(&e["accuracy"]) {
-                parts.push(format!("held-out accuracy {a}"));
-            }
-            if let (Some(a), Some(k)) = (f(&e["top_k_accuracy"]), e["top_k"].as_u64()) {
-                parts.push(format!("top-{k} {a}"));
-            }
-            if let Some(a) = f(&e["mean_average_precision"]) {
-                parts.push(format!("held-out mAP {a}"));
-            }
-        }
-        wfrun::spec::StepKindId::Clustering => {
-            parts.push(format!("k {}", m["k"]));
-            for (name, key) in [("silhouette", "silhouette"), ("NMI", "nmi"), ("ARI", "ari")] {
-                if let Some(v) = f(&m[key]) {
-                    parts.push(format!("{name} {v}"));
-                }
-            }
-        }
-        wfrun::spec::StepKindId::VisualSearch => {
-            parts.push(format!("{} queries", m["queries"]));
-            let k = m["top_k"].as_u64().unwrap_or(0);
-            for (name, key) in [
-                ("recall@1".to_string(), "recall_at_1".to_string()),
-                (format!("recall@{k}"), format!("recall_at_{k}")),
-                (format!("mAP@{k}"), format!("map_at_{k}")),
-            ] {
-                if let Some(v) = f(&m[key.as_str()]) {
-                    parts.push(format!("{name} {v}"));
-                }
-            }
-        }
-    }
-    parts.join(", ")
+    wfrun::exec::results::headline_text(&outcome.metrics.headline())
 }
 
 fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u8 {
@@ -608,15 +571,17 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
             count,
             smallest,
             median_side,
+            fitting_size,
         } => {
-            let (path, w, h) = &smallest[0];
+            let Some((path, w, h)) = smallest.first() else {
+                return;
+            };
             let mut line = format!(
                 "warning: {count} image(s) have a shorter side below `image_size` = {image_size} and are upscaled; \
                  the smallest is `{}` ({w}×{h})",
                 path.display()
             );
-            if *median_side < *image_size as u32 && *median_side >= 32 {
-                let fits = 32 + (median_side - 32) / 16 * 16;
+            if let Some(fits) = fitting_size {
                 line.push_str(&format!(
                     "\n  half the images are {median_side} px or smaller: `image_size = {fits}` would not upscale them"
                 ));
@@ -629,6 +594,7 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
             eval,
             seconds,
             data_wait,
+            ..
         } => {
             if live {
                 eprint!("\r\x1b[2K");
@@ -637,15 +603,12 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
             if let Some(l) = eval.loss {
                 line.push_str(&format!(", eval loss {l:.4}"));
             }
-            for (name, v) in [
-                ("accuracy", eval.accuracy),
-                ("mAP", eval.mean_average_precision),
-                ("F1", eval.f1),
-                ("recall@1", eval.recall_at_1),
-            ] {
-                if let Some(v) = v {
-                    line.push_str(&format!(", {name} {v:.3}"));
-                }
+            for h in eval
+                .headline()
+                .iter()
+                .filter(|h| !h.whole && h.label != "loss")
+            {
+                line.push_str(&format!(", {h}"));
             }
             line.push_str(&format!(
                 " ({}, waiting for images {:.0}%)",

@@ -1,0 +1,67 @@
+//! Files written whole or not at all: each is written to `NAME.partial`
+//! beside it, flushed, then renamed over `NAME`, so a killed run or a full
+//! disk never leaves a half-written file where a good one was.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// `PATH.partial`, where `path` is written before it replaces `path`.
+pub fn partial_path(path: &Path) -> PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    PathBuf::from(tmp)
+}
+
+/// Writes `path` atomically: `write` fills the partial file beside it, which
+/// then replaces `path`. On failure the partial file is removed and `path` is
+/// left as it was.
+pub fn replace(
+    path: &Path,
+    write: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let tmp = partial_path(path);
+    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `bytes` to `path` atomically, synced to the disk before the rename.
+pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace(path, |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_the_old_file_and_no_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        write(&path, b"old").unwrap();
+        let err = replace(&path, |tmp| {
+            std::fs::write(tmp, b"half")?;
+            Err(std::io::Error::other("disk full"))
+        });
+        assert!(err.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert!(!partial_path(&path).exists());
+        write(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_directory_in_the_way_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d");
+        std::fs::create_dir(&path).unwrap();
+        assert!(write(&path, b"x").is_err());
+        assert!(path.is_dir());
+    }
+}

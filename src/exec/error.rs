@@ -1,0 +1,108 @@
+//! Why a run stopped.
+
+use std::path::{Path, PathBuf};
+
+/// Why a run stopped.
+#[derive(Debug)]
+pub enum RunError {
+    Data(crate::data::DataError),
+    /// The loss became NaN or infinite.
+    Diverged {
+        epoch: u64,
+        step: u64,
+        loss: f32,
+    },
+    /// Stopped on request before `step` of `epoch`; a checkpoint of that point was saved.
+    Cancelled {
+        epoch: u64,
+        step: u64,
+    },
+    Model(candle_core::Error),
+    /// A file or folder of the run could not be written (or created).
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    Resume {
+        path: PathBuf,
+        message: String,
+    },
+    Unsupported(String),
+    /// Images that cannot be read, found before the run started.
+    BadImages(Vec<crate::data::images::BadImage>),
+    /// A downstream step could not run.
+    Step {
+        step: String,
+        message: String,
+    },
+    /// Nothing to train on: the data left no batch.
+    NothingToTrain(String),
+}
+
+impl RunError {
+    /// An I/O error on `path`, for `map_err`.
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+        move |error| RunError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for RunError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RunError::Data(e) => write!(f, "{e}"),
+            RunError::Diverged { epoch, step, loss } => write!(
+                f,
+                "the loss became {loss} at epoch {epoch}, step {step}; try a smaller `per_item_lrate` \
+                 (the last good checkpoint is kept)"
+            ),
+            RunError::Cancelled { epoch, step } => write!(
+                f,
+                "stopped before step {step} of epoch {epoch} and saved a checkpoint; `--resume` continues from there"
+            ),
+            RunError::Model(e) => write!(f, "{e}"),
+            RunError::Io { path, error } => write!(
+                f,
+                "cannot write `{}`: {error}; the run stopped there (check the folder is writable, nothing is in the way and the disk has room)",
+                path.display()
+            ),
+            RunError::Resume { path, message } => {
+                write!(f, "cannot resume from `{}`: {message}", path.display())
+            }
+            RunError::Unsupported(m) | RunError::NothingToTrain(m) => f.write_str(m),
+            RunError::Step { step, message } => write!(f, "step `{step}`: {message}"),
+            RunError::BadImages(bad) => {
+                match bad.len() {
+                    1 => write!(f, "an image cannot be read:")?,
+                    n => write!(f, "{n} images cannot be read:")?,
+                }
+                for b in bad.iter().take(10) {
+                    write!(f, "\n  {}: {}", b.path.display(), b.reason)?;
+                }
+                if bad.len() > 10 {
+                    write!(f, "\n  and {} more", bad.len() - 10)?;
+                }
+                write!(
+                    f,
+                    "\nremove or replace them; without `--fail-on-bad-images` they are skipped and listed"
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for RunError {}
+
+impl From<candle_core::Error> for RunError {
+    fn from(e: candle_core::Error) -> Self {
+        RunError::Model(e)
+    }
+}
+
+impl From<crate::data::DataError> for RunError {
+    fn from(e: crate::data::DataError) -> Self {
+        RunError::Data(e)
+    }
+}

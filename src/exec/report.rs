@@ -1,0 +1,155 @@
+//! The run's pictures and `report.html`.
+
+use candle_core::Tensor;
+
+use super::metrics::{epoch_rows, Embedded};
+use super::results::{headline_text, StepMetrics};
+use super::sets::DataSets;
+use super::steps::Extras;
+use super::{pictures, RunError, RunSummary};
+use crate::plan::Plan;
+
+/// A picture: its file under `pictures/`, its heading, its SVG.
+type Picture = (String, String, String);
+
+/// Draws the run's pictures and writes `report.html`.
+pub(super) fn write(
+    plan: &Plan,
+    sets: &DataSets,
+    embedded: [&Embedded; 2],
+    summary: &RunSummary,
+    extras: &[Extras],
+) -> Result<(), RunError> {
+    let out = &plan.output;
+    let mut pics: Vec<Picture> = Vec::new();
+    if plan.base.is_none() {
+        // The whole log: a resumed run's earlier epochs too.
+        let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+        if let Some(svg) = pictures::training_curves(&epoch_rows(&log)) {
+            pics.push(("training.svg".into(), "Training".into(), svg));
+        }
+    }
+    projections(plan, sets, embedded, summary, extras, &mut pics)?;
+    for (outcome, extra) in summary.steps.iter().zip(extras) {
+        if let StepMetrics::ClassifierHead(m) = &outcome.metrics {
+            if let Some(matrix) = m.eval.as_ref().and_then(|e| e.confusion.as_ref()) {
+                pics.push((
+                    format!("confusion_{}.svg", outcome.name),
+                    format!("Confusion matrix ({})", outcome.name),
+                    pictures::confusion(
+                        &format!("Held-out confusion matrix ({})", outcome.name),
+                        matrix,
+                        &sets.concepts,
+                    ),
+                ));
+            }
+        }
+        if let Some(rows) = &extra.grid {
+            pics.push((
+                format!("search_{}.svg", outcome.name),
+                format!("Visual search ({})", outcome.name),
+                pictures::search_grid(&format!("Nearest neighbours ({})", outcome.name), rows),
+            ));
+        }
+    }
+    let html = summary_table(plan, sets, embedded, summary);
+    pictures::write_report(out, &format!("wfrun: {}", plan.workflow), &html, &pics)
+}
+
+/// The embeddings on two principal components, by concept and by each
+/// clustering step's clusters.
+fn projections(
+    plan: &Plan,
+    sets: &DataSets,
+    [train, eval]: [&Embedded; 2],
+    summary: &RunSummary,
+    extras: &[Extras],
+    pics: &mut Vec<Picture>,
+) -> Result<(), RunError> {
+    let parts: Vec<Tensor> = [train, eval]
+        .iter()
+        .filter_map(|e| e.matrix.clone())
+        .collect();
+    if parts.is_empty() {
+        return Ok(());
+    }
+    let all = Tensor::cat(&parts, 0)?;
+    let points = pictures::pca_2d(&all, plan.seed)?;
+    let concepts: Vec<&Vec<usize>> = train.concepts.iter().chain(&eval.concepts).collect();
+    let mut names = sets.concepts.clone();
+    let unknown = names.len();
+    if concepts.iter().any(|c| c.is_empty()) {
+        names.push("no concept".into());
+    }
+    let groups: Vec<usize> = concepts
+        .iter()
+        .map(|c| c.first().copied().unwrap_or(unknown))
+        .collect();
+    pics.push((
+        "embeddings_by_concept.svg".into(),
+        "Embeddings by concept".into(),
+        pictures::scatter("Embeddings coloured by concept", &points, &groups, &names),
+    ));
+    for (outcome, extra) in summary.steps.iter().zip(extras) {
+        if let Some(a) = &extra.assignments {
+            let groups: Vec<usize> = a.iter().map(|&c| c as usize).collect();
+            let k = groups.iter().max().map_or(0, |m| m + 1);
+            let names: Vec<String> = (0..k).map(|c| format!("cluster {c}")).collect();
+            pics.push((
+                format!("clusters_{}.svg", outcome.name),
+                format!("Embeddings by cluster ({})", outcome.name),
+                pictures::scatter(
+                    &format!("Embeddings coloured by cluster ({})", outcome.name),
+                    &points,
+                    &groups,
+                    &names,
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The report's table: what ran, on which images, what it measured.
+fn summary_table(
+    plan: &Plan,
+    sets: &DataSets,
+    [train, eval]: [&Embedded; 2],
+    summary: &RunSummary,
+) -> String {
+    let mut html = String::from("<table>\n");
+    let mut row = |k: &str, v: String| {
+        html.push_str(&format!(
+            "<tr><th>{}</th><td>{}</td></tr>\n",
+            pictures::esc(k),
+            pictures::esc(&v)
+        ));
+    };
+    match &plan.base {
+        Some(b) => row("base model", b.weights.display().to_string()),
+        None => row(
+            "template",
+            format!("{} ({} epochs)", plan.template, summary.epochs),
+        ),
+    }
+    row(
+        "images",
+        format!(
+            "{} concepts; {} training, {} evaluation",
+            sets.concepts.len(),
+            train.rows(),
+            eval.rows()
+        ),
+    );
+    if let Some(e) = &summary.final_eval {
+        row("held-out, last epoch", headline_text(&e.headline()));
+    }
+    for s in &summary.steps {
+        row(
+            &format!("step {}", s.name),
+            headline_text(&s.metrics.headline()),
+        );
+    }
+    html.push_str("</table>");
+    html
+}

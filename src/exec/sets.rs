@@ -1,0 +1,206 @@
+//! The images of a run: the training and evaluation sets, the survey of their
+//! sizes before training, and the log of images that cannot be read.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::Device;
+
+use super::{Event, RunError, RunOptions};
+use crate::data::{split, Dataset};
+use crate::hyper::Grid;
+use crate::models::Targets;
+use crate::plan::DataFound;
+use crate::workflow::{Eval, ImageSource, Workflow};
+
+/// Images with their concepts (indices into the training concepts).
+pub(super) struct Images {
+    pub paths: Arc<Vec<PathBuf>>,
+    pub concepts: Vec<Vec<usize>>,
+}
+
+/// The unreadable images met so far: each is reported once, however often
+/// an epoch or an embedding pass meets it.
+#[derive(Default)]
+pub(super) struct BadLog {
+    reported: std::collections::HashSet<PathBuf>,
+}
+
+impl BadLog {
+    pub fn report(
+        &mut self,
+        bad: &[crate::data::images::BadImage],
+        on_event: &mut dyn FnMut(&Event),
+    ) {
+        for b in bad {
+            if self.reported.insert(b.path.clone()) {
+                on_event(&Event::BadImage {
+                    path: b.path.clone(),
+                    reason: b.reason.clone(),
+                });
+            }
+        }
+    }
+
+    pub fn count(&self) -> usize {
+        self.reported.len()
+    }
+}
+
+/// The training and evaluation images of a workflow.
+pub(super) struct DataSets {
+    /// The training data's concepts, in the order of the network's outputs.
+    pub concepts: Vec<String>,
+    pub multi_label: bool,
+    /// Images of the training source before the split.
+    pub images: usize,
+    pub train: Images,
+    pub eval: Images,
+}
+
+fn open(src: &ImageSource) -> Result<Dataset, RunError> {
+    Ok(match src {
+        ImageSource::Folder(p) => Dataset::from_folder(p)?,
+        ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
+    })
+}
+
+impl DataSets {
+    pub fn load(workflow: &Workflow) -> Result<DataSets, RunError> {
+        let data = open(&workflow.data.train)?;
+        let (train_idx, eval) = match &workflow.data.eval {
+            Eval::Fraction(f) => {
+                let (t, e) = split(data.samples.len(), *f, workflow.seed);
+                (t, Images::select(&data, &e))
+            }
+            Eval::Images(src) => (
+                (0..data.samples.len()).collect(),
+                Images::remap(&open(src)?, &data.concepts),
+            ),
+        };
+        Ok(DataSets {
+            train: Images::select(&data, &train_idx),
+            eval,
+            images: data.samples.len(),
+            multi_label: data.is_multi_label(),
+            concepts: data.concepts,
+        })
+    }
+
+    /// What the plan needs of the data.
+    pub fn found(&self) -> DataFound {
+        DataFound {
+            concepts: self.concepts.clone(),
+            images: Some(self.images as u64),
+            train_images: Some(self.train.paths.len() as u64),
+            eval_images: Some(self.eval.paths.len() as u64),
+        }
+    }
+}
+
+impl Images {
+    fn select(data: &Dataset, indices: &[usize]) -> Images {
+        Images {
+            paths: Arc::new(
+                indices
+                    .iter()
+                    .map(|&i| data.samples[i].path.clone())
+                    .collect(),
+            ),
+            concepts: indices
+                .iter()
+                .map(|&i| data.samples[i].concepts.clone())
+                .collect(),
+        }
+    }
+
+    /// An evaluation set's samples with their concepts renumbered as the training set's.
+    fn remap(eval: &Dataset, concepts: &[String]) -> Images {
+        let mut paths = Vec::new();
+        let mut labels = Vec::new();
+        for s in &eval.samples {
+            let mapped: Vec<usize> = s
+                .concepts
+                .iter()
+                .filter_map(|&c| concepts.iter().position(|n| *n == eval.concepts[c]))
+                .collect();
+            if !mapped.is_empty() {
+                paths.push(s.path.clone());
+                labels.push(mapped);
+            }
+        }
+        Images {
+            paths: Arc::new(paths),
+            concepts: labels,
+        }
+    }
+
+    pub fn targets(
+        &self,
+        indices: &[usize],
+        classes: usize,
+        logreg: bool,
+        device: &Device,
+    ) -> candle_core::Result<Targets> {
+        Targets::from_concepts(
+            indices.iter().map(|&i| self.concepts[i].as_slice()),
+            classes,
+            logreg,
+            device,
+        )
+    }
+}
+
+/// Reads every image's size from its header (or decodes it whole with
+/// `fail_on_bad_images`): unreadable images stop the run up front with that
+/// option, and images smaller than `image_size` are reported.
+pub(super) fn survey(
+    sets: &DataSets,
+    image_size: usize,
+    sizes: Grid,
+    options: &RunOptions,
+    workers: usize,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), RunError> {
+    let paths: Vec<PathBuf> = sets
+        .train
+        .paths
+        .iter()
+        .chain(sets.eval.paths.iter())
+        .cloned()
+        .collect();
+    let found = crate::data::images::survey(&paths, workers, options.fail_on_bad_images);
+    let mut bad = Vec::new();
+    let mut sides = Vec::new();
+    let mut small = Vec::new();
+    for (path, r) in paths.iter().zip(found) {
+        match r {
+            Ok((w, h)) => {
+                sides.push(w.min(h));
+                if (w.min(h) as usize) < image_size {
+                    small.push((path.clone(), w, h));
+                }
+            }
+            Err(e) => bad.push(e),
+        }
+    }
+    if !small.is_empty() {
+        sides.sort_unstable();
+        small.sort_by_key(|(_, w, h)| (*w).min(*h));
+        let median_side = sides[sides.len() / 2];
+        on_event(&Event::SmallImages {
+            image_size,
+            count: small.len(),
+            smallest: small.into_iter().take(5).collect(),
+            median_side,
+            fitting_size: sizes
+                .at_most(u64::from(median_side))
+                .map(|s| s as usize)
+                .filter(|&s| s < image_size),
+        });
+    }
+    if options.fail_on_bad_images && !bad.is_empty() {
+        return Err(RunError::BadImages(bad));
+    }
+    Ok(())
+}

@@ -1,0 +1,340 @@
+//! Training a template's network, epoch by epoch, as the plan says: the
+//! learning rate of each epoch, the images of each epoch and the batches are
+//! the plan's; a base model's network is opened instead of trained.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+use super::checkpoint::{self, Position};
+use super::metrics::{self, EvalMetrics};
+use super::sets::{BadLog, DataSets, Images};
+use super::{folder, Event, RunError, RunOptions};
+use crate::data::images::{Job, Prefetch};
+use crate::data::Rng;
+use crate::hyper::Loss;
+use crate::models::optim::Sgd;
+use crate::models::{init, weights, NetConfig, TemplateNet};
+use crate::plan::{batches, Plan};
+use crate::workflow::{BaseModel, Workflow};
+
+/// What a run needs besides the plan and the data.
+pub(super) struct Context<'a> {
+    pub workflow: &'a Workflow,
+    pub options: &'a RunOptions,
+    pub workers: usize,
+    pub device: &'a Device,
+}
+
+/// A network ready to embed, and what training it gave.
+pub(super) struct Trained {
+    pub net: TemplateNet,
+    pub epochs: u64,
+    pub final_eval: Option<EvalMetrics>,
+}
+
+/// The network of a base model with its weights.
+pub(super) fn open_base(
+    base: &BaseModel,
+    plan: &Plan,
+    device: &Device,
+) -> Result<Trained, RunError> {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+    let cfg = NetConfig::for_hyper(&plan.hyper);
+    let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb)?;
+    let report = weights::load(&map, &base.weights)?;
+    if !report.is_complete() {
+        return Err(RunError::Resume {
+            path: base.weights.clone(),
+            message: format!(
+                "the base model's weights do not fit the network `{}` describes ({report})",
+                base.meta_path.display()
+            ),
+        });
+    }
+    Ok(Trained {
+        net,
+        epochs: 0,
+        final_eval: None,
+    })
+}
+
+/// The network being trained and its optimiser.
+struct Training<'a> {
+    cx: &'a Context<'a>,
+    plan: &'a Plan,
+    sets: &'a DataSets,
+    map: VarMap,
+    net: TemplateNet,
+    cfg: NetConfig,
+    sgd: Sgd,
+    /// The plan's images and optimizer steps of an epoch.
+    items: usize,
+    steps_per_epoch: u64,
+}
+
+/// What one epoch's batches gave.
+#[derive(Default)]
+struct EpochSteps {
+    losses: Vec<f32>,
+    steps: u64,
+    images: u64,
+    waited: f64,
+}
+
+/// Trains the workflow's template as `plan` says.
+pub(super) fn train(
+    cx: &Context,
+    plan: &Plan,
+    sets: &DataSets,
+    bad_log: &mut BadLog,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<Trained, RunError> {
+    let mut t = Training::new(cx, plan, sets)?;
+    let out = &plan.output;
+    let checkpoint = out.join("checkpoint.safetensors");
+    let start = if cx.options.resume {
+        checkpoint::load(&t.map, &mut t.sgd, &checkpoint)?
+    } else {
+        Position::default()
+    };
+    on_event(&Event::Started {
+        workflow: plan.workflow.clone(),
+        concepts: sets.concepts.len(),
+        train_images: sets.train.paths.len(),
+        eval_images: sets.eval.paths.len(),
+        epochs: plan.hyper.num_epochs,
+        steps_per_epoch: t.steps_per_epoch,
+        first_epoch: start.epoch + 1,
+    });
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics_log = if cx.options.resume {
+        let previous = std::fs::read_to_string(&metrics_path).unwrap_or_default();
+        checkpoint::kept_metrics(&previous, start.epoch)
+    } else {
+        String::new()
+    };
+    let mut last_eval = None;
+    for (epoch, &lr) in plan
+        .epoch_learning_rates
+        .iter()
+        .enumerate()
+        .skip(start.epoch as usize)
+    {
+        let epoch = epoch as u64;
+        let skip = if epoch == start.epoch { start.step } else { 0 };
+        let started = Instant::now();
+        t.sgd.set_learning_rate(lr);
+        let done = t.epoch(epoch, lr, skip, &checkpoint, bad_log, on_event)?;
+        let eval = metrics::evaluate(
+            &t.net,
+            &sets.eval,
+            &t.cfg,
+            sets.concepts.len(),
+            plan.hyper.image_size,
+            cx.workers,
+            cx.device,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        let event = Event::Epoch {
+            epoch: epoch + 1,
+            learning_rate: lr,
+            steps: done.steps,
+            images: done.images,
+            train_loss: done.losses.iter().sum::<f32>() / done.losses.len().max(1) as f32,
+            eval: eval.clone(),
+            seconds,
+            data_wait: done.waited / seconds.max(1e-9),
+        };
+        let line = serde_json::to_string(&event).map_err(|e| RunError::Io {
+            path: metrics_path.clone(),
+            error: std::io::Error::other(e),
+        })?;
+        metrics_log.push_str(&line);
+        metrics_log.push('\n');
+        folder::write(&metrics_path, metrics_log.as_bytes())?;
+        checkpoint::save(
+            &t.map,
+            &t.sgd,
+            &checkpoint,
+            Position {
+                epoch: epoch + 1,
+                step: 0,
+            },
+        )?;
+        on_event(&event);
+        last_eval = Some(eval);
+    }
+    folder::write_weights(&out.join("model.safetensors"), &t.map)?;
+    folder::write_json(
+        &out.join("model.json"),
+        &folder::model_meta(plan, &sets.concepts),
+    )?;
+    Ok(Trained {
+        net: t.net,
+        epochs: plan.hyper.num_epochs,
+        final_eval: last_eval,
+    })
+}
+
+/// This epoch's images: `items` of them, in an order drawn from (seed, epoch).
+fn epoch_order(seed: u64, epoch: u64, images: usize, items: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = Vec::with_capacity(items);
+    let mut rng = Rng::new(seed ^ (epoch + 1).wrapping_mul(0xA24B_AED4_963E_E407));
+    while order.len() < items && images > 0 {
+        let mut pass: Vec<usize> = (0..images).collect();
+        rng.shuffle(&mut pass);
+        order.extend(pass.into_iter().take(items - order.len()));
+    }
+    order
+}
+
+impl<'a> Training<'a> {
+    /// The network, its weights drawn from the seed (or loaded), and SGD.
+    fn new(cx: &'a Context<'a>, plan: &'a Plan, sets: &'a DataSets) -> Result<Self, RunError> {
+        let h = &plan.hyper;
+        if sets.multi_label && h.loss == Loss::Softmax {
+            return Err(RunError::Unsupported(
+                "some images have several concepts: set `logreg = 1`".into(),
+            ));
+        }
+        let nothing = |why: &str| {
+            RunError::NothingToTrain(format!(
+                "nothing to train on: {why}; add images to `{}`",
+                plan.data.train.path().display()
+            ))
+        };
+        if sets.train.paths.is_empty() {
+            return Err(nothing(
+                "no training image is left after holding out evaluation images",
+            ));
+        }
+        let (Some(items), Some(steps_per_epoch)) = (plan.items_per_epoch, plan.steps_per_epoch)
+        else {
+            return Err(RunError::Unsupported(
+                "the plan does not know the images of an epoch: the data was not counted".into(),
+            ));
+        };
+        if steps_per_epoch == 0 {
+            return Err(nothing("an epoch holds no batch of two images or more"));
+        }
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, cx.device);
+        let cfg = NetConfig::for_hyper(h);
+        let net = TemplateNet::new(&cfg, sets.concepts.len(), &vb)?;
+        init::seeded(&map, plan.seed)?;
+        if let Some(w) = &cx.workflow.data.weights {
+            weights::load(&map, w)?;
+        }
+        let sgd = Sgd::new(&map, plan.lrate, h.momentum, h.weight_decay);
+        Ok(Training {
+            cx,
+            plan,
+            sets,
+            map,
+            net,
+            cfg,
+            sgd,
+            items: items as usize,
+            steps_per_epoch,
+        })
+    }
+
+    /// Trains one epoch's batches after the first `skip` (a resumed epoch).
+    fn epoch(
+        &mut self,
+        epoch: u64,
+        lr: f64,
+        skip: usize,
+        checkpoint: &std::path::Path,
+        bad_log: &mut BadLog,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<EpochSteps, RunError> {
+        let (plan, train_set) = (self.plan, &self.sets.train);
+        let size = plan.hyper.image_size;
+        let order = epoch_order(plan.seed, epoch, train_set.paths.len(), self.items);
+        let all: Vec<&[usize]> = batches(&order, plan.hyper.batch_size).collect();
+        let mut done = EpochSteps {
+            steps: skip.min(all.len()) as u64,
+            images: all.iter().take(skip).map(|b| b.len() as u64).sum(),
+            ..EpochSteps::default()
+        };
+        let job = Job {
+            paths: train_set.paths.clone(),
+            batches: all.iter().skip(skip).map(|b| b.to_vec()).collect(),
+            size,
+            random: Some((plan.seed, epoch)),
+        };
+        let mut wait_start = Instant::now();
+        for (i, decoded) in Prefetch::start(job, self.cx.workers, 2).enumerate() {
+            let step = skip + i;
+            done.waited += wait_start.elapsed().as_secs_f64();
+            bad_log.report(&decoded.bad, on_event);
+            if self.cancelled() {
+                // Save where this epoch stands: `--resume` continues at this step.
+                checkpoint::save(&self.map, &self.sgd, checkpoint, Position { epoch, step })?;
+                return Err(RunError::Cancelled {
+                    epoch: epoch + 1,
+                    step: step as u64 + 1,
+                });
+            }
+            // Batch norm needs two images: a batch left with fewer by
+            // unreadable images is skipped.
+            if decoded.indices.len() >= 2 {
+                let started = Instant::now();
+                let n = decoded.indices.len();
+                let value = self.step(train_set, decoded.pixels, &decoded.indices, epoch, step)?;
+                done.losses.push(value);
+                done.steps += 1;
+                done.images += n as u64;
+                on_event(&Event::Step {
+                    epoch: epoch + 1,
+                    step: step as u64 + 1,
+                    steps: self.steps_per_epoch,
+                    loss: value,
+                    learning_rate: lr,
+                    images_per_s: n as f64 / started.elapsed().as_secs_f64().max(1e-9),
+                });
+            }
+            wait_start = Instant::now();
+        }
+        Ok(done)
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cx
+            .options
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::SeqCst))
+    }
+
+    /// One optimizer step on a decoded batch: its loss.
+    fn step(
+        &mut self,
+        set: &Images,
+        pixels: Vec<f32>,
+        indices: &[usize],
+        epoch: u64,
+        step: usize,
+    ) -> Result<f32, RunError> {
+        let size = self.plan.hyper.image_size;
+        let x = Tensor::from_vec(pixels, (indices.len(), 3, size, size), self.cx.device)?;
+        let classes = self.sets.concepts.len();
+        let targets = set.targets(indices, classes, self.cfg.logreg(), self.cx.device)?;
+        let loss = self.net.loss(&x, &targets, true)?;
+        let value = loss.to_scalar::<f32>()?;
+        if !value.is_finite() {
+            return Err(RunError::Diverged {
+                epoch: epoch + 1,
+                step: step as u64 + 1,
+                loss: value,
+            });
+        }
+        self.sgd.step(&loss.backward()?)?;
+        Ok(value)
+    }
+}
