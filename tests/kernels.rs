@@ -5,13 +5,14 @@
 //! steps, and the embedding in evaluation afterwards (batch norm folded into
 //! the convolutions on the kernels' side), in f64.
 //!
-//! One test in its own binary: it switches the kernels off and on, which no
-//! other test may see.
+//! The kernels are chosen when a network and its optimiser are built
+//! (`Kernels`), so both kinds live side by side in one process.
 
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use wfrun::models::cpu::Kernels;
 use wfrun::models::optim::Sgd;
 use wfrun::models::{AngularMargin, NetConfig, Targets, TemplateNet};
 use wfrun::spec::Architecture;
@@ -35,8 +36,7 @@ fn flat(t: &Tensor) -> Vec<f64> {
 
 /// Two SGD steps from seeded weights on fixed images: the losses, the first
 /// step's gradients, the variables after it.
-fn train(arch: Architecture, kernels: bool) -> Outcome {
-    wfrun::models::cpu::set_enabled(kernels);
+fn train(arch: Architecture, kernels: Kernels) -> Outcome {
     let device = Device::Cpu;
     let map = VarMap::new();
     let vb = VarBuilder::from_varmap(&map, DType::F64, &device);
@@ -44,9 +44,10 @@ fn train(arch: Architecture, kernels: bool) -> Outcome {
         scale: 16.0,
         margin: 0.1,
     };
-    let net = TemplateNet::new(&NetConfig::published(arch, false, 64, loss), 3, &vb).unwrap();
+    let cfg = NetConfig::published(arch, false, 64, loss);
+    let net = TemplateNet::with_kernels(&cfg, 3, kernels, &vb).unwrap();
     wfrun::models::init::seeded(&map, 5).unwrap();
-    let mut sgd = Sgd::new(&map, 0.001, 0.9, 5e-4);
+    let mut sgd = Sgd::new(&map, 0.001, 0.9, 5e-4).with_kernels(kernels);
     let n = 4 * 3 * 32 * 32;
     let pixels: Vec<f64> = (0..n)
         .map(|i| ((i * 7919 % 1009) as f64 / 504.0) - 1.0)
@@ -113,48 +114,56 @@ fn worst(a: &BTreeMap<String, Vec<f64>>, b: &BTreeMap<String, Vec<f64>>) -> (f64
 }
 
 #[test]
-fn the_kernels_train_the_full_size_networks_as_candle_does() {
-    for arch in [
-        Architecture::Resnext50,
-        Architecture::BnInception,
-        Architecture::Resnet101AngularMargin,
+fn the_kernels_train_resnext_as_candle_does() {
+    compare(Architecture::Resnext50);
+}
+
+#[test]
+fn the_kernels_train_bn_inception_as_candle_does() {
+    compare(Architecture::BnInception);
+}
+
+#[test]
+fn the_kernels_train_resnet101_as_candle_does() {
+    compare(Architecture::Resnet101AngularMargin);
+}
+
+/// The full-size network on wfrun's kernels and on candle's operations.
+fn compare(arch: Architecture) {
+    let ours = train(arch, Kernels::Wfrun);
+    let theirs = train(arch, Kernels::Candle);
+    // The second loss, after a step, is more sensitive: batch norm over
+    // four values per channel in the last stage amplifies 1e-13 weight
+    // differences.
+    eprintln!("{arch:?}: losses {:?} vs {:?}", ours.losses, theirs.losses);
+    for (a, b, tol) in [
+        (ours.losses[0], theirs.losses[0], 1e-10),
+        (ours.losses[1], theirs.losses[1], 1e-5),
     ] {
-        let ours = train(arch, true);
-        let theirs = train(arch, false);
-        // The second loss, after a step, is more sensitive: batch norm over
-        // four values per channel in the last stage amplifies 1e-13 weight
-        // differences.
-        eprintln!("{arch:?}: losses {:?} vs {:?}", ours.losses, theirs.losses);
-        for (a, b, tol) in [
-            (ours.losses[0], theirs.losses[0], 1e-10),
-            (ours.losses[1], theirs.losses[1], 1e-5),
-        ] {
-            assert!(
-                (a - b).abs() < tol * b.abs().max(1.0),
-                "{arch:?}: loss {a} vs {b}"
-            );
-        }
         assert!(
-            ours.grads.len() > 100,
-            "{arch:?}: {} gradients",
-            ours.grads.len()
+            (a - b).abs() < tol * b.abs().max(1.0),
+            "{arch:?}: loss {a} vs {b}"
         );
-        let (d, at) = worst(&ours.grads, &theirs.grads);
-        eprintln!("{arch:?}: gradients within {d:e} ({at})");
-        assert!(d < 1e-8, "{arch:?}: gradient of {at} differs by {d:e}");
-        let (d, at) = worst(&ours.after, &theirs.after);
-        eprintln!("{arch:?}: after a step within {d:e} ({at})");
-        assert!(d < 1e-8, "{arch:?}: {at} after a step differs by {d:e}");
-        let largest = theirs.eval.iter().fold(0f64, |m, v| m.max(v.abs()));
-        assert!(largest > 1e-3, "{arch:?}: an evaluation output of zeros");
-        let d = ours
-            .eval
-            .iter()
-            .zip(&theirs.eval)
-            .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
-            / largest;
-        eprintln!("{arch:?}: evaluation within {d:e}");
-        assert!(d < 1e-8, "{arch:?}: evaluation output differs by {d:e}");
     }
-    wfrun::models::cpu::set_enabled(true);
+    assert!(
+        ours.grads.len() > 100,
+        "{arch:?}: {} gradients",
+        ours.grads.len()
+    );
+    let (d, at) = worst(&ours.grads, &theirs.grads);
+    eprintln!("{arch:?}: gradients within {d:e} ({at})");
+    assert!(d < 1e-8, "{arch:?}: gradient of {at} differs by {d:e}");
+    let (d, at) = worst(&ours.after, &theirs.after);
+    eprintln!("{arch:?}: after a step within {d:e} ({at})");
+    assert!(d < 1e-8, "{arch:?}: {at} after a step differs by {d:e}");
+    let largest = theirs.eval.iter().fold(0f64, |m, v| m.max(v.abs()));
+    assert!(largest > 1e-3, "{arch:?}: an evaluation output of zeros");
+    let d = ours
+        .eval
+        .iter()
+        .zip(&theirs.eval)
+        .fold(0f64, |m, (a, b)| m.max((a - b).abs()))
+        / largest;
+    eprintln!("{arch:?}: evaluation within {d:e}");
+    assert!(d < 1e-8, "{arch:?}: evaluation output differs by {d:e}");
 }

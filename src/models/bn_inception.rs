@@ -6,6 +6,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cpu::Kernels;
 use super::layers::{channel_dim, enter, global_avg_pool, ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 
@@ -137,15 +138,23 @@ struct Inception {
     /// The pooling branch's projection (absent in reduction modules).
     pool_proj: Option<ConvBn>,
     out_channels: usize,
+    kernels: Kernels,
 }
 
-fn conv(vb: &VarBuilder, name: &str, spec: ConvSpec) -> Result<ConvBn> {
-    ConvBn::new(spec.with_bias(), Names::Suffixed(name), vb)
+/// Where the layers' weights are, and the operations they run.
+struct Layers<'a> {
+    vb: &'a VarBuilder<'a>,
+    kernels: Kernels,
+}
+
+fn conv(vb: &Layers, name: &str, spec: ConvSpec) -> Result<ConvBn> {
+    let spec = spec.with_bias().kernels(vb.kernels);
+    ConvBn::new(spec, Names::Suffixed(name), vb.vb)
 }
 
 /// The `1x1 → 3x3` branch (`NAME_3x3_reduce`, `NAME_3x3`), its 3x3 at `stride`.
 fn reduce_3x3(
-    vb: &VarBuilder,
+    vb: &Layers,
     name: &str,
     in_ch: usize,
     reduce: usize,
@@ -168,7 +177,7 @@ fn reduce_3x3(
 
 /// The `1x1 → 3x3 → 3x3` branch (`NAME_double_3x3_reduce`, `_1`, `_2`), its last 3x3 at `stride`.
 fn double_3x3(
-    vb: &VarBuilder,
+    vb: &Layers,
     name: &str,
     in_ch: usize,
     reduce: usize,
@@ -195,7 +204,7 @@ fn double_3x3(
 }
 
 impl Inception {
-    fn new(m: &Module, in_ch: usize, d: usize, vb: &VarBuilder) -> Result<Inception> {
+    fn new(m: &Module, in_ch: usize, d: usize, vb: &Layers) -> Result<Inception> {
         match *m {
             Module::Standard {
                 name,
@@ -237,6 +246,7 @@ impl Inception {
                         ConvSpec::new(in_ch, pp, 1),
                     )?),
                     out_channels: c1x1 + c3 + dd + pp,
+                    kernels: vb.kernels,
                 })
             }
             Module::Reduction {
@@ -256,6 +266,7 @@ impl Inception {
                     pool: Pool2d::max(3, 2, 0, true),
                     pool_proj: None,
                     out_channels: c3 + dd + in_ch,
+                    kernels: vb.kernels,
                 })
             }
         }
@@ -278,7 +289,7 @@ impl Inception {
             Some(p) => p.forward_t(&pooled, train)?,
             None => pooled,
         });
-        Tensor::cat(&outs, channel_dim(x))
+        Tensor::cat(&outs, channel_dim(x, self.kernels))
     }
 }
 
@@ -290,10 +301,12 @@ pub struct BnInception {
     pool2: Pool2d,
     modules: Vec<Inception>,
     feature_dim: usize,
+    kernels: Kernels,
 }
 
 impl BnInception {
-    pub fn new(cfg: &BnInceptionConfig, vb: &VarBuilder) -> Result<BnInception> {
+    pub fn new(cfg: &BnInceptionConfig, kernels: Kernels, vb: &VarBuilder) -> Result<BnInception> {
+        let vb = &Layers { vb, kernels };
         let d = cfg.width_div;
         if ![1, 2, 4, 8, 16].contains(&d) {
             candle_core::bail!("BN-Inception's width divisor must be 1, 2, 4, 8 or 16, not {d}");
@@ -321,6 +334,7 @@ impl BnInception {
             pool2: Pool2d::max(3, 2, 0, true),
             modules,
             feature_dim: in_ch,
+            kernels,
         })
     }
 
@@ -330,7 +344,7 @@ impl BnInception {
 
     /// Images (N, 3, H, W) → pooled output of the last inception module (N, 1024 / width_div).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.stem[0].forward_t(&enter(x)?, train)?;
+        let x = self.stem[0].forward_t(&enter(x, self.kernels)?, train)?;
         let x = self.pool1.forward(&x)?;
         let x = self.stem[1].forward_t(&x, train)?;
         let x = self.stem[2].forward_t(&x, train)?;
@@ -338,6 +352,6 @@ impl BnInception {
         for m in &self.modules {
             x = m.forward_t(&x, train)?;
         }
-        global_avg_pool(&x)
+        global_avg_pool(&x, self.kernels)
     }
 }

@@ -4,10 +4,10 @@
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
 
-use super::cpu;
 use super::cpu::conv::{Conv2d as CpuConv2d, Inference};
 use super::cpu::eltwise::AddRelu;
 use super::cpu::norm::{self, Stats};
+use super::cpu::Kernels;
 
 /// Batch normalisation over (N, C, H, W) with PyTorch's defaults (eps 1e-5,
 /// momentum 0.1). In training it normalises with the batch's statistics and
@@ -16,10 +16,11 @@ use super::cpu::norm::{self, Stats};
 pub struct BatchNorm2d {
     inner: candle_nn::BatchNorm,
     name: String,
+    kernels: Kernels,
 }
 
 impl BatchNorm2d {
-    pub fn new(channels: usize, vb: VarBuilder) -> Result<BatchNorm2d> {
+    pub fn new(channels: usize, kernels: Kernels, vb: VarBuilder) -> Result<BatchNorm2d> {
         let name = vb.prefix();
         let config = candle_nn::BatchNormConfig {
             eps: 1e-5,
@@ -30,6 +31,7 @@ impl BatchNorm2d {
         Ok(BatchNorm2d {
             inner: candle_nn::batch_norm(channels, config, vb)?,
             name,
+            kernels,
         })
     }
 
@@ -41,7 +43,11 @@ impl BatchNorm2d {
     /// `x` is laid out as [`channels_first`] says for its device.
     pub fn forward_relu_t(&self, x: &Tensor, train: bool, relu: bool) -> Result<Tensor> {
         let (a, b, h, w) = x.dims4()?;
-        let n = if channels_first(x.device()) { b } else { a };
+        let n = if channels_first(x.device(), self.kernels) {
+            b
+        } else {
+            a
+        };
         if train && n * h * w < 2 {
             // candle would write NaN into the running variance here (PyTorch raises).
             candle_core::bail!(
@@ -50,7 +56,7 @@ impl BatchNorm2d {
                 self.name
             );
         }
-        if !cpu::takes(x.device()) {
+        if !self.kernels.takes(x.device()) {
             let y = self.inner.forward_t(x, train)?;
             return if relu { y.relu() } else { Ok(y) };
         }
@@ -122,6 +128,7 @@ pub struct ConvBn {
     conv: Conv2d,
     bn: BatchNorm2d,
     relu: bool,
+    kernels: Kernels,
 }
 
 /// Where a [`ConvBn`]'s convolution and batch norm live in the weights.
@@ -144,6 +151,8 @@ pub struct ConvSpec {
     pub relu: bool,
     /// A bias on the convolution (Cadene's BN-Inception has one before each batch norm).
     pub bias: bool,
+    /// The operations it runs.
+    pub kernels: Kernels,
 }
 
 impl ConvSpec {
@@ -157,7 +166,12 @@ impl ConvSpec {
             groups: 1,
             relu: true,
             bias: false,
+            kernels: Kernels::default(),
         }
+    }
+
+    pub fn kernels(self, kernels: Kernels) -> ConvSpec {
+        ConvSpec { kernels, ..self }
     }
 
     pub fn stride(self, stride: usize) -> ConvSpec {
@@ -214,11 +228,12 @@ impl ConvBn {
                 conv_vb,
             )?
         };
-        let bn = BatchNorm2d::new(spec.out_channels, bn_vb)?;
+        let bn = BatchNorm2d::new(spec.out_channels, spec.kernels, bn_vb)?;
         Ok(ConvBn {
             conv,
             bn,
             relu: spec.relu,
+            kernels: spec.kernels,
         })
     }
 
@@ -244,7 +259,7 @@ impl ConvBn {
                 "a {k}x{k} convolution does not fit a {h}x{w} input; use a larger image_size"
             );
         }
-        let cpu = cpu::takes(x.device());
+        let cpu = self.kernels.takes(x.device());
         let config = self.conv.config();
         let conv = CpuConv2d {
             stride: config.stride,
@@ -279,17 +294,17 @@ impl ConvBn {
 }
 
 /// Whether a backbone holds its activations channels first, (C, N, H, W): on
-/// the CPU kernels, where a 1 × 1 convolution of the whole batch is then one
-/// matrix product without a copy, each channel's values are contiguous for
-/// batch norm, and concatenating branches appends. candle's own operations
-/// (CUDA, Metal) take images first, (N, C, H, W).
-pub fn channels_first(device: &candle_core::Device) -> bool {
-    cpu::takes(device)
+/// wfrun's CPU kernels, where a 1 × 1 convolution of the whole batch is then
+/// one matrix product without a copy, each channel's values are contiguous
+/// for batch norm, and concatenating branches appends. candle's own
+/// operations (CUDA, Metal, or [`Kernels::Candle`]) take images first, (N, C, H, W).
+pub fn channels_first(device: &candle_core::Device, kernels: Kernels) -> bool {
+    kernels.takes(device)
 }
 
-/// Images (N, C, H, W) in the layout a backbone works in on their device.
-pub fn enter(x: &Tensor) -> Result<Tensor> {
-    if channels_first(x.device()) {
+/// Images (N, C, H, W) in the layout a backbone works in.
+pub fn enter(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
+    if channels_first(x.device(), kernels) {
         x.transpose(0, 1)?.contiguous()
     } else {
         Ok(x.clone())
@@ -297,8 +312,8 @@ pub fn enter(x: &Tensor) -> Result<Tensor> {
 }
 
 /// The dimension holding the channels of a backbone's activations.
-pub fn channel_dim(x: &Tensor) -> usize {
-    if channels_first(x.device()) {
+pub fn channel_dim(x: &Tensor, kernels: Kernels) -> usize {
+    if channels_first(x.device(), kernels) {
         0
     } else {
         1
@@ -306,9 +321,9 @@ pub fn channel_dim(x: &Tensor) -> usize {
 }
 
 /// Mean over the spatial dimensions of a backbone's activations → (N, C).
-pub fn global_avg_pool(x: &Tensor) -> Result<Tensor> {
+pub fn global_avg_pool(x: &Tensor, kernels: Kernels) -> Result<Tensor> {
     let pooled = x.mean((2, 3))?;
-    if channels_first(x.device()) {
+    if channels_first(x.device(), kernels) {
         pooled.t()?.contiguous()
     } else {
         Ok(pooled)
@@ -326,17 +341,19 @@ mod tests {
     fn batch_norm_trains_and_tracks_running_statistics() {
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
-        let bn = BatchNorm2d::new(2, vb.pp("bn")).unwrap();
+        let bn = BatchNorm2d::new(2, Kernels::Wfrun, vb.pp("bn")).unwrap();
         let x = (Tensor::arange(0f64, 32.0, &Device::Cpu)
             .unwrap()
             .reshape((2, 2, 2, 4))
             .unwrap()
             * 0.5)
             .unwrap();
-        let y = bn.forward_t(&enter(&x).unwrap(), true).unwrap();
+        let y = bn
+            .forward_t(&enter(&x, Kernels::Wfrun).unwrap(), true)
+            .unwrap();
         // Normalised with the batch statistics: each channel has mean 0, variance 1.
         let m = y
-            .transpose(0, channel_dim(&y))
+            .transpose(0, channel_dim(&y, Kernels::Wfrun))
             .unwrap()
             .flatten_from(1)
             .unwrap()
@@ -363,8 +380,12 @@ mod tests {
     fn batch_norm_refuses_one_value_per_channel() {
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
-        let bn = BatchNorm2d::new(3, vb.pp("layer4.0.bn1")).unwrap();
-        let x = enter(&Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap()).unwrap();
+        let bn = BatchNorm2d::new(3, Kernels::Wfrun, vb.pp("layer4.0.bn1")).unwrap();
+        let x = enter(
+            &Tensor::ones((1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap(),
+            Kernels::Wfrun,
+        )
+        .unwrap();
         let e = bn.forward_t(&x, true).unwrap_err().to_string();
         assert!(
             e.contains("layer4.0.bn1") && e.contains("batch_size"),
@@ -386,7 +407,12 @@ mod tests {
         let x = Tensor::randn(0f64, 1.0, (3, 4, 6, 6), &Device::Cpu).unwrap();
         check_gradient(
             &x,
-            |x| global_avg_pool(&cb.forward_t(&enter(x)?, true)?),
+            |x| {
+                global_avg_pool(
+                    &cb.forward_t(&enter(x, Kernels::Wfrun)?, true)?,
+                    Kernels::Wfrun,
+                )
+            },
             1e-5,
             1e-5,
         )
@@ -439,6 +465,7 @@ mod against_candle {
             let theirs_map = VarMap::new();
             let ours = BatchNorm2d::new(
                 c,
+                Kernels::Wfrun,
                 VarBuilder::from_varmap(&ours_map, DType::F32, &Device::Cpu),
             )
             .unwrap();

@@ -183,8 +183,19 @@ pub struct TemplateNet {
 }
 
 impl TemplateNet {
-    /// Builds the network for `classes` concepts; its variables live in `vb`.
+    /// Builds the network for `classes` concepts on wfrun's kernels (on the
+    /// CPU); its variables live in `vb`.
     pub fn new(cfg: &NetConfig, classes: usize, vb: &VarBuilder) -> Result<TemplateNet> {
+        TemplateNet::with_kernels(cfg, classes, cpu::Kernels::default(), vb)
+    }
+
+    /// Builds the network on the given kernels.
+    pub fn with_kernels(
+        cfg: &NetConfig,
+        classes: usize,
+        kernels: cpu::Kernels,
+        vb: &VarBuilder,
+    ) -> Result<TemplateNet> {
         if classes == 0 {
             candle_core::bail!("a network needs at least one concept");
         }
@@ -194,7 +205,7 @@ impl TemplateNet {
                 embeddings_size,
                 loss,
             } => {
-                let net = ResNet::new(backbone, vb)?;
+                let net = ResNet::new(backbone, kernels, vb)?;
                 let embedding =
                     candle_nn::linear(net.feature_dim(), *embeddings_size, vb.pp("embedding"))?;
                 // Xavier-uniform, as ArcFace implementations initialise class weights.
@@ -217,7 +228,7 @@ impl TemplateNet {
                 }
             }
             NetConfig::BnInception { backbone, logreg } => {
-                let net = BnInception::new(backbone, vb)?;
+                let net = BnInception::new(backbone, kernels, vb)?;
                 let fc = candle_nn::linear(net.feature_dim(), classes, vb.pp("last_linear"))?;
                 TemplateNet {
                     backbone: Backbone::BnInception(net),
@@ -228,7 +239,7 @@ impl TemplateNet {
                 }
             }
             NetConfig::ResNext { backbone, logreg } => {
-                let net = ResNet::new(backbone, vb)?;
+                let net = ResNet::new(backbone, kernels, vb)?;
                 let fc = candle_nn::linear(net.feature_dim(), classes, vb.pp("fc"))?;
                 TemplateNet {
                     backbone: Backbone::ResNet(net),

@@ -32,6 +32,7 @@ pub struct Sgd {
     lr: f64,
     momentum: f64,
     weight_decay: f64,
+    kernels: cpu::Kernels,
 }
 
 impl Sgd {
@@ -54,7 +55,14 @@ impl Sgd {
             lr,
             momentum,
             weight_decay,
+            kernels: cpu::Kernels::default(),
         }
+    }
+
+    /// The same optimiser stepping with `kernels` (wfrun's in-place update on
+    /// the CPU, or candle's operations).
+    pub fn with_kernels(self, kernels: cpu::Kernels) -> Sgd {
+        Sgd { kernels, ..self }
     }
 
     pub fn learning_rate(&self) -> f64 {
@@ -98,7 +106,7 @@ impl Sgd {
             let Ok(v) = v.to_dtype(p.var.dtype()) else {
                 continue;
             };
-            if cpu::takes(p.var.device()) {
+            if self.kernels.takes(p.var.device()) {
                 let flat = v.flatten_all();
                 p.host = match p.var.dtype() {
                     candle_core::DType::F32 => flat
@@ -125,7 +133,7 @@ impl Sgd {
                 continue;
             };
             let w = p.var.as_tensor();
-            if cpu::takes(w.device()) {
+            if self.kernels.takes(w.device()) {
                 // In place, one pass over weights, gradient and momentum.
                 if self.momentum == 0.0 {
                     p.host = None;

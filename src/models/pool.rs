@@ -156,7 +156,7 @@ impl Pool2d {
         match self.kind {
             PoolKind::Max => {
                 let mut argmax = vec![0u32; if sources { planes * oh * ow } else { 0 }];
-                let (ptr, len) = (Shared(argmax.as_mut_ptr()), argmax.len());
+                let ptr = super::cpu::DisjointMut::new(&mut argmax);
                 par_chunks(&mut out, oh * ow, work, |q, dst| {
                     let src = &x[q * h * w..(q + 1) * h * w];
                     // Per column: the window rows' maximum.
@@ -180,7 +180,7 @@ impl Pool2d {
                             continue;
                         }
                         // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
-                        let at = unsafe { ptr.range(q * oh * ow + oy * ow, ow, len) };
+                        let at = unsafe { ptr.range(q * oh * ow + oy * ow, ow) };
                         for ((a, &m), wx) in at.iter_mut().zip(d.iter()).zip(&xs) {
                             // PyTorch's rule: the first maximum in row-major
                             // order (a NaN counts as the maximum), found by
@@ -282,22 +282,6 @@ struct Window {
     lo: usize,
     hi: usize,
     span: usize,
-}
-
-/// A pointer shared by the parts of a pass (each uses its own range).
-struct Shared<T>(*mut T);
-// SAFETY: see the uses: disjoint ranges, the owner waits for all parts.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// SAFETY: `[start, start + n)` lies within the `len` elements and no
-    /// other part uses it at the same time.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, start: usize, n: usize, len: usize) -> &mut [T] {
-        assert!(start + n <= len);
-        std::slice::from_raw_parts_mut(self.0.add(start), n)
-    }
 }
 
 fn dims4(layout: &Layout) -> Result<(usize, usize, usize, usize)> {

@@ -5,6 +5,7 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use super::cpu::Kernels;
 use super::layers::{enter, global_avg_pool, ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 
@@ -63,16 +64,15 @@ struct Bottleneck {
 impl Bottleneck {
     fn new(
         cfg: &ResNetConfig,
-        in_ch: usize,
-        planes: usize,
-        stride: usize,
+        (in_ch, planes, stride): (usize, usize, usize),
+        kernels: Kernels,
         vb: &VarBuilder,
     ) -> Result<Bottleneck> {
         // torchvision: width = int(planes * (base_width / 64)) * groups.
         let width = planes * cfg.width_per_group / 64 * cfg.groups;
         let out = planes * EXPANSION;
         let conv1 = ConvBn::new(
-            ConvSpec::new(in_ch, width, 1),
+            ConvSpec::new(in_ch, width, 1).kernels(kernels),
             Names::Pair {
                 conv: "conv1",
                 bn: "bn1",
@@ -82,7 +82,8 @@ impl Bottleneck {
         let conv2 = ConvBn::new(
             ConvSpec::new(width, width, 3)
                 .stride(stride)
-                .groups(cfg.groups),
+                .groups(cfg.groups)
+                .kernels(kernels),
             Names::Pair {
                 conv: "conv2",
                 bn: "bn2",
@@ -91,7 +92,7 @@ impl Bottleneck {
         )?;
         // Its ReLU comes after the shortcut is added (`forward_residual_t`).
         let conv3 = ConvBn::new(
-            ConvSpec::new(width, out, 1),
+            ConvSpec::new(width, out, 1).kernels(kernels),
             Names::Pair {
                 conv: "conv3",
                 bn: "bn3",
@@ -103,7 +104,8 @@ impl Bottleneck {
                 ConvSpec::new(in_ch, out, 1)
                     .stride(stride)
                     .padding(0)
-                    .no_relu(),
+                    .no_relu()
+                    .kernels(kernels),
                 Names::Pair {
                     conv: "downsample.0",
                     bn: "downsample.1",
@@ -140,17 +142,21 @@ pub struct ResNet {
     pool: Pool2d,
     stages: Vec<Vec<Bottleneck>>,
     feature_dim: usize,
+    kernels: Kernels,
 }
 
 impl ResNet {
-    pub fn new(cfg: &ResNetConfig, vb: &VarBuilder) -> Result<ResNet> {
+    pub fn new(cfg: &ResNetConfig, kernels: Kernels, vb: &VarBuilder) -> Result<ResNet> {
         if cfg.base == 0 || cfg.groups == 0 || cfg.base * cfg.width_per_group < 64 {
             candle_core::bail!(
                 "a ResNet needs positive widths (base · width_per_group ≥ 64): {cfg:?}"
             );
         }
         let stem = ConvBn::new(
-            ConvSpec::new(3, cfg.base, 7).stride(2).padding(3),
+            ConvSpec::new(3, cfg.base, 7)
+                .stride(2)
+                .padding(3)
+                .kernels(kernels),
             Names::Pair {
                 conv: "conv1",
                 bn: "bn1",
@@ -167,9 +173,8 @@ impl ResNet {
                 let stride = if i > 0 && b == 0 { 2 } else { 1 };
                 stage.push(Bottleneck::new(
                     cfg,
-                    in_ch,
-                    planes,
-                    stride,
+                    (in_ch, planes, stride),
+                    kernels,
                     &stage_vb.pp(b.to_string()),
                 )?);
                 in_ch = planes * EXPANSION;
@@ -181,6 +186,7 @@ impl ResNet {
             pool: Pool2d::max(3, 2, 1, false),
             stages,
             feature_dim: cfg.feature_dim(),
+            kernels,
         })
     }
 
@@ -190,13 +196,13 @@ impl ResNet {
 
     /// Images (N, 3, H, W) → pooled features (N, feature_dim).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = enter(x)?;
+        let x = enter(x, self.kernels)?;
         let mut x = self.pool.forward(&self.stem.forward_t(&x, train)?)?;
         for stage in &self.stages {
             for block in stage {
                 x = block.forward_t(&x, train)?;
             }
         }
-        global_avg_pool(&x)
+        global_avg_pool(&x, self.kernels)
     }
 }

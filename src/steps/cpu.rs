@@ -10,50 +10,28 @@ use super::Matrix;
 const ROWS: usize = 2048;
 
 /// `dst = lhs · rhs` (`m × n`, row-major, overwritten) with `lhs` (`m × k`)
-/// and `rhs` (`k × n`) given by their row and column strides.
-#[allow(clippy::too_many_arguments)]
+/// and `rhs` (`k × n`) given by their row and column strides, on this
+/// thread: the steps share their work among threads block by block. The
+/// kernels' own wrapper, so models and steps have one (bounds-checked) gemm.
 fn sgemm(
     (m, n, k): (usize, usize, usize),
     dst: &mut [f32],
     lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
+    lhs_strides: (usize, usize),
     rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
+    rhs_strides: (usize, usize),
 ) {
-    let last = |rows: usize, cols: usize, rs: usize, cs: usize| {
-        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs
-    };
-    assert!(dst.len() >= m * n);
-    assert!(m == 0 || k == 0 || lhs.len() > last(m, k, lhs_rs, lhs_cs));
-    assert!(k == 0 || n == 0 || rhs.len() > last(k, n, rhs_rs, rhs_cs));
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: the asserts bound every element gemm reads (the last one of
-    // each operand is in its slice) and writes (dst holds m × n).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
+    crate::models::cpu::gemm(
+        (m, n, k),
+        dst,
+        n,
+        false,
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        1,
+    );
 }
 
 /// `out[i × b_rows + j] = a_i · b_j` for row-major `a` (`a_rows × dim`) and
@@ -70,8 +48,10 @@ pub fn dots_tn(lhs: &[f32], rhs: &[f32], rows: usize, m: usize, n: usize, out: &
     sgemm((m, n, rows), out, lhs, (1, m), rhs, (n, 1));
 }
 
+/// The threads the steps use: the kernels' policy (`RAYON_NUM_THREADS`, or
+/// every core).
 pub fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+    crate::models::cpu::threads()
 }
 
 /// One pass of Lloyd's algorithm: each row's nearest centroid, the sums and

@@ -69,7 +69,7 @@ pub fn search(
         let sim = q.narrow(0, start, len)?.matmul(&xt)?;
         let sim = sim.flatten_all()?.to_vec1::<f32>()?;
         let tops: Vec<Neighbours> = std::thread::scope(|scope| {
-            let workers = std::thread::available_parallelism().map_or(1, |p| p.get());
+            let workers = super::cpu::threads();
             let per = len.div_ceil(workers).max(1);
             let handles: Vec<_> = (0..len)
                 .step_by(per)

@@ -23,8 +23,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 
 use super::profile::{time, Kernel};
 use super::{
-    assume_init, gemm, gemm_into, par_chunks, slice, tensor, threads, uninit, with_slice, Float,
-    Then,
+    assume_init, gemm, gemm_into, par_chunks, slice, tensor, threads, uninit, with_slice,
+    DisjointMut, Float, Then,
 };
 
 /// A convolution's hyperparameters (square stride and padding, as the networks use).
@@ -402,28 +402,6 @@ fn side_by_side<A: Send, B: Send>(
     }
 }
 
-/// A raw pointer that may cross threads: each group writes its own rows.
-#[derive(Clone, Copy)]
-struct Rows<T>(*mut T, usize);
-// SAFETY: used only to hand disjoint row blocks of one buffer to threads.
-unsafe impl<T> Send for Rows<T> {}
-unsafe impl<T> Sync for Rows<T> {}
-
-impl<T> Rows<T> {
-    fn new(s: &mut [T]) -> Rows<T> {
-        Rows(s.as_mut_ptr(), s.len())
-    }
-
-    /// Rows `[start, start + len)` (in elements).
-    ///
-    /// SAFETY: callers take disjoint ranges at the same time.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn range(&self, start: usize, len: usize) -> &mut [T] {
-        assert!(start + len <= self.1);
-        std::slice::from_raw_parts_mut(self.0.add(start), len)
-    }
-}
-
 /// What happens to each output value as soon as its block of the product is
 /// computed (still in cache): `v · scale + shift` per output channel, plus
 /// the residual's value at the same place, then ReLU.
@@ -482,7 +460,7 @@ fn with_columns<T: Float, R>(len: usize, f: impl FnOnce(&mut [T]) -> R) -> R {
 fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -> Vec<T> {
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let mut y = uninit::<T>(g.o * jt);
-    let out = Rows::new(&mut y);
+    let out = DisjointMut::new(&mut y);
     // The epilogue of group gi's product whose first column is output column col0.
     let then = |gi: usize, col0: usize| {
         move |r: usize, c: usize, values: &mut [T]| {
@@ -545,7 +523,7 @@ fn forward_by_classes<T: Float>(
     x: &[T],
     w: &[T],
     after: Option<&After<T>>,
-    out: &Rows<MaybeUninit<T>>,
+    out: &DisjointMut<MaybeUninit<T>>,
 ) {
     let (c, o) = (g.c, g.o);
     let (taps, hw) = (g.kh * g.kw, g.h * g.w);
@@ -680,7 +658,7 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
         let weight_grad = |threads: usize| {
             // dW_g (og × K) += dY_g (og × J) · col_gᵀ (J × K).
             let mut products = |col: &[T]| {
-                let rows = Rows::new(&mut dw);
+                let rows = DisjointMut::new(&mut dw);
                 for_groups(g.groups, threads, |gi, t| {
                     // SAFETY: group gi writes only its own og rows of dW.
                     let dst = unsafe { rows.range(gi * og * k, og * k) };
@@ -709,7 +687,7 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
         let input_grad = |threads: usize| {
             // dcol_g (K × J) = W_gᵀ (K × og) · dY_g (og × J), folded onto dx.
             let products = |dcol: &mut [T]| {
-                let rows = Rows::new(dcol);
+                let rows = DisjointMut::new(dcol);
                 for_groups(g.groups, threads, |gi, t| {
                     // SAFETY: group gi writes only its own K rows of the columns.
                     let dst = unsafe { rows.range(gi * k * j, k * j) };

@@ -163,32 +163,14 @@ fn sgd_step<T: Float>(s: &SgdStep, w: &mut [T], g: &[T], v: &mut [T]) {
         }
         return;
     }
-    let (wp, vp) = (Shared(w.as_mut_ptr()), Shared(v.as_mut_ptr()));
+    let (wp, vp) = (super::DisjointMut::new(w), super::DisjointMut::new(v));
     super::team::for_each(n.div_ceil(UPDATE_BLOCK), &|b| {
         let r = b * UPDATE_BLOCK..((b + 1) * UPDATE_BLOCK).min(n);
         // SAFETY: blocks are disjoint ranges of `w` and `v`, both borrowed
         // mutably until every block has run.
-        let (w, v) = unsafe {
-            (
-                std::slice::from_raw_parts_mut(wp.at(r.start), r.len()),
-                std::slice::from_raw_parts_mut(vp.at(r.start), r.len()),
-            )
-        };
+        let (w, v) = unsafe { (wp.range(r.start, r.len()), vp.range(r.start, r.len())) };
         update(w, &g[r], v);
     });
-}
-
-/// A pointer shared by the parts of an update (each uses a disjoint range).
-struct Shared<T>(*mut T);
-// SAFETY: see `sgd_step`.
-unsafe impl<T> Send for Shared<T> {}
-unsafe impl<T> Sync for Shared<T> {}
-
-impl<T> Shared<T> {
-    /// SAFETY: `i` lies within the allocation the pointer came from.
-    unsafe fn at(&self, i: usize) -> *mut T {
-        self.0.add(i)
-    }
 }
 
 impl InplaceOp2 for SgdStep<'_> {

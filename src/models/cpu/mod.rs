@@ -76,18 +76,24 @@ impl Float for f64 {
     }
 }
 
-static ENABLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
-
-/// Whether the layers take these kernels for a tensor on `device` (the CPU,
-/// unless [`set_enabled`] turned them off).
-pub fn takes(device: &candle_core::Device) -> bool {
-    device.is_cpu() && ENABLED.load(std::sync::atomic::Ordering::Relaxed)
+/// Which operations a network's layers and its optimiser run, chosen when
+/// they are built: no process-wide switch, so two networks on different
+/// kernels can live side by side (the kernel tests compare them so).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kernels {
+    /// wfrun's kernels for CPU tensors, with channels-first activations;
+    /// candle's operations on other devices.
+    #[default]
+    Wfrun,
+    /// candle's generic operations everywhere, images first.
+    Candle,
 }
 
-/// Turns the kernels off (the layers then use candle's generic operations on
-/// the CPU too) or back on; for comparing the two paths.
-pub fn set_enabled(on: bool) {
-    ENABLED.store(on, std::sync::atomic::Ordering::Relaxed);
+impl Kernels {
+    /// Whether a tensor on `device` goes through wfrun's kernels.
+    pub fn takes(self, device: &candle_core::Device) -> bool {
+        self == Kernels::Wfrun && device.is_cpu()
+    }
 }
 
 /// Keeps freed memory in the process instead of handing it back to the
@@ -405,7 +411,7 @@ pub fn par_chunks<T: Send>(
     }
     let per_part = chunks.div_ceil(t * BLOCKS_PER_THREAD);
     let total = data.len();
-    let base = SendPtr(data.as_mut_ptr());
+    let base = DisjointMut::new(data);
     team::for_each(chunks.div_ceil(per_part), &|part| {
         let first = part * per_part;
         for i in first..(first + per_part).min(chunks) {
@@ -414,21 +420,56 @@ pub fn par_chunks<T: Send>(
             // SAFETY: chunk i is [i·len, (i+1)·len) of `data`; parts take
             // disjoint runs of chunks, and `data` is borrowed mutably until
             // all parts have run.
-            let chunk =
-                unsafe { std::slice::from_raw_parts_mut(base.get().add(start), end - start) };
+            let chunk = unsafe { base.range(start, end - start) };
             f(i, chunk);
         }
     });
 }
 
-/// A pointer handed to the team's parts (each uses a disjoint range).
-struct SendPtr<T>(*mut T);
-// SAFETY: see the uses: disjoint ranges, the owner waits for all parts.
-unsafe impl<T> Send for SendPtr<T> {}
-unsafe impl<T> Sync for SendPtr<T> {}
+/// A mutable slice handed to parallel parts that each write their own
+/// range of it: the one way the kernels share a buffer among threads. It
+/// borrows the slice for `'a`, so the slice cannot be used otherwise while
+/// parts hold ranges of it.
+pub(crate) struct DisjointMut<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _slice: std::marker::PhantomData<&'a mut [T]>,
+}
 
-impl<T> SendPtr<T> {
-    fn get(&self) -> *mut T {
-        self.0
+impl<T> Clone for DisjointMut<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for DisjointMut<'_, T> {}
+
+// SAFETY: the parts write disjoint ranges (the contract of `range`), and the
+// borrow of the slice outlives them all.
+unsafe impl<T: Send> Send for DisjointMut<'_, T> {}
+unsafe impl<T: Send> Sync for DisjointMut<'_, T> {}
+
+impl<'a, T> DisjointMut<'a, T> {
+    pub fn new(slice: &'a mut [T]) -> DisjointMut<'a, T> {
+        DisjointMut {
+            ptr: slice.as_mut_ptr(),
+            len: slice.len(),
+            _slice: std::marker::PhantomData,
+        }
+    }
+
+    /// The `n` elements from `start`; out of bounds is a panic.
+    ///
+    /// # Safety
+    ///
+    /// No other range in use at the same time overlaps this one.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn range(&self, start: usize, n: usize) -> &'a mut [T] {
+        assert!(
+            start.checked_add(n).is_some_and(|end| end <= self.len),
+            "range {start}+{n} beyond {}",
+            self.len
+        );
+        std::slice::from_raw_parts_mut(self.ptr.add(start), n)
     }
 }
