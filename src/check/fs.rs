@@ -77,7 +77,25 @@ pub(super) fn check_data(
 ) -> Option<DatasetSummary> {
     let fallback = Span::new(cx.source, 0, 0);
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
+    check_weights_and_eval(cx, data, &span);
+    let root = match &data.train {
+        ImageSource::Manifest(p) => {
+            exists_as(cx, p, span("train"), false, "manifest");
+            return None;
+        }
+        ImageSource::Folder(p) => p,
+    };
+    if !exists_as(cx, root, span("train"), true, "training folder") {
+        return None;
+    }
+    let concepts = count_concepts(cx, root, span("train"))?;
+    let used = concepts.iter().filter(|(_, n)| *n > 0).count();
+    batch_advice(cx, params, batch_max, used, span("train"));
+    Some(DatasetSummary { concepts })
+}
 
+/// The `weights` file and the evaluation images, when named.
+fn check_weights_and_eval(cx: &mut Checker, data: &DataSpec, span: &dyn Fn(&str) -> Span) {
     if let Some(w) = &data.weights {
         if exists_as(cx, w, span("weights"), false, "weights file")
             && w.extension().is_none_or(|e| e != "safetensors")
@@ -107,17 +125,13 @@ pub(super) fn check_data(
             },
         );
     }
+}
 
-    let root = match &data.train {
-        ImageSource::Manifest(p) => {
-            exists_as(cx, p, span("train"), false, "manifest");
-            return None;
-        }
-        ImageSource::Folder(p) => p,
-    };
-    if !exists_as(cx, root, span("train"), true, "training folder") {
-        return None;
-    }
+/// The training folder's concepts with their image counts; images outside
+/// concept folders and empty concepts are warnings, fewer than two concepts
+/// with images an error (`None` when none has any).
+fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<Vec<(String, usize)>> {
+    let span = |_: &str| at;
     let shown = root.display().to_string();
     let (concepts, loose) = match crate::data::list_folder(root) {
         Ok((folders, loose)) => {
@@ -184,7 +198,19 @@ pub(super) fn check_data(
         ),
         _ => {}
     }
+    Some(concepts)
+}
 
+/// The seed's advice: a batch of around twice the number of concepts, within
+/// the template's maximum.
+fn batch_advice(
+    cx: &mut Checker,
+    params: &[(ResolvedParam, Written)],
+    batch_max: Option<f64>,
+    used: usize,
+    at_train: Span,
+) {
+    let span = |_: &str| at_train;
     let batch = params.iter().find(|(p, _)| &*p.name == "batch_size");
     if let Some((
         ResolvedParam {
@@ -194,7 +220,7 @@ pub(super) fn check_data(
         written,
     )) = batch
     {
-        let n = used.len() as i64;
+        let n = used as i64;
         if *b < 2 * n && *written != Written::Invalid {
             let at = written.span().unwrap_or(span("train"));
             let suggested = batch_max.map_or(2 * n, |m| (2 * n).min(m as i64));
@@ -207,7 +233,6 @@ pub(super) fn check_data(
             );
         }
     }
-    Some(DatasetSummary { concepts })
 }
 
 /// Checks the folders named by step parameters (`visual_search`'s `queries`).

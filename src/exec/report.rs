@@ -1,12 +1,16 @@
 //! The run's pictures and `report.html`.
 
+use std::fmt::Write as _;
+use std::path::Path;
+
 use candle_core::Tensor;
 
 use super::metrics::{epoch_rows, Embedded};
+use super::pictures::{self, esc};
 use super::results::{headline_text, StepMetrics};
 use super::sets::DataSets;
 use super::steps::Extras;
-use super::{pictures, RunError, RunSummary};
+use super::{folder, RunError, RunSummary};
 use crate::plan::Plan;
 
 /// A picture: its file under `pictures/`, its heading, its SVG.
@@ -53,7 +57,7 @@ pub(super) fn write(
         }
     }
     let html = summary_table(plan, sets, embedded, summary);
-    pictures::write_report(out, &format!("wfrun: {}", plan.workflow), &html, &pics)
+    write_report(out, &format!("wfrun: {}", plan.workflow), &html, &pics)
 }
 
 /// The embeddings on two principal components, by concept and by each
@@ -152,4 +156,35 @@ fn summary_table(
     }
     html.push_str("</table>");
     html
+}
+
+/// Writes the pictures into `pictures/` and `report.html` showing them.
+fn write_report(
+    out: &Path,
+    title: &str,
+    summary_html: &str,
+    pictures: &[(String, String, String)],
+) -> Result<(), RunError> {
+    let folder = out.join("pictures");
+    folder::create(&folder)?;
+    let mut html = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{t}</title>\n<style>\
+         body{{font-family:Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:1100px}}\
+         h2{{margin-top:2em}} img{{max-width:100%;border:1px solid #eee}} table{{border-collapse:collapse}}\
+         td,th{{padding:2px 10px;text-align:left;border-bottom:1px solid #eee}}</style></head><body>\n\
+         <h1>{t}</h1>\n{summary_html}\n",
+        t = esc(title)
+    );
+    for (file, heading, svg) in pictures {
+        folder::write(&folder.join(file), svg.as_bytes())?;
+        let _ = writeln!(
+            html,
+            "<h2>{}</h2>\n<img src=\"pictures/{}\" alt=\"{}\">",
+            esc(heading),
+            esc(file),
+            esc(heading)
+        );
+    }
+    html.push_str("</body></html>\n");
+    folder::write(&out.join("report.html"), html.as_bytes())
 }

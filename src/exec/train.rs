@@ -129,44 +129,18 @@ pub(super) fn train(
         let started = Instant::now();
         t.sgd.set_learning_rate(lr);
         let done = t.epoch(epoch, lr, skip, &checkpoint, bad_log, on_event)?;
-        let eval = metrics::evaluate(
-            &t.net,
-            &sets.eval,
-            &t.cfg,
-            sets.concepts.len(),
-            plan.hyper.image_size,
-            cx.workers,
-            cx.device,
-        )?;
-        let seconds = started.elapsed().as_secs_f64();
-        let event = Event::Epoch {
-            epoch: epoch + 1,
-            learning_rate: lr,
-            steps: done.steps,
-            images: done.images,
-            train_loss: done.losses.iter().sum::<f32>() / done.losses.len().max(1) as f32,
-            eval: eval.clone(),
-            seconds,
-            data_wait: done.waited / seconds.max(1e-9),
-        };
-        let line = serde_json::to_string(&event).map_err(|e| RunError::Io {
-            path: metrics_path.clone(),
-            error: std::io::Error::other(e),
-        })?;
-        metrics_log.push_str(&line);
-        metrics_log.push('\n');
+        let event = t.evaluated(epoch, lr, done, started)?;
+        metrics_log.push_str(&epoch_line(&event, &metrics_path)?);
         folder::write(&metrics_path, metrics_log.as_bytes())?;
-        checkpoint::save(
-            &t.map,
-            &t.sgd,
-            &checkpoint,
-            Position {
-                epoch: epoch + 1,
-                step: 0,
-            },
-        )?;
+        let finished = Position {
+            epoch: epoch + 1,
+            step: 0,
+        };
+        checkpoint::save(&t.map, &t.sgd, &checkpoint, finished)?;
         on_event(&event);
-        last_eval = Some(eval);
+        if let Event::Epoch { eval, .. } = event {
+            last_eval = Some(eval);
+        }
     }
     folder::write_weights(&out.join("model.safetensors"), &t.map)?;
     folder::write_json(
@@ -178,6 +152,16 @@ pub(super) fn train(
         epochs: plan.hyper.num_epochs,
         final_eval: last_eval,
     })
+}
+
+/// The line `metrics.jsonl` holds for an epoch.
+fn epoch_line(event: &Event, path: &std::path::Path) -> Result<String, RunError> {
+    let mut line = serde_json::to_string(event).map_err(|e| RunError::Io {
+        path: path.to_path_buf(),
+        error: std::io::Error::other(e),
+    })?;
+    line.push('\n');
+    Ok(line)
 }
 
 /// This epoch's images: `items` of them, in an order drawn from (seed, epoch).
@@ -302,6 +286,38 @@ impl<'a> Training<'a> {
             wait_start = Instant::now();
         }
         Ok(done)
+    }
+
+    /// The network evaluated on the held-out images after an epoch: the
+    /// epoch's event.
+    fn evaluated(
+        &self,
+        epoch: u64,
+        learning_rate: f64,
+        done: EpochSteps,
+        started: Instant,
+    ) -> Result<Event, RunError> {
+        let eval = metrics::evaluate(
+            &self.net,
+            &self.sets.eval,
+            &self.cfg,
+            self.sets.concepts.len(),
+            self.plan.hyper.image_size,
+            self.cx.workers,
+            self.cx.device,
+        )?;
+        let seconds = started.elapsed().as_secs_f64();
+        let losses = &done.losses;
+        Ok(Event::Epoch {
+            epoch: epoch + 1,
+            learning_rate,
+            steps: done.steps,
+            images: done.images,
+            train_loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
+            eval,
+            seconds,
+            data_wait: done.waited / seconds.max(1e-9),
+        })
     }
 
     fn cancelled(&self) -> bool {

@@ -473,25 +473,7 @@ fn explain(name: &str) -> u8 {
     OK
 }
 
-fn duration(seconds: f64) -> String {
-    let s = seconds.round() as u64;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{s}s")
-    }
-}
-
-/// One line of a step's headline metrics.
-fn step_line(outcome: &wfrun::exec::StepOutcome) -> String {
-    wfrun::exec::results::headline_text(&outcome.metrics.headline())
-}
-
 fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u8 {
-    use wfrun::exec::{Event, RunOptions};
-
     let checked = match load_clean(file, false, style) {
         Ok(c) => c,
         Err(code) => return code,
@@ -507,190 +489,24 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
             std::process::exit(130);
         }
     });
-    let options = RunOptions {
+    let options = wfrun::exec::RunOptions {
         resume,
         cancel: Some(cancel),
         workers: 0,
         fail_on_bad_images,
     };
-    let live = std::io::stderr().is_terminal();
-    let started = std::time::Instant::now();
-    let mut total_steps = 0u64;
-    let mut done_steps = 0u64;
-    let mut on_event = |e: &Event| match e {
-        Event::Started {
-            workflow,
-            concepts,
-            train_images,
-            eval_images,
-            epochs,
-            steps_per_epoch,
-            first_epoch,
-        } => {
-            total_steps = (epochs + 1 - first_epoch) * steps_per_epoch;
-            if *epochs == 0 {
-                eprintln!(
-                    "embedding `{workflow}` with its base model: {concepts} concepts, \
-                     {train_images} training and {eval_images} evaluation images"
-                );
-                return;
-            }
-            eprintln!(
-                "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
-                 epochs {first_epoch}–{epochs} × {steps_per_epoch} steps"
-            );
-        }
-        Event::Step {
-            epoch,
-            step,
-            steps,
-            loss,
-            learning_rate,
-            images_per_s,
-        } => {
-            done_steps += 1;
-            if live {
-                let elapsed = started.elapsed().as_secs_f64();
-                let eta =
-                    elapsed / done_steps as f64 * total_steps.saturating_sub(done_steps) as f64;
-                eprint!(
-                    "\r\x1b[2Kepoch {epoch}  step {step}/{steps}  loss {loss:.4}  lr {}  {images_per_s:.1} img/s  ETA {}",
-                    wfrun::spec::fmt_float(*learning_rate),
-                    duration(eta)
-                );
-            }
-        }
-        Event::BadImage { path, reason } => {
-            if live {
-                eprint!("\r\x1b[2K");
-            }
-            eprintln!("warning: skipped `{}`: {reason}", path.display());
-        }
-        Event::SmallImages {
-            image_size,
-            count,
-            smallest,
-            median_side,
-            fitting_size,
-        } => {
-            let Some((path, w, h)) = smallest.first() else {
-                return;
-            };
-            let mut line = format!(
-                "warning: {count} image(s) have a shorter side below `image_size` = {image_size} and are upscaled; \
-                 the smallest is `{}` ({w}×{h})",
-                path.display()
-            );
-            if let Some(fits) = fitting_size {
-                line.push_str(&format!(
-                    "\n  half the images are {median_side} px or smaller: `image_size = {fits}` would not upscale them"
-                ));
-            }
-            eprintln!("{line}");
-        }
-        Event::Epoch {
-            epoch,
-            train_loss,
-            eval,
-            seconds,
-            data_wait,
-            ..
-        } => {
-            if live {
-                eprint!("\r\x1b[2K");
-            }
-            let mut line = format!("epoch {epoch}: train loss {train_loss:.4}");
-            if let Some(l) = eval.loss {
-                line.push_str(&format!(", eval loss {l:.4}"));
-            }
-            for h in eval
-                .headline()
-                .iter()
-                .filter(|h| !h.whole && h.label != "loss")
-            {
-                line.push_str(&format!(", {h}"));
-            }
-            line.push_str(&format!(
-                " ({}, waiting for images {:.0}%)",
-                duration(*seconds),
-                data_wait * 100.0
-            ));
-            eprintln!("{line}");
-        }
-        Event::StepFinished { outcome } => {
-            eprintln!(
-                "step {}: {} ({})",
-                outcome.name,
-                step_line(outcome),
-                duration(outcome.seconds)
-            );
-        }
-        Event::StepFailed { step, message } => {
-            eprintln!("error: step `{step}` did not run: {message}");
-        }
-        Event::Finished { output } => {
-            eprintln!("wrote {}", output.display());
-        }
-    };
-    match wfrun::exec::run(workflow, &options, &mut on_event) {
-        Ok(s) => {
-            let mut out = format!(
-                "\n{} {} in {}",
-                workflow.name,
-                if workflow.base.is_some() {
-                    "embedded"
-                } else {
-                    "trained"
-                },
-                duration(started.elapsed().as_secs_f64())
-            );
-            if let Some(e) = &s.final_eval {
-                if let Some(a) = e.accuracy {
-                    out.push_str(&format!("; held-out accuracy {:.1}%", a * 100.0));
-                }
-                if let Some(m) = e.mean_average_precision {
-                    out.push_str(&format!("; held-out mAP {m:.3}"));
-                }
-                if let Some(r) = e.recall_at_1 {
-                    out.push_str(&format!("; recall@1 {r:.3}"));
-                }
-            }
-            match &workflow.base {
-                Some(b) => out.push_str(&format!("\n  base model  {}", b.weights.display())),
-                None => out.push_str(&format!(
-                    "\n  model       {}\n  metrics     {}",
-                    s.output.join("model.safetensors").display(),
-                    s.output.join("metrics.jsonl").display(),
-                )),
-            }
-            out.push_str(&format!(
-                "\n  embeddings  {}",
-                s.output.join("embeddings.safetensors").display()
-            ));
-            if s.bad_images > 0 {
-                out.push_str(&format!(
-                    "\n  {} unreadable images were skipped",
-                    s.bad_images
-                ));
-            }
-            for step in &s.steps {
-                out.push_str(&format!("\n  step        {}", step.folder.display()));
-            }
-            let report = s.output.join("report.html");
-            if report.is_file() {
-                out.push_str(&format!("\n  report      {}", report.display()));
-            }
-            println!("{out}");
-            if s.failed_steps.is_empty() {
+    let mut progress = crate::progress::Progress::new(std::io::stderr().is_terminal());
+    match wfrun::exec::run(workflow, &options, &mut |e| progress.show(e)) {
+        Ok(summary) => {
+            println!("{}", progress.finished(workflow, &summary));
+            if summary.failed_steps.is_empty() {
                 OK
             } else {
                 FAILED
             }
         }
         Err(e) => {
-            if live {
-                eprint!("\r\x1b[2K");
-            }
+            progress.clear_line();
             eprintln!("error: {e}");
             match e {
                 // The conventional status after an interrupt (128 + SIGINT).

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 #[cfg(feature = "lsp")]
 mod lsp;
+mod progress;
 
 use clap::Parser as _;
 

@@ -1,0 +1,233 @@
+//! What `wfrun FILE.wf` shows while a run goes: a live line of steps on a
+//! terminal, one line per epoch and step, warnings, and the summary at the end.
+
+use std::time::Instant;
+
+use wfrun::exec::{Event, RunSummary, StepOutcome};
+use wfrun::Workflow;
+
+/// The run's progress as a person sees it on standard error.
+pub struct Progress {
+    /// Standard error is a terminal: one line is redrawn as steps go.
+    live: bool,
+    started: Instant,
+    total_steps: u64,
+    done_steps: u64,
+}
+
+pub fn duration(seconds: f64) -> String {
+    let s = seconds.round() as u64;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, s % 3600 / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// One line of a step's headline metrics.
+fn step_line(outcome: &StepOutcome) -> String {
+    wfrun::exec::results::headline_text(&outcome.metrics.headline())
+}
+
+impl Progress {
+    pub fn new(live: bool) -> Progress {
+        Progress {
+            live,
+            started: Instant::now(),
+            total_steps: 0,
+            done_steps: 0,
+        }
+    }
+
+    /// Clears the live line before a line of its own.
+    pub fn clear_line(&self) {
+        if self.live {
+            eprint!("\r\x1b[2K");
+        }
+    }
+
+    pub fn show(&mut self, e: &Event) {
+        match e {
+            Event::Started { .. } => self.started(e),
+            Event::Step { .. } => self.step(e),
+            Event::BadImage { path, reason } => {
+                self.clear_line();
+                eprintln!("warning: skipped `{}`: {reason}", path.display());
+            }
+            Event::SmallImages { .. } => small_images(e),
+            Event::Epoch { .. } => {
+                self.clear_line();
+                eprintln!("{}", epoch_line(e));
+            }
+            Event::StepFinished { outcome } => eprintln!(
+                "step {}: {} ({})",
+                outcome.name,
+                step_line(outcome),
+                duration(outcome.seconds)
+            ),
+            Event::StepFailed { step, message } => {
+                eprintln!("error: step `{step}` did not run: {message}")
+            }
+            Event::Finished { output } => eprintln!("wrote {}", output.display()),
+        }
+    }
+
+    fn started(&mut self, e: &Event) {
+        let Event::Started {
+            workflow,
+            concepts,
+            train_images,
+            eval_images,
+            epochs,
+            steps_per_epoch,
+            first_epoch,
+        } = e
+        else {
+            return;
+        };
+        self.total_steps = (epochs + 1).saturating_sub(*first_epoch) * steps_per_epoch;
+        if *epochs == 0 {
+            eprintln!(
+                "embedding `{workflow}` with its base model: {concepts} concepts, \
+                 {train_images} training and {eval_images} evaluation images"
+            );
+        } else {
+            eprintln!(
+                "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
+                 epochs {first_epoch}–{epochs} × {steps_per_epoch} steps"
+            );
+        }
+    }
+
+    fn step(&mut self, e: &Event) {
+        let Event::Step {
+            epoch,
+            step,
+            steps,
+            loss,
+            learning_rate,
+            images_per_s,
+        } = e
+        else {
+            return;
+        };
+        self.done_steps += 1;
+        if self.live {
+            let elapsed = self.started.elapsed().as_secs_f64();
+            let left = self.total_steps.saturating_sub(self.done_steps);
+            let eta = elapsed / self.done_steps as f64 * left as f64;
+            eprint!(
+                "\r\x1b[2Kepoch {epoch}  step {step}/{steps}  loss {loss:.4}  lr {}  {images_per_s:.1} img/s  ETA {}",
+                wfrun::spec::fmt_float(*learning_rate),
+                duration(eta)
+            );
+        }
+    }
+
+    /// The summary printed on standard output when the run finished.
+    pub fn finished(&self, workflow: &Workflow, s: &RunSummary) -> String {
+        let verb = if workflow.base.is_some() {
+            "embedded"
+        } else {
+            "trained"
+        };
+        let took = duration(self.started.elapsed().as_secs_f64());
+        let mut out = format!("\n{} {verb} in {took}", workflow.name);
+        if let Some(e) = &s.final_eval {
+            if let Some(a) = e.accuracy {
+                out.push_str(&format!("; held-out accuracy {:.1}%", a * 100.0));
+            }
+            if let Some(m) = e.mean_average_precision {
+                out.push_str(&format!("; held-out mAP {m:.3}"));
+            }
+            if let Some(r) = e.recall_at_1 {
+                out.push_str(&format!("; recall@1 {r:.3}"));
+            }
+        }
+        let file = |name: &str| s.output.join(name).display().to_string();
+        match &workflow.base {
+            Some(b) => out.push_str(&format!("\n  base model  {}", b.weights.display())),
+            None => out.push_str(&format!(
+                "\n  model       {}\n  metrics     {}",
+                file("model.safetensors"),
+                file("metrics.jsonl"),
+            )),
+        }
+        out.push_str(&format!(
+            "\n  embeddings  {}",
+            file("embeddings.safetensors")
+        ));
+        if s.bad_images > 0 {
+            let n = s.bad_images;
+            out.push_str(&format!("\n  {n} unreadable images were skipped"));
+        }
+        for step in &s.steps {
+            out.push_str(&format!("\n  step        {}", step.folder.display()));
+        }
+        let report = s.output.join("report.html");
+        if report.is_file() {
+            out.push_str(&format!("\n  report      {}", report.display()));
+        }
+        out
+    }
+}
+
+fn small_images(e: &Event) {
+    let Event::SmallImages {
+        image_size,
+        count,
+        smallest,
+        median_side,
+        fitting_size,
+    } = e
+    else {
+        return;
+    };
+    let Some((path, w, h)) = smallest.first() else {
+        return;
+    };
+    let mut line = format!(
+        "warning: {count} image(s) have a shorter side below `image_size` = {image_size} and are upscaled; \
+         the smallest is `{}` ({w}×{h})",
+        path.display()
+    );
+    if let Some(fits) = fitting_size {
+        line.push_str(&format!(
+            "\n  half the images are {median_side} px or smaller: `image_size = {fits}` would not upscale them"
+        ));
+    }
+    eprintln!("{line}");
+}
+
+fn epoch_line(e: &Event) -> String {
+    let Event::Epoch {
+        epoch,
+        train_loss,
+        eval,
+        seconds,
+        data_wait,
+        ..
+    } = e
+    else {
+        return String::new();
+    };
+    let mut line = format!("epoch {epoch}: train loss {train_loss:.4}");
+    if let Some(l) = eval.loss {
+        line.push_str(&format!(", eval loss {l:.4}"));
+    }
+    for h in eval
+        .headline()
+        .iter()
+        .filter(|h| !h.whole && h.label != "loss")
+    {
+        line.push_str(&format!(", {h}"));
+    }
+    line.push_str(&format!(
+        " ({}, waiting for images {:.0}%)",
+        duration(*seconds),
+        data_wait * 100.0
+    ));
+    line
+}

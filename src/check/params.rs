@@ -1,0 +1,241 @@
+//! A `use` block's and a step's settings against their parameters: each
+//! value checked, the defaults filled in, where each came from.
+
+use super::*;
+
+impl Checker<'_> {
+    /// Resolves the `use` block against the template.
+    pub(super) fn hyperparameters(
+        &mut self,
+        t: &TemplateSpec,
+        u: &UseDecl,
+    ) -> Vec<(ResolvedParam, Written)> {
+        let settings = self.block_settings(
+            u.body.as_ref(),
+            "a `use` block holds hyperparameters, not `param` declarations",
+        );
+        self.resolve_params(&t.params, &settings, &t.name, |cx, s| {
+            cx.not_in_template(t, s)
+        })
+    }
+
+    pub(super) fn block_settings<'b>(
+        &mut self,
+        block: Option<&'b Block>,
+        misplaced: &str,
+    ) -> Vec<&'b Setting> {
+        let Some(block) = block else {
+            return Vec::new();
+        };
+        for item in &block.items {
+            if let BlockItem::Param(p) = item {
+                self.push(
+                    Diagnostic::error(
+                        Code::Misplaced,
+                        p.keyword.to(p.name.span),
+                        misplaced.to_string(),
+                    )
+                    .with_label("`param` is not allowed here")
+                    .with_help(format!(
+                        "set it with `{} = value`, or narrow it in a `template .. extends ..`",
+                        p.name.name
+                    )),
+                );
+            }
+        }
+        block.settings().collect()
+    }
+
+    /// Checks `settings` against `specs`; unset parameters take their defaults.
+    pub(super) fn resolve_params(
+        &mut self,
+        specs: &[ParamSpec],
+        settings: &[&Setting],
+        owner: &str,
+        unknown: impl Fn(&mut Self, &Setting) -> Diagnostic,
+    ) -> Vec<(ResolvedParam, Written)> {
+        // One slot per parameter: where it was first written, and its value if valid.
+        let mut first: Vec<Option<Span>> = vec![None; specs.len()];
+        let mut written: Vec<Written> = vec![Written::Unset; specs.len()];
+        let mut values: Vec<Option<ParamValue>> = vec![None; specs.len()];
+        for s in settings {
+            let Some(i) = specs.iter().position(|p| *p.name == *s.name.name) else {
+                let d = unknown(self, s);
+                self.push(d);
+                continue;
+            };
+            if let Some(first) = first[i] {
+                self.push(twice(&s.name, first, "set"));
+                continue;
+            }
+            first[i] = Some(s.name.span);
+            match specs[i].check(&s.value) {
+                Ok(v) => {
+                    values[i] = Some(v);
+                    written[i] = Written::Set(s.span);
+                }
+                Err(d) if d.message.is_empty() => written[i] = Written::Invalid, // already reported
+                Err(mut d) => {
+                    written[i] = Written::Invalid;
+                    if let Some((span, message)) = self.narrowed_from(owner, &specs[i]) {
+                        d.related.push(crate::diagnostic::Label { span, message });
+                    }
+                    self.push(*d);
+                }
+            }
+        }
+        let owner_name: std::sync::Arc<str> = owner.into();
+        specs
+            .iter()
+            .zip(values)
+            .zip(written)
+            .map(|((spec, value), written)| {
+                let (value, origin) = match (value, written) {
+                    (Some(v), Written::Set(span)) => (
+                        Resolved::Value(v),
+                        Origin::Set {
+                            line: self.line(span),
+                        },
+                    ),
+                    _ => match spec.default.as_ref().map(|d| &d.value) {
+                        Some(DefaultValue::Derived(d)) => (
+                            Resolved::Derived(*d),
+                            Origin::Derived {
+                                from: owner_name.clone(),
+                                derived: *d,
+                            },
+                        ),
+                        Some(DefaultValue::Value(v)) => (
+                            Resolved::Value(v.clone()),
+                            Origin::Default {
+                                from: owner_name.clone(),
+                            },
+                        ),
+                        // Every declared parameter has a default; a template without one is
+                        // reported where it is declared.
+                        None => (
+                            Resolved::Value(ParamValue::Num(Num::Int(0))),
+                            Origin::Default {
+                                from: owner_name.clone(),
+                            },
+                        ),
+                    },
+                };
+                (
+                    ResolvedParam {
+                        name: spec.name.clone(),
+                        value,
+                        origin,
+                    },
+                    written,
+                )
+            })
+            .collect()
+    }
+
+    /// For a parameter a user template narrowed: where the narrowing is, to label it.
+    pub(super) fn narrowed_from(&self, owner: &str, spec: &ParamSpec) -> Option<(Span, String)> {
+        let t = self.user.iter().find(|t| t.name == owner)?;
+        (spec.span.source != crate::source::SourceId::PRELUDE).then(|| {
+            (
+                spec.span,
+                format!("`{}` narrows `{}` here", t.name, spec.name),
+            )
+        })
+    }
+
+    pub(super) fn not_in_template(&mut self, t: &TemplateSpec, s: &Setting) -> Diagnostic {
+        let name = &s.name.name;
+        let owners: Vec<&str> = self
+            .builtin
+            .templates
+            .iter()
+            .chain(&self.user)
+            .filter(|o| o.param(name).is_some())
+            .map(|o| o.name.as_str())
+            .collect();
+        if !owners.is_empty() {
+            return Diagnostic::error(
+                Code::ParamNotInTemplate,
+                s.name.span,
+                format!("`{name}` is not a hyperparameter of `{}`", t.name),
+            )
+            .with_label(format!("`{name}` belongs to {}", list(&owners)))
+            .with_related(t.span, format!("`{}` is declared here", t.name))
+            .with_help(format!("remove this line, or `use {}` instead", owners[0]));
+        }
+        if TOP_SETTINGS.contains(&name.as_str()) || DATA_SETTINGS.contains(&name.as_str()) {
+            let place = if TOP_SETTINGS.contains(&name.as_str()) {
+                "at the top level of the file"
+            } else {
+                "inside the `data { .. }` block"
+            };
+            return Diagnostic::error(
+                Code::UnknownParam,
+                s.name.span,
+                format!("`{name}` is not a hyperparameter"),
+            )
+            .with_label("not a hyperparameter")
+            .with_help(format!("write `{name} = ..` {place}"));
+        }
+        Diagnostic::error(
+            Code::UnknownParam,
+            s.name.span,
+            format!("`{}` has no hyperparameter `{name}`", t.name),
+        )
+        .with_label("unknown hyperparameter")
+        .with_suggestion(
+            s.name.span,
+            did_you_mean(name, t.params.iter().map(|p| &*p.name)),
+            || {
+                let names: Vec<&str> = t.params.iter().map(|p| &*p.name).collect();
+                format!("the hyperparameters of `{}` are {}", t.name, list(&names))
+            },
+        )
+    }
+}
+
+/// A base model's hyperparameters, as its `model.json` records them.
+pub(super) fn base_params(base: &BaseModel, t: &TemplateSpec) -> Vec<(ResolvedParam, Written)> {
+    let from: std::sync::Arc<str> = base.meta_path.display().to_string().into();
+    let template: std::sync::Arc<str> = t.name.as_str().into();
+    // Each of the template's parameters as the model recorded it; one it did
+    // not record (a frozen model needs only its network's) takes the default.
+    t.params
+        .iter()
+        .filter_map(|spec| {
+            let recorded = base.meta.params.iter().find(|p| *p.name == *spec.name);
+            let (value, origin) = match (recorded, spec.default.as_ref().map(|d| &d.value)) {
+                (Some(p), _) => (
+                    Resolved::Value(ParamValue::Num(p.value)),
+                    Origin::Base {
+                        model: from.clone(),
+                    },
+                ),
+                (None, Some(DefaultValue::Value(v))) => (
+                    Resolved::Value(v.clone()),
+                    Origin::Default {
+                        from: template.clone(),
+                    },
+                ),
+                (None, Some(DefaultValue::Derived(d))) => (
+                    Resolved::Derived(*d),
+                    Origin::Derived {
+                        from: template.clone(),
+                        derived: *d,
+                    },
+                ),
+                (None, None) => return None,
+            };
+            let name = spec.name.clone();
+            Some((
+                ResolvedParam {
+                    name,
+                    value,
+                    origin,
+                },
+                Written::Unset,
+            ))
+        })
+        .collect()
+}

@@ -1,0 +1,203 @@
+//! Rules between fields: the schedule, the learning rate, the seed's advice.
+
+use super::*;
+
+impl Checker<'_> {
+    /// Rules between fields: the schedule, the learning rate, the seed's advice.
+    pub(super) fn cross_checks(
+        &mut self,
+        t: &TemplateSpec,
+        u: &UseDecl,
+        params: &[(ResolvedParam, Written)],
+        has_weights: bool,
+    ) {
+        let f = Fields {
+            params,
+            use_span: u.keyword.to(u.template.span),
+        };
+        self.schedule_rules(&f);
+        self.batches_rules(&f);
+        self.learning_rate_rules(&f, t);
+        self.angular_rules(&f, t, has_weights);
+        self.epoch_size_rules(&f);
+    }
+
+    /// `init_epochs` within `num_epochs`; a rate that never decreases; a `step_epochs` that never applies.
+    fn schedule_rules(&mut self, f: &Fields) {
+        if let (Some(init), Some(total)) = (f.num("init_epochs"), f.num("num_epochs")) {
+            let step = f.num("step_epochs").unwrap_or(1.0);
+            if init > total {
+                let primary = f
+                    .span_of("init_epochs")
+                    .or(f.span_of("num_epochs"))
+                    .unwrap_or(f.use_span);
+                let mut d = Diagnostic::error(
+                    Code::Schedule,
+                    primary,
+                    format!("`init_epochs` = {init} is beyond `num_epochs` = {total}"),
+                )
+                .with_label("more epochs at the initial rate than epochs in all")
+                .with_help(format!("lower `init_epochs` to at most {total}, or raise `num_epochs` to at least {init}"));
+                if let Some(other) = f.span_of("num_epochs").filter(|s| *s != primary) {
+                    d = d.with_related(other, "the total number of epochs");
+                }
+                self.push(d);
+            } else if init == total {
+                self.push(
+                    Diagnostic::warning(
+                        Code::Schedule,
+                        f.at("init_epochs"),
+                        "the learning rate never decreases",
+                    )
+                    .with_label(format!("all {total} epochs run at the initial rate"))
+                    .with_help("lower `init_epochs` below `num_epochs` to let the rate decrease"),
+                );
+            } else if init + step >= total && f.span_of("step_epochs").is_some() {
+                self.push(
+                    Diagnostic::warning(Code::Schedule, f.at("step_epochs"), format!("`step_epochs` = {step} has no effect"))
+                        .with_label(format!(
+                            "the only decrease happens after epoch {init}; a second would come after epoch {}, past the last epoch {total}",
+                            init + step
+                        ))
+                        .with_help(format!("lower `step_epochs` below {} for further decreases, or remove it", total - init)),
+                );
+            }
+        }
+    }
+
+    /// Batch norm needs two images in a batch: a batch (or an epoch) of one trains nothing.
+    fn batches_rules(&mut self, f: &Fields) {
+        // Batch norm needs two images in a batch: a batch of one trains nothing.
+        for (name, what) in [
+            ("batch_size", "a batch of one image"),
+            ("num_items_per_epoch", "an epoch of one image"),
+        ] {
+            if f.num(name) == Some(1.0) {
+                self.push(
+                    Diagnostic::error(
+                        Code::OutOfRange,
+                        f.at(name),
+                        format!("`{name}` = 1 trains nothing"),
+                    )
+                    .with_label(format!("{what} is skipped: batch norm needs two images"))
+                    .with_help(format!("set `{name}` to at least 2")),
+                );
+            }
+        }
+    }
+
+    /// A rate of 0, or one high enough that training from scratch failed in measurements.
+    fn learning_rate_rules(&mut self, f: &Fields, t: &TemplateSpec) {
+        let recommended = t
+            .param("per_item_lrate")
+            .and_then(|p| match p.default.as_ref().map(|d| &d.value) {
+                Some(DefaultValue::Value(ParamValue::Num(n))) => Some(n.as_f64()),
+                _ => None,
+            })
+            .filter(|r| *r > 0.0);
+        if let (Some(per_item), Some(batch)) = (f.num("per_item_lrate"), f.num("batch_size")) {
+            let lrate = per_item * batch;
+            if per_item == 0.0 {
+                self.push(
+                    Diagnostic::warning(
+                        Code::LearningRate,
+                        f.at("per_item_lrate"),
+                        "a learning rate of 0 never changes the weights",
+                    )
+                    .with_label("`per_item_lrate` = 0")
+                    .with_help(match recommended {
+                        Some(r) => format!("the template's default is {}", fmt_float(r)),
+                        None => "set a positive `per_item_lrate`".to_string(),
+                    }),
+                );
+            } else if lrate >= 0.1 {
+                self.push(
+                    Diagnostic::warning(
+                        Code::LearningRate,
+                        f.at("per_item_lrate"),
+                        format!("`lrate` = {} × {} = {} is high", fmt_float(per_item), batch, fmt_float(lrate)),
+                    )
+                    .with_label("training from random weights failed for all three templates at `lrate` 0.1 in measurements")
+                    .with_help(match recommended {
+                        Some(r) => format!("try `per_item_lrate = {}` (`lrate` {}), the template's default", fmt_float(r), fmt_float(r * batch)),
+                        None => "lower `per_item_lrate`".to_string(),
+                    }),
+                );
+            }
+        }
+    }
+
+    /// The seed's angular margin defaults stall from random weights on small data.
+    fn angular_rules(&mut self, f: &Fields, t: &TemplateSpec, has_weights: bool) {
+        if t.architecture == Architecture::Resnet101AngularMargin && !has_weights {
+            if let (Some(s), Some(m)) = (f.num("angular_scale"), f.num("angular_margin")) {
+                if s >= 64.0 && m >= 0.5 {
+                    let primary = f
+                        .span_of("angular_margin")
+                        .or(f.span_of("angular_scale"))
+                        .unwrap_or(f.use_span);
+                    self.push(
+                        Diagnostic::warning(
+                            Code::AngularFromScratch,
+                            primary,
+                            format!("`angular_scale` = {s} with `angular_margin` = {m} tends to stall when training from random weights"),
+                        )
+                        .with_label("no `weights` in the `data` block")
+                        .with_help("on small data start gentler (`angular_scale = 16`, `angular_margin = 0.1` reached 0.93 held-out accuracy where 64 / 0.5 reached 0.24), or start from pretrained `weights = \"model.safetensors\"`"),
+                    );
+                }
+            }
+        }
+    }
+
+    /// An epoch smaller than one batch.
+    fn epoch_size_rules(&mut self, f: &Fields) {
+        if let (Some(items), Some(batch)) = (f.num("num_items_per_epoch"), f.num("batch_size")) {
+            if items < batch {
+                self.push(
+                    Diagnostic::warning(
+                        Code::Schedule,
+                        f.at("num_items_per_epoch"),
+                        format!("an epoch of {items} images is smaller than one batch of {batch}"),
+                    )
+                    .with_label("every epoch is a single partial batch")
+                    .with_help("raise `num_items_per_epoch` or lower `batch_size`"),
+                );
+            }
+        }
+    }
+}
+
+/// The resolved parameters of a `use` block, read by the rules.
+struct Fields<'p> {
+    params: &'p [(ResolvedParam, Written)],
+    /// Where a rule points when the parameter was not written.
+    use_span: Span,
+}
+
+impl Fields<'_> {
+    fn get(&self, name: &str) -> Option<&(ResolvedParam, Written)> {
+        self.params.iter().find(|(p, _)| &*p.name == name)
+    }
+
+    /// A number's value; one reported as wrong takes no part in the rules.
+    fn num(&self, name: &str) -> Option<f64> {
+        match self.get(name)? {
+            (_, Written::Invalid) => None,
+            (p, _) => match &p.value {
+                Resolved::Value(ParamValue::Num(n)) => Some(n.as_f64()),
+                _ => None,
+            },
+        }
+    }
+
+    /// Where it was written.
+    fn span_of(&self, name: &str) -> Option<Span> {
+        self.get(name).and_then(|(_, w)| w.span())
+    }
+
+    /// Where it was written, or the `use` block.
+    fn at(&self, name: &str) -> Span {
+        self.span_of(name).unwrap_or(self.use_span)
+    }
+}

@@ -1,0 +1,96 @@
+//! The `step` blocks: known kinds, unique names, their parameters typed.
+
+use super::*;
+
+impl Checker<'_> {
+    pub(super) fn steps(&mut self, steps: &[&StepDecl], seed: u64) -> Vec<Option<StepSpec>> {
+        let mut names: HashMap<String, Span> = HashMap::default();
+        let mut out = Vec::new();
+        for s in steps {
+            let Some(kind) = self.builtin.step_kind(&s.kind.name) else {
+                let names: Vec<&str> = self
+                    .builtin
+                    .step_kinds
+                    .iter()
+                    .map(|k| k.name.as_str())
+                    .collect();
+                self.push(
+                    Diagnostic::error(
+                        Code::UnknownStepKind,
+                        s.kind.span,
+                        format!("there is no step `{}`", s.kind.name),
+                    )
+                    .with_label("unknown step")
+                    .with_suggestion(
+                        s.kind.span,
+                        did_you_mean(&s.kind.name, names.iter().copied()),
+                        || format!("the steps are {}", list(&names)),
+                    ),
+                );
+                out.push(None);
+                continue;
+            };
+            let name_ident = s.alias.as_ref().unwrap_or(&s.kind);
+            if let Some(first) = names.get(&name_ident.name) {
+                self.push(
+                    Diagnostic::error(
+                        Code::Duplicate,
+                        name_ident.span,
+                        format!("two steps are named `{}`", name_ident.name),
+                    )
+                    .with_label("second step of that name")
+                    .with_related(*first, "first one here")
+                    .with_help(format!(
+                        "name them apart: `step {} as another_name {{ .. }}`",
+                        s.kind.name
+                    )),
+                );
+            } else {
+                names.insert(name_ident.name.clone(), name_ident.span);
+            }
+            let settings = self.block_settings(
+                s.body.as_ref(),
+                "a `step` block holds settings, not `param` declarations",
+            );
+            let kind_name = kind.name.clone();
+            let params = self.resolve_params(&kind.params, &settings, &kind_name, |_, st| {
+                let name = &st.name.name;
+                Diagnostic::error(
+                    Code::UnknownParam,
+                    st.name.span,
+                    format!("the step `{}` has no parameter `{name}`", kind.name),
+                )
+                .with_label("unknown parameter")
+                .with_suggestion(
+                    st.name.span,
+                    did_you_mean(name, kind.params.iter().map(|p| &*p.name)),
+                    || {
+                        let names: Vec<&str> = kind.params.iter().map(|p| &*p.name).collect();
+                        format!("the parameters of `{}` are {}", kind.name, list(&names))
+                    },
+                )
+            });
+            let params: Vec<ResolvedParam> = params.into_iter().map(|(p, _)| p).collect();
+            let typed = typed::step_params(kind.id, &params, seed, &|p| self.resolve(p));
+            out.push(match typed {
+                Ok(typed) => Some(StepSpec {
+                    kind: kind.id,
+                    name: name_ident.name.clone(),
+                    params,
+                    typed,
+                }),
+                // A value already reported as wrong leaves the step untyped.
+                Err(_) if self.diagnostics.iter().any(Diagnostic::is_error) => None,
+                Err(message) => {
+                    self.push(Diagnostic::error(
+                        Code::BadTemplate,
+                        name_ident.span,
+                        format!("the step's parameters cannot be used: {message}"),
+                    ));
+                    None
+                }
+            });
+        }
+        out
+    }
+}
