@@ -198,9 +198,32 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
         .map_or(0, |i| i + 1);
     let head = before[..word_start].trim();
     let (module, _) = crate::syntax::parse(FILE, text);
-    let registry = Registry::builtin();
     let templates = templates(&module);
+    if let Some(items) = after_keyword(head, &templates) {
+        return items;
+    }
+    // After `name =`: the keywords the parameter accepts, if any.
+    let value_of = head.strip_suffix('=').map(|h| {
+        let h = h.trim_end();
+        &h[h.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .map_or(0, |i| i + 1)..]
+    });
+    if value_of.is_none() && head.contains('=') {
+        return Vec::new();
+    }
+    // Which block is the cursor in? The innermost `{` not closed before it.
+    let block = enclosing_block(text, offset);
+    if let Some(b) = block {
+        return in_block(&module, &templates, b, value_of);
+    }
+    if value_of.is_some() {
+        return Vec::new();
+    }
+    top_level(&module)
+}
 
+/// After `use`, `extends`, `step` or `device =`: what may follow.
+fn after_keyword(head: &str, templates: &[TemplateSpec]) -> Option<Vec<Completion>> {
     let template_items = |kind_of: &str| -> Vec<Completion> {
         templates
             .iter()
@@ -214,26 +237,23 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
             .collect()
     };
     if head == "use" {
-        return template_items("the");
+        return Some(template_items("the"));
     }
     if head.ends_with("extends") {
-        return template_items("a parent");
+        return Some(template_items("a parent"));
     }
     if head == "step" {
-        return registry
-            .step_kinds
-            .iter()
-            .map(|k| Completion {
-                label: k.name.clone(),
-                kind: CompletionKind::StepKind,
-                detail: "step".into(),
-                documentation: squash(&k.doc),
-                insert: k.name.clone(),
-            })
-            .collect();
+        let kinds = Registry::builtin().step_kinds.iter().map(|k| Completion {
+            label: k.name.clone(),
+            kind: CompletionKind::StepKind,
+            detail: "step".into(),
+            documentation: squash(&k.doc),
+            insert: k.name.clone(),
+        });
+        return Some(kinds.collect());
     }
     if head.ends_with("device =") || head == "device =" {
-        return ["cpu", "auto", "cuda(0)", "metal(0)"]
+        let devices = ["cpu", "auto", "cuda(0)", "metal(0)"]
             .iter()
             .map(|v| Completion {
                 label: v.to_string(),
@@ -241,86 +261,92 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
                 detail: "device".into(),
                 documentation: String::new(),
                 insert: v.to_string(),
-            })
-            .collect();
+            });
+        return Some(devices.collect());
     }
-    // After `name =`: the keywords the parameter accepts, if any.
-    let value_of = head.strip_suffix('=').map(|h| {
-        let h = h.trim_end();
-        &h[h.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1)..]
-    });
-    if value_of.is_none() && head.contains('=') {
-        return Vec::new();
-    }
-    // Which block is the cursor in? The innermost `{` not closed before it.
-    let block = enclosing_block(text, offset);
-    let params = |owner: &str, specs: &[ParamSpec], written: Vec<&str>| -> Vec<Completion> {
-        if let Some(name) = value_of {
-            let Some(p) = specs.iter().find(|p| &*p.name == name) else {
-                return Vec::new();
-            };
-            return p
-                .ty
-                .keywords
-                .iter()
-                .map(|k| Completion {
-                    label: k.clone(),
-                    kind: CompletionKind::Value,
-                    detail: format!("{owner}.{name}"),
-                    documentation: param_markdown(owner, p),
-                    insert: k.clone(),
-                })
-                .collect();
-        }
-        specs
-            .iter()
-            .filter(|p| !written.contains(&&*p.name))
-            .map(|p| Completion {
-                label: p.name.to_string(),
-                kind: CompletionKind::Param,
-                detail: format!("{} · {}", p.ty, p.range_text()),
-                documentation: param_markdown(owner, p),
-                insert: format!("{} = ", p.name),
-            })
-            .collect()
-    };
+    None
+}
+
+/// Inside the block at `block`: the parameters not yet written (or, after
+/// `name =`, the keywords that parameter takes), or the `data` settings.
+fn in_block(
+    module: &Module,
+    templates: &[TemplateSpec],
+    block: usize,
+    value_of: Option<&str>,
+) -> Vec<Completion> {
     for item in &module.items {
         match item {
-            Item::Use(u) if block.is_some_and(|b| within(u.span, b)) => {
+            Item::Use(u) if within(u.span, block) => {
                 let Some(t) = templates.iter().find(|t| t.name == u.template.name) else {
                     return Vec::new();
                 };
-                let written = u
-                    .body
-                    .iter()
-                    .flat_map(|b| b.settings())
-                    .map(|s| s.name.name.as_str())
-                    .collect();
-                return params(&t.name, &t.params, written);
+                return params(&t.name, &t.params, written_in(u.body.as_ref()), value_of);
             }
-            Item::Step(s) if block.is_some_and(|b| within(s.span, b)) => {
-                let Some(k) = registry.step_kind(&s.kind.name) else {
+            Item::Step(s) if within(s.span, block) => {
+                let Some(k) = Registry::builtin().step_kind(&s.kind.name) else {
                     return Vec::new();
                 };
-                let written = s
-                    .body
-                    .iter()
-                    .flat_map(|b| b.settings())
-                    .map(|s| s.name.name.as_str())
-                    .collect();
-                return params(&k.name, &k.params, written);
+                return params(&k.name, &k.params, written_in(s.body.as_ref()), value_of);
             }
-            Item::Data(d) if value_of.is_none() && block.is_some_and(|b| within(d.span, b)) => {
+            Item::Data(d) if value_of.is_none() && within(d.span, block) => {
                 let written: Vec<&str> = d.body.settings().map(|s| s.name.name.as_str()).collect();
                 return settings(&DATA_SETTINGS, &written);
             }
             _ => {}
         }
     }
-    if block.is_some() || value_of.is_some() {
-        return Vec::new();
+    Vec::new()
+}
+
+/// The names set in a block.
+fn written_in(body: Option<&Block>) -> Vec<&str> {
+    body.iter()
+        .flat_map(|b| b.settings())
+        .map(|s| s.name.name.as_str())
+        .collect()
+}
+
+/// A template's or step's parameters not yet written, or after `name =` the
+/// keywords `name` accepts.
+fn params(
+    owner: &str,
+    specs: &[ParamSpec],
+    written: Vec<&str>,
+    value_of: Option<&str>,
+) -> Vec<Completion> {
+    if let Some(name) = value_of {
+        let Some(p) = specs.iter().find(|p| &*p.name == name) else {
+            return Vec::new();
+        };
+        return p
+            .ty
+            .keywords
+            .iter()
+            .map(|k| Completion {
+                label: k.clone(),
+                kind: CompletionKind::Value,
+                detail: format!("{owner}.{name}"),
+                documentation: param_markdown(owner, p),
+                insert: k.clone(),
+            })
+            .collect();
     }
+    specs
+        .iter()
+        .filter(|p| !written.contains(&&*p.name))
+        .map(|p| Completion {
+            label: p.name.to_string(),
+            kind: CompletionKind::Param,
+            detail: format!("{} · {}", p.ty, p.range_text()),
+            documentation: param_markdown(owner, p),
+            insert: format!("{} = ", p.name),
+        })
+        .collect()
+}
+
+/// Outside every block: the settings not yet written and the statements.
+fn top_level(module: &Module) -> Vec<Completion> {
     let written: Vec<&str> = module
         .items
         .iter()
@@ -490,12 +516,23 @@ pub struct Symbol {
 /// parameters it holds.
 pub fn symbols(text: &str) -> Vec<Symbol> {
     let (module, _) = crate::syntax::parse(FILE, text);
-    let symbol = |name: &str,
-                  detail: String,
-                  kind,
-                  whole: crate::source::Span,
-                  name_span: crate::source::Span,
-                  children| Symbol {
+    module
+        .items
+        .iter()
+        .map(|item| item_symbol(text, item))
+        .collect()
+}
+
+type Span = crate::source::Span;
+
+fn symbol(
+    name: &str,
+    detail: String,
+    kind: SymbolKind,
+    (whole, name_span): (Span, Span),
+    children: Vec<Symbol>,
+) -> Symbol {
+    Symbol {
         name: name.to_string(),
         detail,
         kind,
@@ -504,104 +541,99 @@ pub fn symbols(text: &str) -> Vec<Symbol> {
         name_start: name_span.start,
         name_end: name_span.end,
         children,
+    }
+}
+
+fn value_text(text: &str, s: &Setting) -> String {
+    text[s.value.span.start..s.value.span.end].to_string()
+}
+
+/// A block's settings and `param` declarations.
+fn block_symbols(text: &str, b: Option<&Block>) -> Vec<Symbol> {
+    let Some(b) = b else {
+        return Vec::new();
     };
-    let value_text = |s: &Setting| text[s.value.span.start..s.value.span.end].to_string();
-    let block = |b: Option<&Block>| -> Vec<Symbol> {
-        b.map(|b| {
-            b.items
-                .iter()
-                .map(|i| match i {
-                    BlockItem::Setting(s) => symbol(
-                        &s.name.name,
-                        value_text(s),
-                        SymbolKind::Setting,
-                        s.span,
-                        s.name.span,
-                        Vec::new(),
-                    ),
-                    BlockItem::Param(p) => symbol(
-                        &p.name.name,
-                        p.ty.as_ref()
-                            .map(|t| text[t.span.start..t.span.end].to_string())
-                            .unwrap_or_default(),
-                        SymbolKind::Param,
-                        p.span,
-                        p.name.span,
-                        Vec::new(),
-                    ),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-    };
-    module
-        .items
+    b.items
         .iter()
-        .map(|item| match item {
-            Item::Workflow { keyword, name } => symbol(
-                &name.name,
-                "workflow".into(),
-                SymbolKind::Workflow,
-                keyword.to(name.span),
-                name.span,
+        .map(|i| match i {
+            BlockItem::Setting(s) => symbol(
+                &s.name.name,
+                value_text(text, s),
+                SymbolKind::Setting,
+                (s.span, s.name.span),
                 Vec::new(),
             ),
-            Item::Use(u) => symbol(
-                &u.template.name,
-                "use".into(),
-                SymbolKind::Use,
-                u.span,
-                u.template.span,
-                block(u.body.as_ref()),
-            ),
-            Item::Data(d) => symbol(
-                "data",
-                String::new(),
-                SymbolKind::Data,
-                d.span,
-                d.keyword,
-                block(Some(&d.body)),
-            ),
-            Item::Step(s) => {
-                let name = s.alias.as_ref().unwrap_or(&s.kind);
-                symbol(
-                    &name.name,
-                    format!("step {}", s.kind.name),
-                    SymbolKind::Step,
-                    s.span,
-                    name.span,
-                    block(s.body.as_ref()),
-                )
-            }
-            Item::Template(t) => symbol(
-                &t.name.name,
-                t.parent
-                    .as_ref()
-                    .map(|p| format!("extends {}", p.name))
-                    .unwrap_or_else(|| "template".into()),
-                SymbolKind::Template,
-                t.span,
-                t.name.span,
-                block(Some(&t.body)),
-            ),
-            Item::StepKind(k) => symbol(
-                &k.name.name,
-                "step kind".into(),
-                SymbolKind::StepKind,
-                k.span,
-                k.name.span,
-                block(Some(&k.body)),
-            ),
-            Item::Setting(s) => symbol(
-                &s.name.name,
-                value_text(s),
-                SymbolKind::Setting,
-                s.span,
-                s.name.span,
+            BlockItem::Param(p) => symbol(
+                &p.name.name,
+                p.ty.as_ref()
+                    .map(|t| text[t.span.start..t.span.end].to_string())
+                    .unwrap_or_default(),
+                SymbolKind::Param,
+                (p.span, p.name.span),
                 Vec::new(),
             ),
         })
         .collect()
+}
+
+fn item_symbol(text: &str, item: &Item) -> Symbol {
+    match item {
+        Item::Workflow { keyword, name } => symbol(
+            &name.name,
+            "workflow".into(),
+            SymbolKind::Workflow,
+            (keyword.to(name.span), name.span),
+            Vec::new(),
+        ),
+        Item::Use(u) => symbol(
+            &u.template.name,
+            "use".into(),
+            SymbolKind::Use,
+            (u.span, u.template.span),
+            block_symbols(text, u.body.as_ref()),
+        ),
+        Item::Data(d) => symbol(
+            "data",
+            String::new(),
+            SymbolKind::Data,
+            (d.span, d.keyword),
+            block_symbols(text, Some(&d.body)),
+        ),
+        Item::Step(s) => {
+            let name = s.alias.as_ref().unwrap_or(&s.kind);
+            symbol(
+                &name.name,
+                format!("step {}", s.kind.name),
+                SymbolKind::Step,
+                (s.span, name.span),
+                block_symbols(text, s.body.as_ref()),
+            )
+        }
+        Item::Template(t) => symbol(
+            &t.name.name,
+            t.parent
+                .as_ref()
+                .map(|p| format!("extends {}", p.name))
+                .unwrap_or_else(|| "template".into()),
+            SymbolKind::Template,
+            (t.span, t.name.span),
+            block_symbols(text, Some(&t.body)),
+        ),
+        Item::StepKind(k) => symbol(
+            &k.name.name,
+            "step kind".into(),
+            SymbolKind::StepKind,
+            (k.span, k.name.span),
+            block_symbols(text, Some(&k.body)),
+        ),
+        Item::Setting(s) => symbol(
+            &s.name.name,
+            value_text(text, s),
+            SymbolKind::Setting,
+            (s.span, s.name.span),
+            Vec::new(),
+        ),
+    }
 }
 
 #[cfg(test)]

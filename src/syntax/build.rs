@@ -1,0 +1,339 @@
+//! pest's pairs → the syntax tree, with spans mapped back to the original
+//! text and each swallowed piece explained.
+
+use super::*;
+
+pub(super) struct Builder<'d> {
+    pub(super) source: SourceId,
+    pub(super) diagnostics: &'d mut Vec<Diagnostic>,
+    /// Where [`repair_braces`] inserted text, to map positions back.
+    pub(super) insertions: &'d [usize],
+    /// Where the piece being parsed starts in `text`.
+    pub(super) offset: usize,
+    /// The end of the last item or setting, to word junk that trails it.
+    pub(super) last_end: Option<usize>,
+    /// The text being parsed (repaired, if it was).
+    pub(super) text: &'d str,
+}
+
+impl Builder<'_> {
+    /// Maps a position in the parsed text to the original file.
+    pub(super) fn pos(&self, p: usize) -> usize {
+        let mut shift = 0;
+        for &at in self.insertions {
+            let here = at + shift;
+            if p < here {
+                break;
+            }
+            if p < here + CLOSE.len() {
+                return at;
+            }
+            shift += CLOSE.len();
+        }
+        p - shift
+    }
+
+    pub(super) fn span(&self, pair: &Pair<Rule>) -> Span {
+        let s = pair.as_span();
+        Span::new(
+            self.source,
+            self.pos(self.offset + s.start()),
+            self.pos(self.offset + s.end()),
+        )
+    }
+
+    pub(super) fn file(&mut self, pair: Pair<Rule>) -> Module {
+        let mut items = Vec::new();
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::bad_item => self.bad_piece(&p, Rule::item_only),
+                Rule::EOI => {}
+                _ => {
+                    let end = self.offset + p.as_span().end();
+                    items.push(self.item(p));
+                    self.last_end = Some(end);
+                }
+            }
+        }
+        Module { items }
+    }
+
+    pub(super) fn item(&mut self, pair: Pair<Rule>) -> Item {
+        let span = self.span(&pair);
+        let rule = pair.as_rule();
+        let mut inner = pair.into_inner();
+        match rule {
+            Rule::workflow_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let name = self.ident(inner.next().unwrap());
+                Item::Workflow { keyword, name }
+            }
+            Rule::use_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let template = self.ident(inner.next().unwrap());
+                let body = inner.next().map(|b| self.block(b));
+                Item::Use(UseDecl {
+                    keyword,
+                    template,
+                    body,
+                    span,
+                })
+            }
+            Rule::data_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let body = self.block(inner.next().unwrap());
+                Item::Data(DataDecl {
+                    keyword,
+                    body,
+                    span,
+                })
+            }
+            Rule::step_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let kind = self.ident(inner.next().unwrap());
+                let mut alias = None;
+                let mut body = None;
+                for p in inner {
+                    match p.as_rule() {
+                        Rule::kw_as => {}
+                        Rule::name => alias = Some(self.ident(p)),
+                        _ => body = Some(self.block(p)),
+                    }
+                }
+                Item::Step(StepDecl {
+                    keyword,
+                    kind,
+                    alias,
+                    body,
+                    span,
+                })
+            }
+            Rule::template_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let name = self.ident(inner.next().unwrap());
+                let mut parent = None;
+                let mut body = None;
+                for p in inner {
+                    match p.as_rule() {
+                        Rule::kw_extends => {}
+                        Rule::name => parent = Some(self.ident(p)),
+                        _ => body = Some(self.block(p)),
+                    }
+                }
+                Item::Template(TemplateDecl {
+                    keyword,
+                    name,
+                    parent,
+                    body: body.expect("template body"),
+                    span,
+                })
+            }
+            Rule::step_kind_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let name = self.ident(inner.next().unwrap());
+                let body = self.block(inner.next().unwrap());
+                Item::StepKind(StepKindDecl {
+                    keyword,
+                    name,
+                    body,
+                    span,
+                })
+            }
+            Rule::setting => Item::Setting(self.setting_inner(span, inner)),
+            other => unreachable!("unexpected top-level rule {other:?}"),
+        }
+    }
+
+    pub(super) fn ident(&self, pair: Pair<Rule>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
+    }
+
+    pub(super) fn block(&mut self, pair: Pair<Rule>) -> Block {
+        let span = self.span(&pair);
+        let mut items = Vec::new();
+        for p in pair.into_inner() {
+            match p.as_rule() {
+                Rule::lbrace | Rule::rbrace => {}
+                Rule::bad_line => self.bad_piece(&p, Rule::block_item_only),
+                Rule::setting => {
+                    let span = self.span(&p);
+                    let end = self.offset + p.as_span().end();
+                    items.push(BlockItem::Setting(self.setting_inner(span, p.into_inner())));
+                    self.last_end = Some(end);
+                }
+                Rule::param_decl => {
+                    let end = self.offset + p.as_span().end();
+                    items.push(BlockItem::Param(self.param(p)));
+                    self.last_end = Some(end);
+                }
+                other => unreachable!("unexpected block rule {other:?}"),
+            }
+        }
+        Block { items, span }
+    }
+
+    pub(super) fn param(&mut self, pair: Pair<Rule>) -> ParamDecl {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let keyword = self.span(&inner.next().unwrap());
+        let name = self.ident(inner.next().unwrap());
+        let mut ty = None;
+        let mut body = None;
+        for p in inner {
+            match p.as_rule() {
+                Rule::colon => {}
+                Rule::type_expr => {
+                    let span = self.span(&p);
+                    let alternatives = p.into_inner().map(|n| self.ident(n)).collect();
+                    ty = Some(TypeExpr { alternatives, span });
+                }
+                _ => body = Some(self.block(p)),
+            }
+        }
+        ParamDecl {
+            keyword,
+            name,
+            ty,
+            body,
+            span,
+        }
+    }
+
+    pub(super) fn setting_inner(
+        &mut self,
+        span: Span,
+        mut inner: pest::iterators::Pairs<Rule>,
+    ) -> Setting {
+        let name = self.ident(inner.next().unwrap());
+        let _eq = inner.next();
+        let value = self.value(inner.next().unwrap());
+        Setting { name, value, span }
+    }
+
+    pub(super) fn value(&mut self, pair: Pair<Rule>) -> Value {
+        let span = self.span(&pair);
+        let inner = pair.into_inner().next().expect("value alternative");
+        let kind = match inner.as_rule() {
+            Rule::number => self.number(inner.as_str(), span),
+            Rule::string => {
+                let body = inner.into_inner().next().unwrap();
+                let offset = self.pos(self.offset + body.as_span().start());
+                self.unescape(body.as_str(), offset)
+                    .map_or(ValueKind::Invalid, ValueKind::Str)
+            }
+            Rule::long_string => {
+                let body = inner.into_inner().next().unwrap();
+                ValueKind::Str(body.as_str().to_string())
+            }
+            Rule::name => ValueKind::Name(inner.as_str().to_string()),
+            Rule::call => {
+                let mut parts = inner.into_inner();
+                let name = self.ident(parts.next().unwrap());
+                let args = parts
+                    .filter(|p| p.as_rule() == Rule::value)
+                    .map(|p| self.value(p))
+                    .collect();
+                ValueKind::Call { name, args }
+            }
+            other => unreachable!("unexpected value rule {other:?}"),
+        };
+        Value { kind, span }
+    }
+
+    pub(super) fn number(&mut self, text: &str, span: Span) -> ValueKind {
+        let is_float = text.contains(['.', 'e', 'E']);
+        if !is_float {
+            return match text.parse::<i64>() {
+                Ok(i) => ValueKind::Int(i),
+                Err(_) => {
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            Code::BadNumber,
+                            span,
+                            format!("the integer `{}` is too large", shorten(text)),
+                        )
+                        .with_label("does not fit in 64 bits")
+                        .with_help(format!(
+                            "integers range from {} to {}",
+                            i64::MIN,
+                            i64::MAX
+                        )),
+                    );
+                    ValueKind::Invalid
+                }
+            };
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f.is_finite() => ValueKind::Float(f),
+            _ => {
+                self.diagnostics.push(
+                    Diagnostic::error(
+                        Code::BadNumber,
+                        span,
+                        format!("the number `{}` is too large", shorten(text)),
+                    )
+                    .with_label("not a finite 64-bit floating-point number")
+                    .with_help("numbers must lie within about ±1.8e308"),
+                );
+                ValueKind::Invalid
+            }
+        }
+    }
+
+    pub(super) fn unescape(&mut self, body: &str, offset: usize) -> Option<String> {
+        let mut out = String::with_capacity(body.len());
+        let mut chars = body.char_indices();
+        let mut ok = true;
+        while let Some((i, c)) = chars.next() {
+            if c != '\\' {
+                out.push(c);
+                continue;
+            }
+            match chars.next() {
+                Some((_, '\\')) => out.push('\\'),
+                Some((_, '"')) => out.push('"'),
+                Some((_, 'n')) => out.push('\n'),
+                Some((_, 't')) => out.push('\t'),
+                Some((j, other)) => {
+                    ok = false;
+                    let end = offset + j + other.len_utf8();
+                    self.diagnostics.push(
+                        Diagnostic::error(
+                            Code::BadEscape,
+                            Span::new(self.source, offset + i, end),
+                            format!("unknown escape `\\{other}` in a string"),
+                        )
+                        .with_label("unknown escape")
+                        .with_help("strings know `\\\\`, `\\\"`, `\\n` and `\\t`; on Windows write paths with `/`"),
+                    );
+                }
+                None => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+
+    /// Reports one swallowed piece of text: says what was expected where.
+    pub(super) fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) {
+        let start = self.offset + pair.as_span().start();
+        let text = pair.as_str();
+        let trailing = self
+            .last_end
+            .filter(|&end| end <= start && !self.text[end..start].contains('\n'));
+        let mut d = match trailing {
+            Some(end) => trailing_junk(self.source, start, text, &self.text[..end]),
+            None => explain(self.source, start, text, entry),
+        };
+        d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
+        if !self
+            .diagnostics
+            .iter()
+            .any(|x| x.code == d.code && x.span == d.span)
+        {
+            self.diagnostics.push(d);
+        }
+    }
+}
