@@ -23,6 +23,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 
 mod columns;
 mod geometry;
+mod inference;
 
 use super::profile::{time, Kernel};
 use super::{
@@ -31,6 +32,7 @@ use super::{
 };
 use columns::*;
 use geometry::*;
+pub(crate) use inference::{After, Inference};
 
 /// A convolution's hyperparameters (square stride and padding, as the networks use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,48 +64,6 @@ fn side_by_side<A: Send, B: Send>(
         super::team::join(|| a(t / 2), || b(t - t / 2))
     } else {
         (a(1), b(1))
-    }
-}
-
-/// What happens to each output value as soon as its block of the product is
-/// computed (still in cache): `v · scale + shift` per output channel, plus
-/// the residual's value at the same place, then ReLU.
-pub(crate) struct After<'a, T> {
-    pub scale: Option<&'a [T]>,
-    pub shift: Option<&'a [T]>,
-    pub residual: Option<&'a [T]>,
-    pub relu: bool,
-}
-
-impl<T: Float> After<'_, T> {
-    /// Output channel `o`'s value at output column `col`.
-    #[inline]
-    fn one(&self, o: usize, col: usize, jt: usize, v: T) -> T {
-        let s = self.scale.map_or(T::ONE, |s| s[o]);
-        let b = self.shift.map_or(T::ZERO, |b| b[o]);
-        let v = v * s + b + self.residual.map_or(T::ZERO, |r| r[o * jt + col]);
-        if self.relu && v < T::ZERO {
-            T::ZERO
-        } else {
-            v
-        }
-    }
-
-    /// Output channel `o`'s values from output column `col` on (of `jt` columns in all).
-    #[inline]
-    fn apply(&self, o: usize, col: usize, jt: usize, values: &mut [T]) {
-        let s = self.scale.map_or(T::ONE, |s| s[o]);
-        let b = self.shift.map_or(T::ZERO, |b| b[o]);
-        let relu = |v: T| if self.relu && v < T::ZERO { T::ZERO } else { v };
-        match self.residual {
-            Some(r) => {
-                let r = &r[o * jt + col..][..values.len()];
-                for (v, &r) in values.iter_mut().zip(r) {
-                    *v = relu(*v * s + b + r);
-                }
-            }
-            None => values.iter_mut().for_each(|v| *v = relu(*v * s + b)),
-        }
     }
 }
 
@@ -176,25 +136,14 @@ fn forward_by_classes<T: Float>(
     out: &DisjointMut<MaybeUninit<T>>,
 ) {
     let (c, o) = (g.c, g.o);
-    let (taps, hw) = (g.kh * g.kw, g.h * g.w);
+    let taps = g.kh * g.kw;
     let k = c * taps;
-    // w (O × C × taps) → taps first (O × taps × C), when a class reads more
-    // than one tap (a single tap's weights are a strided matrix of w).
+    // Taps first when a class reads more than one tap (a single tap's
+    // weights are a strided matrix of w).
     let wt = classes
         .iter()
         .any(|class| (class.ky.1 - class.ky.0) * (class.kx.1 - class.kx.0) > 1)
-        .then(|| {
-            let mut wt = uninit::<T>(o * k);
-            for (dst, src) in wt.chunks_mut(k).zip(w.chunks(k)) {
-                for (ci, src) in src.chunks(taps).enumerate() {
-                    for (t, &v) in src.iter().enumerate() {
-                        dst[t * c + ci] = MaybeUninit::new(v);
-                    }
-                }
-            }
-            // SAFETY: every element was written above.
-            unsafe { assume_init(wt) }
-        });
+        .then(|| taps_first(w, o, c, taps));
     let nc_max = g.chunk();
     let mut product = Vec::new();
     let mut sources = Vec::new();
@@ -202,35 +151,11 @@ fn forward_by_classes<T: Float>(
         let nc = nc_max.min(g.n - n0);
         for class in classes {
             let ((ky0, ky1), (kx0, kx1)) = (class.ky, class.kx);
-            let pc = class.pixels.len();
-            let j = nc * pc;
+            let j = nc * class.pixels.len();
             let kc = (ky1 - ky0) * (kx1 - kx0) * c;
             product.resize(o * j, T::ZERO);
             with_columns(kc * j, |col: &mut [T]| {
-                // Rows (ky, kx, ci) of the class's taps; columns (image, pixel).
-                sources.clear();
-                for ty in ky0..ky1 {
-                    for tx in kx0..kx1 {
-                        sources.extend(class.pixels.iter().map(|&q| {
-                            let (oy, ox) = (q as usize / g.ow, q as usize % g.ow);
-                            (oy * g.stride + ty - g.pad) * g.w + ox * g.stride + tx - g.pad
-                        }));
-                    }
-                }
-                let sources = &sources;
-                time(Kernel::Unfold, || {
-                    par_chunks(col, j, kc * j, |row, dst| {
-                        let (t, ci) = (row / c, row % c);
-                        let from = &sources[t * pc..(t + 1) * pc];
-                        for ni in 0..nc {
-                            let plane = &x[(ci * g.n + n0 + ni) * hw..][..hw];
-                            let dst = &mut dst[ni * pc..(ni + 1) * pc];
-                            for (d, &s) in dst.iter_mut().zip(from) {
-                                *d = plane[s];
-                            }
-                        }
-                    })
-                });
+                unfold_class(g, class, x, (n0, nc), col, &mut sources);
                 let col = &*col;
                 // Y_class (O × J) = Σ over the class's kernel rows ky of
                 // W[:, (ky, kx0..kx1, :)] · col[(ky, kx0..kx1, :), :]: one
@@ -260,32 +185,98 @@ fn forward_by_classes<T: Float>(
                     );
                 }
             });
-            // To the class's pixels of each image, through the epilogue.
-            let product = &product;
-            let p = g.p();
-            let jt = g.jt();
-            let rows = |oc: usize| {
-                // SAFETY: each output channel's row is written by one part only.
-                let row = unsafe { out.range(oc * jt, jt) };
-                for ni in 0..nc {
-                    let base = (n0 + ni) * p;
-                    let from = &product[oc * j + ni * pc..][..pc];
-                    for (&q, &v) in class.pixels.iter().zip(from) {
-                        let col = base + q as usize;
-                        let v = match after {
-                            Some(after) => after.one(oc, col, jt, v),
-                            None => v,
-                        };
-                        row[col] = MaybeUninit::new(v);
-                    }
-                }
-            };
-            if threads() > 1 && o * j >= 1 << 15 {
-                super::team::for_each(o, &rows);
-            } else {
-                (0..o).for_each(rows);
+            scatter_class(g, class, &product, (n0, nc), after, out);
+        }
+    }
+}
+
+/// w (O × C × taps) laid out taps first (O × taps × C).
+fn taps_first<T: Float>(w: &[T], o: usize, c: usize, taps: usize) -> Vec<T> {
+    let k = c * taps;
+    let mut wt = uninit::<T>(o * k);
+    for (dst, src) in wt.chunks_mut(k).zip(w.chunks(k)) {
+        for (ci, src) in src.chunks(taps).enumerate() {
+            for (t, &v) in src.iter().enumerate() {
+                dst[t * c + ci] = MaybeUninit::new(v);
             }
         }
+    }
+    // SAFETY: every element was written above.
+    unsafe { assume_init(wt) }
+}
+
+/// A class's columns for images `n0..n0 + nc`: rows (ky, kx, ci) of its
+/// taps, columns (image, pixel); `sources` is scratch for the input pixel
+/// each (tap, output pixel) reads.
+fn unfold_class<T: Float>(
+    g: &Geometry,
+    class: &Class,
+    x: &[T],
+    (n0, nc): (usize, usize),
+    col: &mut [T],
+    sources: &mut Vec<usize>,
+) {
+    let ((ky0, ky1), (kx0, kx1)) = (class.ky, class.kx);
+    let (c, hw, pc) = (g.c, g.h * g.w, class.pixels.len());
+    let j = nc * pc;
+    let kc = (ky1 - ky0) * (kx1 - kx0) * c;
+    sources.clear();
+    for ty in ky0..ky1 {
+        for tx in kx0..kx1 {
+            sources.extend(class.pixels.iter().map(|&q| {
+                let (oy, ox) = (q as usize / g.ow, q as usize % g.ow);
+                (oy * g.stride + ty - g.pad) * g.w + ox * g.stride + tx - g.pad
+            }));
+        }
+    }
+    let sources = &*sources;
+    time(Kernel::Unfold, || {
+        par_chunks(col, j, kc * j, |row, dst| {
+            let (t, ci) = (row / c, row % c);
+            let from = &sources[t * pc..(t + 1) * pc];
+            for ni in 0..nc {
+                let plane = &x[(ci * g.n + n0 + ni) * hw..][..hw];
+                let dst = &mut dst[ni * pc..(ni + 1) * pc];
+                for (d, &s) in dst.iter_mut().zip(from) {
+                    *d = plane[s];
+                }
+            }
+        })
+    });
+}
+
+/// A class's product (O × images · pixels) to its pixels of each image in
+/// the output, through the epilogue.
+fn scatter_class<T: Float>(
+    g: &Geometry,
+    class: &Class,
+    product: &[T],
+    (n0, nc): (usize, usize),
+    after: Option<&After<T>>,
+    out: &DisjointMut<MaybeUninit<T>>,
+) {
+    let (o, p, jt, pc) = (g.o, g.p(), g.jt(), class.pixels.len());
+    let j = nc * pc;
+    let rows = |oc: usize| {
+        // SAFETY: each output channel's row is written by one part only.
+        let row = unsafe { out.range(oc * jt, jt) };
+        for ni in 0..nc {
+            let base = (n0 + ni) * p;
+            let from = &product[oc * j + ni * pc..][..pc];
+            for (&q, &v) in class.pixels.iter().zip(from) {
+                let col = base + q as usize;
+                let v = match after {
+                    Some(after) => after.one(oc, col, jt, v),
+                    None => v,
+                };
+                row[col] = MaybeUninit::new(v);
+            }
+        }
+    };
+    if threads() > 1 && o * j >= 1 << 15 {
+        super::team::for_each(o, &rows);
+    } else {
+        (0..o).for_each(rows);
     }
 }
 
@@ -461,125 +452,6 @@ impl CustomOp3 for Biased {
             })?,
         };
         Ok((dx, dw, Some(db)))
-    }
-}
-
-/// A convolution for evaluation: batch norm with its running statistics
-/// folded into a scale and shift per output channel, then optionally a
-/// residual added and ReLU, all applied to each block of the product while it
-/// is in cache. Evaluation only: its output carries no gradient (train
-/// through [`Conv2d`] and `norm::BatchNorm`), and its inputs are freed as soon
-/// as the next layer no longer needs them.
-#[derive(Clone, Debug)]
-pub struct Inference {
-    pub conv: Conv2d,
-    /// `γ / √(var + eps)` per output channel.
-    pub scale: Vec<f64>,
-    /// `β − mean · scale` (plus the convolution's bias times the scale).
-    pub shift: Vec<f64>,
-    pub relu: bool,
-}
-
-impl Inference {
-    /// `x` (C, N, H, W) convolved with `w`, normalised, plus `residual`
-    /// (O, N, OH, OW) if given, then ReLU if asked.
-    pub fn forward(&self, x: &Tensor, w: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        let (x, w) = (x.contiguous()?, w.contiguous()?);
-        match residual {
-            Some(r) => x.apply_op3_no_bwd(&w, &r.contiguous()?, self),
-            None => x.apply_op2_no_bwd(&w, self),
-        }
-    }
-
-    fn run<T: Float>(&self, g: &Geometry, x: &[T], w: &[T], residual: Option<&[T]>) -> Vec<T> {
-        let scale: Vec<T> = self.scale.iter().map(|&v| T::from_f64(v)).collect();
-        let shift: Vec<T> = self.shift.iter().map(|&v| T::from_f64(v)).collect();
-        let after = After {
-            scale: Some(&scale),
-            shift: Some(&shift),
-            residual,
-            relu: self.relu,
-        };
-        forward(g, x, w, Some(&after))
-    }
-
-    fn fwd(
-        &self,
-        (s1, l1): (&CpuStorage, &Layout),
-        (s2, l2): (&CpuStorage, &Layout),
-        residual: Option<(&CpuStorage, &Layout)>,
-    ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(self.conv, l1.dims(), l2.dims())?;
-        if self.scale.len() != g.o || self.shift.len() != g.o {
-            candle_core::bail!(
-                "{} scales and {} shifts for {} output channels",
-                self.scale.len(),
-                self.shift.len(),
-                g.o
-            );
-        }
-        if let Some((_, l3)) = residual {
-            if l3.dims() != [g.o, g.n, g.oh, g.ow] {
-                candle_core::bail!(
-                    "a residual of {:?} for an output of {:?}",
-                    l3.dims(),
-                    g.out_dims()
-                );
-            }
-        }
-        let what = "convolution";
-        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
-            Ok(match (s1, s2) {
-                (CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                    let r = residual
-                        .map(|(s, l)| slice::<f32>(s, l, what))
-                        .transpose()?;
-                    CpuStorage::F32(self.run(&g, slice(s1, l1, what)?, slice(s2, l2, what)?, r))
-                }
-                (CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                    let r = residual
-                        .map(|(s, l)| slice::<f64>(s, l, what))
-                        .transpose()?;
-                    CpuStorage::F64(self.run(&g, slice(s1, l1, what)?, slice(s2, l2, what)?, r))
-                }
-                _ => candle_core::bail!("convolution supports f32 and f64 (operands alike)"),
-            })
-        })?;
-        Ok((out, Shape::from(g.out_dims())))
-    }
-}
-
-impl CustomOp2 for Inference {
-    fn name(&self) -> &'static str {
-        "wfrun-conv2d-bn-inference"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), None)
-    }
-}
-
-impl CustomOp3 for Inference {
-    fn name(&self) -> &'static str {
-        "wfrun-conv2d-bn-residual-inference"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        self.fwd((s1, l1), (s2, l2), Some((s3, l3)))
     }
 }
 
