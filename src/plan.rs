@@ -40,19 +40,39 @@ pub fn split_counts(images: u64, fraction: f64) -> (u64, u64) {
     (images - held, held)
 }
 
-/// Optimizer steps per epoch: the last, partial batch is kept when it holds
-/// two images or more (batch norm needs two; a last single image is left for
-/// the next epoch's order).
+/// Optimizer steps per epoch: batches of `batch_size`, the last partial one
+/// kept; a last single image joins the batch before it, as batch norm needs
+/// two images in a batch ([`batches`] cuts them so). No step trains with a
+/// batch size under two.
 pub fn steps_per_epoch(items_per_epoch: u64, batch_size: u64) -> u64 {
-    let batch = batch_size.max(1);
-    items_per_epoch / batch + u64::from(items_per_epoch % batch >= 2)
+    if batch_size < 2 || items_per_epoch < 2 {
+        return 0;
+    }
+    let (whole, left) = (items_per_epoch / batch_size, items_per_epoch % batch_size);
+    match left {
+        0 => whole,
+        1 if whole > 0 => whole,
+        _ => whole + 1,
+    }
 }
 
-/// The batches of one epoch's order, as [`steps_per_epoch`] counts them.
-pub fn batches<T>(order: &[T], batch_size: usize) -> impl Iterator<Item = &[T]> {
-    order
-        .chunks(batch_size.max(1))
-        .filter(move |b| b.len() >= 2 || batch_size < 2)
+/// One epoch's order cut into the batches [`steps_per_epoch`] counts: every
+/// image of it trained, in order.
+pub fn batches<T>(order: &[T], batch_size: usize) -> Vec<&[T]> {
+    if batch_size < 2 || order.len() < 2 {
+        return Vec::new();
+    }
+    let mut out = Vec::with_capacity(order.len().div_ceil(batch_size));
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = (start + batch_size).min(order.len());
+        if order.len() - end == 1 {
+            end = order.len(); // a last single image joins this batch
+        }
+        out.push(&order[start..end]);
+        start = end;
+    }
+    out
 }
 
 /// One resolved parameter, as the plan shows it.
@@ -484,12 +504,31 @@ mod tests {
     fn partial_batches_count() {
         assert_eq!(steps_per_epoch(100, 32), 4);
         assert_eq!(steps_per_epoch(96, 32), 3);
-        // A last batch of one image is not a step: batch norm needs two.
+        // A last single image joins the batch before it: batch norm needs two.
         assert_eq!(steps_per_epoch(97, 32), 3);
         assert_eq!(steps_per_epoch(98, 32), 4);
-        let order: Vec<u32> = (0..97).collect();
-        assert_eq!(batches(&order, 32).count(), 3);
-        let order: Vec<u32> = (0..98).collect();
-        assert_eq!(batches(&order, 32).count(), 4);
+        assert_eq!(steps_per_epoch(5, 8), 1);
+        assert_eq!(steps_per_epoch(1, 8), 0);
+        assert_eq!(steps_per_epoch(10, 1), 0);
+    }
+
+    #[test]
+    fn batches_are_what_the_plan_counts_and_train_every_image() {
+        for items in 0..60usize {
+            let order: Vec<usize> = (0..items).collect();
+            for batch in 1..12usize {
+                let cut = batches(&order, batch);
+                assert_eq!(
+                    cut.len() as u64,
+                    steps_per_epoch(items as u64, batch as u64),
+                    "{items} images, batch {batch}"
+                );
+                assert!(cut.iter().all(|b| b.len() >= 2 && b.len() <= batch + 1));
+                if !cut.is_empty() {
+                    let flat: Vec<usize> = cut.concat();
+                    assert_eq!(flat, order, "{items} images, batch {batch}");
+                }
+            }
+        }
     }
 }

@@ -247,6 +247,8 @@ fn data_folder_problems_name_the_path() {
     let c = check_with_data(
         |d| {
             touch(&d.join("cat/1.JPG"));
+            touch(&d.join("cat/2.jpg"));
+            touch(&d.join("cat/3.png"));
             touch(&d.join("dog/nested/2.webp"));
             std::fs::create_dir_all(d.join("empty")).unwrap();
             touch(&d.join("stray.png"));
@@ -268,7 +270,22 @@ fn data_folder_problems_name_the_path() {
             .any(|m| m.contains("images/empty` holds no images")),
         "{messages:?}"
     );
-    assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 2);
+    assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 4);
+
+    // Two images, one held out: an epoch of one image trains nothing.
+    let c = check_with_data(
+        |d| {
+            touch(&d.join("cat/1.png"));
+            touch(&d.join("dog/1.png"));
+        },
+        8,
+    );
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::Data && d.is_error())
+        .expect("an error");
+    assert!(d.message.contains("holds no batch of two"), "{}", d.message);
 
     // The seed's advice: a batch of around twice the number of concepts.
     let c = check_with_data(
@@ -431,4 +448,65 @@ fn every_offered_fix_removes_its_diagnostic() {
         );
     }
     assert!(fixed >= 15, "only {fixed} fixes tried");
+}
+
+/// A base model folder holding `model.json` with `params` and `image_size`.
+fn base_workflow(params: &str, image_size: u32) -> wfrun::Checked {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("runs/finished");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(base.join("model.safetensors"), b"").unwrap();
+    std::fs::write(
+        base.join("model.json"),
+        format!(
+            "{{\"workflow\": \"finished\", \"template\": \"Clarifai_InceptionBatchNorm\", \"architecture\": \"bn_inception\", \
+             \"image_size\": {image_size}, \"concepts\": [\"a\", \"b\"], \"logreg\": false, \"params\": [{params}]}}"
+        ),
+    )
+    .unwrap();
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        "base = \"runs/finished\"\ndata { train = \"images\" }\n",
+    )
+    .unwrap();
+    let options = CheckOptions {
+        filesystem: false,
+        ..CheckOptions::default()
+    };
+    check_file(&wf, &options).unwrap()
+}
+
+#[test]
+fn a_base_model_is_typed_from_what_its_model_json_records() {
+    // No params: the recorded image size and logreg still hold, the rest
+    // takes the template's defaults.
+    let c = base_workflow("", 48);
+    assert!(!c.has_errors(), "{:#?}", c.diagnostics);
+    let w = c.workflow.unwrap();
+    assert_eq!(w.hyper.image_size, 48);
+    assert_eq!(w.hyper.loss, wfrun::hyper::Loss::Softmax);
+
+    // A recorded value outside the template's range is the base model's error.
+    let c = base_workflow("{\"name\": \"image_size\", \"value\": 1}", 1);
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::BaseModel)
+        .expect("an error for the base model");
+    assert!(
+        d.message.contains("image_size") && d.message.contains("minimum"),
+        "{}",
+        d.message
+    );
+
+    // Two records that disagree.
+    let c = base_workflow("{\"name\": \"image_size\", \"value\": 64}", 32);
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.code == Code::BaseModel && d.message.contains("as 64 and as 32")),
+        "{:#?}",
+        c.diagnostics
+    );
 }

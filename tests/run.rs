@@ -250,6 +250,9 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
         assert!(html.contains(label), "{label} missing from the report");
     }
     assert!(!html.contains("top_k_accuracy") && !html.contains("recall_at"));
+    // The step that could not run is in the report, and left no folder.
+    assert!(html.contains("step too_many") && html.contains("did not run"));
+    assert!(!steps.join("too_many").exists());
     assert!(std::fs::read_to_string(out.join("report.html"))
         .unwrap()
         .contains("pictures/training.svg"));
@@ -429,9 +432,10 @@ fn the_plan_is_what_training_used() {
     let images = dir.path().join("images");
     write_images(&images);
     std::fs::remove_file(images.join("concept1/broken.png")).unwrap();
-    // 21 images an epoch in batches of 8: 8, 8 and 5, three steps; the rate
-    // holds for two epochs and then decays.
-    let text = "workflow agree\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 3\n  init_epochs = 2\n  step_epochs = 1\n  num_items_per_epoch = 21\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\nseed = 5\noutput = \"runs/agree\"\n";
+    // 17 images an epoch in batches of 8: 8 and 9 (a last single image joins
+    // the batch before it), two steps; the rate holds for two epochs and
+    // then decays.
+    let text = "workflow agree\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 3\n  init_epochs = 2\n  step_epochs = 1\n  num_items_per_epoch = 17\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\nseed = 5\noutput = \"runs/agree\"\n";
     let (w, checker_plan) = checked(dir.path(), "agree", text);
     let mut steps_seen: HashMap<u64, Vec<f64>> = HashMap::new();
     let summary = run(&w, &RunOptions::default(), &mut |e| {
@@ -450,10 +454,10 @@ fn the_plan_is_what_training_used() {
     let rates: Vec<f64> = serde_json::from_value(plan["epoch_learning_rates"].clone()).unwrap();
     let steps_per_epoch = plan["steps_per_epoch"].as_u64().unwrap();
     let items = plan["items_per_epoch"].as_u64().unwrap();
-    assert_eq!((steps_per_epoch, items), (3, 21));
+    assert_eq!((steps_per_epoch, items), (2, 17));
     assert_eq!(rates.len(), 3);
     assert!(rates[0] == rates[1] && rates[2] < rates[1], "{rates:?}");
-    assert_eq!(plan["optimizer_steps"].as_u64(), Some(9));
+    assert_eq!(plan["optimizer_steps"].as_u64(), Some(6));
     // `wfrun plan` (the checker's counts) and the run's plan agree.
     assert_eq!(checker_plan.epoch_learning_rates, rates);
     assert_eq!(checker_plan.steps_per_epoch, Some(steps_per_epoch));
@@ -553,4 +557,44 @@ fn walk(root: &Path) -> Vec<std::path::PathBuf> {
         out.push(p);
     }
     out
+}
+
+#[test]
+fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let text = |batch: u32| {
+        format!("workflow edited\nuse Clarifai_InceptionBatchNorm {{\n  image_size = 32\n  batch_size = {batch}\n  num_epochs = 2\n  init_epochs = 1\n  num_items_per_epoch = 16\n  logreg = 0\n}}\ndata {{ train = \"images\"  eval = 0.25 }}\nseed = 3\noutput = \"runs/edited\"\n")
+    };
+    // Stopped after the first step: a checkpoint and the plan it follows.
+    let (w, _) = checked(dir.path(), "edited", &text(8));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let e = run(&w, &options, &mut |e| {
+        if matches!(e, Event::Step { .. }) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(e, RunError::Cancelled { .. }), "{e:?}");
+
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let (edited, _) = checked(dir.path(), "edited", &text(4));
+    let e = run(&edited, &resume, &mut |_| {}).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(e, RunError::Resume { .. }) && message.contains("hyper.batch_size: 8 → 4"),
+        "{message}"
+    );
+    assert!(message.contains("without `--resume`"), "{message}");
+    // The checkpoint and its plan are untouched: the original resumes.
+    let (w, _) = checked(dir.path(), "edited", &text(8));
+    let summary = run(&w, &resume, &mut |_| {}).unwrap();
+    assert_eq!(summary.epochs, 2);
 }

@@ -195,7 +195,12 @@ impl Checker<'_> {
         let template = self.chosen_template(items.use_decl, base_setting.as_ref(), base.as_ref());
         let params = match (&template, items.use_decl, &base) {
             (Some(t), Some(u), None) => Some(self.hyperparameters(t, u)),
-            (Some(t), None, Some(b)) => Some(params::base_params(b, t)),
+            (Some(t), None, Some(b)) => {
+                let at = base_setting
+                    .as_ref()
+                    .map_or(Span::new(self.source, 0, 0), |s| s.1);
+                Some(params::base_params(self, b, t, at))
+            }
             _ => None,
         };
         let data_spec = self.data_block(&items, template.as_ref(), base_setting.as_ref());
@@ -224,6 +229,13 @@ impl Checker<'_> {
         }
         if options.filesystem {
             fs::check_step_paths(self, &items.steps, &step_specs);
+        }
+        let reported = self.diagnostics.iter().any(Diagnostic::is_error);
+        if let (Some(h), Some(set), Some(data), None, false) =
+            (&hyper, &dataset, &data_spec, &base, reported)
+        {
+            let at = data_decl_spans(data_decl_of(module)).get("train").copied();
+            self.epoch_has_a_batch(h, set, data, at.unwrap_or(Span::new(self.source, 0, 0)));
         }
 
         if self.diagnostics.iter().any(Diagnostic::is_error) {
@@ -356,7 +368,7 @@ impl Checker<'_> {
                     (Some((b, at)), _) => (
                         at,
                         format!(
-                            "`{}` lacks a hyperparameter the network needs; use the `model.json` a wfrun run wrote",
+                            "`{}` does not record a value the network can use; use the `model.json` a wfrun run wrote",
                             b.meta_path.display()
                         ),
                     ),
@@ -377,6 +389,39 @@ impl Checker<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// An epoch of the images found must hold a batch of two (batch norm).
+    fn epoch_has_a_batch(
+        &mut self,
+        h: &crate::hyper::Hyper,
+        set: &DatasetSummary,
+        data: &DataSpec,
+        at: Span,
+    ) {
+        let images = set.images() as u64;
+        let train = match data.eval {
+            Eval::Fraction(f) => crate::plan::split_counts(images, f).0,
+            Eval::Images(_) => images,
+        };
+        let counts = crate::hyper::DataCounts {
+            train_images: Some(train),
+            concepts: None,
+        };
+        let Some(items) = h.num_items_per_epoch.resolve(&counts).value() else {
+            return;
+        };
+        if crate::plan::steps_per_epoch(items, h.batch_size as u64) == 0 {
+            self.push(
+                Diagnostic::error(
+                    Code::Data,
+                    at,
+                    format!("an epoch of {items} training image(s) holds no batch of two"),
+                )
+                .with_label(format!("{train} of the {images} images are trained on"))
+                .with_help("add images, or hold fewer out for evaluation: batch norm needs two images in a batch"),
+            );
         }
     }
 

@@ -195,47 +195,98 @@ impl Checker<'_> {
     }
 }
 
-/// A base model's hyperparameters, as its `model.json` records them.
-pub(super) fn base_params(base: &BaseModel, t: &TemplateSpec) -> Vec<(ResolvedParam, Written)> {
+/// A base model's hyperparameters, as its `model.json` records them (its
+/// `image_size` and `logreg` fields too), each within the template's range;
+/// one it does not record (a frozen model needs only its network's) takes
+/// the template's default.
+pub(super) fn base_params(
+    cx: &mut Checker,
+    base: &BaseModel,
+    t: &TemplateSpec,
+    at: Span,
+) -> Vec<(ResolvedParam, Written)> {
     let from: std::sync::Arc<str> = base.meta_path.display().to_string().into();
     let template: std::sync::Arc<str> = t.name.as_str().into();
-    // Each of the template's parameters as the model recorded it; one it did
-    // not record (a frozen model needs only its network's) takes the default.
-    t.params
-        .iter()
-        .filter_map(|spec| {
-            let recorded = base.meta.params.iter().find(|p| *p.name == *spec.name);
-            let (value, origin) = match (recorded, spec.default.as_ref().map(|d| &d.value)) {
-                (Some(p), _) => (
-                    Resolved::Value(ParamValue::Num(p.value)),
+    let meta = &base.meta;
+    let fields = [
+        ("image_size", Num::Int(meta.image_size as i64)),
+        ("logreg", Num::Int(i64::from(meta.logreg))),
+    ];
+    let mut out = Vec::new();
+    for spec in &t.params {
+        let listed = meta.params.iter().find(|p| *p.name == *spec.name);
+        let field = fields.iter().find(|(n, _)| **n == *spec.name).map(|f| f.1);
+        if let (Some(p), Some(f)) = (listed, field) {
+            if p.value.as_f64() != f.as_f64() {
+                cx.push(base_error(
+                    at,
+                    format!(
+                        "`{}` records `{}` as {} and as {f}",
+                        base.meta_path.display(),
+                        spec.name,
+                        p.value
+                    ),
+                ));
+            }
+        }
+        let recorded = listed.map(|p| p.value).or(field);
+        let (value, origin) = match (recorded, spec.default.as_ref().map(|d| &d.value)) {
+            (Some(n), _) => {
+                let written = crate::syntax::Value {
+                    kind: match n {
+                        Num::Int(i) => ValueKind::Int(i),
+                        Num::Float(x) => ValueKind::Float(x),
+                    },
+                    span: at,
+                };
+                if let Err(d) = spec.check(&written) {
+                    cx.push(base_error(
+                        at,
+                        format!(
+                            "`{}` records a value `{}` does not allow: {}",
+                            base.meta_path.display(),
+                            t.name,
+                            d.message
+                        ),
+                    ));
+                }
+                (
+                    Resolved::Value(ParamValue::Num(n)),
                     Origin::Base {
                         model: from.clone(),
                     },
-                ),
-                (None, Some(DefaultValue::Value(v))) => (
-                    Resolved::Value(v.clone()),
-                    Origin::Default {
-                        from: template.clone(),
-                    },
-                ),
-                (None, Some(DefaultValue::Derived(d))) => (
-                    Resolved::Derived(*d),
-                    Origin::Derived {
-                        from: template.clone(),
-                        derived: *d,
-                    },
-                ),
-                (None, None) => return None,
-            };
-            let name = spec.name.clone();
-            Some((
-                ResolvedParam {
-                    name,
-                    value,
-                    origin,
+                )
+            }
+            (None, Some(DefaultValue::Value(v))) => (
+                Resolved::Value(v.clone()),
+                Origin::Default {
+                    from: template.clone(),
                 },
-                Written::Unset,
-            ))
-        })
-        .collect()
+            ),
+            (None, Some(DefaultValue::Derived(d))) => (
+                Resolved::Derived(*d),
+                Origin::Derived {
+                    from: template.clone(),
+                    derived: *d,
+                },
+            ),
+            (None, None) => continue,
+        };
+        let name = spec.name.clone();
+        out.push((
+            ResolvedParam {
+                name,
+                value,
+                origin,
+            },
+            Written::Unset,
+        ));
+    }
+    out
+}
+
+fn base_error(at: Span, message: String) -> Diagnostic {
+    Diagnostic::error(Code::BaseModel, at, message)
+        .with_label("the frozen base model")
+        .with_help("use the `model.json` a wfrun run wrote beside its model")
 }

@@ -59,7 +59,11 @@ impl Checker<'_> {
                             "the only decrease happens after epoch {init}; a second would come after epoch {}, past the last epoch {total}",
                             init + step
                         ))
-                        .with_help(format!("lower `step_epochs` below {} for further decreases, or remove it", total - init)),
+                        .with_help(if total - init > 1.0 {
+                            format!("lower `step_epochs` below {} for further decreases, or remove it", total - init)
+                        } else {
+                            "remove it: one epoch follows `init_epochs`, so the rate decreases once whatever `step_epochs` is".to_string()
+                        }),
                 );
             }
         }

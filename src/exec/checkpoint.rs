@@ -94,3 +94,89 @@ pub(super) fn kept_metrics(previous: &str, finished_epochs: u64) -> String {
     }
     kept
 }
+
+/// What a checkpoint's training depends on: the plan's fields of the same
+/// names (the steps may change; they run after training).
+#[derive(serde::Serialize)]
+struct Basis<'a> {
+    template: &'a str,
+    architecture: crate::spec::Architecture,
+    hyper: &'a crate::hyper::Hyper,
+    seed: u64,
+    data: &'a crate::plan::PlannedData,
+    epoch_learning_rates: &'a [f64],
+    items_per_epoch: Option<u64>,
+    steps_per_epoch: Option<u64>,
+}
+
+/// How the plan a run was checkpointed under (`previous`, its `plan.json`)
+/// and `plan` differ in what training depends on: `path: old → new` for each
+/// value that changed.
+pub(super) fn plan_changes(previous: &str, plan: &crate::plan::Plan) -> Vec<String> {
+    let basis = Basis {
+        template: &plan.template,
+        architecture: plan.architecture,
+        hyper: &plan.hyper,
+        seed: plan.seed,
+        data: &plan.data,
+        epoch_learning_rates: &plan.epoch_learning_rates,
+        items_per_epoch: plan.items_per_epoch,
+        steps_per_epoch: plan.steps_per_epoch,
+    };
+    let (Ok(old), Ok(serde_json::Value::Object(new))) = (
+        serde_json::from_str::<serde_json::Value>(previous),
+        serde_json::to_value(&basis),
+    ) else {
+        return vec!["`plan.json` cannot be read".into()];
+    };
+    let mut changes = Vec::new();
+    for (key, value) in &new {
+        differences(key, &old[key.as_str()], value, &mut changes);
+    }
+    changes
+}
+
+fn differences(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (x, y) = (&a.get(k), &b.get(k));
+                differences(
+                    &format!("{path}.{k}"),
+                    x.unwrap_or(&Value::Null),
+                    y.unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push(format!("{path}: {a} → {b}")),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_training_depends_on_counts_as_a_change() {
+        let mut out = Vec::new();
+        let old = serde_json::json!({"num_epochs": 4, "loss": {"loss": "softmax"}});
+        let new = serde_json::json!({"num_epochs": 2, "loss": {"loss": "softmax"}});
+        differences("hyper", &old, &new, &mut out);
+        assert_eq!(out, ["hyper.num_epochs: 4 → 2"]);
+        assert_eq!(
+            kept_metrics("{\"epoch\":1}\n{\"epoch\":2}\nnot json\n", 1),
+            "{\"epoch\":1}\n"
+        );
+    }
+}

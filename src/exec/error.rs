@@ -27,6 +27,11 @@ pub enum RunError {
         path: PathBuf,
         message: String,
     },
+    /// A base model's weights cannot be used.
+    BaseModel {
+        path: PathBuf,
+        message: String,
+    },
     Unsupported(String),
     /// Images that cannot be read, found before the run started.
     BadImages(Vec<crate::data::images::BadImage>),
@@ -37,6 +42,12 @@ pub enum RunError {
     },
     /// Nothing to train on: the data left no batch.
     NothingToTrain(String),
+    /// The network's outputs are not finite numbers: the held-out loss after
+    /// `epoch` (0: none) or the embeddings of a split.
+    NotFinite {
+        epoch: u64,
+        what: String,
+    },
 }
 
 impl RunError {
@@ -71,7 +82,21 @@ impl std::fmt::Display for RunError {
             RunError::Resume { path, message } => {
                 write!(f, "cannot resume from `{}`: {message}", path.display())
             }
+            RunError::BaseModel { path, message } => {
+                write!(f, "cannot use the base model `{}`: {message}", path.display())
+            }
             RunError::Unsupported(m) | RunError::NothingToTrain(m) => f.write_str(m),
+            RunError::NotFinite { epoch, what } => {
+                write!(f, "{what} are not finite numbers")?;
+                if *epoch > 0 {
+                    write!(f, " after epoch {epoch}")?;
+                }
+                write!(
+                    f,
+                    ": the network's weights or batch-norm statistics went wrong; try a smaller \
+                     `per_item_lrate` or a larger `batch_size` (the last good checkpoint is kept)"
+                )
+            }
             RunError::Step { step, message } => write!(f, "step `{step}`: {message}"),
             RunError::BadImages(bad) => {
                 match bad.len() {

@@ -234,6 +234,19 @@ pub struct Embedded {
 }
 
 impl Embedded {
+    /// Whether every value is a finite number (a NaN or infinity anywhere
+    /// makes the sum one).
+    pub fn is_finite(&self) -> candle_core::Result<bool> {
+        match &self.matrix {
+            Some(m) => Ok(m
+                .to_dtype(candle_core::DType::F64)?
+                .sum_all()?
+                .to_scalar::<f64>()?
+                .is_finite()),
+            None => Ok(true),
+        }
+    }
+
     pub fn rows(&self) -> usize {
         self.paths.len()
     }
@@ -322,6 +335,21 @@ pub(super) fn csv_field(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nan_anywhere_makes_embeddings_not_finite() {
+        let rows = |v: Vec<f32>| Embedded {
+            matrix: Some(Tensor::from_vec(v, (2, 2), &Device::Cpu).unwrap()),
+            paths: Vec::new(),
+            concepts: Vec::new(),
+            bad: Vec::new(),
+        };
+        assert!(rows(vec![1.0, -2.0, 3e30, 0.0]).is_finite().unwrap());
+        assert!(!rows(vec![1.0, f32::NAN, 0.0, 0.0]).is_finite().unwrap());
+        assert!(!rows(vec![f32::INFINITY, 0.0, 0.0, 0.0])
+            .is_finite()
+            .unwrap());
+    }
 
     #[test]
     fn average_precision_and_f1() {

@@ -98,11 +98,30 @@ pub fn run(
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let (size, sizes) = (plan.hyper.image_size, plan.hyper.image_sizes);
+    // A base model's image size is its own: no other is advised.
+    let size = plan.hyper.image_size;
+    let sizes = Some(plan.hyper.image_sizes).filter(|_| plan.base.is_none());
     sets::survey(&data, size, sizes, options, workers, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
-    folder::write_json(&out.join("plan.json"), &plan)?;
+    let plan_path = out.join("plan.json");
+    if options.resume && workflow.base.is_none() {
+        // A checkpoint continues only the training it was made by.
+        if let Ok(previous) = std::fs::read_to_string(&plan_path) {
+            let changes = checkpoint::plan_changes(&previous, &plan);
+            if !changes.is_empty() {
+                return Err(RunError::Resume {
+                    path: plan_path,
+                    message: format!(
+                        "the workflow changed since the checkpoint was made:\n  {}\n\
+                         restore those values to continue, or run without `--resume` to start over",
+                        changes.join("\n  ")
+                    ),
+                });
+            }
+        }
+    }
+    folder::write_json(&plan_path, &plan)?;
     let cx = train::Context {
         workflow,
         options,
@@ -119,6 +138,14 @@ pub fn run(
     };
     let embed = |set| metrics::embed(&trained.net, set, size, workers, &device);
     let (train_emb, eval_emb) = (embed(&data.train)?, embed(&data.eval)?);
+    for (split, e) in [("training", &train_emb), ("evaluation", &eval_emb)] {
+        if !e.is_finite()? {
+            return Err(RunError::NotFinite {
+                epoch: 0,
+                what: format!("the embeddings of the {split} images"),
+            });
+        }
+    }
     bad_log.report(&train_emb.bad, on_event);
     bad_log.report(&eval_emb.bad, on_event);
     metrics::write_embeddings(&train_emb, &eval_emb, &data.concepts, out)?;
@@ -187,6 +214,8 @@ fn run_steps(
                     RunError::Step { message, .. } => message,
                     other => other.to_string(),
                 };
+                // A step that did not run leaves no empty folder behind.
+                let _ = std::fs::remove_dir(inputs.out.join("steps").join(&step.name));
                 on_event(&Event::StepFailed {
                     step: step.name.clone(),
                     message: message.clone(),

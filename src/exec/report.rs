@@ -154,6 +154,9 @@ fn summary_table(
             headline_text(&s.metrics.headline()),
         );
     }
+    for (name, why) in &summary.failed_steps {
+        row(&format!("step {name}"), format!("did not run: {why}"));
+    }
     html.push_str("</table>");
     html
 }

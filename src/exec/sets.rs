@@ -157,7 +157,7 @@ impl Images {
 pub(super) fn survey(
     sets: &DataSets,
     image_size: usize,
-    sizes: Grid,
+    sizes: Option<Grid>,
     options: &RunOptions,
     workers: usize,
     on_event: &mut dyn FnMut(&Event),
@@ -194,7 +194,7 @@ pub(super) fn survey(
             smallest: small.into_iter().take(5).collect(),
             median_side,
             fitting_size: sizes
-                .at_most(u64::from(median_side))
+                .and_then(|g| g.at_most(u64::from(median_side)))
                 .map(|s| s as usize)
                 .filter(|&s| s < image_size),
         });

@@ -45,15 +45,16 @@ pub(super) fn open_base(
     let vb = VarBuilder::from_varmap(&map, DType::F32, device);
     let cfg = NetConfig::for_hyper(&plan.hyper);
     let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb)?;
-    let report = weights::load(&map, &base.weights)?;
+    let bad = |message: String| RunError::BaseModel {
+        path: base.weights.clone(),
+        message,
+    };
+    let report = weights::load(&map, &base.weights).map_err(|e| bad(e.to_string()))?;
     if !report.is_complete() {
-        return Err(RunError::Resume {
-            path: base.weights.clone(),
-            message: format!(
-                "the base model's weights do not fit the network `{}` describes ({report})",
-                base.meta_path.display()
-            ),
-        });
+        return Err(bad(format!(
+            "its weights do not fit the network `{}` describes ({report})",
+            base.meta_path.display()
+        )));
     }
     Ok(Trained {
         net,
@@ -240,7 +241,7 @@ impl<'a> Training<'a> {
         let (plan, train_set) = (self.plan, &self.sets.train);
         let size = plan.hyper.image_size;
         let order = epoch_order(plan.seed, epoch, train_set.paths.len(), self.items);
-        let all: Vec<&[usize]> = batches(&order, plan.hyper.batch_size).collect();
+        let all = batches(&order, plan.hyper.batch_size);
         let mut done = EpochSteps {
             steps: skip.min(all.len()) as u64,
             images: all.iter().take(skip).map(|b| b.len() as u64).sum(),
@@ -306,6 +307,12 @@ impl<'a> Training<'a> {
             self.cx.workers,
             self.cx.device,
         )?;
+        if eval.loss.is_some_and(|l| !l.is_finite()) {
+            return Err(RunError::NotFinite {
+                epoch: epoch + 1,
+                what: "the held-out loss and outputs".into(),
+            });
+        }
         let seconds = started.elapsed().as_secs_f64();
         let losses = &done.losses;
         Ok(Event::Epoch {
