@@ -310,6 +310,18 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
     );
     let metrics = std::fs::read_to_string(resumed.output.join("metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().count(), 3, "{metrics}");
+    // Each epoch's record covers all of it, the interrupted one too.
+    let per_epoch = |text: &str| -> Vec<(f64, u64, u64)> {
+        text.lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let n = |k: &str| v[k].as_u64().unwrap();
+                (v["train_loss"].as_f64().unwrap(), n("steps"), n("images"))
+            })
+            .collect()
+    };
+    let uninterrupted = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert_eq!(per_epoch(&metrics), per_epoch(&uninterrupted));
 }
 
 #[test]

@@ -11,15 +11,17 @@ use super::{folder, RunError};
 use crate::models::optim::Sgd;
 use crate::models::weights;
 
-/// Where a run resumes: finished epochs and steps of the next.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Where a run resumes: finished epochs and steps of the next, with the
+/// losses of those steps (so the epoch's mean loss covers all of it).
+#[derive(Clone, Debug, Default, PartialEq)]
 pub(super) struct Position {
     pub epoch: u64,
     pub step: usize,
+    pub losses: Vec<f32>,
 }
 
 /// Saves the weights, batch-norm statistics and momentum at `at`.
-pub(super) fn save(map: &VarMap, sgd: &Sgd, path: &Path, at: Position) -> Result<(), RunError> {
+pub(super) fn save(map: &VarMap, sgd: &Sgd, path: &Path, at: &Position) -> Result<(), RunError> {
     let mut tensors: std::collections::HashMap<String, Tensor> = map
         .data()
         .lock()
@@ -34,6 +36,10 @@ pub(super) fn save(map: &VarMap, sgd: &Sgd, path: &Path, at: Position) -> Result
     let step = u32::try_from(at.step).unwrap_or(u32::MAX);
     tensors.insert("epoch".into(), Tensor::new(&[epoch], &Device::Cpu)?);
     tensors.insert("step".into(), Tensor::new(&[step], &Device::Cpu)?);
+    if !at.losses.is_empty() {
+        let losses = Tensor::new(at.losses.as_slice(), &Device::Cpu)?;
+        tensors.insert("epoch_losses".into(), losses);
+    }
     folder::write_tensors(path, &tensors)
 }
 
@@ -67,9 +73,14 @@ pub(super) fn load(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<Position,
         }
     };
     let epoch = scalar("epoch")?.ok_or_else(|| bad("no epoch recorded".into()))?;
+    let losses = match tensors.get("epoch_losses") {
+        Some(t) => t.to_vec1::<f32>()?,
+        None => Vec::new(),
+    };
     Ok(Position {
         epoch: u64::from(epoch),
         step: scalar("step")?.unwrap_or(0) as usize,
+        losses,
     })
 }
 

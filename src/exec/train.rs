@@ -126,18 +126,27 @@ pub(super) fn train(
         .skip(start.epoch as usize)
     {
         let epoch = epoch as u64;
-        let skip = if epoch == start.epoch { start.step } else { 0 };
+        // A resumed epoch skips the steps it trained and keeps their losses.
+        let resumed = Position {
+            epoch,
+            ..Position::default()
+        };
+        let resumed = if epoch == start.epoch {
+            &start
+        } else {
+            &resumed
+        };
         let started = Instant::now();
         t.sgd.set_learning_rate(lr);
-        let done = t.epoch(epoch, lr, skip, &checkpoint, bad_log, on_event)?;
+        let done = t.epoch(lr, resumed, &checkpoint, bad_log, on_event)?;
         let event = t.evaluated(epoch, lr, done, started)?;
         metrics_log.push_str(&epoch_line(&event, &metrics_path)?);
         folder::write(&metrics_path, metrics_log.as_bytes())?;
         let finished = Position {
             epoch: epoch + 1,
-            step: 0,
+            ..Position::default()
         };
-        checkpoint::save(&t.map, &t.sgd, &checkpoint, finished)?;
+        checkpoint::save(&t.map, &t.sgd, &checkpoint, &finished)?;
         on_event(&event);
         if let Event::Epoch { eval, .. } = event {
             last_eval = Some(eval);
@@ -228,23 +237,25 @@ impl<'a> Training<'a> {
         })
     }
 
-    /// Trains one epoch's batches after the first `skip` (a resumed epoch).
+    /// Trains the batches of epoch `from.epoch` after its first `from.step`
+    /// (a resumed epoch).
     fn epoch(
         &mut self,
-        epoch: u64,
         lr: f64,
-        skip: usize,
+        from: &Position,
         checkpoint: &std::path::Path,
         bad_log: &mut BadLog,
         on_event: &mut dyn FnMut(&Event),
     ) -> Result<EpochSteps, RunError> {
         let (plan, train_set) = (self.plan, &self.sets.train);
+        let (epoch, skip) = (from.epoch, from.step);
         let size = plan.hyper.image_size;
         let order = epoch_order(plan.seed, epoch, train_set.paths.len(), self.items);
         let all = batches(&order, plan.hyper.batch_size);
         let mut done = EpochSteps {
             steps: skip.min(all.len()) as u64,
             images: all.iter().take(skip).map(|b| b.len() as u64).sum(),
+            losses: from.losses.clone(),
             ..EpochSteps::default()
         };
         let job = Job {
@@ -260,7 +271,12 @@ impl<'a> Training<'a> {
             bad_log.report(&decoded.bad, on_event);
             if self.cancelled() {
                 // Save where this epoch stands: `--resume` continues at this step.
-                checkpoint::save(&self.map, &self.sgd, checkpoint, Position { epoch, step })?;
+                let at = Position {
+                    epoch,
+                    step,
+                    losses: done.losses.clone(),
+                };
+                checkpoint::save(&self.map, &self.sgd, checkpoint, &at)?;
                 return Err(RunError::Cancelled {
                     epoch: epoch + 1,
                     step: step as u64 + 1,
