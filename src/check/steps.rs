@@ -1,6 +1,7 @@
 //! The `step` blocks: known kinds, unique names, their parameters typed.
 
 use super::*;
+use crate::spec::StepKindSpec;
 
 impl Checker<'_> {
     pub(super) fn steps(&mut self, steps: &[&StepDecl], seed: u64) -> Vec<Option<StepSpec>> {
@@ -8,25 +9,7 @@ impl Checker<'_> {
         let mut out = Vec::new();
         for s in steps {
             let Some(kind) = self.builtin.step_kind(&s.kind.name) else {
-                let names: Vec<&str> = self
-                    .builtin
-                    .step_kinds
-                    .iter()
-                    .map(|k| k.name.as_str())
-                    .collect();
-                self.push(
-                    Diagnostic::error(
-                        Code::UnknownStepKind,
-                        s.kind.span,
-                        format!("there is no step `{}`", s.kind.name),
-                    )
-                    .with_label("unknown step")
-                    .with_suggestion(
-                        s.kind.span,
-                        did_you_mean(&s.kind.name, names.iter().copied()),
-                        || format!("the steps are {}", list(&names)),
-                    ),
-                );
+                self.unknown_step_kind(s);
                 out.push(None);
                 continue;
             };
@@ -48,49 +31,85 @@ impl Checker<'_> {
             } else {
                 names.insert(name_ident.name.clone(), name_ident.span);
             }
-            let settings = self.block_settings(
-                s.body.as_ref(),
-                "a `step` block holds settings, not `param` declarations",
-            );
-            let kind_name = kind.name.clone();
-            let params = self.resolve_params(&kind.params, &settings, &kind_name, |_, st| {
-                let name = &st.name.name;
-                Diagnostic::error(
-                    Code::UnknownParam,
-                    st.name.span,
-                    format!("the step `{}` has no parameter `{name}`", kind.name),
-                )
-                .with_label("unknown parameter")
-                .with_suggestion(
-                    st.name.span,
-                    did_you_mean(name, kind.params.iter().map(|p| &*p.name)),
-                    || {
-                        let names: Vec<&str> = kind.params.iter().map(|p| &*p.name).collect();
-                        format!("the parameters of `{}` are {}", kind.name, list(&names))
-                    },
-                )
-            });
-            let params: Vec<ResolvedParam> = params.into_iter().map(|(p, _)| p).collect();
-            let typed = typed::step_params(kind.id, &params, seed, &|p| self.resolve(p));
-            out.push(match typed {
-                Ok(typed) => Some(StepSpec {
-                    kind: kind.id,
-                    name: name_ident.name.clone(),
-                    params,
-                    typed,
-                }),
-                // A value already reported as wrong leaves the step untyped.
-                Err(_) if self.diagnostics.iter().any(Diagnostic::is_error) => None,
-                Err(message) => {
-                    self.push(Diagnostic::error(
-                        Code::BadTemplate,
-                        name_ident.span,
-                        format!("the step's parameters cannot be used: {message}"),
-                    ));
-                    None
-                }
-            });
+            let params = self.step_params(s, kind);
+            out.push(self.typed_step(kind, name_ident, params, seed));
         }
         out
+    }
+
+    fn unknown_step_kind(&mut self, s: &StepDecl) {
+        let names: Vec<&str> = self
+            .builtin
+            .step_kinds
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        self.push(
+            Diagnostic::error(
+                Code::UnknownStepKind,
+                s.kind.span,
+                format!("there is no step `{}`", s.kind.name),
+            )
+            .with_label("unknown step")
+            .with_suggestion(
+                s.kind.span,
+                did_you_mean(&s.kind.name, names.iter().copied()),
+                || format!("the steps are {}", list(&names)),
+            ),
+        );
+    }
+
+    /// The step block's settings against its kind's parameters.
+    fn step_params(&mut self, s: &StepDecl, kind: &StepKindSpec) -> Vec<ResolvedParam> {
+        let settings = self.block_settings(
+            s.body.as_ref(),
+            "a `step` block holds settings, not `param` declarations",
+        );
+        let params = self.resolve_params(&kind.params, &settings, &kind.name, |_, st| {
+            let name = &st.name.name;
+            Diagnostic::error(
+                Code::UnknownParam,
+                st.name.span,
+                format!("the step `{}` has no parameter `{name}`", kind.name),
+            )
+            .with_label("unknown parameter")
+            .with_suggestion(
+                st.name.span,
+                did_you_mean(name, kind.params.iter().map(|p| &*p.name)),
+                || {
+                    let names: Vec<&str> = kind.params.iter().map(|p| &*p.name).collect();
+                    format!("the parameters of `{}` are {}", kind.name, list(&names))
+                },
+            )
+        });
+        params.into_iter().map(|(p, _)| p).collect()
+    }
+
+    /// The step with its parameters typed.
+    fn typed_step(
+        &mut self,
+        kind: &StepKindSpec,
+        name: &Ident,
+        params: Vec<ResolvedParam>,
+        seed: u64,
+    ) -> Option<StepSpec> {
+        match typed::step_params(kind.id, &params, seed, &|p| self.resolve(p)) {
+            Ok(typed) => Some(StepSpec {
+                kind: kind.id,
+                name: name.name.clone(),
+                params,
+                typed,
+            }),
+            // A value already reported as wrong leaves the step untyped.
+            Err(_) if self.diagnostics.iter().any(Diagnostic::is_error) => None,
+            Err(message) => {
+                self.push(Diagnostic::error(
+                    Code::BadTemplate,
+                    name.span,
+                    format!("the step's parameters cannot be used: {message}"),
+                ));
+                None
+            }
+        }
     }
 }
