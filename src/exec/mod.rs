@@ -104,24 +104,7 @@ pub fn run(
     sets::survey(&data, size, sizes, options, workers, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
-    let plan_path = out.join("plan.json");
-    if options.resume && workflow.base.is_none() {
-        // A checkpoint continues only the training it was made by.
-        if let Ok(previous) = std::fs::read_to_string(&plan_path) {
-            let changes = checkpoint::plan_changes(&previous, &plan);
-            if !changes.is_empty() {
-                return Err(RunError::Resume {
-                    path: plan_path,
-                    message: format!(
-                        "the workflow changed since the checkpoint was made:\n  {}\n\
-                         restore those values to continue, or run without `--resume` to start over",
-                        changes.join("\n  ")
-                    ),
-                });
-            }
-        }
-    }
-    folder::write_json(&plan_path, &plan)?;
+    write_plan(&plan, options.resume && workflow.base.is_none())?;
     let cx = train::Context {
         workflow,
         options,
@@ -138,14 +121,7 @@ pub fn run(
     };
     let embed = |set| metrics::embed(&trained.net, set, size, workers, &device);
     let (train_emb, eval_emb) = (embed(&data.train)?, embed(&data.eval)?);
-    for (split, e) in [("training", &train_emb), ("evaluation", &eval_emb)] {
-        if !e.is_finite()? {
-            return Err(RunError::NotFinite {
-                epoch: 0,
-                what: format!("the embeddings of the {split} images"),
-            });
-        }
-    }
+    all_finite(&train_emb, &eval_emb)?;
     bad_log.report(&train_emb.bad, on_event);
     bad_log.report(&eval_emb.bad, on_event);
     metrics::write_embeddings(&train_emb, &eval_emb, &data.concepts, out)?;
@@ -175,6 +151,43 @@ pub fn run(
         output: out.clone(),
     });
     Ok(summary)
+}
+
+/// Writes `plan.json`; resuming, first checks it is the plan the checkpoint
+/// was made by (a checkpoint continues only the training it was made by).
+fn write_plan(plan: &Plan, resuming: bool) -> Result<(), RunError> {
+    let path = plan.output.join("plan.json");
+    if let Some(previous) = resuming
+        .then(|| std::fs::read_to_string(&path).ok())
+        .flatten()
+    {
+        let changes = checkpoint::plan_changes(&previous, plan);
+        if !changes.is_empty() {
+            return Err(RunError::Resume {
+                path,
+                message: format!(
+                    "the workflow changed since the checkpoint was made:\n  {}\n\
+                     restore those values to continue, or run without `--resume` to start over",
+                    changes.join("\n  ")
+                ),
+            });
+        }
+    }
+    folder::write_json(&path, plan)
+}
+
+/// Embeddings that are not finite numbers stop the run: nothing downstream
+/// could use them.
+fn all_finite(train: &metrics::Embedded, eval: &metrics::Embedded) -> Result<(), RunError> {
+    for (split, e) in [("training", train), ("evaluation", eval)] {
+        if !e.is_finite()? {
+            return Err(RunError::NotFinite {
+                epoch: 0,
+                what: format!("the embeddings of the {split} images"),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A base workflow's start: nothing trains.
