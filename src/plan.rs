@@ -270,7 +270,7 @@ impl Plan {
             optimizer_steps: if w.base.is_some() {
                 Some(0)
             } else {
-                steps_per_epoch.map(|s| s * hyper.num_epochs)
+                steps_per_epoch.map(|s| s.saturating_mul(hyper.num_epochs))
             },
             base: w.base.as_ref().map(|b| PlannedBase {
                 weights: b.weights.clone(),

@@ -530,10 +530,11 @@ fn an_unwritable_run_file_stops_the_run_naming_its_path() {
     );
     assert!(!partial_exists(&w.output), "no partial file is left");
 
-    // A step's file that cannot be written stops the run too, not only the step.
+    // A step's folder that cannot be made stops the run too, not only the step.
     let (w, _) = checked(dir.path(), "step_file", &text("step_file"));
-    let blocker = w.output.join("steps/clustering/clusters.csv");
-    std::fs::create_dir_all(blocker.join("in_the_way")).unwrap();
+    let blocker = w.output.join("steps/clustering");
+    std::fs::create_dir_all(w.output.join("steps")).unwrap();
+    std::fs::write(&blocker, b"a file in the way").unwrap();
     let mut failed_steps = 0;
     let e = run(&w, &RunOptions::default(), &mut |e| {
         if let Event::StepFailed { .. } = e {
@@ -597,6 +598,9 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
         resume: true,
         ..Default::default()
     };
+    // The checkpoint itself records what it was trained by: a lost or
+    // rewritten `plan.json` changes nothing.
+    std::fs::remove_file(w.output.join("plan.json")).unwrap();
     let (edited, _) = checked(dir.path(), "edited", &text(4));
     let e = run(&edited, &resume, &mut |_| {}).unwrap_err();
     let message = e.to_string();
@@ -605,8 +609,78 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
         "{message}"
     );
     assert!(message.contains("without `--resume`"), "{message}");
-    // The checkpoint and its plan are untouched: the original resumes.
+    // Images moved to another concept: the same counts, other training.
+    let images = dir.path().join("images");
+    std::fs::rename(
+        images.join("concept0/0.png"),
+        images.join("concept2/moved.png"),
+    )
+    .unwrap();
+    let (w2, _) = checked(dir.path(), "edited", &text(8));
+    let e = run(&w2, &resume, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("images_and_concepts"), "{e}");
+    std::fs::rename(
+        images.join("concept2/moved.png"),
+        images.join("concept0/0.png"),
+    )
+    .unwrap();
+    // The checkpoint is untouched: the original resumes.
     let (w, _) = checked(dir.path(), "edited", &text(8));
     let summary = run(&w, &resume, &mut |_| {}).unwrap();
     assert_eq!(summary.epochs, 2);
+}
+
+#[test]
+fn stopping_after_training_keeps_the_model_and_resume_redoes_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let text = "workflow late_stop\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 1\n  init_epochs = 1\n  num_items_per_epoch = 16\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\nseed = 3\noutput = \"runs/late_stop\"\nstep clustering { k = 3 }\n";
+    let (w, _) = checked(dir.path(), "late_stop", text);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let e = run(&w, &options, &mut |e| {
+        if matches!(e, Event::Epoch { .. }) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(e, RunError::Stopped { .. }), "{e:?}");
+    assert!(e.to_string().contains("--resume"), "{e}");
+    assert!(w.output.join("model.safetensors").is_file());
+    assert!(!w.output.join("steps").exists());
+    let resumed = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    let mut trained_steps = 0;
+    let summary = run(&w, &resumed, &mut |e| {
+        if matches!(e, Event::Step { .. }) {
+            trained_steps += 1;
+        }
+    })
+    .unwrap();
+    assert_eq!(trained_steps, 0, "nothing is trained again");
+    assert_eq!(summary.steps.len(), 1);
+    assert!(w.output.join("steps/clustering/clusters.csv").is_file());
+}
+
+#[test]
+fn a_training_set_of_unreadable_images_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let images = dir.path().join("images");
+    for concept in ["a", "b"] {
+        std::fs::create_dir_all(images.join(concept)).unwrap();
+        for i in 0..6 {
+            std::fs::write(images.join(concept).join(format!("{i}.png")), b"not a png").unwrap();
+        }
+    }
+    let text = "workflow unreadable\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 4\n  num_epochs = 1\n  init_epochs = 1\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\noutput = \"runs/unreadable\"\n";
+    let (w, _) = checked(dir.path(), "unreadable", text);
+    let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, RunError::NothingToTrain(_)), "{e:?}");
+    assert!(e.to_string().contains("trained no step"), "{e}");
+    assert!(!w.output.join("model.safetensors").exists());
 }

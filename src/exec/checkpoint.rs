@@ -21,7 +21,13 @@ pub(super) struct Position {
 }
 
 /// Saves the weights, batch-norm statistics and momentum at `at`.
-pub(super) fn save(map: &VarMap, sgd: &Sgd, path: &Path, at: &Position) -> Result<(), RunError> {
+pub(super) fn save(
+    map: &VarMap,
+    sgd: &Sgd,
+    path: &Path,
+    at: &Position,
+    basis: &str,
+) -> Result<(), RunError> {
     let mut tensors: std::collections::HashMap<String, Tensor> = map
         .data()
         .lock()
@@ -36,6 +42,8 @@ pub(super) fn save(map: &VarMap, sgd: &Sgd, path: &Path, at: &Position) -> Resul
     let step = u32::try_from(at.step).unwrap_or(u32::MAX);
     tensors.insert("epoch".into(), Tensor::new(&[epoch], &Device::Cpu)?);
     tensors.insert("step".into(), Tensor::new(&[step], &Device::Cpu)?);
+    let record = Tensor::new(basis.as_bytes(), &Device::Cpu)?;
+    tensors.insert(BASIS_TENSOR.into(), record);
     if !at.losses.is_empty() {
         let losses = Tensor::new(at.losses.as_slice(), &Device::Cpu)?;
         tensors.insert("epoch_losses".into(), losses);
@@ -107,7 +115,8 @@ pub(super) fn kept_metrics(previous: &str, finished_epochs: u64) -> String {
 }
 
 /// What a checkpoint's training depends on: the plan's fields of the same
-/// names (the steps may change; they run after training).
+/// names, and a digest of which image is in which concept (the steps may
+/// change; they run after training).
 #[derive(serde::Serialize)]
 struct Basis<'a> {
     template: &'a str,
@@ -118,12 +127,29 @@ struct Basis<'a> {
     epoch_learning_rates: &'a [f64],
     items_per_epoch: Option<u64>,
     steps_per_epoch: Option<u64>,
+    /// FNV-1a of every training and evaluation image with its concepts.
+    images_and_concepts: String,
 }
 
-/// How the plan a run was checkpointed under (`previous`, its `plan.json`)
-/// and `plan` differ in what training depends on: `path: old → new` for each
-/// value that changed.
-pub(super) fn plan_changes(previous: &str, plan: &crate::plan::Plan) -> Vec<String> {
+/// The JSON of what training depends on, recorded in each checkpoint.
+pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> String {
+    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for set in [&sets.train, &sets.eval] {
+        for (path, concepts) in set.paths.iter().zip(&set.concepts) {
+            eat(path.as_os_str().as_encoded_bytes());
+            for c in concepts {
+                eat(sets.concepts[*c].as_bytes());
+                eat(b"\0");
+            }
+            eat(b"\n");
+        }
+        eat(b"--");
+    }
     let basis = Basis {
         template: &plan.template,
         architecture: plan.architecture,
@@ -133,12 +159,20 @@ pub(super) fn plan_changes(previous: &str, plan: &crate::plan::Plan) -> Vec<Stri
         epoch_learning_rates: &plan.epoch_learning_rates,
         items_per_epoch: plan.items_per_epoch,
         steps_per_epoch: plan.steps_per_epoch,
+        images_and_concepts: format!("{digest:016x}"),
     };
+    serde_json::to_string(&basis).unwrap_or_default()
+}
+
+/// How the training a checkpoint was made by (`previous`, its recorded
+/// basis) and this run's (`basis`) differ: `path: old → new` for each value
+/// that changed.
+pub(super) fn changes(previous: &str, basis: &str) -> Vec<String> {
     let (Ok(old), Ok(serde_json::Value::Object(new))) = (
         serde_json::from_str::<serde_json::Value>(previous),
-        serde_json::to_value(&basis),
+        serde_json::from_str::<serde_json::Value>(basis),
     ) else {
-        return vec!["`plan.json` cannot be read".into()];
+        return vec!["the checkpoint's record cannot be read".into()];
     };
     let mut changes = Vec::new();
     for (key, value) in &new {
@@ -146,6 +180,39 @@ pub(super) fn plan_changes(previous: &str, plan: &crate::plan::Plan) -> Vec<Stri
     }
     changes
 }
+
+/// The basis a checkpoint recorded, read from the safetensors header and the
+/// one tensor holding it (not the weights): `None` when it records none.
+pub(super) fn recorded_basis(path: &Path) -> std::io::Result<Option<String>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len)?;
+    let len = u64::from_le_bytes(len);
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not a safetensors file");
+    if len > 100 << 20 {
+        return Err(bad());
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header)?;
+    let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| bad())?;
+    let Some(offsets) = header[BASIS_TENSOR]["data_offsets"].as_array() else {
+        return Ok(None);
+    };
+    let (Some(a), Some(b)) = (offsets[0].as_u64(), offsets.get(1).and_then(|b| b.as_u64())) else {
+        return Err(bad());
+    };
+    if b < a || b - a > 100 << 20 {
+        return Err(bad());
+    }
+    f.seek(SeekFrom::Start(8 + len + a))?;
+    let mut text = vec![0u8; (b - a) as usize];
+    f.read_exact(&mut text)?;
+    String::from_utf8(text).map(Some).map_err(|_| bad())
+}
+
+/// The checkpoint tensor holding the basis (its JSON's bytes).
+const BASIS_TENSOR: &str = "wfrun.plan";
 
 fn differences(
     path: &str,

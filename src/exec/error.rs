@@ -17,6 +17,10 @@ pub enum RunError {
         epoch: u64,
         step: u64,
     },
+    /// Stopped on request after training, before `what`; the model is saved.
+    Stopped {
+        what: String,
+    },
     Model(candle_core::Error),
     /// A file or folder of the run could not be written (or created).
     Io {
@@ -72,6 +76,11 @@ impl std::fmt::Display for RunError {
             RunError::Cancelled { epoch, step } => write!(
                 f,
                 "stopped before step {step} of epoch {epoch} and saved a checkpoint; `--resume` continues from there"
+            ),
+            RunError::Stopped { what } => write!(
+                f,
+                "stopped on request before {what}; the trained model is saved, and `--resume` \
+                 redoes what is left without training again"
             ),
             RunError::Model(e) => write!(f, "{e}"),
             RunError::Io { path, error } => write!(

@@ -126,7 +126,7 @@ pub(super) fn evaluate(
     } = pass(net, eval, classes, logreg, size, workers, device)?;
     let mut m = EvalMetrics {
         images: kept.len(),
-        loss: Some(loss),
+        loss: (!kept.is_empty()).then_some(loss),
         ..Default::default()
     };
     if kept.is_empty() {

@@ -104,7 +104,8 @@ pub fn run(
     sets::survey(&data, size, sizes, options, workers, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
-    write_plan(&plan, options.resume && workflow.base.is_none())?;
+    let basis = checkpoint::basis(&plan, &data);
+    write_plan(&plan, options.resume && workflow.base.is_none(), &basis)?;
     let cx = train::Context {
         workflow,
         options,
@@ -117,8 +118,9 @@ pub fn run(
             on_event(&started_base(&plan, &data));
             train::open_base(base, &plan, &device)?
         }
-        None => train::train(&cx, &plan, &data, &mut bad_log, on_event)?,
+        None => train::train(&cx, &plan, &data, &basis, &mut bad_log, on_event)?,
     };
+    stop_if_asked(options, "embedding the images")?;
     let embed = |set| metrics::embed(&trained.net, set, size, workers, &device);
     let (train_emb, eval_emb) = (embed(&data.train)?, embed(&data.eval)?);
     all_finite(&train_emb, &eval_emb)?;
@@ -144,7 +146,7 @@ pub fn run(
         device: &device,
         out,
     };
-    let extras = run_steps(&plan, &inputs, &mut summary, on_event)?;
+    let extras = run_steps(&plan, &inputs, options, &mut summary, on_event)?;
     summary.bad_images = bad_log.count();
     report::write(&plan, &data, [&train_emb, &eval_emb], &summary, &extras)?;
     on_event(&Event::Finished {
@@ -153,27 +155,34 @@ pub fn run(
     Ok(summary)
 }
 
-/// Writes `plan.json`; resuming, first checks it is the plan the checkpoint
-/// was made by (a checkpoint continues only the training it was made by).
-fn write_plan(plan: &Plan, resuming: bool) -> Result<(), RunError> {
-    let path = plan.output.join("plan.json");
-    if let Some(previous) = resuming
-        .then(|| std::fs::read_to_string(&path).ok())
-        .flatten()
-    {
-        let changes = checkpoint::plan_changes(&previous, plan);
+/// Writes `plan.json`; resuming, first checks that the checkpoint was made
+/// by the same training (a checkpoint continues only that).
+fn write_plan(plan: &Plan, resuming: bool, basis: &str) -> Result<(), RunError> {
+    let checkpoint = plan.output.join("checkpoint.safetensors");
+    if resuming && checkpoint.exists() {
+        let refuse = |message: String| RunError::Resume {
+            path: checkpoint.clone(),
+            message,
+        };
+        let recorded = checkpoint::recorded_basis(&checkpoint)
+            .map_err(|e| refuse(format!("it cannot be read ({e})")))?
+            .ok_or_else(|| {
+                refuse(
+                    "it records no plan to compare this workflow with (an older wfrun made it): \
+                     run without `--resume` to start over"
+                        .into(),
+                )
+            })?;
+        let changes = checkpoint::changes(&recorded, basis);
         if !changes.is_empty() {
-            return Err(RunError::Resume {
-                path,
-                message: format!(
-                    "the workflow changed since the checkpoint was made:\n  {}\n\
-                     restore those values to continue, or run without `--resume` to start over",
-                    changes.join("\n  ")
-                ),
-            });
+            return Err(refuse(format!(
+                "the workflow or its data changed since it was made:\n  {}\n\
+                 restore them to continue, or run without `--resume` to start over",
+                changes.join("\n  ")
+            )));
         }
     }
-    folder::write_json(&path, plan)
+    folder::write_json(&plan.output.join("plan.json"), plan)
 }
 
 /// Embeddings that are not finite numbers stop the run: nothing downstream
@@ -188,6 +197,17 @@ fn all_finite(train: &metrics::Embedded, eval: &metrics::Embedded) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// After training, a request to stop (Ctrl-C) ends the run before the next
+/// part.
+fn stop_if_asked(options: &RunOptions, what: &str) -> Result<(), RunError> {
+    match &options.cancel {
+        Some(c) if c.load(std::sync::atomic::Ordering::SeqCst) => Err(RunError::Stopped {
+            what: what.to_string(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// A base workflow's start: nothing trains.
@@ -208,11 +228,13 @@ fn started_base(plan: &Plan, data: &sets::DataSets) -> Event {
 fn run_steps(
     plan: &Plan,
     inputs: &steps::StepInputs,
+    options: &RunOptions,
     summary: &mut RunSummary,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Vec<steps::Extras>, RunError> {
     let mut extras = Vec::new();
     for step in &plan.steps {
+        stop_if_asked(options, &format!("the step `{}`", step.name))?;
         match steps::run_step(inputs, step) {
             Ok((outcome, extra)) => {
                 on_event(&Event::StepFinished {
@@ -227,8 +249,8 @@ fn run_steps(
                     RunError::Step { message, .. } => message,
                     other => other.to_string(),
                 };
-                // A step that did not run leaves no empty folder behind.
-                let _ = std::fs::remove_dir(inputs.out.join("steps").join(&step.name));
+                // A step that did not run leaves no folder behind.
+                let _ = std::fs::remove_dir_all(inputs.out.join("steps").join(&step.name));
                 on_event(&Event::StepFailed {
                     step: step.name.clone(),
                     message: message.clone(),
@@ -237,5 +259,7 @@ fn run_steps(
             }
         }
     }
+    // No `steps/` when no step ran.
+    let _ = std::fs::remove_dir(inputs.out.join("steps"));
     Ok(extras)
 }

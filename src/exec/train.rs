@@ -75,6 +75,8 @@ struct Training<'a> {
     /// The plan's images and optimizer steps of an epoch.
     items: usize,
     steps_per_epoch: u64,
+    /// What training depends on, recorded in each checkpoint.
+    basis: &'a str,
 }
 
 /// What one epoch's batches gave.
@@ -91,10 +93,11 @@ pub(super) fn train(
     cx: &Context,
     plan: &Plan,
     sets: &DataSets,
+    basis: &str,
     bad_log: &mut BadLog,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Trained, RunError> {
-    let mut t = Training::new(cx, plan, sets)?;
+    let mut t = Training::new(cx, plan, sets, basis)?;
     let out = &plan.output;
     let checkpoint = out.join("checkpoint.safetensors");
     let start = if cx.options.resume {
@@ -139,6 +142,13 @@ pub(super) fn train(
         let started = Instant::now();
         t.sgd.set_learning_rate(lr);
         let done = t.epoch(lr, resumed, &checkpoint, bad_log, on_event)?;
+        if done.losses.is_empty() {
+            return Err(RunError::NothingToTrain(format!(
+                "epoch {} trained no step: no batch kept two readable images (the images \
+                 skipped are listed above; `--fail-on-bad-images` lists every one before training)",
+                epoch + 1
+            )));
+        }
         let event = t.evaluated(epoch, lr, done, started)?;
         metrics_log.push_str(&epoch_line(&event, &metrics_path)?);
         folder::write(&metrics_path, metrics_log.as_bytes())?;
@@ -146,7 +156,7 @@ pub(super) fn train(
             epoch: epoch + 1,
             ..Position::default()
         };
-        checkpoint::save(&t.map, &t.sgd, &checkpoint, &finished)?;
+        checkpoint::save(&t.map, &t.sgd, &checkpoint, &finished, t.basis)?;
         on_event(&event);
         if let Event::Epoch { eval, .. } = event {
             last_eval = Some(eval);
@@ -175,20 +185,31 @@ fn epoch_line(event: &Event, path: &std::path::Path) -> Result<String, RunError>
 }
 
 /// This epoch's images: `items` of them, in an order drawn from (seed, epoch).
-fn epoch_order(seed: u64, epoch: u64, images: usize, items: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = Vec::with_capacity(items);
+fn epoch_order(seed: u64, epoch: u64, images: usize, items: usize) -> Result<Vec<usize>, RunError> {
+    let mut order: Vec<usize> = Vec::new();
+    order.try_reserve_exact(items).map_err(|_| {
+        RunError::Unsupported(format!(
+            "an epoch of {items} images (`num_items_per_epoch`) needs more memory than this \
+             machine has for its order alone; lower `num_items_per_epoch`"
+        ))
+    })?;
     let mut rng = Rng::new(seed ^ (epoch + 1).wrapping_mul(0xA24B_AED4_963E_E407));
     while order.len() < items && images > 0 {
         let mut pass: Vec<usize> = (0..images).collect();
         rng.shuffle(&mut pass);
         order.extend(pass.into_iter().take(items - order.len()));
     }
-    order
+    Ok(order)
 }
 
 impl<'a> Training<'a> {
     /// The network, its weights drawn from the seed (or loaded), and SGD.
-    fn new(cx: &'a Context<'a>, plan: &'a Plan, sets: &'a DataSets) -> Result<Self, RunError> {
+    fn new(
+        cx: &'a Context<'a>,
+        plan: &'a Plan,
+        sets: &'a DataSets,
+        basis: &'a str,
+    ) -> Result<Self, RunError> {
         let h = &plan.hyper;
         if sets.multi_label && h.loss == Loss::Softmax {
             return Err(RunError::Unsupported(
@@ -234,6 +255,7 @@ impl<'a> Training<'a> {
             sgd,
             items: items as usize,
             steps_per_epoch,
+            basis,
         })
     }
 
@@ -250,7 +272,7 @@ impl<'a> Training<'a> {
         let (plan, train_set) = (self.plan, &self.sets.train);
         let (epoch, skip) = (from.epoch, from.step);
         let size = plan.hyper.image_size;
-        let order = epoch_order(plan.seed, epoch, train_set.paths.len(), self.items);
+        let order = epoch_order(plan.seed, epoch, train_set.paths.len(), self.items)?;
         let all = batches(&order, plan.hyper.batch_size);
         let mut done = EpochSteps {
             steps: skip.min(all.len()) as u64,
@@ -276,7 +298,7 @@ impl<'a> Training<'a> {
                     step,
                     losses: done.losses.clone(),
                 };
-                checkpoint::save(&self.map, &self.sgd, checkpoint, &at)?;
+                checkpoint::save(&self.map, &self.sgd, checkpoint, &at, self.basis)?;
                 return Err(RunError::Cancelled {
                     epoch: epoch + 1,
                     step: step as u64 + 1,

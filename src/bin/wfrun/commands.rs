@@ -510,7 +510,9 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
             eprintln!("error: {e}");
             match e {
                 // The conventional status after an interrupt (128 + SIGINT).
-                wfrun::exec::RunError::Cancelled { .. } => INTERRUPTED,
+                wfrun::exec::RunError::Cancelled { .. } | wfrun::exec::RunError::Stopped { .. } => {
+                    INTERRUPTED
+                }
                 _ => FAILED,
             }
         }

@@ -70,6 +70,8 @@ pub(in crate::exec) fn run_step(
 ) -> Result<(StepOutcome, Extras), RunError> {
     let started = Instant::now();
     let folder = inputs.out.join("steps").join(&step.name);
+    // A step's folder holds this run's results only.
+    let _ = std::fs::remove_dir_all(&folder);
     folder::create(&folder)?;
     let mut extras = Extras::default();
     let metrics = match &step.typed {
