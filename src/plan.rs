@@ -385,8 +385,10 @@ impl Plan {
         )?;
         writeln!(
             f,
-            "  multiplied by {} at each decrease",
-            fmt_float(self.lr_decay)
+            "  multiplied by {} at each decrease; SGD with momentum {} and weight decay {}",
+            fmt_float(self.lr_decay),
+            fmt_float(self.hyper.momentum),
+            fmt_float(self.hyper.weight_decay)
         )?;
         for p in &self.rate_phases {
             let epochs = if p.first_epoch == p.last_epoch {
