@@ -219,13 +219,7 @@ impl Checker<'_> {
             self.cross_checks(t, u, params, has_weights);
         }
         if let (Some(data), Some(params), true) = (&data_spec, &params, options.filesystem) {
-            // The batch-size advice stays within the template's range.
-            let batch_max = template
-                .as_ref()
-                .and_then(|t| t.param("batch_size")?.max.as_ref())
-                .map(|m| m.value.as_f64());
-            let spans = data_decl_spans(data_decl_of(module));
-            dataset = fs::check_data(self, data, params, batch_max, spans);
+            dataset = self.data_on_disk(module, template.as_ref(), data, params);
         }
         if options.filesystem {
             fs::check_step_paths(self, &items.steps, &step_specs);
@@ -390,6 +384,22 @@ impl Checker<'_> {
                 None
             }
         }
+    }
+
+    /// The data folders read: concepts and image counts, with the batch-size
+    /// advice within the template's range.
+    fn data_on_disk(
+        &mut self,
+        module: &Module,
+        template: Option<&TemplateSpec>,
+        data: &DataSpec,
+        params: &[(ResolvedParam, Written)],
+    ) -> Option<DatasetSummary> {
+        let batch_max = template
+            .and_then(|t| t.param("batch_size")?.max.as_ref())
+            .map(|m| m.value.as_f64());
+        let spans = data_decl_spans(data_decl_of(module));
+        fs::check_data(self, data, params, batch_max, spans)
     }
 
     /// An epoch of the images found must hold a batch of two (batch norm).

@@ -97,29 +97,14 @@ impl Checker<'_> {
                             line: self.line(span),
                         },
                     ),
-                    _ => match spec.default.as_ref().map(|d| &d.value) {
-                        Some(DefaultValue::Derived(d)) => (
-                            Resolved::Derived(*d),
-                            Origin::Derived {
-                                from: owner_name.clone(),
-                                derived: *d,
-                            },
-                        ),
-                        Some(DefaultValue::Value(v)) => (
-                            Resolved::Value(v.clone()),
-                            Origin::Default {
-                                from: owner_name.clone(),
-                            },
-                        ),
-                        // Every declared parameter has a default; a template without one is
-                        // reported where it is declared.
-                        None => (
-                            Resolved::Value(ParamValue::Num(Num::Int(0))),
-                            Origin::Default {
-                                from: owner_name.clone(),
-                            },
-                        ),
-                    },
+                    // Every declared parameter has a default; a template without one is
+                    // reported where it is declared.
+                    _ => default_of(spec, &owner_name).unwrap_or((
+                        Resolved::Value(ParamValue::Num(Num::Int(0))),
+                        Origin::Default {
+                            from: owner_name.clone(),
+                        },
+                    )),
                 };
                 (
                     ResolvedParam {
@@ -230,8 +215,8 @@ pub(super) fn base_params(
             }
         }
         let recorded = listed.map(|p| p.value).or(field);
-        let (value, origin) = match (recorded, spec.default.as_ref().map(|d| &d.value)) {
-            (Some(n), _) => {
+        let (value, origin) = match recorded {
+            Some(n) => {
                 let written = crate::syntax::Value {
                     kind: match n {
                         Num::Int(i) => ValueKind::Int(i),
@@ -257,20 +242,10 @@ pub(super) fn base_params(
                     },
                 )
             }
-            (None, Some(DefaultValue::Value(v))) => (
-                Resolved::Value(v.clone()),
-                Origin::Default {
-                    from: template.clone(),
-                },
-            ),
-            (None, Some(DefaultValue::Derived(d))) => (
-                Resolved::Derived(*d),
-                Origin::Derived {
-                    from: template.clone(),
-                    derived: *d,
-                },
-            ),
-            (None, None) => continue,
+            None => match default_of(spec, &template) {
+                Some(default) => default,
+                None => continue,
+            },
         };
         let name = spec.name.clone();
         out.push((
@@ -283,6 +258,25 @@ pub(super) fn base_params(
         ));
     }
     out
+}
+
+/// A parameter's default as a resolved value, with where it came from.
+fn default_of(spec: &ParamSpec, owner: &std::sync::Arc<str>) -> Option<(Resolved, Origin)> {
+    Some(match &spec.default.as_ref()?.value {
+        DefaultValue::Derived(d) => (
+            Resolved::Derived(*d),
+            Origin::Derived {
+                from: owner.clone(),
+                derived: *d,
+            },
+        ),
+        DefaultValue::Value(v) => (
+            Resolved::Value(v.clone()),
+            Origin::Default {
+                from: owner.clone(),
+            },
+        ),
+    })
 }
 
 fn base_error(at: Span, message: String) -> Diagnostic {

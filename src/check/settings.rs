@@ -261,56 +261,23 @@ impl Checker<'_> {
         let mut eval = Eval::Fraction(DEFAULT_EVAL_FRACTION);
         let mut weights = None;
         let mut seen: HashMap<&str, Span> = HashMap::default();
-        let mut ok = true;
+        // A setting reported as wrong keeps its default; the paths are still
+        // worth checking, so the spec is returned all the same.
         for s in settings {
             let key = s.name.name.as_str();
             if seen_twice(&mut seen, &s.name, "set", self.diagnostics) {
                 continue;
             }
             match key {
-                "train" => match self.image_source(s) {
-                    Some(src) => train = Some(src),
-                    None => ok = false,
-                },
-                "eval" => match &s.value.kind {
-                    ValueKind::Float(f) if *f > 0.0 && *f < 1.0 => eval = Eval::Fraction(*f),
-                    ValueKind::Float(_) | ValueKind::Int(_) => {
-                        ok = false;
-                        self.push(
-                            Diagnostic::error(Code::OutOfRange, s.value.span, "a held-out fraction lies strictly between 0 and 1")
-                                .with_label("not between 0 and 1")
-                                .with_help("write e.g. `eval = 0.1` to hold out a tenth of the images, or a folder `eval = \"path\"`"),
-                        );
-                    }
-                    _ => match self.image_source(s) {
-                        Some(src) => eval = Eval::Images(src),
-                        None => ok = false,
-                    },
-                },
+                "train" => train = self.image_source(s).or(train),
+                "eval" => eval = self.eval_setting(s).unwrap_or(eval),
                 "weights" => match &s.value.kind {
                     ValueKind::Str(p) => weights = Some(self.resolve(p)),
-                    ValueKind::Invalid => ok = false,
-                    other => {
-                        ok = false;
-                        self.push(wrong(s, "a path in quotes (a safetensors file)", other));
-                    }
+                    ValueKind::Invalid => {}
+                    other => self.push(wrong(s, "a path in quotes (a safetensors file)", other)),
                 },
                 _ => {
-                    let d = Diagnostic::error(
-                        Code::UnknownSetting,
-                        s.name.span,
-                        format!("unknown data setting `{key}`"),
-                    )
-                    .with_label("not a data setting");
-                    let d = if template.is_some_and(|t| t.param(key).is_some()) {
-                        d.with_help(format!(
-                            "`{key}` is a hyperparameter: set it inside the `use` block"
-                        ))
-                    } else {
-                        d.with_suggestion(s.name.span, did_you_mean(key, DATA_SETTINGS), || {
-                            format!("the data settings are {}", list(&DATA_SETTINGS))
-                        })
-                    };
+                    let d = unknown_data_setting(s, template);
                     self.push(d);
                 }
             }
@@ -323,14 +290,27 @@ impl Checker<'_> {
                     .with_help("add `train = \"path/to/images\"` (one sub-folder per concept) or `train = manifest(\"images.csv\")`"),
             );
         }
-        // An error elsewhere in the block is already reported; the paths are
-        // still worth checking, so the spec is returned all the same.
-        let _ = ok;
         Some(DataSpec {
             train: train?,
             eval,
             weights,
         })
+    }
+
+    /// `eval`: a held-out fraction, or images of their own.
+    fn eval_setting(&mut self, s: &Setting) -> Option<Eval> {
+        match &s.value.kind {
+            ValueKind::Float(f) if *f > 0.0 && *f < 1.0 => Some(Eval::Fraction(*f)),
+            ValueKind::Float(_) | ValueKind::Int(_) => {
+                self.push(
+                    Diagnostic::error(Code::OutOfRange, s.value.span, "a held-out fraction lies strictly between 0 and 1")
+                        .with_label("not between 0 and 1")
+                        .with_help("write e.g. `eval = 0.1` to hold out a tenth of the images, or a folder `eval = \"path\"`"),
+                );
+                None
+            }
+            _ => self.image_source(s).map(Eval::Images),
+        }
     }
 
     pub(super) fn image_source(&mut self, s: &Setting) -> Option<ImageSource> {
@@ -401,5 +381,26 @@ pub(super) fn wrong(s: &Setting, expected: &str, found: &ValueKind) -> Diagnosti
             s.name.name
         )),
         _ => d,
+    }
+}
+
+/// A setting the `data` block does not know: a hyperparameter written here,
+/// or a misspelling.
+fn unknown_data_setting(s: &Setting, template: Option<&TemplateSpec>) -> Diagnostic {
+    let key = s.name.name.as_str();
+    let d = Diagnostic::error(
+        Code::UnknownSetting,
+        s.name.span,
+        format!("unknown data setting `{key}`"),
+    )
+    .with_label("not a data setting");
+    if template.is_some_and(|t| t.param(key).is_some()) {
+        d.with_help(format!(
+            "`{key}` is a hyperparameter: set it inside the `use` block"
+        ))
+    } else {
+        d.with_suggestion(s.name.span, did_you_mean(key, DATA_SETTINGS), || {
+            format!("the data settings are {}", list(&DATA_SETTINGS))
+        })
     }
 }

@@ -116,8 +116,7 @@ pub(super) fn train(
     });
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics_log = if cx.options.resume {
-        let previous = std::fs::read_to_string(&metrics_path).unwrap_or_default();
-        checkpoint::kept_metrics(&previous, start.epoch)
+        kept_metrics(&metrics_path, start.epoch)
     } else {
         String::new()
     };
@@ -142,13 +141,6 @@ pub(super) fn train(
         let started = Instant::now();
         t.sgd.set_learning_rate(lr);
         let done = t.epoch(lr, resumed, &checkpoint, bad_log, on_event)?;
-        if done.losses.is_empty() {
-            return Err(RunError::NothingToTrain(format!(
-                "epoch {} trained no step: no batch kept two readable images (the images \
-                 skipped are listed above; `--fail-on-bad-images` lists every one before training)",
-                epoch + 1
-            )));
-        }
         let event = t.evaluated(epoch, lr, done, started)?;
         metrics_log.push_str(&epoch_line(&event, &metrics_path)?);
         folder::write(&metrics_path, metrics_log.as_bytes())?;
@@ -172,6 +164,13 @@ pub(super) fn train(
         epochs: plan.hyper.num_epochs,
         final_eval: last_eval,
     })
+}
+
+/// The lines of the previous `metrics.jsonl` that the checkpoint holds.
+fn kept_metrics(path: &std::path::Path, finished_epochs: u64) -> String {
+    // None yet when the run was stopped in its first epoch.
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    checkpoint::kept_metrics(&previous, finished_epochs)
 }
 
 /// The line `metrics.jsonl` holds for an epoch.
@@ -323,6 +322,13 @@ impl<'a> Training<'a> {
                 });
             }
             wait_start = Instant::now();
+        }
+        if done.losses.is_empty() {
+            return Err(RunError::NothingToTrain(format!(
+                "epoch {} trained no step: no batch kept two readable images (the images \
+                 skipped are listed above; `--fail-on-bad-images` lists every one before training)",
+                epoch + 1
+            )));
         }
         Ok(done)
     }
