@@ -61,7 +61,7 @@ impl DataCounts {
 
 /// The template's loss and the layer it trains on top of the embedding.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "loss", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Loss {
     /// ResNet-101's additive angular margin (ArcFace): `angular_scale`,
     /// `angular_margin`, `embeddings_size`.
