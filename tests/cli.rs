@@ -366,3 +366,58 @@ fn fmt_formats_in_place_checks_and_leaves_broken_files_alone() {
     );
     assert_eq!(std::fs::read_to_string(&broken).unwrap(), broken_text);
 }
+
+/// Runs `wfrun ARGS` with its standard output a pipe whose reading end is
+/// already closed, as `wfrun ... | head` leaves it.
+fn into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_standard_output_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["a.wf", "b.wf", "c.wf"] {
+        std::fs::write(
+            dir.path().join(name),
+            "use Clarifai_ResNext{image_size=64}\ndata{train=\"x\"}\n",
+        )
+        .unwrap();
+    }
+    let folder = dir.path().to_str().unwrap();
+    let cases: [&[&str]; 8] = [
+        &["templates"],
+        &["templates", "--format", "json"],
+        &["explain", "wf::off-step"],
+        &["explain", "Clarifai_ResNext.batch_size"],
+        &["check", "--no-fs", "workflows"],
+        &["check", "--no-fs", "--format", "json", "tests/fixtures"],
+        &["plan", "--no-fs", "workflows/quickstart.wf"],
+        &["fmt", folder],
+    ];
+    for args in cases {
+        let (code, stderr) = into_closed_pipe(args);
+        assert!(
+            !stderr.contains("panicked") && code != Some(101),
+            "{args:?}: exit {code:?}\n{stderr}"
+        );
+    }
+    // Every file was formatted, not only the first.
+    for name in ["a.wf", "b.wf", "c.wf"] {
+        let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
+        assert!(text.contains("image_size = 64"), "{name}: {text}");
+    }
+    // A check's status is its own, whatever became of its output.
+    let (code, _) = into_closed_pipe(&["check", "--no-fs", "tests/fixtures/schedule.wf"]);
+    assert_eq!(code, Some(1));
+}

@@ -79,12 +79,12 @@ fn workflow_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf
     for p in paths {
         match wfrun::workflow_files(p) {
             Ok(found) if found.is_empty() => {
-                eprintln!("error: no `.wf` files under `{}`", p.display());
+                errln!("error: no `.wf` files under `{}`", p.display());
                 return Err(TROUBLE);
             }
             Ok(found) => files.extend(found),
             Err(e) => {
-                eprintln!("error: cannot read `{}`: {e}", p.display());
+                errln!("error: cannot read `{}`: {e}", p.display());
                 return Err(TROUBLE);
             }
         }
@@ -111,7 +111,7 @@ fn check(
         let checked = match wfrun::check_file(file, &options) {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("error: cannot read `{}`: {e}", file.display());
+                errln!("error: cannot read `{}`: {e}", file.display());
                 unreadable += 1;
                 continue;
             }
@@ -127,14 +127,14 @@ fn check(
                     }
                 }
             }
-            Format::Human => eprint!(
+            Format::Human => err!(
                 "{}",
                 render_all(&checked.diagnostics, &checked.sources, style, width())
             ),
         }
     }
     if format == Format::Human {
-        eprintln!("{}", summary(files.len(), errors, warnings));
+        errln!("{}", summary(files.len(), errors, warnings));
     }
     if unreadable > 0 {
         TROUBLE
@@ -169,10 +169,10 @@ fn summary(files: usize, errors: usize, warnings: usize) -> String {
 
 fn load(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
     let checked = wfrun::check_file(file, &options(no_fs)).map_err(|e| {
-        eprintln!("error: cannot read `{}`: {e}", file.display());
+        errln!("error: cannot read `{}`: {e}", file.display());
         TROUBLE
     })?;
-    eprint!(
+    err!(
         "{}",
         render_all(&checked.diagnostics, &checked.sources, style, width())
     );
@@ -187,7 +187,7 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
             checked.count(Severity::Error),
             checked.count(Severity::Warning),
         );
-        eprintln!("{}", summary(1, errors, warnings));
+        errln!("{}", summary(1, errors, warnings));
         return Err(FAILED);
     }
     Ok(checked)
@@ -203,7 +203,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
             Err(e) => {
-                eprintln!("error: cannot read `{}`: {e}", file.display());
+                errln!("error: cannot read `{}`: {e}", file.display());
                 trouble += 1;
                 continue;
             }
@@ -213,7 +213,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
             Ok(formatted) => {
                 changed += 1;
                 if check {
-                    println!("{}: not formatted", file.display());
+                    outln!("{}: not formatted", file.display());
                     continue;
                 }
                 let mut tmp = file.as_os_str().to_owned();
@@ -222,16 +222,16 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                 let written =
                     std::fs::write(&tmp, &formatted).and_then(|()| std::fs::rename(&tmp, file));
                 match written {
-                    Ok(()) => println!("formatted {}", file.display()),
+                    Ok(()) => outln!("formatted {}", file.display()),
                     Err(e) => {
-                        eprintln!("error: cannot write `{}`: {e}", file.display());
+                        errln!("error: cannot write `{}`: {e}", file.display());
                         trouble += 1;
                     }
                 }
             }
             Err(wfrun::format::FormatError::Syntax(d)) => {
                 broken += 1;
-                eprintln!(
+                errln!(
                     "error: `{}` has {} syntax error(s) and is left as it is; `wfrun check {}` shows them",
                     file.display(),
                     d.len(),
@@ -240,7 +240,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
             }
             Err(wfrun::format::FormatError::ChangedMeaning) => {
                 broken += 1;
-                eprintln!(
+                errln!(
                     "error: formatting `{}` would change its meaning; it is left as it is (please report this)",
                     file.display()
                 );
@@ -405,7 +405,7 @@ fn explain_param(owner: &str, p: &ParamSpec) -> String {
 fn explain(name: &str) -> u8 {
     let r = Registry::builtin();
     if let Some(code) = Code::ALL.iter().find(|c| c.as_str() == name) {
-        println!("{code}: {}", code.summary());
+        outln!("{code}: {}", code.summary());
         return OK;
     }
     let (head, param) = match name.split_once('.') {
@@ -441,9 +441,9 @@ fn explain(name: &str) -> u8 {
             .map(|t| t.name.as_str())
             .chain(r.step_kinds.iter().map(|k| k.name.as_str()));
         match wfrun::suggest::did_you_mean(head, names) {
-            Some(s) => eprintln!("error: nothing is named `{head}`; did you mean `{s}`?"),
+            Some(s) => errln!("error: nothing is named `{head}`; did you mean `{s}`?"),
             None => {
-                eprintln!("error: nothing is named `{head}`; `wfrun templates` lists what there is")
+                errln!("error: nothing is named `{head}`; `wfrun templates` lists what there is")
             }
         }
         return TROUBLE;
@@ -464,12 +464,12 @@ fn explain(name: &str) -> u8 {
                 let help = wfrun::suggest::did_you_mean(pname, params.iter().map(|p| &*p.name))
                     .map(|s| format!("; did you mean `{s}`?"))
                     .unwrap_or_default();
-                eprintln!("error: `{owner}` has no parameter `{pname}`{help}");
+                errln!("error: `{owner}` has no parameter `{pname}`{help}");
                 return TROUBLE;
             }
         },
     };
-    print!("{text}");
+    out!("{text}");
     OK
 }
 
@@ -498,7 +498,7 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
     let mut progress = crate::progress::Progress::new(std::io::stderr().is_terminal());
     match wfrun::exec::run(workflow, &options, &mut |e| progress.show(e)) {
         Ok(summary) => {
-            println!("{}", progress.finished(workflow, &summary));
+            outln!("{}", progress.finished(workflow, &summary));
             if summary.failed_steps.is_empty() {
                 OK
             } else {
@@ -507,7 +507,7 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
         }
         Err(e) => {
             progress.clear_line();
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             match e {
                 // The conventional status after an interrupt (128 + SIGINT).
                 wfrun::exec::RunError::Cancelled { .. } | wfrun::exec::RunError::Stopped { .. } => {

@@ -44,7 +44,7 @@ impl Progress {
     /// Clears the live line before a line of its own.
     pub fn clear_line(&self) {
         if self.live {
-            eprint!("\r\x1b[2K");
+            err!("\r\x1b[2K");
         }
     }
 
@@ -54,23 +54,23 @@ impl Progress {
             Event::Step { .. } => self.step(e),
             Event::BadImage { path, reason } => {
                 self.clear_line();
-                eprintln!("warning: skipped `{}`: {reason}", path.display());
+                errln!("warning: skipped `{}`: {reason}", path.display());
             }
             Event::SmallImages { .. } => small_images(e),
             Event::Epoch { .. } => {
                 self.clear_line();
-                eprintln!("{}", epoch_line(e));
+                errln!("{}", epoch_line(e));
             }
-            Event::StepFinished { outcome } => eprintln!(
+            Event::StepFinished { outcome } => errln!(
                 "step {}: {} ({})",
                 outcome.name,
                 step_line(outcome),
                 duration(outcome.seconds)
             ),
             Event::StepFailed { step, message } => {
-                eprintln!("error: step `{step}` did not run: {message}")
+                errln!("error: step `{step}` did not run: {message}")
             }
-            Event::Finished { output } => eprintln!("wrote {}", output.display()),
+            Event::Finished { output } => errln!("wrote {}", output.display()),
         }
     }
 
@@ -89,12 +89,12 @@ impl Progress {
         };
         self.total_steps = (epochs + 1).saturating_sub(*first_epoch) * steps_per_epoch;
         if *epochs == 0 {
-            eprintln!(
+            errln!(
                 "embedding `{workflow}` with its base model: {concepts} concepts, \
                  {train_images} training and {eval_images} evaluation images"
             );
         } else {
-            eprintln!(
+            errln!(
                 "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
                  epochs {first_epoch}–{epochs} × {steps_per_epoch} steps"
             );
@@ -118,7 +118,7 @@ impl Progress {
             let elapsed = self.started.elapsed().as_secs_f64();
             let left = self.total_steps.saturating_sub(self.done_steps);
             let eta = elapsed / self.done_steps as f64 * left as f64;
-            eprint!(
+            err!(
                 "\r\x1b[2Kepoch {epoch}  step {step}/{steps}  loss {loss:.4}  lr {}  {images_per_s:.1} img/s  ETA {}",
                 wfrun::spec::fmt_float(*learning_rate),
                 duration(eta)
@@ -198,7 +198,7 @@ fn small_images(e: &Event) {
             "\n  half the images are {median_side} px or smaller: `image_size = {fits}` would not upscale them"
         ));
     }
-    eprintln!("{line}");
+    errln!("{line}");
 }
 
 fn epoch_line(e: &Event) -> String {
