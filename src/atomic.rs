@@ -1,8 +1,7 @@
 //! Files written whole or not at all: each is written to `NAME.partial`
-//! beside it, flushed, then renamed over `NAME`, so a killed run or a full
+//! beside it, synced to the disk, then renamed over `NAME`, so a killed run or a full
 //! disk never leaves a half-written file where a good one was.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 /// `PATH.partial`, where `path` is written before it replaces `path`.
@@ -13,27 +12,25 @@ pub fn partial_path(path: &Path) -> PathBuf {
 }
 
 /// Writes `path` atomically: `write` fills the partial file beside it, which
-/// then replaces `path`. On failure the partial file is removed and `path` is
-/// left as it was.
+/// is synced to the disk and then replaces `path`. On failure the partial
+/// file is removed and `path` is left as it was.
 pub fn replace(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     let tmp = partial_path(path);
-    let result = write(&tmp).and_then(|()| std::fs::rename(&tmp, path));
+    let result = write(&tmp)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
 }
 
-/// Writes `bytes` to `path` atomically, synced to the disk before the rename.
+/// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    replace(path, |tmp| {
-        let mut f = std::fs::File::create(tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()
-    })
+    replace(path, |tmp| std::fs::write(tmp, bytes))
 }
 
 #[cfg(test)]

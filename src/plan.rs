@@ -178,12 +178,12 @@ pub struct DataFound {
     pub eval_images: Option<u64>,
 }
 
-impl Plan {
-    /// The plan with what the checker read of the data (nothing with `--no-fs`).
-    pub fn new(w: &Workflow) -> Plan {
-        let images = w.dataset.as_ref().map(|d| d.images() as u64);
-        let concepts: Vec<String> = w
-            .dataset
+impl DataFound {
+    /// What the checker read of a training source (`None`: it did not read
+    /// it), the evaluation images held out as the run will.
+    pub fn counted(summary: Option<&crate::workflow::DatasetSummary>, eval: &Eval) -> DataFound {
+        let images = summary.map(|d| d.images() as u64);
+        let concepts: Vec<String> = summary
             .iter()
             .flat_map(|d| {
                 d.concepts
@@ -192,7 +192,7 @@ impl Plan {
                     .map(|(c, _)| c.clone())
             })
             .collect();
-        let (train_images, eval_images) = match (&w.data.eval, images) {
+        let (train_images, eval_images) = match (eval, images) {
             (Eval::Fraction(f), Some(n)) => {
                 let (t, e) = split_counts(n, *f);
                 (Some(t), Some(e))
@@ -200,23 +200,32 @@ impl Plan {
             (Eval::Images(_), Some(n)) => (Some(n), None),
             (_, None) => (None, None),
         };
-        Plan::with_data(
-            w,
-            DataFound {
-                concepts,
-                images,
-                train_images,
-                eval_images,
-            },
-        )
+        DataFound {
+            concepts,
+            images,
+            train_images,
+            eval_images,
+        }
+    }
+
+    /// The counts the spec derives values from.
+    pub fn counts(&self) -> DataCounts {
+        DataCounts {
+            train_images: self.train_images,
+            concepts: (!self.concepts.is_empty()).then_some(self.concepts.len() as u64),
+        }
+    }
+}
+
+impl Plan {
+    /// The plan with what the checker read of the data (nothing with `--no-fs`).
+    pub fn new(w: &Workflow) -> Plan {
+        Plan::with_data(w, DataFound::counted(w.dataset.as_ref(), &w.data.eval))
     }
 
     /// The plan a run follows, with the data it loaded: every count known.
     pub fn with_data(w: &Workflow, data: DataFound) -> Plan {
-        let counts = DataCounts {
-            train_images: data.train_images,
-            concepts: (!data.concepts.is_empty()).then_some(data.concepts.len() as u64),
-        };
+        let counts = data.counts();
         let seed = w.seed;
         let mut hyper = w.hyper;
         hyper.num_items_per_epoch = hyper.num_items_per_epoch.resolve(&counts);

@@ -410,16 +410,9 @@ impl Checker<'_> {
         data: &DataSpec,
         at: Span,
     ) {
-        let images = set.images() as u64;
-        let train = match data.eval {
-            Eval::Fraction(f) => crate::plan::split_counts(images, f).0,
-            Eval::Images(_) => images,
-        };
-        let counts = crate::hyper::DataCounts {
-            train_images: Some(train),
-            concepts: None,
-        };
-        let Some(items) = h.num_items_per_epoch.resolve(&counts).value() else {
+        let found = crate::plan::DataFound::counted(Some(set), &data.eval);
+        let (images, train) = (found.images.unwrap_or(0), found.train_images.unwrap_or(0));
+        let Some(items) = h.num_items_per_epoch.resolve(&found.counts()).value() else {
             return;
         };
         if crate::plan::steps_per_epoch(items, h.batch_size as u64) == 0 {

@@ -217,14 +217,7 @@ pub(super) fn base_params(
         let recorded = listed.map(|p| p.value).or(field);
         let (value, origin) = match recorded {
             Some(n) => {
-                let written = crate::syntax::Value {
-                    kind: match n {
-                        Num::Int(i) => ValueKind::Int(i),
-                        Num::Float(x) => ValueKind::Float(x),
-                    },
-                    span: at,
-                };
-                if let Err(d) = spec.check(&written) {
+                if let Err(d) = spec.check_value(&ParamValue::Num(n), at) {
                     cx.push(base_error(
                         at,
                         format!(

@@ -142,7 +142,7 @@ impl EvalMetrics {
         let f = |x: Option<f32>| x.map(f64::from);
         [
             count("images", self.images),
-            share("loss", f(self.loss)),
+            share("held-out loss", f(self.loss)),
             share("accuracy", f(self.accuracy)),
             share("mAP", f(self.mean_average_precision)),
             share("F1", f(self.f1)),

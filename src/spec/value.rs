@@ -4,6 +4,18 @@
 use super::*;
 
 impl ParamSpec {
+    /// Checks a value that was not written in the file (a default, a
+    /// value a model recorded) as if written at `at`.
+    pub fn check_value(&self, v: &ParamValue, at: Span) -> Result<ParamValue, Box<Diagnostic>> {
+        let kind = match v {
+            ParamValue::Num(Num::Int(i)) => ValueKind::Int(*i),
+            ParamValue::Num(Num::Float(f)) => ValueKind::Float(*f),
+            ParamValue::Keyword(k) => ValueKind::Name(k.clone()),
+            ParamValue::Path(p) => ValueKind::Str(p.clone()),
+        };
+        self.check(&Value { kind, span: at })
+    }
+
     /// The range and step in words: `32 ≤ x ≤ 1024, step 16`.
     pub fn range_text(&self) -> String {
         let mut s = match (&self.min, &self.max) {

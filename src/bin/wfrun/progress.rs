@@ -214,14 +214,7 @@ fn epoch_line(e: &Event) -> String {
         return String::new();
     };
     let mut line = format!("epoch {epoch}: train loss {train_loss:.4}");
-    if let Some(l) = eval.loss {
-        line.push_str(&format!(", eval loss {l:.4}"));
-    }
-    for h in eval
-        .headline()
-        .iter()
-        .filter(|h| !h.whole && h.label != "loss")
-    {
+    for h in eval.headline().iter().filter(|h| !h.whole) {
         line.push_str(&format!(", {h}"));
     }
     line.push_str(&format!(

@@ -312,16 +312,7 @@ impl Narrowing<'_> {
         else {
             return true;
         };
-        let inherited = crate::syntax::Value {
-            kind: match v {
-                ParamValue::Num(Num::Int(i)) => ValueKind::Int(*i),
-                ParamValue::Num(Num::Float(f)) => ValueKind::Float(*f),
-                ParamValue::Keyword(k) => ValueKind::Name(k.clone()),
-                ParamValue::Path(p) => ValueKind::Str(p.clone()),
-            },
-            span: p.name.span,
-        };
-        if spec.check(&inherited).is_ok() {
+        if spec.check_value(v, p.name.span).is_ok() {
             return true;
         }
         diagnostics.push(
