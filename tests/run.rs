@@ -684,3 +684,16 @@ fn a_training_set_of_unreadable_images_stops_the_run() {
     assert!(e.to_string().contains("trained no step"), "{e}");
     assert!(!w.output.join("model.safetensors").exists());
 }
+
+#[test]
+fn an_epoch_too_large_for_memory_is_an_error_not_an_abort() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let text = "workflow huge\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 1\n  init_epochs = 1\n  num_items_per_epoch = 9223372036854775807\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\noutput = \"runs/huge\"\n";
+    let (w, _) = checked(dir.path(), "huge", text);
+    let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(e, RunError::Unsupported(_)) && e.to_string().contains("num_items_per_epoch"),
+        "{e:?}"
+    );
+}
