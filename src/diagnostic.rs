@@ -70,6 +70,7 @@ codes! {
     Narrowing => "wf::narrowing", "a template widens its parent's range instead of narrowing it";
     UnknownStepKind => "wf::unknown-step-kind", "a `step` names no known step kind";
     Schedule => "wf::schedule", "the epochs and learning-rate schedule do not fit together";
+    Memory => "wf::memory", "a size whose layers would not fit in the machine's memory";
     LearningRate => "wf::learning-rate", "the learning rate will not train the network";
     AngularFromScratch => "wf::angular-from-scratch", "angular margin settings known to stall without pretrained weights";
     BatchAdvice => "wf::batch-advice", "the batch is small for the number of concepts";

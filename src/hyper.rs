@@ -81,6 +81,41 @@ impl Loss {
     pub fn logreg(self) -> bool {
         matches!(self, Loss::Sigmoid)
     }
+
+    /// Bytes the layers that grow with a setting hold in training (weights,
+    /// gradients and SGD momentum, f32): the angular margin's projection of
+    /// ResNet-101's 2048 pooled features to `embeddings_size` and its
+    /// `concepts` class centres. A float, so that no size overflows.
+    pub fn sized_layer_bytes(self, concepts: u64) -> f64 {
+        match self {
+            Loss::AngularMargin {
+                embeddings_size, ..
+            } => {
+                let e = embeddings_size as f64;
+                let params = e * (2048.0 + 1.0) + e * concepts.max(2) as f64;
+                params * 4.0 * 3.0
+            }
+            Loss::Softmax | Loss::Sigmoid => 0.0,
+        }
+    }
+}
+
+/// This machine's memory in bytes (Linux: `/proc/meminfo`), when known.
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// Bytes shown in GiB.
+pub fn gib(bytes: f64) -> String {
+    let g = bytes / (1u64 << 30) as f64;
+    if g >= 1e6 {
+        format!("{g:.1e} GiB")
+    } else {
+        format!("{g:.1} GiB")
+    }
 }
 
 /// A template's hyperparameters, typed.

@@ -118,13 +118,18 @@ pub struct StepSpec {
 /// What the checker learnt of the training folder (when it looked).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DatasetSummary {
-    /// Images per concept, in name order.
+    /// Images per concept: a folder's in name order, a manifest's in order
+    /// of appearance (the network's output order either way).
     pub concepts: Vec<(String, usize)>,
+    /// Distinct images (an image of several concepts counts once).
+    pub images: usize,
+    /// Whether some image has several concepts (a manifest's).
+    pub multi_label: bool,
 }
 
 impl DatasetSummary {
     pub fn images(&self) -> usize {
-        self.concepts.iter().map(|(_, n)| n).sum()
+        self.images
     }
 }
 

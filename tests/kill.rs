@@ -114,3 +114,86 @@ fn killed_and_resumed_equals_uninterrupted() {
         "one line per epoch, none repeated:\n{metrics}"
     );
 }
+
+/// Runs `wfrun run FILE` in the background, its standard error captured.
+fn spawn(file: &Path, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .arg("run")
+        .arg(file)
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_second_run_on_a_folder_is_refused_and_sigterm_saves_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let file = workflow(dir.path(), "owned");
+    let run_dir = dir.path().join("runs/owned");
+    let mut first = spawn(&file, &[]);
+    let started = Instant::now();
+    while !run_dir.join(wfrun::exec::LOCK).exists() {
+        assert!(first.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no lock appeared"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    // Two runs at once on one folder: the second is refused, naming the first.
+    let second = wfrun(&["run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("another run is writing") && stderr.contains(&first.id().to_string()),
+        "{stderr}"
+    );
+
+    // SIGTERM (as a batch scheduler sends) stops it with a checkpoint, like Ctrl-C.
+    while !run_dir.join("metrics.jsonl").exists() {
+        assert!(first.try_wait().unwrap().is_none(), "the run ended early");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "no epoch ended"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let pid = libc::pid_t::try_from(first.id()).unwrap();
+    // SAFETY: sends SIGTERM to the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = first.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("saved a checkpoint"), "{stderr}");
+    assert!(run_dir.join("checkpoint.safetensors").is_file());
+    assert!(
+        !run_dir.join(wfrun::exec::LOCK).exists(),
+        "the lock is released"
+    );
+
+    // Run again without `--resume`: refused, nothing lost.
+    let again = wfrun(&["run", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert_eq!(again.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("holds a previous run (checkpoint.safetensors)")
+            && stderr.contains("--resume")
+            && stderr.contains("--fresh"),
+        "{stderr}"
+    );
+    assert!(run_dir.join("checkpoint.safetensors").is_file());
+
+    // A lock left by a killed run does not block the next.
+    std::fs::write(run_dir.join(wfrun::exec::LOCK), "4194999\n").unwrap();
+    let resumed = wfrun(&["run", file.to_str().unwrap(), "--resume"]);
+    assert!(
+        resumed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&resumed.stderr)
+    );
+    assert!(run_dir.join("model.safetensors").is_file());
+}

@@ -309,6 +309,236 @@ fn data_folder_problems_name_the_path() {
     assert!(!c.has_errors());
 }
 
+/// Checks `data { DATA }` in a folder laid out by `make`; the diagnostics' messages.
+fn check_data_line(make: impl Fn(&Path), data: &str) -> (wfrun::Checked, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    make(dir.path());
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        format!("use Clarifai_ResNext {{ batch_size = 8 }}\ndata {{ {data} }}\n"),
+    )
+    .unwrap();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    let messages = c.diagnostics.iter().map(|d| d.message.clone()).collect();
+    (c, messages)
+}
+
+#[test]
+fn manifests_are_read_and_their_images_looked_for() {
+    // A quoted CSV manifest (RFC 4180): its paths are unquoted, its images found.
+    let quoted = |d: &Path| {
+        for i in 0..4 {
+            touch(&d.join(format!("img/cat, {i}.jpg")));
+            touch(&d.join(format!("img/dog {i}.jpg")));
+        }
+        let mut text = String::from("\"path\",\"concepts\"\r\n");
+        for i in 0..4 {
+            text += &format!("\"img/cat, {i}.jpg\",\"cat\"\r\n\"img/dog {i}.jpg\",dog\r\n");
+        }
+        std::fs::write(d.join("m.csv"), text).unwrap();
+    };
+    let (c, messages) = check_data_line(quoted, "train = manifest(\"m.csv\")");
+    assert!(!c.has_errors(), "{messages:?}");
+    let set = c.workflow.unwrap().dataset.unwrap();
+    assert_eq!(set.images(), 8);
+    assert_eq!(
+        set.concepts,
+        [("cat".to_string(), 4), ("dog".to_string(), 4)]
+    );
+
+    // A header alone: an error that speaks of manifests, not folders.
+    let (c, messages) = check_data_line(
+        |d| std::fs::write(d.join("m.csv"), "path,concepts\n").unwrap(),
+        "train = manifest(\"m.csv\")",
+    );
+    assert!(c.has_errors());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("m.csv` lists no images")),
+        "{messages:?}"
+    );
+
+    // Listed paths that do not exist: none → error, one concept's → error, some → warning.
+    let listed = |missing: &'static [&'static str]| {
+        move |d: &Path| {
+            let mut text = String::new();
+            for i in 0..3 {
+                for c in ["cat", "dog"] {
+                    let name = format!("{c}{i}.png");
+                    if !missing.contains(&c) && !missing.contains(&name.as_str()) {
+                        touch(&d.join(&name));
+                    }
+                    text += &format!("{name},{c}\n");
+                }
+            }
+            std::fs::write(d.join("m.csv"), text).unwrap();
+        }
+    };
+    let (c, messages) = check_data_line(listed(&["cat", "dog"]), "train = manifest(\"m.csv\")");
+    assert!(c.has_errors());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("none of the 6 images") && m.contains("cat0.png")),
+        "{messages:?}"
+    );
+    let (c, messages) = check_data_line(listed(&["dog"]), "train = manifest(\"m.csv\")");
+    assert!(c.has_errors());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("no listed image of `dog` exists")),
+        "{messages:?}"
+    );
+    let (c, messages) = check_data_line(listed(&["dog1.png"]), "train = manifest(\"m.csv\")");
+    assert!(!c.has_errors(), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("1 of the 6 images") && m.contains("dog1.png")),
+        "{messages:?}"
+    );
+    assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 5);
+
+    // A malformed line is named with its line number.
+    let (c, messages) = check_data_line(
+        |d| std::fs::write(d.join("m.csv"), "a.png,cat\n\"b.png,dog\nc.png\n").unwrap(),
+        "train = manifest(\"m.csv\")",
+    );
+    assert!(c.has_errors());
+    assert!(
+        messages.iter().any(|m| m.contains("m.csv:")),
+        "{messages:?}"
+    );
+}
+
+#[test]
+fn evaluation_images_must_share_the_training_concepts() {
+    let layout = |eval: &'static [&'static str]| {
+        move |d: &Path| {
+            for c in ["cat", "dog"] {
+                for i in 0..5 {
+                    touch(&d.join(format!("train/{c}/{i}.png")));
+                }
+            }
+            for c in eval {
+                touch(&d.join(format!("eval/{c}/0.png")));
+            }
+        }
+    };
+    let (c, messages) = check_data_line(
+        layout(&["bird", "fish"]),
+        "train = \"train\"  eval = \"eval\"",
+    );
+    assert!(c.has_errors());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("no evaluation image has a training concept")),
+        "{messages:?}"
+    );
+    let (c, messages) = check_data_line(
+        layout(&["cat", "fish"]),
+        "train = \"train\"  eval = \"eval\"",
+    );
+    assert!(!c.has_errors(), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("1 evaluation image(s) of concepts not trained on (`fish`)")),
+        "{messages:?}"
+    );
+    // One evaluation concept is enough.
+    let (c, messages) = check_data_line(layout(&["cat"]), "train = \"train\"  eval = \"eval\"");
+    assert!(!c.has_errors() && messages.is_empty(), "{messages:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn data_walks_are_bounded_and_unreadable_folders_are_errors() {
+    use std::os::unix::fs::symlink;
+    // A link DAG (each level links twice to the next: 2^22 paths) and a loop.
+    let dag = |d: &Path| {
+        let root = d.join("images");
+        for c in ["cat", "dog"] {
+            touch(&root.join(c).join("0.png"));
+        }
+        for level in 0..=22 {
+            touch(&d.join(format!("l{level}/{level}.png")));
+        }
+        for level in 0..22 {
+            let next = d.join(format!("l{}", level + 1));
+            symlink(&next, d.join(format!("l{level}/a"))).unwrap();
+            symlink(&next, d.join(format!("l{level}/b"))).unwrap();
+        }
+        symlink(d.join("l0"), root.join("cat/deep")).unwrap();
+        symlink(&root, root.join("dog/loop")).unwrap();
+    };
+    let started = std::time::Instant::now();
+    let (c, messages) = check_data_line(dag, "train = \"images\"");
+    assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
+    assert!(!c.has_errors(), "{messages:?}");
+    let set = c.workflow.unwrap().dataset.unwrap();
+    // Each real folder is walked once: `dog/loop` leads back to folders walked.
+    assert_eq!(
+        set.concepts,
+        [("cat".to_string(), 24), ("dog".to_string(), 1)]
+    );
+
+    // A pseudo file system is refused, not walked.
+    if Path::new("/proc/self").exists() {
+        let (c, messages) = check_data_line(|_| {}, "train = \"/proc/self\"");
+        assert!(c.has_errors());
+        assert!(
+            messages.iter().any(|m| m.contains("`/proc`")),
+            "{messages:?}"
+        );
+    }
+
+    // A concept folder that cannot be read is an error naming it (not
+    // checkable where permissions do not bind, as for root).
+    let locked = |d: &Path| {
+        touch(&d.join("images/cat/0.png"));
+        touch(&d.join("images/dog/0.png"));
+        touch(&d.join("images/owl/0.png"));
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(d.join("images/owl"), std::fs::Permissions::from_mode(0)).unwrap();
+    };
+    let probe = tempfile::tempdir().unwrap();
+    locked(probe.path());
+    let binding = std::fs::read_dir(probe.path().join("images/owl")).is_err();
+    if binding {
+        let (c, messages) = check_data_line(locked, "train = \"images\"");
+        assert!(c.has_errors());
+        assert!(
+            messages.iter().any(|m| m.contains("images/owl")),
+            "{messages:?}"
+        );
+    }
+}
+
+#[test]
+fn an_embeddings_size_that_cannot_fit_is_refused_with_the_estimate() {
+    for e in ["9223372036854775807", "100000000"] {
+        let text = format!("use Clarifai_ResNet_AngularMargin {{ embeddings_size = {e} }}\ndata {{ train = \"x\" }}\n");
+        let c = check_source("test.wf", &text, &no_fs());
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.code == Code::Memory)
+            .unwrap_or_else(|| panic!("{e}: {:#?}", c.diagnostics));
+        assert!(d.is_error(), "{d:?}");
+        assert!(d.message.contains("GiB"), "{}", d.message);
+        assert!(c.workflow.is_none());
+    }
+    assert!(!codes(
+        "use Clarifai_ResNet_AngularMargin { embeddings_size = 4096 }\ndata { train = \"x\" }\n"
+    )
+    .contains(&Code::Memory));
+}
+
 #[test]
 fn skipping_the_file_system_skips_path_checks() {
     let text = "use Clarifai_ResNext { }\ndata { train = \"does/not/exist\"  weights = \"nope.safetensors\" }\n";

@@ -359,17 +359,28 @@ fn a_diverging_loss_stops_the_run_naming_epoch_and_step() {
 #[test]
 fn several_concepts_per_image_need_sigmoid_units() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("m.csv"), "a.png,cat;dog\nb.png,dog\n").unwrap();
+    std::fs::write(
+        dir.path().join("m.csv"),
+        "a.png,cat;dog\nb.png,dog\nc.png,cat\nd.png,dog\n",
+    )
+    .unwrap();
+    for name in ["a", "b", "c", "d"] {
+        image::RgbImage::new(8, 8)
+            .save(dir.path().join(format!("{name}.png")))
+            .unwrap();
+    }
     let path = dir.path().join("w.wf");
     std::fs::write(&path, "use Clarifai_ResNext { logreg = 0  batch_size = 4 }\ndata { train = manifest(\"m.csv\") }\n").unwrap();
     let checked = check_file(&path, &CheckOptions::default()).unwrap();
-    let e = run(
-        checked.workflow.as_ref().unwrap(),
-        &RunOptions::default(),
-        &mut |_| {},
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("set `logreg = 1`"), "{e}");
+    let e = checked
+        .diagnostics
+        .iter()
+        .find(|d| d.is_error())
+        .expect("an error");
+    assert!(
+        e.help.as_deref().unwrap_or("").contains("set `logreg = 1`"),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -665,6 +676,29 @@ fn stopping_after_training_keeps_the_model_and_resume_redoes_the_steps() {
     assert_eq!(trained_steps, 0, "nothing is trained again");
     assert_eq!(summary.steps.len(), 1);
     assert!(w.output.join("steps/clustering/clusters.csv").is_file());
+
+    // Without `resume` (or `fresh`) the finished run is not overwritten.
+    let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
+    assert!(matches!(e, RunError::Occupied { .. }), "{e:?}");
+    assert!(
+        e.to_string().contains("model.safetensors") && e.to_string().contains("--fresh"),
+        "{e}"
+    );
+    assert!(w.output.join("steps/clustering/clusters.csv").is_file());
+
+    // The step replaced by another: the old step's results do not stay beside the new.
+    let text = text.replace(
+        "step clustering { k = 3 }",
+        "step visual_search { top_k = 2 }",
+    );
+    let (w, _) = checked(dir.path(), "late_stop", &text);
+    let summary = run(&w, &resumed, &mut |_| {}).unwrap();
+    assert_eq!(summary.steps.len(), 1);
+    assert!(w.output.join("steps/visual_search").is_dir());
+    assert!(!w.output.join("steps/clustering").exists());
+    assert!(!std::fs::read_to_string(w.output.join("report.html"))
+        .unwrap()
+        .contains("clusters.csv"));
 }
 
 #[test]
@@ -679,10 +713,36 @@ fn a_training_set_of_unreadable_images_stops_the_run() {
     }
     let text = "workflow unreadable\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 4\n  num_epochs = 1\n  init_epochs = 1\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25 }\noutput = \"runs/unreadable\"\n";
     let (w, _) = checked(dir.path(), "unreadable", text);
-    let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
-    assert!(matches!(e, RunError::NothingToTrain(_)), "{e:?}");
-    assert!(e.to_string().contains("trained no step"), "{e}");
+    let mut steps = 0;
+    let e = run(&w, &RunOptions::default(), &mut |e| {
+        steps += usize::from(matches!(e, Event::Step { .. }))
+    })
+    .unwrap_err();
+    assert!(matches!(e, RunError::Unreadable { .. }), "{e:?}");
+    let message = e.to_string();
+    assert!(
+        message.starts_with("none of the 9 training images can be read")
+            && message.contains("a/0.png: "),
+        "{message}"
+    );
+    assert_eq!(steps, 0, "stopped before the first step");
     assert!(!w.output.join("model.safetensors").exists());
+    assert!(!w.output.join("checkpoint.safetensors").exists());
+
+    // One concept readable, the other not: the run stops naming the concept.
+    for i in 0..6 {
+        image::RgbImage::from_pixel(36, 36, image::Rgb([200, 20, 20]))
+            .save(images.join("a").join(format!("{i}.png")))
+            .unwrap();
+    }
+    let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains("training images of concept `b` can be read")
+            && message.contains("b/")
+            && !message.contains("a/0.png"),
+        "{message}"
+    );
 }
 
 #[test]

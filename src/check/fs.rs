@@ -78,20 +78,200 @@ pub(super) fn check_data(
     let fallback = Span::new(cx.source, 0, 0);
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
     check_weights_and_eval(cx, data, &span);
-    let root = match &data.train {
+    let summary = match &data.train {
         ImageSource::Manifest(p) => {
-            exists_as(cx, p, span("train"), false, "manifest");
+            if !exists_as(cx, p, span("train"), false, "manifest") {
+                return None;
+            }
+            count_manifest(cx, p, span("train"))?
+        }
+        ImageSource::Folder(p) => {
+            if !exists_as(cx, p, span("train"), true, "training folder") {
+                return None;
+            }
+            count_concepts(cx, p, span("train"))?
+        }
+    };
+    if let Eval::Images(src) = &data.eval {
+        if src.path().exists() {
+            eval_concepts(cx, src, &summary, span("eval"));
+        }
+    }
+    let used = summary.concepts.iter().filter(|(_, n)| *n > 0).count();
+    batch_advice(cx, params, batch_max, used, span("train"));
+    Some(summary)
+}
+
+/// A data error as a diagnostic at `at`.
+fn data_error(cx: &mut Checker, at: Span, e: &crate::data::DataError) {
+    use crate::data::DataError;
+    let help = match e {
+        DataError::Manifest { .. } | DataError::EmptyManifest(_) => {
+            "GRAMMAR.md's \"Manifests\" shows the CSV and JSON-lines forms".to_string()
+        }
+        DataError::Io { .. } => {
+            "make it readable (`chmod -R u+rX`), or move it out of the data folder".to_string()
+        }
+        _ => relative_help(cx),
+    };
+    cx.push(
+        Diagnostic::error(Code::Data, at, e.to_string())
+            .with_label("unusable data")
+            .with_help(help),
+    );
+}
+
+/// Up to three paths, quoted, and how many more.
+fn some_paths(paths: &[&Path]) -> String {
+    let mut shown: Vec<String> = paths
+        .iter()
+        .take(3)
+        .map(|p| format!("`{}`", p.display()))
+        .collect();
+    if paths.len() > 3 {
+        shown.push(format!("and {} more", paths.len() - 3));
+    }
+    shown.join(", ")
+}
+
+/// A manifest read as the run reads it, its listed images looked for: none
+/// found, or none of some concept, is an error; some missing, a warning.
+fn count_manifest(cx: &mut Checker, path: &Path, at: Span) -> Option<DatasetSummary> {
+    let data = match crate::data::Dataset::from_manifest(path) {
+        Ok(d) => d,
+        Err(e) => {
+            data_error(cx, at, &e);
             return None;
         }
-        ImageSource::Folder(p) => p,
     };
-    if !exists_as(cx, root, span("train"), true, "training folder") {
+    let mut counts = vec![0usize; data.concepts.len()];
+    let mut missing = Vec::new();
+    let mut found = 0;
+    for s in &data.samples {
+        if s.path.is_file() {
+            found += 1;
+            for &c in &s.concepts {
+                counts[c] += 1;
+            }
+        } else {
+            missing.push(s.path.as_path());
+        }
+    }
+    let shown = path.display();
+    let base = path.parent().unwrap_or(Path::new("")).display();
+    let listed = data.samples.len();
+    if found == 0 {
+        cx.push(
+            Diagnostic::error(
+                Code::Data,
+                at,
+                format!(
+                    "none of the {listed} images `{shown}` lists exist: {}",
+                    some_paths(&missing)
+                ),
+            )
+            .with_label("no training images")
+            .with_help(format!(
+                "paths in a manifest are relative to its folder, `{base}`"
+            )),
+        );
         return None;
     }
-    let concepts = count_concepts(cx, root, span("train"))?;
-    let used = concepts.iter().filter(|(_, n)| *n > 0).count();
-    batch_advice(cx, params, batch_max, used, span("train"));
-    Some(DatasetSummary { concepts })
+    let empty: Vec<&str> = data
+        .concepts
+        .iter()
+        .zip(&counts)
+        .filter(|(_, &n)| n == 0)
+        .map(|(c, _)| c.as_str())
+        .collect();
+    if !empty.is_empty() {
+        cx.push(
+            Diagnostic::error(
+                Code::Data,
+                at,
+                format!(
+                    "no listed image of {} exists",
+                    crate::spec::declare::list(&empty)
+                ),
+            )
+            .with_label("a concept with no training images")
+            .with_help(format!("missing: {}", some_paths(&missing))),
+        );
+    } else if !missing.is_empty() {
+        cx.push(
+            Diagnostic::warning(
+                Code::Data,
+                at,
+                format!(
+                    "{} of the {listed} images `{shown}` lists do not exist: {}",
+                    missing.len(),
+                    some_paths(&missing)
+                ),
+            )
+            .with_label("they will be skipped")
+            .with_help(format!(
+                "paths in a manifest are relative to its folder, `{base}`"
+            )),
+        );
+    }
+    Some(DatasetSummary {
+        multi_label: data.is_multi_label(),
+        concepts: data.concepts.into_iter().zip(counts).collect(),
+        images: found,
+    })
+}
+
+/// The evaluation images' concepts against the training ones: none shared
+/// is an error (nothing would be evaluated), some unknown a warning.
+fn eval_concepts(cx: &mut Checker, src: &ImageSource, train: &DatasetSummary, at: Span) {
+    let read = match src {
+        ImageSource::Folder(p) => crate::data::Dataset::read_folder(p),
+        ImageSource::Manifest(p) => crate::data::Dataset::read_manifest(p),
+    };
+    let eval = match read {
+        Ok(d) => d,
+        Err(e) => return data_error(cx, at, &e),
+    };
+    let known = |c: &String| train.concepts.iter().any(|(t, n)| t == c && *n > 0);
+    let unknown: Vec<&str> = eval
+        .concepts
+        .iter()
+        .filter(|c| !known(c))
+        .map(String::as_str)
+        .collect();
+    let kept = eval
+        .samples
+        .iter()
+        .filter(|s| s.concepts.iter().any(|&c| known(&eval.concepts[c])))
+        .count();
+    let trained: Vec<&str> = train.concepts.iter().map(|(c, _)| c.as_str()).collect();
+    if kept == 0 {
+        cx.push(
+            Diagnostic::error(
+                Code::Data,
+                at,
+                format!(
+                    "no evaluation image has a training concept ({})",
+                    crate::spec::declare::list(&trained)
+                ),
+            )
+            .with_label("nothing would be evaluated")
+            .with_help("name the evaluation folders (or manifest concepts) as the training ones"),
+        );
+    } else if !unknown.is_empty() {
+        cx.push(
+            Diagnostic::warning(
+                Code::Data,
+                at,
+                format!(
+                    "{} evaluation image(s) of concepts not trained on ({}) are left out",
+                    eval.samples.len() - kept,
+                    crate::spec::declare::list(&unknown)
+                ),
+            )
+            .with_label("only the training concepts are evaluated"),
+        );
+    }
 }
 
 /// The `weights` file and the evaluation images, when named.
@@ -130,7 +310,7 @@ fn check_weights_and_eval(cx: &mut Checker, data: &DataSpec, span: &dyn Fn(&str)
 /// The training folder's concepts with their image counts; images outside
 /// concept folders and empty concepts are warnings, fewer than two concepts
 /// with images an error (`None` when none has any).
-fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<Vec<(String, usize)>> {
+fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<DatasetSummary> {
     let span = |_: &str| at;
     let shown = root.display().to_string();
     let (concepts, loose) = match crate::data::list_folder(root) {
@@ -142,11 +322,7 @@ fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<Vec<(String
             (counts, loose.len())
         }
         Err(e) => {
-            cx.push(Diagnostic::error(
-                Code::PathNotFound,
-                span("train"),
-                format!("cannot read `{shown}`: {e}"),
-            ));
+            data_error(cx, span("train"), &e);
             return None;
         }
     };
@@ -198,7 +374,12 @@ fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<Vec<(String
         ),
         _ => {}
     }
-    Some(concepts)
+    let images = concepts.iter().map(|(_, n)| n).sum();
+    Some(DatasetSummary {
+        concepts,
+        images,
+        multi_label: false,
+    })
 }
 
 /// The seed's advice: a batch of around twice the number of concepts, within

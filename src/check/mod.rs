@@ -229,7 +229,17 @@ impl Checker<'_> {
             (&hyper, &dataset, &data_spec, &base, reported)
         {
             let at = data_decl_spans(data_decl_of(module)).get("train").copied();
-            self.epoch_has_a_batch(h, set, data, at.unwrap_or(Span::new(self.source, 0, 0)));
+            let at = at.unwrap_or(Span::new(self.source, 0, 0));
+            self.epoch_has_a_batch(h, set, data, at);
+            if set.multi_label && h.loss == crate::hyper::Loss::Softmax {
+                self.push(
+                    Diagnostic::error(Code::Data, at, "some images have several concepts")
+                        .with_label("softmax units pick one concept per image")
+                        .with_help(
+                            "set `logreg = 1` (sigmoid units) to learn several concepts per image",
+                        ),
+                );
+            }
         }
 
         if self.diagnostics.iter().any(Diagnostic::is_error) {

@@ -20,6 +20,43 @@ impl Checker<'_> {
         self.learning_rate_rules(&f, t);
         self.angular_rules(&f, t, has_weights);
         self.epoch_size_rules(&f);
+        self.memory_rules(&f);
+    }
+
+    /// An `embeddings_size` whose layers cannot fit in this machine's memory
+    /// (an error) or take more than half of it (a warning), with the estimate.
+    fn memory_rules(&mut self, f: &Fields) {
+        let Some(e) = f.num("embeddings_size") else {
+            return;
+        };
+        let loss = crate::hyper::Loss::AngularMargin {
+            scale: 64.0,
+            margin: 0.5,
+            embeddings_size: e as usize,
+        };
+        let need = loss.sized_layer_bytes(2);
+        let (memory, whose) = match crate::hyper::machine_memory() {
+            Some(m) => (m as f64, "this machine's"),
+            None => ((1u64 << 40) as f64, "a 1 TiB machine's"),
+        };
+        let show = crate::hyper::gib;
+        let message = format!(
+            "`embeddings_size` = {e} needs about {} to train its layers",
+            show(need)
+        );
+        let d = if need > memory {
+            Diagnostic::error(Code::Memory, f.at("embeddings_size"), message)
+                .with_label(format!("more than {whose} {} of memory", show(memory)))
+        } else if need > memory / 2.0 {
+            Diagnostic::warning(Code::Memory, f.at("embeddings_size"), message)
+                .with_label(format!("over half of {whose} {} of memory", show(memory)))
+        } else {
+            return;
+        };
+        self.push(d.with_help(
+            "the projection from 2048 features to the embedding, its gradient and momentum grow \
+             with it; the ArcFace default is 512",
+        ));
     }
 
     /// `init_epochs` within `num_epochs`; a rate that never decreases; a `step_epochs` that never applies.

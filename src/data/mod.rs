@@ -6,6 +6,10 @@
 
 #[cfg(feature = "train")]
 pub mod images;
+mod manifest;
+mod walk;
+
+pub use walk::MAX_ENTRIES;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -43,6 +47,18 @@ pub enum DataError {
     },
     NotAFolder(PathBuf),
     NoImages(PathBuf),
+    /// A manifest with no image lines (perhaps only a header).
+    EmptyManifest(PathBuf),
+    /// A folder walk passed [`MAX_ENTRIES`] entries.
+    TooManyFiles {
+        path: PathBuf,
+        limit: usize,
+    },
+    /// A data folder inside `/proc`, `/sys` or `/dev`.
+    PseudoFileSystem {
+        path: PathBuf,
+        under: &'static str,
+    },
     SingleConcept {
         path: PathBuf,
         concept: String,
@@ -65,6 +81,23 @@ impl fmt::Display for DataError {
                 p.display(),
                 p.display()
             ),
+            DataError::EmptyManifest(p) => write!(
+                f,
+                "the manifest `{}` lists no images; add one line per image: `path,concept` \
+                 (paths relative to the manifest's folder)",
+                p.display()
+            ),
+            DataError::TooManyFiles { path, limit } => write!(
+                f,
+                "`{}` holds more than {limit} files and folders; point the workflow at the \
+                 images' own folder, or list them in a manifest",
+                path.display()
+            ),
+            DataError::PseudoFileSystem { path, under } => write!(
+                f,
+                "`{}` lies in `{under}`, a file system the kernel makes up, not a folder of images",
+                path.display()
+            ),
             DataError::SingleConcept { path, concept } => write!(
                 f,
                 "`{}` holds a single concept, `{concept}`: training needs at least two",
@@ -74,21 +107,17 @@ impl fmt::Display for DataError {
                 path,
                 line,
                 message,
-            } => {
-                write!(f, "{}:{line}: {message}", path.display())
-            }
+            } if *line == 0 => write!(f, "{}: {message}", path.display()),
+            DataError::Manifest {
+                path,
+                line,
+                message,
+            } => write!(f, "{}:{line}: {message}", path.display()),
         }
     }
 }
 
 impl std::error::Error for DataError {}
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-    move |error| DataError::Io {
-        path: path.to_path_buf(),
-        error,
-    }
-}
 
 /// A concept folder: its name and its images (sorted), found at any depth.
 #[derive(Clone, Debug, PartialEq)]
@@ -98,7 +127,9 @@ pub struct ConceptFolder {
 }
 
 /// Lists the concept sub-folders of `root` (in name order, hidden ones
-/// skipped) with their images, and the images lying in `root` itself.
+/// skipped) with their images, and the images lying in `root` itself. The
+/// walk is bounded ([`walk`]): a folder that cannot be read is an error
+/// naming it, not a concept without images.
 pub fn list_folder(root: &Path) -> Result<(Vec<ConceptFolder>, Vec<PathBuf>), DataError> {
     if !root.is_dir() {
         return Err(if root.exists() {
@@ -110,28 +141,17 @@ pub fn list_folder(root: &Path) -> Result<(Vec<ConceptFolder>, Vec<PathBuf>), Da
             }
         });
     }
-    let mut entries: Vec<_> = std::fs::read_dir(root)
-        .map_err(io(root))?
-        .collect::<Result<_, _>>()
-        .map_err(io(root))?;
-    entries.sort_by_key(|e| e.file_name());
+    let mut walk = walk::Walk::new(root)?;
     let mut concepts = Vec::new();
     let mut loose = Vec::new();
-    for entry in entries {
+    for entry in walk.read_dir(root)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
             continue;
         }
         let path = entry.path();
         if path.is_dir() {
-            let mut images: Vec<PathBuf> = walkdir::WalkDir::new(&path)
-                .follow_links(true)
-                .into_iter()
-                .filter_map(Result::ok)
-                .filter(|e| e.file_type().is_file() && is_image(e.path()))
-                .map(walkdir::DirEntry::into_path)
-                .collect();
-            images.sort();
+            let images = walk.images(&path)?;
             concepts.push(ConceptFolder { name, images });
         } else if is_image(&path) {
             loose.push(path);
@@ -144,6 +164,13 @@ impl Dataset {
     /// The images of a folder with one sub-folder per concept. Empty concept
     /// folders are left out (the checker warns about them).
     pub fn from_folder(root: &Path) -> Result<Dataset, DataError> {
+        let data = Dataset::read_folder(root)?;
+        data.require_two_concepts(root)?;
+        Ok(data)
+    }
+
+    /// As [`Dataset::from_folder`], for an evaluation set: one concept is enough.
+    pub fn read_folder(root: &Path) -> Result<Dataset, DataError> {
         let (folders, _) = list_folder(root)?;
         let mut data = Dataset::default();
         for folder in folders.into_iter().filter(|f| !f.images.is_empty()) {
@@ -155,90 +182,47 @@ impl Dataset {
                     concepts: vec![index],
                 }));
         }
-        data.require_two_concepts(root)?;
+        if data.samples.is_empty() {
+            return Err(DataError::NoImages(root.to_path_buf()));
+        }
         Ok(data)
     }
 
-    /// The images of a manifest: CSV lines `path,concept[;concept...]` (an
-    /// optional header `path,concepts`) or, for `.jsonl` / `.json`, lines like
-    /// `{"path": "a.jpg", "concepts": ["cat", "dog"]}`. Paths are relative to
-    /// the manifest's folder. Concepts are numbered in order of appearance.
+    /// The images of a manifest ([`manifest`]): CSV (RFC 4180, an optional
+    /// header) or JSON lines. Paths are relative to the manifest's folder;
+    /// concepts are numbered in order of appearance.
     pub fn from_manifest(path: &Path) -> Result<Dataset, DataError> {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let data = Dataset::read_manifest(path)?;
+        data.require_two_concepts(path)?;
+        Ok(data)
+    }
+
+    /// As [`Dataset::from_manifest`], for an evaluation set: one concept is enough.
+    pub fn read_manifest(path: &Path) -> Result<Dataset, DataError> {
+        let rows = manifest::read(path)?;
+        if rows.is_empty() {
+            return Err(DataError::EmptyManifest(path.to_path_buf()));
+        }
         let base = path.parent().unwrap_or(Path::new(""));
-        let json = path
-            .extension()
-            .is_some_and(|e| e == "jsonl" || e == "json");
         let mut data = Dataset::default();
-        for (i, line) in text.lines().enumerate() {
-            let line_no = i + 1;
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let bad = |message: String| DataError::Manifest {
-                path: path.to_path_buf(),
-                line: line_no,
-                message,
-            };
-            let (image, names): (String, Vec<String>) = if json {
-                let v: serde_json::Value = serde_json::from_str(line)
-                    .map_err(|e| bad(format!("not a JSON object: {e}")))?;
-                let image = v
-                    .get("path")
-                    .or_else(|| v.get("image"))
-                    .and_then(|p| p.as_str())
-                    .ok_or_else(|| bad("no \"path\"".into()))?
-                    .to_string();
-                let names = match (v.get("concepts"), v.get("concept")) {
-                    (Some(serde_json::Value::Array(a)), _) => a
-                        .iter()
-                        .map(|c| {
-                            c.as_str()
-                                .map(str::to_string)
-                                .ok_or_else(|| bad("concepts must be strings".into()))
-                        })
-                        .collect::<Result<_, _>>()?,
-                    (_, Some(serde_json::Value::String(c))) => vec![c.clone()],
-                    _ => return Err(bad("no \"concepts\" list or \"concept\"".into())),
-                };
-                (image, names)
-            } else {
-                let Some((image, concepts)) = line.split_once(',') else {
-                    return Err(bad("expected `path,concept`".into()));
-                };
-                if i == 0 && matches!(image.trim(), "path" | "image") {
-                    continue; // header
-                }
-                let names = concepts
-                    .split([';', '|'])
-                    .map(|c| c.trim().to_string())
-                    .filter(|c| !c.is_empty())
-                    .collect();
-                (image.trim().to_string(), names)
-            };
-            if names.is_empty() {
-                return Err(bad(format!("`{image}` has no concept")));
-            }
+        let mut index_of: std::collections::HashMap<String, usize> = Default::default();
+        for row in rows {
             let mut indices = Vec::new();
-            for name in names {
-                let index = match data.concepts.iter().position(|c| *c == name) {
-                    Some(i) => i,
-                    None => {
-                        data.concepts.push(name);
-                        data.concepts.len() - 1
-                    }
-                };
+            for name in row.concepts {
+                let next = data.concepts.len();
+                let index = *index_of.entry(name.clone()).or_insert(next);
+                if index == next {
+                    data.concepts.push(name);
+                }
                 if !indices.contains(&index) {
                     indices.push(index);
                 }
             }
             data.samples.push(Sample {
-                path: base.join(image),
+                path: base.join(row.path),
                 concepts: indices,
             });
         }
-        data.require_two_concepts(path)?;
         Ok(data)
     }
 
@@ -393,10 +377,16 @@ mod tests {
         )
         .unwrap();
         let e = Dataset::from_manifest(&jsonl).unwrap_err().to_string();
-        assert!(e.ends_with("m.jsonl:2: no \"path\""), "{e}");
+        assert!(e.ends_with("m.jsonl:2: no \"path\" string"), "{e}");
         std::fs::write(&csv, "a.jpg\n").unwrap();
         let e = Dataset::from_manifest(&csv).unwrap_err().to_string();
-        assert!(e.contains("m.csv:1: expected `path,concept`"), "{e}");
+        assert!(
+            e.contains("m.csv:1: 1 field(s); expected `path,concept`"),
+            "{e}"
+        );
+        std::fs::write(&csv, "path,concepts\n").unwrap();
+        let e = Dataset::from_manifest(&csv).unwrap_err().to_string();
+        assert!(e.contains("m.csv` lists no images"), "{e}");
     }
 
     #[test]

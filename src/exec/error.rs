@@ -39,6 +39,23 @@ pub enum RunError {
     Unsupported(String),
     /// Images that cannot be read, found before the run started.
     BadImages(Vec<crate::data::images::BadImage>),
+    /// Another run (process `pid`, when known) holds the output folder.
+    Busy {
+        path: PathBuf,
+        pid: Option<u32>,
+    },
+    /// The output folder holds a previous run's `found` (checkpoint, model)
+    /// and neither `resume` nor `fresh` was asked for.
+    Occupied {
+        path: PathBuf,
+        found: String,
+    },
+    /// No training image, or none of a concept, can be read: `what` says
+    /// which ("none of the 12 training images of concept `cat`").
+    Unreadable {
+        what: String,
+        bad: Vec<crate::data::images::BadImage>,
+    },
     /// A downstream step could not run.
     Step {
         step: String,
@@ -112,19 +129,55 @@ impl std::fmt::Display for RunError {
                     1 => write!(f, "an image cannot be read:")?,
                     n => write!(f, "{n} images cannot be read:")?,
                 }
-                for b in bad.iter().take(10) {
-                    write!(f, "\n  {}: {}", b.path.display(), b.reason)?;
-                }
-                if bad.len() > 10 {
-                    write!(f, "\n  and {} more", bad.len() - 10)?;
-                }
+                list_bad(f, bad)?;
                 write!(
                     f,
                     "\nremove or replace them; without `--fail-on-bad-images` they are skipped and listed"
                 )
             }
+            RunError::Busy { path, pid } => {
+                write!(f, "another run is writing to `{}`", path.display())?;
+                if let Some(pid) = pid {
+                    write!(f, " (process {pid})")?;
+                }
+                write!(
+                    f,
+                    "; wait for it to finish, or give this workflow another `output`. If no run is \
+                     going, remove `{}`",
+                    path.join(super::LOCK).display()
+                )
+            }
+            RunError::Occupied { path, found } => write!(
+                f,
+                "`{}` holds a previous run ({found}); `--resume` continues it, `--fresh` removes \
+                 its outputs and starts over, or give this workflow another `output`",
+                path.display()
+            ),
+            RunError::Unreadable { what, bad } => {
+                write!(f, "{what} can be read, so nothing would be learnt from them:")?;
+                list_bad(f, bad)?;
+                write!(
+                    f,
+                    "\nreplace them with images wfrun reads (JPEG, PNG, WebP, BMP), or remove them \
+                     (and an empty concept) from the data"
+                )
+            }
         }
     }
+}
+
+/// The first ten unreadable images, one a line, with the decoder's reason.
+fn list_bad(
+    f: &mut std::fmt::Formatter<'_>,
+    bad: &[crate::data::images::BadImage],
+) -> std::fmt::Result {
+    for b in bad.iter().take(10) {
+        write!(f, "\n  {}: {}", b.path.display(), b.reason)?;
+    }
+    if bad.len() > 10 {
+        write!(f, "\n  and {} more", bad.len() - 10)?;
+    }
+    Ok(())
 }
 
 impl std::error::Error for RunError {}

@@ -69,6 +69,11 @@ pub enum Event {
         step: String,
         message: String,
     },
+    /// `fresh`: a previous run's outputs (names in the run folder) were removed.
+    Cleared {
+        output: PathBuf,
+        removed: Vec<String>,
+    },
     Finished {
         output: PathBuf,
     },

@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod folder;
 mod metrics;
+mod owner;
 mod pictures;
 mod report;
 pub mod results;
@@ -34,6 +35,7 @@ use crate::workflow::Workflow;
 pub use error::RunError;
 pub use event::Event;
 pub use metrics::EvalMetrics;
+pub use owner::{LOCK, OUTPUTS};
 pub use results::StepMetrics;
 pub use steps::StepOutcome;
 
@@ -42,6 +44,9 @@ pub use steps::StepOutcome;
 pub struct RunOptions {
     /// Continue from the run folder's last checkpoint.
     pub resume: bool,
+    /// Clear a previous run's outputs from the run folder first (without it,
+    /// or `resume`, a run refuses a folder that holds a checkpoint or model).
+    pub fresh: bool,
     /// Set to stop after the current step; a checkpoint of the last finished
     /// epoch is kept and the run can be resumed.
     pub cancel: Option<Arc<AtomicBool>>,
@@ -91,7 +96,16 @@ pub fn run(
     options: &RunOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<RunSummary, RunError> {
+    if options.resume && options.fresh {
+        return Err(RunError::Unsupported(
+            "`--resume` continues the run folder's training and `--fresh` clears it: choose one"
+                .into(),
+        ));
+    }
     let device = open_device(workflow.device)?;
+    // Held until the run returns: a second run on this folder is refused.
+    let _owner = owner::lock(&workflow.output)?;
+    owner::previous_results(&workflow.output, options, on_event)?;
     let data = sets::DataSets::load(workflow)?;
     let plan = Plan::with_data(workflow, data.found());
     let workers = match options.workers {
@@ -232,6 +246,8 @@ fn run_steps(
     summary: &mut RunSummary,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Vec<steps::Extras>, RunError> {
+    let names: Vec<&str> = plan.steps.iter().map(|s| s.name.as_str()).collect();
+    owner::remove_other_steps(inputs.out, &names)?;
     let mut extras = Vec::new();
     for step in &plan.steps {
         stop_if_asked(options, &format!("the step `{}`", step.name))?;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use candle_core::Device;
 
 use super::{Event, RunError, RunOptions};
+use crate::data::images::BadImage;
 use crate::data::{split, Dataset};
 use crate::hyper::Grid;
 use crate::models::Targets;
@@ -73,10 +74,22 @@ impl DataSets {
                 let (t, e) = split(data.samples.len(), *f, workflow.seed);
                 (t, Images::select(&data, &e))
             }
-            Eval::Images(src) => (
-                (0..data.samples.len()).collect(),
-                Images::remap(&open(src)?, &data.concepts),
-            ),
+            Eval::Images(src) => {
+                let eval = match src {
+                    ImageSource::Folder(p) => Dataset::read_folder(p)?,
+                    ImageSource::Manifest(p) => Dataset::read_manifest(p)?,
+                };
+                let images = Images::remap(&eval, &data.concepts);
+                if images.paths.is_empty() {
+                    return Err(RunError::NothingToTrain(format!(
+                        "no evaluation image in `{}` has a training concept ({}); name its \
+                         concepts as the training ones",
+                        src.path().display(),
+                        data.concepts.join(", ")
+                    )));
+                }
+                ((0..data.samples.len()).collect(), images)
+            }
         };
         Ok(DataSets {
             train: Images::select(&data, &train_idx),
@@ -173,7 +186,18 @@ pub(super) fn survey(
     let mut bad = Vec::new();
     let mut sides = Vec::new();
     let mut small = Vec::new();
-    for (path, r) in paths.iter().zip(found) {
+    let mut readable = vec![0usize; sets.concepts.len()];
+    let mut unreadable: Vec<Vec<BadImage>> = vec![Vec::new(); sets.concepts.len()];
+    let trained = sets.train.paths.len();
+    for (i, (path, r)) in paths.iter().zip(found).enumerate() {
+        if i < trained {
+            for &c in &sets.train.concepts[i] {
+                match &r {
+                    Ok(_) => readable[c] += 1,
+                    Err(e) => unreadable[c].push(e.clone()),
+                }
+            }
+        }
         match r {
             Ok((w, h)) => {
                 sides.push(w.min(h));
@@ -201,6 +225,36 @@ pub(super) fn survey(
     }
     if options.fail_on_bad_images && !bad.is_empty() {
         return Err(RunError::BadImages(bad));
+    }
+    unreadable_concepts(sets, &readable, unreadable)
+}
+
+/// Stops a run before its first step when no training image, or none of
+/// some concept, can be read: it would train on nothing, or never see that
+/// concept.
+fn unreadable_concepts(
+    sets: &DataSets,
+    readable: &[usize],
+    mut unreadable: Vec<Vec<BadImage>>,
+) -> Result<(), RunError> {
+    if readable.iter().all(|&n| n == 0) {
+        let mut bad: Vec<BadImage> = unreadable.into_iter().flatten().collect();
+        bad.sort_by(|a, b| a.path.cmp(&b.path));
+        bad.dedup_by(|a, b| a.path == b.path);
+        return Err(RunError::Unreadable {
+            what: format!("none of the {} training images", sets.train.paths.len()),
+            bad,
+        });
+    }
+    if let Some(c) = readable.iter().position(|&n| n == 0) {
+        return Err(RunError::Unreadable {
+            what: format!(
+                "none of the {} training images of concept `{}`",
+                unreadable[c].len(),
+                sets.concepts[c]
+            ),
+            bad: std::mem::take(&mut unreadable[c]),
+        });
     }
     Ok(())
 }

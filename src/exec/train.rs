@@ -215,6 +215,15 @@ impl<'a> Training<'a> {
                 "some images have several concepts: set `logreg = 1`".into(),
             ));
         }
+        let need = h.loss.sized_layer_bytes(sets.concepts.len() as u64);
+        if let Some(memory) = crate::hyper::machine_memory().filter(|&m| need > m as f64) {
+            return Err(RunError::Unsupported(format!(
+                "the layers `embeddings_size` sizes need about {} in training, more than this \
+                 machine's {} of memory; lower `embeddings_size`",
+                crate::hyper::gib(need),
+                crate::hyper::gib(memory as f64)
+            )));
+        }
         let nothing = |why: &str| {
             RunError::NothingToTrain(format!(
                 "nothing to train on: {why}; add images to `{}`",

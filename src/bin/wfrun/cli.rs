@@ -52,8 +52,13 @@ pub enum Command {
     Run {
         file: PathBuf,
         /// Continue from the run folder's last checkpoint.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "fresh")]
         resume: bool,
+        /// Remove a previous run's outputs from the run folder (its plan,
+        /// checkpoint, model, metrics, embeddings, report, pictures and step
+        /// results; nothing else) and start over.
+        #[arg(long)]
+        fresh: bool,
         /// Decode every image before starting and stop if any cannot be read
         /// (by default unreadable images are skipped and listed).
         #[arg(long)]

@@ -35,8 +35,9 @@ pub fn run(args: Args) -> u8 {
         Command::Run {
             file,
             resume,
+            fresh,
             fail_on_bad_images,
-        } => train(&file, resume, fail_on_bad_images, style),
+        } => train(&file, [resume, fresh, fail_on_bad_images], style),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }
@@ -473,7 +474,9 @@ fn explain(name: &str) -> u8 {
     OK
 }
 
-fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u8 {
+/// `wfrun run`; `flags`: `--resume`, `--fresh`, `--fail-on-bad-images`.
+fn train(file: &Path, flags: [bool; 3], style: Style) -> u8 {
+    let [resume, fresh, fail_on_bad_images] = flags;
     let checked = match load_clean(file, false, style) {
         Ok(c) => c,
         Err(code) => return code,
@@ -483,7 +486,8 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
     };
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
-    // The first Ctrl-C stops after the current step; a second one ends at once.
+    // The first Ctrl-C (or SIGTERM, or SIGHUP) stops after the current step
+    // and saves a checkpoint; a second one ends at once.
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
@@ -491,6 +495,7 @@ fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u
     });
     let options = wfrun::exec::RunOptions {
         resume,
+        fresh,
         cancel: Some(cancel),
         workers: 0,
         fail_on_bad_images,

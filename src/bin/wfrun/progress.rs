@@ -70,6 +70,11 @@ impl Progress {
             Event::StepFailed { step, message } => {
                 errln!("error: step `{step}` did not run: {message}")
             }
+            Event::Cleared { output, removed } => errln!(
+                "removed the previous run's {} from {}",
+                removed.join(", "),
+                output.display()
+            ),
             Event::Finished { output } => errln!("wrote {}", output.display()),
         }
     }

@@ -1,0 +1,318 @@
+//! Manifests: a list of images and their concepts, as CSV (RFC 4180, read by
+//! the `csv` crate: quoted fields, commas and quotes inside quotes, CRLF) or
+//! as JSON lines. GRAMMAR.md's "Manifests" shows both.
+
+use std::path::Path;
+
+use super::DataError;
+
+/// One image line of a manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Row {
+    /// The line it starts on (1-based).
+    pub line: usize,
+    /// As written, relative to the manifest's folder unless absolute.
+    pub path: String,
+    /// Concept names, trimmed, at least one.
+    pub concepts: Vec<String>,
+}
+
+/// Header names of the path column and of the concepts column.
+const PATH_NAMES: [&str; 4] = ["path", "image", "file", "filename"];
+const CONCEPT_NAMES: [&str; 5] = ["concepts", "concept", "labels", "label", "class"];
+
+pub(super) fn read(path: &Path) -> Result<Vec<Row>, DataError> {
+    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    let bad = |line: usize, message: String| DataError::Manifest {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("jsonl") || e.eq_ignore_ascii_case("json"));
+    if json {
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            let line = 1 + bytes[..e.valid_up_to()]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            bad(line, "not UTF-8 text".into())
+        })?;
+        read_json(text, &bad)
+    } else {
+        read_csv(bytes, &bad)
+    }
+}
+
+/// Splits a concepts field: `cat`, `cat;dog` or `cat|dog`.
+fn concepts(field: &str) -> Vec<String> {
+    field
+        .split([';', '|'])
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn row(
+    line: usize,
+    path: &str,
+    names: Vec<String>,
+    bad: &dyn Fn(usize, String) -> DataError,
+) -> Result<Row, DataError> {
+    if path.is_empty() {
+        return Err(bad(line, "the image path is empty".into()));
+    }
+    if names.is_empty() {
+        return Err(bad(
+            line,
+            format!("`{path}` has no concept; write `{path},CONCEPT` (several: `a;b`)"),
+        ));
+    }
+    Ok(Row {
+        line,
+        path: path.to_string(),
+        concepts: names,
+    })
+}
+
+fn read_csv(bytes: &[u8], bad: &dyn Fn(usize, String) -> DataError) -> Result<Vec<Row>, DataError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .comment(Some(b'#'))
+        .trim(csv::Trim::All)
+        .from_reader(bytes);
+    let lines = Lines::new(bytes);
+    let mut columns = (0, 1);
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| {
+            let line = e.position().map_or(0, |p| lines.record_at(p.byte()));
+            let message = match e.kind() {
+                csv::ErrorKind::Utf8 { .. } => "not UTF-8 text".to_string(),
+                _ => e.to_string(),
+            };
+            bad(line, message)
+        })?;
+        let line = record.position().map_or(0, |p| lines.record_at(p.byte()));
+        if i == 0 {
+            let lower: Vec<String> = record.iter().map(str::to_ascii_lowercase).collect();
+            if let Some(p) = lower.iter().position(|f| PATH_NAMES.contains(&f.as_str())) {
+                let c = lower
+                    .iter()
+                    .position(|f| CONCEPT_NAMES.contains(&f.as_str()))
+                    .ok_or_else(|| {
+                        bad(
+                            line,
+                            format!(
+                                "the header names no concepts column; name it one of {}",
+                                CONCEPT_NAMES.join(", ")
+                            ),
+                        )
+                    })?;
+                columns = (p, c);
+                continue;
+            }
+        }
+        let (Some(path), Some(field)) = (record.get(columns.0), record.get(columns.1)) else {
+            return Err(bad(
+                line,
+                format!(
+                    "{} field(s); expected `path,concept` (quote a path holding a comma: `\"a,b.jpg\",cat`)",
+                    record.len()
+                ),
+            ));
+        };
+        rows.push(row(line, path, concepts(field), bad)?);
+    }
+    Ok(rows)
+}
+
+/// Line numbers from byte offsets. (The `csv` crate's own line count is off
+/// after quoted fields, CRLF and comments; its byte offsets are exact.)
+struct Lines<'a> {
+    bytes: &'a [u8],
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(bytes: &'a [u8]) -> Lines<'a> {
+        let starts = std::iter::once(0)
+            .chain(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &b)| b == b'\n')
+                    .map(|(i, _)| i + 1),
+            )
+            .collect();
+        Lines { bytes, starts }
+    }
+
+    /// The line (1-based) of the record the reader began reading at `byte`:
+    /// blank and comment lines before it are skipped, as the reader skips them.
+    fn record_at(&self, byte: u64) -> usize {
+        // In a CRLF file a record's reading begins at the `\n` ending the line before.
+        let mut at = (byte as usize).min(self.bytes.len());
+        while self
+            .bytes
+            .get(at)
+            .is_some_and(|&b| b == b'\r' || b == b'\n')
+        {
+            at += 1;
+        }
+        let mut line = self.starts.partition_point(|&s| s <= at).max(1);
+        while let Some(&start) = self.starts.get(line - 1) {
+            let rest = &self.bytes[start.min(self.bytes.len())..];
+            let skipped = rest.first().is_some_and(|&b| b == b'#')
+                || rest.starts_with(b"\n")
+                || rest.starts_with(b"\r\n");
+            if !skipped || line >= self.starts.len() {
+                break;
+            }
+            line += 1;
+        }
+        line
+    }
+}
+
+fn read_json(text: &str, bad: &dyn Fn(usize, String) -> DataError) -> Result<Vec<Row>, DataError> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        let values: Vec<serde_json::Value> = serde_json::from_str(text)
+            .map_err(|e| bad(e.line(), format!("not a JSON array of objects: {e}")))?;
+        return values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| json_row(v, i + 1, bad).map_err(|e| retitle(e, i + 1)))
+            .collect();
+    }
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| bad(line_no, format!("not a JSON object: {e}")))?;
+        rows.push(json_row(&v, line_no, bad)?);
+    }
+    Ok(rows)
+}
+
+/// Names the array element rather than the line for a whole-file JSON array.
+fn retitle(e: DataError, element: usize) -> DataError {
+    match e {
+        DataError::Manifest { path, message, .. } => DataError::Manifest {
+            path,
+            line: 0,
+            message: format!("element {element}: {message}"),
+        },
+        other => other,
+    }
+}
+
+fn json_row(
+    v: &serde_json::Value,
+    line: usize,
+    bad: &dyn Fn(usize, String) -> DataError,
+) -> Result<Row, DataError> {
+    let path = v
+        .get("path")
+        .or_else(|| v.get("image"))
+        .and_then(|p| p.as_str())
+        .ok_or_else(|| bad(line, "no \"path\" string".into()))?;
+    let names = match (v.get("concepts"), v.get("concept")) {
+        (Some(serde_json::Value::Array(a)), _) => a
+            .iter()
+            .map(|c| {
+                c.as_str()
+                    .map(|s| s.trim().to_string())
+                    .ok_or_else(|| bad(line, "concepts must be strings".into()))
+            })
+            .filter(|c| c.as_ref().is_ok_and(|c| !c.is_empty()) || c.is_err())
+            .collect::<Result<_, _>>()?,
+        (_, Some(serde_json::Value::String(c))) => concepts(c),
+        _ => {
+            return Err(bad(
+                line,
+                "no \"concepts\" list or \"concept\" string".into(),
+            ))
+        }
+    };
+    row(line, path.trim(), names, bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(name: &str, text: &str) -> Result<Vec<Row>, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        read(&p).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn quoted_csv_is_read_as_rfc_4180() {
+        let r = rows(
+            "m.csv",
+            "\u{feff}\"path\",\"concepts\"\r\n\"a, b.jpg\",\"cat;dog\"\r\n\"say \"\"hi\"\".png\",bird\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].path, "a, b.jpg");
+        assert_eq!(r[0].concepts, ["cat", "dog"]);
+        assert_eq!(r[1].path, "say \"hi\".png");
+        assert_eq!((r[0].line, r[1].line), (2, 3));
+    }
+
+    #[test]
+    fn a_header_picks_the_columns() {
+        let r = rows(
+            "m.csv",
+            "# made by hand\n\nid,label,image\n1,cat,x.jpg\n\n# more\n2,dog,y.jpg\n",
+        )
+        .unwrap();
+        assert_eq!((r[0].line, r[1].line), (4, 7));
+        assert_eq!(
+            (r[1].path.as_str(), r[1].concepts[0].as_str()),
+            ("y.jpg", "dog")
+        );
+        let e = rows("m.csv", "path,size\nx.jpg,3\n").unwrap_err();
+        assert!(
+            e.contains("m.csv:1: the header names no concepts column"),
+            "{e}"
+        );
+        assert!(rows("m.csv", "path,concepts\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn bad_lines_are_named() {
+        let e = rows("m.csv", "a.jpg,cat\nb.jpg\n").unwrap_err();
+        assert!(
+            e.contains("m.csv:2: 1 field(s); expected `path,concept`"),
+            "{e}"
+        );
+        let e = rows("m.csv", "a.jpg,cat\nb.jpg, ; \n").unwrap_err();
+        assert!(e.contains("m.csv:2: `b.jpg` has no concept"), "{e}");
+        let e = rows("m.csv", "a.jpg,cat\n\"b.jpg,dog\n").unwrap_err();
+        assert!(e.contains("m.csv:"), "{e}");
+        let e = rows(
+            "m.jsonl",
+            "{\"path\": \"a.png\", \"concepts\": [\"x\"]}\n{\"path\": 3}\n",
+        )
+        .unwrap_err();
+        assert!(e.ends_with("m.jsonl:2: no \"path\" string"), "{e}");
+        let r = rows("m.json", "[{\"image\": \"a.png\", \"concept\": \"x\"}]").unwrap();
+        assert_eq!(r[0].concepts, ["x"]);
+    }
+}

@@ -1,0 +1,198 @@
+//! The one walk over data folders, shared by the checker and the run: it
+//! follows symbolic links but enters each real folder once (a link loop or a
+//! folder linked twice is not walked again), stops with an error above a
+//! number of entries, refuses pseudo file systems (`/proc`, `/sys`, `/dev`)
+//! and reports a folder it cannot read instead of skipping it.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use super::DataError;
+
+/// The most directory entries one listing visits before it stops with
+/// [`DataError::TooManyFiles`].
+pub const MAX_ENTRIES: usize = 2_000_000;
+
+/// Folders whose contents are made by the kernel, not stored: walking them
+/// never ends (`/proc`) or reads devices (`/dev`).
+const PSEUDO: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// A walk's state: the real folders entered and the entries visited, shared
+/// by every folder one listing walks.
+pub(crate) struct Walk {
+    seen: HashSet<FolderId>,
+    entries: usize,
+    limit: usize,
+    /// The folder the listing was asked for, named in errors.
+    root: PathBuf,
+}
+
+#[cfg(unix)]
+type FolderId = (u64, u64);
+#[cfg(not(unix))]
+type FolderId = PathBuf;
+
+#[cfg(unix)]
+fn identity(_: &Path, meta: &std::fs::Metadata) -> Option<FolderId> {
+    use std::os::unix::fs::MetadataExt;
+    Some((meta.dev(), meta.ino()))
+}
+
+#[cfg(not(unix))]
+fn identity(path: &Path, _: &std::fs::Metadata) -> Option<FolderId> {
+    std::fs::canonicalize(path).ok()
+}
+
+/// Whether `path` (resolved) lies in a pseudo file system.
+fn pseudo(path: &Path) -> Option<&'static str> {
+    let real = std::fs::canonicalize(path).ok()?;
+    PSEUDO.into_iter().find(|p| real.starts_with(p))
+}
+
+impl Walk {
+    pub fn new(root: &Path) -> Result<Walk, DataError> {
+        Walk::with_limit(root, MAX_ENTRIES)
+    }
+
+    pub fn with_limit(root: &Path, limit: usize) -> Result<Walk, DataError> {
+        if let Some(fs) = pseudo(root) {
+            return Err(DataError::PseudoFileSystem {
+                path: root.to_path_buf(),
+                under: fs,
+            });
+        }
+        Ok(Walk {
+            seen: HashSet::new(),
+            entries: 0,
+            limit,
+            root: root.to_path_buf(),
+        })
+    }
+
+    /// Counts one entry; an error once the listing passes its limit.
+    pub fn visit(&mut self) -> Result<(), DataError> {
+        self.entries += 1;
+        if self.entries > self.limit {
+            return Err(DataError::TooManyFiles {
+                path: self.root.clone(),
+                limit: self.limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the folder `path` entered; `false` when it was entered before
+    /// (through another link) and must not be walked again.
+    fn enter(&mut self, path: &Path, meta: &std::fs::Metadata) -> bool {
+        match identity(path, meta) {
+            Some(id) => self.seen.insert(id),
+            None => true,
+        }
+    }
+
+    /// The entries of one folder, sorted by name.
+    pub fn read_dir(&mut self, dir: &Path) -> Result<Vec<std::fs::DirEntry>, DataError> {
+        let io = |error| DataError::Io {
+            path: dir.to_path_buf(),
+            error,
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            self.visit()?;
+            entries.push(entry.map_err(io)?);
+        }
+        entries.sort_by_key(std::fs::DirEntry::file_name);
+        Ok(entries)
+    }
+
+    /// Every image under the folder `dir`, at any depth, sorted. Links are
+    /// followed; a link to a pseudo file system, or to a folder already
+    /// walked, is passed over; a link that leads nowhere is listed when its
+    /// name is an image's, so that reading it reports it.
+    pub fn images(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(folder) = stack.pop() {
+            let meta = std::fs::metadata(&folder).map_err(|error| DataError::Io {
+                path: folder.clone(),
+                error,
+            })?;
+            if !self.enter(&folder, &meta) {
+                continue;
+            }
+            for entry in self.read_dir(&folder)? {
+                let path = entry.path();
+                let kind = entry.file_type().map_err(|error| DataError::Io {
+                    path: path.clone(),
+                    error,
+                })?;
+                let is_dir = if kind.is_symlink() {
+                    match std::fs::metadata(&path) {
+                        Ok(m) => m.is_dir() && pseudo(&path).is_none(),
+                        Err(_) => false,
+                    }
+                } else {
+                    kind.is_dir()
+                };
+                if is_dir {
+                    stack.push(path);
+                } else if super::is_image(&path) {
+                    found.push(path);
+                }
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_link_loop_and_a_link_dag_are_walked_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        // Each level links twice to the next: 2^20 paths, 21 real folders.
+        for level in 0..=20 {
+            std::fs::create_dir(root.join(format!("l{level}"))).unwrap();
+            std::fs::write(root.join(format!("l{level}/x{level}.png")), b"").unwrap();
+        }
+        for level in 0..20 {
+            let next = root.join(format!("l{}", level + 1));
+            symlink(&next, root.join(format!("l{level}/a"))).unwrap();
+            symlink(&next, root.join(format!("l{level}/b"))).unwrap();
+        }
+        symlink(root, root.join("l20/up")).unwrap();
+        let started = std::time::Instant::now();
+        let images = Walk::new(root).unwrap().images(&root.join("l0")).unwrap();
+        assert_eq!(images.len(), 21, "{images:?}");
+        assert!(started.elapsed().as_secs() < 5);
+    }
+
+    #[test]
+    fn limits_pseudo_file_systems_and_unreadable_folders_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..30 {
+            std::fs::write(dir.path().join(format!("{i}.png")), b"").unwrap();
+        }
+        let e = Walk::with_limit(dir.path(), 10)
+            .unwrap()
+            .images(dir.path())
+            .unwrap_err();
+        assert!(
+            matches!(e, DataError::TooManyFiles { limit: 10, .. }),
+            "{e}"
+        );
+        if Path::new("/proc/self").exists() {
+            let e = Walk::new(Path::new("/proc/self")).err().unwrap();
+            assert!(e.to_string().contains("/proc"), "{e}");
+            // A link into /proc inside a data folder is passed over.
+            symlink("/proc", dir.path().join("proc")).unwrap();
+            let found = Walk::new(dir.path()).unwrap().images(dir.path()).unwrap();
+            assert_eq!(found.len(), 30);
+        }
+    }
+}
