@@ -159,6 +159,15 @@ impl Client {
     }
 }
 
+/// A test that fails midway never leaves its server running (one busy with an
+/// endless full check would walk for minutes).
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 const URI: &str = "file:///tmp/wfrun-lsp-test/pipeline.wf";
 
 #[test]
