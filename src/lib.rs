@@ -37,6 +37,8 @@ pub mod models;
 pub mod plan;
 #[cfg(feature = "render")]
 pub mod report;
+#[cfg(feature = "lsp")]
+pub mod rpc;
 pub mod source;
 pub mod spec;
 #[cfg(feature = "train")]

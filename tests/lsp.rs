@@ -1,18 +1,23 @@
 //! Drives the real `wfrun lsp` process over stdio with a small JSON-RPC client:
 //! diagnostics on open and on change (then cleared), hover, completion,
-//! formatting, shutdown.
+//! formatting, shutdown; malformed frames answered with errors while the
+//! server goes on; answers on a 100,000-line document in linear time; `exit`
+//! and the end of standard input ending the process while a full check runs.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{channel, Receiver};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 struct Client {
     child: Child,
-    stdin: ChildStdin,
+    stdin: Option<ChildStdin>,
     incoming: Receiver<Value>,
+    /// What the server wrote on standard error, line by line.
+    stderr: Arc<Mutex<Vec<String>>>,
     next_id: i64,
 }
 
@@ -22,11 +27,20 @@ impl Client {
             .arg("lsp")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .expect("start wfrun lsp");
         let stdin = child.stdin.take().unwrap();
         let stdout = child.stdout.take().unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = Arc::clone(&stderr);
+        let from = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(from).lines().map_while(Result::ok) {
+                eprintln!("server: {line}");
+                lines.lock().unwrap().push(line);
+            }
+        });
         let (tx, incoming) = channel();
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
@@ -56,16 +70,45 @@ impl Client {
         });
         Client {
             child,
-            stdin,
+            stdin: Some(stdin),
             incoming,
+            stderr,
             next_id: 1,
         }
     }
 
+    /// A client past `initialize` and `initialized`.
+    fn initialized() -> Client {
+        let mut c = Client::start();
+        c.request(
+            "initialize",
+            json!({"processId": null, "rootUri": null, "capabilities": {}}),
+        );
+        c.notify("initialized", json!({}));
+        c
+    }
+
+    fn send_raw(&mut self, bytes: &[u8]) {
+        let stdin = self.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
     fn send(&mut self, message: Value) {
         let body = message.to_string();
-        write!(self.stdin, "Content-Length: {}\r\n\r\n{body}", body.len()).unwrap();
-        self.stdin.flush().unwrap();
+        self.send_raw(format!("Content-Length: {}\r\n\r\n{body}", body.len()).as_bytes());
+    }
+
+    /// Waits up to `limit` for the process to end.
+    fn wait(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let started = Instant::now();
+        while started.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
     }
 
     fn notify(&mut self, method: &str, params: Value) {
@@ -74,14 +117,25 @@ impl Client {
 
     /// Sends a request and waits for its response's `result`.
     fn request(&mut self, method: &str, params: Value) -> Value {
+        let (m, _) = self.request_after_errors(method, params);
+        assert!(m.get("error").is_none(), "{m}");
+        m["result"].clone()
+    }
+
+    /// Sends a request; its response and the error responses to other
+    /// messages that came before it.
+    fn request_after_errors(&mut self, method: &str, params: Value) -> (Value, Vec<Value>) {
         let id = self.next_id;
         self.next_id += 1;
         self.send(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let mut errors = Vec::new();
         loop {
             let m = self.receive();
             if m["id"] == id {
-                assert!(m.get("error").is_none(), "{m}");
-                return m["result"].clone();
+                return (m, errors);
+            }
+            if m.get("error").is_some() {
+                errors.push(m);
             }
         }
     }
@@ -102,6 +156,15 @@ impl Client {
                 return m["params"]["diagnostics"].as_array().unwrap().clone();
             }
         }
+    }
+}
+
+/// A test that fails midway never leaves its server running (one busy with an
+/// endless full check would walk for minutes).
+impl Drop for Client {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -248,4 +311,270 @@ fn an_editor_gets_diagnostics_hover_completion_and_formatting() {
     c.notify("exit", Value::Null);
     let status = c.child.wait().unwrap();
     assert!(status.success(), "{status}");
+}
+
+fn frame(body: &str) -> Vec<u8> {
+    format!("Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// A small document the server holds while it is sent bad frames.
+const SMALL: &str = "use Clarifai_ResNext {\n    image_size = 64\n}\ndata { train = \"images\" }\nstep clustering { k = 4 }\n";
+
+#[test]
+fn malformed_frames_get_errors_and_the_server_goes_on() {
+    let mut c = Client::initialized();
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": URI, "languageId": "wf", "version": 1, "text": SMALL}}),
+    );
+    c.diagnostics(1);
+    let hover = |id: i64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "textDocument/hover",
+               "params": {"textDocument": {"uri": URI}, "position": {"line": 1, "character": 6}}})
+        .to_string()
+    };
+    let long = hover(79);
+    let cases: Vec<(&str, Vec<u8>, i64, Value)> = vec![
+        (
+            "garbage JSON",
+            b"Content-Length: 10\r\n\r\n{garbage!}".to_vec(),
+            -32700,
+            Value::Null,
+        ),
+        (
+            "a batch",
+            b"Content-Length: 2\r\n\r\n[]".to_vec(),
+            -32600,
+            Value::Null,
+        ),
+        (
+            "no method",
+            frame(r#"{"jsonrpc":"2.0","id":77}"#),
+            -32600,
+            json!(77),
+        ),
+        (
+            "a length too short",
+            format!("Content-Length: 5\r\n\r\n{}", hover(78)).into_bytes(),
+            -32700,
+            Value::Null,
+        ),
+        (
+            "a length too long",
+            format!("Content-Length: {}\r\n\r\n{long}", long.len() + 30).into_bytes(),
+            -32700,
+            json!(79),
+        ),
+        (
+            "a huge length",
+            format!("Content-Length: 99999999999\r\n\r\n{}", hover(80)).into_bytes(),
+            -32700,
+            Value::Null,
+        ),
+        ("no header", hover(81).into_bytes(), -32700, Value::Null),
+    ];
+    for (what, bytes, code, id) in cases {
+        let logged = c.stderr.lock().unwrap().len();
+        c.send_raw(&bytes);
+        // The next request is answered, after the error for the bad frame.
+        let (outline, errors) = c.request_after_errors(
+            "textDocument/documentSymbol",
+            json!({"textDocument": {"uri": URI}}),
+        );
+        assert_eq!(
+            outline["result"].as_array().unwrap().len(),
+            3,
+            "{what}: {outline}"
+        );
+        let first = errors.first().unwrap_or_else(|| panic!("{what}: no error"));
+        assert_eq!(first["error"]["code"], code, "{what}: {first}");
+        assert_eq!(first["id"], id, "{what}: {first}");
+        // No message of a bad frame is answered as if it were whole.
+        assert!(errors
+            .iter()
+            .all(|e| e["error"]["code"] == -32700 || e["error"]["code"] == -32600));
+        // Each error is one line on standard error.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while c.stderr.lock().unwrap().len() < logged + errors.len() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let lines = c.stderr.lock().unwrap()[logged..].to_vec();
+        assert_eq!(lines.len(), errors.len(), "{what}: {lines:?}");
+        assert!(
+            lines.iter().all(|l| l.starts_with("wfrun lsp: ")),
+            "{lines:?}"
+        );
+    }
+    // Parameters of the wrong shape: an error for that request alone.
+    let (m, _) = c.request_after_errors("textDocument/hover", json!({"position": 3}));
+    assert_eq!(m["error"]["code"], -32602, "{m}");
+
+    c.request("shutdown", Value::Null);
+    c.notify("exit", Value::Null);
+    let status = c.wait(Duration::from_secs(10)).expect("the server ends");
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `steps` four-line steps (every eighth with `k` out of range, every 64th
+/// with a broken line) after a `use` and a `data` block.
+fn large_document(steps: usize) -> String {
+    let mut s = String::from(
+        "use Clarifai_ResNext {\n    image_size = 64\n}\ndata { train = \"images\" }\n",
+    );
+    for i in 0..steps {
+        let k = if i % 8 == 0 { 0 } else { 2 + i % 7 };
+        let inits = if i % 64 == 0 { "inits 3" } else { "inits = 2" };
+        s.push_str(&format!(
+            "step clustering as c{i} {{\n    k = {k}\n    {inits}\n}}\n"
+        ));
+    }
+    s
+}
+
+#[test]
+fn a_large_document_is_answered_in_linear_time() {
+    let mut c = Client::initialized();
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": URI, "languageId": "wf", "version": 1, "text": SMALL}}),
+    );
+    c.diagnostics(1);
+    let mut version = 1;
+    // The time to diagnostics after a change plus the time to the outline.
+    let mut answer = |c: &mut Client, steps: usize| {
+        let text = large_document(steps);
+        version += 1;
+        let started = Instant::now();
+        c.notify(
+            "textDocument/didChange",
+            json!({"textDocument": {"uri": URI, "version": version}, "contentChanges": [{"text": text}]}),
+        );
+        let found = c.diagnostics(version);
+        assert!(found.len() > steps / 8, "{}", found.len());
+        let outline = c.request(
+            "textDocument/documentSymbol",
+            json!({"textDocument": {"uri": URI}}),
+        );
+        assert_eq!(outline.as_array().unwrap().len(), 2 + steps);
+        started.elapsed()
+    };
+    // 100,000 lines: once quadratic (4 minutes in a release build), now well
+    // under a second there; generous for a debug build on a busy machine.
+    let took = answer(&mut c, 25_000);
+    eprintln!("100,000 lines: diagnostics and outline in {took:?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    // Four times the lines, about four times the time (quadratic would be 16).
+    let mut best = |steps| (0..3).map(|_| answer(&mut c, steps)).min().unwrap();
+    let (small, large) = (best(2_500), best(10_000));
+    let ratio = large.as_secs_f64() / small.as_secs_f64();
+    eprintln!("10,000 lines {small:?}, 40,000 lines {large:?}: ratio {ratio:.1}");
+    assert!(ratio < 10.0, "{small:?} then {large:?}");
+    c.request("shutdown", Value::Null);
+    c.notify("exit", Value::Null);
+}
+
+/// A data folder whose full check takes minutes: two concepts, each a link to
+/// a folder of 8 links to a folder of 8 links ... 8 levels deep, so walking it
+/// (links followed) visits 8^8 folders.
+#[cfg(unix)]
+fn endless_data_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let levels = dir.path().join("levels");
+    for level in 0..=8 {
+        let here = levels.join(level.to_string());
+        std::fs::create_dir_all(&here).unwrap();
+        if level == 8 {
+            std::fs::write(here.join("x.png"), b"").unwrap();
+            continue;
+        }
+        for link in 0..8 {
+            let to = levels.join((level + 1).to_string());
+            std::os::unix::fs::symlink(to, here.join(format!("s{link}"))).unwrap();
+        }
+    }
+    let train = dir.path().join("train");
+    std::fs::create_dir(&train).unwrap();
+    for concept in ["a", "b"] {
+        std::os::unix::fs::symlink(levels.join("0"), train.join(concept)).unwrap();
+    }
+    dir
+}
+
+/// A client with a document open whose full check (data folders walked on a
+/// worker) will not end by itself; the loop still answers meanwhile.
+#[cfg(unix)]
+fn busy_with_a_full_check(data: &std::path::Path) -> Client {
+    let mut c = Client::initialized();
+    let text = format!(
+        "use Clarifai_ResNext {{\n    image_size = 64\n}}\ndata {{ train = \"{}\" }}\n",
+        data.join("train").display()
+    );
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": URI, "languageId": "wf", "version": 1, "text": text}}),
+    );
+    c.diagnostics(1);
+    let started = Instant::now();
+    let hover = c.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": URI}, "position": {"line": 1, "character": 6}}),
+    );
+    assert!(hover["contents"]["value"]
+        .as_str()
+        .unwrap()
+        .contains("image_size"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The full check is still walking: its diagnostics have not come.
+    let early: Vec<Value> = c.incoming.try_iter().collect();
+    assert!(
+        !early
+            .iter()
+            .any(|m| m["method"] == "textDocument/publishDiagnostics"),
+        "{early:?}"
+    );
+    c
+}
+
+#[cfg(unix)]
+#[test]
+fn exit_ends_the_server_while_a_full_check_runs() {
+    let data = endless_data_folder();
+    let mut c = busy_with_a_full_check(data.path());
+    c.request("shutdown", Value::Null);
+    let started = Instant::now();
+    c.notify("exit", Value::Null);
+    let status = c.wait(Duration::from_secs(2));
+    let _ = c.child.kill();
+    let status = status.expect("the server ends within 2 s of `exit`");
+    eprintln!("exit: ended in {:?}", started.elapsed());
+    assert_eq!(status.code(), Some(0));
+}
+
+#[cfg(unix)]
+#[test]
+fn the_end_of_input_ends_the_server_while_a_full_check_runs() {
+    let data = endless_data_folder();
+    let mut c = busy_with_a_full_check(data.path());
+    drop(c.stdin.take());
+    let status = c.wait(Duration::from_secs(2));
+    let _ = c.child.kill();
+    let status = status.expect("the server ends within 2 s of its input closing");
+    // No `shutdown` came first.
+    assert_eq!(status.code(), Some(1));
+}
+
+#[test]
+fn exit_without_shutdown_is_status_1_and_requests_after_shutdown_are_refused() {
+    let mut c = Client::initialized();
+    c.request("shutdown", Value::Null);
+    let (m, _) = c.request_after_errors("textDocument/hover", json!({}));
+    assert_eq!(m["error"]["code"], -32600, "{m}");
+    c.notify("exit", Value::Null);
+    assert_eq!(c.wait(Duration::from_secs(5)).unwrap().code(), Some(0));
+
+    let mut c = Client::start();
+    let (m, _) = c.request_after_errors("textDocument/hover", json!({}));
+    assert_eq!(m["error"]["code"], -32002, "{m}");
+    c.notify("exit", Value::Null);
+    assert_eq!(c.wait(Duration::from_secs(5)).unwrap().code(), Some(1));
 }

@@ -13,6 +13,7 @@ use crate::cli::{Args, Color, Command, Deny, Format};
 pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 pub const TROUBLE: u8 = 2;
+#[cfg(feature = "train")]
 pub const INTERRUPTED: u8 = 130;
 
 pub fn run(args: Args) -> u8 {
@@ -484,6 +485,17 @@ fn train(file: &Path, flags: [bool; 3], style: Style) -> u8 {
     let Some(workflow) = checked.workflow.as_ref() else {
         return FAILED;
     };
+    execute(workflow, resume, fail_on_bad_images)
+}
+
+#[cfg(not(feature = "train"))]
+fn execute(_: &wfrun::Workflow, _: bool, _: bool) -> u8 {
+    errln!("error: this wfrun was built without feature `train`: it checks and plans workflows but cannot run them");
+    TROUBLE
+}
+
+#[cfg(feature = "train")]
+fn execute(workflow: &wfrun::Workflow, resume: bool, fail_on_bad_images: bool) -> u8 {
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
     // The first Ctrl-C (or SIGTERM, or SIGHUP) stops after the current step

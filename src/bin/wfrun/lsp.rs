@@ -1,24 +1,35 @@
 //! `wfrun lsp`: a language server over stdio. The only module that knows LSP
-//! types; the answers come from the library (`check_source`, `format`, `ide`).
+//! types; the answers come from the library (`check_source`, `format`, `ide`)
+//! and the messages from `wfrun::rpc`, which reads frames without trusting
+//! them.
 //!
-//! Documents are synchronised whole. On every change the file is checked
-//! without the file system (fast: typing never waits on a data folder). On
-//! open and save those diagnostics are published at once too, and a worker
-//! thread checks the file in full, data folders included; its result is
-//! published only if the document has not changed meanwhile.
+//! Three threads: one reads standard input (a malformed frame or body is
+//! logged on standard error in one line, answered with a JSON-RPC error, and
+//! reading goes on), one writes standard output, and the message loop.
+//! Documents are synchronised whole and indexed by line once per version, and
+//! answers are serialised straight from their types by the thread that makes
+//! them, so every answer costs time linear in the document. On every change the file is
+//! checked without the file system (fast: typing never waits on a data
+//! folder). On open and save those diagnostics are published at once too, and
+//! a worker thread checks the file in full, data folders included; its result
+//! is published only if the document has not changed meanwhile. `exit`, or
+//! standard input closing, ends the process at once, whatever workers still
+//! run: status 0 after `shutdown`, else 1.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
-use lsp_server::{Connection, Message, Notification, Request, Response};
+use crossbeam_channel::{Receiver, SendError, Sender};
+use lsp_server::{ErrorCode, Message, Notification, Request, RequestId};
 use lsp_types::notification::{
-    DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, DidSaveTextDocument,
+    DidChangeTextDocument, DidCloseTextDocument, DidOpenTextDocument, DidSaveTextDocument, Exit,
     Notification as _, PublishDiagnostics,
 };
 use lsp_types::request::{
     CodeActionRequest, Completion, DocumentSymbolRequest, Formatting, GotoDefinition, HoverRequest,
-    Request as _,
+    Initialize, Request as _, Shutdown,
 };
 use lsp_types::{
     CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams,
@@ -26,17 +37,83 @@ use lsp_types::{
     CompletionParams, CompletionResponse, Diagnostic, DiagnosticRelatedInformation,
     DiagnosticSeverity, DocumentFormattingParams, DocumentSymbol, DocumentSymbolParams,
     DocumentSymbolResponse, Documentation, GotoDefinitionParams, GotoDefinitionResponse, Hover,
-    HoverContents, HoverParams, HoverProviderCapability, Location, MarkupContent, MarkupKind,
-    NumberOrString, OneOf, Position, PublishDiagnosticsParams, Range, ServerCapabilities,
-    SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind, TextEdit, Uri, WorkspaceEdit,
+    HoverContents, HoverParams, HoverProviderCapability, InitializeResult, Location, MarkupContent,
+    MarkupKind, NumberOrString, OneOf, Position, PublishDiagnosticsParams, Range,
+    ServerCapabilities, ServerInfo, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind,
+    TextEdit, Uri, WorkspaceEdit,
 };
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 use wfrun::ide::CompletionKind;
+use wfrun::rpc::FrameReader;
+
+/// A version of a document's text with the byte offset of each line's start:
+/// LSP positions (line, UTF-16 column) ↔ byte offsets in time proportional to
+/// the line, not the document.
+struct Text {
+    string: String,
+    line_starts: Vec<usize>,
+}
+
+impl Text {
+    fn new(string: String) -> Text {
+        let mut line_starts = vec![0];
+        line_starts.extend(string.match_indices('\n').map(|(i, _)| i + 1));
+        Text {
+            string,
+            line_starts,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        &self.string
+    }
+
+    /// The LSP position (line, UTF-16 column) of byte `offset`.
+    fn position(&self, offset: usize) -> Position {
+        let mut offset = offset.min(self.string.len());
+        while !self.string.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let line = self.line_starts.partition_point(|&s| s <= offset) - 1;
+        let start = self.line_starts[line];
+        let column: usize = self.string[start..offset]
+            .chars()
+            .map(char::len_utf16)
+            .sum();
+        Position::new(line as u32, column as u32)
+    }
+
+    /// The byte offset of an LSP position (clamped to its line).
+    fn offset(&self, pos: Position) -> usize {
+        let Some(&start) = self.line_starts.get(pos.line as usize) else {
+            return self.string.len();
+        };
+        let line_end = self
+            .line_starts
+            .get(pos.line as usize + 1)
+            .map_or(self.string.len(), |next| next - 1);
+        let mut units = 0;
+        for (i, c) in self.string[start..line_end].char_indices() {
+            if units >= pos.character as usize {
+                return start + i;
+            }
+            units += c.len_utf16();
+        }
+        line_end
+    }
+
+    fn range(&self, start: usize, end: usize) -> Range {
+        Range::new(self.position(start), self.position(end))
+    }
+}
 
 /// One open document: its text, the client's version of it, and a
 /// generation bumped on every change or save, so that a full check finishing
 /// late never overwrites newer diagnostics.
 struct Doc {
-    text: String,
+    text: Arc<Text>,
     version: Option<i32>,
     generation: u64,
 }
@@ -52,11 +129,11 @@ impl Docs {
         self.open.get(uri.as_str())
     }
 
-    fn text(&self, uri: &Uri) -> Option<&str> {
-        self.get(uri).map(|d| d.text.as_str())
+    fn text(&self, uri: &Uri) -> Option<&Text> {
+        self.get(uri).map(|d| &*d.text)
     }
 
-    fn set(&mut self, uri: &Uri, text: String, version: Option<i32>) {
+    fn set(&mut self, uri: &Uri, text: Arc<Text>, version: Option<i32>) {
         self.generations += 1;
         let doc = Doc {
             text,
@@ -67,97 +144,234 @@ impl Docs {
     }
 }
 
-/// Serves until the client asks to shut down; the exit status.
+/// Serves until `exit` or the end of standard input; the exit status.
 pub fn serve() -> u8 {
-    let (connection, threads) = Connection::stdio();
-    let capabilities = ServerCapabilities {
-        text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
-        hover_provider: Some(HoverProviderCapability::Simple(true)),
-        completion_provider: Some(CompletionOptions {
-            trigger_characters: Some(vec![" ".into(), "{".into(), "=".into()]),
-            ..Default::default()
-        }),
-        document_formatting_provider: Some(OneOf::Left(true)),
-        definition_provider: Some(OneOf::Left(true)),
-        document_symbol_provider: Some(OneOf::Left(true)),
-        code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
-        ..Default::default()
-    };
-    let Ok(caps) = serde_json::to_value(capabilities) else {
-        return 2;
-    };
-    if connection.initialize(caps).is_err() {
-        return 2;
-    }
-    let docs = Arc::new(Mutex::new(Docs::default()));
-    for message in &connection.receiver {
-        match message {
-            Message::Request(req) => {
-                if connection.handle_shutdown(&req).unwrap_or(true) {
-                    break;
-                }
-                let response = {
-                    let docs = docs.lock().unwrap_or_else(|e| e.into_inner());
-                    answer(&docs, req)
-                };
-                if connection.sender.send(Message::Response(response)).is_err() {
-                    break;
+    let (to_loop, messages) = crossbeam_channel::unbounded();
+    let (out, bodies) = crossbeam_channel::unbounded();
+    let replies = out.clone();
+    std::thread::spawn(move || read_stdin(&to_loop, &replies));
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (finished, written) = crossbeam_channel::bounded::<()>(1);
+    std::thread::spawn(move || {
+        write_stdout(&bodies, &stopped);
+        let _ = finished.send(());
+    });
+    let status = serve_on(&messages, &out);
+    drop(stop);
+    // What is queued goes out; a client that stopped reading cannot hold the
+    // process, nor can a worker still checking a data folder.
+    let _ = written.recv_timeout(Duration::from_secs(1));
+    status
+}
+
+/// Messages from standard input to the loop until it ends; what is not a
+/// message is logged and answered here.
+fn read_stdin(to_loop: &Sender<Message>, out: &Sender<String>) {
+    let stdin = std::io::stdin();
+    let mut frames = FrameReader::new(stdin.lock());
+    loop {
+        match frames.read_message() {
+            Ok(Some(message)) => {
+                if to_loop.send(message).is_err() {
+                    return;
                 }
             }
-            Message::Notification(n) => {
-                let mut guard = docs.lock().unwrap_or_else(|e| e.into_inner());
-                let Some((uri, full)) = update(&mut guard, n) else {
-                    continue;
-                };
-                let doc = guard
-                    .get(&uri)
-                    .map(|d| (d.text.clone(), d.version, d.generation));
-                drop(guard);
-                // At once, without the file system (closed: clear what was shown).
-                let (found, version) = match &doc {
-                    Some((text, version, _)) => (diagnostics(&uri, text, false), *version),
-                    None => (Vec::new(), None),
-                };
-                if publish(&connection.sender, uri.clone(), found, version).is_err() {
-                    break;
-                }
-                if let (true, Some((text, version, generation))) = (full, doc) {
-                    // In full on a worker: data folders may be slow to walk.
-                    let docs = Arc::clone(&docs);
-                    let sender = connection.sender.clone();
-                    std::thread::spawn(move || {
-                        let found = diagnostics(&uri, &text, true);
-                        let docs = docs.lock().unwrap_or_else(|e| e.into_inner());
-                        if docs.get(&uri).map(|d| d.generation) == Some(generation) {
-                            // Sent under the lock: a newer change publishes after this.
-                            let _ = publish(&sender, uri, found, version);
-                        }
-                    });
+            // The client is gone: dropping `to_loop` ends the loop.
+            Ok(None) => return,
+            Err(e) => {
+                errln!("wfrun lsp: {e}");
+                if let Some(reply) = e.reply() {
+                    let _ = out.send(reply.to_string());
                 }
             }
-            Message::Response(_) => {}
         }
-    }
-    drop(connection);
-    match threads.join() {
-        Ok(()) => 0,
-        Err(_) => 1,
     }
 }
 
-fn publish(
-    sender: &crossbeam_channel::Sender<Message>,
-    uri: Uri,
-    diagnostics: Vec<Diagnostic>,
-    version: Option<i32>,
-) -> Result<(), crossbeam_channel::SendError<Message>> {
-    let params = PublishDiagnosticsParams {
-        diagnostics,
-        uri,
-        version,
+/// Writes the messages' bodies, each in its frame, until told to stop, then
+/// what is still queued.
+fn write_stdout(bodies: &Receiver<String>, stop: &Receiver<()>) {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    loop {
+        let written = crossbeam_channel::select! {
+            recv(bodies) -> body => match body {
+                Ok(body) => write_frame(&mut out, &body),
+                Err(_) => return,
+            },
+            recv(stop) -> _ => break,
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+    for body in bodies.try_iter() {
+        if write_frame(&mut out, &body).is_err() {
+            return;
+        }
+    }
+}
+
+fn write_frame(out: &mut impl std::io::Write, body: &str) -> std::io::Result<()> {
+    write!(out, "Content-Length: {}\r\n\r\n{body}", body.len())?;
+    out.flush()
+}
+
+/// The LSP spec's exit status.
+fn exit_status(shut_down: bool) -> u8 {
+    if shut_down {
+        0
+    } else {
+        1
+    }
+}
+
+fn capabilities() -> InitializeResult {
+    InitializeResult {
+        capabilities: ServerCapabilities {
+            text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
+            hover_provider: Some(HoverProviderCapability::Simple(true)),
+            completion_provider: Some(CompletionOptions {
+                trigger_characters: Some(vec![" ".into(), "{".into(), "=".into()]),
+                ..Default::default()
+            }),
+            document_formatting_provider: Some(OneOf::Left(true)),
+            definition_provider: Some(OneOf::Left(true)),
+            document_symbol_provider: Some(OneOf::Left(true)),
+            code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
+            ..Default::default()
+        },
+        server_info: Some(ServerInfo {
+            name: "wfrun".into(),
+            version: Some(env!("CARGO_PKG_VERSION").into()),
+        }),
+    }
+}
+
+/// The message loop: answers in order, until `exit` or the end of input.
+fn serve_on(messages: &Receiver<Message>, out: &Sender<String>) -> u8 {
+    let docs = Arc::new(Mutex::new(Docs::default()));
+    let (mut initialized, mut shut_down) = (false, false);
+    for message in messages {
+        let sent = match message {
+            Message::Request(req) if req.method == Initialize::METHOD && !initialized => {
+                initialized = true;
+                out.send(reply(&req.id, Ok(capabilities())))
+            }
+            Message::Request(req) if !initialized => {
+                let message = format!("`{}` before `initialize`", req.method);
+                out.send(error(&req.id, ErrorCode::ServerNotInitialized, message))
+            }
+            Message::Request(req) if req.method == Shutdown::METHOD => {
+                shut_down = true;
+                out.send(reply(&req.id, Ok(())))
+            }
+            Message::Request(req) if req.method == Initialize::METHOD => {
+                let message = "a second `initialize`".to_string();
+                out.send(error(&req.id, ErrorCode::InvalidRequest, message))
+            }
+            Message::Request(req) if shut_down => {
+                let message = format!("`{}` after `shutdown`", req.method);
+                out.send(error(&req.id, ErrorCode::InvalidRequest, message))
+            }
+            Message::Request(req) => {
+                let docs = docs.lock().unwrap_or_else(|e| e.into_inner());
+                out.send(answer(&docs, req))
+            }
+            Message::Notification(n) if n.method == Exit::METHOD => return exit_status(shut_down),
+            Message::Notification(_) if shut_down || !initialized => Ok(()),
+            Message::Notification(n) => notified(out, &docs, n),
+            Message::Response(_) => Ok(()),
+        };
+        if sent.is_err() {
+            break;
+        }
+    }
+    // Standard input closed.
+    exit_status(shut_down)
+}
+
+/// A document notification: diagnostics at once, and in full on a worker
+/// after an open or a save.
+fn notified(
+    out: &Sender<String>,
+    docs: &Arc<Mutex<Docs>>,
+    n: Notification,
+) -> Result<(), SendError<String>> {
+    let mut guard = docs.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((uri, full)) = update(&mut guard, n) else {
+        return Ok(());
     };
-    let note = Notification::new(PublishDiagnostics::METHOD.into(), params);
-    sender.send(Message::Notification(note))
+    let doc = guard
+        .get(&uri)
+        .map(|d| (Arc::clone(&d.text), d.version, d.generation));
+    drop(guard);
+    // At once, without the file system (closed: clear what was shown).
+    let (found, version) = match &doc {
+        Some((text, version, _)) => (diagnostics(&uri, text, false), *version),
+        None => (Vec::new(), None),
+    };
+    out.send(publish(uri.clone(), found, version))?;
+    if let (true, Some((text, version, generation))) = (full, doc) {
+        // In full on a worker: data folders may be slow to walk.
+        let docs = Arc::clone(docs);
+        let out = out.clone();
+        std::thread::spawn(move || {
+            let found = diagnostics(&uri, &text, true);
+            let docs = docs.lock().unwrap_or_else(|e| e.into_inner());
+            if docs.get(&uri).map(|d| d.generation) == Some(generation) {
+                // Sent under the lock: a newer change publishes after this.
+                let _ = out.send(publish(uri, found, version));
+            }
+        });
+    }
+    Ok(())
+}
+
+/// A `publishDiagnostics` notification, serialised.
+fn publish(uri: Uri, diagnostics: Vec<Diagnostic>, version: Option<i32>) -> String {
+    #[derive(Serialize)]
+    struct Note {
+        jsonrpc: &'static str,
+        method: &'static str,
+        params: PublishDiagnosticsParams,
+    }
+    let note = Note {
+        jsonrpc: "2.0",
+        method: PublishDiagnostics::METHOD,
+        params: PublishDiagnosticsParams {
+            diagnostics,
+            uri,
+            version,
+        },
+    };
+    serde_json::to_string(&note).unwrap_or_default()
+}
+
+/// A response, serialised straight from its typed result (no JSON tree in
+/// between: an outline of 100,000 symbols is 16 MB); parameters that did not
+/// parse are the error instead.
+fn reply<T: Serialize>(id: &RequestId, result: Result<T, String>) -> String {
+    #[derive(Serialize)]
+    struct Reply<'a, T> {
+        jsonrpc: &'static str,
+        id: &'a RequestId,
+        result: T,
+    }
+    match result {
+        Ok(result) => serde_json::to_string(&Reply {
+            jsonrpc: "2.0",
+            id,
+            result,
+        })
+        .unwrap_or_else(|e| error(id, ErrorCode::InternalError, e.to_string())),
+        Err(message) => error(id, ErrorCode::InvalidParams, message),
+    }
+}
+
+fn error(id: &RequestId, code: ErrorCode, message: String) -> String {
+    let error = serde_json::json!({"code": code as i32, "message": message});
+    serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error}).to_string()
 }
 
 /// Applies a document notification; returns the document to re-check and
@@ -167,13 +381,14 @@ fn update(docs: &mut Docs, n: Notification) -> Option<(Uri, bool)> {
         DidOpenTextDocument::METHOD => {
             let p: lsp_types::DidOpenTextDocumentParams = serde_json::from_value(n.params).ok()?;
             let version = Some(p.text_document.version);
-            docs.set(&p.text_document.uri, p.text_document.text, version);
+            let text = Arc::new(Text::new(p.text_document.text));
+            docs.set(&p.text_document.uri, text, version);
             Some((p.text_document.uri, true))
         }
         DidChangeTextDocument::METHOD => {
             let p: lsp_types::DidChangeTextDocumentParams =
                 serde_json::from_value(n.params).ok()?;
-            let text = p.content_changes.into_iter().last()?.text;
+            let text = Arc::new(Text::new(p.content_changes.into_iter().last()?.text));
             let version = Some(p.text_document.version);
             docs.set(&p.text_document.uri, text, version);
             Some((p.text_document.uri, false))
@@ -181,7 +396,7 @@ fn update(docs: &mut Docs, n: Notification) -> Option<(Uri, bool)> {
         DidSaveTextDocument::METHOD => {
             let p: lsp_types::DidSaveTextDocumentParams = serde_json::from_value(n.params).ok()?;
             let doc = docs.get(&p.text_document.uri)?;
-            let (text, version) = (doc.text.clone(), doc.version);
+            let (text, version) = (Arc::clone(&doc.text), doc.version);
             // A new generation: a full check still running for the old one is dropped.
             docs.set(&p.text_document.uri, text, version);
             Some((p.text_document.uri, true))
@@ -195,89 +410,84 @@ fn update(docs: &mut Docs, n: Notification) -> Option<(Uri, bool)> {
     }
 }
 
-fn answer(docs: &Docs, req: Request) -> Response {
-    let id = req.id.clone();
-    let result = match req.method.as_str() {
-        HoverRequest::METHOD => serde_json::from_value::<HoverParams>(req.params)
-            .ok()
-            .and_then(|p| {
-                let pos = p.text_document_position_params;
-                let text = docs.text(&pos.text_document.uri)?;
-                let md = wfrun::ide::hover(text, offset(text, pos.position))?;
-                serde_json::to_value(Hover {
-                    contents: HoverContents::Markup(markdown(md)),
-                    range: None,
-                })
-                .ok()
-            }),
-        Completion::METHOD => serde_json::from_value::<CompletionParams>(req.params)
-            .ok()
-            .and_then(|p| {
-                let pos = p.text_document_position;
-                let text = docs.text(&pos.text_document.uri)?;
-                let items: Vec<CompletionItem> =
-                    wfrun::ide::completions(text, offset(text, pos.position))
-                        .into_iter()
-                        .map(completion_item)
-                        .collect();
-                serde_json::to_value(CompletionResponse::Array(items)).ok()
-            }),
-        Formatting::METHOD => serde_json::from_value::<DocumentFormattingParams>(req.params)
-            .ok()
-            .and_then(|p| {
-                let text = docs.text(&p.text_document.uri)?;
-                let edits = match wfrun::format::format_source(text) {
-                    Ok(formatted) if formatted != text => vec![TextEdit {
-                        range: Range::new(Position::new(0, 0), position(text, text.len())),
-                        new_text: formatted,
-                    }],
-                    _ => Vec::new(),
-                };
-                serde_json::to_value(edits).ok()
-            }),
-        GotoDefinition::METHOD => serde_json::from_value::<GotoDefinitionParams>(req.params)
-            .ok()
-            .and_then(|p| {
-                let pos = p.text_document_position_params;
-                let text = docs.text(&pos.text_document.uri)?;
-                let target = wfrun::ide::definition(text, offset(text, pos.position))?;
-                let (uri, in_text) = if target.in_prelude {
-                    (prelude_uri()?, wfrun::spec::PRELUDE)
-                } else {
-                    (pos.text_document.uri, text)
-                };
-                serde_json::to_value(GotoDefinitionResponse::Scalar(Location {
-                    uri,
-                    range: range(in_text, target.start, target.end),
-                }))
-                .ok()
-            }),
-        DocumentSymbolRequest::METHOD => serde_json::from_value::<DocumentSymbolParams>(req.params)
-            .ok()
-            .and_then(|p| {
-                let text = docs.text(&p.text_document.uri)?;
-                let symbols: Vec<DocumentSymbol> = wfrun::ide::symbols(text)
-                    .into_iter()
-                    .map(|s| document_symbol(text, s))
-                    .collect();
-                serde_json::to_value(DocumentSymbolResponse::Nested(symbols)).ok()
-            }),
-        CodeActionRequest::METHOD => serde_json::from_value::<CodeActionParams>(req.params)
-            .ok()
-            .and_then(|p| {
-                let text = docs.text(&p.text_document.uri)?;
-                let actions = code_actions(&p.text_document.uri, text, p.range);
-                serde_json::to_value(actions).ok()
-            }),
-        _ => {
-            return Response::new_err(
-                id,
-                lsp_server::ErrorCode::MethodNotFound as i32,
-                format!("wfrun lsp does not answer `{}`", req.method),
-            )
-        }
+/// A request's answer, serialised.
+fn answer(docs: &Docs, req: Request) -> String {
+    let Request { id, method, params } = req;
+    match method.as_str() {
+        HoverRequest::METHOD => reply(&id, parse(params).map(|p| hover(docs, p))),
+        Completion::METHOD => reply(&id, parse(params).map(|p| complete(docs, p))),
+        Formatting::METHOD => reply(&id, parse(params).map(|p| format(docs, p))),
+        GotoDefinition::METHOD => reply(&id, parse(params).map(|p| definition(docs, p))),
+        DocumentSymbolRequest::METHOD => reply(&id, parse(params).map(|p| outline(docs, p))),
+        CodeActionRequest::METHOD => reply(&id, parse(params).map(|p| actions(docs, p))),
+        _ => error(
+            &id,
+            ErrorCode::MethodNotFound,
+            format!("wfrun lsp does not answer `{method}`"),
+        ),
+    }
+}
+
+fn parse<P: DeserializeOwned>(params: Value) -> Result<P, String> {
+    serde_json::from_value(params).map_err(|e| format!("invalid parameters: {e}"))
+}
+
+fn hover(docs: &Docs, p: HoverParams) -> Option<Hover> {
+    let pos = p.text_document_position_params;
+    let text = docs.text(&pos.text_document.uri)?;
+    let md = wfrun::ide::hover(text.as_str(), text.offset(pos.position))?;
+    Some(Hover {
+        contents: HoverContents::Markup(markdown(md)),
+        range: None,
+    })
+}
+
+fn complete(docs: &Docs, p: CompletionParams) -> Option<CompletionResponse> {
+    let pos = p.text_document_position;
+    let text = docs.text(&pos.text_document.uri)?;
+    let items = wfrun::ide::completions(text.as_str(), text.offset(pos.position))
+        .into_iter()
+        .map(completion_item)
+        .collect();
+    Some(CompletionResponse::Array(items))
+}
+
+fn format(docs: &Docs, p: DocumentFormattingParams) -> Option<Vec<TextEdit>> {
+    let text = docs.text(&p.text_document.uri)?;
+    Some(match wfrun::format::format_source(text.as_str()) {
+        Ok(formatted) if formatted != text.as_str() => vec![TextEdit {
+            range: text.range(0, text.as_str().len()),
+            new_text: formatted,
+        }],
+        _ => Vec::new(),
+    })
+}
+
+fn definition(docs: &Docs, p: GotoDefinitionParams) -> Option<GotoDefinitionResponse> {
+    let pos = p.text_document_position_params;
+    let text = docs.text(&pos.text_document.uri)?;
+    let target = wfrun::ide::definition(text.as_str(), text.offset(pos.position))?;
+    let (uri, range) = if target.in_prelude {
+        let prelude = Text::new(wfrun::spec::PRELUDE.to_string());
+        (prelude_uri()?, prelude.range(target.start, target.end))
+    } else {
+        (pos.text_document.uri, text.range(target.start, target.end))
     };
-    Response::new_ok(id, result.unwrap_or(serde_json::Value::Null))
+    Some(GotoDefinitionResponse::Scalar(Location { uri, range }))
+}
+
+fn outline(docs: &Docs, p: DocumentSymbolParams) -> Option<DocumentSymbolResponse> {
+    let text = docs.text(&p.text_document.uri)?;
+    let symbols = wfrun::ide::symbols(text.as_str())
+        .into_iter()
+        .map(|s| document_symbol(text, s))
+        .collect();
+    Some(DocumentSymbolResponse::Nested(symbols))
+}
+
+fn actions(docs: &Docs, p: CodeActionParams) -> Option<Vec<CodeActionOrCommand>> {
+    let text = docs.text(&p.text_document.uri)?;
+    Some(code_actions(&p.text_document.uri, text, p.range))
 }
 
 fn markdown(value: String) -> MarkupContent {
@@ -326,16 +536,16 @@ fn path_of(uri: &Uri) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out).into_owned())
 }
 
-fn check(uri: &Uri, text: &str, full: bool) -> wfrun::Checked {
+fn check(uri: &Uri, text: &Text, full: bool) -> wfrun::Checked {
     let path = path_of(uri);
     let options = wfrun::CheckOptions {
         filesystem: full,
         base_dir: path.parent().map(PathBuf::from),
     };
-    wfrun::check_source(&path.display().to_string(), text, &options)
+    wfrun::check_source(&path.display().to_string(), text.as_str(), &options)
 }
 
-fn diagnostics(uri: &Uri, text: &str, full: bool) -> Vec<Diagnostic> {
+fn diagnostics(uri: &Uri, text: &Text, full: bool) -> Vec<Diagnostic> {
     let checked = check(uri, text, full);
     checked
         .diagnostics
@@ -345,7 +555,7 @@ fn diagnostics(uri: &Uri, text: &str, full: bool) -> Vec<Diagnostic> {
         .collect()
 }
 
-fn to_lsp(uri: &Uri, text: &str, source: wfrun::SourceId, d: &wfrun::Diagnostic) -> Diagnostic {
+fn to_lsp(uri: &Uri, text: &Text, source: wfrun::SourceId, d: &wfrun::Diagnostic) -> Diagnostic {
     let mut message = d.message.clone();
     if let Some(label) = &d.label {
         message.push_str(&format!(" ({label})"));
@@ -360,13 +570,13 @@ fn to_lsp(uri: &Uri, text: &str, source: wfrun::SourceId, d: &wfrun::Diagnostic)
         .map(|l| DiagnosticRelatedInformation {
             location: Location {
                 uri: uri.clone(),
-                range: range(text, l.span.start, l.span.end),
+                range: text.range(l.span.start, l.span.end),
             },
             message: l.message.clone(),
         })
         .collect();
     Diagnostic {
-        range: range(text, d.span.start, d.span.end),
+        range: text.range(d.span.start, d.span.end),
         severity: Some(if d.is_error() {
             DiagnosticSeverity::ERROR
         } else {
@@ -382,10 +592,10 @@ fn to_lsp(uri: &Uri, text: &str, source: wfrun::SourceId, d: &wfrun::Diagnostic)
 
 /// Quick fixes for the diagnostics on the lines of `within`: each fix the
 /// checker offers, the first of each diagnostic preferred.
-fn code_actions(uri: &Uri, text: &str, within: Range) -> Vec<CodeActionOrCommand> {
+fn code_actions(uri: &Uri, text: &Text, within: Range) -> Vec<CodeActionOrCommand> {
     let checked = check(uri, text, false);
-    let from = offset(text, Position::new(within.start.line, 0));
-    let to = offset(text, Position::new(within.end.line, u32::MAX));
+    let from = text.offset(Position::new(within.start.line, 0));
+    let to = text.offset(Position::new(within.end.line, u32::MAX));
     checked
         .diagnostics
         .iter()
@@ -394,7 +604,7 @@ fn code_actions(uri: &Uri, text: &str, within: Range) -> Vec<CodeActionOrCommand
             let shown = to_lsp(uri, text, checked.source, d);
             d.fixes.iter().enumerate().map(move |(i, fix)| {
                 let edit = TextEdit {
-                    range: range(text, fix.span.start, fix.span.end),
+                    range: text.range(fix.span.start, fix.span.end),
                     new_text: fix.replacement.clone(),
                 };
                 CodeActionOrCommand::CodeAction(CodeAction {
@@ -414,7 +624,7 @@ fn code_actions(uri: &Uri, text: &str, within: Range) -> Vec<CodeActionOrCommand
 }
 
 #[allow(deprecated)] // `DocumentSymbol::deprecated` must still be written
-fn document_symbol(text: &str, s: wfrun::ide::Symbol) -> DocumentSymbol {
+fn document_symbol(text: &Text, s: wfrun::ide::Symbol) -> DocumentSymbol {
     use wfrun::ide::SymbolKind as K;
     DocumentSymbol {
         name: s.name,
@@ -431,8 +641,8 @@ fn document_symbol(text: &str, s: wfrun::ide::Symbol) -> DocumentSymbol {
         },
         tags: None,
         deprecated: None,
-        range: range(text, s.start, s.end),
-        selection_range: range(text, s.name_start, s.name_end),
+        range: text.range(s.start, s.end),
+        selection_range: text.range(s.name_start, s.name_end),
         children: (!s.children.is_empty()).then(|| {
             s.children
                 .into_iter()
@@ -473,35 +683,27 @@ fn file_uri(path: &std::path::Path) -> Option<Uri> {
     s.parse().ok()
 }
 
-fn range(text: &str, start: usize, end: usize) -> Range {
-    Range::new(position(text, start), position(text, end))
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// The LSP position (line, UTF-16 column) of byte `offset`.
-fn position(text: &str, offset: usize) -> Position {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line = text[..line_start].matches('\n').count();
-    let column: usize = text[line_start..offset].chars().map(char::len_utf16).sum();
-    Position::new(line as u32, column as u32)
-}
-
-/// The byte offset of an LSP position (clamped to its line).
-fn offset(text: &str, pos: Position) -> usize {
-    let mut start = 0;
-    for _ in 0..pos.line {
-        match text[start..].find('\n') {
-            Some(i) => start += i + 1,
-            None => return text.len(),
+    #[test]
+    fn positions_count_utf16_units_and_clamp() {
+        let text = Text::new("a\r\nzé𝄞x\n\nlast".into());
+        let at = |line, character| text.offset(Position::new(line, character));
+        // Line 1 is `zé𝄞x`: `𝄞` is two UTF-16 units and four bytes.
+        assert_eq!(at(1, 0), 3);
+        assert_eq!(at(1, 2), 6);
+        assert_eq!(at(1, 4), 10);
+        assert_eq!(at(1, 99), 11);
+        assert_eq!(at(2, 5), 12);
+        assert_eq!(at(9, 0), text.as_str().len());
+        for offset in [0, 1, 3, 6, 10, 11, 12, 13, 17] {
+            assert_eq!(text.offset(text.position(offset)), offset, "{offset}");
         }
+        assert_eq!(text.position(10), Position::new(1, 4));
+        // Inside a character: its start; past the end: the end.
+        assert_eq!(text.position(7), Position::new(1, 2));
+        assert_eq!(text.position(100), Position::new(3, 4));
     }
-    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let mut units = 0;
-    for (i, c) in text[start..line_end].char_indices() {
-        if units >= pos.character as usize {
-            return start + i;
-        }
-        units += c.len_utf16();
-    }
-    line_end
 }
