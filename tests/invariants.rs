@@ -111,3 +111,46 @@ fn the_literal_scanner_finds_literals() {
         [(1, "image_size".to_string()), (2, "x\\\"y".to_string())]
     );
 }
+
+/// Source lines outside test modules (which come last in this codebase).
+fn code_lines(path: &Path) -> Vec<(usize, String)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .take_while(|l| {
+            !l.trim_start().starts_with("#[cfg(test)]")
+                && !l.trim_start().starts_with("#[cfg(all(test")
+        })
+        .enumerate()
+        .filter(|(_, l)| !l.trim_start().starts_with("//"))
+        .map(|(n, l)| (n + 1, l.to_string()))
+        .collect()
+}
+
+/// The run, the data it reads, the steps and the binary handle every failure
+/// as an error: no `unwrap` or `expect` there (a worker thread's panic is
+/// passed on where it is joined, the one exception).
+#[test]
+fn no_unwrap_or_expect_on_the_run_path() {
+    let mut files = Vec::new();
+    for dir in ["src/exec", "src/data", "src/steps", "src/bin"] {
+        sources(Path::new(dir), &mut files);
+    }
+    for file in ["src/plan.rs", "src/hyper.rs", "src/atomic.rs", "src/lib.rs"] {
+        files.push(PathBuf::from(file));
+    }
+    let mut found = Vec::new();
+    for file in &files {
+        for (n, line) in code_lines(file) {
+            let joined = line.contains(".join().expect(");
+            if (line.contains(".unwrap()") || line.contains(".expect(")) && !joined {
+                found.push(format!("{}:{n}: {}", file.display(), line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "return an error instead:\n{}",
+        found.join("\n")
+    );
+}

@@ -24,7 +24,10 @@ fn name_seed(seed: u64, name: &str) -> u64 {
 
 /// Re-draws every variable of `map` from `seed`.
 pub fn seeded(map: &VarMap, seed: u64) -> Result<()> {
-    let data = map.data().lock().expect("var map lock");
+    let data = map
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let dims_of = |name: &str| data.get(name).map(|v| v.dims().to_vec());
     for (name, var) in data.iter() {
         let dims = var.dims().to_vec();

@@ -38,7 +38,10 @@ pub struct Sgd {
 impl Sgd {
     /// Every trainable variable of `map` (running statistics excluded), in name order.
     pub fn new(map: &VarMap, lr: f64, momentum: f64, weight_decay: f64) -> Sgd {
-        let data = map.data().lock().expect("var map lock");
+        let data = map
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut params: Vec<Param> = data
             .iter()
             .filter(|(name, _)| !is_running_statistic(name))

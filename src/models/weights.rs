@@ -100,7 +100,10 @@ pub fn load(map: &VarMap, path: &Path) -> Result<LoadReport> {
 
 /// [`load`] from tensors already in memory, keyed by PyTorch name.
 pub fn load_tensors(map: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<LoadReport> {
-    let data = map.data().lock().expect("var map lock");
+    let data = map
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut report = LoadReport::default();
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();

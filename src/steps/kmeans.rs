@@ -118,7 +118,7 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
             });
         }
     }
-    Ok(best.expect("at least one run"))
+    best.ok_or_else(|| candle_core::Error::Msg("k-means ran no initialisation".into()))
 }
 
 /// Each row's nearest centroid, and `Σ (‖c‖² − 2x·c)` over the rows' nearest.
