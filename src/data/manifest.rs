@@ -22,10 +22,19 @@ const PATH_NAMES: [&str; 4] = ["path", "image", "file", "filename"];
 const CONCEPT_NAMES: [&str; 5] = ["concepts", "concept", "labels", "label", "class"];
 
 pub(super) fn read(path: &Path) -> Result<Vec<Row>, DataError> {
-    let bytes = std::fs::read(path).map_err(|error| DataError::Io {
+    let io = |error| DataError::Io {
         path: path.to_path_buf(),
         error,
-    })?;
+    };
+    // A named pipe or a device would be read until its writer stops (or
+    // never): a manifest is a file.
+    if !std::fs::metadata(path).map_err(io)?.is_file() {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file; a manifest is a file of lines",
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
     let bad = |line: usize, message: String| DataError::Manifest {
         path: path.to_path_buf(),
@@ -314,5 +323,18 @@ mod tests {
         assert!(e.ends_with("m.jsonl:2: no \"path\" string"), "{e}");
         let r = rows("m.json", "[{\"image\": \"a.png\", \"concept\": \"x\"}]").unwrap();
         assert_eq!(r[0].concepts, ["x"]);
+        #[cfg(unix)]
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let fifo = dir.path().join("pipe.csv");
+            let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+            if made.is_ok_and(|s| s.success()) {
+                let e = read(&fifo).unwrap_err().to_string();
+                assert!(
+                    e.contains("pipe.csv") && e.contains("not a regular file"),
+                    "{e}"
+                );
+            }
+        }
     }
 }

@@ -317,6 +317,7 @@ fn notified(
         let docs = Arc::clone(docs);
         let out = out.clone();
         std::thread::spawn(move || {
+            stall_for_tests();
             let found = diagnostics(&uri, &text, true);
             let docs = docs.lock().unwrap_or_else(|e| e.into_inner());
             if docs.get(&uri).map(|d| d.generation) == Some(generation) {
@@ -326,6 +327,20 @@ fn notified(
         });
     }
     Ok(())
+}
+
+/// In debug builds, `WFRUN_LSP_STALL_FULL_CHECK_MS` holds every full check
+/// back that long, standing in for a data folder on a file system that does
+/// not answer (the tests of `exit` and of a client that disappears
+/// mid-check). Release builds have no such hook.
+fn stall_for_tests() {
+    #[cfg(debug_assertions)]
+    if let Some(ms) = std::env::var("WFRUN_LSP_STALL_FULL_CHECK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
 }
 
 /// A `publishDiagnostics` notification, serialised.
