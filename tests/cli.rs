@@ -395,7 +395,13 @@ fn a_closed_standard_output_is_no_panic() {
         .unwrap();
     }
     let folder = dir.path().to_str().unwrap();
-    let cases: [&[&str]; 8] = [
+    let cases: [&[&str]; 14] = [
+        &["--help"],
+        &["--version"],
+        &["run", "--help"],
+        &["lsp"],
+        &["run", "tests/fixtures/schedule.wf"],
+        &["check", "tests/fixtures/schedule.wf"],
         &["templates"],
         &["templates", "--format", "json"],
         &["explain", "wf::off-step"],
@@ -420,4 +426,19 @@ fn a_closed_standard_output_is_no_panic() {
     // A check's status is its own, whatever became of its output.
     let (code, _) = into_closed_pipe(&["check", "--no-fs", "tests/fixtures/schedule.wf"]);
     assert_eq!(code, Some(1));
+    // Standard output and error both closed: no panic either.
+    for args in cases {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let (reader2, writer2) = std::io::pipe().unwrap();
+        drop((reader, reader2));
+        let status = std::process::Command::new(env!("CARGO_BIN_EXE_wfrun"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .stdout(writer)
+            .stderr(writer2)
+            .status()
+            .unwrap();
+        assert_ne!(status.code(), Some(101), "{args:?}");
+        assert!(status.code().is_some(), "{args:?}: ended by a signal");
+    }
 }

@@ -197,3 +197,59 @@ fn a_second_run_on_a_folder_is_refused_and_sigterm_saves_a_checkpoint() {
     );
     assert!(run_dir.join("model.safetensors").is_file());
 }
+
+/// `wfrun FILE.wf 2>closed | closed`: the run finishes, its status its own.
+#[test]
+fn a_run_into_closed_pipes_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let file = workflow(dir.path(), "piped");
+    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader2, writer2) = std::io::pipe().unwrap();
+    drop((reader, reader2));
+    let status = Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .arg(&file)
+        .stdout(writer)
+        .stderr(writer2)
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(dir.path().join("runs/piped/model.safetensors").is_file());
+    assert!(dir.path().join("runs/piped/report.html").is_file());
+}
+
+/// A disk that fills up (a file-size limit stands in for it): the run stops
+/// naming the file it was writing, and leaves no partial file behind.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_full_disk_names_the_file_and_keeps_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let file = workflow(dir.path(), "full_disk");
+    let run_dir = dir.path().join("runs/full_disk");
+    // 4 MiB per file: the plan and metrics fit, the checkpoint does not.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 8192; exec \"$0\" run \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_wfrun"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot write `") && stderr.contains("checkpoint.safetensors`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("the disk has room"), "{stderr}");
+    let plan = std::fs::read_to_string(run_dir.join("plan.json")).unwrap();
+    assert!(serde_json::from_str::<serde_json::Value>(&plan).is_ok());
+    let leftovers: Vec<_> = std::fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("partial") || n == "checkpoint.safetensors")
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert!(!run_dir.join(wfrun::exec::LOCK).exists());
+}
