@@ -504,7 +504,8 @@ fn data_walks_are_bounded_and_unreadable_folders_are_errors() {
         touch(&d.join("images/dog/0.png"));
         touch(&d.join("images/owl/0.png"));
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(d.join("images/owl"), std::fs::Permissions::from_mode(0)).unwrap();
+        std::fs::set_permissions(d.join("images/owl"), std::fs::Permissions::from_mode(0o000))
+            .unwrap();
     };
     let probe = tempfile::tempdir().unwrap();
     locked(probe.path());

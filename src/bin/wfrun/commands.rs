@@ -485,17 +485,18 @@ fn train(file: &Path, flags: [bool; 3], style: Style) -> u8 {
     let Some(workflow) = checked.workflow.as_ref() else {
         return FAILED;
     };
-    execute(workflow, resume, fail_on_bad_images)
+    execute(workflow, [resume, fresh, fail_on_bad_images])
 }
 
 #[cfg(not(feature = "train"))]
-fn execute(_: &wfrun::Workflow, _: bool, _: bool) -> u8 {
+fn execute(_: &wfrun::Workflow, _: [bool; 3]) -> u8 {
     errln!("error: this wfrun was built without feature `train`: it checks and plans workflows but cannot run them");
     TROUBLE
 }
 
 #[cfg(feature = "train")]
-fn execute(workflow: &wfrun::Workflow, resume: bool, fail_on_bad_images: bool) -> u8 {
+fn execute(workflow: &wfrun::Workflow, flags: [bool; 3]) -> u8 {
+    let [resume, fresh, fail_on_bad_images] = flags;
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
     // The first Ctrl-C (or SIGTERM, or SIGHUP) stops after the current step
