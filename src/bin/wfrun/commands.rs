@@ -13,6 +13,7 @@ use crate::cli::{Args, Color, Command, Deny, Format};
 pub const OK: u8 = 0;
 pub const FAILED: u8 = 1;
 pub const TROUBLE: u8 = 2;
+#[cfg(feature = "train")]
 pub const INTERRUPTED: u8 = 130;
 
 pub fn run(args: Args) -> u8 {
@@ -473,6 +474,17 @@ fn explain(name: &str) -> u8 {
     OK
 }
 
+/// Without feature `train` the binary checks and plans but cannot train.
+#[cfg(not(feature = "train"))]
+fn train(file: &Path, _resume: bool, _fail_on_bad_images: bool, style: Style) -> u8 {
+    if let Err(code) = load_clean(file, false, style) {
+        return code;
+    }
+    errln!("error: this build of wfrun cannot train (it was built without feature `train`)");
+    TROUBLE
+}
+
+#[cfg(feature = "train")]
 fn train(file: &Path, resume: bool, fail_on_bad_images: bool, style: Style) -> u8 {
     let checked = match load_clean(file, false, style) {
         Ok(c) => c,

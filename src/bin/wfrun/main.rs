@@ -32,6 +32,7 @@ mod cli;
 mod commands;
 #[cfg(feature = "lsp")]
 mod lsp;
+#[cfg(feature = "train")]
 mod progress;
 
 use clap::Parser as _;
