@@ -208,3 +208,52 @@ fn odd_bytes_and_line_endings() {
     check_and_render("}}}}}} use {{");
     check_and_render("\u{feff}workflow x\n");
 }
+
+/// Seconds for the best of two runs of `f`.
+fn best_of_two(mut f: impl FnMut()) -> f64 {
+    (0..2)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Checking, the JSON form and the text report of a file with `n` broken
+/// lines (one diagnostic each) take time linear in `n`: four times the lines
+/// take well under the sixteen times a quadratic step would.
+#[test]
+fn many_diagnostics_take_linear_time() {
+    let file = |n: usize| {
+        let mut text = String::from("use Clarifai_ResNext {\n");
+        for i in 0..n {
+            text.push_str(&format!("    image_size = = {i}\n"));
+        }
+        text + "}\ndata { train = \"x\" }\n"
+    };
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    let mut seconds = Vec::new();
+    for n in [10_000, 40_000] {
+        let text = file(n);
+        seconds.push(best_of_two(|| {
+            let c = check_source("big.wf", &text, &options());
+            assert_eq!(c.diagnostics.len(), n);
+            let json: usize = c
+                .json()
+                .iter()
+                .map(|d| serde_json::to_string(d).unwrap().len())
+                .sum();
+            assert!(json > 0);
+            let mut out = String::new();
+            for d in &c.diagnostics {
+                handler
+                    .render_report(&mut out, &Rendered::new(d, &c.sources))
+                    .unwrap();
+            }
+        }));
+    }
+    let ratio = seconds[1] / seconds[0];
+    assert!(ratio < 10.0, "seconds for 10k and 40k lines: {seconds:.2?}");
+}
