@@ -405,6 +405,16 @@ fn devices() {
     assert_eq!(codes(&wf("cuda(1)")), expected);
 }
 
+/// The prelude is laid out as `wfrun fmt` lays out workflows.
+#[test]
+fn the_prelude_is_formatted() {
+    let formatted = wfrun::format::format_source(wfrun::spec::PRELUDE).unwrap();
+    assert!(
+        formatted == wfrun::spec::PRELUDE,
+        "src/spec/prelude.wfp is not formatted; `wfrun fmt` a copy named .wf and copy it back"
+    );
+}
+
 #[test]
 fn the_prelude_is_the_only_place_for_root_templates_and_step_kinds() {
     assert_eq!(codes("template X { architecture = bn_inception }\nuse Clarifai_ResNext {}\ndata { train = \"x\" }\n"), [Code::BadTemplate]);
