@@ -155,6 +155,35 @@ fn deep_nesting_is_one_error() {
     }
 }
 
+/// Inputs the fuzzing driver (`fuzz/`, TESTING.md) found: each crashed or hung.
+#[test]
+fn inputs_the_fuzzer_found() {
+    // Braces after a `"""` never closed, or after a `\` that ends a line in a
+    // quote, were hidden from the nesting scan but not from pest: a stack
+    // overflow instead of one error.
+    for text in [
+        format!("\"\"\"\n{}", "{".repeat(100_000)),
+        format!("x = \"a\\\n{}\"\n", "{".repeat(100_000)),
+    ] {
+        let c = check_source("deep.wf", &text, &options());
+        let codes: Vec<_> = c.diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(codes, [wfrun::Code::TooDeep]);
+    }
+    // The same braces unclosed took time exponential in their nesting (31
+    // levels: minutes).
+    let text = format!("\"\"\"\nw = \"a {}junk\n", "x { ".repeat(31));
+    let started = std::time::Instant::now();
+    check_and_render(&text);
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    // Completions after a character of more than one byte cut it in two.
+    let text = "data { train = \u{fffd}/x\" }\nstep é\n";
+    for offset in (0..=text.len()).filter(|&o| text.is_char_boundary(o)) {
+        wfrun::ide::completions(text, offset);
+        wfrun::ide::hover(text, offset);
+        wfrun::ide::definition(text, offset);
+    }
+}
+
 #[test]
 fn nesting_up_to_the_limit_parses() {
     let text = format!(
