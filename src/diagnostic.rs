@@ -449,22 +449,42 @@ impl miette::Diagnostic for Note<'_> {
 }
 
 impl miette::SourceCode for SourceFile {
+    /// miette's own `read_span` for text scans it from the start, which makes
+    /// a report of many diagnostics quadratic in the file's length. The line
+    /// index cuts out the lines around the span (with room to spare: whole
+    /// lines, at least as many as miette will look at), miette reads that
+    /// window, and its answer is moved back to the file's offsets and lines.
     fn read_span<'a>(
         &'a self,
         span: &miette::SourceSpan,
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
-        let inner = self
-            .text()
-            .read_span(span, context_lines_before, context_lines_after)?;
+        let text = self.text();
+        let (start, end) = (span.offset(), span.offset() + span.len());
+        if end > text.len() {
+            return Err(miette::MietteError::OutOfBounds);
+        }
+        // One line more than asked before: miette's scan treats a span at
+        // offset 0 of what it reads differently from one anywhere else.
+        let first = self.line_of(start).saturating_sub(context_lines_before + 1);
+        let from = self.line_start(first);
+        let to = self.line_start(self.line_of(end) + context_lines_after + 2);
+        let window = &text[from..to];
+        let inner = window.read_span(
+            &miette::SourceSpan::new((start - from).into(), span.len()),
+            context_lines_before,
+            context_lines_after,
+        )?;
+        // miette's line and line count both count from the start of what it read.
+        let lines_before = self.breaks_before_line_start(from);
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.name().to_string(),
             inner.data(),
-            *inner.span(),
-            inner.line(),
+            miette::SourceSpan::new((inner.span().offset() + from).into(), inner.span().len()),
+            inner.line() + lines_before,
             inner.column(),
-            inner.line_count(),
+            inner.line_count() + lines_before,
         )))
     }
 }
@@ -472,4 +492,50 @@ impl miette::SourceCode for SourceFile {
 /// Whether a source is the prelude (used to word messages).
 pub fn is_prelude(id: SourceId) -> bool {
     id == SourceId::PRELUDE
+}
+
+#[cfg(test)]
+mod tests {
+    use miette::SourceCode as _;
+
+    use super::*;
+
+    /// The line index's window gives miette exactly what its own scan of the
+    /// whole text gives, for every span, with `\r\n`, lone `\r` and wide characters.
+    #[test]
+    fn read_span_through_the_line_index_equals_miettes_scan() {
+        for text in [
+            "a = 1\r\nbé = \"x\"\r\r\n\n  ü { k = 2 }\rlast\n\nend",
+            "\n\r\n\r\rx\n",
+            "",
+            "one line",
+            "a\nb\nc\nd\ne\nf\ng\n",
+        ] {
+            same_as_miette(text);
+        }
+    }
+
+    fn same_as_miette(text: &str) {
+        let file = SourceFile::new("t.wf", text);
+        let bounds: Vec<usize> = (0..=text.len())
+            .filter(|&i| text.is_char_boundary(i))
+            .collect();
+        for &start in &bounds {
+            for &end in bounds.iter().filter(|&&e| e >= start) {
+                for context in 0..3 {
+                    let span = miette::SourceSpan::new(start.into(), end - start);
+                    let ours = file.read_span(&span, context, context).unwrap();
+                    let theirs = text.read_span(&span, context, context).unwrap();
+                    let what = (start, end, context);
+                    assert_eq!(ours.data(), theirs.data(), "{what:?}");
+                    assert_eq!(ours.span(), theirs.span(), "{what:?}");
+                    assert_eq!(ours.line(), theirs.line(), "{what:?}");
+                    assert_eq!(ours.column(), theirs.column(), "{what:?}");
+                    assert_eq!(ours.line_count(), theirs.line_count(), "{what:?}");
+                }
+            }
+        }
+        let past = miette::SourceSpan::new(text.len().into(), 1);
+        assert!(file.read_span(&past, 1, 1).is_err());
+    }
 }

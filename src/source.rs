@@ -54,6 +54,8 @@ pub struct SourceFile {
     name: String,
     text: Arc<str>,
     line_starts: Vec<usize>,
+    /// Offsets of `\r` not followed by `\n`: miette counts each as a line break.
+    lone_crs: Vec<usize>,
 }
 
 impl SourceFile {
@@ -61,10 +63,16 @@ impl SourceFile {
         let text = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        let lone_crs = text
+            .match_indices('\r')
+            .map(|(i, _)| i)
+            .filter(|&i| text.as_bytes().get(i + 1) != Some(&b'\n'))
+            .collect();
         SourceFile {
             name: name.into(),
             text,
             line_starts,
+            lone_crs,
         }
     }
 
@@ -77,13 +85,30 @@ impl SourceFile {
         &self.text
     }
 
+    /// The 0-based line (lines end with `\n`) holding a byte offset; offsets
+    /// past the end are on the last line.
+    pub fn line_of(&self, offset: usize) -> usize {
+        self.line_starts.partition_point(|&s| s <= offset) - 1
+    }
+
+    /// Where the 0-based `line` starts; the end of the text for lines past the last.
+    pub fn line_start(&self, line: usize) -> usize {
+        self.line_starts
+            .get(line)
+            .copied()
+            .unwrap_or(self.text.len())
+    }
+
+    /// How many line breaks as miette counts them (`\n`, `\r\n`, a lone `\r`)
+    /// come before `offset`, which starts a line.
+    pub(crate) fn breaks_before_line_start(&self, offset: usize) -> usize {
+        self.line_of(offset) + self.lone_crs.partition_point(|&i| i < offset)
+    }
+
     /// 1-based line and column of a byte offset; columns count Unicode scalar values.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let line = match self.line_starts.binary_search(&offset) {
-            Ok(i) => i,
-            Err(i) => i - 1,
-        };
+        let line = self.line_of(offset);
         let start = self.line_starts[line];
         let column = self
             .text

@@ -55,6 +55,20 @@ fn shipped_workflows_check_clean() {
     );
 }
 
+/// The prelude declares the language's templates and is no workflow: `wfrun
+/// check` and `wfrun fmt` in the repository's root pass it by (its file is
+/// `.wfp`), so its declarations are not reported as a workflow's mistakes.
+#[test]
+fn the_repository_root_is_checked_without_the_prelude() {
+    let r = wfrun(&["check", "--no-fs", "."]);
+    assert!(r.stderr.contains("checked"), "{}", r.stderr);
+    assert!(r.stderr.contains("tests/fixtures/"), "{}", r.stderr);
+    assert!(!r.stderr.contains("spec/prelude"), "{}", r.stderr);
+    let r = wfrun(&["fmt", "--check", "."]);
+    assert!(!r.stderr.contains("spec/prelude"), "{}", r.stderr);
+    assert!(!r.stdout.contains("spec/prelude"), "{}", r.stdout);
+}
+
 #[test]
 fn image_size_1000_names_value_step_neighbours_and_line() {
     for name in ["quickstart.wf", "angular_margin.wf", "inception.wf"] {

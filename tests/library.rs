@@ -114,6 +114,53 @@ fn the_schedule_rules() {
     );
 }
 
+/// The help for a `step_epochs` that never applies asks for a value the
+/// template allows: lowering it only while some `step_epochs` gives a second
+/// decrease, otherwise raising `num_epochs` (within its maximum) or removing it.
+#[test]
+fn the_schedule_help_asks_only_for_allowed_values() {
+    let help = |text: String| {
+        let c = check_source("t.wf", &text, &no_fs());
+        let d: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.code == Code::Schedule)
+            .collect();
+        assert_eq!(d.len(), 1, "{:#?}", c.diagnostics);
+        d[0].help.clone().unwrap()
+    };
+    let resnext =
+        |body: &str| format!("use Clarifai_ResNext {{ {body} }}\ndata {{ train = \"x\" }}\n");
+    assert_eq!(
+        help(resnext(
+            "num_epochs = 22  init_epochs = 20  step_epochs = 5"
+        )),
+        "lower `step_epochs` below 2 for further decreases, or remove it"
+    );
+    assert_eq!(
+        help(resnext(
+            "num_epochs = 21  init_epochs = 20  step_epochs = 5"
+        )),
+        "raise `num_epochs` to at least 26 for a second decrease, or remove `step_epochs`: \
+         one epoch follows `init_epochs`, so the rate decreases once whatever `step_epochs` is"
+    );
+    assert_eq!(
+        help(resnext(
+            "num_epochs = 200  init_epochs = 199  step_epochs = 5"
+        )),
+        "remove `step_epochs`: one epoch follows `init_epochs`, so the rate decreases once \
+         whatever `step_epochs` is"
+    );
+    let narrowed = "template Slow extends Clarifai_ResNext { param step_epochs { min = 4 } }\n\
+                    use Slow { num_epochs = 23  init_epochs = 20  step_epochs = 4 }\n\
+                    data { train = \"x\" }\n";
+    assert_eq!(
+        help(narrowed.to_string()),
+        "raise `num_epochs` to at least 25 for a second decrease, or remove `step_epochs`: \
+         3 epochs follow `init_epochs` and `step_epochs` is at least 4, so the rate decreases once"
+    );
+}
+
 #[test]
 fn narrowed_templates_are_proven_and_enforced() {
     let text = "template T extends Clarifai_ResNext {\n  param image_size { min = 64  max = 256  step = 32  default = 128 }\n}\nuse T { image_size = 288 }\ndata { train = \"x\" }\n";
@@ -587,6 +634,16 @@ fn devices() {
         &[Code::DeviceUnavailable]
     };
     assert_eq!(codes(&wf("cuda(1)")), expected);
+}
+
+/// The prelude is laid out as `wfrun fmt` lays out workflows.
+#[test]
+fn the_prelude_is_formatted() {
+    let formatted = wfrun::format::format_source(wfrun::spec::PRELUDE).unwrap();
+    assert!(
+        formatted == wfrun::spec::PRELUDE,
+        "src/spec/prelude.wfp is not formatted; `wfrun fmt` a copy named .wf and copy it back"
+    );
 }
 
 #[test]

@@ -155,6 +155,35 @@ fn deep_nesting_is_one_error() {
     }
 }
 
+/// Inputs the fuzzing driver (`fuzz/`, TESTING.md) found: each crashed or hung.
+#[test]
+fn inputs_the_fuzzer_found() {
+    // Braces after a `"""` never closed, or after a `\` that ends a line in a
+    // quote, were hidden from the nesting scan but not from pest: a stack
+    // overflow instead of one error.
+    for text in [
+        format!("\"\"\"\n{}", "{".repeat(100_000)),
+        format!("x = \"a\\\n{}\"\n", "{".repeat(100_000)),
+    ] {
+        let c = check_source("deep.wf", &text, &options());
+        let codes: Vec<_> = c.diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(codes, [wfrun::Code::TooDeep]);
+    }
+    // The same braces unclosed took time exponential in their nesting (31
+    // levels: minutes).
+    let text = format!("\"\"\"\nw = \"a {}junk\n", "x { ".repeat(31));
+    let started = std::time::Instant::now();
+    check_and_render(&text);
+    assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    // Completions after a character of more than one byte cut it in two.
+    let text = "data { train = \u{fffd}/x\" }\nstep é\n";
+    for offset in (0..=text.len()).filter(|&o| text.is_char_boundary(o)) {
+        wfrun::ide::completions(text, offset);
+        wfrun::ide::hover(text, offset);
+        wfrun::ide::definition(text, offset);
+    }
+}
+
 #[test]
 fn nesting_up_to_the_limit_parses() {
     let text = format!(
@@ -207,4 +236,53 @@ fn odd_bytes_and_line_endings() {
     check_and_render("\"\"\"never closed\n\n");
     check_and_render("}}}}}} use {{");
     check_and_render("\u{feff}workflow x\n");
+}
+
+/// Seconds for the best of two runs of `f`.
+fn best_of_two(mut f: impl FnMut()) -> f64 {
+    (0..2)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Checking, the JSON form and the text report of a file with `n` broken
+/// lines (one diagnostic each) take time linear in `n`: four times the lines
+/// take well under the sixteen times a quadratic step would.
+#[test]
+fn many_diagnostics_take_linear_time() {
+    let file = |n: usize| {
+        let mut text = String::from("use Clarifai_ResNext {\n");
+        for i in 0..n {
+            text.push_str(&format!("    image_size = = {i}\n"));
+        }
+        text + "}\ndata { train = \"x\" }\n"
+    };
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor());
+    let mut seconds = Vec::new();
+    for n in [10_000, 40_000] {
+        let text = file(n);
+        seconds.push(best_of_two(|| {
+            let c = check_source("big.wf", &text, &options());
+            assert_eq!(c.diagnostics.len(), n);
+            let json: usize = c
+                .json()
+                .iter()
+                .map(|d| serde_json::to_string(d).unwrap().len())
+                .sum();
+            assert!(json > 0);
+            let mut out = String::new();
+            for d in &c.diagnostics {
+                handler
+                    .render_report(&mut out, &Rendered::new(d, &c.sources))
+                    .unwrap();
+            }
+        }));
+    }
+    let ratio = seconds[1] / seconds[0];
+    assert!(ratio < 10.0, "seconds for 10k and 40k lines: {seconds:.2?}");
 }

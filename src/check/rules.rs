@@ -15,7 +15,7 @@ impl Checker<'_> {
             params,
             use_span: u.keyword.to(u.template.span),
         };
-        self.schedule_rules(&f);
+        self.schedule_rules(&f, t);
         self.batches_rules(&f);
         self.learning_rate_rules(&f, t);
         self.angular_rules(&f, t, has_weights);
@@ -60,7 +60,7 @@ impl Checker<'_> {
     }
 
     /// `init_epochs` within `num_epochs`; a rate that never decreases; a `step_epochs` that never applies.
-    fn schedule_rules(&mut self, f: &Fields) {
+    fn schedule_rules(&mut self, f: &Fields, t: &TemplateSpec) {
         if let (Some(init), Some(total)) = (f.num("init_epochs"), f.num("num_epochs")) {
             let step = f.num("step_epochs").unwrap_or(1.0);
             if init > total {
@@ -96,11 +96,7 @@ impl Checker<'_> {
                             "the only decrease happens after epoch {init}; a second would come after epoch {}, past the last epoch {total}",
                             init + step
                         ))
-                        .with_help(if total - init > 1.0 {
-                            format!("lower `step_epochs` below {} for further decreases, or remove it", total - init)
-                        } else {
-                            "remove it: one epoch follows `init_epochs`, so the rate decreases once whatever `step_epochs` is".to_string()
-                        }),
+                        .with_help(no_second_decrease_help(t, init, step, total)),
                 );
             }
         }
@@ -206,6 +202,39 @@ impl Checker<'_> {
                 );
             }
         }
+    }
+}
+
+/// What to do about a `step_epochs` that never applies: lower it where a
+/// value the template allows gives a second decrease (`init + step < total`),
+/// otherwise raise `num_epochs` (within its maximum) or remove `step_epochs`.
+fn no_second_decrease_help(t: &TemplateSpec, init: f64, step: f64, total: f64) -> String {
+    let bound = |name: &str, which: fn(&ParamSpec) -> &Option<crate::spec::Declared<Num>>| {
+        t.param(name)
+            .and_then(|p| which(p).as_ref())
+            .map(|d| d.value.as_f64())
+    };
+    let step_min = bound("step_epochs", |p| &p.min).unwrap_or(1.0);
+    if total - init - 1.0 >= step_min {
+        return format!(
+            "lower `step_epochs` below {} for further decreases, or remove it",
+            total - init
+        );
+    }
+    let why = if total - init <= 1.0 {
+        "one epoch follows `init_epochs`, so the rate decreases once whatever `step_epochs` is"
+            .to_string()
+    } else {
+        format!(
+            "{} epochs follow `init_epochs` and `step_epochs` is at least {step_min}, so the rate decreases once",
+            total - init
+        )
+    };
+    let needed = init + step + 1.0;
+    if bound("num_epochs", |p| &p.max).is_none_or(|max| needed <= max) {
+        format!("raise `num_epochs` to at least {needed} for a second decrease, or remove `step_epochs`: {why}")
+    } else {
+        format!("remove `step_epochs`: {why}")
     }
 }
 

@@ -55,10 +55,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let before = &text[line_start..offset];
-    let word_start = before
-        .rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .map_or(0, |i| i + 1);
-    let head = before[..word_start].trim();
+    let head = before[..word_start(before)].trim();
     let (module, _) = crate::syntax::parse(FILE, text);
     let templates = templates(&module);
     if let Some(items) = after_keyword(head, &templates) {
@@ -67,8 +64,7 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
     // After `name =`: the keywords the parameter accepts, if any.
     let value_of = head.strip_suffix('=').map(|h| {
         let h = h.trim_end();
-        &h[h.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))
-            .map_or(0, |i| i + 1)..]
+        &h[word_start(h)..]
     });
     if value_of.is_none() && head.contains('=') {
         return Vec::new();
@@ -82,6 +78,14 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
         return Vec::new();
     }
     top_level(&module)
+}
+
+/// Where the word (letters, digits, `_`) that ends `text` starts: just after
+/// the last other character, which may be more than one byte long.
+fn word_start(text: &str) -> usize {
+    text.char_indices()
+        .rfind(|&(_, c)| !(c.is_alphanumeric() || c == '_'))
+        .map_or(0, |(i, c)| i + c.len_utf8())
 }
 
 /// After `use`, `extends`, `step` or `device =`: what may follow.

@@ -1,7 +1,7 @@
 //! The template spec: templates, step kinds and their parameters.
 //!
 //! Nothing here is a hard-coded table of ranges: the built-in templates and
-//! step kinds are declared in wfrun's own language in `prelude.wf`, parsed and
+//! step kinds are declared in wfrun's own language in `prelude.wfp`, parsed and
 //! checked by the same code that reads user templates ([`declare`]). Rust only
 //! knows which parameters each network and each step needs
 //! ([`Architecture::required_params`], [`StepKindId::required_params`]).
@@ -20,8 +20,10 @@ use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{SourceFile, SourceId, Span};
 use crate::syntax::{Value, ValueKind};
 
-/// The prelude's text, shipped inside the crate.
-pub const PRELUDE: &str = include_str!("prelude.wf");
+/// The prelude's text, shipped inside the crate. Its file is named `.wfp`,
+/// not `.wf`: it declares the language's templates and is no workflow, so
+/// folder scans (`wfrun check DIR`, `wfrun fmt DIR`) pass it by.
+pub const PRELUDE: &str = include_str!("prelude.wfp");
 
 /// The factor the learning rate is multiplied by at each decrease, unless a
 /// built-in template declares another `lr_decay`. The seed gives none; 0.1 is

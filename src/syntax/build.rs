@@ -14,23 +14,37 @@ pub(super) struct Builder<'d> {
     pub(super) last_end: Option<usize>,
     /// The text being parsed (repaired, if it was).
     pub(super) text: &'d str,
+    /// The code and span of every diagnostic in `diagnostics`, so a piece
+    /// explained twice is reported once without a scan of the list.
+    pub(super) reported: FastSet<(Code, Span)>,
 }
 
 impl Builder<'_> {
     /// Maps a position in the parsed text to the original file.
+    ///
+    /// The `i`-th insertion (0-based, in order) sits at `at + i * CLOSE.len()`
+    /// of the parsed text; those places increase by at least `CLOSE.len()`, so
+    /// a binary search finds the last one at or before `p`.
     pub(super) fn pos(&self, p: usize) -> usize {
-        let mut shift = 0;
-        for &at in self.insertions {
-            let here = at + shift;
-            if p < here {
-                break;
+        let place = |i: usize| self.insertions[i] + i * CLOSE.len();
+        let (mut n, mut hi) = (0, self.insertions.len());
+        while n < hi {
+            let mid = (n + hi) / 2;
+            if place(mid) <= p {
+                n = mid + 1;
+            } else {
+                hi = mid;
             }
-            if p < here + CLOSE.len() {
-                return at;
-            }
-            shift += CLOSE.len();
         }
-        p - shift
+        match n.checked_sub(1) {
+            Some(last) if p < self.insertions[last] + n * CLOSE.len() => self.insertions[last],
+            _ => p - n * CLOSE.len(),
+        }
+    }
+
+    pub(super) fn push(&mut self, d: Diagnostic) {
+        self.reported.insert((d.code, d.span));
+        self.diagnostics.push(d);
     }
 
     pub(super) fn span(&self, pair: &Pair<Rule>) -> Span {
@@ -249,7 +263,7 @@ impl Builder<'_> {
             return match text.parse::<i64>() {
                 Ok(i) => ValueKind::Int(i),
                 Err(_) => {
-                    self.diagnostics.push(
+                    self.push(
                         Diagnostic::error(
                             Code::BadNumber,
                             span,
@@ -269,7 +283,7 @@ impl Builder<'_> {
         match text.parse::<f64>() {
             Ok(f) if f.is_finite() => ValueKind::Float(f),
             _ => {
-                self.diagnostics.push(
+                self.push(
                     Diagnostic::error(
                         Code::BadNumber,
                         span,
@@ -300,7 +314,7 @@ impl Builder<'_> {
                 Some((j, other)) => {
                     ok = false;
                     let end = offset + j + other.len_utf8();
-                    self.diagnostics.push(
+                    self.push(
                         Diagnostic::error(
                             Code::BadEscape,
                             Span::new(self.source, offset + i, end),
@@ -328,12 +342,48 @@ impl Builder<'_> {
             None => explain(self.source, start, text, entry),
         };
         d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
-        if !self
-            .diagnostics
-            .iter()
-            .any(|x| x.code == d.code && x.span == d.span)
-        {
-            self.diagnostics.push(d);
+        if !self.reported.contains(&(d.code, d.span)) {
+            self.push(d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The binary search in [`Builder::pos`] agrees with a walk over the
+    /// insertions, several of them at one place included.
+    #[test]
+    fn positions_map_back_past_insertions() {
+        let walk = |insertions: &[usize], p: usize| {
+            let mut shift = 0;
+            for &at in insertions {
+                let here = at + shift;
+                if p < here {
+                    break;
+                }
+                if p < here + CLOSE.len() {
+                    return at;
+                }
+                shift += CLOSE.len();
+            }
+            p - shift
+        };
+        for insertions in [vec![], vec![0], vec![3, 3, 10, 10, 10, 20], vec![5, 6, 7]] {
+            let mut diagnostics = Vec::new();
+            let builder = Builder {
+                source: SourceId(1),
+                diagnostics: &mut diagnostics,
+                insertions: &insertions,
+                offset: 0,
+                last_end: None,
+                text: "",
+                reported: Default::default(),
+            };
+            for p in 0..40 {
+                assert_eq!(builder.pos(p), walk(&insertions, p), "{insertions:?} {p}");
+            }
         }
     }
 }

@@ -88,7 +88,7 @@ pub(super) fn unterminated_string(
                             return Some(unterminated(source, start + open, 1, false))
                         }
                         Some(b'"') => break,
-                        Some(b'\\') => i += 2,
+                        Some(b'\\') if bytes.get(i + 1) != Some(&b'\n') => i += 2,
                         Some(_) => i += 1,
                     }
                 }

@@ -17,6 +17,7 @@ pub use ast::*;
 
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::{SourceId, Span};
+use crate::suggest::FastSet;
 use build::*;
 use explain::*;
 use structure::*;
@@ -75,6 +76,7 @@ pub fn parse_with_threads(
             last_end: None,
             text: parsed_text,
             offset: a,
+            reported: Default::default(),
         };
         let module = match WfParser::parse(Rule::file, &parsed_text[a..b]) {
             Ok(mut pairs) => builder.file(pairs.next().expect("file rule")),

@@ -18,9 +18,11 @@ pub(super) const fn interesting() -> [bool; 256] {
 pub(super) const INTERESTING: [bool; 256] = interesting();
 
 /// The braces, parentheses and line breaks of `text` that are code (outside
-/// comments and strings), with their offsets. A quote never closed on its line
-/// is read as code (it is reported elsewhere), so one stray quote does not
-/// hide the braces after it. An unclosed `"""` hides the rest of the file.
+/// comments and strings), with their offsets. Strings are read as the
+/// grammar's recovery layer reads them, so pest never meets a brace this scan
+/// did not count: a quote never closed on its line is code (it is reported
+/// elsewhere), a `\` escapes anything but a line break, and a `"""` never
+/// closed is an empty string `""` and a quote.
 pub(super) fn structural_bytes(text: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
     let bytes = text.as_bytes();
     let mut i = 0;
@@ -39,12 +41,16 @@ pub(super) fn structural_bytes(text: &str) -> impl Iterator<Item = (usize, u8)> 
             }
             b'"' if text[at..].starts_with("\"\"\"") => match text[at + 3..].find("\"\"\"") {
                 Some(end) => i = at + 3 + end + 3,
-                None => i = bytes.len(),
+                None => i = at + 2,
             },
             b'"' => {
                 let mut j = i;
                 while j < bytes.len() && bytes[j] != b'"' && bytes[j] != b'\n' {
-                    j += if bytes[j] == b'\\' { 2 } else { 1 };
+                    j += if bytes[j] == b'\\' && bytes.get(j + 1) != Some(&b'\n') {
+                        2
+                    } else {
+                        1
+                    };
                 }
                 if bytes.get(j) == Some(&b'"') {
                     i = j + 1;

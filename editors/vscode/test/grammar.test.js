@@ -103,7 +103,7 @@ function scopeOf(tokens, piece) {
 
   // Every shipped workflow and the prelude: comments stay comments, and
   // nothing after a closed string is left inside one.
-  const files = [path.join(root, "src", "spec", "prelude.wf")];
+  const files = [path.join(root, "src", "spec", "prelude.wfp")];
   for (const f of fs.readdirSync(path.join(root, "workflows"))) {
     if (f.endsWith(".wf")) files.push(path.join(root, "workflows", f));
   }
