@@ -19,6 +19,8 @@
 //! stack overflow or an abort, which no driver can catch, leaves it behind.
 
 mod mutate;
+#[cfg(feature = "lsp")]
+mod rpc;
 mod wf;
 
 use std::collections::HashSet;
@@ -54,7 +56,11 @@ pub trait Target {
 
 /// Every target, by name.
 fn targets() -> Vec<Box<dyn Target>> {
-    vec![Box::new(wf::Wf::new())]
+    vec![
+        Box::new(wf::Wf::new()),
+        #[cfg(feature = "lsp")]
+        Box::new(rpc::Rpc),
+    ]
 }
 
 struct Options {

@@ -588,6 +588,63 @@ fn an_embeddings_size_that_cannot_fit_is_refused_with_the_estimate() {
 }
 
 #[test]
+fn the_run_folder_lies_apart_from_the_images_and_the_base_model() {
+    let two_concepts = |d: &Path| {
+        for c in ["cat", "dog"] {
+            for i in 0..4 {
+                touch(&d.join(format!("images/{c}/{i}.png")));
+            }
+        }
+    };
+    // The default `runs/NAME` inside a training folder `.`.
+    let (c, messages) = check_data_line(
+        |d| {
+            two_concepts(d);
+            for c in ["cat", "dog"] {
+                touch(&d.join(format!("{c}/0.png")));
+            }
+        },
+        "train = \".\"",
+    );
+    assert!(c.has_errors());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("lies inside the training folder `")),
+        "{messages:?}"
+    );
+    let (c, messages) = check_data_line(two_concepts, "train = \"images\"");
+    assert!(!c.has_errors(), "{messages:?}");
+
+    // A base workflow writing into its base model's folder.
+    let dir = tempfile::tempdir().unwrap();
+    two_concepts(dir.path());
+    let base = dir.path().join("runs/finished");
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(base.join("model.safetensors"), b"").unwrap();
+    std::fs::write(
+        base.join("model.json"),
+        "{\"workflow\": \"finished\", \"template\": \"Clarifai_InceptionBatchNorm\", \"architecture\": \"bn_inception\", \
+         \"image_size\": 32, \"concepts\": [\"cat\", \"dog\"], \"logreg\": false, \"params\": []}",
+    )
+    .unwrap();
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        "base = \"runs/finished\"\ndata { train = \"images\" }\noutput = \"runs/./finished\"\n",
+    )
+    .unwrap();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.code == Code::BaseModel && d.message.contains("is the base model's folder")),
+        "{:#?}",
+        c.diagnostics
+    );
+}
+
+#[test]
 fn skipping_the_file_system_skips_path_checks() {
     let text = "use Clarifai_ResNext { }\ndata { train = \"does/not/exist\"  weights = \"nope.safetensors\" }\n";
     assert!(codes(text).is_empty());

@@ -2,6 +2,10 @@
 //! generated images whose concept is where a bright square sits; the loss
 //! falls and the accuracy on held-out images is far above chance.
 
+#[path = "../examples/overfit.rs"]
+#[allow(dead_code)]
+mod overfit;
+
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
 use wfrun::models::optim::Sgd;
@@ -174,5 +178,35 @@ fn every_allowed_image_size_works() {
             let logits = net.logits(&x, false).unwrap();
             assert_eq!(logits.dims(), [2, 3], "{size}px");
         }
+    }
+}
+
+/// The overfit example draws its weights and its batch from the seed: two
+/// runs print the same losses, and each full-size network overfits its batch.
+#[test]
+fn the_overfit_example_is_repeatable_and_overfits() {
+    let arc = wfrun::models::AngularMargin {
+        scale: 16.0,
+        margin: 0.1,
+    };
+    for name in ["resnext50", "bninception", "resnet101"] {
+        let arch = overfit::architecture(name).unwrap();
+        let run = |steps| {
+            overfit::losses(
+                arch,
+                steps,
+                0,
+                overfit::LEARNING_RATE,
+                arc,
+                &mut |_, _, _| {},
+            )
+            .unwrap()
+        };
+        let first = run(3);
+        assert_eq!(first, run(3), "{name}: the same seed, the same losses");
+        let all = run(40);
+        assert_eq!(all[..3], first[..], "{name}");
+        let fall = 1.0 - all[39] / all[0];
+        assert!(fall > 0.9, "{name}: {} → {}", all[0], all[39]);
     }
 }

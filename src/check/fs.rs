@@ -434,3 +434,76 @@ pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[O
         }
     }
 }
+
+/// `path` as the file system resolves it (links, `..`), for the part that
+/// exists; the rest appended as written.
+fn real(path: &Path) -> std::path::PathBuf {
+    let mut rest = Vec::new();
+    let mut at = path;
+    loop {
+        if let Ok(found) = std::fs::canonicalize(at) {
+            return rest.iter().rev().fold(found, |p, c| p.join(c));
+        }
+        match (at.parent(), at.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                at = parent;
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+/// The run folder must lie apart from the images and the base model: inside
+/// a training folder its files would become concepts of the next run, and
+/// `--fresh` in a base model's folder would remove that model.
+pub(super) fn output_apart(
+    cx: &mut Checker,
+    output: &Path,
+    data: &DataSpec,
+    base: Option<&(std::path::PathBuf, Span)>,
+    spans: &HashMap<String, Span>,
+) {
+    let fallback = Span::new(cx.source, 0, 0);
+    let out = real(output);
+    let mut folders: Vec<(&str, &Path, &str)> = Vec::new();
+    if let ImageSource::Folder(p) = &data.train {
+        folders.push(("train", p, "training folder"));
+    }
+    if let Eval::Images(ImageSource::Folder(p)) = &data.eval {
+        folders.push(("eval", p, "evaluation folder"));
+    }
+    for (key, folder, what) in folders {
+        if out.starts_with(real(folder)) {
+            cx.push(
+                Diagnostic::error(
+                    Code::Data,
+                    spans.get(key).copied().unwrap_or(fallback),
+                    format!(
+                        "the run folder `{}` lies inside the {what} `{}`",
+                        output.display(),
+                        folder.display()
+                    ),
+                )
+                .with_label("its files and folders would become images and concepts of the next run")
+                .with_help("set `output` to a folder outside the images, e.g. `output = \"runs/NAME\"` beside a `data` folder"),
+            );
+        }
+    }
+    if let Some((base, at)) = base {
+        if real(base) == out {
+            cx.push(
+                Diagnostic::error(
+                    Code::BaseModel,
+                    *at,
+                    format!(
+                        "the run folder `{}` is the base model's folder",
+                        output.display()
+                    ),
+                )
+                .with_label("this run would write over the model it starts from")
+                .with_help("set `output` to another folder"),
+            );
+        }
+    }
+}

@@ -223,6 +223,10 @@ impl Checker<'_> {
         }
         if options.filesystem {
             fs::check_step_paths(self, &items.steps, &step_specs);
+            if let Some(data) = &data_spec {
+                let spans = data_decl_spans(data_decl_of(module));
+                fs::output_apart(self, &output, data, base_setting.as_ref(), &spans);
+            }
         }
         let reported = self.diagnostics.iter().any(Diagnostic::is_error);
         if let (Some(h), Some(set), Some(data), None, false) =
