@@ -35,14 +35,14 @@ fn main() {
             .and_then(|i| args.get(i + 1)?.parse().ok())
             .unwrap_or(default)
     };
+    let Some(arch) = architecture(model) else {
+        eprintln!("unknown model `{model}`: use resnet101, bninception or resnext50");
+        std::process::exit(2);
+    };
     let lr = float("--lr", learning_rate(arch));
     let arc = AngularMargin {
         scale: float("--scale", 16.0),
         margin: float("--margin", 0.1),
-    };
-    let Some(arch) = architecture(model) else {
-        eprintln!("unknown model `{model}`: use resnet101, bninception or resnext50");
-        std::process::exit(2);
     };
     use std::io::Write;
     let mut stdout = std::io::stdout();
