@@ -196,7 +196,7 @@ fn the_overfit_example_is_repeatable_and_overfits() {
                 arch,
                 steps,
                 0,
-                overfit::LEARNING_RATE,
+                overfit::learning_rate(arch),
                 arc,
                 &mut |_, _, _| {},
             )
