@@ -82,6 +82,9 @@ const UNICODE: &[&str] = &[
     "ß",
 ];
 
+/// The most bytes one "line many times" edit adds.
+const MAX_REPEAT: usize = 64 * 1024;
+
 /// Replaces `input` by a mutation of it: one to four edits. `others` are
 /// inputs to splice from; `tokens` the target's vocabulary.
 pub fn mutate(
@@ -91,10 +94,6 @@ pub fn mutate(
     tokens: &[&[u8]],
     max_len: usize,
 ) {
-    let edits = 1 + rng.below(4);
-    for _ in 0..edits {
-        edit(rng, input, others, tokens);
-    }
     // Now and then an input may grow past `max_len` (to reach the parser's
     // pieces on threads, from 64 KiB), never past eight times it or 128 KiB.
     let cap = if rng.one_in(20) {
@@ -102,9 +101,15 @@ pub fn mutate(
     } else {
         max_len
     };
-    if input.len() > cap {
-        let at = char_floor(input, cap);
-        input.truncate(at);
+    let edits = 1 + rng.below(4);
+    for _ in 0..edits {
+        edit(rng, input, others, tokens);
+        // After each edit: repeated lines of repeated lines would grow
+        // without bound within one mutation.
+        if input.len() > cap {
+            let at = char_floor(input, cap);
+            input.truncate(at);
+        }
     }
 }
 
@@ -236,7 +241,7 @@ fn edit(rng: &mut Rng, input: &mut Vec<u8>, others: &[Vec<u8>], tokens: &[&[u8]]
                 .position(|&c| c == b'\n')
                 .map_or(input.len(), |p| a + p + 1);
             let line = input[a..b].to_vec();
-            let times = 1 + rng.below(200);
+            let times = 1 + rng.below(200).min(MAX_REPEAT / line.len().max(1));
             insert(input, b, &line.repeat(times));
         }
         16 if rng.one_in(25) && len > 0 => {

@@ -456,3 +456,15 @@ fn a_closed_standard_output_is_no_panic() {
         assert!(status.code().is_some(), "{args:?}: ended by a signal");
     }
 }
+
+#[test]
+fn a_workflow_file_after_a_global_option_is_run() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(["--color", "never", "tests/fixtures/schedule.wf"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The checker's errors (status 1), not clap's "unrecognized subcommand" (2).
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("wf::schedule"), "{stderr}");
+}

@@ -45,15 +45,30 @@ fn main() -> std::process::ExitCode {
     }
     #[cfg(feature = "train")]
     wfrun::models::cpu::tune_allocator();
-    // `wfrun pipeline.wf` runs the workflow.
+    // `wfrun pipeline.wf` (after any global option) runs the workflow.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if argv
-        .get(1)
-        .is_some_and(|a| a.to_string_lossy().ends_with(".wf"))
-    {
-        argv.insert(1, "run".into());
+    if let Some(at) = first_positional(&argv) {
+        if argv[at].to_string_lossy().ends_with(".wf") {
+            argv.insert(at, "run".into());
+        }
     }
     let args = cli::Args::parse_from(argv);
     let code = commands::run(args);
     std::process::ExitCode::from(code)
+}
+
+/// Where the first argument that is not an option (nor `--color`'s value) is.
+fn first_positional(argv: &[std::ffi::OsString]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(arg) = argv.get(i) {
+        let arg = arg.to_string_lossy();
+        if arg == "--color" {
+            i += 2;
+        } else if arg.starts_with('-') {
+            i += 1;
+        } else {
+            return Some(i);
+        }
+    }
+    None
 }
