@@ -676,6 +676,7 @@ fn stopping_after_training_keeps_the_model_and_resume_redoes_the_steps() {
     assert_eq!(trained_steps, 0, "nothing is trained again");
     assert_eq!(summary.steps.len(), 1);
     assert!(w.output.join("steps/clustering/clusters.csv").is_file());
+    assert!(w.output.join("pictures/clusters_clustering.svg").is_file());
 
     // Without `resume` (or `fresh`) the finished run is not overwritten.
     let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
@@ -696,6 +697,11 @@ fn stopping_after_training_keeps_the_model_and_resume_redoes_the_steps() {
     assert_eq!(summary.steps.len(), 1);
     assert!(w.output.join("steps/visual_search").is_dir());
     assert!(!w.output.join("steps/clustering").exists());
+    assert!(w.output.join("pictures/search_visual_search.svg").is_file());
+    assert!(
+        !w.output.join("pictures/clusters_clustering.svg").exists(),
+        "the removed step's picture is removed too"
+    );
     assert!(!std::fs::read_to_string(w.output.join("report.html"))
         .unwrap()
         .contains("clusters.csv"));

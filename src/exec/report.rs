@@ -189,5 +189,26 @@ fn write_report(
         );
     }
     html.push_str("</body></html>\n");
-    folder::write(&out.join("report.html"), html.as_bytes())
+    folder::write(&out.join("report.html"), html.as_bytes())?;
+    remove_other_pictures(&folder, pictures)
+}
+
+/// Removes pictures this run did not draw (those of a step no longer in the
+/// workflow), so that `pictures/` holds exactly what `report.html` shows.
+fn remove_other_pictures(
+    folder: &Path,
+    drawn: &[(String, String, String)],
+) -> Result<(), RunError> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let ours = name.to_string_lossy().ends_with(".svg");
+        if ours && !drawn.iter().any(|(file, _, _)| name == file.as_str()) {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(RunError::io(&path))?;
+        }
+    }
+    Ok(())
 }
