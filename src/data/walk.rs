@@ -111,6 +111,9 @@ impl Walk {
     /// name is an image's, so that reading it reports it.
     pub fn images(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         let mut found = Vec::new();
+        if pseudo(dir).is_some() {
+            return Ok(found); // a concept folder that links into /proc, say
+        }
         let mut stack = vec![dir.to_path_buf()];
         while let Some(folder) = stack.pop() {
             let meta = std::fs::metadata(&folder).map_err(|error| DataError::Io {
@@ -189,10 +192,15 @@ mod tests {
         if Path::new("/proc/self").exists() {
             let e = Walk::new(Path::new("/proc/self")).err().unwrap();
             assert!(e.to_string().contains("/proc"), "{e}");
-            // A link into /proc inside a data folder is passed over.
+            // A link into /proc inside a data folder is passed over, and so
+            // is a concept folder that is one.
             symlink("/proc", dir.path().join("proc")).unwrap();
             let found = Walk::new(dir.path()).unwrap().images(dir.path()).unwrap();
             assert_eq!(found.len(), 30);
+            let linked = Walk::new(dir.path())
+                .unwrap()
+                .images(&dir.path().join("proc"));
+            assert_eq!(linked.unwrap(), Vec::<PathBuf>::new());
         }
     }
 }
