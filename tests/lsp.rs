@@ -563,3 +563,42 @@ fn exit_without_shutdown_is_status_1_and_requests_after_shutdown_are_refused() {
     c.notify("exit", Value::Null);
     assert_eq!(c.wait(Duration::from_secs(5)).unwrap().code(), Some(1));
 }
+
+/// Saves while a full check runs do not pile up workers: one a document,
+/// checking again once it ends.
+#[cfg(target_os = "linux")]
+#[test]
+fn saves_during_a_full_check_do_not_pile_up_workers() {
+    let data = tempfile::tempdir().unwrap();
+    let mut c = busy_with_a_full_check(data.path());
+    let threads = |c: &Client| -> usize {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", c.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Threads:"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let before = threads(&c);
+    for _ in 0..40 {
+        c.notify(
+            "textDocument/didSave",
+            json!({"textDocument": {"uri": URI}}),
+        );
+    }
+    // Answered after the saves: they have all been handled.
+    c.request(
+        "textDocument/hover",
+        json!({"textDocument": {"uri": URI}, "position": {"line": 1, "character": 6}}),
+    );
+    let after = threads(&c);
+    assert!(
+        after <= before + 1,
+        "{before} threads, then {after} after 40 saves"
+    );
+    c.request("shutdown", Value::Null);
+    c.notify("exit", Value::Null);
+    let _ = c.wait(Duration::from_secs(5));
+}

@@ -122,6 +122,11 @@ struct Doc {
 struct Docs {
     open: HashMap<String, Doc>,
     generations: u64,
+    /// Documents with a full check on a worker: one worker a document at
+    /// most; a save meanwhile marks it in `again`, and the worker checks the
+    /// newest text once more instead of another worker starting.
+    checking: std::collections::HashSet<String>,
+    again: std::collections::HashSet<String>,
 }
 
 impl Docs {
@@ -312,21 +317,50 @@ fn notified(
         None => (Vec::new(), None),
     };
     out.send(publish(uri.clone(), found, version))?;
-    if let (true, Some((text, version, generation))) = (full, doc) {
-        // In full on a worker: data folders may be slow to walk.
-        let docs = Arc::clone(docs);
-        let out = out.clone();
-        std::thread::spawn(move || {
-            stall_for_tests();
-            let found = diagnostics(&uri, &text, true);
-            let docs = docs.lock().unwrap_or_else(|e| e.into_inner());
-            if docs.get(&uri).map(|d| d.generation) == Some(generation) {
-                // Sent under the lock: a newer change publishes after this.
-                let _ = out.send(publish(uri, found, version));
-            }
-        });
+    if full && doc.is_some() {
+        full_check(out, docs, uri);
     }
     Ok(())
+}
+
+/// The documents, even after a thread panicked holding them.
+fn lock(docs: &Mutex<Docs>) -> std::sync::MutexGuard<'_, Docs> {
+    docs.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Checks `uri` in full on a worker (data folders may be slow to walk),
+/// publishing only if the document did not change meanwhile. At most one
+/// worker a document: a request while one runs makes it check again after.
+fn full_check(out: &Sender<String>, docs: &Arc<Mutex<Docs>>, uri: Uri) {
+    let key = uri.as_str().to_string();
+    {
+        let mut guard = lock(docs);
+        if !guard.checking.insert(key.clone()) {
+            guard.again.insert(key);
+            return;
+        }
+    }
+    let docs = Arc::clone(docs);
+    let out = out.clone();
+    std::thread::spawn(move || loop {
+        stall_for_tests();
+        let current = lock(&docs)
+            .get(&uri)
+            .map(|d| (Arc::clone(&d.text), d.version, d.generation));
+        if let Some((text, version, generation)) = current {
+            let found = diagnostics(&uri, &text, true);
+            let guard = lock(&docs);
+            if guard.get(&uri).map(|d| d.generation) == Some(generation) {
+                // Sent under the lock: a newer change publishes after this.
+                let _ = out.send(publish(uri.clone(), found, version));
+            }
+        }
+        let mut guard = lock(&docs);
+        if !guard.again.remove(&key) {
+            guard.checking.remove(&key);
+            return;
+        }
+    });
 }
 
 /// In debug builds, `WFRUN_LSP_STALL_FULL_CHECK_MS` holds every full check
