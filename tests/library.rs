@@ -521,18 +521,41 @@ fn data_walks_are_bounded_and_unreadable_folders_are_errors() {
             symlink(&next, d.join(format!("l{level}/b"))).unwrap();
         }
         symlink(d.join("l0"), root.join("cat/deep")).unwrap();
-        symlink(&root, root.join("dog/loop")).unwrap();
+        symlink(root.join("cat/deep"), root.join("cat/again")).unwrap();
     };
     let started = std::time::Instant::now();
     let (c, messages) = check_data_line(dag, "train = \"images\"");
     assert!(started.elapsed().as_secs() < 10, "{:?}", started.elapsed());
     assert!(!c.has_errors(), "{messages:?}");
     let set = c.workflow.unwrap().dataset.unwrap();
-    // Each real folder is walked once: `dog/loop` leads back to folders walked.
+    // Each real folder is walked once: `cat/again` leads to folders walked.
     assert_eq!(
         set.concepts,
         [("cat".to_string(), 24), ("dog".to_string(), 1)]
     );
+
+    // A link from one concept into another's folder, or back to the data
+    // folder, is an error: the images would belong to whichever came first.
+    for (link, to, says) in [
+        (
+            "images/cat/more",
+            "images/dog",
+            "from both concept `cat` and concept `dog`",
+        ),
+        ("images/dog/up", "images", "the data folder itself"),
+    ] {
+        let (c, messages) = check_data_line(
+            |d| {
+                for c in ["cat", "dog"] {
+                    touch(&d.join(format!("images/{c}/0.png")));
+                }
+                symlink(d.join(to), d.join(link)).unwrap();
+            },
+            "train = \"images\"",
+        );
+        assert!(c.has_errors(), "{link}");
+        assert!(messages.iter().any(|m| m.contains(says)), "{messages:?}");
+    }
 
     // A pseudo file system is refused, not walked.
     if Path::new("/proc/self").exists() {
@@ -615,6 +638,29 @@ fn the_run_folder_lies_apart_from_the_images_and_the_base_model() {
     );
     let (c, messages) = check_data_line(two_concepts, "train = \"images\"");
     assert!(!c.has_errors(), "{messages:?}");
+
+    // The images inside the run folder: its `steps` or `--fresh` would reach them.
+    let dir = tempfile::tempdir().unwrap();
+    for c in ["cat", "dog"] {
+        for i in 0..4 {
+            touch(&dir.path().join(format!("out/steps/{c}/{i}.png")));
+        }
+    }
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        "use Clarifai_ResNext { batch_size = 8 }\ndata { train = \"out/steps\" }\noutput = \"out\"\n",
+    )
+    .unwrap();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    assert!(
+        c.diagnostics.iter().any(|d| d
+            .message
+            .contains("(training images) lies inside the run folder `")),
+        "{:#?}",
+        c.diagnostics
+    );
+    assert!(c.has_errors());
 
     // A base workflow writing into its base model's folder.
     let dir = tempfile::tempdir().unwrap();

@@ -490,6 +490,41 @@ pub(super) fn output_apart(
             );
         }
     }
+    // The other way round: what the run reads, inside the run folder, where
+    // its files (`steps`, `pictures`, `embeddings.csv`) and `--fresh` reach.
+    let mut read: Vec<(Span, &Path, &str)> = vec![(
+        spans.get("train").copied().unwrap_or(fallback),
+        data.train.path(),
+        "training images",
+    )];
+    if let Eval::Images(src) = &data.eval {
+        read.push((
+            spans.get("eval").copied().unwrap_or(fallback),
+            src.path(),
+            "evaluation images",
+        ));
+    }
+    if let Some((base, at)) = base {
+        read.push((*at, base, "base model"));
+    }
+    for (at, path, what) in read {
+        let inside = real(path);
+        if inside != out && inside.starts_with(&out) {
+            cx.push(
+                Diagnostic::error(
+                    Code::Data,
+                    at,
+                    format!(
+                        "`{}` ({what}) lies inside the run folder `{}`",
+                        path.display(),
+                        output.display()
+                    ),
+                )
+                .with_label("a run writes and clears files there")
+                .with_help("set `output` to a folder of its own, e.g. `output = \"runs/NAME\"`"),
+            );
+        }
+    }
     if let Some((base, at)) = base {
         if real(base) == out {
             cx.push(

@@ -52,6 +52,13 @@ fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::Fi
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
+    // A named pipe or a device would block or never end: images are files.
+    if !std::fs::metadata(path).map_err(bad)?.is_file() {
+        return Err(BadImage {
+            path: path.to_path_buf(),
+            reason: "not a regular file".into(),
+        });
+    }
     image::ImageReader::open(path)
         .map_err(bad)?
         .with_guessed_format()
@@ -81,6 +88,11 @@ pub fn survey(
         if w == 0 || h == 0 {
             return Err(bad("the image is empty".into()));
         }
+        if w.max(h) / w.min(h) > MAX_ASPECT {
+            return Err(bad(format!(
+                "its sides are {w} × {h}, more than {MAX_ASPECT} to 1; crop it first"
+            )));
+        }
         Ok((w, h))
     };
     let chunk = paths.len().div_ceil(workers.max(1)).max(1);
@@ -96,6 +108,9 @@ pub fn survey(
     })
 }
 
+/// The most one side of an image may exceed the other, as a ratio.
+pub const MAX_ASPECT: u32 = 64;
+
 /// Reads `path` and returns `3 × size × size` floats, channels first.
 pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> {
     let bad = |reason: String| BadImage {
@@ -109,6 +124,13 @@ pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> 
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
         return Err(bad("the image is empty".into()));
+    }
+    // Scaled to a shorter side of `size`, a strip of 1 × 4,000,000 pixels
+    // (8 KB as a PNG) would become 32 × 128,000,000: refused before resizing.
+    if w.max(h) / w.min(h) > MAX_ASPECT {
+        return Err(bad(format!(
+            "its sides are {w} × {h}, more than {MAX_ASPECT} to 1; crop it first"
+        )));
     }
     let s = size as u32;
     let (nw, nh) = if w <= h {

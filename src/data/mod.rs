@@ -54,6 +54,16 @@ pub enum DataError {
         path: PathBuf,
         limit: usize,
     },
+    /// A concept folder whose name is not UTF-8 text (it would print, and
+    /// be recorded, as another name).
+    NotUtf8(PathBuf),
+    /// A folder reached from two concepts (`None`: the data folder itself),
+    /// through links.
+    SharedFolder {
+        path: PathBuf,
+        first: Option<String>,
+        second: Option<String>,
+    },
     /// A data folder inside `/proc`, `/sys` or `/dev`.
     PseudoFileSystem {
         path: PathBuf,
@@ -93,6 +103,29 @@ impl fmt::Display for DataError {
                  images' own folder, or list them in a manifest",
                 path.display()
             ),
+            DataError::NotUtf8(p) => write!(
+                f,
+                "the concept folder `{}` is not named in UTF-8 text; rename it",
+                p.display()
+            ),
+            DataError::SharedFolder {
+                path,
+                first,
+                second,
+            } => {
+                let name = |c: &Option<String>| match c {
+                    Some(c) => format!("concept `{c}`"),
+                    None => "the data folder itself".to_string(),
+                };
+                write!(
+                    f,
+                    "`{}` is reached (through a link) from both {} and {}: its images would \
+                     belong to whichever comes first; remove the link",
+                    path.display(),
+                    name(first),
+                    name(second)
+                )
+            }
             DataError::PseudoFileSystem { path, under } => write!(
                 f,
                 "`{}` lies in `{under}`, a file system the kernel makes up, not a folder of images",
@@ -142,6 +175,7 @@ pub fn list_folder(root: &Path) -> Result<(Vec<ConceptFolder>, Vec<PathBuf>), Da
         });
     }
     let mut walk = walk::Walk::new(root)?;
+    walk.enter_root(root)?;
     let mut concepts = Vec::new();
     let mut loose = Vec::new();
     for entry in walk.read_dir(root)? {
@@ -151,7 +185,10 @@ pub fn list_folder(root: &Path) -> Result<(Vec<ConceptFolder>, Vec<PathBuf>), Da
         }
         let path = entry.path();
         if path.is_dir() {
-            let images = walk.images(&path)?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                return Err(DataError::NotUtf8(path));
+            };
+            let images = walk.images_of(&name, &path)?;
             concepts.push(ConceptFolder { name, images });
         } else if is_image(&path) {
             loose.push(path);

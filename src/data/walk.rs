@@ -4,7 +4,7 @@
 //! number of entries, refuses pseudo file systems (`/proc`, `/sys`, `/dev`)
 //! and reports a folder it cannot read instead of skipping it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::DataError;
@@ -20,7 +20,9 @@ const PSEUDO: [&str; 3] = ["/proc", "/sys", "/dev"];
 /// A walk's state: the real folders entered and the entries visited, shared
 /// by every folder one listing walks.
 pub(crate) struct Walk {
-    seen: HashSet<FolderId>,
+    /// Each real folder entered, with the concept it was walked for (`None`:
+    /// the data folder itself).
+    seen: HashMap<FolderId, Option<String>>,
     entries: usize,
     limit: usize,
     /// The folder the listing was asked for, named in errors.
@@ -62,7 +64,7 @@ impl Walk {
             });
         }
         Ok(Walk {
-            seen: HashSet::new(),
+            seen: HashMap::new(),
             entries: 0,
             limit,
             root: root.to_path_buf(),
@@ -81,13 +83,40 @@ impl Walk {
         Ok(())
     }
 
-    /// Marks the folder `path` entered; `false` when it was entered before
-    /// (through another link) and must not be walked again.
-    fn enter(&mut self, path: &Path, meta: &std::fs::Metadata) -> bool {
-        match identity(path, meta) {
-            Some(id) => self.seen.insert(id),
-            None => true,
+    /// Marks the folder `path` entered for `concept`; `false` when it was
+    /// entered for it before (through another link) and must not be walked
+    /// again. A folder reached from two concepts (or leading back to the data
+    /// folder) is an error: its images would belong to whichever came first.
+    fn enter(
+        &mut self,
+        path: &Path,
+        meta: &std::fs::Metadata,
+        concept: Option<&str>,
+    ) -> Result<bool, DataError> {
+        let Some(id) = identity(path, meta) else {
+            return Ok(true);
+        };
+        match self.seen.get(&id) {
+            None => {
+                self.seen.insert(id, concept.map(str::to_string));
+                Ok(true)
+            }
+            Some(first) if first.as_deref() == concept => Ok(false),
+            Some(first) => Err(DataError::SharedFolder {
+                path: path.to_path_buf(),
+                first: first.clone(),
+                second: concept.map(str::to_string),
+            }),
         }
+    }
+
+    /// Marks the data folder itself, so that a link back to it is reported.
+    pub fn enter_root(&mut self, root: &Path) -> Result<(), DataError> {
+        let meta = std::fs::metadata(root).map_err(|error| DataError::Io {
+            path: root.to_path_buf(),
+            error,
+        })?;
+        self.enter(root, &meta, None).map(|_| ())
     }
 
     /// The entries of one folder, sorted by name.
@@ -110,6 +139,11 @@ impl Walk {
     /// walked, is passed over; a link that leads nowhere is listed when its
     /// name is an image's, so that reading it reports it.
     pub fn images(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+        self.images_of("", dir)
+    }
+
+    /// [`Walk::images`] of the concept folder `dir` of `concept`.
+    pub fn images_of(&mut self, concept: &str, dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         let mut found = Vec::new();
         if pseudo(dir).is_some() {
             return Ok(found); // a concept folder that links into /proc, say
@@ -120,7 +154,7 @@ impl Walk {
                 path: folder.clone(),
                 error,
             })?;
-            if !self.enter(&folder, &meta) {
+            if !self.enter(&folder, &meta, Some(concept))? {
                 continue;
             }
             for entry in self.read_dir(&folder)? {
@@ -129,17 +163,19 @@ impl Walk {
                     path: path.clone(),
                     error,
                 })?;
-                let is_dir = if kind.is_symlink() {
+                // Followed through a link; a link that leads nowhere is
+                // listed (reading it reports it), a pipe or device is not.
+                let (is_dir, is_file) = if kind.is_symlink() {
                     match std::fs::metadata(&path) {
-                        Ok(m) => m.is_dir() && pseudo(&path).is_none(),
-                        Err(_) => false,
+                        Ok(m) => (m.is_dir() && pseudo(&path).is_none(), m.is_file()),
+                        Err(_) => (false, true),
                     }
                 } else {
-                    kind.is_dir()
+                    (kind.is_dir(), kind.is_file())
                 };
                 if is_dir {
                     stack.push(path);
-                } else if super::is_image(&path) {
+                } else if is_file && super::is_image(&path) {
                     found.push(path);
                 }
             }

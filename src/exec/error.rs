@@ -50,6 +50,12 @@ pub enum RunError {
         path: PathBuf,
         found: String,
     },
+    /// The output folder holds files named as a run's (`found`) but no
+    /// `plan.json`: no run made it, and a run would overwrite them.
+    NotARunFolder {
+        path: PathBuf,
+        found: String,
+    },
     /// No training image, or none of a concept, can be read: `what` says
     /// which ("none of the 12 training images of concept `cat`").
     Unreadable {
@@ -151,6 +157,12 @@ impl std::fmt::Display for RunError {
                 f,
                 "`{}` holds a previous run ({found}); `--resume` continues it, `--fresh` removes \
                  its outputs and starts over, or give this workflow another `output`",
+                path.display()
+            ),
+            RunError::NotARunFolder { path, found } => write!(
+                f,
+                "`{}` is not a run folder (no `plan.json`) yet holds {found}, names a run \
+                 writes: give this workflow another `output`",
                 path.display()
             ),
             RunError::Unreadable { what, bad } => {

@@ -127,6 +127,18 @@ pub fn previous_results(
     options: &RunOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), RunError> {
+    // Names a run writes, in a folder no run made (no `plan.json`): the
+    // user's own files, which a run would overwrite or remove.
+    let theirs: Vec<&str> = OUTPUTS
+        .into_iter()
+        .filter(|f| std::fs::symlink_metadata(out.join(f)).is_ok())
+        .collect();
+    if !theirs.is_empty() && std::fs::symlink_metadata(out.join("plan.json")).is_err() {
+        return Err(RunError::NotARunFolder {
+            path: out.to_path_buf(),
+            found: theirs.join(", "),
+        });
+    }
     if options.fresh {
         let removed = clear(out)?;
         if !removed.is_empty() {
@@ -232,6 +244,18 @@ mod tests {
     fn previous_results_are_refused_or_cleared_never_mixed() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path();
+        // A folder no run made, holding names a run writes: refused, even fresh.
+        std::fs::write(out.join("report.html"), b"mine").unwrap();
+        for fresh in [false, true] {
+            let options = RunOptions {
+                fresh,
+                ..Default::default()
+            };
+            let e = previous_results(out, &options, &mut |_| {}).unwrap_err();
+            assert!(e.to_string().contains("not a run folder"), "{e}");
+        }
+        assert!(out.join("report.html").exists());
+        std::fs::write(out.join("plan.json"), b"{}").unwrap();
         std::fs::write(out.join("model.safetensors"), b"x").unwrap();
         std::fs::create_dir_all(out.join("steps/old")).unwrap();
         std::fs::write(out.join("notes.txt"), b"mine").unwrap();
@@ -252,7 +276,7 @@ mod tests {
             out.join("notes.txt").exists(),
             "only the run's own outputs are removed"
         );
-        assert!(matches!(&events[..], [Event::Cleared { removed, .. }] if removed.len() == 2));
+        assert!(matches!(&events[..], [Event::Cleared { removed, .. }] if removed.len() == 4));
 
         std::fs::create_dir_all(out.join("steps/kept")).unwrap();
         std::fs::create_dir_all(out.join("steps/gone")).unwrap();
