@@ -134,15 +134,12 @@ impl Walk {
         Ok(entries)
     }
 
-    /// Every image under the folder `dir`, at any depth, sorted. Links are
-    /// followed; a link to a pseudo file system, or to a folder already
-    /// walked, is passed over; a link that leads nowhere is listed when its
-    /// name is an image's, so that reading it reports it.
-    pub fn images(&mut self, dir: &Path) -> Result<Vec<PathBuf>, DataError> {
-        self.images_of("", dir)
-    }
-
-    /// [`Walk::images`] of the concept folder `dir` of `concept`.
+    /// Every image under the concept folder `dir` of `concept`, at any depth,
+    /// sorted. Links are followed; a link to a pseudo file system, or to a
+    /// folder walked for this concept already, is passed over (one walked for
+    /// another concept is an error); a link that leads nowhere is listed when
+    /// its name is an image's, so that reading it reports it; pipes and
+    /// devices are not listed.
     pub fn images_of(&mut self, concept: &str, dir: &Path) -> Result<Vec<PathBuf>, DataError> {
         let mut found = Vec::new();
         if pseudo(dir).is_some() {
@@ -206,7 +203,10 @@ mod tests {
         }
         symlink(root, root.join("l20/up")).unwrap();
         let started = std::time::Instant::now();
-        let images = Walk::new(root).unwrap().images(&root.join("l0")).unwrap();
+        let images = Walk::new(root)
+            .unwrap()
+            .images_of("", &root.join("l0"))
+            .unwrap();
         assert_eq!(images.len(), 21, "{images:?}");
         assert!(started.elapsed().as_secs() < 5);
     }
@@ -219,7 +219,7 @@ mod tests {
         }
         let e = Walk::with_limit(dir.path(), 10)
             .unwrap()
-            .images(dir.path())
+            .images_of("", dir.path())
             .unwrap_err();
         assert!(
             matches!(e, DataError::TooManyFiles { limit: 10, .. }),
@@ -231,11 +231,14 @@ mod tests {
             // A link into /proc inside a data folder is passed over, and so
             // is a concept folder that is one.
             symlink("/proc", dir.path().join("proc")).unwrap();
-            let found = Walk::new(dir.path()).unwrap().images(dir.path()).unwrap();
+            let found = Walk::new(dir.path())
+                .unwrap()
+                .images_of("", dir.path())
+                .unwrap();
             assert_eq!(found.len(), 30);
             let linked = Walk::new(dir.path())
                 .unwrap()
-                .images(&dir.path().join("proc"));
+                .images_of("", &dir.path().join("proc"));
             assert_eq!(linked.unwrap(), Vec::<PathBuf>::new());
         }
     }
