@@ -13,13 +13,26 @@ pub fn partial_path(path: &Path) -> PathBuf {
 
 /// Writes `path` atomically: `write` fills the partial file beside it, which
 /// is synced to the disk and then replaces `path`. On failure the partial
-/// file is removed and `path` is left as it was.
+/// file is removed and `path` is left as it was. A link is written through
+/// (the file it leads to is replaced, the link stays), and a file replaced
+/// keeps its permissions.
 pub fn replace(
     path: &Path,
     write: impl FnOnce(&Path) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
+    let is_link = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = match is_link {
+        true => std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()),
+        false => path.to_path_buf(),
+    };
+    let path = target.as_path();
+    let kept = std::fs::metadata(path).ok().map(|m| m.permissions());
     let tmp = partial_path(path);
     let result = write(&tmp)
+        .and_then(|()| match &kept {
+            Some(p) => std::fs::set_permissions(&tmp, p.clone()),
+            None => Ok(()),
+        })
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
@@ -51,6 +64,26 @@ mod tests {
         assert!(!partial_path(&path).exists());
         write(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn links_are_written_through_and_permissions_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real.wf");
+        let link = dir.path().join("link.wf");
+        write(&real, b"old").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        write(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        assert_eq!(std::fs::read(&real).unwrap(), b"new");
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]

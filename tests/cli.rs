@@ -437,9 +437,32 @@ fn a_closed_standard_output_is_no_panic() {
         let text = std::fs::read_to_string(dir.path().join(name)).unwrap();
         assert!(text.contains("image_size = 64"), "{name}: {text}");
     }
-    // A check's status is its own, whatever became of its output.
+    // A command's status is its own, whatever became of its output.
     let (code, _) = into_closed_pipe(&["check", "--no-fs", "tests/fixtures/schedule.wf"]);
     assert_eq!(code, Some(1));
+    for args in [
+        &[
+            "check",
+            "--no-fs",
+            "--format",
+            "json",
+            "tests/fixtures/schedule.wf",
+        ][..],
+        &["plan", "--no-fs", "workflows/quickstart.wf"],
+        &[
+            "plan",
+            "--no-fs",
+            "--format",
+            "json",
+            "workflows/quickstart.wf",
+        ],
+        &["templates"],
+        &["templates", "--format", "json"],
+    ] {
+        let expected = if args[0] == "check" { 1 } else { 0 };
+        let (code, stderr) = into_closed_pipe(args);
+        assert_eq!(code, Some(expected), "{args:?}: {stderr}");
+    }
     // Standard output and error both closed: no panic either.
     for args in cases {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -465,6 +488,14 @@ fn a_workflow_file_after_a_global_option_is_run() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     // The checker's errors (status 1), not clap's "unrecognized subcommand" (2).
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("wf::schedule"), "{stderr}");
+    // A run's own flag before the file.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(["--fresh", "tests/fixtures/schedule.wf"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("wf::schedule"), "{stderr}");
 }

@@ -449,6 +449,33 @@ fn manifests_are_read_and_their_images_looked_for() {
     );
     assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 5);
 
+    // A line listing an image again: merged, with a warning; other concepts
+    // on it make the image multi-label.
+    let (c, messages) = check_data_line(
+        |d| {
+            let mut text = String::new();
+            for i in 0..3 {
+                for c in ["cat", "dog"] {
+                    touch(&d.join(format!("{c}{i}.png")));
+                    text += &format!("{c}{i}.png,{c}\n");
+                }
+            }
+            text += "cat0.png,cat\ncat1.png,dog\n";
+            std::fs::write(d.join("m.csv"), text).unwrap();
+        },
+        "train = manifest(\"m.csv\")",
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("2 line(s) of `") && m.contains("list an image listed before")),
+        "{messages:?}"
+    );
+    // (`logreg = 1`, the default: several concepts an image are allowed.)
+    let set = c.workflow.unwrap().dataset.unwrap();
+    assert!(set.multi_label);
+    assert_eq!(set.images(), 6);
+
     // A malformed line is named with its line number.
     let (c, messages) = check_data_line(
         |d| std::fs::write(d.join("m.csv"), "a.png,cat\n\"b.png,dog\nc.png\n").unwrap(),
@@ -495,6 +522,15 @@ fn evaluation_images_must_share_the_training_concepts() {
         messages
             .iter()
             .any(|m| m.contains("1 evaluation image(s) of concepts not trained on (`fish`)")),
+        "{messages:?}"
+    );
+    // Evaluation images that are the training images.
+    let (c, messages) = check_data_line(layout(&[]), "train = \"train\"  eval = \"train\"");
+    assert!(c.has_errors());
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("10 of the 10 evaluation images are training images too")),
         "{messages:?}"
     );
     // One evaluation concept is enough.
@@ -900,4 +936,15 @@ fn a_base_model_is_typed_from_what_its_model_json_records() {
         "{:#?}",
         c.diagnostics
     );
+}
+
+#[test]
+fn an_output_of_the_current_folder_is_not_an_empty_path() {
+    for written in [".", "sub/..", "./"] {
+        let text = format!(
+            "use Clarifai_ResNext {{}}\ndata {{ train = \"x\" }}\noutput = \"{written}\"\n"
+        );
+        let c = check_source("w.wf", &text, &no_fs());
+        assert_eq!(c.workflow.unwrap().output, Path::new("."), "{written}");
+    }
 }

@@ -95,6 +95,7 @@ pub(super) fn check_data(
     if let Eval::Images(src) = &data.eval {
         if src.path().exists() {
             eval_concepts(cx, src, &summary, span("eval"));
+            eval_apart(cx, &data.train, src, span("eval"));
         }
     }
     let used = summary.concepts.iter().filter(|(_, n)| *n > 0).count();
@@ -158,7 +159,11 @@ fn count_manifest(cx: &mut Checker, path: &Path, at: Span) -> Option<DatasetSumm
         }
     }
     let shown = path.display();
-    let base = path.parent().unwrap_or(Path::new("")).display();
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .display();
     let listed = data.samples.len();
     if found == 0 {
         cx.push(
@@ -176,6 +181,22 @@ fn count_manifest(cx: &mut Checker, path: &Path, at: Span) -> Option<DatasetSumm
             )),
         );
         return None;
+    }
+    if data.duplicates > 0 {
+        cx.push(
+            Diagnostic::warning(
+                Code::Data,
+                at,
+                format!(
+                    "{} line(s) of `{shown}` list an image listed before",
+                    data.duplicates
+                ),
+            )
+            .with_label("each image is used once, with the concepts of all its lines")
+            .with_help(
+                "remove the repeated lines (different concepts on them make the image multi-label)",
+            ),
+        );
     }
     let empty: Vec<&str> = data
         .concepts
@@ -219,6 +240,42 @@ fn count_manifest(cx: &mut Checker, path: &Path, at: Span) -> Option<DatasetSumm
         concepts: data.concepts.into_iter().zip(counts).collect(),
         images: found,
     })
+}
+
+/// Evaluation images that are training images too make held-out figures
+/// read high: all of them is an error, some a warning.
+fn eval_apart(cx: &mut Checker, train: &ImageSource, eval: &ImageSource, at: Span) {
+    let read = |src: &ImageSource| match src {
+        ImageSource::Folder(p) => crate::data::Dataset::read_folder(p),
+        ImageSource::Manifest(p) => crate::data::Dataset::read_manifest(p),
+    };
+    let (Ok(train), Ok(eval)) = (read(train), read(eval)) else {
+        return; // reported where each is read
+    };
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let trained: std::collections::HashSet<std::path::PathBuf> =
+        train.samples.iter().map(|s| real(&s.path)).collect();
+    let shared = eval
+        .samples
+        .iter()
+        .filter(|s| trained.contains(&real(&s.path)))
+        .count();
+    if shared == 0 {
+        return;
+    }
+    let n = eval.samples.len();
+    let message = format!("{shared} of the {n} evaluation images are training images too");
+    let d = if shared == n {
+        Diagnostic::error(Code::Data, at, message)
+    } else {
+        Diagnostic::warning(Code::Data, at, message)
+    };
+    cx.push(
+        d.with_label("held-out figures would count images the network trained on")
+            .with_help(
+                "evaluate on images kept out of training, or hold a fraction out: `eval = 0.1`",
+            ),
+    );
 }
 
 /// The evaluation images' concepts against the training ones: none shared

@@ -504,5 +504,9 @@ pub fn normalize(path: &Path) -> PathBuf {
             other => out.push(other),
         }
     }
+    if out.is_empty() {
+        // `.`, `sub/..`: the folder itself, not an empty path.
+        return PathBuf::from(".");
+    }
     out.iter().collect()
 }

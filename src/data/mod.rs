@@ -36,6 +36,9 @@ pub struct Dataset {
     /// Concept names, in index order.
     pub concepts: Vec<String>,
     pub samples: Vec<Sample>,
+    /// Lines of a manifest that list an image listed before: merged into
+    /// its first line (their concepts joined).
+    pub duplicates: usize,
 }
 
 /// What is wrong with a data folder or manifest; each names the path involved.
@@ -243,6 +246,7 @@ impl Dataset {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut data = Dataset::default();
         let mut index_of: std::collections::HashMap<String, usize> = Default::default();
+        let mut listed: std::collections::HashMap<PathBuf, usize> = Default::default();
         for row in rows {
             let mut indices = Vec::new();
             for name in row.concepts {
@@ -255,8 +259,20 @@ impl Dataset {
                     indices.push(index);
                 }
             }
+            let path = base.join(row.path);
+            if let Some(&first) = listed.get(&path) {
+                data.duplicates += 1;
+                let merged = &mut data.samples[first].concepts;
+                for c in indices {
+                    if !merged.contains(&c) {
+                        merged.push(c);
+                    }
+                }
+                continue;
+            }
+            listed.insert(path.clone(), data.samples.len());
             data.samples.push(Sample {
-                path: base.join(row.path),
+                path,
                 concepts: indices,
             });
         }

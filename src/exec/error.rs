@@ -27,6 +27,12 @@ pub enum RunError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// A previous run's file or folder could not be removed (`fresh`, or a
+    /// removed step's folder).
+    Remove {
+        path: PathBuf,
+        error: std::io::Error,
+    },
     Resume {
         path: PathBuf,
         message: String,
@@ -109,6 +115,12 @@ impl std::fmt::Display for RunError {
             RunError::Io { path, error } => write!(
                 f,
                 "cannot write `{}`: {error}; the run stopped there (check the folder is writable, nothing is in the way and the disk has room)",
+                path.display()
+            ),
+            RunError::Remove { path, error } => write!(
+                f,
+                "cannot remove `{}`, a previous run's output: {error}; remove it by hand, or give \
+                 this workflow another `output`",
                 path.display()
             ),
             RunError::Resume { path, message } => {

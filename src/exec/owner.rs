@@ -90,6 +90,8 @@ pub fn lock(out: &Path) -> Result<Owner, RunError> {
                 let text = std::fs::read_to_string(&lock).unwrap_or_default();
                 let holder = text.trim().parse::<u32>().ok();
                 let live = match holder {
+                    // No process has id 0 (kill(0, 0) would ask about our group).
+                    Some(0) => false,
                     Some(pid) if pid == me => held(|h| h.contains(&folder)),
                     Some(pid) => alive(pid),
                     // Being written this instant, or garbage: a fresh one is live.
@@ -178,7 +180,7 @@ fn clear(out: &Path) -> Result<Vec<String>, RunError> {
         } else {
             std::fs::remove_file(&path)
         };
-        result.map_err(|error| RunError::Io {
+        result.map_err(|error| RunError::Remove {
             path: path.clone(),
             error,
         })?;
@@ -205,7 +207,7 @@ pub fn remove_other_steps(out: &Path, steps: &[&str]) -> Result<(), RunError> {
         } else {
             std::fs::remove_file(&path)
         };
-        result.map_err(|error| RunError::Io { path, error })?;
+        result.map_err(|error| RunError::Remove { path, error })?;
     }
     Ok(())
 }
@@ -230,7 +232,9 @@ mod tests {
         );
         drop(first);
         assert!(!out.join(LOCK).exists());
-        // A lock naming a process that does not exist is stale.
+        // A lock naming a process that does not exist is stale (0 is none).
+        std::fs::write(out.join(LOCK), "0\n").unwrap();
+        drop(lock(&out).unwrap());
         std::fs::write(out.join(LOCK), "4194999\n").unwrap();
         let again = lock(&out).unwrap();
         // This process's id in a lock it does not hold: left by an earlier

@@ -207,7 +207,10 @@ fn remove_other_pictures(
         let ours = name.to_string_lossy().ends_with(".svg");
         if ours && !drawn.iter().any(|(file, _, _)| name == file.as_str()) {
             let path = entry.path();
-            std::fs::remove_file(&path).map_err(RunError::io(&path))?;
+            std::fs::remove_file(&path).map_err(|error| RunError::Remove {
+                path: path.clone(),
+                error,
+            })?;
         }
     }
     Ok(())

@@ -123,10 +123,9 @@ fn check(
         match format {
             Format::Json => {
                 for d in checked.json() {
-                    // A closed pipe is not worth a panic.
-                    if writeln!(out, "{}", serde_json::to_string(&d).unwrap_or_default()).is_err() {
-                        return TROUBLE;
-                    }
+                    // A closed pipe ends nothing: the check goes on and its
+                    // status is its own (as for every command's output).
+                    let _ = writeln!(out, "{}", serde_json::to_string(&d).unwrap_or_default());
                 }
             }
             Format::Human => err!(
@@ -270,9 +269,8 @@ fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
         Format::Human => plan.to_string(),
         Format::Json => serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n",
     };
-    if std::io::stdout().write_all(text.as_bytes()).is_err() {
-        return TROUBLE;
-    }
+    // A closed standard output is the reader's choice, not a failure.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     OK
 }
 
@@ -379,9 +377,8 @@ fn templates(format: Format) -> u8 {
             s
         }
     };
-    if std::io::stdout().write_all(text.as_bytes()).is_err() {
-        return TROUBLE;
-    }
+    // A closed standard output is the reader's choice, not a failure.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     OK
 }
 

@@ -47,28 +47,35 @@ fn main() -> std::process::ExitCode {
     wfrun::models::cpu::tune_allocator();
     // `wfrun pipeline.wf` (after any global option) runs the workflow.
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(at) = first_positional(&argv) {
-        if argv[at].to_string_lossy().ends_with(".wf") {
-            argv.insert(at, "run".into());
-        }
+    if let Some(at) = run_at(&argv) {
+        argv.insert(at, "run".into());
     }
     let args = cli::Args::parse_from(argv);
     let code = commands::run(args);
     std::process::ExitCode::from(code)
 }
 
-/// Where the first argument that is not an option (nor `--color`'s value) is.
-fn first_positional(argv: &[std::ffi::OsString]) -> Option<usize> {
+/// Where `run` goes when the first argument that is not an option names a
+/// `.wf` file: after the global options (`--color WHEN`), before the run's own
+/// flags (`wfrun --fresh FILE.wf`).
+fn run_at(argv: &[std::ffi::OsString]) -> Option<usize> {
+    let mut start = None;
     let mut i = 1;
     while let Some(arg) = argv.get(i) {
         let arg = arg.to_string_lossy();
         if arg == "--color" {
             i += 2;
-        } else if arg.starts_with('-') {
-            i += 1;
-        } else {
-            return Some(i);
+            continue;
         }
+        if arg.starts_with("--color=") {
+            i += 1;
+            continue;
+        }
+        start.get_or_insert(i);
+        if !arg.starts_with('-') {
+            return arg.ends_with(".wf").then_some(start.unwrap_or(i));
+        }
+        i += 1;
     }
     None
 }
