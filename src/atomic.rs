@@ -26,8 +26,16 @@ pub fn replace(
         false => path.to_path_buf(),
     };
     let path = target.as_path();
-    let kept = std::fs::metadata(path).ok().map(|m| m.permissions());
     let tmp = partial_path(path);
+    // A new file gets the mode any program's would (0666 less the umask),
+    // whatever mode the writer creates it with (safetensors: 0600).
+    let kept = std::fs::metadata(path)
+        .ok()
+        .map(|m| m.permissions())
+        .or_else(|| {
+            std::fs::File::create(&tmp).ok()?;
+            std::fs::metadata(&tmp).ok().map(|m| m.permissions())
+        });
     let result = write(&tmp)
         .and_then(|()| match &kept {
             Some(p) => std::fs::set_permissions(&tmp, p.clone()),

@@ -545,6 +545,8 @@ fn an_unwritable_run_file_stops_the_run_naming_its_path() {
     let (w, _) = checked(dir.path(), "step_file", &text("step_file"));
     let blocker = w.output.join("steps/clustering");
     std::fs::create_dir_all(w.output.join("steps")).unwrap();
+    // (A previous run's folder: a plan beside the file in the way.)
+    std::fs::write(w.output.join("plan.json"), b"{}").unwrap();
     std::fs::write(&blocker, b"a file in the way").unwrap();
     let mut failed_steps = 0;
     let e = run(&w, &RunOptions::default(), &mut |e| {

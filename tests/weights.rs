@@ -206,3 +206,20 @@ fn converted_torchvision_resnet101_loads() {
     assert!(report.mismatched.is_empty());
     assert_eq!(report.loaded, 522 - 2);
 }
+
+/// Saved weights get the mode any new file gets (the umask's), not 0600:
+/// another user may use a model as the base of a workflow.
+#[cfg(unix)]
+#[test]
+fn saved_weights_are_readable_as_any_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let probe = dir.path().join("probe");
+    std::fs::File::create(&probe).unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let path = dir.path().join("w.safetensors");
+    let t = Tensor::zeros((2, 2), DType::F32, &Device::Cpu).unwrap();
+    let tensors = std::collections::HashMap::from([("t".to_string(), t)]);
+    weights::save_tensors(&tensors, &path).unwrap();
+    assert_eq!(mode(&path), mode(&probe));
+}

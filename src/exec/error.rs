@@ -173,8 +173,8 @@ impl std::fmt::Display for RunError {
             ),
             RunError::NotARunFolder { path, found } => write!(
                 f,
-                "`{}` is not a run folder (no `plan.json`) yet holds {found}, names a run \
-                 writes: give this workflow another `output`",
+                "`{}` is not a run folder (no plan, checkpoint or model) yet holds {found}, \
+                 names a run writes: give this workflow another `output`",
                 path.display()
             ),
             RunError::Unreadable { what, bad } => {

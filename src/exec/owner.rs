@@ -129,13 +129,14 @@ pub fn previous_results(
     options: &RunOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), RunError> {
-    // Names a run writes, in a folder no run made (no `plan.json`): the
-    // user's own files, which a run would overwrite or remove.
-    let theirs: Vec<&str> = OUTPUTS
+    // Names a run writes, in a folder no run made (no plan, checkpoint or
+    // model): the user's own files, which a run would overwrite or remove.
+    let present = |f: &str| std::fs::symlink_metadata(out.join(f)).is_ok();
+    let theirs: Vec<&str> = OUTPUTS.into_iter().filter(|f| present(f)).collect();
+    let made_by_a_run = ["plan.json", "checkpoint.safetensors", "model.safetensors"]
         .into_iter()
-        .filter(|f| std::fs::symlink_metadata(out.join(f)).is_ok())
-        .collect();
-    if !theirs.is_empty() && std::fs::symlink_metadata(out.join("plan.json")).is_err() {
+        .any(present);
+    if !theirs.is_empty() && !made_by_a_run {
         return Err(RunError::NotARunFolder {
             path: out.to_path_buf(),
             found: theirs.join(", "),

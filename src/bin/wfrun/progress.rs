@@ -98,6 +98,11 @@ impl Progress {
                 "embedding `{workflow}` with its base model: {concepts} concepts, \
                  {train_images} training and {eval_images} evaluation images"
             );
+        } else if first_epoch > epochs {
+            errln!(
+                "`{workflow}` finished training its {epochs} epochs before: \
+                 {concepts} concepts, {train_images} training and {eval_images} evaluation images"
+            );
         } else {
             errln!(
                 "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
