@@ -2,9 +2,11 @@
 //! silent start over a previous run's results, and no file of an earlier
 //! run's steps left beside this run's.
 
+#[cfg(not(unix))]
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+#[cfg(not(unix))]
 use std::sync::Mutex;
 
 use super::{Event, RunError, RunOptions};
@@ -27,98 +29,118 @@ pub const OUTPUTS: [&str; 10] = [
     "steps",
 ];
 
-/// Output folders locked by this process (a lock file naming this process's
-/// id that is not in here was left by an earlier process that had the same
-/// id, as happens in containers).
-static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
-
-fn held<R>(f: impl FnOnce(&mut HashSet<PathBuf>) -> R) -> R {
-    let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
-    f(guard.get_or_insert_with(HashSet::new))
-}
-
-/// The lock on an output folder; dropping it removes the lock file.
+/// The lock on an output folder; dropping it removes the lock file (and, on
+/// Unix, closing the file releases the kernel's lock on it).
 #[derive(Debug)]
 pub struct Owner {
     lock: PathBuf,
+    #[cfg(unix)]
+    _file: std::fs::File,
+    #[cfg(not(unix))]
     folder: PathBuf,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.lock);
+        #[cfg(not(unix))]
         held(|h| h.remove(&self.folder));
     }
 }
 
-/// Whether the process `pid` is alive (on this machine).
-#[cfg(unix)]
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only asks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-#[cfg(not(unix))]
-fn alive(_: u32) -> bool {
-    true
+/// The id of the process named in a lock file, when it names one.
+fn holder(lock: &Path) -> Option<u32> {
+    std::fs::read_to_string(lock).ok()?.trim().parse().ok()
 }
 
 /// Takes the output folder `out` (created if needed) for this run, or says
-/// which process holds it. A lock left by a process that has ended is taken
-/// over.
+/// which process holds it.
+///
+/// On Unix the lock is the kernel's (`flock` on the lock file), released when
+/// the process ends however it ends: a file left by a killed run holds no
+/// lock and is taken over, and neither a reused process id nor two runs
+/// racing to take over can fool it. The file names the holder for messages.
+#[cfg(unix)]
+pub fn lock(out: &Path) -> Result<Owner, RunError> {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::io::AsRawFd;
+    std::fs::create_dir_all(out).map_err(RunError::io(out))?;
+    let lock = out.join(LOCK);
+    for _ in 0..5 {
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock)
+            .map_err(RunError::io(&lock))?;
+        // SAFETY: flock on a descriptor this function owns.
+        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
+        if !taken {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                return Err(RunError::Busy {
+                    path: out.to_path_buf(),
+                    pid: holder(&lock),
+                });
+            }
+            return Err(RunError::io(&lock)(error));
+        }
+        // The holder before may have removed the file between our open and
+        // our lock: then ours is on a file no longer there; try again.
+        let same = match (file.metadata(), std::fs::metadata(&lock)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        };
+        if !same {
+            continue;
+        }
+        file.set_len(0).map_err(RunError::io(&lock))?;
+        writeln!(file, "{}", std::process::id()).map_err(RunError::io(&lock))?;
+        return Ok(Owner { lock, _file: file });
+    }
+    Err(RunError::Busy {
+        path: out.to_path_buf(),
+        pid: holder(&lock),
+    })
+}
+
+/// Output folders locked by this process (a lock file naming this process's
+/// id that is not in here was left by an earlier process that had the same
+/// id, as happens in containers).
+#[cfg(not(unix))]
+static HELD: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
+
+#[cfg(not(unix))]
+fn held<R>(f: impl FnOnce(&mut HashSet<PathBuf>) -> R) -> R {
+    let mut guard = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(HashSet::new))
+}
+
+/// Without `flock`: a lock file created exclusively, naming its process; a
+/// file naming no live process cannot be told apart, so it is kept.
+#[cfg(not(unix))]
 pub fn lock(out: &Path) -> Result<Owner, RunError> {
     std::fs::create_dir_all(out).map_err(RunError::io(out))?;
     let folder = std::fs::canonicalize(out).map_err(RunError::io(out))?;
     let lock = out.join(LOCK);
     let me = std::process::id();
-    for _ in 0..3 {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&lock)
-        {
-            Ok(mut file) => {
-                writeln!(file, "{me}").map_err(RunError::io(&lock))?;
-                held(|h| h.insert(folder.clone()));
-                return Ok(Owner { lock, folder });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let text = std::fs::read_to_string(&lock).unwrap_or_default();
-                let holder = text.trim().parse::<u32>().ok();
-                let live = match holder {
-                    // No process has id 0 (kill(0, 0) would ask about our group).
-                    Some(0) => false,
-                    Some(pid) if pid == me => held(|h| h.contains(&folder)),
-                    Some(pid) => alive(pid),
-                    // Being written this instant, or garbage: a fresh one is live.
-                    None => std::fs::metadata(&lock)
-                        .and_then(|m| m.modified())
-                        .is_ok_and(|t| t.elapsed().is_ok_and(|d| d.as_secs() < 5)),
-                };
-                if live {
-                    return Err(RunError::Busy {
-                        path: out.to_path_buf(),
-                        pid: holder,
-                    });
-                }
-                // Stale: its process is gone. Remove it and try again.
-                match std::fs::remove_file(&lock) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(RunError::io(&lock)(e)),
-                }
-            }
-            Err(e) => return Err(RunError::io(&lock)(e)),
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&lock)
+    {
+        Ok(mut file) => {
+            writeln!(file, "{me}").map_err(RunError::io(&lock))?;
+            held(|h| h.insert(folder.clone()));
+            Ok(Owner { lock, folder })
         }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(RunError::Busy {
+            path: out.to_path_buf(),
+            pid: holder(&lock),
+        }),
+        Err(e) => Err(RunError::io(&lock)(e)),
     }
-    Err(RunError::Busy {
-        path: out.to_path_buf(),
-        pid: None,
-    })
 }
 
 /// A previous run's results in `out`: without `--resume` a run refuses to
@@ -217,11 +239,13 @@ pub fn remove_other_steps(out: &Path, steps: &[&str]) -> Result<(), RunError> {
 mod tests {
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn a_folder_is_locked_once_and_a_dead_holder_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("run");
         let first = lock(&out).unwrap();
+        // A second run, even in this process, is refused naming the holder.
         let e = lock(&out).unwrap_err();
         assert!(
             matches!(&e, RunError::Busy { pid: Some(p), .. } if *p == std::process::id()),
@@ -233,16 +257,40 @@ mod tests {
         );
         drop(first);
         assert!(!out.join(LOCK).exists());
-        // A lock naming a process that does not exist is stale (0 is none).
-        std::fs::write(out.join(LOCK), "0\n").unwrap();
-        drop(lock(&out).unwrap());
-        std::fs::write(out.join(LOCK), "4194999\n").unwrap();
-        let again = lock(&out).unwrap();
-        // This process's id in a lock it does not hold: left by an earlier
-        // process with the same id.
-        drop(again);
-        std::fs::write(out.join(LOCK), format!("{}\n", std::process::id())).unwrap();
-        assert!(lock(&out).is_ok());
+        // A file left by a killed run holds no lock, whatever it names: a
+        // dead process, process 0, a live one (this one), or nothing.
+        for left in ["4194999\n", "0\n", &format!("{}\n", std::process::id()), ""] {
+            std::fs::write(out.join(LOCK), left).unwrap();
+            let taken = lock(&out).unwrap();
+            assert_eq!(
+                holder(&out.join(LOCK)),
+                Some(std::process::id()),
+                "{left:?}"
+            );
+            drop(taken);
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn of_runs_racing_for_a_folder_exactly_one_takes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("run");
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::write(out.join(LOCK), "4194999\n").unwrap(); // left by a killed run
+        let barrier = std::sync::Barrier::new(8);
+        let owners: Vec<Option<Owner>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        lock(&out).ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(owners.iter().filter(|o| o.is_some()).count(), 1);
     }
 
     #[test]
