@@ -110,8 +110,11 @@ fn data_error(cx: &mut Checker, at: Span, e: &crate::data::DataError) {
         DataError::Manifest { .. } | DataError::EmptyManifest(_) => {
             "GRAMMAR.md's \"Manifests\" shows the CSV and JSON-lines forms".to_string()
         }
-        DataError::Io { .. } => {
+        DataError::Io { error, .. } if error.kind() == std::io::ErrorKind::PermissionDenied => {
             "make it readable (`chmod -R u+rX`), or move it out of the data folder".to_string()
+        }
+        DataError::Io { .. } => {
+            "fix the path, or move what is there out of the data folder".to_string()
         }
         _ => relative_help(cx),
     };

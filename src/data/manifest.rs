@@ -80,7 +80,10 @@ fn row(
     if names.is_empty() {
         return Err(bad(
             line,
-            format!("`{path}` has no concept; write `{path},CONCEPT` (several: `a;b`)"),
+            format!(
+                "`{path}` has no concept; give it one (CSV: `{path},CONCEPT`, several `a;b`; \
+                 JSON: `\"concepts\": [\"CONCEPT\"]`)"
+            ),
         ));
     }
     Ok(Row {

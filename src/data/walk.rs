@@ -155,6 +155,12 @@ impl Walk {
                 continue;
             }
             for entry in self.read_dir(&folder)? {
+                // Hidden entries (`.git`, macOS's `._IMG.jpg` companions) are
+                // not images of the concept, as hidden concept folders are not
+                // concepts.
+                if entry.file_name().to_string_lossy().starts_with('.') {
+                    continue;
+                }
                 let path = entry.path();
                 let kind = entry.file_type().map_err(|error| DataError::Io {
                     path: path.clone(),
@@ -217,6 +223,9 @@ mod tests {
         for i in 0..30 {
             std::fs::write(dir.path().join(format!("{i}.png")), b"").unwrap();
         }
+        std::fs::write(dir.path().join("._0.png"), b"").unwrap();
+        std::fs::create_dir(dir.path().join(".hidden")).unwrap();
+        std::fs::write(dir.path().join(".hidden/x.png"), b"").unwrap();
         let e = Walk::with_limit(dir.path(), 10)
             .unwrap()
             .images_of("", dir.path())
@@ -235,7 +244,7 @@ mod tests {
                 .unwrap()
                 .images_of("", dir.path())
                 .unwrap();
-            assert_eq!(found.len(), 30);
+            assert_eq!(found.len(), 30, "hidden files and folders are passed over");
             let linked = Walk::new(dir.path())
                 .unwrap()
                 .images_of("", &dir.path().join("proc"));
