@@ -82,22 +82,25 @@ impl Loss {
         matches!(self, Loss::Sigmoid)
     }
 
-    /// Bytes the layers that grow with a setting hold in training (weights,
-    /// gradients and SGD momentum, f32): the angular margin's projection of
-    /// ResNet-101's 2048 pooled features to `embeddings_size` and its
-    /// `concepts` class centres. A float, so that no size overflows.
+    /// Bytes the layers that grow with a setting hold in training
+    /// ([`embedding_layer_bytes`]; none for the classifier templates).
     pub fn sized_layer_bytes(self, concepts: u64) -> f64 {
         match self {
             Loss::AngularMargin {
                 embeddings_size, ..
-            } => {
-                let e = embeddings_size as f64;
-                let params = e * (2048.0 + 1.0) + e * concepts.max(2) as f64;
-                params * 4.0 * 3.0
-            }
+            } => embedding_layer_bytes(embeddings_size as f64, concepts),
             Loss::Softmax | Loss::Sigmoid => 0.0,
         }
     }
+}
+
+/// Bytes the angular margin's layers hold in training (weights, gradients
+/// and SGD momentum, f32): the projection of ResNet-101's 2048 pooled
+/// features to `embeddings_size` and its `concepts` class centres. A float,
+/// so that no size overflows.
+pub fn embedding_layer_bytes(embeddings_size: f64, concepts: u64) -> f64 {
+    let params = embeddings_size * (2048.0 + 1.0) + embeddings_size * concepts.max(2) as f64;
+    params * 4.0 * 3.0
 }
 
 /// This machine's memory in bytes (Linux: `/proc/meminfo`), when known.

@@ -58,6 +58,14 @@ impl ImageSource {
             ImageSource::Folder(p) | ImageSource::Manifest(p) => p,
         }
     }
+
+    /// Its images, as an evaluation set reads them (one concept is enough).
+    pub fn read(&self) -> Result<crate::data::Dataset, crate::data::DataError> {
+        match self {
+            ImageSource::Folder(p) => crate::data::Dataset::read_folder(p),
+            ImageSource::Manifest(p) => crate::data::Dataset::read_manifest(p),
+        }
+    }
 }
 
 /// The evaluation images.

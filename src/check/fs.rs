@@ -2,9 +2,10 @@
 //! and images the training folder holds, and the seed's batch-size advice.
 
 use crate::suggest::FastMap as HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::{Checker, Written};
+use crate::data::Dataset;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::Span;
 use crate::spec::{Num, ParamValue};
@@ -78,7 +79,7 @@ pub(super) fn check_data(
     let fallback = Span::new(cx.source, 0, 0);
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
     check_weights_and_eval(cx, data, &span);
-    let summary = match &data.train {
+    let (summary, trained) = match &data.train {
         ImageSource::Manifest(p) => {
             if !exists_as(cx, p, span("train"), false, "manifest") {
                 return None;
@@ -94,8 +95,13 @@ pub(super) fn check_data(
     };
     if let Eval::Images(src) = &data.eval {
         if src.path().exists() {
-            eval_concepts(cx, src, &summary, span("eval"));
-            eval_apart(cx, &data.train, src, span("eval"));
+            match src.read() {
+                Ok(eval) => {
+                    eval_concepts(cx, &eval, &summary, span("eval"));
+                    eval_apart(cx, &eval, &trained, span("eval"));
+                }
+                Err(e) => data_error(cx, span("eval"), &e),
+            }
         }
     }
     let used = summary.concepts.iter().filter(|(_, n)| *n > 0).count();
@@ -140,8 +146,13 @@ fn some_paths(paths: &[&Path]) -> String {
 
 /// A manifest read as the run reads it, its listed images looked for: none
 /// found, or none of some concept, is an error; some missing, a warning.
-fn count_manifest(cx: &mut Checker, path: &Path, at: Span) -> Option<DatasetSummary> {
-    let data = match crate::data::Dataset::from_manifest(path) {
+/// Also the training images' paths.
+fn count_manifest(
+    cx: &mut Checker,
+    path: &Path,
+    at: Span,
+) -> Option<(DatasetSummary, Vec<PathBuf>)> {
+    let data = match Dataset::from_manifest(path) {
         Ok(d) => d,
         Err(e) => {
             data_error(cx, at, &e);
@@ -238,26 +249,21 @@ fn count_manifest(cx: &mut Checker, path: &Path, at: Span) -> Option<DatasetSumm
             )),
         );
     }
-    Some(DatasetSummary {
-        multi_label: data.is_multi_label(),
+    let multi_label = data.is_multi_label();
+    let paths = data.samples.into_iter().map(|s| s.path).collect();
+    let summary = DatasetSummary {
+        multi_label,
         concepts: data.concepts.into_iter().zip(counts).collect(),
         images: found,
-    })
+    };
+    Some((summary, paths))
 }
 
 /// Evaluation images that are training images too make held-out figures
 /// read high: all of them is an error, some a warning.
-fn eval_apart(cx: &mut Checker, train: &ImageSource, eval: &ImageSource, at: Span) {
-    let read = |src: &ImageSource| match src {
-        ImageSource::Folder(p) => crate::data::Dataset::read_folder(p),
-        ImageSource::Manifest(p) => crate::data::Dataset::read_manifest(p),
-    };
-    let (Ok(train), Ok(eval)) = (read(train), read(eval)) else {
-        return; // reported where each is read
-    };
+fn eval_apart(cx: &mut Checker, eval: &Dataset, train: &[PathBuf], at: Span) {
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let trained: std::collections::HashSet<std::path::PathBuf> =
-        train.samples.iter().map(|s| real(&s.path)).collect();
+    let trained: std::collections::HashSet<PathBuf> = train.iter().map(|p| real(p)).collect();
     let shared = eval
         .samples
         .iter()
@@ -283,15 +289,7 @@ fn eval_apart(cx: &mut Checker, train: &ImageSource, eval: &ImageSource, at: Spa
 
 /// The evaluation images' concepts against the training ones: none shared
 /// is an error (nothing would be evaluated), some unknown a warning.
-fn eval_concepts(cx: &mut Checker, src: &ImageSource, train: &DatasetSummary, at: Span) {
-    let read = match src {
-        ImageSource::Folder(p) => crate::data::Dataset::read_folder(p),
-        ImageSource::Manifest(p) => crate::data::Dataset::read_manifest(p),
-    };
-    let eval = match read {
-        Ok(d) => d,
-        Err(e) => return data_error(cx, at, &e),
-    };
+fn eval_concepts(cx: &mut Checker, eval: &Dataset, train: &DatasetSummary, at: Span) {
     let known = |c: &String| train.concepts.iter().any(|(t, n)| t == c && *n > 0);
     let unknown: Vec<&str> = eval
         .concepts
@@ -370,14 +368,24 @@ fn check_weights_and_eval(cx: &mut Checker, data: &DataSpec, span: &dyn Fn(&str)
 /// The training folder's concepts with their image counts; images outside
 /// concept folders and empty concepts are warnings, fewer than two concepts
 /// with images an error (`None` when none has any).
-fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<DatasetSummary> {
+/// Also the training images' paths.
+fn count_concepts(
+    cx: &mut Checker,
+    root: &Path,
+    at: Span,
+) -> Option<(DatasetSummary, Vec<PathBuf>)> {
     let span = |_: &str| at;
     let shown = root.display().to_string();
+    let mut paths = Vec::new();
     let (concepts, loose) = match crate::data::list_folder(root) {
         Ok((folders, loose)) => {
             let counts: Vec<(String, usize)> = folders
                 .into_iter()
-                .map(|f| (f.name, f.images.len()))
+                .map(|f| {
+                    let n = f.images.len();
+                    paths.extend(f.images);
+                    (f.name, n)
+                })
                 .collect();
             (counts, loose.len())
         }
@@ -435,11 +443,12 @@ fn count_concepts(cx: &mut Checker, root: &Path, at: Span) -> Option<DatasetSumm
         _ => {}
     }
     let images = concepts.iter().map(|(_, n)| n).sum();
-    Some(DatasetSummary {
+    let summary = DatasetSummary {
         concepts,
         images,
         multi_label: false,
-    })
+    };
+    Some((summary, paths))
 }
 
 /// The seed's advice: a batch of around twice the number of concepts, within

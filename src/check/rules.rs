@@ -29,12 +29,7 @@ impl Checker<'_> {
         let Some(e) = f.num("embeddings_size") else {
             return;
         };
-        let loss = crate::hyper::Loss::AngularMargin {
-            scale: 64.0,
-            margin: 0.5,
-            embeddings_size: e as usize,
-        };
-        let need = loss.sized_layer_bytes(2);
+        let need = crate::hyper::embedding_layer_bytes(e, 2);
         let (memory, whose) = match crate::hyper::machine_memory() {
             Some(m) => (m as f64, "this machine's"),
             None => ((1u64 << 40) as f64, "a 1 TiB machine's"),

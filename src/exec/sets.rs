@@ -75,10 +75,7 @@ impl DataSets {
                 (t, Images::select(&data, &e))
             }
             Eval::Images(src) => {
-                let eval = match src {
-                    ImageSource::Folder(p) => Dataset::read_folder(p)?,
-                    ImageSource::Manifest(p) => Dataset::read_manifest(p)?,
-                };
+                let eval = src.read()?;
                 let images = Images::remap(&eval, &data.concepts);
                 if images.paths.is_empty() {
                     return Err(RunError::NothingToTrain(format!(
