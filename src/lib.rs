@@ -51,6 +51,8 @@ use std::path::{Path, PathBuf};
 
 pub use check::CheckOptions;
 pub use diagnostic::{Code, Diagnostic, Fix, JsonDiagnostic, Severity};
+#[cfg(feature = "train")]
+pub use exec::model::Model;
 pub use plan::Plan;
 pub use source::{SourceFile, SourceId, SourceMap, Span};
 pub use spec::Registry;

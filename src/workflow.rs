@@ -100,6 +100,34 @@ pub enum Device {
     Metal(usize),
 }
 
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    /// `cpu`, `auto`, `cuda`, `metal`, or with an index: `cuda(1)`, `cuda:1`.
+    fn from_str(text: &str) -> Result<Device, String> {
+        let text = text.trim();
+        let (name, index) = match text.find(['(', ':']) {
+            Some(at) => {
+                let digits = text[at + 1..].trim_end_matches(')');
+                let index = digits.parse::<usize>().map_err(|_| {
+                    format!("`{text}`: the device index is a whole number, as in `cuda(0)`")
+                })?;
+                (&text[..at], Some(index))
+            }
+            None => (text, None),
+        };
+        match (name, index) {
+            ("cpu", None) => Ok(Device::Cpu),
+            ("auto", None) => Ok(Device::Auto),
+            ("cuda", i) => Ok(Device::Cuda(i.unwrap_or(0))),
+            ("metal", i) => Ok(Device::Metal(i.unwrap_or(0))),
+            _ => Err(format!(
+                "`{text}` is not a device: use `cpu`, `auto`, `cuda`, `cuda(N)`, `metal` or `metal(N)`"
+            )),
+        }
+    }
+}
+
 impl std::fmt::Display for Device {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

@@ -73,6 +73,55 @@ pub fn check(
     cx.workflow(module, options)
 }
 
+/// A finished run's model as the checker types it for a `base` workflow:
+/// its `model.json` read, its template found, its hyperparameters checked
+/// against the template's ranges and typed. `path` is the run folder or its
+/// `model.safetensors`. The error lists every problem, one per line.
+pub fn open_model(path: &Path) -> Result<(BaseModel, TemplateSpec, crate::hyper::Hyper), String> {
+    let builtin = Registry::builtin();
+    let file = SourceFile::new(path.display().to_string(), "");
+    let source = SourceId(0);
+    let mut diagnostics = Vec::new();
+    let base_dir = Path::new(".");
+    let mut cx = Checker {
+        file: &file,
+        source,
+        base_dir,
+        builtin,
+        user: Vec::new(),
+        diagnostics: &mut diagnostics,
+    };
+    let at = Span::new(source, 0, 0);
+    let opened = cx.base_model(path, at).and_then(|base| {
+        let Some(t) = cx.base_template(&base) else {
+            cx.push(Diagnostic::error(
+                Code::BaseModel,
+                at,
+                format!(
+                    "no template has the architecture `{:?}`",
+                    base.meta.architecture
+                ),
+            ));
+            return None;
+        };
+        let params = params::base_params(&mut cx, &base, &t, at);
+        let hyper = cx.typed_hyper(&t, &params, Some((&base, at)), None)?;
+        Some((base, t, hyper))
+    });
+    match opened {
+        Some(model) if !diagnostics.iter().any(Diagnostic::is_error) => Ok(model),
+        _ => Err(diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| match &d.help {
+                Some(h) => format!("{}; {h}", d.message),
+                None => d.message.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")),
+    }
+}
+
 struct Checker<'a> {
     file: &'a SourceFile,
     source: SourceId,

@@ -117,22 +117,28 @@ pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> 
         path: path.to_path_buf(),
         reason,
     };
-    let img = open(path)?
-        .decode()
-        .map_err(|e| bad(e.to_string()))?
-        .to_rgb8();
+    let img = open(path)?.decode().map_err(|e| bad(e.to_string()))?;
+    preprocess(img.to_rgb8(), size, crop).map_err(bad)
+}
+
+/// What the network sees of a decoded image: the shorter side scaled to
+/// `size` (a triangle filter), a `size × size` crop (the centre, or a random
+/// one flipped half the time), scaled to 0–1 and normalised with ImageNet's
+/// [`MEAN`] and [`STD`], channels first (RGB). The error says why an image
+/// cannot be used.
+pub fn preprocess(img: image::RgbImage, size: usize, crop: Crop) -> Result<Vec<f32>, String> {
     let (w, h) = img.dimensions();
     if w == 0 || h == 0 {
-        return Err(bad("the image is empty".into()));
+        return Err("the image is empty".into());
     }
     // Scaled to a shorter side of `size`, a strip of 1 × 4,000,000 pixels
     // (8 KB as a PNG) would become 32 × 128,000,000: refused before resizing.
     if w.max(h) / w.min(h) > MAX_ASPECT {
-        return Err(bad(format!(
+        return Err(format!(
             "its sides are {w} × {h}, more than {MAX_ASPECT} to 1; crop it first"
-        )));
+        ));
     }
-    let s = size as u32;
+    let s = u32::try_from(size).map_err(|_| format!("a size of {size} pixels is too large"))?;
     let (nw, nh) = if w <= h {
         (
             s,

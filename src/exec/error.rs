@@ -114,7 +114,7 @@ impl std::fmt::Display for RunError {
             RunError::Model(e) => write!(f, "{e}"),
             RunError::Io { path, error } => write!(
                 f,
-                "cannot write `{}`: {error}; the run stopped there (check the folder is writable, nothing is in the way and the disk has room)",
+                "cannot write `{}`: {error} (check the folder is writable, nothing is in the way and the disk has room)",
                 path.display()
             ),
             RunError::Remove { path, error } => write!(

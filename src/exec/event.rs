@@ -60,6 +60,13 @@ pub enum Event {
         /// Share of the epoch's time the network waited for decoded images.
         data_wait: f64,
     },
+    /// Images embedded so far of `total` (read or found unreadable): the
+    /// run's `split` ("training", "evaluation") or the images a model embeds.
+    Embedding {
+        split: &'static str,
+        done: usize,
+        total: usize,
+    },
     /// A downstream step finished; its files are in `outcome.folder`.
     StepFinished {
         outcome: StepOutcome,

@@ -229,6 +229,8 @@ pub struct Embedded {
     pub matrix: Option<Tensor>,
     pub paths: Vec<std::path::PathBuf>,
     pub concepts: Vec<Vec<usize>>,
+    /// Which of the images embedded each row is.
+    pub indices: Vec<usize>,
     /// The images that could not be read (they have no row).
     pub bad: Vec<crate::data::images::BadImage>,
 }
@@ -252,30 +254,37 @@ impl Embedded {
     }
 }
 
-/// Embeds `images` (centre crops) with `net` in evaluation mode.
-pub(super) fn embed(
+/// Embeds `images` (centre crops) with `net` in evaluation mode, calling
+/// `on_batch(done, total)` after each batch.
+pub(crate) fn embed(
     net: &TemplateNet,
     images: &Images,
     size: usize,
     workers: usize,
     device: &Device,
+    on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Embedded, RunError> {
     let mut rows = Vec::new();
-    let (mut paths, mut concepts, mut bad) = (Vec::new(), Vec::new(), Vec::new());
-    if !images.paths.is_empty() {
+    let (mut paths, mut concepts, mut indices, mut bad) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let total = images.paths.len();
+    let mut done = 0;
+    if total > 0 {
         for decoded in centre_crops(images, size, workers) {
+            done += decoded.indices.len() + decoded.bad.len();
             bad.extend(decoded.bad.iter().cloned());
-            if decoded.indices.is_empty() {
-                continue;
+            if !decoded.indices.is_empty() {
+                let n = decoded.indices.len();
+                let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
+                // Detached: the steps must never backpropagate into the network.
+                rows.push(net.embed(&x, false)?.detach());
+                for &i in &decoded.indices {
+                    paths.push(images.paths[i].clone());
+                    concepts.push(images.concepts[i].clone());
+                    indices.push(i);
+                }
             }
-            let n = decoded.indices.len();
-            let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
-            // Detached: the steps must never backpropagate into the network.
-            rows.push(net.embed(&x, false)?.detach());
-            for &i in &decoded.indices {
-                paths.push(images.paths[i].clone());
-                concepts.push(images.concepts[i].clone());
-            }
+            on_batch(done, total);
         }
     }
     let matrix = if rows.is_empty() {
@@ -287,6 +296,7 @@ pub(super) fn embed(
         matrix,
         paths,
         concepts,
+        indices,
         bad,
     })
 }
@@ -342,6 +352,7 @@ mod tests {
             matrix: Some(Tensor::from_vec(v, (2, 2), &Device::Cpu).unwrap()),
             paths: Vec::new(),
             concepts: Vec::new(),
+            indices: Vec::new(),
             bad: Vec::new(),
         };
         assert!(rows(vec![1.0, -2.0, 3e30, 0.0]).is_finite().unwrap());

@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod folder;
 mod metrics;
+pub mod model;
 mod owner;
 mod pictures;
 mod report;
@@ -35,6 +36,7 @@ use crate::workflow::Workflow;
 pub use error::RunError;
 pub use event::Event;
 pub use metrics::EvalMetrics;
+pub use model::Model;
 pub use owner::{LOCK, OUTPUTS};
 pub use results::StepMetrics;
 pub use steps::StepOutcome;
@@ -135,8 +137,14 @@ pub fn run(
         None => train::train(&cx, &plan, &data, &basis, &mut bad_log, on_event)?,
     };
     stop_if_asked(options, "embedding the images")?;
-    let embed = |set| metrics::embed(&trained.net, set, size, workers, &device);
-    let (train_emb, eval_emb) = (embed(&data.train)?, embed(&data.eval)?);
+    let mut embed = |set, split| {
+        let mut progress = |done, total| on_event(&Event::Embedding { split, done, total });
+        metrics::embed(&trained.net, set, size, workers, &device, &mut progress)
+    };
+    let (train_emb, eval_emb) = (
+        embed(&data.train, "training")?,
+        embed(&data.eval, "evaluation")?,
+    );
     all_finite(&train_emb, &eval_emb)?;
     bad_log.report(&train_emb.bad, on_event);
     bad_log.report(&eval_emb.bad, on_event);

@@ -41,21 +41,7 @@ pub(super) fn open_base(
     plan: &Plan,
     device: &Device,
 ) -> Result<Trained, RunError> {
-    let map = VarMap::new();
-    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
-    let cfg = NetConfig::for_hyper(&plan.hyper);
-    let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb)?;
-    let bad = |message: String| RunError::BaseModel {
-        path: base.weights.clone(),
-        message,
-    };
-    let report = weights::load(&map, &base.weights).map_err(|e| bad(e.to_string()))?;
-    if !report.is_complete() {
-        return Err(bad(format!(
-            "its weights do not fit the network `{}` describes ({report})",
-            base.meta_path.display()
-        )));
-    }
+    let (_, _, net) = super::model::load_net(base, &plan.hyper, device)?;
     Ok(Trained {
         net,
         epochs: 0,

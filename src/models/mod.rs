@@ -268,12 +268,17 @@ impl TemplateNet {
     /// Logits (N, classes): the classifier's, or `s·cos θ` for the angular
     /// margin template (no margin: what it predicts with).
     pub fn logits(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let e = self.embed(x, train)?;
+        self.logits_of(&self.embed(x, train)?)
+    }
+
+    /// [`TemplateNet::logits`] of embeddings [`TemplateNet::embed`] gave:
+    /// the last layer alone.
+    pub fn logits_of(&self, e: &Tensor) -> Result<Tensor> {
         match &self.head {
             Head::AngularMargin { weight, loss, .. } => {
                 e.matmul(&loss::l2_normalize(weight)?.t()?)? * loss.scale
             }
-            Head::Classifier { fc, .. } => fc.forward(&e),
+            Head::Classifier { fc, .. } => fc.forward(e),
         }
     }
 

@@ -82,6 +82,78 @@ pub enum Command {
     /// outline, formatting.
     #[cfg(feature = "lsp")]
     Lsp,
+    /// Embed images with a finished run's model (centre crops at its image
+    /// size, as the run embeds its evaluation images) and write the vectors
+    /// to FILE.safetensors with their index in FILE.csv (row, path, concepts).
+    ///
+    /// Exit status: 0 when written, 1 when nothing could be embedded (or an
+    /// image could not be read, with `--fail-on-bad-images`).
+    #[cfg(feature = "train")]
+    Embed {
+        /// The run folder (it holds `model.safetensors` and `model.json`).
+        run: PathBuf,
+        /// Image files; folders (their images, and those of concept
+        /// sub-folders, which name the concept); manifests (.csv, .json, .jsonl).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Where to write the vectors (`.safetensors`; the index goes beside it).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// What to print on standard output when done: a summary, or one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Predict the concepts of images with a finished run's model: its
+    /// template's own output layer (softmax: the most likely concepts;
+    /// sigmoid units: every concept above a threshold), or the head of one
+    /// of its `classifier_head` steps.
+    #[cfg(feature = "train")]
+    Predict {
+        run: PathBuf,
+        /// Image files, folders or manifests, as for `wfrun embed`.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Use the head the run's `classifier_head` step of this name trained.
+        #[arg(long, value_name = "STEP")]
+        head: Option<String>,
+        /// Softmax: how many concepts to list per image.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        top_k: u64,
+        /// Sigmoid units: list every concept scoring above it.
+        #[arg(long, default_value_t = 0.5)]
+        threshold: f32,
+        /// `human`: lines to read; `json`: one JSON object per image; `csv`:
+        /// one row per image and concept (path, rank, concept, score).
+        #[arg(long, value_enum, default_value_t = TableFormat::Human)]
+        format: TableFormat,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Find the images nearest to each query (cosine similarity of their
+    /// embeddings) among a finished run's images, or among embeddings
+    /// `wfrun embed` wrote (`--index`).
+    #[cfg(feature = "train")]
+    Search {
+        run: PathBuf,
+        /// Query images: files, folders or manifests, as for `wfrun embed`.
+        #[arg(required = true)]
+        queries: Vec<PathBuf>,
+        /// Neighbours per query.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        top_k: u64,
+        /// Search among these embeddings (a `.safetensors` file `wfrun embed`
+        /// wrote with the same model) instead of the run's own images.
+        #[arg(long, value_name = "FILE")]
+        index: Option<PathBuf>,
+        /// `human`: lines to read; `json`: one JSON object per query; `csv`:
+        /// one row per query and neighbour (query, rank, path, score, concepts).
+        #[arg(long, value_enum, default_value_t = TableFormat::Human)]
+        format: TableFormat,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
     /// List the templates and step kinds with their parameters.
     Templates {
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -96,6 +168,26 @@ pub enum Command {
 pub enum Format {
     Human,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TableFormat {
+    Human,
+    Json,
+    Csv,
+}
+
+/// Options of the commands that use a trained model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Stop if any image cannot be read (by default unreadable images are
+    /// listed on standard error and skipped).
+    #[arg(long)]
+    pub fail_on_bad_images: bool,
+    /// Where the network runs: `cpu`, `auto`, `cuda`, `cuda(N)`, `metal`,
+    /// `metal(N)`.
+    #[arg(long, default_value = "cpu")]
+    pub device: wfrun::workflow::Device,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

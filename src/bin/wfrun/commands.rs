@@ -39,6 +39,48 @@ pub fn run(args: Args) -> u8 {
             fresh,
             fail_on_bad_images,
         } => train(&file, [resume, fresh, fail_on_bad_images], style),
+        #[cfg(feature = "train")]
+        Command::Embed {
+            run,
+            paths,
+            output,
+            format,
+            model,
+        } => crate::use_model::embed(&run, &paths, &output, format, &model),
+        #[cfg(feature = "train")]
+        Command::Predict {
+            run,
+            paths,
+            head,
+            top_k,
+            threshold,
+            format,
+            model,
+        } => {
+            let p = crate::use_model::PredictArgs {
+                head: head.as_deref(),
+                top_k: top_k as usize,
+                threshold,
+                format,
+            };
+            crate::use_model::predict(&run, &paths, &p, &model)
+        }
+        #[cfg(feature = "train")]
+        Command::Search {
+            run,
+            queries,
+            top_k,
+            index,
+            format,
+            model,
+        } => crate::use_model::search(
+            &run,
+            &queries,
+            top_k as usize,
+            index.as_deref(),
+            format,
+            &model,
+        ),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }

@@ -34,6 +34,8 @@ mod commands;
 mod lsp;
 #[cfg(feature = "train")]
 mod progress;
+#[cfg(feature = "train")]
+mod use_model;
 
 use clap::Parser as _;
 

@@ -13,6 +13,8 @@ pub struct Progress {
     started: Instant,
     total_steps: u64,
     done_steps: u64,
+    /// The images being embedded and since when.
+    embedding: Option<(&'static str, Instant)>,
 }
 
 pub fn duration(seconds: f64) -> String {
@@ -38,6 +40,7 @@ impl Progress {
             started: Instant::now(),
             total_steps: 0,
             done_steps: 0,
+            embedding: None,
         }
     }
 
@@ -76,7 +79,39 @@ impl Progress {
                 output.display()
             ),
             Event::Finished { output } => errln!("wrote {}", output.display()),
+            Event::Embedding { split, done, total } => self.embedding(split, *done, *total),
         }
+    }
+
+    /// A redrawn line while images are embedded, cleared when they are.
+    fn embedding(&mut self, split: &'static str, done: usize, total: usize) {
+        if !self.live {
+            return;
+        }
+        let started = match self.embedding {
+            Some((s, at)) if s == split => at,
+            _ => {
+                let now = Instant::now();
+                self.embedding = Some((split, now));
+                now
+            }
+        };
+        if done >= total {
+            self.clear_line();
+            self.embedding = None;
+            return;
+        }
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(1e-3);
+        let eta = (total - done) as f64 / rate.max(1e-9);
+        let what = if split == "images" {
+            String::from("embedding")
+        } else {
+            format!("embedding the {split} images")
+        };
+        err!(
+            "\r\x1b[2K{what}  {done}/{total}  {rate:.1} img/s  ETA {}",
+            duration(eta)
+        );
     }
 
     fn started(&mut self, e: &Event) {

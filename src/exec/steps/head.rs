@@ -54,6 +54,12 @@ pub(super) fn run(
     .map(|(k, v)| (k.to_string(), v.clone()))
     .collect();
     folder::write_tensors(&folder.join("head.safetensors"), &tensors)?;
+    // What `Model::head` needs to use it: the order of its outputs.
+    let meta = crate::exec::model::HeadMeta {
+        logreg: p.logreg,
+        concepts: inputs.concepts.to_vec(),
+    };
+    folder::write_json(&folder.join("head.json"), &meta)?;
     let mut result = ClassifierHeadMetrics {
         logreg: p.logreg,
         train_images: inputs.train.rows(),

@@ -215,5 +215,6 @@ fn embed_folder(inputs: &StepInputs, root: &Path) -> Result<Embedded, RunError> 
         inputs.size,
         inputs.workers,
         inputs.device,
+        &mut |_, _| {},
     )
 }

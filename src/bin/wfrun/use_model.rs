@@ -1,0 +1,275 @@
+//! `wfrun embed`, `wfrun predict`, `wfrun search`: a finished run's model,
+//! used on new images through [`wfrun::Model`].
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use wfrun::exec::model::{Embeddings, Index, Inputs, ModelOptions, Predictor, Rule};
+use wfrun::exec::RunError;
+use wfrun::Model;
+
+use crate::cli::{Format, ModelArgs, TableFormat};
+use crate::commands::{FAILED, OK};
+use crate::progress::Progress;
+
+/// Opens the model, gathers the images and embeds them, reporting
+/// unreadable images; `Err` holds the exit status after the error is shown.
+fn open_and_embed(
+    run: &Path,
+    paths: &[PathBuf],
+    args: &ModelArgs,
+) -> Result<(Model, Embeddings), u8> {
+    let options = ModelOptions {
+        device: args.device,
+        workers: 0,
+    };
+    let model = Model::open_with(run, &options).map_err(fail)?;
+    let inputs = Inputs::gather(paths).map_err(fail)?;
+    if inputs.paths.is_empty() {
+        return Err(fail(RunError::Unsupported(format!(
+            "no image in {}; give image files, folders of images or manifests",
+            shown(paths)
+        ))));
+    }
+    let mut progress = Progress::new(std::io::stderr().is_terminal());
+    let embedded = model
+        .embed(&inputs, &mut |e| progress.show(e))
+        .map_err(fail)?;
+    progress.clear_line();
+    for b in &embedded.bad {
+        errln!("warning: skipped `{}`: {}", b.path.display(), b.reason);
+    }
+    if args.fail_on_bad_images && !embedded.bad.is_empty() {
+        errln!(
+            "error: {} of {} images cannot be read (`--fail-on-bad-images`); nothing was written",
+            embedded.bad.len(),
+            inputs.paths.len()
+        );
+        return Err(FAILED);
+    }
+    if embedded.is_empty() {
+        errln!(
+            "error: none of the {} images could be read",
+            inputs.paths.len()
+        );
+        return Err(FAILED);
+    }
+    Ok((model, embedded))
+}
+
+fn fail(e: RunError) -> u8 {
+    errln!("error: {e}");
+    FAILED
+}
+
+fn shown(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| format!("`{}`", p.display()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+pub fn embed(run: &Path, paths: &[PathBuf], output: &Path, format: Format, args: &ModelArgs) -> u8 {
+    if output.extension().is_none_or(|e| e != "safetensors") {
+        errln!(
+            "error: `{}`: name the output `.safetensors` (the index goes beside it as `.csv`)",
+            output.display()
+        );
+        return FAILED;
+    }
+    let (model, embedded) = match open_and_embed(run, paths, args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let index = match embedded.save(output) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    match format {
+        Format::Human => outln!(
+            "embedded {} images with `{}` ({}-long vectors); wrote {} and {}{}",
+            embedded.len(),
+            model.meta().workflow,
+            embedded.dim,
+            output.display(),
+            index.display(),
+            skipped(embedded.bad.len())
+        ),
+        Format::Json => outln!(
+            "{}",
+            json!({
+                "images": embedded.len(),
+                "dim": embedded.dim,
+                "embeddings": output,
+                "index_csv": index,
+                "skipped": embedded.bad.iter().map(|b| json!({"path": b.path, "reason": b.reason})).collect::<Vec<_>>(),
+            })
+        ),
+    }
+    OK
+}
+
+fn skipped(n: usize) -> String {
+    match n {
+        0 => String::new(),
+        1 => "; skipped 1 unreadable image".into(),
+        n => format!("; skipped {n} unreadable images"),
+    }
+}
+
+pub struct PredictArgs<'a> {
+    pub head: Option<&'a str>,
+    pub top_k: usize,
+    pub threshold: f32,
+    pub format: TableFormat,
+}
+
+pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs) -> u8 {
+    if !(0.0..1.0).contains(&p.threshold) {
+        errln!(
+            "error: `--threshold {}`: a probability from 0 up to (not including) 1",
+            p.threshold
+        );
+        return FAILED;
+    }
+    let (model, embedded) = match open_and_embed(run, paths, args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let with = match p.head {
+        None => Predictor::Template,
+        Some(step) => match model.head(step) {
+            Ok(h) => Predictor::Head(h),
+            Err(e) => return fail(e),
+        },
+    };
+    let rule = Rule {
+        top_k: p.top_k,
+        threshold: p.threshold,
+    };
+    let predictions = match model.predict(&embedded, &with, rule) {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    if p.format == TableFormat::Csv {
+        outln!("path,rank,concept,score");
+    }
+    for pr in &predictions {
+        let path = pr.path.display().to_string();
+        match p.format {
+            TableFormat::Human => {
+                let listed: Vec<String> = pr
+                    .concepts
+                    .iter()
+                    .map(|(c, s)| format!("{c} {s:.3}"))
+                    .collect();
+                let listed = if listed.is_empty() {
+                    format!("no concept above {}", p.threshold)
+                } else {
+                    listed.join(", ")
+                };
+                outln!("{path}: {listed}");
+            }
+            TableFormat::Json => outln!(
+                "{}",
+                json!({
+                    "path": pr.path,
+                    "concepts": pr.concepts.iter().map(|(c, s)| json!({"concept": c, "score": s})).collect::<Vec<_>>(),
+                })
+            ),
+            TableFormat::Csv => {
+                if pr.concepts.is_empty() {
+                    outln!("{},,,", csv(&path));
+                }
+                for (rank, (c, s)) in pr.concepts.iter().enumerate() {
+                    outln!("{},{},{},{}", csv(&path), rank + 1, csv(c), number(*s));
+                }
+            }
+        }
+    }
+    OK
+}
+
+pub fn search(
+    run: &Path,
+    queries: &[PathBuf],
+    top_k: usize,
+    index: Option<&Path>,
+    format: TableFormat,
+    args: &ModelArgs,
+) -> u8 {
+    let (model, embedded) = match open_and_embed(run, queries, args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let among = match index {
+        Some(file) => Embeddings::load(file).and_then(|e| Index::of(&e)),
+        None => model.index(),
+    };
+    let among = match among {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    let found = match model.search(&embedded, &among, top_k) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    if format == TableFormat::Csv {
+        outln!("query,rank,path,score,concepts");
+    }
+    for (query, hits) in embedded.paths.iter().zip(&found) {
+        let q = query.display().to_string();
+        match format {
+            TableFormat::Human => {
+                outln!("{q}");
+                for (rank, h) in hits.iter().enumerate() {
+                    let concepts = if h.concepts.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", h.concepts.join(", "))
+                    };
+                    outln!(
+                        "  {:>2}. {:.4}  {}{concepts}",
+                        rank + 1,
+                        h.score,
+                        h.path.display()
+                    );
+                }
+            }
+            TableFormat::Json => outln!("{}", json!({"query": query, "neighbours": hits})),
+            TableFormat::Csv => {
+                for (rank, h) in hits.iter().enumerate() {
+                    outln!(
+                        "{},{},{},{},{}",
+                        csv(&q),
+                        rank + 1,
+                        csv(&h.path.display().to_string()),
+                        number(h.score),
+                        csv(&h.concepts.join(";"))
+                    );
+                }
+            }
+        }
+    }
+    OK
+}
+
+/// A CSV field, quoted when it must be.
+fn csv(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// A score as CSV shows it: plain, or in scientific notation when tiny.
+fn number(x: f32) -> String {
+    if x == 0.0 || x.abs() >= 1e-4 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}

@@ -1,0 +1,832 @@
+//! A trained model, used: [`Model::open`] a finished run's model (as a `base`
+//! workflow opens it: `model.json` typed by the checker against the
+//! template's ranges), embed new images with the run's evaluation
+//! preprocessing, predict their concepts with the template's own output
+//! layer or a `classifier_head` step's head, and search them among the run's
+//! embeddings. Like the run, it never prints: progress goes to a callback.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{self, Embedded};
+use super::sets::Images;
+use super::{Event, RunError};
+use crate::data::images::{preprocess, BadImage, Crop};
+use crate::data::{list_folder, Dataset};
+use crate::hyper::Hyper;
+use crate::models::{loss, weights, NetConfig, TemplateNet};
+use crate::spec::TemplateSpec;
+use crate::steps::head::Head;
+use crate::workflow::BaseModel;
+
+/// How to open a model.
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    /// Where the network runs (default: the CPU).
+    pub device: crate::workflow::Device,
+    /// Decoding threads (0: one per core).
+    pub workers: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            device: crate::workflow::Device::Cpu,
+            workers: 0,
+        }
+    }
+}
+
+/// A finished run's trained network, ready to embed, predict and search.
+pub struct Model {
+    /// The folder holding `model.safetensors` (the run folder).
+    folder: PathBuf,
+    base: BaseModel,
+    template: TemplateSpec,
+    hyper: Hyper,
+    config: NetConfig,
+    map: VarMap,
+    net: TemplateNet,
+    device: Device,
+    workers: usize,
+}
+
+/// Images to embed, with their concepts when the input names them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Inputs {
+    pub paths: Vec<PathBuf>,
+    /// Each image's concepts (empty when not known).
+    pub concepts: Vec<Vec<String>>,
+}
+
+/// Embeddings of the images that could be read.
+#[derive(Clone, Debug)]
+pub struct Embeddings {
+    /// One per row.
+    pub paths: Vec<PathBuf>,
+    pub concepts: Vec<Vec<String>>,
+    /// The length of each row.
+    pub dim: usize,
+    /// `paths.len() × dim` values, row after row.
+    pub values: Vec<f32>,
+    /// The images that could not be read (they have no row).
+    pub bad: Vec<BadImage>,
+}
+
+/// What a prediction ranks: the template's output layer, or a head.
+pub enum Predictor {
+    /// The network's own last layer over the model's concepts (`s·cos θ` to
+    /// each class centre for the angular margin template).
+    Template,
+    Head(TrainedHead),
+}
+
+/// Which concepts a prediction lists.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rule {
+    /// Softmax: the `top_k` most likely concepts.
+    pub top_k: usize,
+    /// Sigmoid units: every concept scoring above it.
+    pub threshold: f32,
+}
+
+impl Default for Rule {
+    fn default() -> Self {
+        Rule {
+            top_k: 5,
+            threshold: 0.5,
+        }
+    }
+}
+
+/// One image's predicted concepts, most likely first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Prediction {
+    pub path: PathBuf,
+    /// (concept, probability); sigmoid units may list none.
+    pub concepts: Vec<(String, f32)>,
+}
+
+/// A `classifier_head` step's trained head and the concepts of its outputs.
+pub struct TrainedHead {
+    pub step: String,
+    pub concepts: Vec<String>,
+    head: Head,
+}
+
+/// What `head.json` beside a step's `head.safetensors` says.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct HeadMeta {
+    pub logreg: bool,
+    pub concepts: Vec<String>,
+}
+
+/// The images a search looks among: a run's training and evaluation
+/// embeddings.
+pub struct Index {
+    pub paths: Vec<PathBuf>,
+    pub concepts: Vec<Vec<String>>,
+    /// "train" or "eval", per row.
+    pub splits: Vec<String>,
+    matrix: Tensor,
+}
+
+impl Index {
+    /// Images embedded elsewhere (by [`Model::embed`] or read back with
+    /// [`Embeddings::load`]) to search among.
+    pub fn of(e: &Embeddings) -> Result<Index, RunError> {
+        if e.is_empty() {
+            return Err(RunError::Unsupported(
+                "there is no image to search among".into(),
+            ));
+        }
+        Ok(Index {
+            paths: e.paths.clone(),
+            concepts: e.concepts.clone(),
+            splits: vec![String::new(); e.len()],
+            matrix: Tensor::from_slice(&e.values, (e.len(), e.dim), &Device::Cpu)?,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}
+
+/// One neighbour of a query.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Hit {
+    pub path: PathBuf,
+    pub concepts: Vec<String>,
+    /// Cosine similarity.
+    pub score: f32,
+}
+
+impl Model {
+    /// Opens the model of the run folder `path` (or a `model.safetensors`
+    /// with its `model.json` beside it) on the CPU.
+    pub fn open(path: &Path) -> Result<Model, RunError> {
+        Model::open_with(path, &ModelOptions::default())
+    }
+
+    pub fn open_with(path: &Path, options: &ModelOptions) -> Result<Model, RunError> {
+        if !path.exists() {
+            return Err(RunError::BaseModel {
+                path: path.to_path_buf(),
+                message: "no such folder or file; name the folder of a finished run (it holds \
+                          `model.safetensors` and `model.json`)"
+                    .into(),
+            });
+        }
+        let (base, template, hyper) =
+            crate::check::open_model(path).map_err(|message| RunError::BaseModel {
+                path: path.to_path_buf(),
+                message,
+            })?;
+        let device = super::open_device(options.device)?;
+        let (config, map, net) = load_net(&base, &hyper, &device)?;
+        let folder = base
+            .weights
+            .parent()
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        Ok(Model {
+            folder,
+            base,
+            template,
+            hyper,
+            config,
+            map,
+            net,
+            device,
+            workers: match options.workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
+            },
+        })
+    }
+
+    /// The template it was trained from.
+    pub fn template(&self) -> &TemplateSpec {
+        &self.template
+    }
+
+    /// Its hyperparameters, typed.
+    pub fn hyper(&self) -> &Hyper {
+        &self.hyper
+    }
+
+    /// What its `model.json` says (the workflow that trained it, its concepts).
+    pub fn meta(&self) -> &crate::workflow::ModelMeta {
+        &self.base.meta
+    }
+
+    /// The concepts of the template's outputs, in order.
+    pub fn concepts(&self) -> &[String] {
+        &self.base.meta.concepts
+    }
+
+    /// The side of the square the network sees.
+    pub fn image_size(&self) -> usize {
+        self.hyper.image_size
+    }
+
+    /// Whether the template's outputs are sigmoid units (several concepts per
+    /// image) rather than a softmax.
+    pub fn logreg(&self) -> bool {
+        self.config.logreg()
+    }
+
+    /// The network's configuration and weights (for export).
+    pub fn network(&self) -> (&NetConfig, &VarMap) {
+        (&self.config, &self.map)
+    }
+
+    /// The folder the model was opened from.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+
+    /// Embeds `inputs` (centre crops at the model's image size, as the run
+    /// embeds its evaluation images), calling `on_event` with
+    /// [`Event::Embedding`] after each batch. Unreadable images are listed in
+    /// [`Embeddings::bad`] and have no row.
+    pub fn embed(
+        &self,
+        inputs: &Inputs,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> Result<Embeddings, RunError> {
+        let images = Images {
+            paths: Arc::new(inputs.paths.clone()),
+            concepts: vec![Vec::new(); inputs.paths.len()],
+        };
+        let mut progress = |done, total| {
+            on_event(&Event::Embedding {
+                split: "images",
+                done,
+                total,
+            })
+        };
+        let size = self.image_size();
+        let e = metrics::embed(
+            &self.net,
+            &images,
+            size,
+            self.workers,
+            &self.device,
+            &mut progress,
+        )?;
+        self.embeddings(e, |i| inputs.concepts.get(i).cloned().unwrap_or_default())
+    }
+
+    /// Embeds decoded images (preprocessed as [`Model::embed`] does); the
+    /// rows are named `names` (or `image N`). An image the network cannot use
+    /// (empty, or too elongated) is listed in [`Embeddings::bad`].
+    pub fn embed_images(
+        &self,
+        images: &[image::DynamicImage],
+        names: Option<&[PathBuf]>,
+    ) -> Result<Embeddings, RunError> {
+        let size = self.image_size();
+        let name = |i: usize| {
+            names
+                .and_then(|n| n.get(i).cloned())
+                .unwrap_or_else(|| PathBuf::from(format!("image {i}")))
+        };
+        let (mut pixels, mut kept, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, img) in images.iter().enumerate() {
+            match preprocess(img.to_rgb8(), size, Crop::Center) {
+                Ok(px) => {
+                    pixels.extend(px);
+                    kept.push(i);
+                }
+                Err(reason) => bad.push(BadImage {
+                    path: name(i),
+                    reason,
+                }),
+            }
+        }
+        let mut rows = Vec::new();
+        for (chunk, batch) in kept
+            .chunks(EMBED_BATCH)
+            .zip(pixels.chunks(EMBED_BATCH * 3 * size * size))
+        {
+            let x = Tensor::from_slice(batch, (chunk.len(), 3, size, size), &self.device)?;
+            rows.push(self.net.embed(&x, false)?);
+        }
+        let matrix = if rows.is_empty() {
+            None
+        } else {
+            Some(Tensor::cat(&rows, 0)?)
+        };
+        let e = Embedded {
+            matrix,
+            paths: kept.iter().map(|&i| name(i)).collect(),
+            concepts: vec![Vec::new(); kept.len()],
+            indices: kept,
+            bad,
+        };
+        self.embeddings(e, |_| Vec::new())
+    }
+
+    fn embeddings(
+        &self,
+        e: Embedded,
+        concepts_of: impl Fn(usize) -> Vec<String>,
+    ) -> Result<Embeddings, RunError> {
+        let (dim, values) = match &e.matrix {
+            Some(m) => (m.dim(1)?, m.flatten_all()?.to_vec1::<f32>()?),
+            None => (0, Vec::new()),
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(RunError::NotFinite {
+                epoch: 0,
+                what: "the embeddings of the images".into(),
+            });
+        }
+        Ok(Embeddings {
+            concepts: e.indices.iter().map(|&i| concepts_of(i)).collect(),
+            paths: e.paths,
+            dim,
+            values,
+            bad: e.bad,
+        })
+    }
+
+    /// The names of the run's `classifier_head` steps that left a head.
+    pub fn heads(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.folder.join("steps")) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("head.safetensors").is_file())
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The head the run's `classifier_head` step `step` trained.
+    pub fn head(&self, step: &str) -> Result<TrainedHead, RunError> {
+        let folder = self.folder.join("steps").join(step);
+        let weights_path = folder.join("head.safetensors");
+        let meta_path = folder.join("head.json");
+        if !weights_path.is_file() {
+            let heads = self.heads();
+            let help = match heads.as_slice() {
+                [] => "this run trained no head: add a `classifier_head` step to its workflow and \
+                       run it with `--resume`"
+                    .to_string(),
+                _ => format!("its heads: {}", quoted(&heads)),
+            };
+            return Err(RunError::BaseModel {
+                path: weights_path,
+                message: format!("the run has no head `{step}`; {help}"),
+            });
+        }
+        let bad = |path: &Path, message: String| RunError::BaseModel {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(&meta_path).map_err(|e| {
+            bad(
+                &meta_path,
+                format!("cannot read it ({e}); run the workflow with `--resume` to write it again"),
+            )
+        })?;
+        let meta: HeadMeta = serde_json::from_str(&text)
+            .map_err(|e| bad(&meta_path, format!("it does not describe a head: {e}")))?;
+        let tensors = candle_core::safetensors::load(&weights_path, &self.device)
+            .map_err(|e| bad(&weights_path, format!("cannot read it: {e}")))?;
+        let get = |name: &str| {
+            tensors
+                .get(name)
+                .cloned()
+                .ok_or_else(|| bad(&weights_path, format!("it holds no `{name}`")))
+        };
+        let head = Head {
+            logreg: meta.logreg,
+            mean: get("mean")?,
+            scale: get("scale")?,
+            weight: get("weight")?,
+            bias: get("bias")?,
+            losses: Vec::new(),
+        };
+        let dim = self.embedding_dim()?;
+        let (classes, head_dim) = head.weight.dims2()?;
+        if head_dim != dim || classes != meta.concepts.len() || head.bias.dims() != [classes] {
+            return Err(bad(
+                &weights_path,
+                format!(
+                    "its shapes ({classes} × {head_dim}) do not fit the model's {dim}-long \
+                     embeddings and the {} concepts of `head.json`",
+                    meta.concepts.len()
+                ),
+            ));
+        }
+        Ok(TrainedHead {
+            step: step.to_string(),
+            concepts: meta.concepts,
+            head,
+        })
+    }
+
+    /// The length of the model's embeddings.
+    pub fn embedding_dim(&self) -> Result<usize, RunError> {
+        let size = self.image_size();
+        let x = Tensor::zeros((1, 3, size, size), DType::F32, &self.device)?;
+        Ok(self.net.embed(&x, false)?.dim(1)?)
+    }
+
+    /// Each image's concepts: softmax outputs give the `rule.top_k` most
+    /// likely, sigmoid units every concept above `rule.threshold`.
+    pub fn predict(
+        &self,
+        embeddings: &Embeddings,
+        with: &Predictor,
+        rule: Rule,
+    ) -> Result<Vec<Prediction>, RunError> {
+        let Some(x) = self.matrix(embeddings)? else {
+            return Ok(Vec::new());
+        };
+        let (scores, names, logreg) = match with {
+            Predictor::Template => {
+                let logits = self.net.logits_of(&x)?;
+                let scores = if self.logreg() {
+                    candle_nn::ops::sigmoid(&logits)?
+                } else {
+                    loss::softmax(&logits)?
+                };
+                (scores, self.concepts(), self.logreg())
+            }
+            Predictor::Head(h) => (h.head.scores(&x)?, h.concepts.as_slice(), h.head.logreg),
+        };
+        let scores = scores.to_vec2::<f32>()?;
+        Ok(scores
+            .iter()
+            .zip(&embeddings.paths)
+            .map(|(s, path)| {
+                let mut order: Vec<usize> = (0..s.len()).collect();
+                order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
+                let shown: Vec<usize> = if logreg {
+                    order
+                        .into_iter()
+                        .filter(|&c| s[c] > rule.threshold)
+                        .collect()
+                } else {
+                    order.into_iter().take(rule.top_k).collect()
+                };
+                Prediction {
+                    path: path.clone(),
+                    concepts: shown
+                        .into_iter()
+                        .map(|c| (names[c].clone(), s[c]))
+                        .collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// The run's embeddings (`embeddings.safetensors` and `embeddings.csv`),
+    /// training rows then evaluation rows.
+    pub fn index(&self) -> Result<Index, RunError> {
+        let tensors_path = self.folder.join("embeddings.safetensors");
+        let csv_path = self.folder.join("embeddings.csv");
+        let bad = |path: &Path, message: String| RunError::BaseModel {
+            path: path.to_path_buf(),
+            message,
+        };
+        let tensors = candle_core::safetensors::load(&tensors_path, &self.device).map_err(|e| {
+            bad(
+                &tensors_path,
+                format!("cannot read the run's embeddings ({e}); a finished run writes them"),
+            )
+        })?;
+        let rows = read_index_csv(&csv_path)?;
+        let mut parts = Vec::new();
+        let mut index = Index {
+            paths: Vec::new(),
+            concepts: Vec::new(),
+            splits: Vec::new(),
+            matrix: Tensor::zeros((0, 0), DType::F32, &self.device)?,
+        };
+        for split in ["train", "eval"] {
+            let listed: Vec<&IndexRow> = rows.iter().filter(|r| r.split == split).collect();
+            let matrix = tensors.get(split);
+            let count = matrix.map_or(Ok(0), |m| m.dim(0))?;
+            if count != listed.len() {
+                return Err(bad(
+                    &csv_path,
+                    format!(
+                        "it lists {} `{split}` rows and `{}` holds {count}: they are from \
+                         different runs; run the workflow again",
+                        listed.len(),
+                        tensors_path.display()
+                    ),
+                ));
+            }
+            if let Some(m) = matrix {
+                parts.push(m.clone());
+            }
+            for r in listed {
+                index.paths.push(PathBuf::from(&r.path));
+                index.concepts.push(split_concepts(&r.concepts));
+                index.splits.push(split.to_string());
+            }
+        }
+        if parts.is_empty() {
+            return Err(bad(&tensors_path, "the run embedded no image".into()));
+        }
+        index.matrix = Tensor::cat(&parts, 0)?;
+        Ok(index)
+    }
+
+    /// The `k` nearest images of `index` to each query, by cosine similarity;
+    /// a query that is itself in the index is not its own neighbour.
+    pub fn search(
+        &self,
+        queries: &Embeddings,
+        index: &Index,
+        k: usize,
+    ) -> Result<Vec<Vec<Hit>>, RunError> {
+        let Some(q) = self.matrix(queries)? else {
+            return Ok(Vec::new());
+        };
+        if index.matrix.dim(1)? != queries.dim {
+            return Err(RunError::Unsupported(format!(
+                "the index holds {}-long embeddings and the queries are {}-long: they come from \
+                 different models",
+                index.matrix.dim(1)?,
+                queries.dim
+            )));
+        }
+        let rows: HashMap<PathBuf, usize> = index
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (same_file(p), i))
+            .collect();
+        let own: Vec<Option<usize>> = queries
+            .paths
+            .iter()
+            .map(|p| rows.get(&same_file(p)).copied())
+            .collect();
+        let exclude = |row: usize| own.get(row).copied().flatten();
+        let among = index.matrix.to_device(q.device())?;
+        let found = crate::steps::search::search(&q, &among, k, &exclude)?;
+        Ok(found
+            .into_iter()
+            .map(|neighbours| {
+                neighbours
+                    .into_iter()
+                    .map(|(row, score)| Hit {
+                        path: index.paths[row as usize].clone(),
+                        concepts: index.concepts[row as usize].clone(),
+                        score,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    fn matrix(&self, e: &Embeddings) -> Result<Option<Tensor>, RunError> {
+        if e.paths.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Tensor::from_slice(
+            &e.values,
+            (e.paths.len(), e.dim),
+            &self.device,
+        )?))
+    }
+}
+
+/// Decoded images embedded in one forward pass.
+const EMBED_BATCH: usize = 32;
+
+/// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
+fn same_file(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A row of `embeddings.csv`.
+#[derive(Deserialize)]
+struct IndexRow {
+    split: String,
+    #[allow(dead_code)]
+    row: usize,
+    path: String,
+    concepts: String,
+}
+
+fn read_index_csv(path: &Path) -> Result<Vec<IndexRow>, RunError> {
+    let bad = |message: String| RunError::BaseModel {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = csv::Reader::from_path(path)
+        .map_err(|e| bad(format!("cannot read the run's index of embeddings: {e}")))?;
+    reader
+        .deserialize()
+        .map(|r| r.map_err(|e| bad(format!("not an index of embeddings: {e}"))))
+        .collect()
+}
+
+/// `a;b` as concept names.
+fn split_concepts(text: &str) -> Vec<String> {
+    text.split(';')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Builds the network a base model describes and loads its weights.
+pub(super) fn load_net(
+    base: &BaseModel,
+    hyper: &Hyper,
+    device: &Device,
+) -> Result<(NetConfig, VarMap, TemplateNet), RunError> {
+    let map = VarMap::new();
+    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+    let cfg = NetConfig::for_hyper(hyper);
+    let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb)?;
+    let bad = |message: String| RunError::BaseModel {
+        path: base.weights.clone(),
+        message,
+    };
+    let report = weights::load(&map, &base.weights).map_err(|e| bad(e.to_string()))?;
+    if !report.is_complete() {
+        return Err(bad(format!(
+            "its weights do not fit the network `{}` describes ({report})",
+            base.meta_path.display()
+        )));
+    }
+    Ok((cfg, map, net))
+}
+
+impl Inputs {
+    /// The images named by `paths`: image files; folders (their images, and
+    /// those of concept sub-folders with the sub-folder's name as their
+    /// concept); manifests (`.csv`, `.json`, `.jsonl`) with their concepts.
+    /// Walked as a run walks its data (bounded, hidden entries skipped).
+    pub fn gather(paths: &[PathBuf]) -> Result<Inputs, RunError> {
+        let mut inputs = Inputs::default();
+        for path in paths {
+            if path.is_dir() {
+                let (folders, loose) = list_folder(path)?;
+                for p in loose {
+                    inputs.push(p, Vec::new());
+                }
+                for f in folders {
+                    for p in f.images {
+                        inputs.push(p, vec![f.name.clone()]);
+                    }
+                }
+            } else if is_manifest(path) {
+                let data = Dataset::read_manifest(path)?;
+                for s in data.samples {
+                    let names = s.concepts.iter().map(|&c| data.concepts[c].clone());
+                    inputs.push(s.path, names.collect());
+                }
+            } else if path.exists() {
+                inputs.push(path.clone(), Vec::new());
+            } else {
+                return Err(RunError::Data(crate::data::DataError::Io {
+                    path: path.clone(),
+                    error: std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        "no such file or folder",
+                    ),
+                }));
+            }
+        }
+        Ok(inputs)
+    }
+
+    fn push(&mut self, path: PathBuf, concepts: Vec<String>) {
+        self.paths.push(path);
+        self.concepts.push(concepts);
+    }
+}
+
+fn is_manifest(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| ["csv", "json", "jsonl"].contains(&e.to_ascii_lowercase().as_str()))
+}
+
+impl Embeddings {
+    /// Writes the vectors to `path` (safetensors, one `embeddings` matrix of
+    /// `rows × dim`) and their index beside it (`path` with `.csv`: row,
+    /// path, concepts `;`-separated), each atomically; returns the index's
+    /// path. The run's `embeddings.safetensors` has the same layout per split.
+    pub fn save(&self, path: &Path) -> Result<PathBuf, RunError> {
+        let index_path = path.with_extension("csv");
+        if index_path == path {
+            return Err(RunError::Unsupported(format!(
+                "`{}`: name the embeddings file `.safetensors`; its index goes beside it as `.csv`",
+                path.display()
+            )));
+        }
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            super::folder::create(parent)?;
+        }
+        let matrix = Tensor::from_slice(&self.values, (self.len(), self.dim), &Device::Cpu)?;
+        let tensors = [("embeddings".to_string(), matrix)].into_iter().collect();
+        super::folder::write_tensors(path, &tensors)?;
+        let mut index = String::from("row,path,concepts\n");
+        for (row, (p, cs)) in self.paths.iter().zip(&self.concepts).enumerate() {
+            index.push_str(&format!(
+                "{row},{},{}\n",
+                metrics::csv_field(&p.display().to_string()),
+                metrics::csv_field(&cs.join(";"))
+            ));
+        }
+        super::folder::write(&index_path, index.as_bytes())?;
+        Ok(index_path)
+    }
+
+    /// Reads what [`Embeddings::save`] wrote (`wfrun embed`'s output).
+    pub fn load(path: &Path) -> Result<Embeddings, RunError> {
+        let bad = |p: &Path, message: String| RunError::BaseModel {
+            path: p.to_path_buf(),
+            message,
+        };
+        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+            .map_err(|e| bad(path, format!("cannot read embeddings: {e}")))?;
+        let matrix = tensors.get("embeddings").ok_or_else(|| {
+            bad(
+                path,
+                "it holds no `embeddings` matrix (`wfrun embed` writes one)".into(),
+            )
+        })?;
+        let (rows, dim) = matrix
+            .dims2()
+            .map_err(|_| bad(path, "`embeddings` is not a matrix".into()))?;
+        let index_path = path.with_extension("csv");
+        #[derive(Deserialize)]
+        struct Row {
+            #[allow(dead_code)]
+            row: usize,
+            path: String,
+            concepts: String,
+        }
+        let mut reader = csv::Reader::from_path(&index_path).map_err(|e| {
+            bad(
+                &index_path,
+                format!("cannot read the index of `{}`: {e}", path.display()),
+            )
+        })?;
+        let listed: Vec<Row> = reader
+            .deserialize()
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(&index_path, format!("not an index of embeddings: {e}")))?;
+        if listed.len() != rows {
+            return Err(bad(
+                &index_path,
+                format!(
+                    "it lists {} images and `{}` holds {rows} rows: they were not written together",
+                    listed.len(),
+                    path.display()
+                ),
+            ));
+        }
+        Ok(Embeddings {
+            paths: listed.iter().map(|r| PathBuf::from(&r.path)).collect(),
+            concepts: listed.iter().map(|r| split_concepts(&r.concepts)).collect(),
+            dim,
+            values: matrix.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            bad: Vec::new(),
+        })
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.values[i * self.dim..(i + 1) * self.dim]
+    }
+
+    pub fn len(&self) -> usize {
+        self.paths.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.paths.is_empty()
+    }
+}

@@ -1,0 +1,461 @@
+//! A trained run's model, used: `wfrun embed`, `wfrun predict` and
+//! `wfrun search` through the binary, and `wfrun::Model` through the
+//! library, checked against what the run itself wrote (its embeddings, its
+//! held-out accuracy, its head's predictions, its search step's neighbours).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+const CONCEPTS: usize = 3;
+
+fn write_images(root: &Path) {
+    let hues = [[220u8, 40, 40], [40, 200, 60], [50, 80, 230]];
+    for (c, hue) in hues.iter().enumerate() {
+        let folder = root.join(format!("c{c}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..16u32 {
+            let img = image::RgbImage::from_fn(36, 36, |x, y| {
+                if (x / 12) as usize == c && y > 6 + i % 4 && y < 26 {
+                    image::Rgb(*hue)
+                } else {
+                    image::Rgb([(x * 4 % 50) as u8, 20, (y * 3 % 40 + i) as u8])
+                }
+            });
+            img.save(folder.join(format!("{i}.png"))).unwrap();
+        }
+    }
+}
+
+struct Output {
+    stdout: String,
+    stderr: String,
+    code: i32,
+}
+
+fn wfrun(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    Output {
+        stdout: String::from_utf8(out.stdout).unwrap(),
+        stderr: String::from_utf8(out.stderr).unwrap(),
+        code: out.status.code().unwrap_or(-1),
+    }
+}
+
+/// One run shared by the tests: BN-Inception at 32 px on three concepts,
+/// with a head and a search step; its folder is `runs/tiny` under the
+/// returned folder.
+fn trained() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        write_images(&dir.path().join("images"));
+        std::fs::write(
+            dir.path().join("tiny.wf"),
+            "workflow tiny\n\
+             use Clarifai_InceptionBatchNorm { image_size = 32  batch_size = 8  num_epochs = 3  init_epochs = 2  step_epochs = 1  logreg = 0 }\n\
+             data { train = \"images\"  eval = 0.25 }\n\
+             seed = 5\n\
+             step classifier_head { logreg = 0  epochs = 60 }\n\
+             step visual_search { top_k = 3  queries = eval }\n",
+        )
+        .unwrap();
+        let out = wfrun(dir.path(), &["tiny.wf"]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        dir
+    })
+    .path()
+}
+
+fn tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn rows(t: &Tensor) -> Vec<Vec<f32>> {
+    t.to_vec2::<f32>().unwrap()
+}
+
+/// The run's `embeddings.csv`: (split, path, concepts).
+fn run_index(dir: &Path) -> Vec<(String, String, String)> {
+    let mut r = csv::Reader::from_path(dir.join("runs/tiny/embeddings.csv")).unwrap();
+    r.records()
+        .map(|rec| {
+            let rec = rec.unwrap();
+            (rec[0].to_string(), rec[2].to_string(), rec[3].to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn embed_gives_the_runs_own_vectors() {
+    let dir = trained();
+    let index = run_index(dir);
+    let run = tensors(&dir.join("runs/tiny/embeddings.safetensors"));
+    // The training images in the run's order: the same batches, so the very
+    // same vectors.
+    let mut manifest = String::from("path,concept\n");
+    for (split, path, concepts) in &index {
+        if split == "train" {
+            manifest.push_str(&format!("{path},{concepts}\n"));
+        }
+    }
+    std::fs::write(dir.join("train.csv"), manifest).unwrap();
+    let out = wfrun(
+        dir,
+        &[
+            "embed",
+            "runs/tiny",
+            "train.csv",
+            "-o",
+            "out/train.safetensors",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(summary["images"], 36);
+    assert_eq!(summary["dim"], 1024);
+    let mine = tensors(&dir.join("out/train.safetensors"));
+    assert_eq!(rows(&mine["embeddings"]), rows(&run["train"]));
+    let listed = std::fs::read_to_string(dir.join("out/train.csv")).unwrap();
+    assert!(
+        listed.starts_with("row,path,concepts\n0,\"images/"),
+        "{listed}"
+    );
+    assert_eq!(listed.lines().count(), 37);
+
+    // The whole folder, in other batches: the same vectors up to rounding.
+    let out = wfrun(
+        dir,
+        &["embed", "runs/tiny", "images", "-o", "all.safetensors"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("embedded 48 images"), "{}", out.stdout);
+    let all = wfrun::exec::model::Embeddings::load(&dir.join("all.safetensors")).unwrap();
+    assert_eq!(all.len(), 48);
+    let split_rows: HashMap<&str, Vec<Vec<f32>>> =
+        [("train", rows(&run["train"])), ("eval", rows(&run["eval"]))].into();
+    let mut at = HashMap::<&str, usize>::new();
+    for (split, path, concepts) in &index {
+        let n = at.entry(split.as_str()).or_default();
+        let theirs = &split_rows[split.as_str()][*n];
+        *n += 1;
+        let i = all.paths.iter().position(|p| p == Path::new(path)).unwrap();
+        assert_eq!(all.concepts[i], vec![concepts.clone()]);
+        let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (a, b) in all.row(i).iter().zip(theirs) {
+            assert!((a - b).abs() <= 1e-4 * scale.max(1.0), "{path}: {a} vs {b}");
+        }
+    }
+}
+
+#[test]
+fn predict_matches_the_runs_accuracy_and_its_head() {
+    let dir = trained();
+    let eval: Vec<(String, String)> = run_index(dir)
+        .into_iter()
+        .filter(|(s, _, _)| s == "eval")
+        .map(|(_, p, c)| (p, c))
+        .collect();
+    let mut manifest = String::from("path,concept\n");
+    for (p, c) in &eval {
+        manifest.push_str(&format!("{p},{c}\n"));
+    }
+    std::fs::write(dir.join("eval.csv"), &manifest).unwrap();
+
+    // The template's softmax: its top concept is right as often as the
+    // run's last held-out accuracy says.
+    let out = wfrun(
+        dir,
+        &["predict", "runs/tiny", "eval.csv", "--format", "json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), eval.len());
+    let mut right = 0;
+    for (line, (path, concept)) in lines.iter().zip(&eval) {
+        assert_eq!(line["path"], path.as_str());
+        let listed = line["concepts"].as_array().unwrap();
+        assert_eq!(listed.len(), CONCEPTS);
+        let total: f64 = listed.iter().map(|c| c["score"].as_f64().unwrap()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "softmax sums to {total}");
+        right += usize::from(listed[0]["concept"] == concept.as_str());
+    }
+    let metrics = std::fs::read_to_string(dir.join("runs/tiny/metrics.jsonl")).unwrap();
+    let last: Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let accuracy = last["eval"]["accuracy"].as_f64().unwrap();
+    assert!(
+        (right as f64 / eval.len() as f64 - accuracy).abs() < 1e-6,
+        "{right} of {} right; the run said {accuracy}",
+        eval.len()
+    );
+
+    // The head: the same scores as the step's own predictions.
+    let out = wfrun(
+        dir,
+        &[
+            "predict",
+            "runs/tiny",
+            "eval.csv",
+            "--head",
+            "classifier_head",
+            "--format",
+            "csv",
+            "--top-k",
+            "1",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let step = std::fs::read_to_string(dir.join("runs/tiny/steps/classifier_head/predictions.csv"))
+        .unwrap();
+    let mut step_top = HashMap::new();
+    let mut r = csv::Reader::from_reader(step.as_bytes());
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        step_top
+            .entry(rec[0].to_string())
+            .or_insert((rec[1].to_string(), rec[2].parse::<f32>().unwrap()));
+    }
+    let mut r = csv::Reader::from_reader(out.stdout.as_bytes());
+    let mut seen = 0;
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let (concept, score) = &step_top[&rec[0]];
+        assert_eq!(&rec[1], "1");
+        assert_eq!(&rec[2], concept.as_str(), "{}", &rec[0]);
+        let mine: f32 = rec[3].parse().unwrap();
+        assert!((mine - score).abs() < 1e-4, "{mine} vs {score}");
+        seen += 1;
+    }
+    assert_eq!(seen, eval.len());
+
+    let out = wfrun(dir, &["predict", "runs/tiny", "eval.csv", "--head", "nope"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("the run has no head `nope`; its heads: `classifier_head`"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn search_finds_the_search_steps_neighbours() {
+    let dir = trained();
+    // The step searched the evaluation images among the training images.
+    let index = run_index(dir);
+    let mut manifest = String::from("path,concept\n");
+    for (split, p, c) in &index {
+        if split == "train" {
+            manifest.push_str(&format!("{p},{c}\n"));
+        }
+    }
+    std::fs::write(dir.join("index.csv"), &manifest).unwrap();
+    let out = wfrun(
+        dir,
+        &["embed", "runs/tiny", "index.csv", "-o", "index.safetensors"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let step =
+        std::fs::read_to_string(dir.join("runs/tiny/steps/visual_search/neighbours.csv")).unwrap();
+    let mut expected: HashMap<String, Vec<(String, f32)>> = HashMap::new();
+    let mut r = csv::Reader::from_reader(step.as_bytes());
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        expected
+            .entry(rec[0].to_string())
+            .or_default()
+            .push((rec[2].to_string(), rec[3].parse().unwrap()));
+    }
+    let queries: Vec<&str> = expected.keys().map(String::as_str).take(4).collect();
+    let mut args = vec![
+        "search",
+        "runs/tiny",
+        "--index",
+        "index.safetensors",
+        "--top-k",
+        "3",
+        "--format",
+        "json",
+    ];
+    args.extend(&queries);
+    let out = wfrun(dir, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let found: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(found.len(), queries.len());
+    for f in &found {
+        let query = f["query"].as_str().unwrap();
+        let hits = f["neighbours"].as_array().unwrap();
+        let theirs = &expected[query];
+        assert_eq!(hits.len(), 3);
+        for (hit, (path, score)) in hits.iter().zip(theirs) {
+            // Ties may swap places; the scores agree.
+            let mine = hit["score"].as_f64().unwrap() as f32;
+            assert!((mine - score).abs() < 1e-4, "{query}: {mine} vs {score}");
+            if (mine - score).abs() < 1e-6 {
+                assert_eq!(hit["path"], path.as_str());
+            }
+        }
+    }
+
+    // Among the run's own images (training and evaluation), a query that is
+    // one of them is not its own neighbour.
+    let query = &index[0].1;
+    let out = wfrun(
+        dir,
+        &[
+            "search",
+            "runs/tiny",
+            query,
+            "--top-k",
+            "2",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines[0], "query,rank,path,score,concepts");
+    assert_eq!(lines.len(), 3);
+    for l in &lines[1..] {
+        let cells: Vec<&str> = l.split(',').collect();
+        assert_eq!(cells[0], query.as_str());
+        assert_ne!(cells[2], query.as_str());
+        let score: f32 = cells[3].parse().unwrap();
+        assert!(score <= 1.0 + 1e-6 && score > 0.0, "{score}");
+    }
+}
+
+#[test]
+fn bad_input_is_an_error_naming_it() {
+    let dir = trained();
+    // Not a run folder.
+    let out = wfrun(dir, &["predict", "images", "images/c0/0.png"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("model.safetensors"), "{}", out.stderr);
+    // Every image corrupt.
+    let bad = dir.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("a.png"), b"not a png").unwrap();
+    std::fs::write(bad.join("b.jpg"), b"").unwrap();
+    let out = wfrun(dir, &["embed", "runs/tiny", "bad", "-o", "bad.safetensors"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("skipped `bad/a.png`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("none of the 2 images could be read"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.join("bad.safetensors").exists());
+    // One corrupt among good ones: skipped, or refused with the flag.
+    std::fs::copy(dir.join("images/c0/0.png"), bad.join("good.png")).unwrap();
+    let out = wfrun(dir, &["predict", "runs/tiny", "bad"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 1);
+    assert!(
+        out.stdout.starts_with("bad/good.png: c0 "),
+        "{}",
+        out.stdout
+    );
+    let out = wfrun(
+        dir,
+        &[
+            "embed",
+            "runs/tiny",
+            "bad",
+            "-o",
+            "b.safetensors",
+            "--fail-on-bad-images",
+        ],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("2 of 3 images cannot be read"),
+        "{}",
+        out.stderr
+    );
+    assert!(!dir.join("b.safetensors").exists());
+    // A path that does not exist, an empty folder, a wrong output name.
+    let out = wfrun(
+        dir,
+        &["embed", "runs/tiny", "nowhere", "-o", "x.safetensors"],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("nowhere"), "{}", out.stderr);
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let out = wfrun(dir, &["search", "runs/tiny", "empty"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("no image in `empty`"), "{}", out.stderr);
+    let out = wfrun(dir, &["embed", "runs/tiny", "images", "-o", "x.npy"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("`.safetensors`"), "{}", out.stderr);
+}
+
+#[test]
+fn the_library_embeds_decoded_images_as_files() {
+    let dir = trained();
+    let model = wfrun::Model::open(&dir.join("runs/tiny")).unwrap();
+    assert_eq!(model.concepts(), ["c0", "c1", "c2"]);
+    assert_eq!(model.image_size(), 32);
+    assert!(!model.logreg());
+    assert_eq!(model.heads(), ["classifier_head"]);
+    let paths: Vec<PathBuf> = (0..5)
+        .map(|i| dir.join(format!("images/c1/{i}.png")))
+        .collect();
+    let inputs = wfrun::exec::model::Inputs {
+        paths: paths.clone(),
+        concepts: vec![Vec::new(); paths.len()],
+    };
+    let mut progress = Vec::new();
+    let files = model
+        .embed(&inputs, &mut |e| {
+            if let wfrun::exec::Event::Embedding { done, total, .. } = e {
+                progress.push((*done, *total));
+            }
+        })
+        .unwrap();
+    assert_eq!(progress.last(), Some(&(5, 5)));
+    let decoded: Vec<image::DynamicImage> = paths.iter().map(|p| image::open(p).unwrap()).collect();
+    let mut decoded_with_a_bad_one = decoded.clone();
+    decoded_with_a_bad_one.push(image::DynamicImage::new_rgb8(1, 200));
+    let images = model.embed_images(&decoded_with_a_bad_one, None).unwrap();
+    assert_eq!(images.len(), 5);
+    assert_eq!(images.values, files.values);
+    assert_eq!(images.bad.len(), 1);
+    assert!(images.bad[0].reason.contains("more than 64 to 1"));
+    let template = wfrun::exec::model::Predictor::Template;
+    let predicted = model
+        .predict(&images, &template, Default::default())
+        .unwrap();
+    let from_files = model
+        .predict(&files, &template, Default::default())
+        .unwrap();
+    assert_eq!(predicted.len(), 5);
+    for (a, b) in predicted.iter().zip(&from_files) {
+        assert_eq!(a.concepts, b.concepts);
+    }
+    // The head the run trained tells the concepts apart.
+    let head = wfrun::exec::model::Predictor::Head(model.head("classifier_head").unwrap());
+    let predicted = model.predict(&images, &head, Default::default()).unwrap();
+    assert!(
+        predicted.iter().all(|p| p.concepts[0].0 == "c1"),
+        "{predicted:?}"
+    );
+}
