@@ -459,3 +459,84 @@ fn the_library_embeds_decoded_images_as_files() {
         "{predicted:?}"
     );
 }
+
+#[test]
+fn a_base_workflow_embeds_unlabelled_images_and_saves_its_queries() {
+    let dir = trained();
+    let work = tempfile::tempdir().unwrap();
+    let (flat, queries) = (work.path().join("flat"), work.path().join("queries"));
+    std::fs::create_dir_all(&flat).unwrap();
+    std::fs::create_dir_all(&queries).unwrap();
+    for c in 0..CONCEPTS {
+        for i in 0..6 {
+            let from = dir.join(format!("images/c{c}/{i}.png"));
+            std::fs::copy(&from, flat.join(format!("c{c}_{i}.png"))).unwrap();
+        }
+        let from = dir.join(format!("images/c{c}/15.png"));
+        std::fs::copy(&from, queries.join(format!("q{c}.png"))).unwrap();
+    }
+    let base = dir.join("runs/tiny");
+    let text = |steps: &str| {
+        format!(
+            "workflow flat\nbase = \"{}\"\ndata {{ train = \"flat\"  eval = 0.2 }}\n{steps}",
+            base.display()
+        )
+    };
+    let check = |steps: &str| {
+        let options = wfrun::CheckOptions {
+            base_dir: Some(work.path().to_path_buf()),
+            ..Default::default()
+        };
+        wfrun::check_source("flat.wf", &text(steps), &options)
+    };
+    // Steps that need concepts are errors on unlabelled images.
+    let checked = check("step classifier_head { }\nstep clustering { }\n");
+    let messages: Vec<&str> = checked
+        .diagnostics
+        .iter()
+        .map(|d| d.message.as_str())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "a classifier head needs labelled images",
+            "`k` defaults to the number of concepts, and these images have none"
+        ]
+    );
+    let checked = check(
+        "step clustering { k = 3 }\nstep visual_search { top_k = 2  queries = \"queries\" }\n",
+    );
+    assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+    let workflow = checked.workflow.unwrap();
+    let summary = wfrun::exec::run(&workflow, &Default::default(), &mut |_| {}).unwrap();
+    assert!(
+        summary.failed_steps.is_empty(),
+        "{:?}",
+        summary.failed_steps
+    );
+    let out = work.path().join("runs/flat");
+    // No label, no metric that needs one.
+    let metrics = |step: &str| -> Value {
+        let text = std::fs::read_to_string(out.join(format!("steps/{step}/metrics.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    };
+    let clustering = metrics("clustering");
+    assert_eq!(clustering["images"], 18);
+    assert!(clustering.get("nmi").is_none() && clustering.get("ari").is_none());
+    let search = metrics("visual_search");
+    assert_eq!(search["queries"], 3);
+    assert!(search.get("recall_at_1").is_none());
+    // The queries' embeddings are saved, as the model embeds those images.
+    let saved =
+        wfrun::exec::model::Embeddings::load(&out.join("steps/visual_search/queries.safetensors"))
+            .unwrap();
+    assert_eq!(saved.len(), 3);
+    assert!(saved.concepts.iter().all(Vec::is_empty));
+    let model = wfrun::Model::open(&base).unwrap();
+    let inputs = wfrun::exec::model::Inputs {
+        paths: saved.paths.clone(),
+        concepts: vec![Vec::new(); 3],
+    };
+    let again = model.embed(&inputs, &mut |_| {}).unwrap();
+    assert_eq!(again.values, saved.values);
+}

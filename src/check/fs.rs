@@ -75,6 +75,7 @@ pub(super) fn check_data(
     params: &[(ResolvedParam, Written)],
     batch_max: Option<f64>,
     spans: HashMap<String, Span>,
+    base: bool,
 ) -> Option<DatasetSummary> {
     let fallback = Span::new(cx.source, 0, 0);
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
@@ -90,10 +91,13 @@ pub(super) fn check_data(
             if !exists_as(cx, p, span("train"), true, "training folder") {
                 return None;
             }
-            count_concepts(cx, p, span("train"))?
+            count_concepts(cx, p, span("train"), base)?
         }
     };
-    if let Eval::Images(src) = &data.eval {
+    // Unlabelled images (a base model's flat folder) have no concepts for
+    // the evaluation images to share.
+    let labelled = !summary.concepts.is_empty();
+    if let (true, Eval::Images(src)) = (labelled, &data.eval) {
         if src.path().exists() {
             match src.read() {
                 Ok(eval) => {
@@ -369,10 +373,14 @@ fn check_weights_and_eval(cx: &mut Checker, data: &DataSpec, span: &dyn Fn(&str)
 /// concept folders and empty concepts are warnings, fewer than two concepts
 /// with images an error (`None` when none has any).
 /// Also the training images' paths.
+/// A training folder's concepts and images. For a `base` workflow (`base`),
+/// which trains nothing, one concept is enough and a folder of images
+/// without concept sub-folders is a set of unlabelled images.
 fn count_concepts(
     cx: &mut Checker,
     root: &Path,
     at: Span,
+    base: bool,
 ) -> Option<(DatasetSummary, Vec<PathBuf>)> {
     let span = |_: &str| at;
     let shown = root.display().to_string();
@@ -387,13 +395,22 @@ fn count_concepts(
                     (f.name, n)
                 })
                 .collect();
-            (counts, loose.len())
+            (counts, loose)
         }
         Err(e) => {
             data_error(cx, span("train"), &e);
             return None;
         }
     };
+    if base && !loose.is_empty() && concepts.iter().all(|(_, n)| *n == 0) {
+        let summary = DatasetSummary {
+            concepts: Vec::new(),
+            images: loose.len(),
+            multi_label: false,
+        };
+        return Some((summary, loose));
+    }
+    let loose = loose.len();
     if loose > 0 {
         cx.push(
             Diagnostic::warning(
@@ -431,7 +448,7 @@ fn count_concepts(
             );
             return None;
         }
-        1 => cx.push(
+        1 if !base => cx.push(
             Diagnostic::error(
                 Code::Data,
                 span("train"),
@@ -501,6 +518,41 @@ pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[O
                 exists_as(cx, &path, s.value.span, true, "folder");
             }
         }
+    }
+}
+
+/// Steps that need the images' concepts, on unlabelled images (a base
+/// model's folder without concept sub-folders): a head has nothing to learn,
+/// and clustering's `k` has no concepts to default to.
+pub(super) fn steps_on_unlabelled(
+    cx: &mut Checker,
+    steps: &[&StepDecl],
+    specs: &[Option<StepSpec>],
+    at_train: Span,
+) {
+    use crate::hyper::{Count, StepParams};
+    for (decl, spec) in steps.iter().zip(specs) {
+        let Some(spec) = spec else { continue };
+        let at = decl
+            .keyword
+            .to(decl.alias.as_ref().unwrap_or(&decl.kind).span);
+        let problem = match &spec.typed {
+            StepParams::ClassifierHead(_) => (
+                "a classifier head needs labelled images",
+                "give the training images concept sub-folders (or a manifest with concepts), or remove this step",
+            ),
+            StepParams::Clustering(p) if matches!(p.k, Count::Derived(_)) => (
+                "`k` defaults to the number of concepts, and these images have none",
+                "set the number of clusters: `step clustering { k = 8 }`",
+            ),
+            _ => continue,
+        };
+        cx.push(
+            Diagnostic::error(Code::Data, at, problem.0)
+                .with_label("the images are not labelled")
+                .with_related(at_train, "images without concept sub-folders")
+                .with_help(problem.1),
+        );
     }
 }
 

@@ -268,10 +268,16 @@ impl Checker<'_> {
             self.cross_checks(t, u, params, has_weights);
         }
         if let (Some(data), Some(params), true) = (&data_spec, &params, options.filesystem) {
-            dataset = self.data_on_disk(module, template.as_ref(), data, params);
+            dataset = self.data_on_disk(module, template.as_ref(), data, params, base.is_some());
         }
         if options.filesystem {
             fs::check_step_paths(self, &items.steps, &step_specs);
+            if dataset.as_ref().is_some_and(|d| d.concepts.is_empty()) {
+                let spans = data_decl_spans(data_decl_of(module));
+                let at = spans.get("train").copied();
+                let at = at.unwrap_or(Span::new(self.source, 0, 0));
+                fs::steps_on_unlabelled(self, &items.steps, &step_specs, at);
+            }
             if let Some(data) = &data_spec {
                 let spans = data_decl_spans(data_decl_of(module));
                 fs::output_apart(self, &output, data, base_setting.as_ref(), &spans);
@@ -457,12 +463,13 @@ impl Checker<'_> {
         template: Option<&TemplateSpec>,
         data: &DataSpec,
         params: &[(ResolvedParam, Written)],
+        base: bool,
     ) -> Option<DatasetSummary> {
         let batch_max = template
             .and_then(|t| t.param("batch_size")?.max.as_ref())
             .map(|m| m.value.as_f64());
         let spans = data_decl_spans(data_decl_of(module));
-        fs::check_data(self, data, params, batch_max, spans)
+        fs::check_data(self, data, params, batch_max, spans, base)
     }
 
     /// An epoch of the images found must hold a batch of two (batch norm).

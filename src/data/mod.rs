@@ -209,9 +209,24 @@ impl Dataset {
         Ok(data)
     }
 
-    /// As [`Dataset::from_folder`], for an evaluation set: one concept is enough.
+    /// As [`Dataset::from_folder`], for an evaluation set or a base model's
+    /// images: one concept is enough, and a folder without concept
+    /// sub-folders holding images is a set of unlabelled images (no
+    /// concepts, each sample's list empty).
     pub fn read_folder(root: &Path) -> Result<Dataset, DataError> {
-        let (folders, _) = list_folder(root)?;
+        let (folders, loose) = list_folder(root)?;
+        if folders.iter().all(|f| f.images.is_empty()) && !loose.is_empty() {
+            return Ok(Dataset {
+                samples: loose
+                    .into_iter()
+                    .map(|path| Sample {
+                        path,
+                        concepts: Vec::new(),
+                    })
+                    .collect(),
+                ..Dataset::default()
+            });
+        }
         let mut data = Dataset::default();
         for folder in folders.into_iter().filter(|f| !f.images.is_empty()) {
             let index = data.concepts.len();

@@ -178,7 +178,7 @@ impl std::fmt::Display for RunError {
                 path.display()
             ),
             RunError::Unreadable { what, bad } => {
-                write!(f, "{what} can be read, so nothing would be learnt from them:")?;
+                write!(f, "{what} can be read, so nothing would be learnt from them (or embedded):")?;
                 list_bad(f, bad)?;
                 write!(
                     f,

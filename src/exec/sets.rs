@@ -68,7 +68,12 @@ fn open(src: &ImageSource) -> Result<Dataset, RunError> {
 
 impl DataSets {
     pub fn load(workflow: &Workflow) -> Result<DataSets, RunError> {
-        let data = open(&workflow.data.train)?;
+        // A base model trains nothing: one concept, or none (a flat folder
+        // of unlabelled images), is enough for its steps.
+        let data = match workflow.base {
+            Some(_) => workflow.data.train.read()?,
+            None => open(&workflow.data.train)?,
+        };
         let (train_idx, eval) = match &workflow.data.eval {
             Eval::Fraction(f) => {
                 let (t, e) = split(data.samples.len(), *f, workflow.seed);
@@ -76,7 +81,16 @@ impl DataSets {
             }
             Eval::Images(src) => {
                 let eval = src.read()?;
-                let images = Images::remap(&eval, &data.concepts);
+                let images = if data.concepts.is_empty() {
+                    // Unlabelled training images: the evaluation images'
+                    // concepts (if any) have nothing to be compared with.
+                    Images {
+                        paths: Arc::new(eval.samples.iter().map(|s| s.path.clone()).collect()),
+                        concepts: vec![Vec::new(); eval.samples.len()],
+                    }
+                } else {
+                    Images::remap(&eval, &data.concepts)
+                };
                 if images.paths.is_empty() {
                     return Err(RunError::NothingToTrain(format!(
                         "no evaluation image in `{}` has a training concept ({}); name its \
@@ -185,9 +199,14 @@ pub(super) fn survey(
     let mut small = Vec::new();
     let mut readable = vec![0usize; sets.concepts.len()];
     let mut unreadable: Vec<Vec<BadImage>> = vec![Vec::new(); sets.concepts.len()];
+    let (mut readable_train, mut unreadable_train) = (0usize, Vec::new());
     let trained = sets.train.paths.len();
     for (i, (path, r)) in paths.iter().zip(found).enumerate() {
         if i < trained {
+            match &r {
+                Ok(_) => readable_train += 1,
+                Err(e) => unreadable_train.push(e.clone()),
+            }
             for &c in &sets.train.concepts[i] {
                 match &r {
                     Ok(_) => readable[c] += 1,
@@ -223,26 +242,22 @@ pub(super) fn survey(
     if options.fail_on_bad_images && !bad.is_empty() {
         return Err(RunError::BadImages(bad));
     }
+    if readable_train == 0 {
+        return Err(RunError::Unreadable {
+            what: format!("none of the {trained} training images"),
+            bad: unreadable_train,
+        });
+    }
     unreadable_concepts(sets, &readable, unreadable)
 }
 
-/// Stops a run before its first step when no training image, or none of
-/// some concept, can be read: it would train on nothing, or never see that
-/// concept.
+/// Stops a run before its first step when none of the training images of
+/// some concept can be read: it would never see that concept.
 fn unreadable_concepts(
     sets: &DataSets,
     readable: &[usize],
     mut unreadable: Vec<Vec<BadImage>>,
 ) -> Result<(), RunError> {
-    if readable.iter().all(|&n| n == 0) {
-        let mut bad: Vec<BadImage> = unreadable.into_iter().flatten().collect();
-        bad.sort_by(|a, b| a.path.cmp(&b.path));
-        bad.dedup_by(|a, b| a.path == b.path);
-        return Err(RunError::Unreadable {
-            what: format!("none of the {} training images", sets.train.paths.len()),
-            bad,
-        });
-    }
     if let Some(c) = readable.iter().position(|&n| n == 0) {
         return Err(RunError::Unreadable {
             what: format!(

@@ -129,8 +129,12 @@ impl Progress {
         };
         self.total_steps = (epochs + 1).saturating_sub(*first_epoch) * steps_per_epoch;
         if *epochs == 0 {
+            let concepts = match concepts {
+                0 => "unlabelled images".to_string(),
+                n => format!("{n} concepts"),
+            };
             errln!(
-                "embedding `{workflow}` with its base model: {concepts} concepts, \
+                "embedding `{workflow}` with its base model: {concepts}, \
                  {train_images} training and {eval_images} evaluation images"
             );
         } else if first_epoch > epochs {

@@ -55,6 +55,9 @@ pub(super) fn run(
     };
     let offset = looked.offset_in_index;
     let exclude = move |row: usize| offset.map(|o| o + row);
+    if let Queries::Folder(_) = p.queries {
+        save_queries(inputs, queries, q, folder)?;
+    }
     let found = search(q, &index.matrix, k, &exclude)?;
     let csv = neighbours_csv(inputs, queries, &index, &found);
     write(&folder.join("neighbours.csv"), csv.as_bytes())?;
@@ -107,6 +110,30 @@ fn index<'a>(inputs: &StepInputs<'a>, which: Index) -> Result<Option<Indexed<'a>
         paths,
         concepts,
     }))
+}
+
+/// A folder of queries' embeddings, as `wfrun embed` writes them:
+/// `queries.safetensors` (`embeddings`, one row per query) and `queries.csv`
+/// (row, path, concepts), so they can be searched again or used elsewhere.
+fn save_queries(
+    inputs: &StepInputs,
+    queries: &Embedded,
+    matrix: &Tensor,
+    folder: &Path,
+) -> Result<(), RunError> {
+    let tensors = [("embeddings".to_string(), matrix.clone())]
+        .into_iter()
+        .collect();
+    crate::exec::folder::write_tensors(&folder.join("queries.safetensors"), &tensors)?;
+    let mut csv = String::from("row,path,concepts\n");
+    for (row, (path, cs)) in queries.paths.iter().zip(&queries.concepts).enumerate() {
+        csv.push_str(&format!(
+            "{row},{},{}\n",
+            csv_field(&path.display().to_string()),
+            csv_field(&concept_list(cs, inputs.concepts))
+        ));
+    }
+    write(&folder.join("queries.csv"), csv.as_bytes())
 }
 
 /// The queries; a folder's embeddings are kept in `folder_images`.
