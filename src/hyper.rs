@@ -210,12 +210,14 @@ pub enum Queries {
 }
 
 /// Which images `visual_search` searches among.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Index {
     Train,
     /// The training and the evaluation images.
     All,
+    /// A LanceDB table's rows (its folder, `DB/TABLE.lance`, absolute).
+    Table(PathBuf),
 }
 
 /// `visual_search`: exact cosine nearest neighbours.

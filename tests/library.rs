@@ -948,3 +948,36 @@ fn an_output_of_the_current_folder_is_not_an_empty_path() {
         assert_eq!(c.workflow.unwrap().output, Path::new("."), "{written}");
     }
 }
+
+#[test]
+fn a_search_index_path_must_be_a_lancedb_table_this_build_can_open() {
+    let text = |index: &str| {
+        format!(
+            "use Clarifai_ResNext {{ image_size = 64 }}\ndata {{ train = \"images\" }}\n\
+             step visual_search {{ index = \"{index}\" }}\n"
+        )
+    };
+    let checked = check_source("t.wf", &text("vectors/photos"), &no_fs());
+    assert_eq!(checked.diagnostics.len(), 1, "{:?}", checked.diagnostics);
+    assert_eq!(checked.diagnostics[0].code, Code::VectorTable);
+    assert!(checked.diagnostics[0]
+        .message
+        .contains("`vectors/photos` is not a LanceDB table"));
+    let checked = check_source("t.wf", &text("vectors/photos.lance"), &no_fs());
+    if cfg!(feature = "lancedb") {
+        assert!(!checked.has_errors(), "{:?}", checked.diagnostics);
+        let Some(StepParams::VisualSearch(p)) =
+            checked.workflow.as_ref().map(|w| w.steps[0].typed.clone())
+        else {
+            panic!("a search step");
+        };
+        assert!(
+            matches!(p.index, wfrun::hyper::Index::Table(t) if t.ends_with("vectors/photos.lance"))
+        );
+    } else {
+        assert_eq!(codes(&text("vectors/photos.lance")), [Code::VectorTable]);
+        assert!(checked.diagnostics[0]
+            .message
+            .contains("cannot search LanceDB tables"));
+    }
+}

@@ -414,6 +414,7 @@ fn the_library_embeds_decoded_images_as_files() {
     let model = wfrun::Model::open(&dir.join("runs/tiny")).unwrap();
     assert_eq!(model.concepts(), ["c0", "c1", "c2"]);
     assert_eq!(model.image_size(), 32);
+    assert_eq!(model.embedding_dim(), 1024);
     assert!(!model.logreg());
     assert_eq!(model.heads(), ["classifier_head"]);
     let paths: Vec<PathBuf> = (0..5)

@@ -32,9 +32,55 @@ impl Checker<'_> {
                 names.insert(name_ident.name.clone(), name_ident.span);
             }
             let params = self.step_params(s, kind);
-            out.push(self.typed_step(kind, name_ident, params, seed));
+            let typed = self.typed_step(kind, name_ident, params, seed);
+            if let Some(spec) = &typed {
+                self.search_table(s, spec);
+            }
+            out.push(typed);
         }
         out
+    }
+
+    /// A `visual_search` step searching a LanceDB table: its folder ends in
+    /// `.lance` (what LanceDB names a table), and this build can open it.
+    fn search_table(&mut self, s: &StepDecl, spec: &StepSpec) {
+        let crate::hyper::StepParams::VisualSearch(p) = &spec.typed else {
+            return;
+        };
+        let crate::hyper::Index::Table(path) = &p.index else {
+            return;
+        };
+        let at = s
+            .body
+            .iter()
+            .flat_map(|b| b.settings())
+            .find(|set| set.name.name == "index")
+            .map_or(s.kind.span, |set| set.value.span);
+        if path.extension().is_none_or(|e| e != "lance") {
+            self.push(
+                Diagnostic::error(
+                    Code::VectorTable,
+                    at,
+                    format!("`{}` is not a LanceDB table", path.display()),
+                )
+                .with_label("a table is a folder ending in `.lance`")
+                .with_help(
+                    "write `index = train`, `all`, or a table's folder: `wfrun embed RUN IMAGES -o lancedb://DB/TABLE` writes `DB/TABLE.lance`",
+                ),
+            );
+        } else if !cfg!(feature = "lancedb") {
+            self.push(
+                Diagnostic::error(
+                    Code::VectorTable,
+                    at,
+                    "this build of wfrun cannot search LanceDB tables",
+                )
+                .with_label("needs the `lancedb` feature")
+                .with_help(
+                    "build wfrun with `--features lancedb`, or search `index = train` or `all`",
+                ),
+            );
+        }
     }
 
     fn unknown_step_kind(&mut self, s: &StepDecl) {

@@ -176,7 +176,7 @@ pub(crate) fn step_params(
                 Ok("train") => Index::Train,
                 Ok("all") => Index::All,
                 Ok(other) => return Err(format!("`index` = {other} is not a known keyword")),
-                Err(path) => return Err(format!("`index` = \"{path}\" is not a keyword")),
+                Err(path) => Index::Table(resolve(path)),
             },
         }),
     })

@@ -42,6 +42,12 @@ pub enum RunError {
         path: PathBuf,
         message: String,
     },
+    /// A file of a trained run (a head, its embeddings) or of `wfrun embed`'s
+    /// output cannot be used.
+    RunFile {
+        path: PathBuf,
+        message: String,
+    },
     Unsupported(String),
     /// Images that cannot be read, found before the run started.
     BadImages(Vec<crate::data::images::BadImage>),
@@ -128,6 +134,9 @@ impl std::fmt::Display for RunError {
             }
             RunError::BaseModel { path, message } => {
                 write!(f, "cannot use the base model `{}`: {message}", path.display())
+            }
+            RunError::RunFile { path, message } => {
+                write!(f, "cannot use `{}`: {message}", path.display())
             }
             RunError::Unsupported(m) | RunError::NothingToTrain(m) => f.write_str(m),
             RunError::NotFinite { epoch, what } => {

@@ -13,12 +13,18 @@ mod checkpoint;
 mod error;
 mod event;
 mod folder;
+#[cfg(feature = "lancedb")]
+pub mod lance;
 mod metrics;
 pub mod model;
 mod owner;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 mod pictures;
 mod report;
 pub mod results;
+#[cfg(any(feature = "lancedb", feature = "parquet"))]
+pub mod rows;
 mod sets;
 mod steps;
 mod train;

@@ -180,7 +180,7 @@ impl Model {
 
     pub fn open_with(path: &Path, options: &ModelOptions) -> Result<Model, RunError> {
         if !path.exists() {
-            return Err(RunError::BaseModel {
+            return Err(RunError::RunFile {
                 path: path.to_path_buf(),
                 message: "no such folder or file; name the folder of a finished run (it holds \
                           `model.safetensors` and `model.json`)"
@@ -188,7 +188,7 @@ impl Model {
             });
         }
         let (base, template, hyper) =
-            crate::check::open_model(path).map_err(|message| RunError::BaseModel {
+            crate::check::open_model(path).map_err(|message| RunError::RunFile {
                 path: path.to_path_buf(),
                 message,
             })?;
@@ -388,12 +388,12 @@ impl Model {
                     .to_string(),
                 _ => format!("its heads: {}", quoted(&heads)),
             };
-            return Err(RunError::BaseModel {
+            return Err(RunError::RunFile {
                 path: weights_path,
                 message: format!("the run has no head `{step}`; {help}"),
             });
         }
-        let bad = |path: &Path, message: String| RunError::BaseModel {
+        let bad = |path: &Path, message: String| RunError::RunFile {
             path: path.to_path_buf(),
             message,
         };
@@ -421,7 +421,7 @@ impl Model {
             bias: get("bias")?,
             losses: Vec::new(),
         };
-        let dim = self.embedding_dim()?;
+        let dim = self.embedding_dim();
         let (classes, head_dim) = head.weight.dims2()?;
         if head_dim != dim || classes != meta.concepts.len() || head.bias.dims() != [classes] {
             return Err(bad(
@@ -441,10 +441,8 @@ impl Model {
     }
 
     /// The length of the model's embeddings.
-    pub fn embedding_dim(&self) -> Result<usize, RunError> {
-        let size = self.image_size();
-        let x = Tensor::zeros((1, 3, size, size), DType::F32, &self.device)?;
-        Ok(self.net.embed(&x, false)?.dim(1)?)
+    pub fn embedding_dim(&self) -> usize {
+        self.config.embedding_dim()
     }
 
     /// Each image's concepts: softmax outputs give the `rule.top_k` most
@@ -501,7 +499,7 @@ impl Model {
     pub fn index(&self) -> Result<Index, RunError> {
         let tensors_path = self.folder.join("embeddings.safetensors");
         let csv_path = self.folder.join("embeddings.csv");
-        let bad = |path: &Path, message: String| RunError::BaseModel {
+        let bad = |path: &Path, message: String| RunError::RunFile {
             path: path.to_path_buf(),
             message,
         };
@@ -637,7 +635,7 @@ struct IndexRow {
 }
 
 fn read_index_csv(path: &Path) -> Result<Vec<IndexRow>, RunError> {
-    let bad = |message: String| RunError::BaseModel {
+    let bad = |message: String| RunError::RunFile {
         path: path.to_path_buf(),
         message,
     };
@@ -765,7 +763,7 @@ impl Embeddings {
 
     /// Reads what [`Embeddings::save`] wrote (`wfrun embed`'s output).
     pub fn load(path: &Path) -> Result<Embeddings, RunError> {
-        let bad = |p: &Path, message: String| RunError::BaseModel {
+        let bad = |p: &Path, message: String| RunError::RunFile {
             path: p.to_path_buf(),
             message,
         };

@@ -73,6 +73,17 @@ impl NetConfig {
         }
     }
 
+    /// The length of the embeddings [`TemplateNet::embed`] gives.
+    pub fn embedding_dim(&self) -> usize {
+        match self {
+            NetConfig::AngularMargin {
+                embeddings_size, ..
+            } => *embeddings_size,
+            NetConfig::BnInception { backbone, .. } => backbone.feature_dim(),
+            NetConfig::ResNext { backbone, .. } => backbone.feature_dim(),
+        }
+    }
+
     /// Sigmoid units (`logreg = 1`): several concepts per image.
     pub fn logreg(&self) -> bool {
         matches!(

@@ -96,9 +96,19 @@ pub enum Command {
         /// sub-folders, which name the concept); manifests (.csv, .json, .jsonl).
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// Where to write the vectors (`.safetensors`; the index goes beside it).
+        /// Where to write the vectors: `FILE.safetensors` (the index goes
+        /// beside it as `FILE.csv`), or a LanceDB table, `lancedb://DB/TABLE`
+        /// (a build with feature `lancedb`).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// A LanceDB table that exists: refuse it (`create`), replace it, or
+        /// add the rows to it.
+        #[arg(long, value_enum, default_value_t = TableMode::Create)]
+        mode: TableMode,
+        /// A LanceDB table's approximate index: `auto` builds IVF-PQ from
+        /// 100,000 rows on (below, an exact scan is as fast).
+        #[arg(long, value_enum, default_value_t = AnnKind::Auto)]
+        ann: AnnKind,
         /// What to print on standard output when done: a summary, or one JSON object.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
@@ -143,10 +153,14 @@ pub enum Command {
         /// Neighbours per query.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         top_k: u64,
-        /// Search among these embeddings (a `.safetensors` file `wfrun embed`
-        /// wrote with the same model) instead of the run's own images.
+        /// Search among these embeddings instead of the run's own images: a
+        /// `.safetensors` file `wfrun embed` wrote with the same model, or a
+        /// LanceDB table, `lancedb://DB/TABLE`.
         #[arg(long, value_name = "FILE")]
         index: Option<PathBuf>,
+        /// A LanceDB table: scan every row instead of using its ANN index.
+        #[arg(long)]
+        exact: bool,
         /// `human`: lines to read; `json`: one JSON object per query; `csv`:
         /// one row per query and neighbour (query, rank, path, score, concepts).
         #[arg(long, value_enum, default_value_t = TableFormat::Human)]
@@ -168,6 +182,21 @@ pub enum Command {
 pub enum Format {
     Human,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TableMode {
+    Create,
+    Overwrite,
+    Append,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AnnKind {
+    Auto,
+    None,
+    IvfPq,
+    IvfHnswSq,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

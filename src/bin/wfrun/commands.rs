@@ -44,9 +44,11 @@ pub fn run(args: Args) -> u8 {
             run,
             paths,
             output,
+            mode,
+            ann,
             format,
             model,
-        } => crate::use_model::embed(&run, &paths, &output, format, &model),
+        } => crate::use_model::embed(&run, &paths, (&output, mode, ann), format, &model),
         #[cfg(feature = "train")]
         Command::Predict {
             run,
@@ -71,13 +73,14 @@ pub fn run(args: Args) -> u8 {
             queries,
             top_k,
             index,
+            exact,
             format,
             model,
         } => crate::use_model::search(
             &run,
             &queries,
             top_k as usize,
-            index.as_deref(),
+            (index.as_deref(), exact),
             format,
             &model,
         ),

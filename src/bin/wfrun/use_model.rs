@@ -9,7 +9,7 @@ use wfrun::exec::model::{Embeddings, Index, Inputs, ModelOptions, Predictor, Rul
 use wfrun::exec::RunError;
 use wfrun::Model;
 
-use crate::cli::{Format, ModelArgs, TableFormat};
+use crate::cli::{AnnKind, Format, ModelArgs, TableFormat, TableMode};
 use crate::commands::{FAILED, OK};
 use crate::progress::Progress;
 
@@ -71,30 +71,55 @@ fn shown(paths: &[PathBuf]) -> String {
         .join(", ")
 }
 
-pub fn embed(run: &Path, paths: &[PathBuf], output: &Path, format: Format, args: &ModelArgs) -> u8 {
-    if output.extension().is_none_or(|e| e != "safetensors") {
+/// `wfrun embed`; `to`: the output, and for a LanceDB table what to do
+/// when it exists and which index to build.
+pub fn embed(
+    run: &Path,
+    paths: &[PathBuf],
+    to: (&Path, TableMode, AnnKind),
+    format: Format,
+    args: &ModelArgs,
+) -> u8 {
+    let (output, mode, ann) = to;
+    let uri = output.to_string_lossy();
+    if uri.starts_with("lancedb://") {
+        return embed_to_table(run, paths, &uri, (mode, ann), format, args);
+    }
+    let parquet = output.extension().is_some_and(|e| e == "parquet");
+    if !parquet && output.extension().is_none_or(|e| e != "safetensors") {
         errln!(
-            "error: `{}`: name the output `.safetensors` (the index goes beside it as `.csv`)",
+            "error: `{}`: name the output `.safetensors` (the index goes beside it as `.csv`), `.parquet`, or `lancedb://DB/TABLE`",
             output.display()
         );
+        return FAILED;
+    }
+    if parquet && !cfg!(feature = "parquet") {
+        errln!("error: `{}`: this wfrun was built without feature `parquet`; build it with `cargo build --release --features parquet`", output.display());
         return FAILED;
     }
     let (model, embedded) = match open_and_embed(run, paths, args) {
         Ok(m) => m,
         Err(code) => return code,
     };
-    let index = match embedded.save(output) {
+    let saved = if parquet {
+        save_parquet(&embedded, output).map(|()| None)
+    } else {
+        embedded.save(output).map(Some)
+    };
+    let index = match saved {
         Ok(i) => i,
         Err(e) => return fail(e),
     };
+    let written = match &index {
+        Some(csv) => format!("{} and {}", output.display(), csv.display()),
+        None => output.display().to_string(),
+    };
     match format {
         Format::Human => outln!(
-            "embedded {} images with `{}` ({}-long vectors); wrote {} and {}{}",
+            "embedded {} images with `{}` ({}-long vectors); wrote {written}{}",
             embedded.len(),
             model.meta().workflow,
             embedded.dim,
-            output.display(),
-            index.display(),
             skipped(embedded.bad.len())
         ),
         Format::Json => outln!(
@@ -109,6 +134,112 @@ pub fn embed(run: &Path, paths: &[PathBuf], output: &Path, format: Format, args:
         ),
     }
     OK
+}
+
+#[cfg(feature = "lancedb")]
+fn table(uri: &str) -> Result<wfrun::exec::lance::Table, u8> {
+    wfrun::exec::lance::Table::parse(uri).ok_or_else(|| {
+        errln!("error: `{uri}`: name a table as `lancedb://DB/TABLE` (DB: the database folder)");
+        FAILED
+    })
+}
+
+#[cfg(not(feature = "lancedb"))]
+fn no_lancedb(uri: &str) -> u8 {
+    errln!("error: `{uri}`: this wfrun was built without feature `lancedb`; build it with `cargo build --release --features lancedb`");
+    FAILED
+}
+
+#[cfg(not(feature = "lancedb"))]
+fn embed_to_table(
+    _: &Path,
+    _: &[PathBuf],
+    uri: &str,
+    _: (TableMode, AnnKind),
+    _: Format,
+    _: &ModelArgs,
+) -> u8 {
+    no_lancedb(uri)
+}
+
+#[cfg(feature = "lancedb")]
+fn embed_to_table(
+    run: &Path,
+    paths: &[PathBuf],
+    uri: &str,
+    how: (TableMode, AnnKind),
+    format: Format,
+    args: &ModelArgs,
+) -> u8 {
+    use wfrun::exec::lance::{self, Ann, Mode};
+    let t = match table(uri) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let mode = match how.0 {
+        TableMode::Create => Mode::Create,
+        TableMode::Overwrite => Mode::Overwrite,
+        TableMode::Append => Mode::Append,
+    };
+    if mode == Mode::Create && t.folder().exists() {
+        // Before embedding: refusing afterwards would waste the work.
+        errln!(
+            "error: the LanceDB table `{}` exists already; `--mode overwrite` replaces it, `--mode append` adds to it",
+            t.folder().display()
+        );
+        return FAILED;
+    }
+    let ann = match how.1 {
+        AnnKind::Auto => Ann::Auto,
+        AnnKind::None => Ann::None,
+        AnnKind::IvfPq => Ann::IvfPq,
+        AnnKind::IvfHnswSq => Ann::IvfHnswSq,
+    };
+    let (model, embedded) = match open_and_embed(run, paths, args) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
+    let written = match lance::write(&t, &embedded, mode, ann) {
+        Ok(w) => w,
+        Err(e) => return fail(e),
+    };
+    match format {
+        Format::Human => outln!(
+            "embedded {} images with `{}` ({}-long vectors) into the LanceDB table {} ({} rows{}){}",
+            embedded.len(),
+            model.meta().workflow,
+            embedded.dim,
+            t.folder().display(),
+            written.rows,
+            written.index.map_or(String::new(), |i| format!(", index {i}")),
+            skipped(embedded.bad.len())
+        ),
+        Format::Json => outln!(
+            "{}",
+            json!({
+                "images": embedded.len(),
+                "dim": embedded.dim,
+                "table": t.folder(),
+                "rows": written.rows,
+                "ann_index": written.index,
+                "skipped": embedded.bad.iter().map(|b| json!({"path": b.path, "reason": b.reason})).collect::<Vec<_>>(),
+            })
+        ),
+    }
+    OK
+}
+
+#[cfg(feature = "parquet")]
+fn save_parquet(e: &Embeddings, path: &Path) -> Result<(), RunError> {
+    wfrun::exec::parquet::write(e, path)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn save_parquet(_: &Embeddings, path: &Path) -> Result<(), RunError> {
+    Err(RunError::Unsupported(format!(
+        "`{}`: this wfrun was built without feature `parquet`",
+        path.display()
+    )))
 }
 
 fn skipped(n: usize) -> String {
@@ -192,14 +323,44 @@ pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs)
     OK
 }
 
+/// `wfrun search`; `index`: what to search among (default: the run's own
+/// images), and whether a LanceDB table is scanned exactly.
 pub fn search(
     run: &Path,
     queries: &[PathBuf],
     top_k: usize,
-    index: Option<&Path>,
+    index: (Option<&Path>, bool),
     format: TableFormat,
     args: &ModelArgs,
 ) -> u8 {
+    let (index, exact) = index;
+    let uri = index.map(|i| i.to_string_lossy().into_owned());
+    if exact && !uri.as_deref().is_some_and(|u| u.starts_with("lancedb://")) {
+        errln!("error: `--exact` is for a LanceDB `--index lancedb://DB/TABLE`: other searches are always exact");
+        return FAILED;
+    }
+    if let Some(uri) = uri.as_deref().filter(|u| u.starts_with("lancedb://")) {
+        #[cfg(not(feature = "lancedb"))]
+        {
+            let _ = exact;
+            return no_lancedb(uri);
+        }
+        #[cfg(feature = "lancedb")]
+        {
+            let t = match table(uri) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let (_, embedded) = match open_and_embed(run, queries, args) {
+                Ok(m) => m,
+                Err(code) => return code,
+            };
+            return match wfrun::exec::lance::search(&t, &embedded, top_k, exact) {
+                Ok(found) => show_hits(&embedded, &found, format),
+                Err(e) => fail(e),
+            };
+        }
+    }
     let (model, embedded) = match open_and_embed(run, queries, args) {
         Ok(m) => m,
         Err(code) => return code,
@@ -216,10 +377,19 @@ pub fn search(
         Ok(f) => f,
         Err(e) => return fail(e),
     };
+    show_hits(&embedded, &found, format)
+}
+
+/// Prints each query's neighbours.
+fn show_hits(
+    embedded: &Embeddings,
+    found: &[Vec<wfrun::exec::model::Hit>],
+    format: TableFormat,
+) -> u8 {
     if format == TableFormat::Csv {
         outln!("query,rank,path,score,concepts");
     }
-    for (query, hits) in embedded.paths.iter().zip(&found) {
+    for (query, hits) in embedded.paths.iter().zip(found) {
         let q = query.display().to_string();
         match format {
             TableFormat::Human => {

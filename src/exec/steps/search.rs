@@ -21,11 +21,12 @@ const GRID_QUERIES: usize = 6;
 const GRID_NEIGHBOURS: usize = 5;
 
 /// The images searched among: the training rows, then (with `index = all`)
-/// the evaluation rows.
-struct Indexed<'a> {
-    matrix: Tensor,
-    paths: Vec<&'a PathBuf>,
-    concepts: Vec<&'a [usize]>,
+/// the evaluation rows; or the rows of a LanceDB table that were found.
+struct Indexed {
+    paths: Vec<PathBuf>,
+    concepts: Vec<Vec<usize>>,
+    /// How many images were searched.
+    rows: usize,
 }
 
 /// The images looked up, and which index row each one is (when it is in
@@ -44,9 +45,6 @@ pub(super) fn run(
     extras: &mut Extras,
 ) -> Result<SearchMetrics, RunError> {
     let k = p.top_k;
-    let Some(index) = index(inputs, p.index)? else {
-        return Err(step_error(step, "no image to search could be embedded"));
-    };
     let mut folder_images = None;
     let looked = queries(inputs, p, &mut folder_images)?;
     let queries = looked.images;
@@ -58,14 +56,23 @@ pub(super) fn run(
     if let Queries::Folder(_) = p.queries {
         save_queries(inputs, queries, q, folder)?;
     }
-    let found = search(q, &index.matrix, k, &exclude)?;
+    let (index, found) = match &p.index {
+        Index::Table(table) => search_table(inputs, step, table, queries, q, k)?,
+        which => {
+            let Some((index, matrix)) = index(inputs, which)? else {
+                return Err(step_error(step, "no image to search could be embedded"));
+            };
+            let found = search(q, &matrix, k, &exclude)?;
+            (index, found)
+        }
+    };
     let csv = neighbours_csv(inputs, queries, &index, &found);
     write(&folder.join("neighbours.csv"), csv.as_bytes())?;
     extras.grid = Some(grid(queries, &index, &found));
     let mut m = SearchMetrics {
         queries: queries.rows(),
         query_images: looked.name.clone(),
-        index_images: index.paths.len(),
+        index_images: index.rows,
         top_k: k,
         // Query images of a folder that could not be read (the run's own
         // images are reported by the run).
@@ -79,17 +86,22 @@ pub(super) fn run(
         map_at_k: None,
     };
     if queries.concepts.iter().any(|c| !c.is_empty()) {
-        let index_concepts: Vec<Vec<usize>> = index.concepts.iter().map(|c| c.to_vec()).collect();
+        // A table's search already left each query out of its own neighbours.
+        let exclude: &(dyn Fn(usize) -> Option<usize> + Sync) = match p.index {
+            Index::Table(_) => &|_| None,
+            _ => &exclude,
+        };
         let (r1, rk, map) =
-            retrieval_metrics(&found, &queries.concepts, &index_concepts, k, &exclude);
+            retrieval_metrics(&found, &queries.concepts, &index.concepts, k, exclude);
         (m.recall_at_1, m.recall_at_k, m.map_at_k) = (Some(r1), Some(rk), Some(map));
     }
     Ok(m)
 }
 
-fn index<'a>(inputs: &StepInputs<'a>, which: Index) -> Result<Option<Indexed<'a>>, RunError> {
+/// The run's own images searched among, and their embeddings.
+fn index(inputs: &StepInputs, which: &Index) -> Result<Option<(Indexed, Tensor)>, RunError> {
     let mut parts: Vec<&Embedded> = vec![inputs.train];
-    if which == Index::All {
+    if *which == Index::All {
         parts.push(inputs.eval);
     }
     let mut matrices = Vec::new();
@@ -98,18 +110,22 @@ fn index<'a>(inputs: &StepInputs<'a>, which: Index) -> Result<Option<Indexed<'a>
     for e in parts {
         if let Some(m) = &e.matrix {
             matrices.push(m.clone());
-            paths.extend(&e.paths);
-            concepts.extend(e.concepts.iter().map(Vec::as_slice));
+            paths.extend(e.paths.iter().cloned());
+            concepts.extend(e.concepts.iter().cloned());
         }
     }
     if matrices.is_empty() {
         return Ok(None);
     }
-    Ok(Some(Indexed {
-        matrix: Tensor::cat(&matrices, 0)?,
-        paths,
-        concepts,
-    }))
+    let rows = paths.len();
+    Ok(Some((
+        Indexed {
+            paths,
+            concepts,
+            rows,
+        },
+        Tensor::cat(&matrices, 0)?,
+    )))
 }
 
 /// A folder of queries' embeddings, as `wfrun embed` writes them:
@@ -178,7 +194,7 @@ fn neighbours_csv(
                 "{query},{},{},{score:.6},{query_concepts},{}\n",
                 rank + 1,
                 csv_field(&index.paths[i].display().to_string()),
-                csv_field(&concept_list(index.concepts[i], inputs.concepts)),
+                csv_field(&concept_list(&index.concepts[i], inputs.concepts)),
             ));
         }
     }
@@ -244,4 +260,80 @@ fn embed_folder(inputs: &StepInputs, root: &Path) -> Result<Embedded, RunError> 
         inputs.device,
         &mut |_, _| {},
     )
+}
+
+/// Searches a LanceDB table (`DB/TABLE.lance`): the rows found become the
+/// index the neighbours point into; their concepts, by name, are the run's
+/// where it has them.
+#[cfg(feature = "lancedb")]
+fn search_table(
+    inputs: &StepInputs,
+    step: &PlannedStep,
+    folder: &Path,
+    queries: &Embedded,
+    matrix: &Tensor,
+    k: usize,
+) -> Result<(Indexed, Vec<Neighbours>), RunError> {
+    use crate::exec::lance::{self, Table};
+    let Some(table) = Table::at(folder) else {
+        return Err(step_error(
+            step,
+            format!("`{}` is not a LanceDB table", folder.display()),
+        ));
+    };
+    let as_embeddings = crate::exec::model::Embeddings {
+        paths: queries.paths.clone(),
+        concepts: vec![Vec::new(); queries.rows()],
+        dim: matrix.dim(1)?,
+        values: matrix.flatten_all()?.to_vec1()?,
+        bad: Vec::new(),
+    };
+    let opened = lance::Opened::open(&table)?;
+    let rows = opened.info.rows;
+    let hits = opened.search(&as_embeddings, k, false)?;
+    let mut index = Indexed {
+        paths: Vec::new(),
+        concepts: Vec::new(),
+        rows,
+    };
+    let mut row_of = std::collections::HashMap::new();
+    let found = hits
+        .into_iter()
+        .map(|hs| {
+            hs.into_iter()
+                .map(|h| {
+                    let row = *row_of.entry(h.path.clone()).or_insert_with(|| {
+                        index.paths.push(h.path.clone());
+                        index.concepts.push(
+                            h.concepts
+                                .iter()
+                                .filter_map(|c| inputs.concepts.iter().position(|n| n == c))
+                                .collect(),
+                        );
+                        index.paths.len() - 1
+                    });
+                    (row as u32, h.score)
+                })
+                .collect()
+        })
+        .collect();
+    Ok((index, found))
+}
+
+#[cfg(not(feature = "lancedb"))]
+fn search_table(
+    _: &StepInputs,
+    step: &PlannedStep,
+    folder: &Path,
+    _: &Embedded,
+    _: &Tensor,
+    _: usize,
+) -> Result<(Indexed, Vec<Neighbours>), RunError> {
+    Err(step_error(
+        step,
+        format!(
+            "`{}` is a LanceDB table and this wfrun was built without feature `lancedb`",
+            folder.display()
+        ),
+    ))
 }
