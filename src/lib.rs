@@ -29,6 +29,8 @@ pub mod data;
 pub mod diagnostic;
 #[cfg(feature = "train")]
 pub mod exec;
+#[cfg(feature = "onnx")]
+pub mod export;
 pub mod format;
 pub mod hyper;
 pub mod ide;

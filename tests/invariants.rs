@@ -127,13 +127,13 @@ fn code_lines(path: &Path) -> Vec<(usize, String)> {
         .collect()
 }
 
-/// The run, the data it reads, the steps and the binary handle every failure
+/// The run, the data it reads, the steps, the export and the binary handle every failure
 /// as an error: no `unwrap` or `expect` there (a worker thread's panic is
 /// passed on where it is joined, the one exception).
 #[test]
 fn no_unwrap_or_expect_on_the_run_path() {
     let mut files = Vec::new();
-    for dir in ["src/exec", "src/data", "src/steps", "src/bin"] {
+    for dir in ["src/exec", "src/data", "src/steps", "src/bin", "src/export"] {
         sources(Path::new(dir), &mut files);
     }
     for file in ["src/plan.rs", "src/hyper.rs", "src/atomic.rs", "src/lib.rs"] {

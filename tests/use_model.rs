@@ -541,3 +541,67 @@ fn a_base_workflow_embeds_unlabelled_images_and_saves_its_queries() {
     let again = model.embed(&inputs, &mut |_| {}).unwrap();
     assert_eq!(again.values, saved.values);
 }
+
+/// `wfrun export`: the ONNX model of the run embeds in ONNX Runtime as
+/// `wfrun embed` does (when `WFRUN_ONNX_PYTHON` names a Python with
+/// onnxruntime; required with `WFRUN_REQUIRE_ONNXRUNTIME=1`).
+#[test]
+fn export_writes_an_onnx_model_that_embeds_as_wfrun_does() {
+    let dir = trained();
+    let out = wfrun(dir, &["export", "runs/tiny", "-o", "onnx/tiny.onnx"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("outputs `embeddings` [batch, 1024] and `scores` [batch, 3]"),
+        "{}",
+        out.stdout
+    );
+    let out = wfrun(dir, &["export", "images"]);
+    assert_eq!(out.code, 1);
+    let Some(python) = std::env::var_os("WFRUN_ONNX_PYTHON") else {
+        assert!(std::env::var_os("WFRUN_REQUIRE_ONNXRUNTIME").is_none_or(|v| v != "1"));
+        println!("skipped: the exported run against ONNX Runtime: WFRUN_ONNX_PYTHON is not set");
+        return;
+    };
+    let paths: Vec<PathBuf> = (0..4)
+        .map(|i| dir.join(format!("images/c{}/{i}.png", i % 3)))
+        .collect();
+    let mut pixels = Vec::new();
+    for p in &paths {
+        let px = wfrun::data::images::load(p, 32, wfrun::data::images::Crop::Center).unwrap();
+        pixels.extend(px.iter().flat_map(|v| v.to_le_bytes()));
+    }
+    std::fs::write(dir.join("onnx/input.f32"), pixels).unwrap();
+    let ran = Command::new(python)
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/onnx/run_model.py"))
+        .args(["onnx/tiny.onnx", "onnx", "onnx/input.f32"])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let bytes = std::fs::read(dir.join("onnx/0.embeddings.f32")).unwrap();
+    let theirs: Vec<f32> = bytes
+        .chunks(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let model = wfrun::Model::open(&dir.join("runs/tiny")).unwrap();
+    let inputs = wfrun::exec::model::Inputs {
+        paths: paths.clone(),
+        concepts: vec![Vec::new(); paths.len()],
+    };
+    let mine = model.embed(&inputs, &mut |_| {}).unwrap();
+    assert_eq!(theirs.len(), mine.values.len());
+    let scale = mine.values.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let worst = theirs
+        .iter()
+        .zip(&mine.values)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "ONNX Runtime differs by {worst} (largest value {scale})"
+    );
+}

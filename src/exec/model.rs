@@ -250,6 +250,29 @@ impl Model {
         (&self.config, &self.map)
     }
 
+    /// Writes the network as an ONNX model at `path` (feature `onnx`):
+    /// input `images`, outputs `embeddings` and `scores`, the preprocessing
+    /// and the concepts in its metadata ([`crate::export::onnx()`]).
+    #[cfg(feature = "onnx")]
+    pub fn export_onnx(
+        &self,
+        path: &Path,
+    ) -> Result<crate::export::OnnxSummary, crate::export::ExportError> {
+        let meta = crate::export::OnnxMeta {
+            image_size: self.image_size(),
+            template: self.template.name.to_string(),
+            concepts: self.concepts().to_vec(),
+            properties: vec![("workflow".to_string(), self.base.meta.workflow.clone())],
+        };
+        crate::export::onnx(
+            &self.config,
+            self.concepts().len().max(1),
+            &self.map,
+            &meta,
+            path,
+        )
+    }
+
     /// The folder the model was opened from.
     pub fn folder(&self) -> &Path {
         &self.folder

@@ -7,8 +7,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::cpu::Kernels;
-use super::layers::{channel_dim, enter, global_avg_pool, ConvBn, ConvSpec, Names};
+use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
+use super::walk::{Ops, Run};
 
 /// The pooling branch of an inception module.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -122,10 +123,10 @@ impl BnInceptionConfig {
 struct Branch(Vec<ConvBn>);
 
 impl Branch {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn walk<O: Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
         let mut x = x.clone();
         for c in &self.0 {
-            x = c.forward_t(&x, train)?;
+            x = ops.conv_bn(c, &x, None)?;
         }
         Ok(x)
     }
@@ -138,7 +139,6 @@ struct Inception {
     /// The pooling branch's projection (absent in reduction modules).
     pool_proj: Option<ConvBn>,
     out_channels: usize,
-    kernels: Kernels,
 }
 
 /// Where the layers' weights are, and the operations they run.
@@ -246,7 +246,6 @@ impl Inception {
                         ConvSpec::new(in_ch, pp, 1),
                     )?),
                     out_channels: c1x1 + c3 + dd + pp,
-                    kernels: vb.kernels,
                 })
             }
             Module::Reduction {
@@ -266,30 +265,31 @@ impl Inception {
                     pool: Pool2d::max(3, 2, 0, true),
                     pool_proj: None,
                     out_channels: c3 + dd + in_ch,
-                    kernels: vb.kernels,
                 })
             }
         }
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn walk<O: Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
         let mut outs = Vec::with_capacity(4);
         for b in &self.branches {
-            outs.push(b.forward_t(x, train)?);
+            outs.push(b.walk(ops, x)?);
         }
-        let mut pooled = self.pool.forward(x)?;
-        if self.pool_proj.is_none() && pooled.dims()[2..] != outs[0].dims()[2..] {
+        let (h, w) = ops.spatial(x)?;
+        let mut pool = self.pool;
+        if self.pool_proj.is_none() && pool.out_dims(h, w)? != ops.spatial(&outs[0])? {
             // A reduction module on an odd size: the published 3x3/2 ceil-mode pool gives
             // ⌈(H−1)/2⌉ where the strided convolutions give ⌈H/2⌉, and the published network
             // fails (at 48 px, say). A padded pool gives ⌈H/2⌉ and keeps every size the spec
             // allows working; on even sizes (224, 32) the published pool is kept exactly.
-            pooled = Pool2d::max(3, 2, 1, false).forward(x)?;
+            pool = Pool2d::max(3, 2, 1, false);
         }
+        let pooled = ops.pool(&pool, x)?;
         outs.push(match &self.pool_proj {
-            Some(p) => p.forward_t(&pooled, train)?,
+            Some(p) => ops.conv_bn(p, &pooled, None)?,
             None => pooled,
         });
-        Tensor::cat(&outs, channel_dim(x, self.kernels))
+        ops.concat(&outs)
     }
 }
 
@@ -344,14 +344,24 @@ impl BnInception {
 
     /// Images (N, 3, H, W) → pooled output of the last inception module (N, 1024 / width_div).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = self.stem[0].forward_t(&enter(x, self.kernels)?, train)?;
-        let x = self.pool1.forward(&x)?;
-        let x = self.stem[1].forward_t(&x, train)?;
-        let x = self.stem[2].forward_t(&x, train)?;
-        let mut x = self.pool2.forward(&x)?;
+        let mut run = Run {
+            train,
+            kernels: self.kernels,
+        };
+        self.walk(&mut run, x)
+    }
+
+    /// The forward pass, layer by layer, through `ops`.
+    pub fn walk<O: Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
+        let x = ops.enter(x)?;
+        let x = ops.conv_bn(&self.stem[0], &x, None)?;
+        let x = ops.pool(&self.pool1, &x)?;
+        let x = ops.conv_bn(&self.stem[1], &x, None)?;
+        let x = ops.conv_bn(&self.stem[2], &x, None)?;
+        let mut x = ops.pool(&self.pool2, &x)?;
         for m in &self.modules {
-            x = m.forward_t(&x, train)?;
+            x = m.walk(ops, &x)?;
         }
-        global_avg_pool(&x, self.kernels)
+        ops.global_avg_pool(&x)
     }
 }

@@ -129,6 +129,8 @@ pub struct ConvBn {
     bn: BatchNorm2d,
     relu: bool,
     kernels: Kernels,
+    /// The convolution's name in the weights (`layer1.0.conv1`).
+    name: String,
 }
 
 /// Where a [`ConvBn`]'s convolution and batch norm live in the weights.
@@ -211,6 +213,7 @@ impl ConvBn {
             Names::Pair { conv, bn } => (vb.pp(conv), vb.pp(bn)),
             Names::Suffixed(name) => (vb.pp(name), vb.pp(format!("{name}_bn"))),
         };
+        let name = conv_vb.prefix();
         let conv = if spec.bias {
             candle_nn::conv2d(
                 spec.in_channels,
@@ -234,6 +237,7 @@ impl ConvBn {
             bn,
             relu: spec.relu,
             kernels: spec.kernels,
+            name,
         })
     }
 
@@ -290,6 +294,43 @@ impl ConvBn {
             (_, true) => (y + residual)?.relu(),
             (_, false) => y + residual,
         }
+    }
+}
+
+/// A [`ConvBn`] in evaluation, in the form an exporter writes it: the
+/// convolution's weight and geometry, and batch norm with its running
+/// statistics (and the convolution's bias) as a scale and shift per output
+/// channel: `y = conv(x, weight) · scale + shift`, then the residual, then
+/// ReLU when `relu`.
+#[derive(Clone, Debug)]
+pub struct FoldedConvBn {
+    /// The convolution's name in the weights (`layer1.0.conv1`).
+    pub name: String,
+    /// (out, in / groups, k, k), as trained.
+    pub weight: Tensor,
+    pub scale: Vec<f64>,
+    pub shift: Vec<f64>,
+    pub stride: usize,
+    pub padding: usize,
+    pub groups: usize,
+    pub relu: bool,
+}
+
+impl ConvBn {
+    /// The layer in evaluation, batch norm folded (what the CPU kernels run).
+    pub fn folded(&self) -> Result<FoldedConvBn> {
+        let (scale, shift) = self.bn.folded(self.conv.bias())?;
+        let config = self.conv.config();
+        Ok(FoldedConvBn {
+            name: self.name.clone(),
+            weight: self.conv.weight().clone(),
+            scale,
+            shift,
+            stride: config.stride,
+            padding: config.padding,
+            groups: config.groups,
+            relu: self.relu,
+        })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod loss;
 pub mod optim;
 pub mod pool;
 pub mod resnet;
+pub mod walk;
 pub mod weights;
 
 use candle_core::{Result, Tensor};
@@ -131,6 +132,13 @@ impl Backbone {
             Backbone::BnInception(n) => n.forward_t(x, train),
         }
     }
+
+    fn walk<O: walk::Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
+        match self {
+            Backbone::ResNet(n) => n.walk(ops, x),
+            Backbone::BnInception(n) => n.walk(ops, x),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -144,6 +152,22 @@ enum Head {
         fc: Linear,
         logreg: bool,
     },
+}
+
+/// A template's head as an exporter writes it (see [`TemplateNet::head`]).
+#[derive(Clone, Copy, Debug)]
+pub enum HeadView<'a> {
+    /// The embedding is `l2_normalize(embedding(features))`; the logits are
+    /// `scale · embedding · l2_normalize(class_weights)ᵀ`.
+    AngularMargin {
+        embedding: &'a Linear,
+        /// (classes, embeddings_size).
+        class_weights: &'a Tensor,
+        scale: f64,
+    },
+    /// The embedding is the features; the logits are `fc(features)`, read
+    /// through a sigmoid when `logreg`, else a softmax.
+    Classifier { fc: &'a Linear, logreg: bool },
 }
 
 /// What a batch is trained against.
@@ -273,6 +297,31 @@ impl TemplateNet {
                 loss::l2_normalize(&embedding.forward(&features)?)
             }
             Head::Classifier { .. } => Ok(features),
+        }
+    }
+
+    /// The backbone's forward pass through `ops`: images → pooled features
+    /// (what [`TemplateNet::embed`] feeds the head).
+    pub fn walk_backbone<O: walk::Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
+        self.backbone.walk(ops, x)
+    }
+
+    /// The head after the backbone.
+    pub fn head(&self) -> HeadView<'_> {
+        match &self.head {
+            Head::AngularMargin {
+                embedding,
+                weight,
+                loss,
+            } => HeadView::AngularMargin {
+                embedding,
+                class_weights: weight,
+                scale: loss.scale,
+            },
+            Head::Classifier { fc, logreg } => HeadView::Classifier {
+                fc,
+                logreg: *logreg,
+            },
         }
     }
 

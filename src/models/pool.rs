@@ -82,7 +82,9 @@ impl Pool2d {
         Ok(out as usize)
     }
 
-    fn out_dims(&self, h: usize, w: usize) -> Result<(usize, usize)> {
+    /// The output's height and width for an input of `h` × `w`, PyTorch's
+    /// (an error when no window fits).
+    pub fn out_dims(&self, h: usize, w: usize) -> Result<(usize, usize)> {
         Ok((
             self.out_len(h, self.kernel.0, self.stride.0, self.padding.0)?,
             self.out_len(w, self.kernel.1, self.stride.1, self.padding.1)?,

@@ -6,8 +6,9 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::cpu::Kernels;
-use super::layers::{enter, global_avg_pool, ConvBn, ConvSpec, Names};
+use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
+use super::walk::{Ops, Run};
 
 /// Depth and widths. `base` is the stem's width and the planes of the first
 /// stage (64 in the published networks); tests build the same code small.
@@ -123,15 +124,15 @@ impl Bottleneck {
         })
     }
 
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = self.conv1.forward_t(x, train)?;
-        let y = self.conv2.forward_t(&y, train)?;
+    fn walk<O: Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
+        let y = ops.conv_bn(&self.conv1, x, None)?;
+        let y = ops.conv_bn(&self.conv2, &y, None)?;
         let shortcut = match &self.downsample {
-            Some(d) => d.forward_t(x, train)?,
+            Some(d) => ops.conv_bn(d, x, None)?,
             None => x.clone(),
         };
         // conv3 and bn3, + the shortcut, then ReLU.
-        self.conv3.forward_residual_t(&y, Some(&shortcut), train)
+        ops.conv_bn(&self.conv3, &y, Some(&shortcut))
     }
 }
 
@@ -196,13 +197,23 @@ impl ResNet {
 
     /// Images (N, 3, H, W) → pooled features (N, feature_dim).
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = enter(x, self.kernels)?;
-        let mut x = self.pool.forward(&self.stem.forward_t(&x, train)?)?;
+        let mut run = Run {
+            train,
+            kernels: self.kernels,
+        };
+        self.walk(&mut run, x)
+    }
+
+    /// The forward pass, layer by layer, through `ops`.
+    pub fn walk<O: Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {
+        let x = ops.enter(x)?;
+        let x = ops.conv_bn(&self.stem, &x, None)?;
+        let mut x = ops.pool(&self.pool, &x)?;
         for stage in &self.stages {
             for block in stage {
-                x = block.forward_t(&x, train)?;
+                x = block.walk(ops, &x)?;
             }
         }
-        global_avg_pool(&x, self.kernels)
+        ops.global_avg_pool(&x)
     }
 }

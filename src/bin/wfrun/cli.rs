@@ -168,6 +168,20 @@ pub enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Write a finished run's network as an ONNX model: input `images`
+    /// ([batch, 3, S, S], preprocessed as README's "ONNX export" says),
+    /// outputs `embeddings` and `scores`; the preprocessing and the concepts
+    /// are in its metadata.
+    #[cfg(feature = "onnx")]
+    Export {
+        run: PathBuf,
+        /// The model's file (default: RUN/model.onnx).
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The format to write (ONNX is the one there is).
+        #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
+        format: ExportFormat,
+    },
     /// List the templates and step kinds with their parameters.
     Templates {
         #[arg(long, value_enum, default_value_t = Format::Human)]
@@ -182,6 +196,11 @@ pub enum Command {
 pub enum Format {
     Human,
     Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Onnx,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

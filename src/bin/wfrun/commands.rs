@@ -84,6 +84,12 @@ pub fn run(args: Args) -> u8 {
             format,
             &model,
         ),
+        #[cfg(feature = "onnx")]
+        Command::Export {
+            run,
+            output,
+            format: _,
+        } => crate::use_model::export(&run, output.as_deref()),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }

@@ -443,3 +443,37 @@ fn number(x: f32) -> String {
         format!("{x:e}")
     }
 }
+
+/// `wfrun export RUN [-o FILE]`: the network as ONNX.
+#[cfg(feature = "onnx")]
+pub fn export(run: &Path, output: Option<&Path>) -> u8 {
+    let model = match Model::open(run) {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    let path = output.map_or_else(|| model.folder().join("model.onnx"), Path::to_path_buf);
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            errln!("error: cannot create `{}`: {e}", parent.display());
+            return FAILED;
+        }
+    }
+    match model.export_onnx(&path) {
+        Ok(s) => {
+            outln!(
+                "wrote {} ({:.1} MB, {} nodes): input `images` [batch, 3, {size}, {size}], outputs `embeddings` [batch, {}] and `scores` [batch, {}]",
+                path.display(),
+                s.bytes as f64 / 1e6,
+                s.nodes,
+                s.embedding_size,
+                s.classes,
+                size = model.image_size(),
+            );
+            OK
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            FAILED
+        }
+    }
+}
