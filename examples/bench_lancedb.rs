@@ -25,6 +25,7 @@ fn random(n: usize, dim: usize, seed: u64) -> Embeddings {
         dim,
         values: (0..n * dim).map(|_| rng.normal() as f32).collect(),
         bad: Vec::new(),
+        model: None,
     }
 }
 
@@ -70,6 +71,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     dim: all.dim,
                     values: all.values[range.start * all.dim..range.end * all.dim].to_vec(),
                     bad: Vec::new(),
+                    model: None,
                 };
                 (take(0..n), take(n..n + nq))
             }
@@ -94,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         dim: queries.dim,
                         values: queries.row(i).to_vec(),
                         bad: Vec::new(),
+                        model: None,
                     };
                     let t = Instant::now();
                     let hits = opened.search(&one, k, exact)?;

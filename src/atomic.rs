@@ -26,6 +26,19 @@ pub fn replace(
         false => path.to_path_buf(),
     };
     let path = target.as_path();
+    // A device, a pipe or a folder is never replaced by a file (through a
+    // link neither: `-o out` linked to `/dev/full` must not remove the device).
+    if let Ok(m) = std::fs::metadata(path) {
+        if !m.is_file() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "`{}` is not a regular file, and only files are replaced; choose another name",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let tmp = partial_path(path);
     // A new file gets the mode any program's would (0666 less the umask),
     // whatever mode the writer creates it with (safetensors: 0600).
@@ -72,6 +85,25 @@ mod tests {
         assert!(!partial_path(&path).exists());
         write(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn devices_and_folders_are_never_replaced_even_through_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("out.safetensors");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let err = write(&link, b"x").unwrap_err();
+        assert!(err.to_string().contains("not a regular file"), "{err}");
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+        let folder = dir.path().join("folder");
+        std::fs::create_dir(&folder).unwrap();
+        assert!(write(&folder, b"x").is_err());
+        assert!(folder.is_dir());
     }
 
     #[cfg(unix)]

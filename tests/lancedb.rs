@@ -208,6 +208,7 @@ fn vectors(n: usize, dim: usize, seed: u64) -> Embeddings {
         dim,
         values,
         bad: Vec::new(),
+        model: None,
     }
 }
 

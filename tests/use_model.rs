@@ -263,10 +263,16 @@ fn search_finds_the_search_steps_neighbours() {
             manifest.push_str(&format!("{p},{c}\n"));
         }
     }
-    std::fs::write(dir.join("index.csv"), &manifest).unwrap();
+    std::fs::write(dir.join("train_rows.csv"), &manifest).unwrap();
     let out = wfrun(
         dir,
-        &["embed", "runs/tiny", "index.csv", "-o", "index.safetensors"],
+        &[
+            "embed",
+            "runs/tiny",
+            "train_rows.csv",
+            "-o",
+            "index.safetensors",
+        ],
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
     let step =
@@ -604,4 +610,148 @@ fn export_writes_an_onnx_model_that_embeds_as_wfrun_does() {
         worst <= 1e-4 * scale,
         "ONNX Runtime differs by {worst} (largest value {scale})"
     );
+}
+
+/// What the hostile tries found: outputs never destroy inputs, a run's
+/// files, devices or files they did not write; an index is read by its
+/// `row` numbers; another model's vectors are refused; a full disk under
+/// standard output fails the command.
+#[test]
+fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
+    let dir = trained();
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let abs = |p: &str| dir.join(p).display().to_string();
+    std::fs::write(
+        w.join("list.csv"),
+        format!(
+            "path,concept\n{},c0\n{},c1\n",
+            abs("images/c0/1.png"),
+            abs("images/c1/1.png")
+        ),
+    )
+    .unwrap();
+    let run = abs("runs/tiny");
+    let refused = |args: &[&str], says: &str| {
+        let out = wfrun(w, args);
+        assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
+        assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
+    };
+    refused(
+        &["embed", &run, "list.csv", "-o", "list.safetensors"],
+        "is one of the inputs",
+    );
+    let own = format!("{run}/embeddings.safetensors");
+    refused(
+        &["embed", &run, "list.csv", "-o", &own],
+        "is a run's own `embeddings.safetensors`",
+    );
+    std::fs::write(w.join("notes.csv"), "keep me").unwrap();
+    refused(
+        &["embed", &run, "list.csv", "-o", "notes.safetensors"],
+        "is not a file this command wrote",
+    );
+    assert_eq!(
+        std::fs::read_to_string(w.join("notes.csv")).unwrap(),
+        "keep me"
+    );
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink("/dev/null", w.join("null.safetensors")).unwrap();
+        let out = wfrun(w, &["embed", &run, "list.csv", "-o", "null.safetensors"]);
+        assert_eq!(out.code, 1);
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata("/dev/null")
+            .unwrap()
+            .file_type()
+            .is_char_device());
+    }
+    let model_file = format!("{run}/model.onnx");
+    let _ = std::fs::remove_file(&model_file);
+    let out = wfrun(w, &["export", &run]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    refused(&["export", &run], "exists; `--force` replaces it");
+    refused(
+        &["export", &run, "-o", &format!("{run}/model.safetensors")],
+        "name the model `.onnx`",
+    );
+
+    // An index sorted by path still names each vector by its row.
+    let out = wfrun(w, &["embed", &run, "list.csv", "-o", "two.safetensors"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let index = std::fs::read_to_string(w.join("two.csv")).unwrap();
+    let mut lines: Vec<&str> = index.lines().collect();
+    lines[1..].reverse();
+    std::fs::write(w.join("two.csv"), lines.join("\n") + "\n").unwrap();
+    let query = abs("images/c1/1.png");
+    let out = wfrun(
+        w,
+        &[
+            "search",
+            &run,
+            &query,
+            "--index",
+            "two.safetensors",
+            "--format",
+            "json",
+            "--top-k",
+            "1",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let found: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    // The query itself is left out, whatever the line order: c0's image remains.
+    assert_eq!(found["neighbours"][0]["concepts"][0], "c0", "{found}");
+    assert_eq!(found["neighbours"][0]["path"], abs("images/c0/1.png"));
+    std::fs::write(w.join("two.csv"), index.replace("\n1,", "\n7,")).unwrap();
+    refused(
+        &["search", &run, &query, "--index", "two.safetensors"],
+        "row 7 is listed",
+    );
+
+    // Vectors of another model are refused, even of the same length.
+    let other = w.join("other");
+    copy_dir(&dir.join("runs/tiny"), &other);
+    let mut json: Value =
+        serde_json::from_str(&std::fs::read_to_string(other.join("model.json")).unwrap()).unwrap();
+    json["workflow"] = "other".into();
+    std::fs::write(other.join("model.json"), json.to_string()).unwrap();
+    let out = wfrun(w, &["embed", &run, "list.csv", "-o", "three.safetensors"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    refused(
+        &[
+            "search",
+            other.to_str().unwrap(),
+            &query,
+            "--index",
+            "three.safetensors",
+        ],
+        "the index was embedded by another model",
+    );
+
+    // A full disk under standard output is an error, not a silent truncation.
+    #[cfg(target_os = "linux")]
+    {
+        let full = std::fs::File::create("/dev/full").unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wfrun"))
+            .args(["predict", &run, &query])
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("the output could not be written"));
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
 }

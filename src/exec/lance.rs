@@ -380,7 +380,7 @@ fn hits_of(batches: &[RecordBatch]) -> Result<Vec<Hit>, String> {
                     .map(|j| names.value(j).to_string())
                     .collect(),
                 // LanceDB's cosine distance is 1 - cosine similarity.
-                score: 1.0 - distances.value(r),
+                score: (1.0 - distances.value(r)).clamp(-1.0, 1.0),
             });
         }
     }

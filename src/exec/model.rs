@@ -54,6 +54,9 @@ pub struct Model {
     net: TemplateNet,
     device: Device,
     workers: usize,
+    /// A digest of the weights file and `model.json`: names this model in
+    /// the embeddings it writes.
+    identity: String,
 }
 
 /// Images to embed, with their concepts when the input names them.
@@ -76,6 +79,9 @@ pub struct Embeddings {
     pub values: Vec<f32>,
     /// The images that could not be read (they have no row).
     pub bad: Vec<BadImage>,
+    /// Which model made them ([`Model::identity`]), when known: a search
+    /// refuses vectors of another model.
+    pub model: Option<String>,
 }
 
 /// What a prediction ranks: the template's output layer, or a head.
@@ -129,6 +135,8 @@ pub(crate) struct HeadMeta {
 /// The images a search looks among: a run's training and evaluation
 /// embeddings.
 pub struct Index {
+    /// Which model made the vectors, when known.
+    pub model: Option<String>,
     pub paths: Vec<PathBuf>,
     pub concepts: Vec<Vec<String>>,
     /// "train" or "eval", per row.
@@ -146,6 +154,7 @@ impl Index {
             ));
         }
         Ok(Index {
+            model: e.model.clone(),
             paths: e.paths.clone(),
             concepts: e.concepts.clone(),
             splits: vec![String::new(); e.len()],
@@ -187,6 +196,18 @@ impl Model {
                     .into(),
             });
         }
+        if path.is_dir()
+            && !path.join("model.safetensors").exists()
+            && path.join("plan.json").is_file()
+        {
+            return Err(RunError::RunFile {
+                path: path.to_path_buf(),
+                message: "this run folder holds no model: a `base` workflow's run trains none \
+                          (use its base model's folder), and a stopped run has none yet \
+                          (`--resume` finishes it)"
+                    .into(),
+            });
+        }
         let (base, template, hyper) =
             crate::check::open_model(path).map_err(|message| RunError::RunFile {
                 path: path.to_path_buf(),
@@ -198,6 +219,7 @@ impl Model {
             .weights
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let identity = identity(&base)?;
         Ok(Model {
             folder,
             base,
@@ -211,7 +233,14 @@ impl Model {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
                 n => n,
             },
+            identity,
         })
+    }
+
+    /// What names this model in the embeddings it makes: the workflow that
+    /// trained it and a digest of its weights and `model.json`.
+    pub fn identity(&self) -> &str {
+        &self.identity
     }
 
     /// The template it was trained from.
@@ -370,9 +399,11 @@ impl Model {
             None => (0, Vec::new()),
         };
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(RunError::NotFinite {
-                epoch: 0,
-                what: "the embeddings of the images".into(),
+            return Err(RunError::RunFile {
+                path: self.base.weights.clone(),
+                message: "the network's embeddings are not finite numbers: the weights are \
+                          damaged; restore them, or train the model again"
+                    .into(),
             });
         }
         Ok(Embeddings {
@@ -381,6 +412,7 @@ impl Model {
             dim,
             values,
             bad: e.bad,
+            model: Some(self.identity.clone()),
         })
     }
 
@@ -535,6 +567,7 @@ impl Model {
         let rows = read_index_csv(&csv_path)?;
         let mut parts = Vec::new();
         let mut index = Index {
+            model: Some(self.identity.clone()),
             paths: Vec::new(),
             concepts: Vec::new(),
             splits: Vec::new(),
@@ -558,9 +591,11 @@ impl Model {
             if let Some(m) = matrix {
                 parts.push(m.clone());
             }
-            for r in listed {
-                index.paths.push(PathBuf::from(&r.path));
-                index.concepts.push(split_concepts(&r.concepts));
+            let order = in_row_order(listed.iter().map(|r| r.row), count)
+                .map_err(|m| bad(&csv_path, format!("its `{split}` rows: {m}")))?;
+            for i in order {
+                index.paths.push(PathBuf::from(&listed[i].path));
+                index.concepts.push(split_concepts(&listed[i].concepts));
                 index.splits.push(split.to_string());
             }
         }
@@ -582,6 +617,14 @@ impl Model {
         let Some(q) = self.matrix(queries)? else {
             return Ok(Vec::new());
         };
+        if let (Some(a), Some(b)) = (&index.model, &queries.model) {
+            if a != b {
+                return Err(RunError::Unsupported(format!(
+                    "the index was embedded by another model ({a}) than the queries ({b}): \
+                     their vectors cannot be compared; embed the index again with this model"
+                )));
+            }
+        }
         if index.matrix.dim(1)? != queries.dim {
             return Err(RunError::Unsupported(format!(
                 "the index holds {}-long embeddings and the queries are {}-long: they come from \
@@ -590,16 +633,28 @@ impl Model {
                 queries.dim
             )));
         }
-        let rows: HashMap<PathBuf, usize> = index
-            .paths
-            .iter()
-            .enumerate()
-            .map(|(i, p)| (same_file(p), i))
-            .collect();
+        // Rows by file name; a query is a row when both lead to the same
+        // file, or (a row's path relative to wherever its run was started)
+        // when the query's full path ends with the row's.
+        let mut by_name: HashMap<&std::ffi::OsStr, Vec<usize>> = HashMap::new();
+        for (i, p) in index.paths.iter().enumerate() {
+            if let Some(name) = p.file_name() {
+                by_name.entry(name).or_default().push(i);
+            }
+        }
         let own: Vec<Option<usize>> = queries
             .paths
             .iter()
-            .map(|p| rows.get(&same_file(p)).copied())
+            .map(|q| {
+                let rows = by_name.get(q.file_name()?)?;
+                let full = same_file(q);
+                rows.iter().copied().find(|&r| {
+                    let p = &index.paths[r];
+                    *p == *q
+                        || same_file(p) == full
+                        || (p.is_relative() && full.ends_with(crate::check::normalize(p)))
+                })
+            })
             .collect();
         let exclude = |row: usize| own.get(row).copied().flatten();
         let among = index.matrix.to_device(q.device())?;
@@ -612,7 +667,8 @@ impl Model {
                     .map(|(row, score)| Hit {
                         path: index.paths[row as usize].clone(),
                         concepts: index.concepts[row as usize].clone(),
-                        score,
+                        // Rounding can take a cosine a hair past 1.
+                        score: score.clamp(-1.0, 1.0),
                     })
                     .collect()
             })
@@ -634,6 +690,63 @@ impl Model {
 /// Decoded images embedded in one forward pass.
 const EMBED_BATCH: usize = 32;
 
+/// The lines of an index in the order of their `row` numbers, which must
+/// be 0 to `rows - 1`, each once (a sorted or edited index still names the
+/// right vector).
+fn in_row_order(
+    rows_listed: impl Iterator<Item = usize>,
+    rows: usize,
+) -> Result<Vec<usize>, String> {
+    let mut order = vec![usize::MAX; rows];
+    for (line, row) in rows_listed.enumerate() {
+        match order.get_mut(row) {
+            Some(slot) if *slot == usize::MAX => *slot = line,
+            Some(_) => return Err(format!("row {row} is listed twice")),
+            None => {
+                return Err(format!(
+                    "row {row} is listed, and the vectors have rows 0 to {}",
+                    rows.saturating_sub(1)
+                ))
+            }
+        }
+    }
+    match order.iter().position(|&l| l == usize::MAX) {
+        Some(row) => Err(format!("row {row} is not listed")),
+        None => Ok(order),
+    }
+}
+
+/// A digest naming a model: its workflow, and its weights and `model.json`
+/// hashed (64-bit FNV-1a over the bytes, eight at a time: stable across
+/// builds; read once when the model is opened).
+fn identity(base: &BaseModel) -> Result<String, RunError> {
+    use std::io::Read as _;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(PRIME);
+        }
+    };
+    let read_error = |e| RunError::RunFile {
+        path: base.weights.clone(),
+        message: format!("cannot read it: {e}"),
+    };
+    let mut file = std::fs::File::open(&base.weights).map_err(read_error)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buffer).map_err(read_error)?;
+        if n == 0 {
+            break;
+        }
+        eat(&buffer[..n]);
+    }
+    eat(base.meta.to_json().as_bytes());
+    Ok(format!("{} {hash:016x}", base.meta.workflow))
+}
+
 /// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
 fn same_file(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
@@ -651,7 +764,6 @@ fn quoted(names: &[String]) -> String {
 #[derive(Deserialize)]
 struct IndexRow {
     split: String,
-    #[allow(dead_code)]
     row: usize,
     path: String,
     concepts: String,
@@ -770,8 +882,17 @@ impl Embeddings {
             super::folder::create(parent)?;
         }
         let matrix = Tensor::from_slice(&self.values, (self.len(), self.dim), &Device::Cpu)?;
-        let tensors = [("embeddings".to_string(), matrix)].into_iter().collect();
-        super::folder::write_tensors(path, &tensors)?;
+        let tensors: HashMap<String, Tensor> =
+            [("embeddings".to_string(), matrix)].into_iter().collect();
+        let mut metadata = HashMap::from([("wfrun".to_string(), "embeddings".to_string())]);
+        if let Some(m) = &self.model {
+            metadata.insert("model".to_string(), m.clone());
+        }
+        crate::atomic::replace(path, |tmp| {
+            safetensors::serialize_to_file(&tensors, Some(metadata), tmp)
+                .map_err(std::io::Error::other)
+        })
+        .map_err(RunError::io(path))?;
         let mut index = String::from("row,path,concepts\n");
         for (row, (p, cs)) in self.paths.iter().zip(&self.concepts).enumerate() {
             index.push_str(&format!(
@@ -804,7 +925,6 @@ impl Embeddings {
         let index_path = path.with_extension("csv");
         #[derive(Deserialize)]
         struct Row {
-            #[allow(dead_code)]
             row: usize,
             path: String,
             concepts: String,
@@ -829,12 +949,25 @@ impl Embeddings {
                 ),
             ));
         }
+        let order =
+            in_row_order(listed.iter().map(|r| r.row), rows).map_err(|m| bad(&index_path, m))?;
+        let model = std::fs::read(path).ok().and_then(|bytes| {
+            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+            meta.metadata().as_ref()?.get("model").cloned()
+        });
         Ok(Embeddings {
-            paths: listed.iter().map(|r| PathBuf::from(&r.path)).collect(),
-            concepts: listed.iter().map(|r| split_concepts(&r.concepts)).collect(),
+            paths: order
+                .iter()
+                .map(|&i| PathBuf::from(&listed[i].path))
+                .collect(),
+            concepts: order
+                .iter()
+                .map(|&i| split_concepts(&listed[i].concepts))
+                .collect(),
             dim,
             values: matrix.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
             bad: Vec::new(),
+            model,
         })
     }
 

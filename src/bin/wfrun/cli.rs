@@ -181,6 +181,9 @@ pub enum Command {
         /// The format to write (ONNX is the one there is).
         #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
         format: ExportFormat,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// List the templates and step kinds with their parameters.
     Templates {

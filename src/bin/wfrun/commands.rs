@@ -89,7 +89,8 @@ pub fn run(args: Args) -> u8 {
             run,
             output,
             format: _,
-        } => crate::use_model::export(&run, output.as_deref()),
+            force,
+        } => crate::use_model::export(&run, output.as_deref(), force),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }
@@ -176,7 +177,11 @@ fn check(
                 for d in checked.json() {
                     // A closed pipe ends nothing: the check goes on and its
                     // status is its own (as for every command's output).
-                    let _ = writeln!(out, "{}", serde_json::to_string(&d).unwrap_or_default());
+                    if let Err(e) =
+                        writeln!(out, "{}", serde_json::to_string(&d).unwrap_or_default())
+                    {
+                        crate::stdout_failed(e);
+                    }
                 }
             }
             Format::Human => err!(
@@ -321,7 +326,9 @@ fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
         Format::Json => serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n",
     };
     // A closed standard output is the reader's choice, not a failure.
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+        crate::stdout_failed(e);
+    }
     OK
 }
 
@@ -429,7 +436,9 @@ fn templates(format: Format) -> u8 {
         }
     };
     // A closed standard output is the reader's choice, not a failure.
-    let _ = std::io::stdout().write_all(text.as_bytes());
+    if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+        crate::stdout_failed(e);
+    }
     OK
 }
 

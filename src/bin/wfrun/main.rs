@@ -2,17 +2,22 @@
 
 // Printing that never panics: a closed standard output (`wfrun check | head`)
 // or standard error is not a failure of the command, which goes on and ends
-// with its own status.
+// with its own status. Any other error writing standard output (a full disk
+// under `> predictions.csv`) is remembered and fails the command at the end.
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stdout(), $($t)*);
+        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+            crate::stdout_failed(e);
+        }
     }};
 }
 macro_rules! out {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = write!(std::io::stdout(), $($t)*);
+        if let Err(e) = write!(std::io::stdout(), $($t)*) {
+            crate::stdout_failed(e);
+        }
     }};
 }
 macro_rules! errln {
@@ -53,8 +58,29 @@ fn main() -> std::process::ExitCode {
         argv.insert(at, "run".into());
     }
     let args = cli::Args::parse_from(argv);
-    let code = commands::run(args);
+    let mut code = commands::run(args);
+    {
+        use std::io::Write as _;
+        if let Err(e) = std::io::stdout().flush() {
+            stdout_failed(e);
+        }
+    }
+    if let Some(e) = STDOUT_ERROR.get() {
+        errln!("error: the output could not be written: {e}");
+        code = code.max(commands::TROUBLE);
+    }
     std::process::ExitCode::from(code)
+}
+
+/// The first error writing standard output, other than a closed pipe.
+static STDOUT_ERROR: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Remembers an error writing standard output: a closed pipe (`| head`) is
+/// not one.
+fn stdout_failed(e: std::io::Error) {
+    if e.kind() != std::io::ErrorKind::BrokenPipe {
+        let _ = STDOUT_ERROR.set(e.to_string());
+    }
 }
 
 /// Where `run` goes when the first argument that is not an option names a

@@ -50,8 +50,8 @@ fn open_and_embed(
     }
     if embedded.is_empty() {
         errln!(
-            "error: none of the {} images could be read",
-            inputs.paths.len()
+            "error: none of the {} could be read",
+            images(inputs.paths.len())
         );
         return Err(FAILED);
     }
@@ -97,6 +97,23 @@ pub fn embed(
         errln!("error: `{}`: this wfrun was built without feature `parquet`; build it with `cargo build --release --features parquet`", output.display());
         return FAILED;
     }
+    let sidecar = (!parquet).then(|| output.with_extension("csv"));
+    let mine = |p: &Path| {
+        if parquet {
+            false
+        } else if p == output {
+            holds_tensor(p, "embeddings")
+        } else {
+            std::fs::read(p).is_ok_and(|b| b.starts_with(b"row,path,concepts"))
+        }
+    };
+    if let Err(code) = writable(
+        [Some(output), sidecar.as_deref()].into_iter().flatten(),
+        paths,
+        &mine,
+    ) {
+        return code;
+    }
     let (model, embedded) = match open_and_embed(run, paths, args) {
         Ok(m) => m,
         Err(code) => return code,
@@ -116,8 +133,8 @@ pub fn embed(
     };
     match format {
         Format::Human => outln!(
-            "embedded {} images with `{}` ({}-long vectors); wrote {written}{}",
-            embedded.len(),
+            "embedded {} with `{}` ({}-long vectors); wrote {written}{}",
+            images(embedded.len()),
             model.meta().workflow,
             embedded.dim,
             skipped(embedded.bad.len())
@@ -205,13 +222,15 @@ fn embed_to_table(
     };
     match format {
         Format::Human => outln!(
-            "embedded {} images with `{}` ({}-long vectors) into the LanceDB table {} ({} rows{}){}",
-            embedded.len(),
+            "embedded {} with `{}` ({}-long vectors) into the LanceDB table {} ({} rows{}){}",
+            images(embedded.len()),
             model.meta().workflow,
             embedded.dim,
             t.folder().display(),
             written.rows,
-            written.index.map_or(String::new(), |i| format!(", index {i}")),
+            written
+                .index
+                .map_or(String::new(), |i| format!(", index {i}")),
             skipped(embedded.bad.len())
         ),
         Format::Json => outln!(
@@ -240,6 +259,80 @@ fn save_parquet(_: &Embeddings, path: &Path) -> Result<(), RunError> {
         "`{}`: this wfrun was built without feature `parquet`",
         path.display()
     )))
+}
+
+/// Whether the safetensors file at `path` holds a tensor `name`.
+fn holds_tensor(path: &Path, name: &str) -> bool {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .is_ok_and(|t| t.contains_key(name))
+}
+
+/// Refuses outputs that would destroy something: one of the inputs, a run
+/// folder's own file, or an existing file that `mine` does not recognise
+/// as an earlier output of the same command. `Err` holds the exit status.
+fn writable<'a>(
+    outputs: impl IntoIterator<Item = &'a Path>,
+    inputs: &[PathBuf],
+    mine: &dyn Fn(&Path) -> bool,
+) -> Result<(), u8> {
+    let real = |p: &Path| std::fs::canonicalize(p).ok();
+    for out in outputs {
+        let Some(found) = real(out) else {
+            // Not there yet: a run's own file is refused by name below.
+            if let Some(name) = run_file(out) {
+                errln!(
+                    "error: `{}` is a run's own `{name}`: choose another name",
+                    out.display()
+                );
+                return Err(FAILED);
+            }
+            continue;
+        };
+        if inputs.iter().any(|i| real(i).as_ref() == Some(&found)) {
+            errln!("error: `{}` is one of the inputs; writing it would destroy it: choose another name", out.display());
+            return Err(FAILED);
+        }
+        if let Some(name) = run_file(&found) {
+            errln!(
+                "error: `{}` is a run's own `{name}`: choose another name",
+                out.display()
+            );
+            return Err(FAILED);
+        }
+        if !mine(out) {
+            errln!(
+                "error: `{}` exists and is not a file this command wrote; remove it or choose another name",
+                out.display()
+            );
+            return Err(FAILED);
+        }
+    }
+    Ok(())
+}
+
+/// The name of the run file `path` would be, when it lies in a run folder
+/// (one holding `model.json` or `plan.json`) under a name a run writes.
+fn run_file(path: &Path) -> Option<String> {
+    let path = std::path::absolute(path).ok()?;
+    let mut at = path.parent();
+    while let Some(folder) = at {
+        if folder.join("model.json").is_file() || folder.join("plan.json").is_file() {
+            let first = path.strip_prefix(folder).ok()?.components().next()?;
+            let name = first.as_os_str().to_string_lossy().into_owned();
+            return wfrun::exec::OUTPUTS
+                .contains(&name.as_str())
+                .then_some(name);
+        }
+        at = folder.parent();
+    }
+    None
+}
+
+fn images(n: usize) -> String {
+    match n {
+        1 => "1 image".into(),
+        n => format!("{n} images"),
+    }
 }
 
 fn skipped(n: usize) -> String {
@@ -446,12 +539,23 @@ fn number(x: f32) -> String {
 
 /// `wfrun export RUN [-o FILE]`: the network as ONNX.
 #[cfg(feature = "onnx")]
-pub fn export(run: &Path, output: Option<&Path>) -> u8 {
+pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
     let model = match Model::open(run) {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
     let path = output.map_or_else(|| model.folder().join("model.onnx"), Path::to_path_buf);
+    if path.extension().is_none_or(|e| e != "onnx") {
+        errln!("error: `{}`: name the model `.onnx`", path.display());
+        return FAILED;
+    }
+    if path.exists() && !force {
+        errln!("error: `{}` exists; `--force` replaces it", path.display());
+        return FAILED;
+    }
+    if let Err(code) = writable([path.as_path()], &[], &|_| true) {
+        return code;
+    }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
             errln!("error: cannot create `{}`: {e}", parent.display());

@@ -287,6 +287,7 @@ fn search_table(
         dim: matrix.dim(1)?,
         values: matrix.flatten_all()?.to_vec1()?,
         bad: Vec::new(),
+        model: None,
     };
     let opened = lance::Opened::open(&table)?;
     let rows = opened.info.rows;
