@@ -45,7 +45,7 @@ for m in $MODELS; do
         run="$WORK/runs/$m-$s"
         [ -f "$run/model.safetensors" ] && continue
         cat > "$WORK/$m-$s.wf" <<WF
-workflow $m-$s
+workflow ${m}_$s
 use $(template "$m") { image_size = $s  batch_size = 4  num_epochs = 1  init_epochs = 1  step_epochs = 1 }
 data { train = "train"  eval = 0.25 }
 output = "runs/$m-$s"
