@@ -19,7 +19,7 @@ use super::{Event, RunError};
 use crate::data::images::{preprocess, BadImage, Crop};
 use crate::data::{list_folder, Dataset};
 use crate::hyper::Hyper;
-use crate::models::{loss, weights, NetConfig, TemplateNet};
+use crate::models::{loss, NetConfig, TemplateNet};
 use crate::spec::TemplateSpec;
 use crate::steps::head::Head;
 use crate::workflow::BaseModel;
@@ -790,25 +790,59 @@ fn split_concepts(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Builds the network a base model describes and loads its weights.
+/// Builds the network a base model describes on its weights: the variables
+/// are the file's tensors (no random draw first, which took a tenth of a
+/// short `wfrun embed` with ResNet-101), and a tensor the network needs that
+/// the file lacks, or has in another shape, is an error.
 pub(super) fn load_net(
     base: &BaseModel,
     hyper: &Hyper,
     device: &Device,
 ) -> Result<(NetConfig, VarMap, TemplateNet), RunError> {
-    let map = VarMap::new();
-    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
-    let cfg = NetConfig::for_hyper(hyper);
-    let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb)?;
     let bad = |message: String| RunError::BaseModel {
         path: base.weights.clone(),
         message,
     };
-    let report = weights::load(&map, &base.weights).map_err(|e| bad(e.to_string()))?;
-    if !report.is_complete() {
-        return Err(bad(format!(
-            "its weights do not fit the network `{}` describes ({report})",
+    let tensors = candle_core::safetensors::load(&base.weights, device)
+        .map_err(|e| bad(format!("cannot read its weights: {e}")))?;
+    let map = VarMap::new();
+    let held: std::collections::HashSet<String> = tensors.keys().cloned().collect();
+    {
+        let mut data = map
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, t) in tensors {
+            let t = t.to_dtype(DType::F32)?;
+            data.insert(name, candle_core::Var::from_tensor(&t)?);
+        }
+    }
+    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
+    let cfg = NetConfig::for_hyper(hyper);
+    let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb).map_err(|e| {
+        bad(format!(
+            "its weights do not fit the network `{}` describes ({e})",
             base.meta_path.display()
+        ))
+    })?;
+    // A name the network asked for and the file did not hold was drawn at
+    // random: the model would be untrained there.
+    let missing: Vec<String> = {
+        let data = map
+            .data()
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m: Vec<String> = data.keys().filter(|k| !held.contains(*k)).cloned().collect();
+        m.sort();
+        m
+    };
+    if !missing.is_empty() {
+        return Err(bad(format!(
+            "its weights do not fit the network `{}` describes: {} tensors are missing ({}{})",
+            base.meta_path.display(),
+            missing.len(),
+            missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            if missing.len() > 3 { ", …" } else { "" }
         )));
     }
     Ok((cfg, map, net))
