@@ -356,6 +356,18 @@ fn bad_input_is_an_error_naming_it() {
     let out = wfrun(dir, &["predict", "images", "images/c0/0.png"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("model.safetensors"), "{}", out.stderr);
+    // Weights that are not the network model.json describes.
+    let wrong = dir.join("wrong_run");
+    copy_dir(&dir.join("runs/tiny"), &wrong);
+    let one = Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
+    candle_core::safetensors::save(
+        &HashMap::from([("fc.weight", one)]),
+        wrong.join("model.safetensors"),
+    )
+    .unwrap();
+    let out = wfrun(dir, &["predict", "wrong_run", "images/c0/0.png"]);
+    assert_eq!(out.code, 1);
+    assert!(out.stderr.contains("tensors are missing"), "{}", out.stderr);
     // Every image corrupt.
     let bad = dir.join("bad");
     std::fs::create_dir_all(&bad).unwrap();

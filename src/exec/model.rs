@@ -832,7 +832,11 @@ pub(super) fn load_net(
             .data()
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut m: Vec<String> = data.keys().filter(|k| !held.contains(*k)).cloned().collect();
+        let mut m: Vec<String> = data
+            .keys()
+            .filter(|k| !held.contains(*k))
+            .cloned()
+            .collect();
         m.sort();
         m
     };
@@ -841,7 +845,12 @@ pub(super) fn load_net(
             "its weights do not fit the network `{}` describes: {} tensors are missing ({}{})",
             base.meta_path.display(),
             missing.len(),
-            missing.iter().take(3).cloned().collect::<Vec<_>>().join(", "),
+            missing
+                .iter()
+                .take(3)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
             if missing.len() > 3 { ", …" } else { "" }
         )));
     }
