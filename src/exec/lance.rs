@@ -30,6 +30,11 @@ pub const SCHEME: &str = "lancedb://";
 /// (BENCHMARKS.md, "LanceDB").
 pub const ANN_MIN_ROWS: usize = 100_000;
 
+/// IVF partitions searched per query through an index.
+const NPROBES: usize = 32;
+/// Rows re-ranked by their full vectors per neighbour asked for.
+const REFINE: u32 = 10;
+
 /// A table in a LanceDB database folder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Table {
@@ -134,8 +139,9 @@ fn runtime(table: &Table) -> Result<tokio::runtime::Runtime, RunError> {
 }
 
 async fn connect(table: &Table) -> Result<lancedb::Connection, RunError> {
-    let uri = table
-        .db
+    // Absolute: LanceDB reads a bare name such as `db` as a cloud URI.
+    let db = std::path::absolute(&table.db).map_err(|e| table.error(e))?;
+    let uri = db
         .to_str()
         .ok_or_else(|| table.error("the path is not UTF-8"))?;
     lancedb::connect(uri)
@@ -326,9 +332,16 @@ impl Opened {
                     .distance_type(DistanceType::Cosine)
                     .limit(k + 1)
                     .select(Select::columns(&["path", "concepts"]));
-                if exact {
-                    q = q.bypass_vector_index();
-                }
+                q = if exact {
+                    q.bypass_vector_index()
+                } else {
+                    // The index proposes REFINE × k rows by their quantised
+                    // vectors; their full vectors rank them (BENCHMARKS.md,
+                    // "LanceDB": recall against exact search).
+                    q.nprobes(NPROBES)
+                        .map_err(|e| table.error(e))?
+                        .refine_factor(REFINE)
+                };
                 let batches: Vec<RecordBatch> = q
                     .execute()
                     .await
