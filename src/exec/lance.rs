@@ -26,8 +26,9 @@ use super::RunError;
 pub const SCHEME: &str = "lancedb://";
 
 /// Tables with fewer rows are searched exactly unless an index is asked
-/// for: below this an exact scan answers as fast as the ANN index
-/// (BENCHMARKS.md, "LanceDB").
+/// for: below this an exact scan takes milliseconds and misses nothing; at
+/// 100,000 rows of 512 it takes 276 ms and the index 8.5 (BENCHMARKS.md,
+/// "LanceDB").
 pub const ANN_MIN_ROWS: usize = 100_000;
 
 /// IVF partitions searched per query through an index.
