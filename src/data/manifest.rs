@@ -21,7 +21,11 @@ pub(super) struct Row {
 const PATH_NAMES: [&str; 4] = ["path", "image", "file", "filename"];
 const CONCEPT_NAMES: [&str; 5] = ["concepts", "concept", "labels", "label", "class"];
 
-pub(super) fn read(path: &Path) -> Result<Vec<Row>, DataError> {
+/// The rows of the manifest at `path`. With `labels` every image needs a
+/// concept; without, a manifest may list paths alone (a header with a path
+/// column only, single-field lines, JSON objects without concepts): images
+/// to embed, not to train on.
+pub(super) fn read_rows(path: &Path, labels: bool) -> Result<Vec<Row>, DataError> {
     let io = |error| DataError::Io {
         path: path.to_path_buf(),
         error,
@@ -52,9 +56,9 @@ pub(super) fn read(path: &Path) -> Result<Vec<Row>, DataError> {
                 .count();
             bad(line, "not UTF-8 text".into())
         })?;
-        read_json(text, &bad)
+        read_json(text, labels, &bad)
     } else {
-        read_csv(bytes, &bad)
+        read_csv(bytes, labels, &bad)
     }
 }
 
@@ -72,12 +76,13 @@ fn row(
     line: usize,
     path: &str,
     names: Vec<String>,
+    labels: bool,
     bad: &dyn Fn(usize, String) -> DataError,
 ) -> Result<Row, DataError> {
     if path.is_empty() {
         return Err(bad(line, "the image path is empty".into()));
     }
-    if names.is_empty() {
+    if labels && names.is_empty() {
         return Err(bad(
             line,
             format!(
@@ -93,7 +98,11 @@ fn row(
     })
 }
 
-fn read_csv(bytes: &[u8], bad: &dyn Fn(usize, String) -> DataError) -> Result<Vec<Row>, DataError> {
+fn read_csv(
+    bytes: &[u8],
+    labels: bool,
+    bad: &dyn Fn(usize, String) -> DataError,
+) -> Result<Vec<Row>, DataError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -119,6 +128,7 @@ fn read_csv(bytes: &[u8], bad: &dyn Fn(usize, String) -> DataError) -> Result<Ve
                 let c = lower
                     .iter()
                     .position(|f| CONCEPT_NAMES.contains(&f.as_str()))
+                    .or((!labels).then_some(usize::MAX))
                     .ok_or_else(|| {
                         bad(
                             line,
@@ -132,7 +142,9 @@ fn read_csv(bytes: &[u8], bad: &dyn Fn(usize, String) -> DataError) -> Result<Ve
                 continue;
             }
         }
-        let (Some(path), Some(field)) = (record.get(columns.0), record.get(columns.1)) else {
+        // Without labels a line may hold its path alone.
+        let field = record.get(columns.1).or((!labels).then_some(""));
+        let (Some(path), Some(field)) = (record.get(columns.0), field) else {
             return Err(bad(
                 line,
                 format!(
@@ -141,7 +153,7 @@ fn read_csv(bytes: &[u8], bad: &dyn Fn(usize, String) -> DataError) -> Result<Ve
                 ),
             ));
         };
-        rows.push(row(line, path, concepts(field), bad)?);
+        rows.push(row(line, path, concepts(field), labels, bad)?);
     }
     Ok(rows)
 }
@@ -194,7 +206,11 @@ impl<'a> Lines<'a> {
     }
 }
 
-fn read_json(text: &str, bad: &dyn Fn(usize, String) -> DataError) -> Result<Vec<Row>, DataError> {
+fn read_json(
+    text: &str,
+    labels: bool,
+    bad: &dyn Fn(usize, String) -> DataError,
+) -> Result<Vec<Row>, DataError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
         let values: Vec<serde_json::Value> = serde_json::from_str(text)
@@ -202,7 +218,7 @@ fn read_json(text: &str, bad: &dyn Fn(usize, String) -> DataError) -> Result<Vec
         return values
             .iter()
             .enumerate()
-            .map(|(i, v)| json_row(v, i + 1, bad).map_err(|e| retitle(e, i + 1)))
+            .map(|(i, v)| json_row(v, i + 1, labels, bad).map_err(|e| retitle(e, i + 1)))
             .collect();
     }
     let mut rows = Vec::new();
@@ -214,7 +230,7 @@ fn read_json(text: &str, bad: &dyn Fn(usize, String) -> DataError) -> Result<Vec
         }
         let v: serde_json::Value = serde_json::from_str(line)
             .map_err(|e| bad(line_no, format!("not a JSON object: {e}")))?;
-        rows.push(json_row(&v, line_no, bad)?);
+        rows.push(json_row(&v, line_no, labels, bad)?);
     }
     Ok(rows)
 }
@@ -234,6 +250,7 @@ fn retitle(e: DataError, element: usize) -> DataError {
 fn json_row(
     v: &serde_json::Value,
     line: usize,
+    labels: bool,
     bad: &dyn Fn(usize, String) -> DataError,
 ) -> Result<Row, DataError> {
     let path = v
@@ -252,6 +269,7 @@ fn json_row(
             .filter(|c| c.as_ref().is_ok_and(|c| !c.is_empty()) || c.is_err())
             .collect::<Result<_, _>>()?,
         (_, Some(serde_json::Value::String(c))) => concepts(c),
+        (None, None) if !labels => Vec::new(),
         _ => {
             return Err(bad(
                 line,
@@ -259,7 +277,7 @@ fn json_row(
             ))
         }
     };
-    row(line, path.trim(), names, bad)
+    row(line, path.trim(), names, labels, bad)
 }
 
 #[cfg(test)]
@@ -270,7 +288,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(name);
         std::fs::write(&p, text).unwrap();
-        read(&p).map_err(|e| e.to_string())
+        read_rows(&p, true).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -332,12 +350,38 @@ mod tests {
             let fifo = dir.path().join("pipe.csv");
             let made = std::process::Command::new("mkfifo").arg(&fifo).status();
             if made.is_ok_and(|s| s.success()) {
-                let e = read(&fifo).unwrap_err().to_string();
+                let e = read_rows(&fifo, true).unwrap_err().to_string();
                 assert!(
                     e.contains("pipe.csv") && e.contains("not a regular file"),
                     "{e}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_list_of_images_to_embed_may_give_paths_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let header = write("h.csv", "path\na.jpg\n\"b,c.jpg\"\n");
+        let bare = write("b.csv", "a.jpg\nd.jpg,cat\n");
+        let json = write(
+            "j.jsonl",
+            "{\"path\": \"a.jpg\"}\n{\"path\": \"e.jpg\", \"concept\": \"dog\"}\n",
+        );
+        for p in [&header, &bare, &json] {
+            // Training needs concepts, an image list does not.
+            assert!(read_rows(p, true).is_err(), "{}", p.display());
+            let rows = read_rows(p, false).unwrap();
+            assert_eq!(rows.len(), 2);
+            assert!(rows[0].concepts.is_empty());
+        }
+        assert_eq!(read_rows(&header, false).unwrap()[1].path, "b,c.jpg");
+        assert_eq!(read_rows(&bare, false).unwrap()[1].concepts, ["cat"]);
+        assert_eq!(read_rows(&json, false).unwrap()[1].concepts, ["dog"]);
     }
 }

@@ -254,7 +254,17 @@ impl Dataset {
 
     /// As [`Dataset::from_manifest`], for an evaluation set: one concept is enough.
     pub fn read_manifest(path: &Path) -> Result<Dataset, DataError> {
-        let rows = manifest::read(path)?;
+        Dataset::manifest_rows(path, true)
+    }
+
+    /// A manifest of images to embed: as [`Dataset::read_manifest`], and a
+    /// line may give a path alone (its image has no concept).
+    pub fn read_image_list(path: &Path) -> Result<Dataset, DataError> {
+        Dataset::manifest_rows(path, false)
+    }
+
+    fn manifest_rows(path: &Path, labels: bool) -> Result<Dataset, DataError> {
+        let rows = manifest::read_rows(path, labels)?;
         if rows.is_empty() {
             return Err(DataError::EmptyManifest(path.to_path_buf()));
         }

@@ -876,7 +876,7 @@ impl Inputs {
                     }
                 }
             } else if is_manifest(path) {
-                let data = Dataset::read_manifest(path)?;
+                let data = Dataset::read_image_list(path)?;
                 for s in data.samples {
                     let names = s.concepts.iter().map(|&c| data.concepts[c].clone());
                     inputs.push(s.path, names.collect());
