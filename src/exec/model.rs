@@ -139,8 +139,6 @@ pub struct Index {
     pub model: Option<String>,
     pub paths: Vec<PathBuf>,
     pub concepts: Vec<Vec<String>>,
-    /// "train" or "eval", per row.
-    pub splits: Vec<String>,
     matrix: Tensor,
 }
 
@@ -157,7 +155,6 @@ impl Index {
             model: e.model.clone(),
             paths: e.paths.clone(),
             concepts: e.concepts.clone(),
-            splits: vec![String::new(); e.len()],
             matrix: Tensor::from_slice(&e.values, (e.len(), e.dim), &Device::Cpu)?,
         })
     }
@@ -272,11 +269,6 @@ impl Model {
     /// image) rather than a softmax.
     pub fn logreg(&self) -> bool {
         self.config.logreg()
-    }
-
-    /// The network's configuration and weights (for export).
-    pub fn network(&self) -> (&NetConfig, &VarMap) {
-        (&self.config, &self.map)
     }
 
     /// Writes the network as an ONNX model at `path` (feature `onnx`):
@@ -570,7 +562,6 @@ impl Model {
             model: Some(self.identity.clone()),
             paths: Vec::new(),
             concepts: Vec::new(),
-            splits: Vec::new(),
             matrix: Tensor::zeros((0, 0), DType::F32, &self.device)?,
         };
         for split in ["train", "eval"] {
@@ -596,7 +587,6 @@ impl Model {
             for i in order {
                 index.paths.push(PathBuf::from(&listed[i].path));
                 index.concepts.push(split_concepts(&listed[i].concepts));
-                index.splits.push(split.to_string());
             }
         }
         if parts.is_empty() {
@@ -909,6 +899,30 @@ fn is_manifest(path: &Path) -> bool {
 }
 
 impl Embeddings {
+    /// A run's embedded images (`matrix`: their rows), concepts by name.
+    pub(crate) fn of_run(
+        e: &Embedded,
+        matrix: &Tensor,
+        concept_names: &[String],
+    ) -> Result<Embeddings, RunError> {
+        Ok(Embeddings {
+            paths: e.paths.clone(),
+            concepts: e
+                .concepts
+                .iter()
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|&c| concept_names.get(c).cloned())
+                        .collect()
+                })
+                .collect(),
+            dim: matrix.dim(1)?,
+            values: matrix.flatten_all()?.to_vec1()?,
+            bad: Vec::new(),
+            model: None,
+        })
+    }
+
     /// Writes the vectors to `path` (safetensors, one `embeddings` matrix of
     /// `rows × dim`) and their index beside it (`path` with `.csv`: row,
     /// path, concepts `;`-separated), each atomically; returns the index's

@@ -146,7 +146,7 @@ pub fn embed(
                 "dim": embedded.dim,
                 "embeddings": output,
                 "index_csv": index,
-                "skipped": embedded.bad.iter().map(|b| json!({"path": b.path, "reason": b.reason})).collect::<Vec<_>>(),
+                "skipped": skipped_json(&embedded),
             })
         ),
     }
@@ -241,7 +241,7 @@ fn embed_to_table(
                 "table": t.folder(),
                 "rows": written.rows,
                 "ann_index": written.index,
-                "skipped": embedded.bad.iter().map(|b| json!({"path": b.path, "reason": b.reason})).collect::<Vec<_>>(),
+                "skipped": skipped_json(&embedded),
             })
         ),
     }
@@ -326,6 +326,14 @@ fn run_file(path: &Path) -> Option<String> {
         at = folder.parent();
     }
     None
+}
+
+/// The images that could not be read, as JSON.
+fn skipped_json(e: &Embeddings) -> serde_json::Value {
+    e.bad
+        .iter()
+        .map(|b| json!({"path": b.path, "reason": b.reason}))
+        .collect()
 }
 
 fn images(n: usize) -> String {

@@ -137,19 +137,8 @@ fn save_queries(
     matrix: &Tensor,
     folder: &Path,
 ) -> Result<(), RunError> {
-    let tensors = [("embeddings".to_string(), matrix.clone())]
-        .into_iter()
-        .collect();
-    crate::exec::folder::write_tensors(&folder.join("queries.safetensors"), &tensors)?;
-    let mut csv = String::from("row,path,concepts\n");
-    for (row, (path, cs)) in queries.paths.iter().zip(&queries.concepts).enumerate() {
-        csv.push_str(&format!(
-            "{row},{},{}\n",
-            csv_field(&path.display().to_string()),
-            csv_field(&concept_list(cs, inputs.concepts))
-        ));
-    }
-    write(&folder.join("queries.csv"), csv.as_bytes())
+    let saved = crate::exec::model::Embeddings::of_run(queries, matrix, inputs.concepts)?;
+    saved.save(&folder.join("queries.safetensors")).map(|_| ())
 }
 
 /// The queries; a folder's embeddings are kept in `folder_images`.
@@ -281,14 +270,7 @@ fn search_table(
             format!("`{}` is not a LanceDB table", folder.display()),
         ));
     };
-    let as_embeddings = crate::exec::model::Embeddings {
-        paths: queries.paths.clone(),
-        concepts: vec![Vec::new(); queries.rows()],
-        dim: matrix.dim(1)?,
-        values: matrix.flatten_all()?.to_vec1()?,
-        bad: Vec::new(),
-        model: None,
-    };
+    let as_embeddings = crate::exec::model::Embeddings::of_run(queries, matrix, inputs.concepts)?;
     let opened = lance::Opened::open(&table)?;
     let rows = opened.info.rows;
     let hits = opened.search(&as_embeddings, k, false)?;
