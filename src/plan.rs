@@ -40,6 +40,16 @@ pub fn split_counts(images: u64, fraction: f64) -> (u64, u64) {
     (images - held, held)
 }
 
+/// [`split_counts`] over strata of these sizes (each concept's images, see
+/// `data::split`): every stratum of two or more images holds out its share,
+/// at least one; a stratum of one image holds out none.
+pub fn stratified_counts(strata: &[u64], fraction: f64) -> (u64, u64) {
+    strata
+        .iter()
+        .map(|&n| split_counts(n, fraction))
+        .fold((0, 0), |(t, e), (a, b)| (t + a, e + b))
+}
+
 /// Optimizer steps per epoch: batches of `batch_size`, the last partial one
 /// kept; a last single image joins the batch before it, as batch norm needs
 /// two images in a batch ([`batches`] cuts them so). No step trains with a
@@ -105,6 +115,9 @@ pub struct PlannedData {
     pub images: Option<u64>,
     pub train_images: Option<u64>,
     pub eval_images: Option<u64>,
+    /// Images of concepts never trained on, the embeddings judged on them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<ImageSource>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -192,12 +205,13 @@ impl DataFound {
                     .map(|(c, _)| c.clone())
             })
             .collect();
-        let (train_images, eval_images) = match (eval, images) {
-            (Eval::Fraction(f), Some(n)) => {
-                let (t, e) = split_counts(n, *f);
+        let (train_images, eval_images) = match (eval, summary) {
+            (Eval::Fraction(f), Some(d)) => {
+                let strata: Vec<u64> = d.strata.iter().map(|&n| n as u64).collect();
+                let (t, e) = stratified_counts(&strata, *f);
                 (Some(t), Some(e))
             }
-            (Eval::Images(_), Some(n)) => (Some(n), None),
+            (Eval::Images(_), Some(_)) => (images, None),
             (_, None) => (None, None),
         };
         DataFound {
@@ -294,6 +308,7 @@ impl Plan {
                 images: data.images,
                 train_images: data.train_images,
                 eval_images: data.eval_images,
+                unseen: w.data.unseen.clone(),
             },
             steps,
             device: w.device,
@@ -441,13 +456,22 @@ impl Plan {
         match (&d.eval, d.train_images, d.eval_images) {
             (Eval::Fraction(x), Some(t), Some(e)) => writeln!(
                 f,
-                "  eval     {} of the images held out: {t} to train, {e} to evaluate",
+                "  eval     {} of each concept's images held out: {t} to train, {e} to evaluate",
                 fmt_float(*x)
             )?,
-            (Eval::Fraction(x), _, _) => {
-                writeln!(f, "  eval     {} of the images held out", fmt_float(*x))?
-            }
+            (Eval::Fraction(x), _, _) => writeln!(
+                f,
+                "  eval     {} of each concept's images held out",
+                fmt_float(*x)
+            )?,
             (Eval::Images(src), _, _) => writeln!(f, "  eval     {}", src.path().display())?,
+        }
+        if let Some(u) = &d.unseen {
+            writeln!(
+                f,
+                "  unseen   {}: concepts never trained on, the embeddings judged on them",
+                u.path().display()
+            )?;
         }
         match &d.weights {
             Some(w) => writeln!(f, "  weights  {}", w.display())?,

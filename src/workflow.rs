@@ -72,7 +72,8 @@ impl ImageSource {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Eval {
-    /// This fraction of the training images, held out deterministically from the seed.
+    /// This fraction of each concept's training images, held out deterministically
+    /// from the seed (`data::split`).
     Fraction(f64),
     /// Images of their own.
     Images(ImageSource),
@@ -87,6 +88,10 @@ pub struct DataSpec {
     pub eval: Eval,
     /// Pretrained weights (safetensors) to start from.
     pub weights: Option<PathBuf>,
+    /// Images of concepts never trained on: the trained model embeds them
+    /// and its embeddings are judged on them (`steps::judge`), the field's
+    /// test of a base model for other workflows.
+    pub unseen: Option<ImageSource>,
 }
 
 /// The device a workflow runs on.
@@ -161,6 +166,10 @@ pub struct DatasetSummary {
     pub images: usize,
     /// Whether some image has several concepts (a manifest's).
     pub multi_label: bool,
+    /// The sizes of the strata a held-out fraction is drawn from, one per
+    /// concept in the same order: the images whose first concept it is
+    /// (`data::split`). Unlabelled images are one stratum.
+    pub strata: Vec<usize>,
 }
 
 impl DatasetSummary {

@@ -220,7 +220,7 @@ fn plan_shows_values_origins_schedule_and_steps() {
         "epoch 6        2.5e-05",
         "480 images per epoch / batch 32 = 15 steps per epoch × 6 epochs = 90 steps",
         "4 concepts, 600 images",
-        "0.2 of the images held out: 480 to train, 120 to evaluate",
+        "0.2 of each concept's images held out: 480 to train, 120 to evaluate",
         "clustering: k = 4, iterations = 100, inits = 8, tolerance = 1e-04, seed = 7",
         "visual_search: top_k = 5, queries = eval, index = train",
     ] {

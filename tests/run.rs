@@ -328,7 +328,10 @@ fn a_run_trains_writes_its_folder_is_deterministic_and_resumes() {
 fn a_diverging_loss_stops_the_run_naming_epoch_and_step() {
     let dir = tempfile::tempdir().unwrap();
     write_images(&dir.path().join("images"));
-    let w = workflow(dir.path(), "diverges", "per_item_lrate = 1000.0");
+    // Batches of two: many steps before the first evaluation, so the loss
+    // runs away within training.
+    let text = "workflow diverges\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 2\n  num_epochs = 3\n  init_epochs = 2\n  step_epochs = 1\n  logreg = 0\n  per_item_lrate = 1000.0\n}\ndata { train = \"images\"  eval = 0.25 }\nseed = 3\noutput = \"runs/diverges\"\n";
+    let (w, _) = checked(dir.path(), "diverges", text);
     let e = run(&w, &RunOptions::default(), &mut |_| {}).unwrap_err();
     let RunError::Diverged { epoch, step, .. } = e else {
         panic!("{e:?}")
@@ -455,6 +458,13 @@ fn the_plan_is_what_training_used() {
     let images = dir.path().join("images");
     write_images(&images);
     std::fs::remove_file(images.join("concept1/broken.png")).unwrap();
+    // Concepts of 16, 6 and 6 images: a quarter of each held out is 4, 2
+    // and 2 (a quarter of all 28 would be 7).
+    for c in [1, 2] {
+        for i in 6..16 {
+            std::fs::remove_file(images.join(format!("concept{c}/{i}.png"))).unwrap();
+        }
+    }
     // 17 images an epoch in batches of 8: 8 and 9 (a last single image joins
     // the batch before it), two steps; the rate holds for two epochs and
     // then decays.
@@ -482,6 +492,20 @@ fn the_plan_is_what_training_used() {
     assert!(rates[0] == rates[1] && rates[2] < rates[1], "{rates:?}");
     assert_eq!(plan["optimizer_steps"].as_u64(), Some(6));
     // `wfrun plan` (the checker's counts) and the run's plan agree.
+    assert_eq!(
+        (
+            plan["data"]["train_images"].as_u64(),
+            plan["data"]["eval_images"].as_u64()
+        ),
+        (Some(20), Some(8))
+    );
+    assert_eq!(
+        (
+            checker_plan.data.train_images,
+            checker_plan.data.eval_images
+        ),
+        (Some(20), Some(8))
+    );
     assert_eq!(checker_plan.epoch_learning_rates, rates);
     assert_eq!(checker_plan.steps_per_epoch, Some(steps_per_epoch));
     assert_eq!(
@@ -729,7 +753,7 @@ fn a_training_set_of_unreadable_images_stops_the_run() {
     assert!(matches!(e, RunError::Unreadable { .. }), "{e:?}");
     let message = e.to_string();
     assert!(
-        message.starts_with("none of the 9 training images can be read")
+        message.starts_with("none of the 8 training images can be read")
             && message.contains("a/0.png: "),
         "{message}"
     );
@@ -763,5 +787,114 @@ fn an_epoch_too_large_for_memory_is_an_error_not_an_abort() {
     assert!(
         matches!(e, RunError::Unsupported(_)) && e.to_string().contains("num_items_per_epoch"),
         "{e:?}"
+    );
+}
+
+#[test]
+fn unseen_concepts_are_judged_every_epoch_and_at_the_end() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    // Two concepts the model never trains on: a bar of its own hue.
+    for (c, hue) in [[240u8, 200, 40], [200, 40, 220]].iter().enumerate() {
+        let folder = dir.path().join(format!("unseen/u{c}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..6u32 {
+            image::RgbImage::from_fn(40, 40, |x, y| {
+                if (y / 20) as usize == c && (5 + i..30 + i).contains(&x) {
+                    image::Rgb(*hue)
+                } else {
+                    image::Rgb([((x * 3 + i) % 60) as u8, 30, ((y * 2) % 50) as u8])
+                }
+            })
+            .save(folder.join(format!("{i}.png")))
+            .unwrap();
+        }
+    }
+    let text = "workflow unseen\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 2\n  init_epochs = 1\n  step_epochs = 1\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25  unseen = \"unseen\" }\nseed = 3\noutput = \"runs/unseen\"\n";
+    let (w, plan) = checked(dir.path(), "unseen", text);
+    assert!(plan.to_string().contains("unseen   "), "{plan}");
+    let summary = run(&w, &RunOptions::default(), &mut |_| {}).unwrap();
+    let judged = summary.final_eval.unwrap().unseen.expect("judged");
+    assert_eq!(
+        (judged.images, judged.concepts, judged.queries),
+        (12, 2, 12)
+    );
+    for i in [
+        judged.precision_at_1,
+        judged.map_at_r,
+        judged.nmi,
+        judged.ami,
+    ] {
+        assert!(
+            i.low <= i.value && i.value <= i.high && (0.0..=1.0).contains(&i.value),
+            "{i:?}"
+        );
+    }
+    // Each epoch's line holds the figures; `unseen.json` the last ones.
+    let lines = std::fs::read_to_string(summary.output.join("metrics.jsonl")).unwrap();
+    for line in lines.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["eval"]["unseen"]["images"].as_u64(), Some(12), "{line}");
+        assert!(
+            v["eval"]["embeddings"]["map_at_r"]["value"].is_f64(),
+            "{line}"
+        );
+    }
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(summary.output.join("unseen.json")).unwrap())
+            .unwrap();
+    assert_eq!(record["concepts"], serde_json::json!(["u0", "u1"]));
+    assert_eq!(
+        record["judged"]["map_at_r"]["value"].as_f64(),
+        Some(judged.map_at_r.value)
+    );
+}
+
+#[test]
+fn unseen_concepts_must_be_concepts_never_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let check = |unseen: &str| {
+        let path = dir.path().join("u.wf");
+        std::fs::write(
+            &path,
+            format!("use Clarifai_InceptionBatchNorm {{ image_size = 32 }}\ndata {{ train = \"images\"  unseen = {unseen} }}\n"),
+        )
+        .unwrap();
+        let c = check_file(&path, &CheckOptions::default()).unwrap();
+        c.diagnostics
+            .into_iter()
+            .filter(|d| d.is_error())
+            .map(|d| (d.message, d.span.start))
+            .collect::<Vec<_>>()
+    };
+    let at =
+        "use Clarifai_InceptionBatchNorm { image_size = 32 }\ndata { train = \"images\"  unseen = "
+            .len();
+    // The training folder's own concepts.
+    let errors = check("\"images\"");
+    assert!(
+        errors
+            .iter()
+            .any(|(m, s)| m.contains("are training concepts") && *s == at),
+        "{errors:?}"
+    );
+    // One concept.
+    std::fs::create_dir_all(dir.path().join("one/x")).unwrap();
+    std::fs::copy(
+        dir.path().join("images/concept0/0.png"),
+        dir.path().join("one/x/0.png"),
+    )
+    .unwrap();
+    let errors = check("\"one\"");
+    assert!(
+        errors.iter().any(|(m, _)| m.contains("a single concept")),
+        "{errors:?}"
+    );
+    // Missing.
+    let errors = check("\"nowhere\"");
+    assert!(
+        errors.iter().any(|(m, _)| m.contains("nowhere")),
+        "{errors:?}"
     );
 }

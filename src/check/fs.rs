@@ -108,6 +108,14 @@ pub(super) fn check_data(
             }
         }
     }
+    if let Some(src) = &data.unseen {
+        if src.path().exists() {
+            match src.read() {
+                Ok(unseen) => unseen_apart(cx, &unseen, &summary, &trained, span("unseen")),
+                Err(e) => data_error(cx, span("unseen"), &e),
+            }
+        }
+    }
     let used = summary.concepts.iter().filter(|(_, n)| *n > 0).count();
     batch_advice(cx, params, batch_max, used, span("train"));
     Some(summary)
@@ -164,6 +172,7 @@ fn count_manifest(
         }
     };
     let mut counts = vec![0usize; data.concepts.len()];
+    let mut strata = vec![0usize; data.concepts.len().max(1)];
     let mut missing = Vec::new();
     let mut found = 0;
     for s in &data.samples {
@@ -172,6 +181,7 @@ fn count_manifest(
             for &c in &s.concepts {
                 counts[c] += 1;
             }
+            strata[s.concepts.first().copied().unwrap_or(0)] += 1;
         } else {
             missing.push(s.path.as_path());
         }
@@ -259,6 +269,7 @@ fn count_manifest(
         multi_label,
         concepts: data.concepts.into_iter().zip(counts).collect(),
         images: found,
+        strata,
     };
     Some((summary, paths))
 }
@@ -289,6 +300,88 @@ fn eval_apart(cx: &mut Checker, eval: &Dataset, train: &[PathBuf], at: Span) {
                 "evaluate on images kept out of training, or hold a fraction out: `eval = 0.1`",
             ),
     );
+}
+
+/// Images of unseen concepts must be of two concepts or more, none of them
+/// a training concept, and none of the images a training image: otherwise
+/// their figures would not be about concepts never trained on.
+fn unseen_apart(
+    cx: &mut Checker,
+    unseen: &Dataset,
+    train: &DatasetSummary,
+    trained: &[PathBuf],
+    at: Span,
+) {
+    let mut used = vec![0usize; unseen.concepts.len()];
+    for s in &unseen.samples {
+        if let Some(&c) = s.concepts.first() {
+            used[c] += 1;
+        }
+    }
+    let concepts = used.iter().filter(|&&n| n > 0).count();
+    if concepts < 2 {
+        cx.push(
+            Diagnostic::error(
+                Code::Data,
+                at,
+                format!(
+                    "the unseen images hold {} concept{}",
+                    if concepts == 0 { "no" } else { "a single" },
+                    if concepts == 0 { "s" } else { "" }
+                ),
+            )
+            .with_label("judging embeddings needs two concepts or more")
+            .with_help(
+                "give each unseen concept a sub-folder of images (or a label in the manifest)",
+            ),
+        );
+        return;
+    }
+    let shared: Vec<&str> = unseen
+        .concepts
+        .iter()
+        .filter(|c| train.concepts.iter().any(|(t, n)| t == *c && *n > 0))
+        .map(String::as_str)
+        .collect();
+    if !shared.is_empty() {
+        cx.push(
+            Diagnostic::error(
+                Code::Data,
+                at,
+                format!(
+                    "{} {} trained on",
+                    crate::spec::declare::list(&shared),
+                    if shared.len() == 1 {
+                        "is a training concept, so it is"
+                    } else {
+                        "are training concepts, so they are"
+                    }
+                ),
+            )
+            .with_label("unseen concepts must be concepts the model never trains on")
+            .with_help(
+                "move those concepts out of the unseen images (or out of the training images)",
+            ),
+        );
+    }
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let trained: std::collections::HashSet<PathBuf> = trained.iter().map(|p| real(p)).collect();
+    let also = unseen
+        .samples
+        .iter()
+        .filter(|s| trained.contains(&real(&s.path)))
+        .count();
+    if also > 0 {
+        cx.push(
+            Diagnostic::error(
+                Code::Data,
+                at,
+                format!("{also} of the unseen images are training images"),
+            )
+            .with_label("unseen images must be images the model never trains on")
+            .with_help("keep the unseen images in a folder of their own"),
+        );
+    }
 }
 
 /// The evaluation images' concepts against the training ones: none shared
@@ -367,6 +460,20 @@ fn check_weights_and_eval(cx: &mut Checker, data: &DataSpec, span: &dyn Fn(&str)
             },
         );
     }
+    if let Some(src) = &data.unseen {
+        let folder = matches!(src, ImageSource::Folder(_));
+        exists_as(
+            cx,
+            src.path(),
+            span("unseen"),
+            folder,
+            if folder {
+                "folder of unseen concepts"
+            } else {
+                "manifest"
+            },
+        );
+    }
 }
 
 /// The training folder's concepts with their image counts; images outside
@@ -407,6 +514,7 @@ fn count_concepts(
             concepts: Vec::new(),
             images: loose.len(),
             multi_label: false,
+            strata: vec![loose.len()],
         };
         return Some((summary, loose));
     }
@@ -461,6 +569,7 @@ fn count_concepts(
     }
     let images = concepts.iter().map(|(_, n)| n).sum();
     let summary = DatasetSummary {
+        strata: concepts.iter().map(|(_, n)| *n).collect(),
         concepts,
         images,
         multi_label: false,
@@ -594,6 +703,9 @@ pub(super) fn output_apart(
     if let Eval::Images(ImageSource::Folder(p)) = &data.eval {
         folders.push(("eval", p, "evaluation folder"));
     }
+    if let Some(ImageSource::Folder(p)) = &data.unseen {
+        folders.push(("unseen", p, "folder of unseen concepts"));
+    }
     for (key, folder, what) in folders {
         if out.starts_with(real(folder)) {
             cx.push(
@@ -623,6 +735,13 @@ pub(super) fn output_apart(
             spans.get("eval").copied().unwrap_or(fallback),
             src.path(),
             "evaluation images",
+        ));
+    }
+    if let Some(src) = &data.unseen {
+        read.push((
+            spans.get("unseen").copied().unwrap_or(fallback),
+            src.path(),
+            "images of unseen concepts",
         ));
     }
     if let Some((base, at)) = base {

@@ -49,7 +49,7 @@ impl Default for CheckOptions {
 }
 
 const TOP_SETTINGS: [&str; 4] = ["device", "output", "seed", "base"];
-const DATA_SETTINGS: [&str; 3] = ["train", "eval", "weights"];
+const DATA_SETTINGS: [&str; 4] = ["train", "eval", "weights", "unseen"];
 
 /// Checks a parsed workflow file.
 pub fn check(
@@ -482,6 +482,18 @@ impl Checker<'_> {
     ) {
         let found = crate::plan::DataFound::counted(Some(set), &data.eval);
         let (images, train) = (found.images.unwrap_or(0), found.train_images.unwrap_or(0));
+        if found.eval_images == Some(0) && images > 0 {
+            self.push(
+                Diagnostic::warning(Code::Data, at, "no image can be held out for evaluation")
+                    .with_label(format!(
+                        "each concept has a single image, and a concept's only image is trained on ({images} images)"
+                    ))
+                    .with_help(
+                        "add images, or name evaluation images of their own (`eval = \"folder\"`): \
+                         without them the run reports no held-out figures",
+                    ),
+            );
+        }
         let Some(items) = h.num_items_per_epoch.resolve(&found.counts()).value() else {
             return;
         };

@@ -260,6 +260,7 @@ impl Checker<'_> {
         let mut train = None;
         let mut eval = Eval::Fraction(DEFAULT_EVAL_FRACTION);
         let mut weights = None;
+        let mut unseen = None;
         let mut seen: HashMap<&str, Span> = HashMap::default();
         // A setting reported as wrong keeps its default; the paths are still
         // worth checking, so the spec is returned all the same.
@@ -271,6 +272,7 @@ impl Checker<'_> {
             match key {
                 "train" => train = self.image_source(s).or(train),
                 "eval" => eval = self.eval_setting(s).unwrap_or(eval),
+                "unseen" => unseen = self.image_source(s),
                 "weights" => match &s.value.kind {
                     ValueKind::Str(p) => weights = Some(self.resolve(p)),
                     ValueKind::Invalid => {}
@@ -294,6 +296,7 @@ impl Checker<'_> {
             train: train?,
             eval,
             weights,
+            unseen,
         })
     }
 
@@ -305,7 +308,7 @@ impl Checker<'_> {
                 self.push(
                     Diagnostic::error(Code::OutOfRange, s.value.span, "a held-out fraction lies strictly between 0 and 1")
                         .with_label("not between 0 and 1")
-                        .with_help("write e.g. `eval = 0.1` to hold out a tenth of the images, or a folder `eval = \"path\"`"),
+                        .with_help("write e.g. `eval = 0.1` to hold out a tenth of each concept's images, or a folder `eval = \"path\"`"),
                 );
                 None
             }

@@ -319,6 +319,16 @@ impl Dataset {
     pub fn is_multi_label(&self) -> bool {
         self.samples.iter().any(|s| s.concepts.len() > 1)
     }
+
+    /// Each sample's stratum for holding out evaluation images ([`split`]):
+    /// its first concept (a multi-label image's first listed one); an
+    /// unlabelled sample's is 0.
+    pub fn strata(&self) -> Vec<usize> {
+        self.samples
+            .iter()
+            .map(|s| s.concepts.first().copied().unwrap_or(0))
+            .collect()
+    }
 }
 
 /// A small deterministic generator (SplitMix64), so splits and shuffles
@@ -364,14 +374,34 @@ impl Rng {
     }
 }
 
-/// Splits `n` samples into (training, held-out) indices, deterministically from
-/// `seed`: `plan::split_counts` decides how many are held out.
-pub fn split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
-    let (_, held) = crate::plan::split_counts(n as u64, fraction);
-    let mut order: Vec<usize> = (0..n).collect();
+/// Splits samples into (training, held-out) indices, stratified:
+/// `strata[i]` is sample `i`'s stratum (its first concept, see
+/// [`Dataset::strata`]), and each stratum holds out its own share as
+/// `plan::split_counts` decides — at least one of a stratum of two or more,
+/// none of a stratum of one. Which samples are held out follows from `seed`
+/// alone.
+pub fn split(strata: &[usize], fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    let mut order: Vec<usize> = (0..strata.len()).collect();
     Rng::new(seed).shuffle(&mut order);
-    let mut eval: Vec<usize> = order[..held as usize].to_vec();
-    let mut train: Vec<usize> = order[held as usize..].to_vec();
+    let groups = strata.iter().max().map_or(0, |m| m + 1);
+    let mut sizes = vec![0u64; groups];
+    for &s in strata {
+        sizes[s] += 1;
+    }
+    let mut left: Vec<u64> = sizes
+        .iter()
+        .map(|&n| crate::plan::split_counts(n, fraction).1)
+        .collect();
+    let (mut train, mut eval) = (Vec::new(), Vec::new());
+    for i in order {
+        let held = &mut left[strata[i]];
+        if *held > 0 {
+            *held -= 1;
+            eval.push(i);
+        } else {
+            train.push(i);
+        }
+    }
     eval.sort_unstable();
     train.sort_unstable();
     (train, eval)
@@ -468,13 +498,36 @@ mod tests {
     }
 
     #[test]
-    fn splits_are_deterministic_and_follow_the_plan() {
-        let (train, eval) = split(160, 0.2, 7);
-        assert_eq!((train.len(), eval.len()), (128, 32));
-        assert_eq!(split(160, 0.2, 7), (train.clone(), eval.clone()));
-        assert_ne!(split(160, 0.2, 8).1, eval);
+    fn splits_are_stratified_deterministic_and_follow_the_plan() {
+        // Concepts of 100, 40, 17, 2 and 1 images, interleaved.
+        let sizes = [100usize, 40, 17, 2, 1];
+        let mut strata = Vec::new();
+        for round in 0..100 {
+            for (c, &n) in sizes.iter().enumerate() {
+                if round < n {
+                    strata.push(c);
+                }
+            }
+        }
+        let (train, eval) = split(&strata, 0.2, 7);
+        // Each concept holds out its own share: 20, 8, 3 (of 17), one of
+        // two, none of one.
+        let held: Vec<usize> = (0..sizes.len())
+            .map(|c| eval.iter().filter(|&&i| strata[i] == c).count())
+            .collect();
+        assert_eq!(held, [20, 8, 3, 1, 0]);
+        let sizes64: Vec<u64> = sizes.iter().map(|&n| n as u64).collect();
+        assert_eq!(
+            crate::plan::stratified_counts(&sizes64, 0.2),
+            (train.len() as u64, eval.len() as u64)
+        );
+        assert_eq!(split(&strata, 0.2, 7), (train.clone(), eval.clone()));
+        assert_ne!(split(&strata, 0.2, 8).1, eval);
         let mut all: Vec<usize> = train.iter().chain(&eval).copied().collect();
         all.sort_unstable();
-        assert_eq!(all, (0..160).collect::<Vec<_>>());
+        assert_eq!(all, (0..strata.len()).collect::<Vec<_>>());
+        // One stratum: the old unstratified counts.
+        let (train, eval) = split(&[0; 160], 0.2, 7);
+        assert_eq!((train.len(), eval.len()), (128, 32));
     }
 }

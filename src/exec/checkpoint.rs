@@ -150,12 +150,18 @@ pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> S
         }
         eat(b"--");
     }
+    // The unseen images are judged, never trained on: adding or changing
+    // them does not change what a checkpoint continues.
+    let data = crate::plan::PlannedData {
+        unseen: None,
+        ..plan.data.clone()
+    };
     let basis = Basis {
         template: &plan.template,
         architecture: plan.architecture,
         hyper: &plan.hyper,
         seed: plan.seed,
-        data: &plan.data,
+        data: &data,
         epoch_learning_rates: &plan.epoch_learning_rates,
         items_per_epoch: plan.items_per_epoch,
         steps_per_epoch: plan.steps_per_epoch,

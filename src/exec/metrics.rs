@@ -10,6 +10,7 @@ use super::sets::Images;
 use super::RunError;
 use crate::data::images::{Job, Prefetch};
 use crate::models::{NetConfig, TemplateNet};
+use crate::steps::judge::{judge, JudgeOptions, Judged};
 
 /// Metrics on the evaluation images (absent ones do not apply to the template).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -24,7 +25,21 @@ pub struct EvalMetrics {
     pub f1: Option<f32>,
     /// Angular margin: the share whose nearest other evaluation image (cosine) shares its concept.
     pub recall_at_1: Option<f32>,
+    /// The embeddings judged as the metric-learning field does
+    /// (`steps::judge`: precision@1, R-precision, MAP@R, recall@k, NMI, AMI,
+    /// with intervals), each image's concept its first; on every epoch's
+    /// evaluation up to [`JUDGE_EVERY_EPOCH`] images, and on the last always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<Box<Judged>>,
+    /// The same on the images of concepts never trained on
+    /// (`data { unseen = .. }`), embedded by the model as it stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<Box<Judged>>,
 }
+
+/// Evaluation sets up to this size have their embeddings judged after every
+/// epoch; larger ones after the last epoch only.
+pub const JUDGE_EVERY_EPOCH: usize = 5000;
 
 /// What the training curves read of a line of `metrics.jsonl`.
 #[derive(Clone, Debug, Deserialize)]
@@ -64,8 +79,8 @@ fn centre_crops(images: &Images, size: usize, workers: usize) -> Prefetch {
 struct Pass {
     /// The images that could be read, in order.
     kept: Vec<usize>,
-    /// `output_and_loss`'s outputs (embeddings or logits), by batch.
-    outputs: Vec<Tensor>,
+    /// The template's embeddings, by batch.
+    embeddings: Vec<Tensor>,
     logits: Vec<Tensor>,
     mean_loss: f32,
 }
@@ -80,7 +95,7 @@ fn pass(
     workers: usize,
     device: &Device,
 ) -> Result<Pass, RunError> {
-    let (mut kept, mut outputs, mut logits, mut loss_sum) =
+    let (mut kept, mut embeddings, mut logits, mut loss_sum) =
         (Vec::new(), Vec::new(), Vec::new(), 0.0f32);
     for decoded in centre_crops(images, size, workers) {
         if decoded.indices.is_empty() {
@@ -89,16 +104,18 @@ fn pass(
         let n = decoded.indices.len();
         let x = Tensor::from_vec(decoded.pixels, (n, 3, size, size), device)?;
         let targets = images.targets(&decoded.indices, classes, logreg, device)?;
-        let (out, loss) = net.output_and_loss(&x, &targets, false)?;
+        // One forward pass gives the embeddings, the logits and the loss.
+        let e = net.embed(&x, false)?;
+        let (_, loss) = net.output_and_loss_of(e.clone(), &targets)?;
         loss_sum += loss.to_scalar::<f32>()? * n as f32;
-        logits.push(net.logits(&x, false)?);
-        outputs.push(out);
+        logits.push(net.logits_of(&e)?);
+        embeddings.push(e);
         kept.extend(decoded.indices);
     }
     let mean_loss = loss_sum / kept.len().max(1) as f32;
     Ok(Pass {
         kept,
-        outputs,
+        embeddings,
         logits,
         mean_loss,
     })
@@ -113,6 +130,7 @@ pub(super) fn evaluate(
     size: usize,
     workers: usize,
     device: &Device,
+    judging: Option<&JudgeOptions>,
 ) -> Result<EvalMetrics, RunError> {
     if eval.paths.is_empty() {
         return Ok(EvalMetrics::default());
@@ -120,7 +138,7 @@ pub(super) fn evaluate(
     let logreg = cfg.logreg();
     let Pass {
         kept,
-        outputs,
+        embeddings,
         logits,
         mean_loss: loss,
     } = pass(net, eval, classes, logreg, size, workers, device)?;
@@ -145,11 +163,53 @@ pub(super) fn evaluate(
             .count();
         m.accuracy = Some(right as f32 / kept.len() as f32);
     }
+    let emb = Tensor::cat(&embeddings, 0)?;
     if let NetConfig::AngularMargin { .. } = cfg {
-        let emb = Tensor::cat(&outputs, 0)?;
         m.recall_at_1 = Some(recall_at_1(&emb, &truth)?);
     }
+    if let Some(options) = judging {
+        m.embeddings = judged(&emb, &truth, options)?.map(Box::new);
+    }
     Ok(m)
+}
+
+/// Images of unseen concepts embedded by `net` and judged: `None` when fewer
+/// than two of their concepts have a readable image.
+pub(super) fn judge_unseen(
+    net: &TemplateNet,
+    unseen: &Images,
+    size: usize,
+    workers: usize,
+    device: &Device,
+    options: &JudgeOptions,
+) -> Result<(Option<Box<Judged>>, Vec<crate::data::images::BadImage>), RunError> {
+    let e = embed(net, unseen, size, workers, device, &mut |_, _| {})?;
+    let judged = match &e.matrix {
+        Some(m) => {
+            let truth: Vec<&Vec<usize>> = e.concepts.iter().collect();
+            judged(m, &truth, options)?.map(Box::new)
+        }
+        None => None,
+    };
+    Ok((judged, e.bad))
+}
+
+/// [`judge`] of the rows of `emb` that have a concept (their first).
+fn judged(
+    emb: &Tensor,
+    truth: &[&Vec<usize>],
+    options: &JudgeOptions,
+) -> candle_core::Result<Option<Judged>> {
+    let rows: Vec<u32> = (0..truth.len() as u32)
+        .filter(|&i| !truth[i as usize].is_empty())
+        .collect();
+    let labels: Vec<usize> = rows.iter().map(|&i| truth[i as usize][0]).collect();
+    let emb = if rows.len() == truth.len() {
+        emb.clone()
+    } else {
+        emb.index_select(&Tensor::new(rows.as_slice(), emb.device())?, 0)?
+    };
+    judge(&emb, &labels, options)
 }
 
 fn argmax(row: &[f32]) -> usize {

@@ -163,6 +163,27 @@ pub fn run(
         steps: Vec::new(),
         failed_steps: Vec::new(),
     };
+    match &data.unseen {
+        Some(unseen) => judge_unseen(
+            &plan,
+            &data,
+            unseen,
+            &trained,
+            workers,
+            &device,
+            &mut summary,
+        )?,
+        // A resumed run that no longer names unseen images keeps no figures of them.
+        None => match std::fs::remove_file(out.join("unseen.json")) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(RunError::Io {
+                    path: out.join("unseen.json"),
+                    error: e,
+                })
+            }
+            _ => {}
+        },
+    }
     let inputs = steps::StepInputs {
         seed: plan.seed,
         concepts: &data.concepts,
@@ -239,6 +260,43 @@ fn stop_if_asked(options: &RunOptions, what: &str) -> Result<(), RunError> {
 }
 
 /// A base workflow's start: nothing trains.
+/// The embeddings judged on the images of unseen concepts, as the last
+/// epoch judged them (or now, for a base model), into `unseen.json` and the
+/// summary.
+fn judge_unseen(
+    plan: &Plan,
+    data: &sets::DataSets,
+    unseen: &sets::Images,
+    trained: &train::Trained,
+    workers: usize,
+    device: &Device,
+    summary: &mut RunSummary,
+) -> Result<(), RunError> {
+    let judged = match trained.final_eval.as_ref().and_then(|e| e.unseen.clone()) {
+        Some(j) => Some(j),
+        None => {
+            let options = crate::steps::judge::JudgeOptions {
+                seed: plan.seed,
+                ..Default::default()
+            };
+            let size = plan.hyper.image_size;
+            metrics::judge_unseen(&trained.net, unseen, size, workers, device, &options)?.0
+        }
+    };
+    let record = serde_json::json!({
+        "unseen": plan.data.unseen.as_ref().map(|u| u.path()),
+        "concepts": data.unseen_concepts,
+        "images": unseen.paths.len(),
+        "judged": judged,
+    });
+    folder::write_json(&plan.output.join("unseen.json"), &record)?;
+    summary
+        .final_eval
+        .get_or_insert_with(EvalMetrics::default)
+        .unseen = judged;
+    Ok(())
+}
+
 fn started_base(plan: &Plan, data: &sets::DataSets) -> Event {
     Event::Started {
         workflow: plan.workflow.clone(),

@@ -16,7 +16,7 @@ pub const LOCK: &str = ".wfrun.lock";
 
 /// What a run writes at the top of its folder: `--fresh` removes these and
 /// nothing else.
-pub const OUTPUTS: [&str; 10] = [
+pub const OUTPUTS: [&str; 11] = [
     "plan.json",
     "checkpoint.safetensors",
     "model.safetensors",
@@ -24,6 +24,7 @@ pub const OUTPUTS: [&str; 10] = [
     "metrics.jsonl",
     "embeddings.safetensors",
     "embeddings.csv",
+    "unseen.json",
     "report.html",
     "pictures",
     "steps",

@@ -147,10 +147,35 @@ impl EvalMetrics {
             share("mAP", f(self.mean_average_precision)),
             share("F1", f(self.f1)),
             share("recall@1", f(self.recall_at_1)),
+            share("MAP@R", self.embeddings.as_ref().map(|j| j.map_at_r.value)),
         ]
         .into_iter()
         .flatten()
         .collect()
+    }
+}
+
+impl crate::steps::judge::Judged {
+    /// The figures with their intervals, for people:
+    /// `precision@1 0.882 [0.843, 0.918], …`.
+    pub fn text(&self) -> String {
+        let at = |label: &str, i: &crate::steps::judge::Interval| {
+            format!("{label} {:.3} [{:.3}, {:.3}]", i.value, i.low, i.high)
+        };
+        let mut parts = vec![
+            at("precision@1", &self.precision_at_1),
+            at("R-precision", &self.r_precision),
+            at("MAP@R", &self.map_at_r),
+        ];
+        parts.extend(
+            self.recall_at_k
+                .iter()
+                .filter(|r| r.k > 1)
+                .map(|r| at(&format!("recall@{}", r.k), &r.at)),
+        );
+        parts.push(at("NMI", &self.nmi));
+        parts.push(at("AMI", &self.ami));
+        parts.join(", ")
     }
 }
 

@@ -56,6 +56,10 @@ pub(super) struct DataSets {
     /// Images of the training source before the split.
     pub images: usize,
     pub train: Images,
+    /// Images of concepts never trained on (`data { unseen = .. }`), their
+    /// concepts indices into [`DataSets::unseen_concepts`].
+    pub unseen: Option<Images>,
+    pub unseen_concepts: Vec<String>,
     pub eval: Images,
 }
 
@@ -76,7 +80,7 @@ impl DataSets {
         };
         let (train_idx, eval) = match &workflow.data.eval {
             Eval::Fraction(f) => {
-                let (t, e) = split(data.samples.len(), *f, workflow.seed);
+                let (t, e) = split(&data.strata(), *f, workflow.seed);
                 (t, Images::select(&data, &e))
             }
             Eval::Images(src) => {
@@ -102,7 +106,17 @@ impl DataSets {
                 ((0..data.samples.len()).collect(), images)
             }
         };
+        let unseen = workflow
+            .data
+            .unseen
+            .as_ref()
+            .map(|src| src.read())
+            .transpose()?;
         Ok(DataSets {
+            unseen: unseen
+                .as_ref()
+                .map(|u| Images::select(u, &(0..u.samples.len()).collect::<Vec<_>>())),
+            unseen_concepts: unseen.map(|u| u.concepts).unwrap_or_default(),
             train: Images::select(&data, &train_idx),
             eval,
             images: data.samples.len(),
@@ -191,6 +205,7 @@ pub(super) fn survey(
         .paths
         .iter()
         .chain(sets.eval.paths.iter())
+        .chain(sets.unseen.iter().flat_map(|u| u.paths.iter()))
         .cloned()
         .collect();
     let found = crate::data::images::survey(&paths, workers, options.fail_on_bad_images);

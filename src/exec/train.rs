@@ -345,7 +345,20 @@ impl<'a> Training<'a> {
             self.plan.hyper.image_size,
             self.cx.workers,
             self.cx.device,
+            self.judging(epoch).as_ref(),
         )?;
+        let mut eval = eval;
+        if let (Some(unseen), Some(options)) = (&self.sets.unseen, self.judging(epoch)) {
+            eval.unseen = metrics::judge_unseen(
+                &self.net,
+                unseen,
+                self.plan.hyper.image_size,
+                self.cx.workers,
+                self.cx.device,
+                &options,
+            )?
+            .0;
+        }
         if eval.loss.is_some_and(|l| !l.is_finite()) {
             return Err(RunError::NotFinite {
                 epoch: epoch + 1,
@@ -363,6 +376,18 @@ impl<'a> Training<'a> {
             eval,
             seconds,
             data_wait: done.waited / seconds.max(1e-9),
+        })
+    }
+
+    /// Whether this epoch's evaluation judges the embeddings
+    /// ([`metrics::JUDGE_EVERY_EPOCH`]), and with what seed.
+    fn judging(&self, epoch: u64) -> Option<crate::steps::judge::JudgeOptions> {
+        let last = epoch + 1 >= self.plan.hyper.num_epochs;
+        let images =
+            self.sets.eval.paths.len() + self.sets.unseen.as_ref().map_or(0, |u| u.paths.len());
+        (last || images <= metrics::JUDGE_EVERY_EPOCH).then(|| crate::steps::judge::JudgeOptions {
+            seed: self.plan.seed,
+            ..Default::default()
         })
     }
 

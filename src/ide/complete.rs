@@ -38,7 +38,7 @@ pub(super) const TOP_SETTINGS: [(&str, &str); 4] = [
         "a finished run's folder: embed with its model instead of training",
     ),
 ];
-pub(super) const DATA_SETTINGS: [(&str, &str); 3] = [
+pub(super) const DATA_SETTINGS: [(&str, &str); 4] = [
     (
         "train",
         "a folder with one sub-folder per concept, or `manifest(\"file\")`",
@@ -48,6 +48,10 @@ pub(super) const DATA_SETTINGS: [(&str, &str); 3] = [
         "a held-out fraction such as `0.1`, a folder or a manifest",
     ),
     ("weights", "pretrained weights to start from (safetensors)"),
+    (
+        "unseen",
+        "images of concepts never trained on (a folder or a manifest): the embeddings are judged on them",
+    ),
 ];
 
 /// What may be typed at byte `offset` of `text`.

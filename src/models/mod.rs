@@ -356,7 +356,12 @@ impl TemplateNet {
         targets: &Targets,
         train: bool,
     ) -> Result<(Tensor, Tensor)> {
-        let e = self.embed(x, train)?;
+        self.output_and_loss_of(self.embed(x, train)?, targets)
+    }
+
+    /// [`TemplateNet::output_and_loss`] of embeddings [`TemplateNet::embed`]
+    /// gave: the last layer and the loss alone.
+    pub fn output_and_loss_of(&self, e: Tensor, targets: &Targets) -> Result<(Tensor, Tensor)> {
         match (&self.head, targets) {
             (Head::AngularMargin { weight, loss, .. }, Targets::Classes(labels)) => {
                 let l = loss.loss(&e, weight, labels)?;

@@ -5,6 +5,7 @@
 
 mod cpu;
 pub mod head;
+pub mod judge;
 pub mod kmeans;
 pub mod search;
 

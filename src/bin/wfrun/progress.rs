@@ -194,6 +194,22 @@ impl Progress {
             if let Some(r) = e.recall_at_1 {
                 out.push_str(&format!("; recall@1 {r:.3}"));
             }
+            if let Some(j) = &e.embeddings {
+                out.push_str(&format!(
+                    "\n  held-out embeddings ({} images, {} concepts; 95% intervals): {}",
+                    j.images,
+                    j.concepts,
+                    j.text()
+                ));
+            }
+            if let Some(j) = &e.unseen {
+                out.push_str(&format!(
+                    "\n  unseen concepts ({} images, {} concepts; 95% intervals): {}",
+                    j.images,
+                    j.concepts,
+                    j.text()
+                ));
+            }
         }
         let file = |name: &str| s.output.join(name).display().to_string();
         match &workflow.base {
