@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Two builds of `bench_train` side by side: alternately before / after for every
-# model, image size and thread count, ROUNDS rounds, then each side's median
-# over rounds and the ratio. Build each binary in its own target folder, e.g.
+# Two builds of `bench_train` (or, with KIND=embed, of `bench_embed`) side by
+# side: alternately before / after for every model, image size and thread
+# count, ROUNDS rounds, then each side's median over rounds and the ratio.
+# Build each binary in its own target folder, e.g.
 #   git worktree add /tmp/before COMMIT
 #   (cd /tmp/before && CARGO_TARGET_DIR=/tmp/tb cargo build --release --example bench_train)
 #   BEFORE=/tmp/tb/release/examples/bench_train AFTER=target/release/examples/bench_train \
@@ -9,6 +10,7 @@
 set -euo pipefail
 : "${BEFORE:?path of the bench_train built before}" "${AFTER:?path of the one after}"
 ROUNDS=${ROUNDS:-3}
+KIND=${KIND:-train}
 out=$(mktemp)
 for round in $(seq "$ROUNDS"); do
   for model in resnet101 resnext50 bninception; do
@@ -17,7 +19,11 @@ for round in $(seq "$ROUNDS"); do
         for which in before after; do
           bin=$BEFORE; [ "$which" = after ] && bin=$AFTER
           sleep 1
-          line=$("$bin" --model "$model" --image-size "$px" --batch 8 --steps 5 --warmup 3 --threads "$t" | tail -1)
+          if [ "$KIND" = embed ]; then
+            line=$("$bin" --model "$model" --image-size "$px" --batch 32 --iters 5 --warmup 2 --threads "$t" | tail -1)
+          else
+            line=$("$bin" --model "$model" --image-size "$px" --batch 8 --steps 5 --warmup 3 --threads "$t" | tail -1)
+          fi
           echo "{\"which\":\"$which\",\"r\":$line}" >> "$out"
         done
       done
