@@ -1,11 +1,11 @@
 //! LanceDB beside wfrun's exact in-memory search (feature `lancedb`):
 //! N × DIM random-normal vectors (or the vectors of an embeddings file that
-//! `wfrun embed` wrote) written to a table with an IVF-PQ index; build time,
+//! `wfrun embed` wrote) written to a table with an IVF-PQ (or IVF-HNSW-SQ) index; build time,
 //! disk size, query latency (p50 / p99) through the index and exactly, and
 //! recall@10 of the index against exact search. Prints one JSON line per size.
 //!
 //! ```sh
-//! cargo run --release --features lancedb --example bench_lancedb -- [--rows 10000,100000,1000000] [--dim 512] [--queries 200] [--from FILE.safetensors]
+//! cargo run --release --features lancedb --example bench_lancedb -- [--rows 10000,100000,1000000] [--dim 512] [--queries 200] [--from FILE.safetensors] [--ann ivf-pq|ivf-hnsw-sq]
 //! ```
 
 use std::path::PathBuf;
@@ -58,6 +58,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dim: usize = arg("--dim").map_or(Ok(512), |s| s.parse())?;
     let nq: usize = arg("--queries").map_or(Ok(200), |s| s.parse())?;
     let from = arg("--from").map(PathBuf::from);
+    let ann = match arg("--ann").as_deref() {
+        None | Some("ivf-pq") => Ann::IvfPq,
+        Some("ivf-hnsw-sq") => Ann::IvfHnswSq,
+        Some(other) => return Err(format!("--ann {other}: ivf-pq or ivf-hnsw-sq").into()),
+    };
     let k = 10;
     let work = tempfile::tempdir()?;
     for &n in &sizes {
@@ -82,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             db: work.path().join("db"),
             name: format!("t{n}"),
         };
-        let written = lance::write(&table, &data, Mode::Overwrite, Ann::IvfPq)?;
+        let written = lance::write(&table, &data, Mode::Overwrite, ann)?;
         let disk = folder_size(&table.folder());
         let opened = lance::Opened::open(&table)?;
         let timed =

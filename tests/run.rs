@@ -848,6 +848,29 @@ fn unseen_concepts_are_judged_every_epoch_and_at_the_end() {
         record["judged"]["map_at_r"]["value"].as_f64(),
         Some(judged.map_at_r.value)
     );
+
+    // The trained model as a base: judged again, to the same figures.
+    let text = "workflow reuse\nbase = \"runs/unseen\"\ndata { train = \"images\"  unseen = \"unseen\" }\nseed = 3\noutput = \"runs/reuse\"\n";
+    let (w, _) = checked(dir.path(), "reuse", text);
+    let again = run(&w, &RunOptions::default(), &mut |_| {}).unwrap();
+    let rejudged = again.final_eval.unwrap().unseen.expect("judged");
+    assert_eq!(rejudged.map_at_r, judged.map_at_r);
+    assert!(again.output.join("unseen.json").is_file());
+    // A base model's own concepts are not unseen.
+    let path = dir.path().join("seen.wf");
+    std::fs::write(
+        &path,
+        "workflow seen\nbase = \"runs/unseen\"\ndata { train = \"unseen\"  unseen = \"images\" }\n",
+    )
+    .unwrap();
+    let c = check_file(&path, &CheckOptions::default()).unwrap();
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| d.is_error() && d.message.contains("are training concepts")),
+        "{:#?}",
+        c.diagnostics
+    );
 }
 
 #[test]

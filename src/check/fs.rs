@@ -75,8 +75,10 @@ pub(super) fn check_data(
     params: &[(ResolvedParam, Written)],
     batch_max: Option<f64>,
     spans: HashMap<String, Span>,
-    base: bool,
+    model_concepts: Option<&[String]>,
 ) -> Option<DatasetSummary> {
+    // With a base model (its concepts given) nothing trains: see `count_concepts`.
+    let base = model_concepts.is_some();
     let fallback = Span::new(cx.source, 0, 0);
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
     check_weights_and_eval(cx, data, &span);
@@ -111,7 +113,19 @@ pub(super) fn check_data(
     if let Some(src) = &data.unseen {
         if src.path().exists() {
             match src.read() {
-                Ok(unseen) => unseen_apart(cx, &unseen, &summary, &trained, span("unseen")),
+                Ok(unseen) => {
+                    // A base model was trained on its own concepts.
+                    let learnt: Vec<&str> = match model_concepts {
+                        Some(c) => c.iter().map(String::as_str).collect(),
+                        None => summary
+                            .concepts
+                            .iter()
+                            .filter(|(_, n)| *n > 0)
+                            .map(|(c, _)| c.as_str())
+                            .collect(),
+                    };
+                    unseen_apart(cx, &unseen, &learnt, &trained, span("unseen"))
+                }
                 Err(e) => data_error(cx, span("unseen"), &e),
             }
         }
@@ -308,7 +322,7 @@ fn eval_apart(cx: &mut Checker, eval: &Dataset, train: &[PathBuf], at: Span) {
 fn unseen_apart(
     cx: &mut Checker,
     unseen: &Dataset,
-    train: &DatasetSummary,
+    learnt: &[&str],
     trained: &[PathBuf],
     at: Span,
 ) {
@@ -340,7 +354,7 @@ fn unseen_apart(
     let shared: Vec<&str> = unseen
         .concepts
         .iter()
-        .filter(|c| train.concepts.iter().any(|(t, n)| t == *c && *n > 0))
+        .filter(|c| learnt.contains(&c.as_str()))
         .map(String::as_str)
         .collect();
     if !shared.is_empty() {

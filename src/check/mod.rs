@@ -268,7 +268,8 @@ impl Checker<'_> {
             self.cross_checks(t, u, params, has_weights);
         }
         if let (Some(data), Some(params), true) = (&data_spec, &params, options.filesystem) {
-            dataset = self.data_on_disk(module, template.as_ref(), data, params, base.is_some());
+            let model_concepts = base.as_ref().map(|b| b.meta.concepts.as_slice());
+            dataset = self.data_on_disk(module, template.as_ref(), data, params, model_concepts);
         }
         if options.filesystem {
             fs::check_step_paths(self, &items.steps, &step_specs);
@@ -463,13 +464,13 @@ impl Checker<'_> {
         template: Option<&TemplateSpec>,
         data: &DataSpec,
         params: &[(ResolvedParam, Written)],
-        base: bool,
+        model_concepts: Option<&[String]>,
     ) -> Option<DatasetSummary> {
         let batch_max = template
             .and_then(|t| t.param("batch_size")?.max.as_ref())
             .map(|m| m.value.as_f64());
         let spans = data_decl_spans(data_decl_of(module));
-        fs::check_data(self, data, params, batch_max, spans, base)
+        fs::check_data(self, data, params, batch_max, spans, model_concepts)
     }
 
     /// An epoch of the images found must hold a batch of two (batch norm).

@@ -112,8 +112,9 @@ pub struct PerQuery {
 }
 
 /// Judges `x` (`images × dim`, any device) against `labels` (one concept per
-/// image). `None` with fewer than two images or fewer than two concepts:
-/// there is nothing to tell apart.
+/// image). `None` with fewer than two images or fewer than two concepts
+/// (there is nothing to tell apart), or when a value is not a finite number
+/// (there are no neighbours to rank).
 pub fn judge(x: &Tensor, labels: &[usize], options: &JudgeOptions) -> Result<Option<Judged>> {
     let n = labels.len();
     let concepts = distinct(labels);
@@ -135,6 +136,9 @@ pub fn judge(x: &Tensor, labels: &[usize], options: &JudgeOptions) -> Result<Opt
     // Queries in blocks, so that only a block's neighbours are held at once.
     let cpu = x.to_device(&candle_core::Device::Cpu)?;
     let host = Matrix::from_tensor(&cpu)?;
+    if host.data.iter().any(|v| !v.is_finite()) {
+        return Ok(None);
+    }
     let unit = unit_matrix(&cpu)?;
     let mut q = PerQuery::default();
     for start in (0..n).step_by(QUERY_BLOCK) {
@@ -433,6 +437,18 @@ mod tests {
         assert_eq!(q.recall[1], [1.0, 1.0, 0.0, 1.0, 0.0]);
         // recall@4: image 2 finds 1 fourth; image 4 finds 3 fifth.
         assert_eq!(q.recall[2], [1.0, 1.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn embeddings_that_are_not_numbers_are_not_judged() {
+        let x = Tensor::new(
+            &[[1.0f32, 0.0], [f32::NAN, 1.0], [0.0, 1.0], [1.0, 0.1]],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert!(judge(&x, &[0, 0, 1, 1], &JudgeOptions::default())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
