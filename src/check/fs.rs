@@ -363,12 +363,12 @@ fn unseen_apart(
                 Code::Data,
                 at,
                 format!(
-                    "{} {} trained on",
+                    "{} {} of the unseen images",
                     crate::spec::declare::list(&shared),
                     if shared.len() == 1 {
-                        "is a training concept, so it is"
+                        "is a training concept and a concept"
                     } else {
-                        "are training concepts, so they are"
+                        "are training concepts and concepts"
                     }
                 ),
             )

@@ -172,6 +172,8 @@ pub fn run(
             workers,
             &device,
             &mut summary,
+            &mut bad_log,
+            on_event,
         )?,
         // A resumed run that no longer names unseen images keeps no figures of them.
         None => match std::fs::remove_file(out.join("unseen.json")) {
@@ -260,9 +262,10 @@ fn stop_if_asked(options: &RunOptions, what: &str) -> Result<(), RunError> {
 }
 
 /// A base workflow's start: nothing trains.
-/// The embeddings judged on the images of unseen concepts, as the last
-/// epoch judged them (or now, for a base model), into `unseen.json` and the
-/// summary.
+/// The embeddings judged on the images of unseen concepts by the final
+/// model (the last epoch's figures again, for a trained one), into
+/// `unseen.json` and the summary; their unreadable images are reported.
+#[allow(clippy::too_many_arguments)]
 fn judge_unseen(
     plan: &Plan,
     data: &sets::DataSets,
@@ -271,18 +274,17 @@ fn judge_unseen(
     workers: usize,
     device: &Device,
     summary: &mut RunSummary,
+    bad_log: &mut sets::BadLog,
+    on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), RunError> {
-    let judged = match trained.final_eval.as_ref().and_then(|e| e.unseen.clone()) {
-        Some(j) => Some(j),
-        None => {
-            let options = crate::steps::judge::JudgeOptions {
-                seed: plan.seed,
-                ..Default::default()
-            };
-            let size = plan.hyper.image_size;
-            metrics::judge_unseen(&trained.net, unseen, size, workers, device, &options)?.0
-        }
+    let options = crate::steps::judge::JudgeOptions {
+        seed: plan.seed,
+        ..Default::default()
     };
+    let size = plan.hyper.image_size;
+    let (judged, bad) =
+        metrics::judge_unseen(&trained.net, unseen, size, workers, device, &options)?;
+    bad_log.report(&bad, on_event);
     let record = serde_json::json!({
         "unseen": plan.data.unseen.as_ref().map(|u| u.path()),
         "concepts": data.unseen_concepts,

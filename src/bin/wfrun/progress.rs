@@ -211,6 +211,13 @@ impl Progress {
                 ));
             }
         }
+        if workflow.data.unseen.is_some()
+            && s.final_eval.as_ref().is_none_or(|e| e.unseen.is_none())
+        {
+            out.push_str(
+                "\n  unseen concepts: not judged, fewer than two of them have a readable image",
+            );
+        }
         let file = |name: &str| s.output.join(name).display().to_string();
         match &workflow.base {
             Some(b) => out.push_str(&format!("\n  base model  {}", b.weights.display())),

@@ -42,11 +42,13 @@ pub(super) fn training_curves(rows: &[EpochRow]) -> Option<String> {
     );
     let mut metrics = Vec::new();
     type Metric = fn(&EpochRow) -> Option<f32>;
-    let curves: [(&str, Metric, &str); 4] = [
+    let curves: [(&str, Metric, &str); 6] = [
         ("accuracy", |r| r.eval.accuracy, PALETTE[4]),
         ("mAP", |r| r.eval.mean_average_precision, PALETTE[2]),
         ("F1", |r| r.eval.f1, PALETTE[6]),
         ("recall@1", |r| r.eval.recall_at_1, PALETTE[3]),
+        ("MAP@R", |r| judged_map(&r.eval.embeddings), PALETTE[5]),
+        ("unseen MAP@R", |r| judged_map(&r.eval.unseen), PALETTE[7]),
     ];
     for (name, value, colour) in curves {
         let s = series(&value);
@@ -63,6 +65,11 @@ pub(super) fn training_curves(rows: &[EpochRow]) -> Option<String> {
     );
     svg.push_str("</svg>\n");
     Some(svg)
+}
+
+/// MAP@R of a judged epoch, for the curves (an epoch not judged has none).
+fn judged_map(j: &Option<Box<crate::steps::judge::Judged>>) -> Option<f32> {
+    j.as_ref().map(|j| j.map_at_r.value as f32)
 }
 
 /// The rows of `x` projected on its first two principal components.
