@@ -124,6 +124,13 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
                 let p = kind.param(&setting.name.name)?;
                 return Some(param_markdown(&kind.name, p));
             }
+            Item::Data(d) if within(d.body.span, offset) => {
+                let s = setting_at(Some(&d.body), offset)?;
+                let (name, doc) = complete::DATA_SETTINGS
+                    .iter()
+                    .find(|(name, _)| *name == s.name.name)?;
+                return Some(format!("**data.{name}**\n\n{doc}"));
+            }
             Item::Template(t) if within(t.span, offset) => {
                 let parent = t.parent.as_ref()?;
                 if within(parent.span, offset) {
@@ -224,6 +231,14 @@ mod tests {
     const TEXT: &str = "use Clarifai_ResNext {\n    batch_size = 32\n    \n}\ndata { train = \"x\" }\nstep clustering { k = 4 }\n";
 
     #[test]
+    fn hover_documents_data_settings() {
+        let text = "use Clarifai_ResNext { }\ndata { train = \"a\"  unseen = \"b\" }\n";
+        let md = hover(text, text.find("unseen").unwrap() + 2).unwrap();
+        assert!(md.starts_with("**data.unseen**"), "{md}");
+        assert!(md.contains("never trained on"), "{md}");
+    }
+
+    #[test]
     fn hover_documents_params_with_the_derived_learning_rate() {
         let at = TEXT.find("batch_size").unwrap() + 2;
         let md = hover(TEXT, at).unwrap();
@@ -237,7 +252,8 @@ mod tests {
         assert!(md.contains("resnext50_32x4d"), "{md}");
         let md = hover(TEXT, TEXT.find("k = 4").unwrap()).unwrap();
         assert!(md.contains("clustering.k"), "{md}");
-        assert_eq!(hover(TEXT, TEXT.find("train").unwrap()), None);
+        let md = hover(TEXT, TEXT.find("train").unwrap()).unwrap();
+        assert!(md.starts_with("**data.train**"), "{md}");
     }
 
     #[test]
