@@ -213,6 +213,35 @@ fn vectors(n: usize, dim: usize, seed: u64) -> Embeddings {
 }
 
 #[test]
+fn an_hnsw_index_finds_most_of_the_exact_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = Table {
+        db: dir.path().join("db"),
+        name: "hnsw".into(),
+    };
+    let data = vectors(4096, 64, 4);
+    let written = lance::write(&table, &data, Mode::Create, Ann::IvfHnswSq).unwrap();
+    assert_eq!((written.rows, written.index), (4096, Some("ivf_hnsw_sq")));
+    let queries = vectors(50, 64, 5);
+    let k = 10;
+    let exact = lance::search(&table, &queries, k, true).unwrap();
+    let approx = lance::search(&table, &queries, k, false).unwrap();
+    let shared: usize = exact
+        .iter()
+        .zip(&approx)
+        .map(|(e, a)| a.iter().filter(|h| e.iter().any(|x| x.path == h.path)).count())
+        .sum();
+    let recall = shared as f64 / (exact.len() * k) as f64;
+    assert!(recall >= 0.8, "recall@10 of the HNSW index: {recall}");
+    // Its scores are cosine similarities, as the exact ones.
+    for (e, a) in exact.iter().zip(&approx) {
+        for h in a.iter().filter_map(|h| e.iter().find(|x| x.path == h.path).map(|x| (x, h))) {
+            assert!((h.0.score - h.1.score).abs() < 0.05, "{} vs {}", h.0.score, h.1.score);
+        }
+    }
+}
+
+#[test]
 fn an_ann_index_finds_most_of_the_exact_neighbours() {
     let dir = tempfile::tempdir().unwrap();
     let table = Table {
