@@ -72,7 +72,7 @@ codes! {
     Schedule => "wf::schedule", "the epochs and learning-rate schedule do not fit together";
     Memory => "wf::memory", "a size whose layers would not fit in the machine's memory";
     LearningRate => "wf::learning-rate", "the learning rate will not train the network";
-    AngularFromScratch => "wf::angular-from-scratch", "angular margin settings known to stall without pretrained weights";
+    AngularFromScratch => "wf::angular-from-scratch", "angular margin settings that learn more slowly without pretrained weights than gentler ones";
     BatchAdvice => "wf::batch-advice", "the batch is small for the number of concepts";
     DeviceUnavailable => "wf::device-unavailable", "this build of wfrun cannot use the device";
     BadDevice => "wf::bad-device", "the device is not written as `cpu`, `auto`, `cuda(N)` or `metal(N)`";

@@ -229,14 +229,26 @@ fn an_hnsw_index_finds_most_of_the_exact_neighbours() {
     let shared: usize = exact
         .iter()
         .zip(&approx)
-        .map(|(e, a)| a.iter().filter(|h| e.iter().any(|x| x.path == h.path)).count())
+        .map(|(e, a)| {
+            a.iter()
+                .filter(|h| e.iter().any(|x| x.path == h.path))
+                .count()
+        })
         .sum();
     let recall = shared as f64 / (exact.len() * k) as f64;
     assert!(recall >= 0.8, "recall@10 of the HNSW index: {recall}");
     // Its scores are cosine similarities, as the exact ones.
     for (e, a) in exact.iter().zip(&approx) {
-        for h in a.iter().filter_map(|h| e.iter().find(|x| x.path == h.path).map(|x| (x, h))) {
-            assert!((h.0.score - h.1.score).abs() < 0.05, "{} vs {}", h.0.score, h.1.score);
+        for h in a
+            .iter()
+            .filter_map(|h| e.iter().find(|x| x.path == h.path).map(|x| (x, h)))
+        {
+            assert!(
+                (h.0.score - h.1.score).abs() < 0.05,
+                "{} vs {}",
+                h.0.score,
+                h.1.score
+            );
         }
     }
 }
