@@ -29,6 +29,9 @@ fn random(n: usize, dim: usize, seed: u64) -> Embeddings {
     }
 }
 
+/// Each query's time (ms, sorted) and the paths it found.
+type Timed = Result<(Vec<f64>, Vec<Vec<PathBuf>>), Box<dyn std::error::Error>>;
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -90,27 +93,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let written = lance::write(&table, &data, Mode::Overwrite, ann)?;
         let disk = folder_size(&table.folder());
         let opened = lance::Opened::open(&table)?;
-        let timed =
-            |exact: bool| -> Result<(Vec<f64>, Vec<Vec<PathBuf>>), Box<dyn std::error::Error>> {
-                let mut ms = Vec::new();
-                let mut found = Vec::new();
-                for i in 0..queries.len() {
-                    let one = Embeddings {
-                        paths: vec![queries.paths[i].clone()],
-                        concepts: vec![Vec::new()],
-                        dim: queries.dim,
-                        values: queries.row(i).to_vec(),
-                        bad: Vec::new(),
-                        model: None,
-                    };
-                    let t = Instant::now();
-                    let hits = opened.search(&one, k, exact)?;
-                    ms.push(t.elapsed().as_secs_f64() * 1000.0);
-                    found.push(hits[0].iter().map(|h| h.path.clone()).collect());
-                }
-                ms.sort_by(f64::total_cmp);
-                Ok((ms, found))
-            };
+        let timed = |exact: bool| -> Timed {
+            let mut ms = Vec::new();
+            let mut found = Vec::new();
+            for i in 0..queries.len() {
+                let one = Embeddings {
+                    paths: vec![queries.paths[i].clone()],
+                    concepts: vec![Vec::new()],
+                    dim: queries.dim,
+                    values: queries.row(i).to_vec(),
+                    bad: Vec::new(),
+                    model: None,
+                };
+                let t = Instant::now();
+                let hits = opened.search(&one, k, exact)?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                found.push(hits[0].iter().map(|h| h.path.clone()).collect());
+            }
+            ms.sort_by(f64::total_cmp);
+            Ok((ms, found))
+        };
         let (ann_ms, ann_found) = timed(false)?;
         let (exact_ms, exact_found) = timed(true)?;
         let shared: usize = ann_found
