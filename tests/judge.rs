@@ -119,7 +119,7 @@ fn judging_reports_the_reference_figures_with_intervals_around_them() {
         }
         for i in [j.precision_at_1, j.r_precision, j.map_at_r, j.nmi, j.ami] {
             assert!(i.low <= i.value && i.value <= i.high, "{i:?}");
-            assert!(i.high - i.low < 0.5, "{i:?}");
+            assert!(i.high - i.low < 0.6, "{i:?}");
         }
         // Well-separated concepts cluster well; k-means here is ours, so only
         // its agreement with the concepts is asserted.

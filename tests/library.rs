@@ -319,6 +319,25 @@ fn data_folder_problems_name_the_path() {
     );
     assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 4);
 
+    // Three concepts of two images: one of each held out, half the images
+    // where a tenth was asked, and the checker says so.
+    let c = check_with_data(
+        |d| {
+            for concept in ["a", "b", "c"] {
+                touch(&d.join(concept).join("1.png"));
+                touch(&d.join(concept).join("2.png"));
+            }
+        },
+        8,
+    );
+    assert!(
+        c.diagnostics
+            .iter()
+            .any(|d| !d.is_error() && d.message.starts_with("3 of the 6 images are held out")),
+        "{:#?}",
+        c.diagnostics
+    );
+
     // Two concepts of one image each: neither can lose its only image to
     // evaluation, so nothing is held out, and the checker says so.
     let c = check_with_data(

@@ -920,4 +920,67 @@ fn unseen_concepts_must_be_concepts_never_trained_on() {
         errors.iter().any(|(m, _)| m.contains("nowhere")),
         "{errors:?}"
     );
+    // A manifest whose images do not exist holds no concept.
+    std::fs::write(
+        dir.path().join("gone.csv"),
+        "path,concepts\nx.png,a\ny.png,b\n",
+    )
+    .unwrap();
+    let errors = check("manifest(\"gone.csv\")");
+    assert!(
+        errors.iter().any(|(m, _)| m.contains("hold no concepts")),
+        "{errors:?}"
+    );
+    // A training image under another name: a hard link.
+    for (c, from) in [("p", "concept0/0.png"), ("q", "concept0/1.png")] {
+        std::fs::create_dir_all(dir.path().join("linked").join(c)).unwrap();
+        std::fs::hard_link(
+            dir.path().join("images").join(from),
+            dir.path().join("linked").join(c).join("x.png"),
+        )
+        .unwrap();
+    }
+    let errors = check("\"linked\"");
+    assert!(
+        errors
+            .iter()
+            .any(|(m, _)| m.contains("2 of the unseen images are training images")),
+        "{errors:?}"
+    );
+}
+
+#[test]
+fn a_manifests_missing_images_are_left_out_before_the_split() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    std::fs::remove_file(dir.path().join("images/concept1/broken.png")).unwrap();
+    let mut manifest = String::from("path,concepts\n");
+    for c in 0..3 {
+        for i in 0..16 {
+            manifest.push_str(&format!("images/concept{c}/{i}.png,concept{c}\n"));
+        }
+        // Listed, missing: the plan leaves them out, and so must the split.
+        manifest.push_str(&format!("images/concept{c}/gone.png,concept{c}\n"));
+    }
+    std::fs::write(dir.path().join("list.csv"), manifest).unwrap();
+    let text = "workflow listed\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 1\n  init_epochs = 1\n  step_epochs = 1\n  logreg = 0\n}\ndata { train = manifest(\"list.csv\")  eval = 0.25 }\nseed = 3\noutput = \"runs/listed\"\n";
+    let path = dir.path().join("listed.wf");
+    std::fs::write(&path, text).unwrap();
+    let checked = check_file(&path, &CheckOptions::default()).unwrap();
+    assert!(!checked.has_errors(), "{:#?}", checked.diagnostics);
+    let planned = checked.plan().unwrap();
+    assert_eq!(
+        (planned.data.train_images, planned.data.eval_images),
+        (Some(36), Some(12))
+    );
+    let summary = run(
+        checked.workflow.as_ref().unwrap(),
+        &RunOptions::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    let csv = std::fs::read_to_string(summary.output.join("embeddings.csv")).unwrap();
+    let eval = csv.lines().filter(|l| l.starts_with("eval,")).count();
+    let train = csv.lines().filter(|l| l.starts_with("train,")).count();
+    assert_eq!((train, eval), (36, 12), "{csv}");
 }

@@ -326,8 +326,31 @@ fn unseen_apart(
     trained: &[PathBuf],
     at: Span,
 ) {
+    // A manifest's images that do not exist are skipped, as in training.
+    let missing: Vec<&Path> = unseen
+        .samples
+        .iter()
+        .filter(|s| !s.path.is_file())
+        .map(|s| s.path.as_path())
+        .collect();
+    if !missing.is_empty() {
+        cx.push(
+            Diagnostic::warning(
+                Code::Data,
+                at,
+                format!(
+                    "{} of the {} unseen images do not exist: {}",
+                    missing.len(),
+                    unseen.samples.len(),
+                    some_paths(&missing)
+                ),
+            )
+            .with_label("they will be skipped")
+            .with_help("paths in a manifest are relative to its folder"),
+        );
+    }
     let mut used = vec![0usize; unseen.concepts.len()];
-    for s in &unseen.samples {
+    for s in unseen.samples.iter().filter(|s| s.path.is_file()) {
         if let Some(&c) = s.concepts.first() {
             used[c] += 1;
         }
@@ -379,11 +402,18 @@ fn unseen_apart(
         );
     }
     let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let trained: std::collections::HashSet<PathBuf> = trained.iter().map(|p| real(p)).collect();
+    let trained_paths: std::collections::HashSet<PathBuf> =
+        trained.iter().map(|p| real(p)).collect();
+    // The same file under another name (a hard link) too.
+    let trained_files: std::collections::HashSet<(u64, u64)> =
+        trained.iter().filter_map(|p| file_id(p)).collect();
     let also = unseen
         .samples
         .iter()
-        .filter(|s| trained.contains(&real(&s.path)))
+        .filter(|s| {
+            trained_paths.contains(&real(&s.path))
+                || file_id(&s.path).is_some_and(|id| trained_files.contains(&id))
+        })
         .count();
     if also > 0 {
         cx.push(
@@ -393,8 +423,23 @@ fn unseen_apart(
                 format!("{also} of the unseen images are training images"),
             )
             .with_label("unseen images must be images the model never trains on")
-            .with_help("keep the unseen images in a folder of their own"),
+            .with_help("keep the unseen images in a folder of their own (the same file under another name or a hard link counts; a copy is not recognised)"),
         );
+    }
+}
+
+/// A file's device and inode, which its hard links share (`None` elsewhere
+/// than on Unix, or when it cannot be read).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

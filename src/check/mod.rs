@@ -483,6 +483,22 @@ impl Checker<'_> {
     ) {
         let found = crate::plan::DataFound::counted(Some(set), &data.eval);
         let (images, train) = (found.images.unwrap_or(0), found.train_images.unwrap_or(0));
+        if let (crate::workflow::Eval::Fraction(f), Some(held)) = (&data.eval, found.eval_images) {
+            let asked = (images as f64 * f).round().max(1.0);
+            if held as f64 > 1.5 * asked {
+                self.push(
+                    Diagnostic::warning(
+                        Code::Data,
+                        at,
+                        format!(
+                            "{held} of the {images} images are held out for evaluation, more than `eval = {f}` asks ({asked})"
+                        ),
+                    )
+                    .with_label("each concept of two or more images keeps at least one held out")
+                    .with_help("add images to the small concepts, or name evaluation images of their own (`eval = \"folder\"`)"),
+                );
+            }
+        }
         if found.eval_images == Some(0) && images > 0 {
             self.push(
                 Diagnostic::warning(Code::Data, at, "no image can be held out for evaluation")

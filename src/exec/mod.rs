@@ -288,7 +288,7 @@ fn judge_unseen(
     let record = serde_json::json!({
         "unseen": plan.data.unseen.as_ref().map(|u| u.path()),
         "concepts": data.unseen_concepts,
-        "images": unseen.paths.len(),
+        "listed": unseen.paths.len(),
         "judged": judged,
     });
     folder::write_json(&plan.output.join("unseen.json"), &record)?;

@@ -66,17 +66,26 @@ pub(super) struct DataSets {
 fn open(src: &ImageSource) -> Result<Dataset, RunError> {
     Ok(match src {
         ImageSource::Folder(p) => Dataset::from_folder(p)?,
-        ImageSource::Manifest(p) => Dataset::from_manifest(p)?,
+        ImageSource::Manifest(p) => listed_that_exist(Dataset::from_manifest(p)?),
     })
+}
+
+/// A manifest's images that exist: those that do not are skipped (the
+/// checker warned of them) before the split, so the run holds out what the
+/// plan counted.
+fn listed_that_exist(mut data: Dataset) -> Dataset {
+    data.samples.retain(|s| s.path.is_file());
+    data
 }
 
 impl DataSets {
     pub fn load(workflow: &Workflow) -> Result<DataSets, RunError> {
         // A base model trains nothing: one concept, or none (a flat folder
         // of unlabelled images), is enough for its steps.
-        let data = match workflow.base {
-            Some(_) => workflow.data.train.read()?,
-            None => open(&workflow.data.train)?,
+        let data = match (&workflow.base, &workflow.data.train) {
+            (Some(_), ImageSource::Manifest(_)) => listed_that_exist(workflow.data.train.read()?),
+            (Some(_), ImageSource::Folder(_)) => workflow.data.train.read()?,
+            (None, src) => open(src)?,
         };
         let (train_idx, eval) = match &workflow.data.eval {
             Eval::Fraction(f) => {
@@ -106,12 +115,11 @@ impl DataSets {
                 ((0..data.samples.len()).collect(), images)
             }
         };
-        let unseen = workflow
-            .data
-            .unseen
-            .as_ref()
-            .map(|src| src.read())
-            .transpose()?;
+        let unseen = match &workflow.data.unseen {
+            Some(src @ ImageSource::Manifest(_)) => Some(listed_that_exist(src.read()?)),
+            Some(src) => Some(src.read()?),
+            None => None,
+        };
         Ok(DataSets {
             unseen: unseen
                 .as_ref()

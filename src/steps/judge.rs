@@ -17,9 +17,10 @@
 //!
 //! A query whose concept has no other image is left out of the retrieval
 //! figures, as pytorch-metric-learning leaves out "lone" queries. Each figure
-//! comes with a percentile bootstrap 95% interval: queries resampled with
-//! replacement for the retrieval figures, (concept, cluster) pairs for NMI
-//! and AMI. `tests/judge.rs` checks the values against fixtures that
+//! comes with a 95% interval: a percentile bootstrap of the queries for the
+//! retrieval figures; for NMI and AMI, whose resamples with replacement are
+//! biased upwards by the repeated images, ± 1.96 standard deviations of
+//! half-samples drawn without replacement. `tests/judge.rs` checks the values against fixtures that
 //! `scripts/make_judge_fixtures.py` computed with pytorch-metric-learning and
 //! scikit-learn.
 
@@ -113,7 +114,8 @@ pub struct PerQuery {
 
 /// Judges `x` (`images × dim`, any device) against `labels` (one concept per
 /// image). `None` with fewer than two images or fewer than two concepts
-/// (there is nothing to tell apart), or when a value is not a finite number
+/// (there is nothing to tell apart), when no concept has two images (no
+/// query has a neighbour to find), or when a value is not a finite number
 /// (there are no neighbours to rank).
 pub fn judge(x: &Tensor, labels: &[usize], options: &JudgeOptions) -> Result<Option<Judged>> {
     let n = labels.len();
@@ -150,6 +152,10 @@ pub fn judge(x: &Tensor, labels: &[usize], options: &JudgeOptions) -> Result<Opt
         );
         let neighbours = search_unit(&block, &unit, deepest, &|r| Some(start + r));
         q.extend(per_query(&neighbours, &labels[start..start + len], labels));
+    }
+    if q.precision_at_1.is_empty() {
+        // Every concept has a single image: no query has a neighbour to find.
+        return Ok(None);
     }
     let mut rng = Rng::new(options.seed ^ 0x6a75_6467_6500_0000);
     let mean_ci = |v: &[f64], rng: &mut Rng| bootstrap_mean(v, options.resamples, rng);
@@ -299,18 +305,44 @@ fn clustering_intervals(
         .flat_map(|&a| b_sizes.iter().map(move |&b| a.min(b)))
         .sum();
     let resamples = resamples.min(200_000_000 / cost.max(1));
+    // Half-samples without replacement: a resample with replacement repeats
+    // images, and repeats agree with themselves, so it biases mutual
+    // information upwards (its percentiles sat above the estimate). Half of
+    // n drawn without replacement varies as much as the whole set does
+    // (variance σ²/(n/2) × (1 − 1/2) = σ²/n), so their spread, centred on the
+    // estimate, gives the interval.
+    let half = n / 2;
     let (mut nmis, mut amis) = (Vec::new(), Vec::new());
-    let (mut a, mut b) = (vec![0; n], vec![0; n]);
-    for _ in 0..resamples {
-        for i in 0..n {
-            let j = rng.below(n);
-            a[i] = labels[j];
-            b[i] = clusters[j];
+    let mut order: Vec<usize> = (0..n).collect();
+    if half >= 2 {
+        for _ in 0..resamples {
+            rng.shuffle(&mut order);
+            let a: Vec<usize> = order[..half].iter().map(|&i| labels[i]).collect();
+            let b: Vec<usize> = order[..half].iter().map(|&i| clusters[i]).collect();
+            nmis.push(agreement(&a, &b).0);
+            amis.push(adjusted_mutual_information(&a, &b));
         }
-        nmis.push(agreement(&a, &b).0);
-        amis.push(adjusted_mutual_information(&a, &b));
     }
-    (percentiles(nmi, &mut nmis), percentiles(ami, &mut amis))
+    (
+        centred(nmi, &nmis, 0.0, 1.0),
+        centred(ami, &amis, -1.0, 1.0),
+    )
+}
+
+/// `value ± 1.96 × (the draws' standard deviation)`, within `[min, max]`.
+fn centred(value: f64, draws: &[f64], min: f64, max: f64) -> Interval {
+    let value = value.clamp(min, max);
+    if draws.len() < 2 {
+        return Interval::exact(value);
+    }
+    let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+    let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (draws.len() - 1) as f64;
+    let half_width = 1.96 * var.sqrt();
+    Interval {
+        value,
+        low: (value - half_width).clamp(min, max),
+        high: (value + half_width).clamp(min, max),
+    }
 }
 
 /// Adjusted mutual information of two labellings, arithmetic-mean
@@ -437,6 +469,38 @@ mod tests {
         assert_eq!(q.recall[1], [1.0, 1.0, 0.0, 1.0, 0.0]);
         // recall@4: image 2 finds 1 fourth; image 4 finds 3 fifth.
         assert_eq!(q.recall[2], [1.0, 1.0, 1.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn clustering_intervals_are_centred_on_the_estimate() {
+        // 25 concepts of two images, clusters half right: resampling with
+        // replacement put this AMI at the bottom of its own interval.
+        let labels: Vec<usize> = (0..50).map(|i| i / 2).collect();
+        let mut rng = Rng::new(9);
+        let clusters: Vec<usize> = labels
+            .iter()
+            .map(|&l| if rng.below(2) == 0 { l } else { rng.below(25) })
+            .collect();
+        let (nmi, ami) = clustering_intervals(&labels, &clusters, 200, &mut rng);
+        for i in [nmi, ami] {
+            assert!(i.low < i.value && i.value < i.high, "{i:?}");
+            assert!(
+                ((i.high - i.value) - (i.value - i.low)).abs() < 1e-9,
+                "{i:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_concept_of_one_image_each_is_not_judged() {
+        let x = Tensor::new(
+            &[[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]],
+            &candle_core::Device::Cpu,
+        )
+        .unwrap();
+        assert!(judge(&x, &[0, 1, 2], &JudgeOptions::default())
+            .unwrap()
+            .is_none());
     }
 
     #[test]
