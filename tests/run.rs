@@ -984,3 +984,24 @@ fn a_manifests_missing_images_are_left_out_before_the_split() {
     let train = csv.lines().filter(|l| l.starts_with("train,")).count();
     assert_eq!((train, eval), (36, 12), "{csv}");
 }
+
+#[test]
+fn a_fresh_run_refused_before_it_starts_removes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let w = workflow(dir.path(), "kept", "");
+    run(&w, &RunOptions::default(), &mut |_| {}).unwrap();
+    assert!(w.output.join("model.safetensors").is_file());
+    // `concept1/broken.png` cannot be read: refused before the first step.
+    let options = RunOptions {
+        fresh: true,
+        fail_on_bad_images: true,
+        ..Default::default()
+    };
+    let e = run(&w, &options, &mut |_| {}).unwrap_err();
+    assert!(matches!(e, RunError::BadImages(_)), "{e:?}");
+    assert!(
+        w.output.join("model.safetensors").is_file() && w.output.join("metrics.jsonl").is_file(),
+        "the previous run is kept"
+    );
+}

@@ -113,7 +113,7 @@ pub fn run(
     let device = open_device(workflow.device)?;
     // Held until the run returns: a second run on this folder is refused.
     let _owner = owner::lock(&workflow.output)?;
-    owner::previous_results(&workflow.output, options, on_event)?;
+    owner::previous_results(&workflow.output, options)?;
     let data = sets::DataSets::load(workflow)?;
     let plan = Plan::with_data(workflow, data.found());
     let workers = match options.workers {
@@ -124,6 +124,7 @@ pub fn run(
     let size = plan.hyper.image_size;
     let sizes = Some(plan.hyper.image_sizes).filter(|_| plan.base.is_none());
     sets::survey(&data, size, sizes, options, workers, on_event)?;
+    owner::start_fresh(&workflow.output, options, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
     let basis = checkpoint::basis(&plan, &data);

@@ -144,14 +144,30 @@ pub fn lock(out: &Path) -> Result<Owner, RunError> {
     }
 }
 
-/// A previous run's results in `out`: without `--resume` a run refuses to
-/// start over them, unless `--fresh` asked to clear them (reported through
-/// `on_event`).
-pub fn previous_results(
+/// With `--fresh`, removes a previous run's outputs from `out` (after
+/// [`previous_results`] allowed it, and once the run is about to write).
+pub fn start_fresh(
     out: &Path,
     options: &RunOptions,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), RunError> {
+    if !options.fresh {
+        return Ok(());
+    }
+    let removed = clear(out)?;
+    if !removed.is_empty() {
+        on_event(&Event::Cleared {
+            output: out.to_path_buf(),
+            removed,
+        });
+    }
+    Ok(())
+}
+
+/// A previous run's results in `out`: without `--resume` a run refuses to
+/// start over them, unless `--fresh` asked to clear them ([`start_fresh`]
+/// does, later, reporting through `on_event`).
+pub fn previous_results(out: &Path, options: &RunOptions) -> Result<(), RunError> {
     // Names a run writes, in a folder no run made (no plan, checkpoint or
     // model): the user's own files, which a run would overwrite or remove.
     let present = |f: &str| std::fs::symlink_metadata(out.join(f)).is_ok();
@@ -165,17 +181,10 @@ pub fn previous_results(
             found: theirs.join(", "),
         });
     }
-    if options.fresh {
-        let removed = clear(out)?;
-        if !removed.is_empty() {
-            on_event(&Event::Cleared {
-                output: out.to_path_buf(),
-                removed,
-            });
-        }
-        return Ok(());
-    }
-    if options.resume {
+    if options.fresh || options.resume {
+        // `--fresh` clears the folder later, once the data has been read
+        // and surveyed ([`start_fresh`]): a run refused before it starts
+        // removes nothing.
         return Ok(());
     }
     let found: Vec<&str> = ["checkpoint.safetensors", "model.safetensors"]
@@ -305,7 +314,7 @@ mod tests {
                 fresh,
                 ..Default::default()
             };
-            let e = previous_results(out, &options, &mut |_| {}).unwrap_err();
+            let e = previous_results(out, &options).unwrap_err();
             assert!(e.to_string().contains("not a run folder"), "{e}");
         }
         assert!(out.join("report.html").exists());
@@ -314,8 +323,7 @@ mod tests {
         std::fs::create_dir_all(out.join("steps/old")).unwrap();
         std::fs::write(out.join("notes.txt"), b"mine").unwrap();
         let mut events = Vec::new();
-        let e = previous_results(out, &RunOptions::default(), &mut |e| events.push(e.clone()))
-            .unwrap_err();
+        let e = previous_results(out, &RunOptions::default()).unwrap_err();
         assert!(
             e.to_string().contains("--fresh") && e.to_string().contains("--resume"),
             "{e}"
@@ -324,7 +332,12 @@ mod tests {
             fresh: true,
             ..Default::default()
         };
-        previous_results(out, &fresh, &mut |e| events.push(e.clone())).unwrap();
+        previous_results(out, &fresh).unwrap();
+        assert!(
+            out.join("model.safetensors").exists(),
+            "nothing removed before the run starts"
+        );
+        start_fresh(out, &fresh, &mut |e| events.push(e.clone())).unwrap();
         assert!(!out.join("model.safetensors").exists() && !out.join("steps").exists());
         assert!(
             out.join("notes.txt").exists(),
