@@ -118,6 +118,10 @@ pub struct PlannedData {
     /// Images of concepts never trained on, the embeddings judged on them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unseen: Option<ImageSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen_images: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen_concepts: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -189,6 +193,8 @@ pub struct DataFound {
     pub images: Option<u64>,
     pub train_images: Option<u64>,
     pub eval_images: Option<u64>,
+    /// The unseen images and their concepts, when read.
+    pub unseen: Option<(u64, u64)>,
 }
 
 impl DataFound {
@@ -219,6 +225,9 @@ impl DataFound {
             images,
             train_images,
             eval_images,
+            unseen: summary
+                .and_then(|d| d.unseen)
+                .map(|(i, c)| (i as u64, c as u64)),
         }
     }
 
@@ -309,6 +318,8 @@ impl Plan {
                 train_images: data.train_images,
                 eval_images: data.eval_images,
                 unseen: w.data.unseen.clone(),
+                unseen_images: data.unseen.map(|(i, _)| i),
+                unseen_concepts: data.unseen.map(|(_, c)| c),
             },
             steps,
             device: w.device,
@@ -467,9 +478,13 @@ impl Plan {
             (Eval::Images(src), _, _) => writeln!(f, "  eval     {}", src.path().display())?,
         }
         if let Some(u) = &d.unseen {
+            let counted = match (d.unseen_concepts, d.unseen_images) {
+                (Some(c), Some(i)) => format!(" ({c} concepts, {i} images)"),
+                _ => String::new(),
+            };
             writeln!(
                 f,
-                "  unseen   {}: concepts never trained on, the embeddings judged on them",
+                "  unseen   {}{counted}: concepts never trained on, the embeddings judged on them",
                 u.path().display()
             )?;
         }

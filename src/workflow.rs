@@ -170,6 +170,10 @@ pub struct DatasetSummary {
     /// concept in the same order: the images whose first concept it is
     /// (`data::split`). Unlabelled images are one stratum.
     pub strata: Vec<usize>,
+    /// The unseen images that exist and their concepts with images
+    /// (`data { unseen = .. }`), when the checker read them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unseen: Option<(usize, usize)>,
 }
 
 impl DatasetSummary {

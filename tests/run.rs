@@ -812,7 +812,11 @@ fn unseen_concepts_are_judged_every_epoch_and_at_the_end() {
     }
     let text = "workflow unseen\nuse Clarifai_InceptionBatchNorm {\n  image_size = 32\n  batch_size = 8\n  num_epochs = 2\n  init_epochs = 1\n  step_epochs = 1\n  logreg = 0\n}\ndata { train = \"images\"  eval = 0.25  unseen = \"unseen\" }\nseed = 3\noutput = \"runs/unseen\"\n";
     let (w, plan) = checked(dir.path(), "unseen", text);
-    assert!(plan.to_string().contains("unseen   "), "{plan}");
+    assert!(
+        plan.to_string()
+            .contains("unseen (2 concepts, 12 images): concepts never trained on"),
+        "{plan}"
+    );
     let summary = run(&w, &RunOptions::default(), &mut |_| {}).unwrap();
     let judged = summary.final_eval.unwrap().unseen.expect("judged");
     assert_eq!(

@@ -82,7 +82,7 @@ pub(super) fn check_data(
     let fallback = Span::new(cx.source, 0, 0);
     let span = |k: &str| spans.get(k).copied().unwrap_or(fallback);
     check_weights_and_eval(cx, data, &span);
-    let (summary, trained) = match &data.train {
+    let (mut summary, trained) = match &data.train {
         ImageSource::Manifest(p) => {
             if !exists_as(cx, p, span("train"), false, "manifest") {
                 return None;
@@ -124,7 +124,7 @@ pub(super) fn check_data(
                             .map(|(c, _)| c.as_str())
                             .collect(),
                     };
-                    unseen_apart(cx, &unseen, &learnt, &trained, span("unseen"))
+                    summary.unseen = unseen_apart(cx, &unseen, &learnt, &trained, span("unseen"));
                 }
                 Err(e) => data_error(cx, span("unseen"), &e),
             }
@@ -284,6 +284,7 @@ fn count_manifest(
         concepts: data.concepts.into_iter().zip(counts).collect(),
         images: found,
         strata,
+        unseen: None,
     };
     Some((summary, paths))
 }
@@ -325,7 +326,7 @@ fn unseen_apart(
     learnt: &[&str],
     trained: &[PathBuf],
     at: Span,
-) {
+) -> Option<(usize, usize)> {
     // A manifest's images that do not exist are skipped, as in training.
     let missing: Vec<&Path> = unseen
         .samples
@@ -372,7 +373,7 @@ fn unseen_apart(
                 "give each unseen concept a sub-folder of images (or a label in the manifest)",
             ),
         );
-        return;
+        return None;
     }
     let shared: Vec<&str> = unseen
         .concepts
@@ -426,6 +427,8 @@ fn unseen_apart(
             .with_help("keep the unseen images in a folder of their own (the same file under another name or a hard link counts; a copy is not recognised)"),
         );
     }
+    let images = used.iter().sum();
+    Some((images, concepts))
 }
 
 /// A file's device and inode, which its hard links share (`None` elsewhere
@@ -574,6 +577,7 @@ fn count_concepts(
             images: loose.len(),
             multi_label: false,
             strata: vec![loose.len()],
+            unseen: None,
         };
         return Some((summary, loose));
     }
@@ -632,6 +636,7 @@ fn count_concepts(
         concepts,
         images,
         multi_label: false,
+        unseen: None,
     };
     Some((summary, paths))
 }

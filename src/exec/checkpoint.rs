@@ -154,6 +154,8 @@ pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> S
     // them does not change what a checkpoint continues.
     let data = crate::plan::PlannedData {
         unseen: None,
+        unseen_images: None,
+        unseen_concepts: None,
         ..plan.data.clone()
     };
     let basis = Basis {

@@ -140,6 +140,16 @@ impl DataSets {
             images: Some(self.images as u64),
             train_images: Some(self.train.paths.len() as u64),
             eval_images: Some(self.eval.paths.len() as u64),
+            unseen: self.unseen.as_ref().map(|u| {
+                let mut concepts: Vec<usize> = u
+                    .concepts
+                    .iter()
+                    .filter_map(|c| c.first().copied())
+                    .collect();
+                concepts.sort_unstable();
+                concepts.dedup();
+                (u.paths.len() as u64, concepts.len() as u64)
+            }),
         }
     }
 }
