@@ -27,7 +27,7 @@
 use candle_core::{Result, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::kmeans::{agreement, kmeans, Init, KMeansOptions};
+use super::kmeans::{agreement, kmeans, Contingency, Init, KMeansOptions};
 use super::search::{search_unit, unit_matrix, Neighbours};
 use super::Matrix;
 use crate::data::Rng;
@@ -292,17 +292,11 @@ fn clustering_intervals(
     let ami = adjusted_mutual_information(labels, clusters);
     // E[MI] costs about Σ min(class size, cluster size) over the pairs: with
     // many large concepts, fewer resamples keep judging within seconds.
-    let sizes = |x: &[usize]| {
-        let mut s = vec![0usize; x.iter().max().map_or(0, |m| m + 1)];
-        for &v in x {
-            s[v] += 1;
-        }
-        s
-    };
-    let (a_sizes, b_sizes) = (sizes(labels), sizes(clusters));
-    let cost: usize = a_sizes
+    let t = Contingency::of(labels, clusters);
+    let cost: usize = t
+        .rows
         .iter()
-        .flat_map(|&a| b_sizes.iter().map(move |&b| a.min(b)))
+        .flat_map(|&a| t.cols.iter().map(move |&b| a.min(b)))
         .sum();
     let resamples = resamples.min(200_000_000 / cost.max(1));
     // Half-samples without replacement: a resample with replacement repeats
@@ -351,55 +345,16 @@ fn centred(value: f64, draws: &[f64], min: f64, max: f64) -> Interval {
 /// with the same sizes (Vinh, Epps and Bailey, 2010), as scikit-learn's
 /// `adjusted_mutual_info_score`.
 pub fn adjusted_mutual_information(a: &[usize], b: &[usize]) -> f64 {
-    let n = a.len();
-    let compact = |x: &[usize]| -> (Vec<usize>, usize) {
-        let mut ids: Vec<usize> = x.to_vec();
-        ids.sort_unstable();
-        ids.dedup();
-        let out = x
-            .iter()
-            .map(|v| ids.binary_search(v).unwrap_or(0))
-            .collect();
-        (out, ids.len())
-    };
-    let ((a, ka), (b, kb)) = (compact(a), compact(b));
+    let t = Contingency::of(a, b);
+    let used = |sizes: &[usize]| sizes.iter().filter(|&&c| c > 0).count();
     // scikit-learn: one class and one cluster (or none) agree perfectly.
+    let (ka, kb) = (used(&t.rows), used(&t.cols));
     if ka == kb && ka <= 1 {
         return 1.0;
     }
-    let mut table = vec![0usize; ka * kb];
-    for (&x, &y) in a.iter().zip(&b) {
-        table[x * kb + y] += 1;
-    }
-    let rows: Vec<usize> = (0..ka)
-        .map(|i| table[i * kb..(i + 1) * kb].iter().sum())
-        .collect();
-    let cols: Vec<usize> = (0..kb)
-        .map(|j| (0..ka).map(|i| table[i * kb + j]).sum())
-        .collect();
-    let nf = n as f64;
-    let entropy = |counts: &[usize]| -> f64 {
-        counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = c as f64 / nf;
-                -p * p.ln()
-            })
-            .sum()
-    };
-    let mut mi = 0.0;
-    for i in 0..ka {
-        for j in 0..kb {
-            let c = table[i * kb + j];
-            if c > 0 {
-                let c = c as f64;
-                mi += c / nf * (c * nf / (rows[i] as f64 * cols[j] as f64)).ln();
-            }
-        }
-    }
-    let emi = expected_mutual_information(&rows, &cols, n);
-    let normaliser = (entropy(&rows) + entropy(&cols)) / 2.0;
+    // Labels of no item add nothing to E[MI] (their range of counts is empty).
+    let emi = expected_mutual_information(&t.rows, &t.cols, t.n);
+    let normaliser = (t.h_rows + t.h_cols) / 2.0;
     let mut denominator = normaliser - emi;
     // As scikit-learn: keep the sign, away from zero.
     denominator = if denominator < 0.0 {
@@ -407,7 +362,7 @@ pub fn adjusted_mutual_information(a: &[usize], b: &[usize]) -> f64 {
     } else {
         denominator.max(f64::EPSILON)
     };
-    (mi - emi) / denominator
+    (t.mi - emi) / denominator
 }
 
 /// E[MI] of random labellings with these class and cluster sizes.

@@ -271,54 +271,86 @@ pub fn silhouette(host: &Matrix, assignments: &[u32], sample: usize, seed: u64) 
     total / idx.len().max(1) as f64
 }
 
+/// The contingency table of two labellings, with what the agreement
+/// measures ([`agreement`], `judge::adjusted_mutual_information`) read of it.
+pub(super) struct Contingency {
+    pub n: usize,
+    /// `cells[i * cols.len() + j]`: items labelled `i` in one and `j` in the other.
+    pub cells: Vec<usize>,
+    /// Items per label of the first labelling (some may be 0).
+    pub rows: Vec<usize>,
+    /// Items per label of the second.
+    pub cols: Vec<usize>,
+    /// Mutual information (natural log).
+    pub mi: f64,
+    /// Entropies of the two labellings.
+    pub h_rows: f64,
+    pub h_cols: f64,
+}
+
+impl Contingency {
+    pub fn of(a: &[usize], b: &[usize]) -> Contingency {
+        let n = a.len();
+        let ka = a.iter().max().map_or(0, |m| m + 1);
+        let kb = b.iter().max().map_or(0, |m| m + 1);
+        let mut cells = vec![0usize; ka * kb];
+        for (&x, &y) in a.iter().zip(b) {
+            cells[x * kb + y] += 1;
+        }
+        let rows: Vec<usize> = (0..ka)
+            .map(|i| cells[i * kb..(i + 1) * kb].iter().sum())
+            .collect();
+        let cols: Vec<usize> = (0..kb)
+            .map(|j| (0..ka).map(|i| cells[i * kb + j]).sum())
+            .collect();
+        let nf = n as f64;
+        let entropy = |counts: &[usize]| -> f64 {
+            counts
+                .iter()
+                .filter(|&&c| c > 0)
+                .map(|&c| {
+                    let p = c as f64 / nf;
+                    -p * p.ln()
+                })
+                .sum()
+        };
+        let mut mi = 0.0;
+        for i in 0..ka {
+            for j in 0..kb {
+                let c = cells[i * kb + j];
+                if c > 0 {
+                    let c = c as f64;
+                    mi += c / nf * (c * nf / (rows[i] as f64 * cols[j] as f64)).ln();
+                }
+            }
+        }
+        let (h_rows, h_cols) = (entropy(&rows), entropy(&cols));
+        Contingency {
+            n,
+            cells,
+            rows,
+            cols,
+            mi,
+            h_rows,
+            h_cols,
+        }
+    }
+}
+
 /// Normalised mutual information (arithmetic-mean normalisation, as
 /// scikit-learn's default) and the adjusted Rand index of two labellings.
 pub fn agreement(a: &[usize], b: &[usize]) -> (f64, f64) {
-    let n = a.len();
-    let ka = a.iter().max().map_or(0, |m| m + 1);
-    let kb = b.iter().max().map_or(0, |m| m + 1);
-    let mut table = vec![0usize; ka * kb];
-    for (&x, &y) in a.iter().zip(b) {
-        table[x * kb + y] += 1;
-    }
-    let rows: Vec<usize> = (0..ka)
-        .map(|i| table[i * kb..(i + 1) * kb].iter().sum())
-        .collect();
-    let cols: Vec<usize> = (0..kb)
-        .map(|j| (0..ka).map(|i| table[i * kb + j]).sum())
-        .collect();
-    let nf = n as f64;
-    let entropy = |counts: &[usize]| -> f64 {
-        counts
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = c as f64 / nf;
-                -p * p.ln()
-            })
-            .sum()
-    };
-    let mut mi = 0.0;
-    for i in 0..ka {
-        for j in 0..kb {
-            let c = table[i * kb + j];
-            if c > 0 {
-                let c = c as f64;
-                mi += c / nf * (c * nf / (rows[i] as f64 * cols[j] as f64)).ln();
-            }
-        }
-    }
-    let (ha, hb) = (entropy(&rows), entropy(&cols));
-    let nmi = if ha + hb <= 0.0 {
+    let t = Contingency::of(a, b);
+    let nmi = if t.h_rows + t.h_cols <= 0.0 {
         1.0
     } else {
-        (2.0 * mi / (ha + hb)).clamp(0.0, 1.0)
+        (2.0 * t.mi / (t.h_rows + t.h_cols)).clamp(0.0, 1.0)
     };
     let pairs = |c: usize| (c * c.saturating_sub(1)) as f64 / 2.0;
-    let index: f64 = table.iter().map(|&c| pairs(c)).sum();
-    let sum_a: f64 = rows.iter().map(|&c| pairs(c)).sum();
-    let sum_b: f64 = cols.iter().map(|&c| pairs(c)).sum();
-    let expected = sum_a * sum_b / pairs(n).max(1.0);
+    let index: f64 = t.cells.iter().map(|&c| pairs(c)).sum();
+    let sum_a: f64 = t.rows.iter().map(|&c| pairs(c)).sum();
+    let sum_b: f64 = t.cols.iter().map(|&c| pairs(c)).sum();
+    let expected = sum_a * sum_b / pairs(t.n).max(1.0);
     let max = (sum_a + sum_b) / 2.0;
     let ari = if (max - expected).abs() < 1e-12 {
         1.0
