@@ -194,21 +194,18 @@ impl Progress {
             if let Some(r) = e.recall_at_1 {
                 out.push_str(&format!("; recall@1 {r:.3}"));
             }
-            if let Some(j) = &e.embeddings {
-                out.push_str(&format!(
-                    "\n  held-out embeddings ({} images, {} concepts; 95% intervals): {}",
-                    j.images,
-                    j.concepts,
-                    j.text()
-                ));
-            }
-            if let Some(j) = &e.unseen {
-                out.push_str(&format!(
-                    "\n  unseen concepts ({} images, {} concepts; 95% intervals): {}",
-                    j.images,
-                    j.concepts,
-                    j.text()
-                ));
+            for (what, judged) in [
+                ("held-out embeddings", &e.embeddings),
+                ("unseen concepts", &e.unseen),
+            ] {
+                if let Some(j) = judged {
+                    out.push_str(&format!(
+                        "\n  {what} ({} images, {} concepts; 95% intervals): {}",
+                        j.images,
+                        j.concepts,
+                        j.text()
+                    ));
+                }
             }
         }
         if workflow.data.unseen.is_some()
