@@ -264,8 +264,9 @@ fn stop_if_asked(options: &RunOptions, what: &str) -> Result<(), RunError> {
 
 /// A base workflow's start: nothing trains.
 /// The embeddings judged on the images of unseen concepts by the final
-/// model (the last epoch's figures again, for a trained one), into
-/// `unseen.json` and the summary; their unreadable images are reported.
+/// model (the last epoch judged them for a trained one; a base model's, or a
+/// resumed finished run's, are judged now), into `unseen.json` and the
+/// summary; unreadable images are reported as they are met.
 #[allow(clippy::too_many_arguments)]
 fn judge_unseen(
     plan: &Plan,
@@ -278,14 +279,20 @@ fn judge_unseen(
     bad_log: &mut sets::BadLog,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), RunError> {
-    let options = crate::steps::judge::JudgeOptions {
-        seed: plan.seed,
-        ..Default::default()
+    let judged = match &trained.final_eval {
+        Some(last_epoch) => last_epoch.unseen.clone(),
+        None => {
+            let options = crate::steps::judge::JudgeOptions {
+                seed: plan.seed,
+                ..Default::default()
+            };
+            let size = plan.hyper.image_size;
+            let (judged, bad) =
+                metrics::judge_unseen(&trained.net, unseen, size, workers, device, &options)?;
+            bad_log.report(&bad, on_event);
+            judged
+        }
     };
-    let size = plan.hyper.image_size;
-    let (judged, bad) =
-        metrics::judge_unseen(&trained.net, unseen, size, workers, device, &options)?;
-    bad_log.report(&bad, on_event);
     let record = serde_json::json!({
         "unseen": plan.data.unseen.as_ref().map(|u| u.path()),
         "concepts": data.unseen_concepts,

@@ -127,7 +127,7 @@ pub(super) fn train(
         let started = Instant::now();
         t.sgd.set_learning_rate(lr);
         let done = t.epoch(lr, resumed, &checkpoint, bad_log, on_event)?;
-        let event = t.evaluated(epoch, lr, done, started)?;
+        let event = t.evaluated(epoch, lr, done, started, bad_log, on_event)?;
         metrics_log.push_str(&epoch_line(&event, &metrics_path)?);
         folder::write(&metrics_path, metrics_log.as_bytes())?;
         let finished = Position {
@@ -336,6 +336,8 @@ impl<'a> Training<'a> {
         learning_rate: f64,
         done: EpochSteps,
         started: Instant,
+        bad_log: &mut BadLog,
+        on_event: &mut dyn FnMut(&Event),
     ) -> Result<Event, RunError> {
         let eval = metrics::evaluate(
             &self.net,
@@ -349,15 +351,16 @@ impl<'a> Training<'a> {
         )?;
         let mut eval = eval;
         if let (Some(unseen), Some(options)) = (&self.sets.unseen, self.judging(epoch)) {
-            eval.unseen = metrics::judge_unseen(
+            let (judged, bad) = metrics::judge_unseen(
                 &self.net,
                 unseen,
                 self.plan.hyper.image_size,
                 self.cx.workers,
                 self.cx.device,
                 &options,
-            )?
-            .0;
+            )?;
+            bad_log.report(&bad, on_event);
+            eval.unseen = judged;
         }
         if eval.loss.is_some_and(|l| !l.is_finite()) {
             return Err(RunError::NotFinite {
