@@ -79,6 +79,7 @@ codes! {
     PathNotFound => "wf::path-not-found", "a path does not exist or is the wrong kind";
     Data => "wf::data", "the data folder's layout is unusable or suspicious";
     BaseModel => "wf::base-model", "the base model cannot be read, or the workflow would train it";
+    Sweep => "wf::sweep", "a sweep's values, trials, objective or early stopping cannot be used";
     VectorTable => "wf::vector-table", "a search index that is not a LanceDB table, or a build without LanceDB";
 }
 

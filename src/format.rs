@@ -222,6 +222,7 @@ impl Formatter<'_> {
             Item::Workflow { name, .. } => format!("workflow {}", name.name),
             Item::Use(u) => format!("use {}", u.template.name),
             Item::Data(_) => "data".to_string(),
+            Item::Sweep(_) => "sweep".to_string(),
             Item::Step(s) => match &s.alias {
                 Some(a) => format!("step {} as {}", s.kind.name, a.name),
                 None => format!("step {}", s.kind.name),
@@ -236,6 +237,7 @@ impl Formatter<'_> {
         let body = match item {
             Item::Use(u) => u.body.as_ref(),
             Item::Data(d) => Some(&d.body),
+            Item::Sweep(d) => Some(&d.body),
             Item::Step(s) => s.body.as_ref(),
             Item::Template(t) => Some(&t.body),
             Item::StepKind(k) => Some(&k.body),
@@ -461,6 +463,10 @@ fn shape(module: &Module, text: &str) -> String {
             }
             Item::Data(d) => {
                 out.push_str("data");
+                block(&d.body, text, &mut out);
+            }
+            Item::Sweep(d) => {
+                out.push_str("sweep");
                 block(&d.body, text, &mut out);
             }
             Item::Step(s) => {

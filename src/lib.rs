@@ -46,6 +46,7 @@ pub mod spec;
 #[cfg(feature = "train")]
 pub mod steps;
 pub mod suggest;
+pub mod sweep;
 pub mod syntax;
 pub mod workflow;
 

@@ -168,6 +168,36 @@ pub struct Plan {
     pub seed: u64,
     /// Set when the workflow uses a finished run's model instead of training.
     pub base: Option<PlannedBase>,
+    /// A sweep's trials (the training fields above are then its first
+    /// trial's; each trial's own plan is written in its run folder).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<PlannedSweep>,
+}
+
+/// One trial of a sweep as the plan lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedTrial {
+    pub name: String,
+    pub values: Vec<(std::sync::Arc<str>, Num)>,
+    pub lrate: f64,
+    pub epochs: u64,
+    pub steps_per_epoch: Option<u64>,
+    pub optimizer_steps: Option<u64>,
+    /// Its run folder.
+    pub output: std::path::PathBuf,
+}
+
+/// A sweep as the plan shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedSweep {
+    pub swept: Vec<crate::sweep::SweptParam>,
+    /// Candidates in the whole grid.
+    pub grid: u64,
+    pub trials: Vec<PlannedTrial>,
+    pub objective: crate::sweep::Objective,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub early_stop: Option<crate::sweep::MedianRule>,
+    pub seed: u64,
 }
 
 fn resolve(p: &ResolvedParam, counts: &DataCounts, seed: u64) -> PlannedParam {
@@ -252,8 +282,40 @@ impl Plan {
         let seed = w.seed;
         let mut hyper = w.hyper;
         hyper.num_items_per_epoch = hyper.num_items_per_epoch.resolve(&counts);
-        let params: Vec<PlannedParam> =
-            w.params.iter().map(|p| resolve(p, &counts, seed)).collect();
+        let params: Vec<PlannedParam> = w
+            .params
+            .iter()
+            .map(|p| match p.origin {
+                // Its values are the sweep's, listed there.
+                Origin::Swept { .. } => PlannedParam {
+                    value: None,
+                    ..resolve(p, &counts, seed)
+                },
+                _ => resolve(p, &counts, seed),
+            })
+            .collect();
+        let sweep = w.sweep.as_ref().map(|sw| PlannedSweep {
+            swept: sw.swept.clone(),
+            grid: sw.grid,
+            trials: (0..sw.trials.len())
+                .filter_map(|i| {
+                    let t = w.trial(i)?;
+                    let p = Plan::with_data(&t, data.clone());
+                    Some(PlannedTrial {
+                        name: sw.trials[i].name.clone(),
+                        values: sw.trials[i].values.clone(),
+                        lrate: p.lrate,
+                        epochs: p.hyper.num_epochs,
+                        steps_per_epoch: p.steps_per_epoch,
+                        optimizer_steps: p.optimizer_steps,
+                        output: p.output,
+                    })
+                })
+                .collect(),
+            objective: sw.objective,
+            early_stop: sw.early_stop,
+            seed: sw.seed,
+        });
         let lrate = hyper.lrate();
         // A base model is used as it is: no epoch trains.
         let trained_epochs = if w.base.is_some() {
@@ -325,6 +387,7 @@ impl Plan {
             device: w.device,
             output: w.output.clone(),
             seed: w.seed,
+            sweep,
         }
     }
 }
@@ -352,6 +415,7 @@ fn origin_text(o: &Origin) -> String {
         Origin::Default { from } => format!("default of {from}"),
         Origin::Derived { derived, .. } => format!("derived: {}", derived.describe()),
         Origin::Base { .. } => "trained with".to_string(),
+        Origin::Swept { line } => format!("swept on line {line}"),
     }
 }
 
@@ -375,23 +439,36 @@ impl fmt::Display for Plan {
             writeln!(f, "hyperparameters")?;
         }
         let width = self.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
-        let vwidth = self
-            .params
-            .iter()
-            .map(|p| value_text(&p.value).len())
-            .max()
-            .unwrap_or(0);
+        let shown = |p: &PlannedParam| match (&p.origin, &self.sweep) {
+            (Origin::Swept { .. }, Some(s)) => {
+                s.swept
+                    .iter()
+                    .find(|w| w.name == p.name)
+                    .map_or("?".to_string(), |w| {
+                        w.values
+                            .iter()
+                            .map(|v| v.to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+            }
+            _ => value_text(&p.value),
+        };
+        let vwidth = self.params.iter().map(|p| shown(p).len()).max();
+        let vwidth = vwidth.unwrap_or(0);
         for p in &self.params {
             writeln!(
                 f,
                 "  {:width$} = {:vwidth$}  {}",
                 p.name,
-                value_text(&p.value),
+                shown(p),
                 origin_text(&p.origin)
             )?;
         }
         writeln!(f)?;
-        if let Some(b) = &self.base {
+        if let Some(s) = &self.sweep {
+            s.fmt(f)?;
+        } else if let Some(b) = &self.base {
             writeln!(f, "base model")?;
             writeln!(f, "  {}", b.weights.display())?;
             writeln!(
@@ -405,6 +482,79 @@ impl fmt::Display for Plan {
             self.fmt_schedule(f)?;
         }
         self.fmt_data_and_steps(f)
+    }
+}
+
+impl PlannedSweep {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.trials.len() as u64;
+        let drawn = if n < self.grid {
+            format!(
+                "{n} trials drawn from a grid of {} candidates (seed {})",
+                self.grid, self.seed
+            )
+        } else {
+            format!("{n} trials: every candidate of the grid")
+        };
+        writeln!(f, "sweep: {drawn}")?;
+        writeln!(
+            f,
+            "  ranked by {} at each trial's last epoch",
+            self.objective.describe()
+        )?;
+        match self.early_stop {
+            Some(r) => writeln!(
+                f,
+                "  early stop: from epoch {} on, a trial below the median of {} or more finished trials at the same epoch stops",
+                r.after, r.min_trials
+            )?,
+            None => writeln!(f, "  every trial trains all its epochs")?,
+        }
+        let mut header: Vec<String> = vec!["trial".into()];
+        header.extend(self.swept.iter().map(|s| s.name.to_string()));
+        header.extend(["lrate", "epochs", "optimizer steps"].map(String::from));
+        let rows: Vec<Vec<String>> = self
+            .trials
+            .iter()
+            .map(|t| {
+                let mut row = vec![t.name.clone()];
+                row.extend(t.values.iter().map(|(_, v)| v.to_string()));
+                row.push(fmt_float(t.lrate));
+                row.push(t.epochs.to_string());
+                row.push(t.optimizer_steps.map_or("?".into(), |s| s.to_string()));
+                row
+            })
+            .collect();
+        let widths: Vec<usize> = (0..header.len())
+            .map(|c| {
+                rows.iter()
+                    .map(|r| r[c].len())
+                    .chain([header[c].len()])
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let line = |cells: &[String]| {
+            let cells: Vec<String> = cells
+                .iter()
+                .zip(&widths)
+                .map(|(c, w)| format!("{c:w$}"))
+                .collect();
+            format!("  {}", cells.join("  ").trim_end())
+        };
+        writeln!(f, "{}", line(&header))?;
+        for r in &rows {
+            writeln!(f, "{}", line(r))?;
+        }
+        if let Some(t) = self.trials.first() {
+            let folder = t.output.parent().unwrap_or(&t.output);
+            writeln!(
+                f,
+                "  each trial is a run folder under {}; `best` links to the best finished one",
+                folder.display()
+            )?;
+        }
+        writeln!(f)
     }
 }
 

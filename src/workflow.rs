@@ -23,6 +23,8 @@ pub enum Origin {
     Derived { from: Arc<str>, derived: Derived },
     /// Recorded in the base model's `model.json`.
     Base { model: Arc<str> },
+    /// Swept by the `sweep` block, on this 1-based line: each trial sets it.
+    Swept { line: usize },
 }
 
 /// A resolved value: known now, or derived once the data is counted.
@@ -261,4 +263,26 @@ pub struct Workflow {
     /// A finished run's model to use frozen instead of training one. The
     /// template and hyperparameters are then the base model's.
     pub base: Option<BaseModel>,
+    /// The trials of a `sweep` block: each is this workflow with its values
+    /// ([`Workflow::trial`]). `params` and `hyper` above are then the first
+    /// trial's, the swept parameters' origin [`Origin::Swept`].
+    pub sweep: Option<crate::sweep::Sweep>,
+}
+
+impl Workflow {
+    /// The workflow of the sweep's trial `index`: its hyperparameters, and
+    /// its own run folder under the sweep's output. `None` without a sweep
+    /// or past its last trial.
+    pub fn trial(&self, index: usize) -> Option<Workflow> {
+        let sweep = self.sweep.as_ref()?;
+        let trial = sweep.trials.get(index)?;
+        Some(Workflow {
+            name: format!("{}/{}", self.name, trial.name),
+            params: trial.params.clone(),
+            hyper: trial.hyper,
+            output: self.output.join(&trial.name),
+            sweep: None,
+            ..self.clone()
+        })
+    }
 }

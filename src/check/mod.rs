@@ -10,6 +10,7 @@ mod params;
 mod rules;
 mod settings;
 mod steps;
+pub(crate) mod sweep;
 mod typed;
 
 use crate::suggest::FastMap as HashMap;
@@ -23,7 +24,8 @@ use crate::spec::{
 };
 use crate::suggest::did_you_mean;
 use crate::syntax::{
-    Block, BlockItem, DataDecl, Ident, Item, Module, Setting, StepDecl, UseDecl, Value, ValueKind,
+    Block, BlockItem, DataDecl, Ident, Item, Module, Setting, StepDecl, SweepDecl, UseDecl, Value,
+    ValueKind,
 };
 use crate::workflow::*;
 use settings::{data_decl_of, data_decl_spans};
@@ -158,6 +160,7 @@ struct Items<'m> {
     name: Option<&'m Ident>,
     use_decl: Option<&'m UseDecl>,
     data: Option<&'m DataDecl>,
+    sweep: Option<&'m SweepDecl>,
     top: Vec<&'m Setting>,
     steps: Vec<&'m StepDecl>,
 }
@@ -263,7 +266,10 @@ impl Checker<'_> {
         };
 
         let mut dataset = None;
-        if let (Some(t), Some(params), Some(u)) = (&template, &params, items.use_decl) {
+        if let (Some(t), Some(params), Some(u), None) =
+            (&template, &params, items.use_decl, items.sweep)
+        {
+            // With a sweep, each trial is checked with its own values instead.
             let has_weights = data_spec.as_ref().is_some_and(|d| d.weights.is_some());
             self.cross_checks(t, u, params, has_weights);
         }
@@ -284,9 +290,41 @@ impl Checker<'_> {
                 fs::output_apart(self, &output, data, base_setting.as_ref(), &spans);
             }
         }
+        let train_at = data_decl_spans(data_decl_of(module))
+            .get("train")
+            .copied()
+            .unwrap_or(Span::new(self.source, 0, 0));
+        let sweep = match (items.sweep, &template, &params, items.use_decl) {
+            (Some(d), Some(t), Some(params), Some(u)) => {
+                let (d, t, u) = (d, t.clone(), u);
+                self.sweep(
+                    d,
+                    &t,
+                    u,
+                    params,
+                    data_spec.as_ref(),
+                    dataset.as_ref(),
+                    train_at,
+                    seed,
+                )
+            }
+            (Some(d), _, _, None) if base_setting.is_some() => {
+                self.push(
+                    Diagnostic::error(
+                        Code::Sweep,
+                        d.keyword,
+                        "a workflow with a base model trains nothing to sweep",
+                    )
+                    .with_label("a sweep trains one model per trial")
+                    .with_help("remove the `sweep` block, or train a template with `use`"),
+                );
+                None
+            }
+            _ => None,
+        };
         let reported = self.diagnostics.iter().any(Diagnostic::is_error);
-        if let (Some(h), Some(set), Some(data), None, false) =
-            (&hyper, &dataset, &data_spec, &base, reported)
+        if let (Some(h), Some(set), Some(data), None, false, None) =
+            (&hyper, &dataset, &data_spec, &base, reported, items.sweep)
         {
             let at = data_decl_spans(data_decl_of(module)).get("train").copied();
             let at = at.unwrap_or(Span::new(self.source, 0, 0));
@@ -305,12 +343,32 @@ impl Checker<'_> {
         if self.diagnostics.iter().any(Diagnostic::is_error) {
             return None;
         }
+        // A sweep's workflow holds its first trial's values, the swept
+        // parameters marked as such.
+        let (params, hyper) = match &sweep {
+            Some(s) => {
+                let first = s.trials.first()?;
+                let params = first
+                    .params
+                    .iter()
+                    .map(|p| match s.swept.iter().find(|w| w.name == p.name) {
+                        Some(w) => ResolvedParam {
+                            origin: Origin::Swept { line: w.line },
+                            ..p.clone()
+                        },
+                        None => p.clone(),
+                    })
+                    .collect();
+                (params, first.hyper)
+            }
+            None => (params?.into_iter().map(|(p, _)| p).collect(), hyper?),
+        };
         Some(Workflow {
             name: workflow_name,
             base_dir: self.base_dir.to_path_buf(),
             template: template?,
-            params: params?.into_iter().map(|(p, _)| p).collect(),
-            hyper: hyper?,
+            params,
+            hyper,
             data: data_spec?,
             device,
             output,
@@ -318,6 +376,7 @@ impl Checker<'_> {
             steps: step_specs.into_iter().flatten().collect(),
             dataset,
             base,
+            sweep,
         })
     }
 
@@ -554,6 +613,14 @@ impl Checker<'_> {
                     d.keyword,
                     |d| d.keyword,
                     "`data` block",
+                    self.diagnostics,
+                ),
+                Item::Sweep(d) => once(
+                    &mut items.sweep,
+                    d,
+                    d.keyword,
+                    |d| d.keyword,
+                    "`sweep` block",
                     self.diagnostics,
                 ),
                 Item::Setting(s) => items.top.push(s),

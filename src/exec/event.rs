@@ -84,4 +84,28 @@ pub enum Event {
     Finished {
         output: PathBuf,
     },
+    /// Training stopped after `epoch` of `epochs` (a sweep's median rule):
+    /// no model is written, nothing is embedded.
+    StoppedEarly {
+        epoch: u64,
+        epochs: u64,
+        reason: String,
+    },
+    /// A sweep starts its trial `name`, the `index`-th (1-based) of `trials`.
+    TrialStarted {
+        name: String,
+        index: usize,
+        trials: usize,
+        /// `batch_size = 32, per_item_lrate = 1e-05`.
+        values: String,
+    },
+    /// A sweep's trial was done before (or runs elsewhere): skipped.
+    TrialSkipped {
+        name: String,
+        why: String,
+    },
+    /// A sweep's trial ended: finished, stopped early or diverged.
+    TrialEnded {
+        outcome: super::sweep::TrialOutcome,
+    },
 }

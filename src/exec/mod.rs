@@ -27,6 +27,7 @@ pub mod results;
 pub mod rows;
 mod sets;
 mod steps;
+pub mod sweep;
 mod train;
 
 use std::path::PathBuf;
@@ -63,6 +64,24 @@ pub struct RunOptions {
     /// Decode every image before starting and stop on the first pass if any
     /// cannot be read, instead of skipping them as they come.
     pub fail_on_bad_images: bool,
+    /// Asked after each epoch but the last: whether training stops there
+    /// (a sweep's median rule). A stopped run writes no model.
+    pub stop_early: Option<StopRule>,
+}
+
+/// Whether training stops after an epoch: called with the 1-based epoch,
+/// its mean training loss and its evaluation, it returns why, or `None` to
+/// go on.
+#[derive(Clone)]
+pub struct StopRule(pub Arc<StopFn>);
+
+/// What a [`StopRule`] calls.
+pub type StopFn = dyn Fn(u64, f32, &EvalMetrics) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for StopRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StopRule")
+    }
 }
 
 /// What a finished run leaves behind.
@@ -76,6 +95,10 @@ pub struct RunSummary {
     pub steps: Vec<StepOutcome>,
     /// Steps that could not run: (name, why).
     pub failed_steps: Vec<(String, String)>,
+    /// Training stopped after this epoch ([`RunOptions::stop_early`]):
+    /// nothing was embedded, no step ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<u64>,
 }
 
 /// The device a workflow asked for, as candle opens it.
@@ -143,6 +166,17 @@ pub fn run(
         }
         None => train::train(&cx, &plan, &data, &basis, &mut bad_log, on_event)?,
     };
+    if let Some(epoch) = trained.stopped_early {
+        return Ok(RunSummary {
+            output: out.clone(),
+            epochs: epoch,
+            final_eval: trained.final_eval,
+            bad_images: bad_log.count(),
+            steps: Vec::new(),
+            failed_steps: Vec::new(),
+            stopped_early: Some(epoch),
+        });
+    }
     stop_if_asked(options, "embedding the images")?;
     let mut embed = |set, split| {
         let mut progress = |done, total| on_event(&Event::Embedding { split, done, total });
@@ -163,6 +197,7 @@ pub fn run(
         bad_images: 0,
         steps: Vec::new(),
         failed_steps: Vec::new(),
+        stopped_early: None,
     };
     match &data.unseen {
         Some(unseen) => judge_unseen(

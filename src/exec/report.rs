@@ -162,7 +162,7 @@ fn summary_table(
 }
 
 /// Writes the pictures into `pictures/` and `report.html` showing them.
-fn write_report(
+pub(super) fn write_report(
     out: &Path,
     title: &str,
     summary_html: &str,

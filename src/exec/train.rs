@@ -33,6 +33,8 @@ pub(super) struct Trained {
     pub net: TemplateNet,
     pub epochs: u64,
     pub final_eval: Option<EvalMetrics>,
+    /// Training stopped after this epoch (`RunOptions::stop_early`).
+    pub stopped_early: Option<u64>,
 }
 
 /// The network of a base model with its weights.
@@ -46,6 +48,7 @@ pub(super) fn open_base(
         net,
         epochs: 0,
         final_eval: None,
+        stopped_early: None,
     })
 }
 
@@ -136,8 +139,27 @@ pub(super) fn train(
         };
         checkpoint::save(&t.map, &t.sgd, &checkpoint, &finished, t.basis)?;
         on_event(&event);
-        if let Event::Epoch { eval, .. } = event {
+        if let Event::Epoch {
+            eval, train_loss, ..
+        } = event
+        {
+            let last = epoch + 1 == plan.hyper.num_epochs;
+            let stop = cx.options.stop_early.as_ref().filter(|_| !last);
+            let why = stop.and_then(|rule| (rule.0)(epoch + 1, train_loss, &eval));
             last_eval = Some(eval);
+            if let Some(reason) = why {
+                on_event(&Event::StoppedEarly {
+                    epoch: epoch + 1,
+                    epochs: plan.hyper.num_epochs,
+                    reason,
+                });
+                return Ok(Trained {
+                    net: t.net,
+                    epochs: epoch + 1,
+                    final_eval: last_eval,
+                    stopped_early: Some(epoch + 1),
+                });
+            }
         }
     }
     folder::write_weights(&out.join("model.safetensors"), &t.map)?;
@@ -149,6 +171,7 @@ pub(super) fn train(
         net: t.net,
         epochs: plan.hyper.num_epochs,
         final_eval: last_eval,
+        stopped_early: None,
     })
 }
 

@@ -159,6 +159,9 @@ pub(super) fn in_block(
                 };
                 return params(&k.name, &k.params, written_in(s.body.as_ref()), value_of);
             }
+            Item::Sweep(d) if within(d.span, block) => {
+                return sweep_items(module, templates, d, value_of);
+            }
             Item::Data(d) if value_of.is_none() && within(d.span, block) => {
                 let written: Vec<&str> = d.body.settings().map(|s| s.name.name.as_str()).collect();
                 return settings(&DATA_SETTINGS, &written);
@@ -167,6 +170,99 @@ pub(super) fn in_block(
         }
     }
     Vec::new()
+}
+
+/// Inside a `sweep` block: the `use` template's parameters neither set
+/// there nor swept, and the sweep's settings; after `name =`, how to write
+/// its values (a parameter's generators filled from its range, the metrics,
+/// the stopping rule).
+fn sweep_items(
+    module: &Module,
+    templates: &[TemplateSpec],
+    sweep: &crate::syntax::SweepDecl,
+    value_of: Option<&str>,
+) -> Vec<Completion> {
+    use crate::check::sweep::{GENERATORS, SWEEP_SETTINGS};
+    let used = module.items.iter().find_map(|i| match i {
+        Item::Use(u) => Some(u),
+        _ => None,
+    });
+    let t = used.and_then(|u| templates.iter().find(|t| t.name == u.template.name));
+    let value = |label: String, detail: &str, doc: &str| Completion {
+        insert: label.clone(),
+        label,
+        kind: CompletionKind::Value,
+        detail: detail.to_string(),
+        documentation: doc.to_string(),
+    };
+    match value_of {
+        Some("objective") => crate::sweep::Metric::ALL
+            .iter()
+            .map(|(name, _, _, up, doc)| {
+                let goal = if *up { "maximize" } else { "minimize" };
+                value(format!("{goal}({name})"), "sweep.objective", doc)
+            })
+            .collect(),
+        Some("early_stop") => vec![value(
+            "median(2)".into(),
+            "sweep.early_stop",
+            SWEEP_SETTINGS[2].1,
+        )],
+        Some(name) => {
+            let Some(p) = t.and_then(|t| t.param(name)) else {
+                return Vec::new();
+            };
+            let num = |n: Option<&crate::spec::Declared<crate::spec::Num>>| {
+                n.map(|b| b.value.to_string())
+            };
+            let (lo, hi) = (num(p.min.as_ref()), num(p.max.as_ref()));
+            let default = match p.default.as_ref().map(|d| &d.value) {
+                Some(DefaultValue::Value(crate::spec::ParamValue::Num(n))) => Some(*n),
+                _ => None,
+            };
+            let mut out = Vec::new();
+            if let (Some(lo), Some(hi)) = (&lo, &hi) {
+                let step = num(p.step.as_ref()).unwrap_or_else(|| "1".into());
+                out.push(value(
+                    format!("range({lo}, {hi}, {step})"),
+                    "every value of its range",
+                    GENERATORS[0].1,
+                ));
+            }
+            let float = p.ty.numeric == Some(crate::spec::NumKind::Float);
+            if let Some(d) = default.map(|d| d.as_f64()).filter(|d| *d > 0.0 && float) {
+                out.push(value(
+                    format!(
+                        "log_range({}, {}, 3)",
+                        fmt_float(d / 10.0),
+                        fmt_float(d * 10.0)
+                    ),
+                    "a tenth of the default to ten times it",
+                    GENERATORS[1].1,
+                ));
+            }
+            if let Some(d) = default {
+                out.push(value(
+                    format!("values({d})"),
+                    "the values listed",
+                    GENERATORS[2].1,
+                ));
+            }
+            out
+        }
+        None => {
+            let written = written_in(Some(&sweep.body));
+            let in_use = written_in(used.and_then(|u| u.body.as_ref()));
+            let mut out: Vec<Completion> = t
+                .map(|t| {
+                    let taken: Vec<&str> = written.iter().chain(&in_use).copied().collect();
+                    params(&t.name, &t.params, taken, None)
+                })
+                .unwrap_or_default();
+            out.extend(settings(&SWEEP_SETTINGS, &written));
+            out
+        }
+    }
 }
 
 /// The names set in a block.
@@ -226,7 +322,7 @@ pub(super) fn top_level(module: &Module) -> Vec<Completion> {
         })
         .collect();
     let mut out = settings(&TOP_SETTINGS, &written);
-    for kw in ["workflow", "use", "data", "step", "template"] {
+    for kw in ["workflow", "use", "data", "sweep", "step", "template"] {
         out.push(Completion {
             label: kw.into(),
             kind: CompletionKind::Setting,

@@ -124,6 +124,39 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
                 let p = kind.param(&setting.name.name)?;
                 return Some(param_markdown(&kind.name, p));
             }
+            Item::Sweep(d) if within(d.body.span, offset) => {
+                let s = setting_at(Some(&d.body), offset)?;
+                let name = s.name.name.as_str();
+                if let Some((_, doc)) = crate::check::sweep::SWEEP_SETTINGS
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                {
+                    let mut md = format!("**sweep.{name}**\n\n{doc}");
+                    if name == "objective" {
+                        md.push_str("\n\nmetrics:");
+                        for (m, _, _, up, doc) in crate::sweep::Metric::ALL {
+                            let better = if up { "higher" } else { "lower" };
+                            md.push_str(&format!("\n- `{m}`: {doc} ({better} is better)"));
+                        }
+                    }
+                    return Some(md);
+                }
+                let used = module.items.iter().find_map(|i| match i {
+                    Item::Use(u) => Some(u),
+                    _ => None,
+                })?;
+                let t = template(&used.template.name)?;
+                let p = t.param(name)?;
+                let ways: Vec<&str> = crate::check::sweep::GENERATORS
+                    .iter()
+                    .map(|(_, d)| *d)
+                    .collect();
+                return Some(format!(
+                    "{}\n\nswept: each trial takes one of its values; {}",
+                    param_markdown(&t.name, p),
+                    ways.join("; ")
+                ));
+            }
             Item::Data(d) if within(d.body.span, offset) => {
                 let s = setting_at(Some(&d.body), offset)?;
                 let (name, doc) = complete::DATA_SETTINGS
@@ -254,6 +287,54 @@ mod tests {
         assert!(md.contains("clustering.k"), "{md}");
         let md = hover(TEXT, TEXT.find("train").unwrap()).unwrap();
         assert!(md.starts_with("**data.train**"), "{md}");
+    }
+
+    #[test]
+    fn a_sweep_block_is_completed_and_documented() {
+        let text = "use Clarifai_ResNext { batch_size = 32 }\ndata { train = \"x\" }\nsweep {\n    image_size = range(32, 64, 16)\n    \n}\n";
+        let at = text.find("    \n}").unwrap() + 4;
+        let labels: Vec<String> = completions(text, at).into_iter().map(|c| c.label).collect();
+        assert!(labels.contains(&"per_item_lrate".to_string()), "{labels:?}");
+        assert!(
+            labels.contains(&"objective".to_string()) && labels.contains(&"trials".to_string())
+        );
+        assert!(
+            !labels.contains(&"batch_size".to_string())
+                && !labels.contains(&"image_size".to_string()),
+            "set in `use`, or swept already: {labels:?}"
+        );
+        let with = |line: &str| {
+            let t = text.replace("    \n}", &format!("    {line}\n}}"));
+            let at = t.find(line).unwrap() + line.len();
+            completions(&t, at)
+                .into_iter()
+                .map(|c| c.label)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            with("num_epochs = "),
+            ["range(1, 200, 1)", "values(65)"],
+            "filled from the parameter's range and default"
+        );
+        let rates = with("per_item_lrate = ");
+        assert_eq!(
+            rates[0], "log_range(7.8125e-06, 7.8125e-04, 3)",
+            "{rates:?}"
+        );
+        let objectives = with("objective = ");
+        assert!(objectives.contains(&"maximize(map_at_r)".to_string()));
+        assert!(objectives.contains(&"minimize(train_loss)".to_string()));
+        let md = hover(text, text.find("image_size").unwrap() + 2).unwrap();
+        assert!(
+            md.contains("Clarifai_ResNext.image_size") && md.contains("swept"),
+            "{md}"
+        );
+        let t = text.replace("    \n}", "    objective = maximize(nmi)\n}");
+        let md = hover(&t, t.find("objective").unwrap() + 2).unwrap();
+        assert!(
+            md.starts_with("**sweep.objective**") && md.contains("`unseen_ami`"),
+            "{md}"
+        );
     }
 
     #[test]

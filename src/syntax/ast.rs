@@ -24,6 +24,8 @@ pub enum Item {
     Use(UseDecl),
     /// `data { ... }`
     Data(DataDecl),
+    /// `sweep { ... }`: the hyperparameters to try, one run per trial
+    Sweep(SweepDecl),
     /// `step KIND [as NAME] { ... }`
     Step(StepDecl),
     /// `template NAME [extends PARENT] { ... }`
@@ -40,6 +42,7 @@ impl Item {
             Item::Workflow { keyword, name } => keyword.to(name.span),
             Item::Use(u) => u.span,
             Item::Data(d) => d.span,
+            Item::Sweep(d) => d.span,
             Item::Step(s) => s.span,
             Item::Template(t) => t.span,
             Item::StepKind(k) => k.span,
@@ -58,6 +61,14 @@ pub struct UseDecl {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct DataDecl {
+    pub keyword: Span,
+    pub body: Block,
+    pub span: Span,
+}
+
+/// `sweep { name = range(..) .. }`
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepDecl {
     pub keyword: Span,
     pub body: Block,
     pub span: Span,

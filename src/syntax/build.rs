@@ -102,6 +102,15 @@ impl Builder<'_> {
                     span,
                 })
             }
+            Rule::sweep_decl => {
+                let keyword = self.span(&inner.next().unwrap());
+                let body = self.block(inner.next().unwrap());
+                Item::Sweep(SweepDecl {
+                    keyword,
+                    body,
+                    span,
+                })
+            }
             Rule::step_decl => {
                 let keyword = self.span(&inner.next().unwrap());
                 let kind = self.ident(inner.next().unwrap());

@@ -196,12 +196,14 @@ pub(super) fn describe_expected(positives: &[Rule]) -> String {
             Rule::workflow_decl
             | Rule::use_decl
             | Rule::data_decl
+            | Rule::sweep_decl
             | Rule::step_decl
             | Rule::template_decl
             | Rule::step_kind_decl
             | Rule::kw_workflow
             | Rule::kw_use
             | Rule::kw_data
+            | Rule::kw_sweep
             | Rule::kw_step
             | Rule::kw_template
             | Rule::kw_step_kind => {

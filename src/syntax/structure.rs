@@ -144,8 +144,15 @@ pub(super) struct Repair {
     pub(super) diagnostics: Vec<Diagnostic>,
 }
 
-pub(super) const STATEMENT_KEYWORDS: [&str; 6] =
-    ["workflow", "use", "data", "step", "template", "step_kind"];
+pub(super) const STATEMENT_KEYWORDS: [&str; 7] = [
+    "workflow",
+    "use",
+    "data",
+    "sweep",
+    "step",
+    "template",
+    "step_kind",
+];
 
 /// Closes each block left open at the end of the file just before the next
 /// line that starts, unindented, with a statement keyword (or at the end of

@@ -66,6 +66,7 @@ function scopeOf(tokens, piece) {
     "device = cuda(0)",
     "seed = -3",
     "step visual_search as find { queries = eval  top_k = 5 }",
+    "sweep { batch_size = range(16, 64, 16) }",
   ].join("\n");
   const tokens = tokenize(grammar, sample);
   const has = (piece, scope) =>
@@ -96,6 +97,8 @@ function scopeOf(tokens, piece) {
   has("step", "keyword.other.step");
   has("visual_search", "entity.name.function.step");
   has("find", "variable.other.step-name");
+  has("sweep", "keyword.other.sweep");
+  has("range", "support.function");
   const lastEval = tokens.filter(([t]) => t === "eval").pop();
   assert.ok(lastEval[1].includes("constant.language"), `queries = eval: ${lastEval[1]}`);
   assert.ok(scopeOf(tokens, "eval").includes("variable.other.property"), "eval = 0.2 sets `eval`");

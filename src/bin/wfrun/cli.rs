@@ -63,6 +63,11 @@ pub enum Command {
         /// (by default unreadable images are skipped and listed).
         #[arg(long)]
         fail_on_bad_images: bool,
+        /// A sweep's trial N alone (1-based, as `wfrun plan` lists them),
+        /// into its own folder: one invocation per trial spreads a sweep over
+        /// machines; `wfrun FILE.wf --resume` then ranks them.
+        #[arg(long, value_name = "N")]
+        trial: Option<usize>,
     },
     /// Format workflow files in place: four-space blocks, aligned `=`, comments
     /// kept; never changes meaning.

@@ -38,7 +38,8 @@ pub fn run(args: Args) -> u8 {
             resume,
             fresh,
             fail_on_bad_images,
-        } => train(&file, [resume, fresh, fail_on_bad_images], style),
+            trial,
+        } => train(&file, [resume, fresh, fail_on_bad_images], trial, style),
         #[cfg(feature = "train")]
         Command::Embed {
             run,
@@ -532,9 +533,9 @@ fn explain(name: &str) -> u8 {
     OK
 }
 
-/// `wfrun run`; `flags`: `--resume`, `--fresh`, `--fail-on-bad-images`.
-fn train(file: &Path, flags: [bool; 3], style: Style) -> u8 {
-    let [resume, fresh, fail_on_bad_images] = flags;
+/// `wfrun run`; `flags`: `--resume`, `--fresh`, `--fail-on-bad-images`;
+/// `trial`: a sweep's trial alone (1-based).
+fn train(file: &Path, flags: [bool; 3], trial: Option<usize>, style: Style) -> u8 {
     let checked = match load_clean(file, false, style) {
         Ok(c) => c,
         Err(code) => return code,
@@ -542,7 +543,23 @@ fn train(file: &Path, flags: [bool; 3], style: Style) -> u8 {
     let Some(workflow) = checked.workflow.as_ref() else {
         return FAILED;
     };
-    execute(workflow, [resume, fresh, fail_on_bad_images])
+    match (trial, &workflow.sweep) {
+        (Some(_), None) => {
+            errln!("error: `--trial` runs one trial of a sweep, and this workflow has no `sweep` block");
+            TROUBLE
+        }
+        (Some(0), Some(_)) => {
+            errln!("error: trials count from 1, as `wfrun plan` lists them");
+            TROUBLE
+        }
+        (trial, Some(_)) => execute_sweep(workflow, flags, trial.map(|t| t - 1)),
+        (None, None) => execute(workflow, flags),
+    }
+}
+
+#[cfg(not(feature = "train"))]
+fn execute_sweep(w: &wfrun::Workflow, flags: [bool; 3], _: Option<usize>) -> u8 {
+    execute(w, flags)
 }
 
 #[cfg(not(feature = "train"))]
@@ -551,25 +568,67 @@ fn execute(_: &wfrun::Workflow, _: [bool; 3]) -> u8 {
     TROUBLE
 }
 
+/// The run options of the flags, with a Ctrl-C handler: the first Ctrl-C
+/// (or SIGTERM, or SIGHUP) stops after the current step and saves a
+/// checkpoint; a second one ends at once.
 #[cfg(feature = "train")]
-fn execute(workflow: &wfrun::Workflow, flags: [bool; 3]) -> u8 {
+fn run_options(flags: [bool; 3]) -> wfrun::exec::RunOptions {
     let [resume, fresh, fail_on_bad_images] = flags;
     let cancel = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = cancel.clone();
-    // The first Ctrl-C (or SIGTERM, or SIGHUP) stops after the current step
-    // and saves a checkpoint; a second one ends at once.
     let _ = ctrlc::set_handler(move || {
         if flag.swap(true, std::sync::atomic::Ordering::SeqCst) {
             std::process::exit(130);
         }
     });
-    let options = wfrun::exec::RunOptions {
+    wfrun::exec::RunOptions {
         resume,
         fresh,
         cancel: Some(cancel),
         workers: 0,
         fail_on_bad_images,
+        stop_early: None,
+    }
+}
+
+/// The exit status of a run that failed, having said why.
+#[cfg(feature = "train")]
+fn failed(e: &wfrun::exec::RunError) -> u8 {
+    errln!("error: {e}");
+    match e {
+        // The conventional status after an interrupt (128 + SIGINT).
+        wfrun::exec::RunError::Cancelled { .. } | wfrun::exec::RunError::Stopped { .. } => {
+            INTERRUPTED
+        }
+        _ => FAILED,
+    }
+}
+
+#[cfg(feature = "train")]
+fn execute_sweep(workflow: &wfrun::Workflow, flags: [bool; 3], only: Option<usize>) -> u8 {
+    let options = wfrun::exec::sweep::SweepOptions {
+        run: run_options(flags),
+        only,
     };
+    let mut progress = crate::progress::Progress::new(std::io::stderr().is_terminal());
+    match wfrun::exec::sweep::run(workflow, &options, &mut |e| progress.show(e)) {
+        Ok(summary) => {
+            outln!(
+                "{}",
+                crate::progress::sweep_summary(workflow, &summary, only.is_some())
+            );
+            OK
+        }
+        Err(e) => {
+            progress.clear_line();
+            failed(&e)
+        }
+    }
+}
+
+#[cfg(feature = "train")]
+fn execute(workflow: &wfrun::Workflow, flags: [bool; 3]) -> u8 {
+    let options = run_options(flags);
     let mut progress = crate::progress::Progress::new(std::io::stderr().is_terminal());
     match wfrun::exec::run(workflow, &options, &mut |e| progress.show(e)) {
         Ok(summary) => {
@@ -582,14 +641,7 @@ fn execute(workflow: &wfrun::Workflow, flags: [bool; 3]) -> u8 {
         }
         Err(e) => {
             progress.clear_line();
-            errln!("error: {e}");
-            match e {
-                // The conventional status after an interrupt (128 + SIGINT).
-                wfrun::exec::RunError::Cancelled { .. } | wfrun::exec::RunError::Stopped { .. } => {
-                    INTERRUPTED
-                }
-                _ => FAILED,
-            }
+            failed(&e)
         }
     }
 }

@@ -682,6 +682,7 @@ fn document_symbol(text: &Text, s: wfrun::ide::Symbol) -> DocumentSymbol {
             K::Workflow => SymbolKind::MODULE,
             K::Use => SymbolKind::OBJECT,
             K::Data => SymbolKind::NAMESPACE,
+            K::Sweep => SymbolKind::ARRAY,
             K::Step => SymbolKind::FUNCTION,
             K::Template => SymbolKind::CLASS,
             K::StepKind => SymbolKind::INTERFACE,

@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use wfrun::exec::sweep::{SweepSummary, TrialStatus};
 use wfrun::exec::{Event, RunSummary, StepOutcome};
 use wfrun::Workflow;
 
@@ -80,6 +81,25 @@ impl Progress {
             ),
             Event::Finished { output } => errln!("wrote {}", output.display()),
             Event::Embedding { split, done, total } => self.embedding(split, *done, *total),
+            Event::StoppedEarly {
+                epoch,
+                epochs,
+                reason,
+            } => {
+                self.clear_line();
+                errln!("stopped after epoch {epoch} of {epochs}: {reason}");
+            }
+            Event::TrialStarted {
+                name,
+                index,
+                trials,
+                values,
+            } => {
+                self.clear_line();
+                errln!("\n{name} ({index} of {trials}): {values}");
+            }
+            Event::TrialSkipped { name, why } => errln!("{name}: skipped, {why}"),
+            Event::TrialEnded { .. } => {}
         }
     }
 
@@ -292,4 +312,56 @@ fn epoch_line(e: &Event) -> String {
         data_wait * 100.0
     ));
     line
+}
+
+/// A sweep's ranking as the last lines on standard output.
+pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> String {
+    let metric = s.objective.metric.name();
+    let mut out = String::new();
+    let total = s.ranked.len() + s.pending.len();
+    out.push_str(&format!(
+        "sweep {}: {} of {total} trials done, ranked by {}\n",
+        workflow.name,
+        s.ranked.len(),
+        s.objective.describe()
+    ));
+    for (rank, o) in s.ranked.iter().enumerate() {
+        let values: Vec<String> = o.values.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+        let result = match (o.status, o.objective) {
+            (TrialStatus::Finished, Some(v)) => match o.interval {
+                Some((lo, hi)) => format!("{metric} {v:.4} [{lo:.4}, {hi:.4}]"),
+                None => format!("{metric} {v:.4}"),
+            },
+            (TrialStatus::Finished, None) => format!("{metric} not reported"),
+            (TrialStatus::Stopped, _) => format!("stopped after epoch {}", o.epochs),
+            (TrialStatus::Diverged, _) => "diverged".to_string(),
+        };
+        out.push_str(&format!(
+            "  {:>2}. {}  {}  {result}\n",
+            rank + 1,
+            o.name,
+            values.join(", ")
+        ));
+    }
+    if !s.pending.is_empty() {
+        out.push_str(&format!("  not done: {}\n", s.pending.join(", ")));
+    }
+    match (&s.best, one_trial) {
+        (_, true) => out.push_str(
+            "run the workflow with `--resume` once its trials are done: it ranks them and links the best",
+        ),
+        (Some(best), false) => {
+            // `base` paths are relative to the workflow's folder.
+            let link = s.output.join("best");
+            let base = link.strip_prefix(&workflow.base_dir).unwrap_or(&link);
+            out.push_str(&format!(
+                "best: {} (linked as {}); a workflow beside this one uses it with `base = \"{}\"`",
+                best.display(),
+                link.display(),
+                base.display()
+            ))
+        }
+        (None, false) => out.push_str("no trial finished: nothing to name best"),
+    }
+    out
 }

@@ -13,8 +13,8 @@ use candle_core::{Device, Tensor};
 use super::metrics::EpochRow;
 use crate::data::Rng;
 pub(super) use grid::{search_grid, QueryRow};
-pub(super) use svg::esc;
-use svg::{line_chart, svg_open, PALETTE};
+pub(super) use svg::{esc, fmt_tick, svg_open, ticks};
+use svg::{line_chart, PALETTE};
 
 /// Points drawn in a projection, at most (a seeded sample of larger sets).
 const MAX_POINTS: usize = 3000;

@@ -1,0 +1,848 @@
+//! Running a sweep: each trial is a whole run ([`super::run`]) into its own
+//! folder under the sweep's output (`trial-001`, …), one after another; a
+//! trial that finished records `trial.json` beside its results, so a killed
+//! sweep continues where it stopped (`resume`) and trials run as separate
+//! invocations (`SweepOptions::only`, a scheduler's way to spread them over
+//! machines) are collected by the next one. The trials are ranked by the
+//! sweep's objective at their last epoch; `best` links to the best finished
+//! trial, a run folder a `base` workflow can name.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::metrics::{epoch_rows, EvalMetrics};
+use super::pictures::{esc, fmt_tick, svg_open, ticks};
+use super::{folder, Event, RunError, RunOptions, StopRule};
+use crate::spec::{fmt_float, Num};
+use crate::sweep::{Metric, Objective, Sweep};
+use crate::workflow::{Eval, ImageSource, Workflow};
+
+/// The file a trial's folder holds once the trial is done.
+pub const TRIAL_FILE: &str = "trial.json";
+/// What a sweep writes at the top of its folder.
+pub const SWEEP_OUTPUTS: [&str; 5] = [
+    "sweep.json",
+    "results.csv",
+    "report.html",
+    "pictures",
+    "best",
+];
+
+/// How to run a sweep.
+#[derive(Clone, Debug, Default)]
+pub struct SweepOptions {
+    /// Each trial's run options (`resume` continues the sweep, `fresh`
+    /// clears it first; `stop_early` is the sweep's own).
+    pub run: RunOptions,
+    /// Run this trial alone (0-based), as one invocation of several.
+    pub only: Option<usize>,
+}
+
+/// How a trial ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrialStatus {
+    /// Trained every epoch; its model, embeddings and steps are in its folder.
+    Finished,
+    /// Stopped by the median rule; its folder holds its checkpoint and metrics.
+    Stopped,
+    /// Its loss or outputs stopped being finite numbers.
+    Diverged,
+}
+
+/// A done trial, as `trial.json` records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialOutcome {
+    pub name: String,
+    pub values: Vec<(String, Num)>,
+    pub status: TrialStatus,
+    /// Epochs trained.
+    pub epochs: u64,
+    /// The objective at the last epoch trained, with its 95% interval when
+    /// the metric has one.
+    pub objective: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval: Option<(f64, f64)>,
+    /// The objective after each epoch (`null` where it was not measured).
+    pub curve: Vec<Option<f64>>,
+    /// Why it stopped or diverged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// What `trial.json` holds: the outcome and what the trial trained with, so
+/// a resumed sweep never counts a trial of another workflow.
+#[derive(Serialize, Deserialize)]
+struct TrialRecord {
+    outcome: TrialOutcome,
+    basis: serde_json::Value,
+}
+
+/// What a sweep leaves behind.
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepSummary {
+    pub output: PathBuf,
+    pub objective: Objective,
+    /// The done trials, best first (finished ones by objective, then the others).
+    pub ranked: Vec<TrialOutcome>,
+    /// Trials not done: not run by this invocation, or running elsewhere.
+    pub pending: Vec<String>,
+    /// The best finished trial's folder.
+    pub best: Option<PathBuf>,
+}
+
+/// The objective's value of an epoch, with its interval when it has one.
+pub fn objective_value(
+    metric: Metric,
+    train_loss: f32,
+    eval: &EvalMetrics,
+) -> Option<(f64, Option<(f64, f64)>)> {
+    let plain = |x: Option<f32>| x.map(|v| (v as f64, None));
+    let judged =
+        |j: &Option<Box<crate::steps::judge::Judged>>,
+         pick: fn(&crate::steps::judge::Judged) -> crate::steps::judge::Interval| {
+            j.as_deref().map(|j| {
+                let i = pick(j);
+                (i.value, Some((i.low, i.high)))
+            })
+        };
+    use crate::steps::judge::Judged as J;
+    let value = match metric {
+        Metric::Accuracy => plain(eval.accuracy),
+        Metric::MeanAveragePrecision => plain(eval.mean_average_precision),
+        Metric::F1 => plain(eval.f1),
+        Metric::EvalLoss => plain(eval.loss),
+        Metric::TrainLoss => plain(Some(train_loss)),
+        Metric::MapAtR => judged(&eval.embeddings, |j: &J| j.map_at_r),
+        Metric::PrecisionAt1 => judged(&eval.embeddings, |j: &J| j.precision_at_1),
+        Metric::RPrecision => judged(&eval.embeddings, |j: &J| j.r_precision),
+        Metric::Nmi => judged(&eval.embeddings, |j: &J| j.nmi),
+        Metric::Ami => judged(&eval.embeddings, |j: &J| j.ami),
+        Metric::UnseenMapAtR => judged(&eval.unseen, |j: &J| j.map_at_r),
+        Metric::UnseenPrecisionAt1 => judged(&eval.unseen, |j: &J| j.precision_at_1),
+        Metric::UnseenRPrecision => judged(&eval.unseen, |j: &J| j.r_precision),
+        Metric::UnseenNmi => judged(&eval.unseen, |j: &J| j.nmi),
+        Metric::UnseenAmi => judged(&eval.unseen, |j: &J| j.ami),
+    };
+    value.filter(|(v, _)| v.is_finite())
+}
+
+/// What a trial trains with, as `trial.json` records it.
+fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
+    #[derive(Serialize)]
+    struct Basis<'a> {
+        template: &'a str,
+        hyper: &'a crate::hyper::Hyper,
+        data: &'a crate::workflow::DataSpec,
+        seed: u64,
+    }
+    // Paths as the file system resolves them: a sweep resumed from another
+    // folder is the same sweep.
+    let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    let source = |s: &ImageSource| match s {
+        ImageSource::Folder(p) => ImageSource::Folder(real(p)),
+        ImageSource::Manifest(p) => ImageSource::Manifest(real(p)),
+    };
+    let d = &workflow.data;
+    let data = crate::workflow::DataSpec {
+        train: source(&d.train),
+        eval: match &d.eval {
+            Eval::Images(s) => Eval::Images(source(s)),
+            other => other.clone(),
+        },
+        weights: d.weights.as_ref().map(real),
+        unseen: d.unseen.as_ref().map(source),
+    };
+    serde_json::to_value(Basis {
+        template: &workflow.template.name,
+        hyper: &trial.hyper,
+        data: &data,
+        seed: workflow.seed,
+    })
+    .unwrap_or_default()
+}
+
+fn read_record(path: &Path) -> Result<Option<TrialRecord>, RunError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| RunError::Resume {
+                path: path.to_path_buf(),
+                message: format!(
+                "it cannot be read ({e}); remove it to run the trial again, or run with `--fresh`"
+            ),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(RunError::io(path)(e)),
+    }
+}
+
+/// Runs the sweep of `workflow` (which must have one), calling `on_event`
+/// with each trial's progress.
+pub fn run(
+    workflow: &Workflow,
+    options: &SweepOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<SweepSummary, RunError> {
+    let Some(sweep) = workflow.sweep.as_ref() else {
+        return Err(RunError::Unsupported(
+            "this workflow has no `sweep` block".into(),
+        ));
+    };
+    let run = &options.run;
+    if run.resume && run.fresh {
+        return Err(RunError::Unsupported(
+            "`--resume` continues the sweep and `--fresh` clears it: choose one".into(),
+        ));
+    }
+    let out = &workflow.output;
+    let n = sweep.trials.len();
+    if let Some(i) = options.only.filter(|&i| i >= n) {
+        return Err(RunError::Unsupported(format!(
+            "this sweep has {n} trials: trial {} is not one of them (`--trial` counts from 1)",
+            i + 1
+        )));
+    }
+    // One invocation collects a sweep at a time; a trial run alone locks only its folder.
+    let _owner = match options.only {
+        None => Some(super::owner::lock(out)?),
+        Some(_) => {
+            folder::create(out)?;
+            None
+        }
+    };
+    // A run of a workflow without a sweep: its report and pictures would be
+    // overwritten by the sweep's.
+    let run_here: Vec<&str> = ["plan.json", "checkpoint.safetensors", "model.safetensors"]
+        .into_iter()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    if !run_here.is_empty() {
+        return Err(RunError::Unsupported(format!(
+            "`{}` holds a run of its own ({}), not a sweep's trials: give the sweep another \
+             `output`, or move that run away",
+            out.display(),
+            run_here.join(", ")
+        )));
+    }
+    let trials: Vec<Workflow> = (0..n).filter_map(|i| workflow.trial(i)).collect();
+    let wanted: Vec<usize> = match options.only {
+        Some(i) => vec![i],
+        None => (0..n).collect(),
+    };
+    if !run.resume && !run.fresh {
+        let previous: Vec<&str> = wanted
+            .iter()
+            .map(|&i| &trials[i])
+            .filter(|t| t.output.join(TRIAL_FILE).exists() || t.output.join("plan.json").exists())
+            .map(|t| t.output.file_name().and_then(|n| n.to_str()).unwrap_or("?"))
+            .collect();
+        if !previous.is_empty() {
+            return Err(RunError::Occupied {
+                path: out.clone(),
+                found: format!("the sweep's trials {}", previous.join(", ")),
+            });
+        }
+    }
+    if run.fresh {
+        clear(out, options.only.map(|i| &trials[i]), on_event)?;
+    }
+    for &i in &wanted {
+        let trial = &trials[i];
+        let record_path = trial.output.join(TRIAL_FILE);
+        if let Some(record) = read_record(&record_path)? {
+            let now = basis(workflow, trial);
+            if record.basis != now {
+                return Err(RunError::Resume {
+                    path: record_path,
+                    message: format!(
+                        "the trial was run with other values than this workflow gives it ({}): \
+                         the workflow or its sweep changed since. Restore them to continue, or run \
+                         with `--fresh` to start the sweep over",
+                        sweep.trials[i].describe()
+                    ),
+                });
+            }
+            on_event(&Event::TrialSkipped {
+                name: sweep.trials[i].name.clone(),
+                why: format!("done before: {}", status_text(&record.outcome)),
+            });
+            continue;
+        }
+        let outcome = match run_trial(workflow, sweep, i, trial, run, on_event) {
+            Ok(o) => o,
+            // Another invocation runs it: leave it to that one.
+            Err(RunError::Busy { pid, .. }) if options.only.is_none() => {
+                on_event(&Event::TrialSkipped {
+                    name: sweep.trials[i].name.clone(),
+                    why: match pid {
+                        Some(p) => format!("running in process {p}"),
+                        None => "running elsewhere".into(),
+                    },
+                });
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let record = TrialRecord {
+            outcome: outcome.clone(),
+            basis: basis(workflow, trial),
+        };
+        folder::write_json(&record_path, &record)?;
+        on_event(&Event::TrialEnded { outcome });
+    }
+    let summary = collect(workflow, sweep, &trials)?;
+    if options.only.is_none() {
+        write_results(workflow, sweep, &summary)?;
+    }
+    Ok(summary)
+}
+
+/// Runs one trial into its folder, the median rule watching it.
+fn run_trial(
+    workflow: &Workflow,
+    sweep: &Sweep,
+    i: usize,
+    trial: &Workflow,
+    run: &RunOptions,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<TrialOutcome, RunError> {
+    let spec = &sweep.trials[i];
+    on_event(&Event::TrialStarted {
+        name: spec.name.clone(),
+        index: i + 1,
+        trials: sweep.trials.len(),
+        values: spec.describe(),
+    });
+    let objective = sweep.objective;
+    let stop_early = sweep.early_stop.map(|rule| {
+        // The finished trials' objective after each epoch, read now.
+        let curves: Vec<Vec<Option<f64>>> = (0..sweep.trials.len())
+            .filter(|&j| j != i)
+            .filter_map(|j| workflow.trial(j))
+            .filter_map(|t| read_record(&t.output.join(TRIAL_FILE)).ok().flatten())
+            .filter(|r| r.outcome.status == TrialStatus::Finished)
+            .map(|r| r.outcome.curve)
+            .collect();
+        StopRule(Arc::new(move |epoch, train_loss, eval: &EvalMetrics| {
+            let (value, _) = objective_value(objective.metric, train_loss, eval)
+                .unwrap_or((f64::NAN, None));
+            let others: Vec<f64> = curves
+                .iter()
+                .filter_map(|c| c.get(epoch as usize - 1).copied().flatten())
+                .collect();
+            rule.stops(&objective, epoch, value, &others).then(|| {
+                format!(
+                    "{} {:.4} after epoch {epoch}, worse than the median {:.4} of {} finished trials",
+                    objective.metric.name(),
+                    value,
+                    crate::sweep::median(&others),
+                    others.len()
+                )
+            })
+        }))
+    });
+    // A trial killed after an epoch continues from its checkpoint; one
+    // killed before has trained nothing and starts over (the sweep's `fresh`
+    // cleared both).
+    let trained = trial.output.join("checkpoint.safetensors").exists();
+    let started = trial.output.join("plan.json").exists();
+    let options = RunOptions {
+        resume: trained && !run.fresh,
+        fresh: run.fresh || (started && !trained),
+        stop_early,
+        ..run.clone()
+    };
+    let values: Vec<(String, Num)> = spec
+        .values
+        .iter()
+        .map(|(n, v)| (n.to_string(), *v))
+        .collect();
+    let mut reason = None;
+    let result = super::run(trial, &options, &mut |e| {
+        if let Event::StoppedEarly { reason: r, .. } = e {
+            reason = Some(r.clone());
+        }
+        on_event(e)
+    });
+    let curve = read_curve(&trial.output, objective.metric);
+    let (status, epochs, last, message) = match result {
+        Ok(summary) => {
+            let last = summary.final_eval.as_ref().and_then(|e| {
+                let loss = last_train_loss(&trial.output);
+                objective_value(objective.metric, loss.unwrap_or(f32::NAN), e)
+            });
+            match summary.stopped_early {
+                Some(epoch) => (TrialStatus::Stopped, epoch, last, reason),
+                None => (TrialStatus::Finished, summary.epochs, last, None),
+            }
+        }
+        Err(e @ (RunError::Diverged { .. } | RunError::NotFinite { .. })) => (
+            TrialStatus::Diverged,
+            curve.len() as u64,
+            None,
+            Some(e.to_string()),
+        ),
+        Err(e) => return Err(e),
+    };
+    Ok(TrialOutcome {
+        name: spec.name.clone(),
+        values,
+        status,
+        epochs,
+        objective: last.map(|(v, _)| v),
+        interval: last.and_then(|(_, i)| i),
+        curve,
+        message,
+    })
+}
+
+/// The objective after each epoch of a trial's `metrics.jsonl`.
+fn read_curve(out: &Path, metric: Metric) -> Vec<Option<f64>> {
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    epoch_rows(&log)
+        .iter()
+        .map(|r| objective_value(metric, r.train_loss, &r.eval).map(|(v, _)| v))
+        .collect()
+}
+
+fn last_train_loss(out: &Path) -> Option<f32> {
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    epoch_rows(&log).last().map(|r| r.train_loss)
+}
+
+fn status_text(o: &TrialOutcome) -> String {
+    match (o.status, o.objective) {
+        (TrialStatus::Finished, Some(v)) => format!("finished, {v:.4}"),
+        (TrialStatus::Finished, None) => "finished".into(),
+        (TrialStatus::Stopped, _) => format!("stopped after epoch {}", o.epochs),
+        (TrialStatus::Diverged, _) => "diverged".into(),
+    }
+}
+
+/// Removes a previous sweep's outputs: its own files and each trial
+/// folder's run outputs and `trial.json` (only `trial`'s, for one trial).
+fn clear(
+    out: &Path,
+    trial: Option<&Workflow>,
+    on_event: &mut dyn FnMut(&Event),
+) -> Result<(), RunError> {
+    let remove = |path: &Path| -> Result<bool, RunError> {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
+            return Ok(false);
+        };
+        let result = if meta.is_dir() {
+            std::fs::remove_dir_all(path)
+        } else {
+            std::fs::remove_file(path)
+        };
+        result.map_err(|error| RunError::Remove {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        Ok(true)
+    };
+    let folders: Vec<PathBuf> = match trial {
+        Some(t) => vec![t.output.clone()],
+        None => {
+            let mut removed = Vec::new();
+            for name in SWEEP_OUTPUTS {
+                if remove(&out.join(name))? {
+                    removed.push(name.to_string());
+                }
+            }
+            if !removed.is_empty() {
+                on_event(&Event::Cleared {
+                    output: out.to_path_buf(),
+                    removed,
+                });
+            }
+            // Every trial folder, this sweep's or an earlier, larger one's.
+            let mut found: Vec<PathBuf> = std::fs::read_dir(out)
+                .map(|d| {
+                    d.filter_map(Result::ok)
+                        .filter(|e| {
+                            e.file_name()
+                                .to_str()
+                                .is_some_and(|n| n.starts_with("trial-"))
+                        })
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default();
+            found.sort();
+            found
+        }
+    };
+    for f in folders {
+        let mut removed = Vec::new();
+        for name in super::OUTPUTS.iter().chain(&[TRIAL_FILE]) {
+            if remove(&f.join(name))? {
+                removed.push(name.to_string());
+            }
+        }
+        if !removed.is_empty() {
+            on_event(&Event::Cleared {
+                output: f.clone(),
+                removed,
+            });
+        }
+        // Left when empty (no lock file, nothing of the user's).
+        let _ = std::fs::remove_dir(&f);
+    }
+    Ok(())
+}
+
+/// Every done trial of the sweep, ranked.
+fn collect(
+    workflow: &Workflow,
+    sweep: &Sweep,
+    trials: &[Workflow],
+) -> Result<SweepSummary, RunError> {
+    let mut done = Vec::new();
+    let mut pending = Vec::new();
+    for (spec, t) in sweep.trials.iter().zip(trials) {
+        match read_record(&t.output.join(TRIAL_FILE))? {
+            Some(r) if r.basis == basis(workflow, t) => done.push(r.outcome),
+            _ => pending.push(spec.name.clone()),
+        }
+    }
+    let objective = sweep.objective;
+    let rank = |o: &TrialOutcome| match (o.status, o.objective) {
+        (TrialStatus::Finished, Some(_)) => 0,
+        (TrialStatus::Finished, None) => 1,
+        (TrialStatus::Stopped, _) => 2,
+        (TrialStatus::Diverged, _) => 3,
+    };
+    done.sort_by(|a, b| {
+        rank(a)
+            .cmp(&rank(b))
+            .then_with(|| match (a.objective, b.objective) {
+                (Some(x), Some(y)) if rank(a) == 0 => {
+                    let order = x.total_cmp(&y);
+                    if objective.maximize {
+                        order.reverse()
+                    } else {
+                        order
+                    }
+                }
+                _ => std::cmp::Ordering::Equal,
+            })
+    });
+    let best = done
+        .first()
+        .filter(|o| rank(o) == 0)
+        .map(|o| workflow.output.join(&o.name));
+    Ok(SweepSummary {
+        output: workflow.output.clone(),
+        objective,
+        ranked: done,
+        pending,
+        best,
+    })
+}
+
+/// `sweep.json`, `results.csv`, `report.html` with its pictures, and the
+/// `best` link.
+fn write_results(
+    workflow: &Workflow,
+    sweep: &Sweep,
+    summary: &SweepSummary,
+) -> Result<(), RunError> {
+    let out = &workflow.output;
+    let best_name = summary
+        .best
+        .as_ref()
+        .and_then(|b| b.file_name())
+        .map(|n| n.to_string_lossy().to_string());
+    /// `sweep.json`: the sweep as checked and its ranking.
+    #[derive(Serialize)]
+    struct Record<'a> {
+        workflow: &'a str,
+        template: &'a str,
+        #[serde(flatten)]
+        sweep: &'a Sweep,
+        ranked: &'a [TrialOutcome],
+        pending: &'a [String],
+        best: Option<&'a str>,
+    }
+    folder::write_json(
+        &out.join("sweep.json"),
+        &Record {
+            workflow: &workflow.name,
+            template: &workflow.template.name,
+            sweep,
+            ranked: &summary.ranked,
+            pending: &summary.pending,
+            best: best_name.as_deref(),
+        },
+    )?;
+    let mut csv = String::from("rank,trial");
+    for p in &sweep.swept {
+        let _ = write!(csv, ",{}", p.name);
+    }
+    let _ = writeln!(
+        csv,
+        ",status,epochs,{},low,high",
+        sweep.objective.metric.name()
+    );
+    for (r, o) in summary.ranked.iter().enumerate() {
+        let _ = write!(csv, "{},{}", r + 1, o.name);
+        for (_, v) in &o.values {
+            let _ = write!(csv, ",{v}");
+        }
+        let f = |x: Option<f64>| x.map(|v| format!("{v}")).unwrap_or_default();
+        let _ = writeln!(
+            csv,
+            ",{},{},{},{},{}",
+            status_word(o.status),
+            o.epochs,
+            f(o.objective),
+            f(o.interval.map(|i| i.0)),
+            f(o.interval.map(|i| i.1))
+        );
+    }
+    folder::write(&out.join("results.csv"), csv.as_bytes())?;
+    let pictures: Vec<(String, String, String)> = sweep
+        .swept
+        .iter()
+        .map(|p| {
+            (
+                format!("objective_{}.svg", p.name),
+                format!("{} against {}", sweep.objective.metric.name(), p.name),
+                objective_plot(
+                    &p.name,
+                    p.log,
+                    sweep.objective,
+                    &summary.ranked,
+                    best_name.as_deref(),
+                ),
+            )
+        })
+        .collect();
+    let html = results_table(sweep, summary);
+    super::report::write_report(
+        out,
+        &format!("wfrun sweep: {}", workflow.name),
+        &html,
+        &pictures,
+    )?;
+    link_best(out, best_name.as_deref())
+}
+
+fn status_word(s: TrialStatus) -> &'static str {
+    match s {
+        TrialStatus::Finished => "finished",
+        TrialStatus::Stopped => "stopped",
+        TrialStatus::Diverged => "diverged",
+    }
+}
+
+/// Points `out/best` at the best trial's folder (a relative link, replaced
+/// whole), or removes it when no trial finished.
+fn link_best(out: &Path, best: Option<&str>) -> Result<(), RunError> {
+    let link = out.join("best");
+    if let Ok(meta) = std::fs::symlink_metadata(&link) {
+        if !meta.file_type().is_symlink() {
+            return Err(RunError::Io {
+                path: link,
+                error: std::io::Error::other(
+                    "it is not the link a sweep writes: move it away to let the sweep name its best trial",
+                ),
+            });
+        }
+    }
+    let Some(best) = best else {
+        return match std::fs::remove_file(&link) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(RunError::io(&link)(e)),
+            _ => Ok(()),
+        };
+    };
+    #[cfg(unix)]
+    {
+        let partial = out.join(".best.partial");
+        let _ = std::fs::remove_file(&partial);
+        std::os::unix::fs::symlink(best, &partial).map_err(RunError::io(&partial))?;
+        std::fs::rename(&partial, &link).map_err(RunError::io(&link))?;
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = best;
+    }
+    Ok(())
+}
+
+fn results_table(sweep: &Sweep, summary: &SweepSummary) -> String {
+    let metric = sweep.objective.metric.name();
+    let mut html = format!(
+        "<p>{} of {} trials done, ranked by <b>{}</b> at each trial's last epoch{}.</p>\n<table><tr><th>rank</th><th>trial</th>",
+        summary.ranked.len(),
+        sweep.trials.len(),
+        esc(&sweep.objective.describe()),
+        if summary.pending.is_empty() {
+            String::new()
+        } else {
+            format!("; not done: {}", esc(&summary.pending.join(", ")))
+        }
+    );
+    for p in &sweep.swept {
+        let _ = write!(html, "<th>{}</th>", esc(&p.name));
+    }
+    let _ = writeln!(
+        html,
+        "<th>status</th><th>epochs</th><th>{}</th><th>95% interval</th></tr>",
+        esc(metric)
+    );
+    for (r, o) in summary.ranked.iter().enumerate() {
+        let _ = write!(
+            html,
+            "<tr><td>{}</td><td><a href=\"{n}/report.html\">{n}</a></td>",
+            r + 1,
+            n = esc(&o.name)
+        );
+        for (_, v) in &o.values {
+            let _ = write!(html, "<td>{v}</td>");
+        }
+        let _ = writeln!(
+            html,
+            "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            status_word(o.status),
+            o.epochs,
+            o.objective.map(|v| format!("{v:.4}")).unwrap_or_default(),
+            o.interval
+                .map(|(l, h)| format!("{l:.4} – {h:.4}"))
+                .unwrap_or_default()
+        );
+    }
+    html.push_str("</table>\n");
+    html
+}
+
+/// The objective of each done trial against one swept parameter: finished
+/// trials filled (the best ringed), stopped ones hollow at their last value.
+fn objective_plot(
+    name: &str,
+    log: bool,
+    objective: Objective,
+    ranked: &[TrialOutcome],
+    best: Option<&str>,
+) -> String {
+    let (w, h) = (560.0, 360.0);
+    let (l, r, t, b) = (64.0, 540.0, 40.0, 310.0);
+    let mut svg = svg_open(w, h);
+    let points: Vec<(f64, f64, &TrialOutcome)> = ranked
+        .iter()
+        .filter_map(|o| {
+            let x = o.values.iter().find(|(n, _)| n == name)?.1.as_f64();
+            let y = o
+                .objective
+                .or_else(|| o.curve.iter().rev().find_map(|v| *v))?;
+            Some((x, y, o))
+        })
+        .filter(|(x, y, _)| x.is_finite() && y.is_finite() && (!log || *x > 0.0))
+        .collect();
+    let _ = writeln!(
+        svg,
+        "<text x=\"{l}\" y=\"24\" font-size=\"14\" font-weight=\"bold\">{} against {}</text>",
+        esc(objective.metric.name()),
+        esc(name)
+    );
+    if points.is_empty() {
+        svg.push_str("</svg>\n");
+        return svg;
+    }
+    let fx = |x: f64| if log { x.log10() } else { x };
+    let (mut x0, mut x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, c), p| {
+        (a.min(fx(p.0)), c.max(fx(p.0)))
+    });
+    let (mut y0, mut y1) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, c), p| (a.min(p.1), c.max(p.1)));
+    if x1 - x0 < 1e-12 {
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
+    if y1 - y0 < 1e-12 {
+        y0 -= 0.05;
+        y1 += 0.05;
+    }
+    let pad = |lo: f64, hi: f64| ((hi - lo) * 0.06, (hi - lo) * 0.06);
+    let (px, _) = pad(x0, x1);
+    let (py, _) = pad(y0, y1);
+    let (x0, x1, y0, y1) = (x0 - px, x1 + px, y0 - py, y1 + py);
+    let sx = |x: f64| l + (fx(x) - x0) / (x1 - x0) * (r - l);
+    let sy = |y: f64| b - (y - y0) / (y1 - y0) * (b - t);
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{l}\" y=\"{t}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#ccc\"/>",
+        r - l,
+        b - t
+    );
+    for v in ticks(y0, y1, 5) {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
+            l - 6.0,
+            sy(v) + 4.0,
+            fmt_tick(v)
+        );
+    }
+    let x_ticks: Vec<f64> = if log {
+        (x0.ceil() as i32..=x1.floor() as i32)
+            .map(|e| 10f64.powi(e))
+            .collect()
+    } else {
+        ticks(x0, x1, 5)
+    };
+    for v in x_ticks {
+        let label = if log { fmt_float(v) } else { fmt_tick(v) };
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            sx(v),
+            b + 16.0,
+            label
+        );
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#555\">{}{}</text>",
+        (l + r) / 2.0,
+        b + 36.0,
+        esc(name),
+        if log { " (log scale)" } else { "" }
+    );
+    for (x, y, o) in &points {
+        let (fill, stroke) = match o.status {
+            TrialStatus::Finished => ("#4e79a7", "#4e79a7"),
+            _ => ("none", "#999"),
+        };
+        let _ = writeln!(
+            svg,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{fill}\" stroke=\"{stroke}\" stroke-width=\"1.5\"><title>{}: {}</title></circle>",
+            sx(*x),
+            sy(*y),
+            esc(&o.name),
+            fmt_float(*y)
+        );
+        if best == Some(o.name.as_str()) {
+            let _ = writeln!(
+                svg,
+                "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"9\" fill=\"none\" stroke=\"#e15759\" stroke-width=\"2\"/>",
+                sx(*x),
+                sy(*y)
+            );
+        }
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"{l}\" y=\"{}\" fill=\"#777\">filled: finished; hollow: stopped early (last value); ringed: best</text>",
+        h - 6.0
+    );
+    svg.push_str("</svg>\n");
+    svg
+}
