@@ -276,13 +276,21 @@ impl Workflow {
     pub fn trial(&self, index: usize) -> Option<Workflow> {
         let sweep = self.sweep.as_ref()?;
         let trial = sweep.trials.get(index)?;
+        // Field by field: cloning `self` would copy every trial for each.
         Some(Workflow {
             name: format!("{}/{}", self.name, trial.name),
+            base_dir: self.base_dir.clone(),
+            template: self.template.clone(),
             params: trial.params.clone(),
             hyper: trial.hyper,
+            data: self.data.clone(),
+            device: self.device,
             output: self.output.join(&trial.name),
+            seed: self.seed,
+            steps: self.steps.clone(),
+            dataset: self.dataset.clone(),
+            base: self.base.clone(),
             sweep: None,
-            ..self.clone()
         })
     }
 }
