@@ -37,6 +37,15 @@ const TOKENS: &[&str] = &[
     "workflow ",
     "use ",
     "data ",
+    "sweep ",
+    "range(",
+    "log_range(",
+    "values(",
+    "maximize(",
+    "median(",
+    "trials",
+    "objective",
+    "early_stop",
     "step ",
     "template ",
     " extends ",
@@ -164,6 +173,10 @@ impl Target for Wf {
 impl Wf {
     fn properties(&self, text: &str, signature: &mut impl Hasher) -> Result<(), String> {
         let checked = check_source("fuzz.wf", text, &self.options);
+        // A checked workflow plans, and its plan prints (a sweep's trials too).
+        if let Some(plan) = checked.plan() {
+            plan.to_string().len().min(1).hash(signature);
+        }
         let codes = codes(&checked);
         // What the input exercised, coarsely: which codes, about how many
         // diagnostics and items.

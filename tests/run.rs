@@ -854,10 +854,25 @@ fn unseen_concepts_are_judged_every_epoch_and_at_the_end() {
     );
 
     // The trained model as a base: judged again, to the same figures.
-    let text = "workflow reuse\nbase = \"runs/unseen\"\ndata { train = \"images\"  unseen = \"unseen\" }\nseed = 3\noutput = \"runs/reuse\"\n";
+    // The same held-out images (the same fraction and seed) are judged too,
+    // as the trained run's last epoch judged them.
+    let text = "workflow reuse\nbase = \"runs/unseen\"\ndata { train = \"images\"  eval = 0.25  unseen = \"unseen\" }\nseed = 3\noutput = \"runs/reuse\"\n";
     let (w, _) = checked(dir.path(), "reuse", text);
     let again = run(&w, &RunOptions::default(), &mut |_| {}).unwrap();
-    let rejudged = again.final_eval.unwrap().unseen.expect("judged");
+    let last_epoch: serde_json::Value =
+        serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+    let again_eval = again.final_eval.unwrap();
+    let held_out = again_eval.embeddings.expect("held-out embeddings judged");
+    for (figure, value) in [("map_at_r", held_out.map_at_r), ("nmi", held_out.nmi)] {
+        let trained = last_epoch["eval"]["embeddings"][figure]["value"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (value.value - trained).abs() < 1e-5,
+            "{figure}: {value:?} vs {trained}"
+        );
+    }
+    let rejudged = again_eval.unseen.expect("judged");
     assert_eq!(rejudged.map_at_r, judged.map_at_r);
     assert!(again.output.join("unseen.json").is_file());
     // A base model's own concepts are not unseen.

@@ -184,14 +184,22 @@ pub(super) fn judge_unseen(
     options: &JudgeOptions,
 ) -> Result<(Option<Box<Judged>>, Vec<crate::data::images::BadImage>), RunError> {
     let e = embed(net, unseen, size, workers, device, &mut |_, _| {})?;
-    let judged = match &e.matrix {
+    Ok((judge_embedded(&e, options)?, e.bad))
+}
+
+/// Embedded images judged by their concepts (their first): `None` when no
+/// image was read, or fewer than two concepts have one.
+pub(super) fn judge_embedded(
+    e: &Embedded,
+    options: &JudgeOptions,
+) -> Result<Option<Box<Judged>>, RunError> {
+    Ok(match &e.matrix {
         Some(m) => {
             let truth: Vec<&Vec<usize>> = e.concepts.iter().collect();
             judged(m, &truth, options)?.map(Box::new)
         }
         None => None,
-    };
-    Ok((judged, e.bad))
+    })
 }
 
 /// [`judge`] of the rows of `emb` that have a concept (their first).

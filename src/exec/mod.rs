@@ -199,6 +199,21 @@ pub fn run(
         failed_steps: Vec::new(),
         stopped_early: None,
     };
+    if workflow.base.is_some() {
+        // A base model's embeddings of the held-out images, judged as a
+        // trained run's last epoch judges its own.
+        let options = crate::steps::judge::JudgeOptions {
+            seed: plan.seed,
+            ..Default::default()
+        };
+        let judged = metrics::judge_embedded(&eval_emb, &options)?;
+        if judged.is_some() {
+            summary
+                .final_eval
+                .get_or_insert_with(EvalMetrics::default)
+                .embeddings = judged;
+        }
+    }
     match &data.unseen {
         Some(unseen) => judge_unseen(
             &plan,
