@@ -19,6 +19,39 @@ pub const MAX_TRIALS: u64 = 10_000;
 /// Values one parameter may take in a sweep.
 pub const MAX_VALUES: usize = 1_000;
 
+/// The settings of a `sweep` block besides the swept hyperparameters.
+pub const SETTINGS: [(&str, &str); 4] = [
+    (
+        "trials",
+        "how many candidates of the grid run, drawn at random from `seed`; default: every candidate",
+    ),
+    (
+        "objective",
+        "what ranks the trials: `maximize(METRIC)` or `minimize(METRIC)`, read from each trial's last epoch; default `maximize(map_at_r)`",
+    ),
+    (
+        "early_stop",
+        "`median(EPOCH)` or `median(EPOCH, TRIALS)`: from that epoch on, a trial worse than the median of the finished trials at the same epoch stops (once TRIALS, default 2, have finished)",
+    ),
+    (
+        "seed",
+        "which candidates `trials` draws; default the workflow's seed",
+    ),
+];
+
+/// How values of a swept parameter are written.
+pub const GENERATORS: [(&str, &str); 3] = [
+    (
+        "range",
+        "`range(LOW, HIGH, STEP)`: LOW, LOW + STEP, … up to HIGH",
+    ),
+    (
+        "log_range",
+        "`log_range(LOW, HIGH, N)`: N values from LOW to HIGH evenly spaced on a log scale (rounded to whole numbers for an integer parameter)",
+    ),
+    ("values", "`values(A, B, ..)`: these values"),
+];
+
 /// One swept hyperparameter: its values in the order written.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SweptParam {
@@ -347,20 +380,25 @@ pub fn candidate(mut index: u64, sizes: &[usize]) -> Vec<usize> {
     out
 }
 
-/// Which candidates of a grid of `grid` run: all of them, or `wanted`
-/// distinct ones drawn from `seed` (Floyd's sampling), in grid order.
+/// Which candidates of a grid of `grid` run: all of them in grid order, or
+/// the first `wanted` of a random order drawn from `seed` (a Fisher–Yates
+/// shuffle done only as far as needed). Draws are nested: raising `wanted`
+/// keeps the candidates drawn before, in the same order, and adds others.
 pub fn chosen(grid: u64, wanted: Option<u64>, seed: u64) -> Vec<u64> {
     match wanted {
         Some(n) if n < grid => {
             let mut rng = crate::data::Rng::new(seed ^ 0x5EED_5EE9);
-            let mut picked = std::collections::BTreeSet::new();
-            for j in grid - n..grid {
-                let t = rng.next_u64() % (j + 1);
-                if !picked.insert(t) {
-                    picked.insert(j);
-                }
-            }
-            picked.into_iter().collect()
+            // Position → candidate, for the positions the shuffle moved.
+            let mut moved: std::collections::HashMap<u64, u64> = Default::default();
+            (0..n)
+                .map(|i| {
+                    let j = i + rng.next_u64() % (grid - i);
+                    let at_j = moved.get(&j).copied().unwrap_or(j);
+                    let at_i = moved.get(&i).copied().unwrap_or(i);
+                    moved.insert(j, at_i);
+                    at_j
+                })
+                .collect()
         }
         _ => (0..grid).collect(),
     }
@@ -413,10 +451,16 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_is_distinct_sorted_and_seeded() {
+    fn a_sample_is_distinct_nested_and_seeded() {
         let a = chosen(1000, Some(10), 3);
         assert_eq!(a.len(), 10);
-        assert!(a.windows(2).all(|w| w[0] < w[1]) && a[9] < 1000);
+        let distinct: std::collections::BTreeSet<u64> = a.iter().copied().collect();
+        assert!(distinct.len() == 10 && a.iter().all(|&c| c < 1000));
+        // Asking for more keeps the first draws, in order.
+        assert_eq!(chosen(1000, Some(15), 3)[..10], a[..]);
+        let all = chosen(20, Some(19), 1);
+        let distinct: std::collections::BTreeSet<u64> = all.iter().copied().collect();
+        assert_eq!(distinct.len(), 19);
         assert_eq!(a, chosen(1000, Some(10), 3));
         assert_ne!(a, chosen(1000, Some(10), 4));
         assert_eq!(chosen(4, Some(9), 0), [0, 1, 2, 3]);

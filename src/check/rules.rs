@@ -129,7 +129,27 @@ impl Checker<'_> {
             .filter(|r| *r > 0.0);
         if let (Some(per_item), Some(batch)) = (f.num("per_item_lrate"), f.num("batch_size")) {
             let lrate = per_item * batch;
-            if per_item == 0.0 {
+            if !lrate.is_finite() {
+                self.push(
+                    Diagnostic::error(
+                        Code::LearningRate,
+                        f.at("per_item_lrate"),
+                        format!(
+                            "`lrate` = {} × {} is not a finite number",
+                            fmt_float(per_item),
+                            batch
+                        ),
+                    )
+                    .with_label("the weights would become infinite at the first step")
+                    .with_help(match recommended {
+                        Some(r) => format!(
+                            "the template's default `per_item_lrate` is {}",
+                            fmt_float(r)
+                        ),
+                        None => "lower `per_item_lrate`".to_string(),
+                    }),
+                );
+            } else if per_item == 0.0 {
                 self.push(
                     Diagnostic::warning(
                         Code::LearningRate,

@@ -90,10 +90,22 @@ impl Checker<'_> {
             );
         };
         if !weights.is_file() {
-            fail(
-                format!("`{}` does not exist", weights.display()),
-                "a finished run's folder holds `model.safetensors`; was the run stopped before it finished? `--resume` finishes it",
-            );
+            let folder = weights.parent().unwrap_or(Path::new("."));
+            let sweep = folder.join("sweep.json").is_file() || folder.join("best").exists();
+            let stopped = folder.join("trial.json").is_file();
+            let help = if sweep {
+                format!(
+                    "`{}` is a sweep's folder: its best trial is `{}`",
+                    folder.display(),
+                    folder.join("best").display()
+                )
+            } else if stopped {
+                "a sweep's trial stopped early or diverged writes no model: use the sweep's `best`"
+                    .to_string()
+            } else {
+                "a finished run's folder holds `model.safetensors`; was the run stopped before it finished? `--resume` finishes it".to_string()
+            };
+            fail(format!("`{}` does not exist", weights.display()), &help);
             return None;
         }
         let text = match std::fs::read_to_string(&meta_path) {
@@ -163,6 +175,9 @@ impl Checker<'_> {
         }
         if DATA_SETTINGS.contains(&name.as_str()) {
             return d.with_help(format!("`{name}` goes inside the `data {{ .. }}` block"));
+        }
+        if super::sweep::SWEEP_SETTINGS.iter().any(|(n, _)| n == name) {
+            return d.with_help(format!("`{name}` goes inside a `sweep {{ .. }}` block"));
         }
         d.with_suggestion(s.name.span, did_you_mean(name, TOP_SETTINGS), || {
             format!("the top-level settings are {}", list(&TOP_SETTINGS))

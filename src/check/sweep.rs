@@ -4,44 +4,14 @@
 //! the batches its data allows, the objective it must report).
 
 use super::*;
+use crate::spec::fmt_float;
 use crate::sweep::{
     self, MedianRule, Metric, Objective, Sweep, SweptParam, Trial, MAX_GRID, MAX_TRIALS,
     MAX_VALUES, MEDIAN_MIN_TRIALS,
 };
 use crate::syntax::SweepDecl;
 
-/// The settings of a `sweep` block besides the swept hyperparameters.
-pub(crate) const SWEEP_SETTINGS: [(&str, &str); 4] = [
-    (
-        "trials",
-        "how many candidates of the grid run, drawn at random from `seed`; default: every candidate",
-    ),
-    (
-        "objective",
-        "what ranks the trials: `maximize(METRIC)` or `minimize(METRIC)`, read from each trial's last epoch; default `maximize(map_at_r)`",
-    ),
-    (
-        "early_stop",
-        "`median(EPOCH)` or `median(EPOCH, TRIALS)`: from that epoch on, a trial worse than the median of the finished trials at the same epoch stops (once TRIALS, default 2, have finished)",
-    ),
-    (
-        "seed",
-        "which candidates `trials` draws; default the workflow's seed",
-    ),
-];
-
-/// How values of a swept parameter are written.
-pub(crate) const GENERATORS: [(&str, &str); 3] = [
-    (
-        "range",
-        "`range(LOW, HIGH, STEP)`: LOW, LOW + STEP, … up to HIGH",
-    ),
-    (
-        "log_range",
-        "`log_range(LOW, HIGH, N)`: N values from LOW to HIGH evenly spaced on a log scale (rounded to whole numbers for an integer parameter)",
-    ),
-    ("values", "`values(A, B, ..)`: these values"),
-];
+pub(crate) use crate::sweep::{GENERATORS, SETTINGS as SWEEP_SETTINGS};
 
 /// A swept parameter's values, each with where it is written.
 struct Generated {
@@ -234,6 +204,26 @@ impl Checker<'_> {
             }
         }
         self.report_trials(found, &trials, picked.len());
+        if let (Some(rule), Some(at)) = (own.early_stop, own.early_stop_at) {
+            if picked.len() <= rule.min_trials {
+                self.push(
+                    Diagnostic::warning(
+                        Code::Sweep,
+                        at,
+                        format!(
+                            "no trial can stop early: the rule waits for {} finished trials, and the sweep runs {}",
+                            rule.min_trials,
+                            picked.len()
+                        ),
+                    )
+                    .with_label("the median of the finished trials decides")
+                    .with_help("run more trials, or remove `early_stop`"),
+                );
+            }
+        }
+        if let (Some(first), Some(set), Some(data)) = (trials.first(), dataset, data) {
+            self.objective_measurable(objective, objective_at, &first.hyper, set, data);
+        }
         let early_stop_at = own.early_stop_at;
         let longest = trials.iter().map(|t| t.hyper.num_epochs).max().unwrap_or(0);
         if let (Some(rule), Some(at)) = (own.early_stop, early_stop_at) {
@@ -314,11 +304,26 @@ impl Checker<'_> {
     /// trials have and others not names how many and the first.
     fn report_trials(&mut self, found: Vec<(Diagnostic, usize)>, trials: &[Trial], n: usize) {
         let mut groups: Vec<(Diagnostic, Vec<usize>, bool)> = Vec::new();
+        // The same problem in several trials: the same place and the same
+        // words but for the numbers in them.
+        let shape = |m: &str| -> String {
+            m.chars()
+                .map(|c| {
+                    if c.is_ascii_digit() || c == '.' || c == '-' {
+                        '#'
+                    } else {
+                        c
+                    }
+                })
+                .collect()
+        };
         for (d, trial) in found {
-            match groups
-                .iter_mut()
-                .find(|(g, ..)| g.code == d.code && g.span == d.span && g.severity == d.severity)
-            {
+            match groups.iter_mut().find(|(g, ..)| {
+                g.code == d.code
+                    && g.span == d.span
+                    && g.severity == d.severity
+                    && shape(&g.message) == shape(&d.message)
+            }) {
                 Some((g, ts, same)) => {
                     *same &= g.message == d.message;
                     if !ts.contains(&trial) {
@@ -354,6 +359,9 @@ impl Checker<'_> {
             ValueKind::Int(i) => Some(i),
             _ => None,
         };
+        if matches!(v.kind, ValueKind::Invalid) {
+            return; // reported where it was read
+        }
         match s.name.name.as_str() {
             "trials" => match whole(v) {
                 Some(n) if n >= 1 => own.trials = Some((n as u64, v.span)),
@@ -364,7 +372,7 @@ impl Checker<'_> {
                         "`trials` is a whole number of at least 1",
                     )
                     .with_label(format!("found {}", v.kind.describe()))
-                    .with_help("write `trials = 8`, or remove it to run every candidate"),
+                    .with_help("write how many candidates to draw, as in `trials = 4`, or remove it to run every candidate"),
                 ),
             },
             "seed" => match whole(v) {
@@ -546,6 +554,47 @@ impl Checker<'_> {
         }
     }
 
+    /// An embeddings objective needs a concept with two held-out images (a
+    /// query and what it should find); with a held-out fraction the checker
+    /// knows whether one will have them.
+    fn objective_measurable(
+        &mut self,
+        o: Objective,
+        at: Span,
+        h: &crate::hyper::Hyper,
+        set: &DatasetSummary,
+        data: &DataSpec,
+    ) {
+        let embeddings = matches!(
+            o.metric,
+            Metric::MapAtR | Metric::PrecisionAt1 | Metric::RPrecision | Metric::Nmi | Metric::Ami
+        );
+        let crate::workflow::Eval::Fraction(f) = data.eval else {
+            return;
+        };
+        let _ = h;
+        let held: Vec<u64> = set
+            .strata
+            .iter()
+            .map(|&n| crate::plan::split_counts(n as u64, f).1)
+            .collect();
+        let pairs = held.iter().filter(|&&n| n >= 2).count();
+        if embeddings && (pairs == 0 || held.iter().filter(|&&n| n >= 1).count() < 2) {
+            self.push(
+                Diagnostic::warning(
+                    Code::Sweep,
+                    at,
+                    format!("the held-out images cannot measure `{}`", o.metric.name()),
+                )
+                .with_label(format!(
+                    "`eval = {f}` holds out {} image(s) per concept: no concept has two to match",
+                    held.iter().max().copied().unwrap_or(0)
+                ))
+                .with_help("hold out more (`eval = 0.2`), or rank by `accuracy` or `eval_loss`"),
+            );
+        }
+    }
+
     /// The objective a trial does not report.
     fn unreported(&self, o: Objective, at: Span, unseen: bool) -> Diagnostic {
         let why = match o.metric.needs() {
@@ -613,24 +662,28 @@ impl Checker<'_> {
     }
 
     /// A swept parameter's values, each checked against its type, range and
-    /// step as a written value is, at the argument it comes from.
+    /// step as a written value is, at the argument it comes from; a range
+    /// is reported once where it goes wrong (its low bound, its step, its
+    /// high bound), not once per value.
     fn generated(&mut self, spec: &ParamSpec, s: &Setting) -> Option<Generated> {
         let v = &s.value;
         let ValueKind::Call { name, args } = &v.kind else {
-            self.push(
-                Diagnostic::error(Code::Sweep, v.span, format!("a swept `{}` takes its values from `range(..)`, `log_range(..)` or `values(..)`", spec.name))
-                    .with_label(format!("found {}", v.kind.describe()))
-                    .with_help(format!("a value every trial shares goes in `use`; to try several, write `{} = values(..)`", spec.name)),
-            );
+            if !matches!(v.kind, ValueKind::Invalid) {
+                self.push(
+                    Diagnostic::error(Code::Sweep, v.span, format!("a swept `{}` takes its values from `range(..)`, `log_range(..)` or `values(..)`", spec.name))
+                        .with_label(format!("found {}", v.kind.describe()))
+                        .with_help(format!("a value every trial shares goes in `use`; to try several, write `{} = values(..)`", spec.name)),
+                );
+            }
             return None;
         };
         let int = spec.ty.numeric == Some(crate::spec::NumKind::Int);
-        let numbers = |cx: &mut Self| -> Option<Vec<(f64, Span, bool)>> {
+        let numbers = |cx: &mut Self| -> Option<Vec<(Num, Span)>> {
             let mut out = Vec::new();
             for a in args {
                 match a.kind {
-                    ValueKind::Int(i) => out.push((i as f64, a.span, true)),
-                    ValueKind::Float(f) => out.push((f, a.span, false)),
+                    ValueKind::Int(i) => out.push((Num::Int(i), a.span)),
+                    ValueKind::Float(f) => out.push((Num::Float(f), a.span)),
                     ValueKind::Invalid => return None,
                     ref other => {
                         cx.push(
@@ -652,53 +705,61 @@ impl Checker<'_> {
             Some(out)
         };
         let form = |cx: &mut Self, text: &str| {
+            let given = match args.len() {
+                0 => "no arguments".to_string(),
+                1 => "one argument".to_string(),
+                n => format!("{n} arguments"),
+            };
             cx.push(
                 Diagnostic::error(
                     Code::Sweep,
                     v.span,
                     format!("`{}` is written `{text}`", name.name),
                 )
-                .with_label(format!("{} argument(s)", args.len())),
+                .with_label(given),
             );
             None
         };
-        let num = |x: f64, is_int: bool| {
-            if is_int && x.fract() == 0.0 && x.abs() < 9e15 {
-                Num::Int(x as i64)
-            } else {
-                Num::Float(x)
-            }
-        };
-        let (raw, log): (Vec<(Num, Span)>, bool) = match name.name.as_str() {
+        let text = |span: Span| self.file.text()[span.start..span.end].to_string();
+        let (values, log) = match name.name.as_str() {
             "values" => {
                 if args.is_empty() {
                     return form(self, "values(A, B, ..)");
                 }
                 let mut out = Vec::new();
+                let mut bad = false;
                 for a in args {
                     match spec.check(a) {
                         Ok(ParamValue::Num(n)) => out.push((n, a.span)),
-                        Ok(_) => {}
-                        Err(d) if d.message.is_empty() => {}
-                        Err(d) => self.push(*d),
+                        Ok(_) => bad = true,
+                        Err(d) if d.message.is_empty() => bad = true,
+                        Err(mut d) => {
+                            // The help names a setting; here the value stands alone.
+                            if let Some(h) = &d.help {
+                                d.help = Some(h.replace(&format!("`{} = ", spec.name), "`"));
+                            }
+                            self.push(*d);
+                            bad = true;
+                        }
                     }
+                }
+                if bad {
+                    return None;
                 }
                 (out, false)
             }
             "range" => {
                 let n = numbers(self)?;
-                let [(lo, lo_at, lo_int), (hi, hi_at, hi_int), (step, step_at, step_int)] = n[..]
-                else {
+                let [(lo, lo_at), (hi, hi_at), (step, step_at)] = n[..] else {
                     return form(self, "range(LOW, HIGH, STEP)");
                 };
-                if step <= 0.0 {
-                    self.push(
-                        Diagnostic::error(Code::Sweep, step_at, "the step of a `range` is above 0")
-                            .with_label("not above 0"),
+                if hi.as_f64() < lo.as_f64() {
+                    let swapped = format!(
+                        "range({}, {}, {})",
+                        text(hi_at),
+                        text(lo_at),
+                        text(step_at).trim_start_matches('-')
                     );
-                    return None;
-                }
-                if hi < lo {
                     self.push(
                         Diagnostic::error(
                             Code::Sweep,
@@ -706,55 +767,86 @@ impl Checker<'_> {
                             "`range` runs from its low value up to its high one",
                         )
                         .with_label(format!("{hi} is below {lo}"))
-                        .with_help("swap the first two arguments"),
-                    );
-                    return None;
-                }
-                if (hi - lo) / step >= MAX_VALUES as f64 {
-                    self.push(
-                        Diagnostic::error(
-                            Code::Sweep,
+                        .with_help(format!("swap them: `{swapped}`"))
+                        .with_fix(
                             v.span,
-                            format!("this range has more than {MAX_VALUES} values"),
-                        )
-                        .with_help("use a larger step"),
+                            swapped.clone(),
+                            format!("change to `{swapped}`"),
+                        ),
                     );
                     return None;
                 }
-                let is_int = lo_int && hi_int && step_int;
-                let values = sweep::range_values(lo, hi, step);
+                if step.as_f64().is_nan() || step.as_f64() <= 0.0 {
+                    self.push(
+                        Diagnostic::error(Code::Sweep, step_at, "a `range`'s step must be above 0")
+                            .with_label("not above 0"),
+                    );
+                    return None;
+                }
+                if int {
+                    for (x, at) in [(lo, lo_at), (hi, hi_at), (step, step_at)] {
+                        if let Num::Float(f) = x {
+                            let mut d = Diagnostic::error(Code::WrongType, at, format!("`{}` is an integer: its range takes whole numbers, found the number `{}`", spec.name, fmt_float(f)))
+                                .with_label("expected an integer");
+                            if f.fract() == 0.0 && f.abs() < 9e15 {
+                                let whole = (f as i64).to_string();
+                                d = d
+                                    .with_help(format!("write it as an integer: `{whole}`"))
+                                    .with_fix(at, whole.clone(), format!("change to `{whole}`"));
+                            }
+                            self.push(d);
+                            return None;
+                        }
+                    }
+                }
+                let values: Vec<Num> = match (lo, hi, step) {
+                    (Num::Int(a), Num::Int(b), Num::Int(c)) => {
+                        let count = (b as i128 - a as i128) / c as i128 + 1;
+                        if count > MAX_VALUES as i128 {
+                            self.too_many(v.span, count as f64);
+                            return None;
+                        }
+                        (0..count)
+                            .map(|k| Num::Int((a as i128 + k * c as i128) as i64))
+                            .collect()
+                    }
+                    _ => {
+                        let (a, b, c) = (lo.as_f64(), hi.as_f64(), step.as_f64());
+                        let count = (b / c - a / c + 1e-9).floor() + 1.0;
+                        if !count.is_finite() || count > MAX_VALUES as f64 {
+                            self.too_many(v.span, count);
+                            return None;
+                        }
+                        sweep::range_values(a, b, c)
+                            .into_iter()
+                            .map(Num::Float)
+                            .collect()
+                    }
+                };
+                if !self.range_fits(spec, &values, (lo_at, step, step_at, hi, hi_at)) {
+                    return None;
+                }
                 let last = values.last().copied().unwrap_or(lo);
-                if (last - hi).abs() > step * 1e-9 {
+                if (last.as_f64() - hi.as_f64()).abs() > step.as_f64() * 1e-9 {
                     self.push(
                         Diagnostic::warning(
                             Code::Sweep,
                             hi_at,
-                            format!(
-                                "the range stops at {}, below {}",
-                                num(last, is_int),
-                                num(hi, is_int)
-                            ),
+                            format!("the range stops at {last}, below {hi}"),
                         )
-                        .with_label(format!(
-                            "not `{} + k × {}`",
-                            num(lo, is_int),
-                            num(step, is_int)
-                        ))
-                        .with_help(format!(
-                            "write `{}` as the high value to say what runs",
-                            num(last, is_int)
-                        ))
+                        .with_label(format!("not `{lo} + k × {step}`"))
+                        .with_help(format!("write `{last}` as the high value to say what runs"))
                         .with_fix(
                             hi_at,
-                            num(last, is_int).to_string(),
-                            format!("change to `{}`", num(last, is_int)),
+                            last.to_string(),
+                            format!("change to `{last}`"),
                         ),
                     );
                 }
-                let at = |x: f64| {
-                    if x == lo {
+                let at = |i: usize| {
+                    if i == 0 {
                         lo_at
-                    } else if x == hi {
+                    } else if values[i] == hi {
                         hi_at
                     } else {
                         v.span
@@ -762,25 +854,27 @@ impl Checker<'_> {
                 };
                 (
                     values
-                        .into_iter()
-                        .map(|x| (num(x, is_int), at(x)))
+                        .iter()
+                        .enumerate()
+                        .map(|(i, x)| (*x, at(i)))
                         .collect(),
                     false,
                 )
             }
             "log_range" => {
                 let n = numbers(self)?;
-                let [(lo, lo_at, _), (hi, hi_at, _), (count, count_at, count_int)] = n[..] else {
+                let [(lo, lo_at), (hi, hi_at), (count, count_at)] = n[..] else {
                     return form(self, "log_range(LOW, HIGH, N)");
                 };
-                if lo.is_nan() || lo <= 0.0 {
+                let (lo_f, hi_f) = (lo.as_f64(), hi.as_f64());
+                if lo_f.is_nan() || lo_f <= 0.0 {
                     self.push(
                         Diagnostic::error(Code::Sweep, lo_at, "a `log_range` starts above 0")
                             .with_label("not above 0"),
                     );
                     return None;
                 }
-                if hi <= lo {
+                if hi_f.is_nan() || hi_f <= lo_f {
                     self.push(
                         Diagnostic::error(
                             Code::Sweep,
@@ -791,27 +885,37 @@ impl Checker<'_> {
                     );
                     return None;
                 }
-                if !count_int || !(2.0..=MAX_VALUES as f64).contains(&count) {
-                    self.push(
-                        Diagnostic::error(
-                            Code::Sweep,
-                            count_at,
-                            format!(
-                                "the number of values is a whole number from 2 to {MAX_VALUES}"
-                            ),
-                        )
-                        .with_label("how many values"),
-                    );
-                    return None;
-                }
-                let values = sweep::log_values(lo, hi, count as usize);
-                let values: Vec<f64> = if int {
-                    values.iter().map(|x| x.round()).collect()
-                } else {
+                let count = match count {
+                    Num::Int(c) if (2..=MAX_VALUES as i64).contains(&c) => c as usize,
+                    _ => {
+                        self.push(
+                            Diagnostic::error(
+                                Code::Sweep,
+                                count_at,
+                                format!(
+                                    "the number of values is a whole number from 2 to {MAX_VALUES}"
+                                ),
+                            )
+                            .with_label("how many values"),
+                        );
+                        return None;
+                    }
+                };
+                let values = sweep::log_values(lo_f, hi_f, count);
+                let values: Vec<Num> = if int {
                     values
+                        .iter()
+                        .map(|x| Num::Int(x.round().min(i64::MAX as f64) as i64))
+                        .collect()
+                } else {
+                    values.into_iter().map(Num::Float).collect()
                 };
                 if int && values.windows(2).any(|w| w[0] == w[1]) {
-                    let shown: Vec<String> = values.iter().map(|x| format!("{x}")).collect();
+                    let mut shown: Vec<String> =
+                        values.iter().take(10).map(|x| x.to_string()).collect();
+                    if values.len() > 10 {
+                        shown.push(format!("… ({} values)", values.len()));
+                    }
                     self.push(
                         Diagnostic::error(
                             Code::Sweep,
@@ -827,25 +931,24 @@ impl Checker<'_> {
                     return None;
                 }
                 let last = values.len() - 1;
-                (
-                    values
-                        .iter()
-                        .enumerate()
-                        .map(|(i, &x)| {
-                            (
-                                num(x, int),
-                                if i == 0 {
-                                    lo_at
-                                } else if i == last {
-                                    hi_at
-                                } else {
-                                    v.span
-                                },
-                            )
-                        })
-                        .collect(),
-                    true,
-                )
+                let at = |i: usize| {
+                    if i == 0 {
+                        lo_at
+                    } else if i == last {
+                        hi_at
+                    } else {
+                        v.span
+                    }
+                };
+                let values: Vec<(Num, Span)> = values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| (*x, at(i)))
+                    .collect();
+                if !self.each_fits(spec, &values, name, v.span) {
+                    return None;
+                }
+                (values, true)
             }
             other => {
                 let names: Vec<&str> = GENERATORS.iter().map(|(n, _)| *n).collect();
@@ -871,45 +974,199 @@ impl Checker<'_> {
                 return None;
             }
         };
-        // Generated values are checked as if written where they come from;
-        // one inside a range (not an argument) gets no mechanical fix.
-        let mut values = Vec::new();
-        let mut bad = false;
-        for (n, at) in raw {
-            if name.name != "values" {
-                let kind = match n {
-                    Num::Int(i) => ValueKind::Int(i),
-                    Num::Float(f) => ValueKind::Float(f),
-                };
-                if let Err(mut d) = spec.check(&Value { kind, span: at }) {
-                    bad = true;
-                    if at == v.span {
-                        d.fixes.clear();
-                        d.label = Some(format!("`{}(..)` gives {n}", name.name));
-                    }
-                    if !self.diagnostics.contains(&d) {
-                        self.push(*d);
-                    }
-                    continue;
-                }
-            }
-            if values
-                .iter()
-                .any(|(m, _): &(Num, Span)| m.as_f64() == n.as_f64())
-            {
+        let mut kept: Vec<(Num, Span)> = Vec::new();
+        for (n, at) in values {
+            let same = |m: &Num| match (m, n) {
+                (Num::Int(a), Num::Int(b)) => *a == b,
+                _ => m.as_f64() == n.as_f64(),
+            };
+            if kept.iter().any(|(m, _)| same(m)) {
                 self.push(
                     Diagnostic::error(Code::Sweep, at, format!("{n} is swept twice"))
                         .with_label("a repeated value")
                         .with_help("remove it: each trial is a distinct candidate"),
                 );
-                bad = true;
-                continue;
+                return None;
             }
-            values.push((n, at));
+            kept.push((n, at));
         }
-        if bad || values.is_empty() {
-            return None;
+        if kept.len() == 1 {
+            self.push(
+                Diagnostic::warning(
+                    Code::Sweep,
+                    v.span,
+                    format!("`{}` takes a single value in this sweep", spec.name),
+                )
+                .with_label(format!("every trial has {}", kept[0].0))
+                .with_help(format!(
+                    "set `{} = {}` in `use`, or give it more values",
+                    spec.name, kept[0].0
+                )),
+            );
         }
-        Some(Generated { values, log })
+        Some(Generated { values: kept, log })
+    }
+
+    fn too_many(&mut self, at: Span, count: f64) {
+        let count = if count.is_finite() {
+            format!("{count:.0} values")
+        } else {
+            "too many values to count".into()
+        };
+        self.push(
+            Diagnostic::error(
+                Code::Sweep,
+                at,
+                format!(
+                    "this range has {count}, more than the {MAX_VALUES} a swept parameter may take"
+                ),
+            )
+            .with_help("use a larger step, or a `log_range`"),
+        );
+    }
+
+    /// A range's values on the parameter's grid: its low bound checked as
+    /// written, then its step against the grid, then its high end against the
+    /// maximum, each reported once at its argument.
+    fn range_fits(
+        &mut self,
+        spec: &ParamSpec,
+        values: &[Num],
+        (lo_at, step, step_at, hi, hi_at): (Span, Num, Span, Num, Span),
+    ) -> bool {
+        let check = |n: Num, at: Span| {
+            let kind = match n {
+                Num::Int(i) => ValueKind::Int(i),
+                Num::Float(f) => ValueKind::Float(f),
+            };
+            spec.check(&Value { kind, span: at })
+        };
+        let Some(&first) = values.first() else {
+            return false;
+        };
+        if let Err(d) = check(first, lo_at) {
+            if !d.message.is_empty() {
+                self.push(*d);
+            }
+            return false;
+        }
+        if let Some(grid) = spec
+            .step
+            .as_ref()
+            .map(|g| g.value.as_f64())
+            .filter(|g| *g > 0.0)
+        {
+            let ratio = step.as_f64() / grid;
+            if (ratio - ratio.round()).abs() > 1e-9 {
+                let near = (ratio.round().max(1.0) * grid).max(grid);
+                let near = if spec.ty.numeric == Some(crate::spec::NumKind::Int) {
+                    Num::Int(near as i64)
+                } else {
+                    Num::Float(near)
+                };
+                self.push(
+                    Diagnostic::error(
+                        Code::OffStep,
+                        step_at,
+                        format!(
+                            "the step {step} is not a multiple of `{}`'s step {}",
+                            spec.name,
+                            fmt_float(grid)
+                        ),
+                    )
+                    .with_label("the values after the first fall off the grid")
+                    .with_help(format!("a multiple of {}, such as {near}", fmt_float(grid)))
+                    .with_fix(
+                        step_at,
+                        near.to_string(),
+                        format!("change to `{near}`"),
+                    ),
+                );
+                return false;
+            }
+        }
+        let off: Vec<Num> = values
+            .iter()
+            .copied()
+            .filter(|&n| check(n, lo_at).is_err())
+            .collect();
+        if off.is_empty() {
+            return true;
+        }
+        let fits: Vec<Num> = values
+            .iter()
+            .copied()
+            .filter(|&n| check(n, lo_at).is_ok())
+            .collect();
+        let max = spec.max.as_ref().map(|m| m.value);
+        let mut shown: Vec<String> = off.iter().take(3).map(|n| n.to_string()).collect();
+        if off.len() > 3 {
+            shown.push(format!("… ({} values)", off.len()));
+        }
+        let mut d = Diagnostic::error(
+            Code::OutOfRange,
+            hi_at,
+            match max {
+                Some(m) => format!(
+                    "this range goes past `{}`'s maximum {m}: {}",
+                    spec.name,
+                    shown.join(", ")
+                ),
+                None => format!(
+                    "this range gives values `{}` does not accept: {}",
+                    spec.name,
+                    shown.join(", ")
+                ),
+            },
+        )
+        .with_label(format!("{hi} is beyond the last valid value"));
+        if let Some(last) = fits.last() {
+            d = d.with_help(format!("end the range at {last}")).with_fix(
+                hi_at,
+                last.to_string(),
+                format!("change to `{last}`"),
+            );
+        }
+        self.push(d);
+        false
+    }
+
+    /// Each value checked as if written where it comes from; the values
+    /// inside a `log_range` (not its bounds) are reported together at the
+    /// call, without a mechanical fix.
+    fn each_fits(
+        &mut self,
+        spec: &ParamSpec,
+        values: &[(Num, Span)],
+        name: &Ident,
+        call: Span,
+    ) -> bool {
+        let mut inner: Vec<(Num, Box<Diagnostic>)> = Vec::new();
+        let mut fits = true;
+        for &(n, at) in values {
+            let kind = match n {
+                Num::Int(i) => ValueKind::Int(i),
+                Num::Float(f) => ValueKind::Float(f),
+            };
+            if let Err(d) = spec.check(&Value { kind, span: at }) {
+                fits = false;
+                if at == call {
+                    inner.push((n, d));
+                } else if !d.message.is_empty() {
+                    self.push(*d);
+                }
+            }
+        }
+        if let Some((_, first)) = inner.first() {
+            let mut d = first.as_ref().clone();
+            d.fixes.clear();
+            let mut shown: Vec<String> = inner.iter().take(3).map(|(n, _)| n.to_string()).collect();
+            if inner.len() > 3 {
+                shown.push(format!("… ({} values)", inner.len()));
+            }
+            d.label = Some(format!("`{}(..)` gives {}", name.name, shown.join(", ")));
+            self.push(d);
+        }
+        fits
     }
 }

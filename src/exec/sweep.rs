@@ -78,7 +78,12 @@ pub struct TrialOutcome {
 #[derive(Serialize, Deserialize)]
 struct TrialRecord {
     outcome: TrialOutcome,
+    /// What training depends on: another one refuses `--resume`.
     basis: serde_json::Value,
+    /// What comes after training (the steps, the unseen images): another
+    /// one runs the trial again from its trained model.
+    #[serde(default)]
+    after: serde_json::Value,
 }
 
 /// What a sweep leaves behind.
@@ -137,6 +142,7 @@ fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
         template: &'a str,
         hyper: &'a crate::hyper::Hyper,
         data: &'a crate::workflow::DataSpec,
+        dataset: Option<&'a crate::workflow::DatasetSummary>,
         seed: u64,
     }
     // Paths as the file system resolves them: a sweep resumed from another
@@ -156,13 +162,89 @@ fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
         weights: d.weights.as_ref().map(real),
         unseen: d.unseen.as_ref().map(source),
     };
+    // The images the checker counted (concepts and their sizes): a trial
+    // done on other data is another sweep's.
+    let dataset = workflow
+        .dataset
+        .as_ref()
+        .map(|d| crate::workflow::DatasetSummary {
+            unseen: None,
+            ..d.clone()
+        });
     serde_json::to_value(Basis {
         template: &workflow.template.name,
         hyper: &trial.hyper,
-        data: &data,
+        data: &crate::workflow::DataSpec {
+            unseen: None,
+            ..data
+        },
+        dataset: dataset.as_ref(),
         seed: workflow.seed,
     })
     .unwrap_or_default()
+}
+
+/// What a trial does after training, as `trial.json` records it: its steps
+/// (typed values, not where they are written) and its unseen images.
+fn after(workflow: &Workflow) -> serde_json::Value {
+    #[derive(Serialize)]
+    struct After<'a> {
+        steps: Vec<(&'a str, &'a crate::hyper::StepParams)>,
+        unseen: Option<PathBuf>,
+    }
+    let unseen = workflow
+        .data
+        .unseen
+        .as_ref()
+        .map(|u| std::fs::canonicalize(u.path()).unwrap_or_else(|_| u.path().clone()));
+    serde_json::to_value(After {
+        steps: workflow
+            .steps
+            .iter()
+            .map(|s| (s.name.as_str(), &s.typed))
+            .collect(),
+        unseen,
+    })
+    .unwrap_or_default()
+}
+
+/// What differs between two records of what a trial trained with, as
+/// `path: before → now` lines.
+fn changes(before: &serde_json::Value, now: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    use serde_json::Value;
+    match (before, now) {
+        (Value::Object(a), Value::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                changes(
+                    a.get(k).unwrap_or(&Value::Null),
+                    b.get(k).unwrap_or(&Value::Null),
+                    &p,
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => {
+            let short = |v: &Value| {
+                let t = v.to_string();
+                if t.len() > 60 {
+                    format!(
+                        "{}…",
+                        &t[..t.char_indices().nth(57).map_or(t.len(), |(i, _)| i)]
+                    )
+                } else {
+                    t
+                }
+            };
+            out.push(format!("{path}: {} → {}", short(a), short(b)));
+        }
+        _ => {}
+    }
 }
 
 fn read_record(path: &Path) -> Result<Option<TrialRecord>, RunError> {
@@ -228,14 +310,33 @@ pub fn run(
             run_here.join(", ")
         )));
     }
+    if options.only.is_none() {
+        best_is_ours(out)?;
+    }
     let trials: Vec<Workflow> = (0..n).filter_map(|i| workflow.trial(i)).collect();
     let wanted: Vec<usize> = match options.only {
         Some(i) => vec![i],
         None => (0..n).collect(),
     };
+    // Trials another process runs now: never cleared, never run twice.
+    let mut held = Vec::new();
+    let mut busy: Vec<usize> = Vec::new();
+    for &i in &wanted {
+        let folder = &trials[i].output;
+        if !folder.is_dir() {
+            continue;
+        }
+        match super::owner::lock(folder) {
+            Ok(owner) => held.push(owner),
+            Err(e @ RunError::Busy { .. }) if options.only.is_some() || run.fresh => return Err(e),
+            Err(RunError::Busy { .. }) => busy.push(i),
+            Err(e) => return Err(e),
+        }
+    }
     if !run.resume && !run.fresh {
         let previous: Vec<&str> = wanted
             .iter()
+            .filter(|i| !busy.contains(i))
             .map(|&i| &trials[i])
             .filter(|t| t.output.join(TRIAL_FILE).exists() || t.output.join("plan.json").exists())
             .map(|t| t.output.file_name().and_then(|n| n.to_str()).unwrap_or("?"))
@@ -250,34 +351,51 @@ pub fn run(
     if run.fresh {
         clear(out, options.only.map(|i| &trials[i]), on_event)?;
     }
+    drop(held);
     for &i in &wanted {
         let trial = &trials[i];
-        let record_path = trial.output.join(TRIAL_FILE);
-        if let Some(record) = read_record(&record_path)? {
-            let now = basis(workflow, trial);
-            if record.basis != now {
-                return Err(RunError::Resume {
-                    path: record_path,
-                    message: format!(
-                        "the trial was run with other values than this workflow gives it ({}): \
-                         the workflow or its sweep changed since. Restore them to continue, or run \
-                         with `--fresh` to start the sweep over",
-                        sweep.trials[i].describe()
-                    ),
-                });
-            }
+        let name = &sweep.trials[i].name;
+        if busy.contains(&i) {
             on_event(&Event::TrialSkipped {
-                name: sweep.trials[i].name.clone(),
-                why: format!("done before: {}", status_text(&record.outcome)),
+                name: name.clone(),
+                why: "another process is running it".into(),
             });
             continue;
         }
+        let record_path = trial.output.join(TRIAL_FILE);
+        let previous = read_record(&record_path)?;
+        if let Some(record) = &previous {
+            let now = basis(workflow, trial);
+            if record.basis != now {
+                let mut changed = Vec::new();
+                changes(&record.basis, &now, "", &mut changed);
+                return Err(RunError::Resume {
+                    path: record_path,
+                    message: format!(
+                        "{name} was done with other values than this workflow gives it:\n  {}\n\
+                         restore them to continue, or run with `--fresh` to start the sweep over",
+                        changed.join("\n  ")
+                    ),
+                });
+            }
+            let finished = record.outcome.status == TrialStatus::Finished;
+            if record.after == after(workflow) || !finished {
+                let outcome = refreshed(&record.outcome, &trial.output, sweep.objective.metric);
+                on_event(&Event::TrialSkipped {
+                    name: name.clone(),
+                    why: format!("done before: {}", status_text(&outcome)),
+                });
+                continue;
+            }
+            // Its steps (or unseen images) changed: it runs again from its
+            // trained model, which `resume` keeps.
+        }
         let outcome = match run_trial(workflow, sweep, i, trial, run, on_event) {
             Ok(o) => o,
-            // Another invocation runs it: leave it to that one.
+            // Another invocation took it meanwhile: leave it to that one.
             Err(RunError::Busy { pid, .. }) if options.only.is_none() => {
                 on_event(&Event::TrialSkipped {
-                    name: sweep.trials[i].name.clone(),
+                    name: name.clone(),
                     why: match pid {
                         Some(p) => format!("running in process {p}"),
                         None => "running elsewhere".into(),
@@ -290,6 +408,7 @@ pub fn run(
         let record = TrialRecord {
             outcome: outcome.clone(),
             basis: basis(workflow, trial),
+            after: after(workflow),
         };
         folder::write_json(&record_path, &record)?;
         on_event(&Event::TrialEnded { outcome });
@@ -323,9 +442,11 @@ fn run_trial(
         let curves: Vec<Vec<Option<f64>>> = (0..sweep.trials.len())
             .filter(|&j| j != i)
             .filter_map(|j| workflow.trial(j))
-            .filter_map(|t| read_record(&t.output.join(TRIAL_FILE)).ok().flatten())
-            .filter(|r| r.outcome.status == TrialStatus::Finished)
-            .map(|r| r.outcome.curve)
+            .filter_map(|t| {
+                let r = read_record(&t.output.join(TRIAL_FILE)).ok().flatten()?;
+                (r.outcome.status == TrialStatus::Finished)
+                    .then(|| refreshed(&r.outcome, &t.output, objective.metric).curve)
+            })
             .collect();
         StopRule(Arc::new(move |epoch, train_loss, eval: &EvalMetrics| {
             let (value, _) = objective_value(objective.metric, train_loss, eval)
@@ -348,7 +469,8 @@ fn run_trial(
     // A trial killed after an epoch continues from its checkpoint; one
     // killed before has trained nothing and starts over (the sweep's `fresh`
     // cleared both).
-    let trained = trial.output.join("checkpoint.safetensors").exists();
+    let trained = trial.output.join("checkpoint.safetensors").exists()
+        || trial.output.join("model.safetensors").exists();
     let started = trial.output.join("plan.json").exists();
     let options = RunOptions {
         resume: trained && !run.fresh,
@@ -380,7 +502,11 @@ fn run_trial(
                 None => (TrialStatus::Finished, summary.epochs, last, None),
             }
         }
-        Err(e @ (RunError::Diverged { .. } | RunError::NotFinite { .. })) => (
+        Err(RunError::Diverged { epoch, step, loss }) => {
+            let why = format!("the loss became {loss} at epoch {epoch}, step {step}");
+            (TrialStatus::Diverged, curve.len() as u64, None, Some(why))
+        }
+        Err(e @ RunError::NotFinite { .. }) => (
             TrialStatus::Diverged,
             curve.len() as u64,
             None,
@@ -398,6 +524,28 @@ fn run_trial(
         curve,
         message,
     })
+}
+
+/// A done trial's objective read again from its `metrics.jsonl`: the sweep's
+/// objective may have changed since the trial recorded it.
+fn refreshed(outcome: &TrialOutcome, out: &Path, metric: Metric) -> TrialOutcome {
+    if outcome.status == TrialStatus::Diverged {
+        return outcome.clone();
+    }
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
+    let rows = epoch_rows(&log);
+    let last = rows
+        .last()
+        .and_then(|r| objective_value(metric, r.train_loss, &r.eval));
+    TrialOutcome {
+        curve: rows
+            .iter()
+            .map(|r| objective_value(metric, r.train_loss, &r.eval).map(|(v, _)| v))
+            .collect(),
+        objective: last.map(|(v, _)| v),
+        interval: last.and_then(|(_, i)| i),
+        ..outcome.clone()
+    }
 }
 
 /// The objective after each epoch of a trial's `metrics.jsonl`.
@@ -507,7 +655,9 @@ fn collect(
     let mut pending = Vec::new();
     for (spec, t) in sweep.trials.iter().zip(trials) {
         match read_record(&t.output.join(TRIAL_FILE))? {
-            Some(r) if r.basis == basis(workflow, t) => done.push(r.outcome),
+            Some(r) if r.basis == basis(workflow, t) => {
+                done.push(refreshed(&r.outcome, &t.output, sweep.objective.metric))
+            }
             _ => pending.push(spec.name.clone()),
         }
     }
@@ -522,7 +672,7 @@ fn collect(
         rank(a)
             .cmp(&rank(b))
             .then_with(|| match (a.objective, b.objective) {
-                (Some(x), Some(y)) if rank(a) == 0 => {
+                (Some(x), Some(y)) => {
                     let order = x.total_cmp(&y);
                     if objective.maximize {
                         order.reverse()
@@ -642,6 +792,28 @@ fn status_word(s: TrialStatus) -> &'static str {
     }
 }
 
+/// `out/best` is absent or the link a sweep writes (to one of its trials):
+/// checked before any trial trains, so nothing of the user's is replaced.
+fn best_is_ours(out: &Path) -> Result<(), RunError> {
+    let link = out.join("best");
+    let Ok(meta) = std::fs::symlink_metadata(&link) else {
+        return Ok(());
+    };
+    let ours = meta.file_type().is_symlink()
+        && std::fs::read_link(&link).is_ok_and(|t| {
+            t.components().count() == 1 && t.to_string_lossy().starts_with("trial-")
+        });
+    if ours {
+        return Ok(());
+    }
+    Err(RunError::Io {
+        path: link,
+        error: std::io::Error::other(
+            "it is not the link a sweep writes to its best trial: move it away to let the sweep name its best",
+        ),
+    })
+}
+
 /// Points `out/best` at the best trial's folder (a relative link, replaced
 /// whole), or removes it when no trial finished.
 fn link_best(out: &Path, best: Option<&str>) -> Result<(), RunError> {
@@ -698,12 +870,13 @@ fn results_table(sweep: &Sweep, summary: &SweepSummary) -> String {
         esc(metric)
     );
     for (r, o) in summary.ranked.iter().enumerate() {
-        let _ = write!(
-            html,
-            "<tr><td>{}</td><td><a href=\"{n}/report.html\">{n}</a></td>",
-            r + 1,
-            n = esc(&o.name)
-        );
+        // Stopped and diverged trials write no report: no link to one.
+        let cell = if summary.output.join(&o.name).join("report.html").is_file() {
+            format!("<a href=\"{n}/report.html\">{n}</a>", n = esc(&o.name))
+        } else {
+            esc(&o.name)
+        };
+        let _ = write!(html, "<tr><td>{}</td><td>{cell}</td>", r + 1);
         for (_, v) in &o.values {
             let _ = write!(html, "<td>{v}</td>");
         }
@@ -752,9 +925,20 @@ fn objective_plot(
         esc(name)
     );
     if points.is_empty() {
+        let _ = writeln!(
+            svg,
+            "<text x=\"{l}\" y=\"{}\" fill=\"#777\">no trial reported {}</text>",
+            (t + b) / 2.0,
+            esc(objective.metric.name())
+        );
         svg.push_str("</svg>\n");
         return svg;
     }
+    // Values across two orders of magnitude or more read on a log axis.
+    let (lo_x, hi_x) = points
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, c), p| (a.min(p.0), c.max(p.0)));
+    let log = log || (lo_x > 0.0 && hi_x / lo_x >= 100.0);
     let fx = |x: f64| if log { x.log10() } else { x };
     let (mut x0, mut x1) = points.iter().fold((f64::MAX, f64::MIN), |(a, c), p| {
         (a.min(fx(p.0)), c.max(fx(p.0)))
@@ -799,7 +983,11 @@ fn objective_plot(
         ticks(x0, x1, 5)
     };
     for v in x_ticks {
-        let label = if log { fmt_float(v) } else { fmt_tick(v) };
+        let label = if log || (x1 - x0).abs() < 0.1 {
+            fmt_float(v)
+        } else {
+            fmt_tick(v)
+        };
         let _ = writeln!(
             svg,
             "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",

@@ -124,6 +124,13 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
                 let p = kind.param(&setting.name.name)?;
                 return Some(param_markdown(&kind.name, p));
             }
+            Item::Sweep(d) if within(d.keyword, offset) => {
+                let ways: Vec<&str> = crate::sweep::GENERATORS.iter().map(|(_, d)| *d).collect();
+                return Some(format!(
+                    "**sweep**: hyperparameter values to try, one run per trial, ranked by an objective\n\n{}",
+                    ways.join("\n\n")
+                ));
+            }
             Item::Sweep(d) if within(d.body.span, offset) => {
                 let s = setting_at(Some(&d.body), offset)?;
                 let name = s.name.name.as_str();

@@ -468,6 +468,26 @@ fn explain(name: &str) -> u8 {
         outln!("{code}: {}", code.summary());
         return OK;
     }
+    if name == "sweep" {
+        let mut doc = String::from(
+            "sweep (a block: hyperparameter values to try, one run per trial, ranked by an objective)\n\n",
+        );
+        doc.push_str("  Each hyperparameter of the `use` template may be swept with\n");
+        for (_, d) in wfrun::sweep::GENERATORS {
+            doc.push_str(&wrap(&format!("- {d}"), "    ", 88));
+        }
+        doc.push_str("\n  Settings:\n");
+        for (n, d) in wfrun::sweep::SETTINGS {
+            doc.push_str(&wrap(&format!("{n}: {d}"), "    ", 88));
+        }
+        doc.push_str("\n  Metrics for `objective`:\n");
+        for (n, _, _, up, d) in wfrun::sweep::Metric::ALL {
+            let better = if up { "higher" } else { "lower" };
+            doc.push_str(&wrap(&format!("{n}: {d} ({better} is better)"), "    ", 88));
+        }
+        out!("{doc}");
+        return OK;
+    }
     let (head, param) = match name.split_once('.') {
         Some((h, p)) => (h, Some(p)),
         None => (name, None),
@@ -552,6 +572,14 @@ fn train(file: &Path, flags: [bool; 3], trial: Option<usize>, style: Style) -> u
             errln!("error: trials count from 1, as `wfrun plan` lists them");
             TROUBLE
         }
+        (Some(n), Some(s)) if n > s.trials.len() => {
+            errln!(
+                "error: this sweep has {} trials: `--trial` takes 1 to {}, as `wfrun plan` lists them",
+                s.trials.len(),
+                s.trials.len()
+            );
+            TROUBLE
+        }
         (trial, Some(_)) => execute_sweep(workflow, flags, trial.map(|t| t - 1)),
         (None, None) => execute(workflow, flags),
     }
@@ -617,7 +645,14 @@ fn execute_sweep(workflow: &wfrun::Workflow, flags: [bool; 3], only: Option<usiz
                 "{}",
                 crate::progress::sweep_summary(workflow, &summary, only.is_some())
             );
-            OK
+            // A whole sweep with nothing to name best (every trial diverged,
+            // or none reported the objective) did not do what it was for.
+            let done = only.is_some() || !summary.pending.is_empty() || summary.best.is_some();
+            if done {
+                OK
+            } else {
+                FAILED
+            }
         }
         Err(e) => {
             progress.clear_line();

@@ -99,7 +99,23 @@ impl Progress {
                 errln!("\n{name} ({index} of {trials}): {values}");
             }
             Event::TrialSkipped { name, why } => errln!("{name}: skipped, {why}"),
-            Event::TrialEnded { .. } => {}
+            Event::TrialEnded { outcome } => {
+                self.clear_line();
+                let how = match (outcome.status, outcome.objective) {
+                    (TrialStatus::Finished, Some(v)) => format!("finished, objective {v:.4}"),
+                    (TrialStatus::Finished, None) => {
+                        "finished; the objective was not measured".into()
+                    }
+                    (TrialStatus::Stopped, _) => format!("stopped after epoch {}", outcome.epochs),
+                    (TrialStatus::Diverged, _) => "diverged".into(),
+                };
+                match &outcome.message {
+                    Some(m) if outcome.status == TrialStatus::Diverged => {
+                        errln!("{}: {how}: {m}; the sweep goes on", outcome.name)
+                    }
+                    _ => errln!("{}: {how}", outcome.name),
+                }
+            }
         }
     }
 
@@ -347,6 +363,9 @@ pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> 
         out.push_str(&format!("  not done: {}\n", s.pending.join(", ")));
     }
     match (&s.best, one_trial) {
+        (_, true) if s.pending.is_empty() => out.push_str(
+            "every trial is done: run the workflow with `--resume` to rank them and link the best",
+        ),
         (_, true) => out.push_str(
             "run the workflow with `--resume` once its trials are done: it ranks them and links the best",
         ),
@@ -361,6 +380,9 @@ pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> 
                 base.display()
             ))
         }
+        (None, false) if s.ranked.iter().any(|o| o.status == TrialStatus::Finished) => out.push_str(
+            &format!("no finished trial reported {metric}: nothing to name best"),
+        ),
         (None, false) => out.push_str("no trial finished: nothing to name best"),
     }
     out
