@@ -139,10 +139,37 @@ pub struct Hyper {
     /// SGD's momentum and weight decay (the recipe's, not parameters).
     pub momentum: f64,
     pub weight_decay: f64,
+    /// Which parameters weight decay applies to (the recipe's).
+    pub decayed: Decayed,
+    /// How the convolutions' weights are drawn (the recipe's).
+    pub conv_init: ConvInit,
     pub num_items_per_epoch: Count,
     pub loss: Loss,
     /// The sizes `image_size` may take in this template (for advice).
     pub image_sizes: Grid,
+}
+
+/// Which parameters SGD's weight decay applies to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decayed {
+    /// Every trainable parameter, batch norm's and biases too.
+    All,
+    /// Convolution and linear weights only, as PyTorch recipes group them:
+    /// batch norm's scales and shifts and every bias are not decayed.
+    Weights,
+}
+
+/// How a template's convolution weights are drawn from the seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvInit {
+    /// Kaiming normal with fan-out and the ReLU gain (torchvision's ResNet
+    /// and ResNeXt).
+    KaimingFanOut,
+    /// PyTorch's default for `nn.Conv2d`: uniform in ±1/√fan_in (Kaiming
+    /// uniform with a = √5), what the published BN-Inception keeps.
+    FanInUniform,
 }
 
 /// The values an integer parameter may take: `min + k × step`, up to `max`.

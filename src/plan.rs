@@ -570,10 +570,14 @@ impl Plan {
         )?;
         writeln!(
             f,
-            "  multiplied by {} at each decrease; SGD with momentum {} and weight decay {}",
+            "  multiplied by {} at each decrease; SGD with momentum {} and weight decay {}{}",
             fmt_float(self.lr_decay),
             fmt_float(self.hyper.momentum),
-            fmt_float(self.hyper.weight_decay)
+            fmt_float(self.hyper.weight_decay),
+            match self.hyper.decayed {
+                crate::hyper::Decayed::All => "",
+                crate::hyper::Decayed::Weights => " (on weights; not on batch norm or biases)",
+            }
         )?;
         for p in &self.rate_phases {
             let epochs = if p.first_epoch == p.last_epoch {

@@ -43,7 +43,7 @@ fn shipped_workflows_check_clean() {
     let r = wfrun(&["check", "workflows"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
-        r.stderr.contains("checked 4 files: no problems"),
+        r.stderr.contains("checked 5 files: no problems"),
         "{}",
         r.stderr
     );

@@ -61,7 +61,7 @@ fn trained() -> &'static Path {
         std::fs::write(
             dir.path().join("tiny.wf"),
             "workflow tiny\n\
-             use Clarifai_InceptionBatchNorm { image_size = 32  batch_size = 8  num_epochs = 3  init_epochs = 2  step_epochs = 1  logreg = 0 }\n\
+             use Clarifai_InceptionBatchNorm { image_size = 32  batch_size = 8  num_epochs = 3  init_epochs = 2  step_epochs = 1  logreg = 0  per_item_lrate = 5e-4 }\n\
              data { train = \"images\"  eval = 0.25 }\n\
              seed = 5\n\
              step classifier_head { logreg = 0  epochs = 60 }\n\
@@ -311,12 +311,18 @@ fn search_finds_the_search_steps_neighbours() {
         let hits = f["neighbours"].as_array().unwrap();
         let theirs = &expected[query];
         assert_eq!(hits.len(), 3);
-        for (hit, (path, score)) in hits.iter().zip(theirs) {
-            // Ties may swap places; the scores agree.
+        for (rank, (hit, (path, score))) in hits.iter().zip(theirs).enumerate() {
+            // Ties (and near ties, within the two embeddings' rounding) may
+            // swap places, with an image past the last rank too; the scores
+            // agree, and an image whose score no other comes near is the same.
             let mine = hit["score"].as_f64().unwrap() as f32;
             assert!((mine - score).abs() < 1e-4, "{query}: {mine} vs {score}");
-            if (mine - score).abs() < 1e-6 {
-                assert_eq!(hit["path"], path.as_str());
+            let near = theirs
+                .iter()
+                .filter(|(_, s)| (s - score).abs() < 1e-4)
+                .count();
+            if near == 1 && rank + 1 < theirs.len() {
+                assert_eq!(hit["path"], path.as_str(), "{query}");
             }
         }
     }
@@ -387,11 +393,11 @@ fn bad_input_is_an_error_naming_it() {
     let out = wfrun(dir, &["predict", "runs/tiny", "bad"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 1);
-    assert!(
-        out.stdout.starts_with("bad/good.png: c0 "),
-        "{}",
-        out.stdout
-    );
+    // The good one is predicted as the same image is from where it came.
+    let same = wfrun(dir, &["predict", "runs/tiny", "images/c0/0.png"]);
+    let scores = |line: &str| line.split_once(": ").map(|(_, s)| s.trim().to_string());
+    assert!(out.stdout.starts_with("bad/good.png: "), "{}", out.stdout);
+    assert_eq!(scores(&out.stdout), scores(&same.stdout), "{}", same.stdout);
     let out = wfrun(
         dir,
         &[

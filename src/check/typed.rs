@@ -108,6 +108,7 @@ pub(crate) fn hyper(t: &TemplateSpec, params: &[ResolvedParam]) -> Result<Hyper,
             }
         }
     };
+    let (weight_decay, decayed, conv_init) = architecture.recipe();
     Ok(Hyper {
         architecture,
         image_size: p.positive("image_size")?,
@@ -118,7 +119,9 @@ pub(crate) fn hyper(t: &TemplateSpec, params: &[ResolvedParam]) -> Result<Hyper,
         per_item_lrate: p.float("per_item_lrate")?,
         lr_decay: t.lr_decay,
         momentum: crate::spec::MOMENTUM,
-        weight_decay: crate::spec::WEIGHT_DECAY,
+        weight_decay,
+        decayed,
+        conv_init,
         num_items_per_epoch: p.count("num_items_per_epoch")?,
         loss,
         image_sizes: grid(t, "image_size")?,

@@ -257,11 +257,11 @@ impl<'a> Training<'a> {
         let vb = VarBuilder::from_varmap(&map, DType::F32, cx.device);
         let cfg = NetConfig::for_hyper(h);
         let net = TemplateNet::new(&cfg, sets.concepts.len(), &vb)?;
-        init::seeded(&map, plan.seed)?;
+        init::seeded_with(&map, plan.seed, h.conv_init)?;
         if let Some(w) = &cx.workflow.data.weights {
             weights::load(&map, w)?;
         }
-        let sgd = Sgd::new(&map, plan.lrate, h.momentum, h.weight_decay);
+        let sgd = Sgd::new(&map, plan.lrate, h.momentum, h.weight_decay).decaying(h.decayed);
         Ok(Training {
             cx,
             plan,

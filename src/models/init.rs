@@ -3,7 +3,8 @@
 //! variable's name: the same seed gives the same network on any run.
 //!
 //! The rules are PyTorch's: convolutions Kaiming-normal with fan-out and the
-//! ReLU gain (torchvision's ResNet), linear layers and convolution biases
+//! ReLU gain (torchvision's ResNet) or, for BN-Inception, PyTorch's default
+//! uniform in ±1/√fan_in (`ConvInit`), linear layers and convolution biases
 //! uniform in ±1/√fan_in (PyTorch's default), batch norm weight 1, bias 0,
 //! running mean 0, running variance 1; the angular margin's class weights
 //! Xavier-uniform.
@@ -12,6 +13,7 @@ use candle_core::{Result, Tensor};
 use candle_nn::VarMap;
 
 use crate::data::Rng;
+pub use crate::hyper::ConvInit;
 
 fn name_seed(seed: u64, name: &str) -> u64 {
     // FNV-1a of the name, mixed with the seed.
@@ -22,8 +24,15 @@ fn name_seed(seed: u64, name: &str) -> u64 {
     h ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
-/// Re-draws every variable of `map` from `seed`.
+/// Re-draws every variable of `map` from `seed`, the convolutions
+/// Kaiming-normal with fan-out (torchvision's ResNet).
 pub fn seeded(map: &VarMap, seed: u64) -> Result<()> {
+    seeded_with(map, seed, ConvInit::KaimingFanOut)
+}
+
+/// Re-draws every variable of `map` from `seed`, the convolutions as `conv`
+/// says.
+pub fn seeded_with(map: &VarMap, seed: u64, conv: ConvInit) -> Result<()> {
     let data = map
         .data()
         .lock()
@@ -43,6 +52,14 @@ pub fn seeded(map: &VarMap, seed: u64) -> Result<()> {
             } else if name == "arcface.weight" {
                 // Xavier-uniform, as ArcFace implementations initialise class weights.
                 let bound = (6.0 / (dims[0] + dims[1]) as f64).sqrt();
+                (0..n)
+                    .map(|_| bound * (2.0 * rng.next_f64() - 1.0))
+                    .collect()
+            } else if dims.len() == 4 && conv == ConvInit::FanInUniform {
+                // PyTorch's `nn.Conv2d` default: Kaiming uniform with a = √5,
+                // which is uniform in ±1/√fan_in.
+                let fan_in = (dims[1] * dims[2] * dims[3]) as f64;
+                let bound = 1.0 / fan_in.sqrt();
                 (0..n)
                     .map(|_| bound * (2.0 * rng.next_f64() - 1.0))
                     .collect()
@@ -127,5 +144,19 @@ mod tests {
         let fc = values(&a, "fc.weight");
         let bound = 1.0 / (256f32).sqrt();
         assert!(fc.iter().all(|v| v.abs() <= bound));
+    }
+
+    #[test]
+    fn pytorchs_default_draws_convolutions_within_one_over_root_fan_in() {
+        let map = build(5);
+        seeded_with(&map, 5, ConvInit::FanInUniform).unwrap();
+        // conv1 is 8x3x7x7: fan-in 147, bound 1/√147 ≈ 0.0825, std bound/√3 ≈ 0.0476.
+        let w = values(&map, "conv1.weight");
+        let bound = 1.0 / (147f32).sqrt();
+        assert!(w.iter().all(|v| v.abs() <= bound));
+        let std = (w.iter().map(|v| v * v).sum::<f32>() / w.len() as f32).sqrt();
+        assert!((std - bound / 3f32.sqrt()).abs() < 0.006, "{std}");
+        // Everything else as before.
+        assert_eq!(values(&map, "fc.weight"), values(&build(5), "fc.weight"));
     }
 }

@@ -32,6 +32,9 @@ pub struct Sgd {
     lr: f64,
     momentum: f64,
     weight_decay: f64,
+    /// Weight decay on weights only: parameters of one dimension (batch
+    /// norm's scales and shifts, biases) are not decayed.
+    weights_only: bool,
     kernels: cpu::Kernels,
 }
 
@@ -58,7 +61,16 @@ impl Sgd {
             lr,
             momentum,
             weight_decay,
+            weights_only: false,
             kernels: cpu::Kernels::default(),
+        }
+    }
+
+    /// The same optimiser decaying what `decayed` says.
+    pub fn decaying(self, decayed: crate::hyper::Decayed) -> Sgd {
+        Sgd {
+            weights_only: decayed == crate::hyper::Decayed::Weights,
+            ..self
         }
     }
 
@@ -136,6 +148,11 @@ impl Sgd {
                 continue;
             };
             let w = p.var.as_tensor();
+            let weight_decay = if self.weights_only && w.rank() < 2 {
+                0.0
+            } else {
+                self.weight_decay
+            };
             if self.kernels.takes(w.device()) {
                 // In place, one pass over weights, gradient and momentum.
                 if self.momentum == 0.0 {
@@ -144,15 +161,15 @@ impl Sgd {
                 let step = SgdStep {
                     lr: self.lr,
                     momentum: self.momentum,
-                    weight_decay: self.weight_decay,
+                    weight_decay,
                     velocity: std::sync::Mutex::new(&mut p.host),
                 };
                 w.inplace_op2(&grad.contiguous()?, &step)?;
                 continue;
             }
             let mut g = grad.clone();
-            if self.weight_decay != 0.0 {
-                g = (g + (w.detach() * self.weight_decay)?)?;
+            if weight_decay != 0.0 {
+                g = (g + (w.detach() * weight_decay)?)?;
             }
             let v = match &p.velocity {
                 Some(v) if self.momentum != 0.0 => ((v * self.momentum)? + g)?,
@@ -191,5 +208,24 @@ mod tests {
         let got = w.to_vec1::<f64>().unwrap();
         assert!((got[0] - (0.699 - 0.571599)).abs() < 1e-12, "{got:?}");
         assert_eq!(stat.to_vec1::<f64>().unwrap(), [5.0, 5.0]);
+    }
+
+    #[test]
+    fn decaying_weights_only_leaves_batch_norm_and_biases_alone() {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F64, &Device::Cpu);
+        let w = vb
+            .get_with_hints((1, 2), "fc.weight", Init::Const(1.0))
+            .unwrap();
+        let b = vb.get_with_hints(2, "bn.weight", Init::Const(1.0)).unwrap();
+        let mut sgd = Sgd::new(&map, 0.1, 0.0, 0.5).decaying(crate::hyper::Decayed::Weights);
+        // loss = sum(w) + sum(b): a gradient of 1 everywhere.
+        let loss = (w.sum_all().unwrap() + b.sum_all().unwrap()).unwrap();
+        sgd.step(&loss.backward().unwrap()).unwrap();
+        // The weight: 1 − 0.1 · (1 + 0.5 · 1); the 1-d parameter: 1 − 0.1 · 1.
+        let got = w.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        assert!(got.iter().all(|v| (v - 0.85).abs() < 1e-12), "{got:?}");
+        let got = b.to_vec1::<f64>().unwrap();
+        assert!(got.iter().all(|v| (v - 0.9).abs() < 1e-12), "{got:?}");
     }
 }
