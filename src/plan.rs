@@ -179,6 +179,8 @@ pub struct Plan {
 pub struct PlannedTrial {
     pub name: String,
     pub values: Vec<(std::sync::Arc<str>, Num)>,
+    /// The seed it trains with.
+    pub seed: u64,
     pub lrate: f64,
     pub epochs: u64,
     pub steps_per_epoch: Option<u64>,
@@ -198,6 +200,8 @@ pub struct PlannedSweep {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub early_stop: Option<crate::sweep::MedianRule>,
     pub seed: u64,
+    /// Trials of each candidate, with seeds one apart.
+    pub repeats: usize,
 }
 
 fn resolve(p: &ResolvedParam, counts: &DataCounts, seed: u64) -> PlannedParam {
@@ -304,6 +308,7 @@ impl Plan {
                     Some(PlannedTrial {
                         name: sw.trials[i].name.clone(),
                         values: sw.trials[i].values.clone(),
+                        seed: sw.trials[i].seed,
                         lrate: p.lrate,
                         epochs: p.hyper.num_epochs,
                         steps_per_epoch: p.steps_per_epoch,
@@ -315,6 +320,7 @@ impl Plan {
             objective: sw.objective,
             early_stop: sw.early_stop,
             seed: sw.seed,
+            repeats: sw.repeats,
         });
         let lrate = hyper.lrate();
         // A base model is used as it is: no epoch trains.
@@ -487,16 +493,25 @@ impl fmt::Display for Plan {
 
 impl PlannedSweep {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.trials.len() as u64;
+        let n = (self.trials.len() / self.repeats.max(1)) as u64;
         let drawn = if n < self.grid {
             format!(
-                "{n} trials drawn from a grid of {} candidates (seed {})",
+                "{n} candidates drawn from a grid of {} (seed {})",
                 self.grid, self.seed
             )
         } else {
-            format!("{n} trials: every candidate of the grid")
+            format!("{n} candidates: the whole grid")
         };
-        writeln!(f, "sweep: {drawn}")?;
+        let repeats = if self.repeats > 1 {
+            format!(
+                ", each trained {} times with seeds one apart: {} trials",
+                self.repeats,
+                self.trials.len()
+            )
+        } else {
+            String::new()
+        };
+        writeln!(f, "sweep: {drawn}{repeats}")?;
         writeln!(
             f,
             "  ranked by {} at each trial's last epoch",
@@ -512,6 +527,9 @@ impl PlannedSweep {
         }
         let mut header: Vec<String> = vec!["trial".into()];
         header.extend(self.swept.iter().map(|s| s.name.to_string()));
+        if self.repeats > 1 {
+            header.push("seed".into());
+        }
         header.extend(["lrate", "epochs", "optimizer steps"].map(String::from));
         let rows: Vec<Vec<String>> = self
             .trials
@@ -519,6 +537,9 @@ impl PlannedSweep {
             .map(|t| {
                 let mut row = vec![t.name.clone()];
                 row.extend(t.values.iter().map(|(_, v)| v.to_string()));
+                if self.repeats > 1 {
+                    row.push(t.seed.to_string());
+                }
                 row.push(fmt_float(t.lrate));
                 row.push(t.epochs.to_string());
                 row.push(t.optimizer_steps.map_or("?".into(), |s| s.to_string()));

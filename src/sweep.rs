@@ -20,7 +20,7 @@ pub const MAX_TRIALS: u64 = 10_000;
 pub const MAX_VALUES: usize = 1_000;
 
 /// The settings of a `sweep` block besides the swept hyperparameters.
-pub const SETTINGS: [(&str, &str); 4] = [
+pub const SETTINGS: [(&str, &str); 5] = [
     (
         "trials",
         "how many candidates of the grid run, drawn at random from `seed`; default: every candidate",
@@ -31,13 +31,20 @@ pub const SETTINGS: [(&str, &str); 4] = [
     ),
     (
         "early_stop",
-        "`median(EPOCH)` or `median(EPOCH, TRIALS)`: from that epoch on, a trial worse than the median of the finished trials at the same epoch stops (once TRIALS, default 2, have finished)",
+        "`median(EPOCH)` or `median(EPOCH, TRIALS)`: from that epoch on, a trial worse than the median of the finished trials at the same epoch stops, once TRIALS finished trials (default 2) reported that epoch",
     ),
     (
         "seed",
         "which candidates `trials` draws; default the workflow's seed",
     ),
+    (
+        "repeats",
+        "how many times each candidate trains, with the workflow's seed, the next one, …; candidates are ranked by the mean of their repeats; default 1",
+    ),
 ];
+
+/// Repeats a candidate may have.
+pub const MAX_REPEATS: u64 = 100;
 
 /// How values of a swept parameter are written.
 pub const GENERATORS: [(&str, &str); 3] = [
@@ -71,6 +78,10 @@ pub struct Trial {
     pub name: String,
     /// The swept parameters' values, in the `sweep` block's order.
     pub values: Vec<(Arc<str>, Num)>,
+    /// Which candidate it is (0-based, in the order drawn) and with which
+    /// seed it trains: the workflow's, plus the repeat's number.
+    pub candidate: usize,
+    pub seed: u64,
     #[serde(skip)]
     pub params: Vec<ResolvedParam>,
     #[serde(skip)]
@@ -360,6 +371,8 @@ pub struct Sweep {
     pub early_stop: Option<MedianRule>,
     /// Which candidates a sample draws.
     pub seed: u64,
+    /// Trials of each candidate, each with its own seed.
+    pub repeats: usize,
 }
 
 /// The name of the `i`-th trial (0-based) of `n`: `trial-001`.
@@ -386,7 +399,10 @@ pub fn candidate(mut index: u64, sizes: &[usize]) -> Vec<usize> {
 /// keeps the candidates drawn before, in the same order, and adds others.
 pub fn chosen(grid: u64, wanted: Option<u64>, seed: u64) -> Vec<u64> {
     match wanted {
-        Some(n) if n < grid => {
+        // Even all of the grid is drawn in the seed's order when `trials`
+        // is written: raising it to the grid's size keeps the earlier draws.
+        Some(n) => {
+            let n = n.min(grid);
             let mut rng = crate::data::Rng::new(seed ^ 0x5EED_5EE9);
             // Position → candidate, for the positions the shuffle moved.
             let mut moved: std::collections::HashMap<u64, u64> = Default::default();
@@ -400,7 +416,7 @@ pub fn chosen(grid: u64, wanted: Option<u64>, seed: u64) -> Vec<u64> {
                 })
                 .collect()
         }
-        _ => (0..grid).collect(),
+        None => (0..grid).collect(),
     }
 }
 
@@ -463,8 +479,15 @@ mod tests {
         assert_eq!(distinct.len(), 19);
         assert_eq!(a, chosen(1000, Some(10), 3));
         assert_ne!(a, chosen(1000, Some(10), 4));
-        assert_eq!(chosen(4, Some(9), 0), [0, 1, 2, 3]);
-        assert_eq!(chosen(5, Some(5), 0).len(), 5);
+        let mut whole = chosen(4, Some(9), 0);
+        assert_eq!(
+            whole[..2],
+            chosen(4, Some(2), 0)[..],
+            "nested up to the grid"
+        );
+        whole.sort();
+        assert_eq!(whole, [0, 1, 2, 3]);
+        assert_eq!(chosen(5, None, 0), [0, 1, 2, 3, 4]);
     }
 
     #[test]

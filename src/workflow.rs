@@ -286,7 +286,7 @@ impl Workflow {
             data: self.data.clone(),
             device: self.device,
             output: self.output.join(&trial.name),
-            seed: self.seed,
+            seed: trial.seed,
             steps: self.steps.clone(),
             dataset: self.dataset.clone(),
             base: self.base.clone(),

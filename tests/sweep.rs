@@ -228,7 +228,7 @@ fn the_plan_lists_the_trials_drawn_from_the_grid() {
     }
     let text = plan.to_string();
     assert!(
-        text.contains("5 trials drawn from a grid of 12 candidates (seed 4)"),
+        text.contains("5 candidates drawn from a grid of 12 (seed 4)"),
         "{text}"
     );
     assert!(
@@ -386,7 +386,7 @@ fn a_four_trial_sweep_runs_resumes_after_sigkill_and_names_the_best() {
     }
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     assert_eq!(csv.lines().count(), 5, "{csv}");
-    assert!(csv.starts_with("rank,trial,batch_size,per_item_lrate,status,epochs,accuracy"));
+    assert!(csv.starts_with("rank,trial,batch_size,per_item_lrate,seed,status,epochs,accuracy"));
     let report = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(
         report.contains("objective_batch_size.svg")
@@ -472,6 +472,24 @@ fn one_trial_runs_alone_and_the_next_invocation_collects_it() {
         ranked[0]["objective"].as_f64() <= ranked[1]["objective"].as_f64(),
         "{stdout}"
     );
+    // A step added reruns the finished trials from their models: their
+    // figures stay what their last epoch measured.
+    let before: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}step clustering {{ k = 3 }}\n")).unwrap();
+    let (ok, _, stderr) = wfrun(&[file_arg, "--resume"]);
+    assert!(ok, "{stderr}");
+    assert!(!stderr.contains("not measured"), "{stderr}");
+    assert!(out.join("trial-001/steps/clustering").is_dir());
+    let after: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(before["ranked"], after["ranked"]);
+    let report = std::fs::read_to_string(out.join("trial-001/report.html")).unwrap();
+    assert!(
+        report.contains("held-out, last epoch"),
+        "the report keeps the last epoch's row"
+    );
     // `--fresh` clears every trial.
     let (ok, _, stderr) = wfrun(&[file_arg, "--fresh"]);
     assert!(ok, "{stderr}");
@@ -503,4 +521,104 @@ fn one_trial_runs_alone_and_the_next_invocation_collects_it() {
     .unwrap();
     let (ok, _, stderr) = wfrun(&[plain.to_str().unwrap(), "--trial", "1"]);
     assert!(!ok && stderr.contains("no `sweep` block"), "{stderr}");
+}
+
+#[test]
+fn repeats_train_each_candidate_with_seeds_one_apart_and_rank_by_the_mean() {
+    let c = check("    per_item_lrate = values(1e-4, 1e-3)\n    repeats = 3");
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let plan = c.plan().unwrap();
+    let sweep = plan.sweep.as_ref().unwrap();
+    let seeds: Vec<u64> = sweep.trials.iter().map(|t| t.seed).collect();
+    assert_eq!(seeds, [0, 1, 2, 0, 1, 2]);
+    assert!(plan
+        .to_string()
+        .contains("2 candidates: the whole grid, each trained 3 times"));
+    // A problem of a candidate is reported once, counted in candidates.
+    let c = check_with(
+        "use Clarifai_InceptionBatchNorm { num_epochs = 4  step_epochs = 1  logreg = 0 }\ndata { train = \"images\" }\n",
+        "    init_epochs = values(1, 6)\n    repeats = 2",
+    );
+    let e = errors(&c);
+    assert_eq!(e.len(), 1, "{:?}", c.diagnostics);
+    assert!(
+        e[0].message
+            .contains("in 1 of the 2 candidates, first `trial-003`"),
+        "{}",
+        e[0].message
+    );
+    for bad in ["0", "101", "1.5"] {
+        let c = check(&format!(
+            "    per_item_lrate = values(1e-4, 1e-3)\n    repeats = {bad}"
+        ));
+        assert!(
+            errors(&c).iter().any(|d| at(&c, d) == bad),
+            "repeats = {bad}"
+        );
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let file = dir.path().join("r.wf");
+    std::fs::write(
+        &file,
+        "workflow r\nuse Clarifai_InceptionBatchNorm { image_size = 32  batch_size = 9  num_epochs = 1  init_epochs = 1  logreg = 0 }\n\
+         data { train = \"images\"  eval = 0.25 }\nseed = 4\n\
+         sweep { per_item_lrate = values(1e-6, 1e-3)  repeats = 2  objective = minimize(train_loss) }\n",
+    )
+    .unwrap();
+    let (ok, stdout, stderr) = wfrun(&[file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let out = dir.path().join("runs/r");
+    let sweep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sweep.json")).unwrap()).unwrap();
+    let candidates = sweep["candidates"].as_array().unwrap();
+    assert_eq!(candidates.len(), 2);
+    // Each candidate's mean is its trials' mean, and the lower mean ranks first.
+    let mut means = Vec::new();
+    for c in candidates {
+        let trials: Vec<&str> = c["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        assert_eq!(trials.len(), 2);
+        let losses: Vec<f64> = trials
+            .iter()
+            .map(|t| {
+                let log = std::fs::read_to_string(out.join(t).join("metrics.jsonl")).unwrap();
+                let last: serde_json::Value =
+                    serde_json::from_str(log.lines().last().unwrap()).unwrap();
+                last["train_loss"].as_f64().unwrap()
+            })
+            .collect();
+        let mean = c["mean"].as_f64().unwrap();
+        assert!((mean - (losses[0] + losses[1]) / 2.0).abs() < 1e-6, "{c}");
+        means.push(mean);
+    }
+    assert!(means[0] <= means[1], "{means:?}");
+    // The two repeats of a candidate trained with seeds 4 and 5.
+    let seeds: Vec<u64> = sweep["ranked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["seed"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seeds.iter().filter(|&&s| s == 4).count(), 2);
+    assert!(
+        stdout.contains("candidates, by the mean of their repeats"),
+        "{stdout}"
+    );
+    let best = std::fs::read_link(out.join("best")).unwrap();
+    let first: Vec<&str> = candidates[0]["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        first.contains(&best.to_str().unwrap()),
+        "best {best:?} is of the best candidate {first:?}"
+    );
 }

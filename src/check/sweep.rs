@@ -6,8 +6,8 @@
 use super::*;
 use crate::spec::fmt_float;
 use crate::sweep::{
-    self, MedianRule, Metric, Objective, Sweep, SweptParam, Trial, MAX_GRID, MAX_TRIALS,
-    MAX_VALUES, MEDIAN_MIN_TRIALS,
+    self, MedianRule, Metric, Objective, Sweep, SweptParam, Trial, MAX_GRID, MAX_REPEATS,
+    MAX_TRIALS, MAX_VALUES, MEDIAN_MIN_TRIALS,
 };
 use crate::syntax::SweepDecl;
 
@@ -26,6 +26,7 @@ struct SweepSettings {
     early_stop: Option<MedianRule>,
     early_stop_at: Option<Span>,
     seed: Option<u64>,
+    repeats: Option<(u64, Span)>,
 }
 
 impl Checker<'_> {
@@ -54,6 +55,7 @@ impl Checker<'_> {
             early_stop: None,
             early_stop_at: None,
             seed: None,
+            repeats: None,
         };
         let mut swept: Vec<(usize, &Setting, Generated)> = Vec::new();
         let mut seen: Vec<(&str, Span)> = Vec::new();
@@ -92,7 +94,8 @@ impl Checker<'_> {
                 swept.push((i, s, generated));
             }
         }
-        if swept.is_empty() && self.error_count() == errors_before {
+        let tried = settings_named_params(&decl.body, t);
+        if swept.is_empty() && self.error_count() == errors_before && tried == 0 {
             self.push(
                 Diagnostic::error(Code::Sweep, decl.keyword, "this sweep varies nothing")
                     .with_label("no hyperparameter is swept")
@@ -129,7 +132,11 @@ impl Checker<'_> {
             );
             return None;
         };
-        let runs = own.trials.map_or(grid, |(n, _)| n.min(grid));
+        let repeats = own.repeats.map_or(1, |(r, _)| r);
+        let runs = own
+            .trials
+            .map_or(grid, |(n, _)| n.min(grid))
+            .saturating_mul(repeats);
         if runs > MAX_TRIALS {
             let at = own.trials.map_or(decl.keyword, |(_, at)| at);
             self.push(
@@ -165,8 +172,10 @@ impl Checker<'_> {
         let objective = own.objective.map(|(o, _)| o).unwrap_or_default();
         let objective_at = own.objective.map_or(decl.keyword, |(_, at)| at);
         let unseen = data.is_some_and(|d| d.unseen.is_some());
-        let mut trials = Vec::with_capacity(picked.len());
+        let total = picked.len() * repeats as usize;
+        let mut trials = Vec::with_capacity(total);
         let mut found: Vec<(Diagnostic, usize)> = Vec::new();
+        let mut firsts: Vec<(String, String)> = Vec::new();
         for (n, &index) in picked.iter().enumerate() {
             let choice = sweep::candidate(index, &sizes);
             let mut trial_params = params.to_vec();
@@ -185,7 +194,7 @@ impl Checker<'_> {
                 );
                 values.push((t.params[*i].name.clone(), value));
             }
-            let name = sweep::trial_name(n, picked.len());
+            // A candidate's repeats differ by their seed only: checked once.
             let (hyper, mut diagnostics) =
                 self.trial_checks(t, u, &trial_params, data, dataset, train_at);
             if let Some(h) = &hyper {
@@ -194,18 +203,28 @@ impl Checker<'_> {
                 }
             }
             found.extend(diagnostics.into_iter().map(|d| (d, n)));
-            if let Some(hyper) = hyper {
+            let params: Vec<ResolvedParam> = trial_params.into_iter().map(|(p, _)| p).collect();
+            let described = values
+                .iter()
+                .map(|(n, v)| format!("{n} = {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            firsts.push((sweep::trial_name(n * repeats as usize, total), described));
+            for r in 0..repeats {
+                let Some(hyper) = hyper else { break };
                 trials.push(Trial {
-                    name,
-                    values,
-                    params: trial_params.into_iter().map(|(p, _)| p).collect(),
+                    name: sweep::trial_name(n * repeats as usize + r as usize, total),
+                    values: values.clone(),
+                    candidate: n,
+                    seed: workflow_seed.wrapping_add(r),
+                    params: params.clone(),
                     hyper,
                 });
             }
         }
-        self.report_trials(found, &trials, picked.len());
+        self.report_trials(found, &firsts, repeats);
         if let (Some(rule), Some(at)) = (own.early_stop, own.early_stop_at) {
-            if picked.len() <= rule.min_trials {
+            if total <= rule.min_trials {
                 self.push(
                     Diagnostic::warning(
                         Code::Sweep,
@@ -213,7 +232,7 @@ impl Checker<'_> {
                         format!(
                             "no trial can stop early: the rule waits for {} finished trials, and the sweep runs {}",
                             rule.min_trials,
-                            picked.len()
+                            total
                         ),
                     )
                     .with_label("the median of the finished trials decides")
@@ -239,7 +258,7 @@ impl Checker<'_> {
                 );
             }
         }
-        if self.error_count() > errors_before || trials.len() != picked.len() {
+        if self.error_count() > errors_before || trials.len() != total {
             return None;
         }
         Some(Sweep {
@@ -257,6 +276,7 @@ impl Checker<'_> {
             objective,
             early_stop: own.early_stop,
             seed,
+            repeats: repeats as usize,
         })
     }
 
@@ -302,20 +322,32 @@ impl Checker<'_> {
 
     /// The trials' diagnostics, each place and problem once: one that some
     /// trials have and others not names how many and the first.
-    fn report_trials(&mut self, found: Vec<(Diagnostic, usize)>, trials: &[Trial], n: usize) {
+    fn report_trials(
+        &mut self,
+        found: Vec<(Diagnostic, usize)>,
+        firsts: &[(String, String)],
+        repeats: u64,
+    ) {
+        let n = firsts.len();
         let mut groups: Vec<(Diagnostic, Vec<usize>, bool)> = Vec::new();
         // The same problem in several trials: the same place and the same
         // words but for the numbers in them.
         let shape = |m: &str| -> String {
-            m.chars()
-                .map(|c| {
-                    if c.is_ascii_digit() || c == '.' || c == '-' {
-                        '#'
-                    } else {
-                        c
-                    }
-                })
-                .collect()
+            // Each number (digits, points, exponents) becomes one `#`.
+            let mut out = String::new();
+            let mut in_number = false;
+            for c in m.chars() {
+                let numeric =
+                    c.is_ascii_digit() || (in_number && matches!(c, '.' | 'e' | '-' | '+'));
+                if numeric && !in_number {
+                    out.push('#');
+                }
+                if !numeric {
+                    out.push(c);
+                }
+                in_number = numeric;
+            }
+            out
         };
         for (d, trial) in found {
             match groups.iter_mut().find(|(g, ..)| {
@@ -335,17 +367,16 @@ impl Checker<'_> {
         }
         for (mut d, ts, same) in groups {
             if ts.len() < n || !same {
-                let first = ts[0];
-                let which = trials
-                    .iter()
-                    .find(|t| t.name == sweep::trial_name(first, n))
-                    .map(|t| format!(" ({})", t.describe()))
-                    .unwrap_or_default();
+                // A candidate failing with no trial built is named by its number.
+                let (name, values) = firsts
+                    .get(ts[0])
+                    .map(|(name, values)| (name.clone(), format!(" ({values})")))
+                    .unwrap_or_else(|| (format!("candidate {}", ts[0] + 1), String::new()));
+                let what = if repeats > 1 { "candidates" } else { "trials" };
                 d.message = format!(
-                    "{} — in {} of the {n} trials, first `{}`{which}",
+                    "{} — in {} of the {n} {what}, first `{name}`{values}",
                     d.message,
                     ts.len(),
-                    sweep::trial_name(first, n)
                 );
             }
             self.push(d);
@@ -373,6 +404,20 @@ impl Checker<'_> {
                     )
                     .with_label(format!("found {}", v.kind.describe()))
                     .with_help("write how many candidates to draw, as in `trials = 4`, or remove it to run every candidate"),
+                ),
+            },
+            "repeats" => match whole(v) {
+                Some(n) if (1..=MAX_REPEATS as i64).contains(&n) => {
+                    own.repeats = Some((n as u64, v.span))
+                }
+                _ => self.push(
+                    Diagnostic::error(
+                        Code::Sweep,
+                        v.span,
+                        format!("`repeats` is a whole number from 1 to {MAX_REPEATS}"),
+                    )
+                    .with_label(format!("found {}", v.kind.describe()))
+                    .with_help("write `repeats = 3` to train each candidate with three seeds"),
                 ),
             },
             "seed" => match whole(v) {
@@ -581,7 +626,7 @@ impl Checker<'_> {
         let pairs = held.iter().filter(|&&n| n >= 2).count();
         if embeddings && (pairs == 0 || held.iter().filter(|&&n| n >= 1).count() < 2) {
             self.push(
-                Diagnostic::warning(
+                Diagnostic::error(
                     Code::Sweep,
                     at,
                     format!("the held-out images cannot measure `{}`", o.metric.name()),
@@ -1169,4 +1214,12 @@ impl Checker<'_> {
         }
         fits
     }
+}
+
+/// How many settings of a `sweep` block name a hyperparameter of `t`, valid
+/// or not.
+fn settings_named_params(body: &crate::syntax::Block, t: &TemplateSpec) -> usize {
+    body.settings()
+        .filter(|s| t.param(&s.name.name).is_some())
+        .count()
 }

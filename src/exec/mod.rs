@@ -314,8 +314,9 @@ fn stop_if_asked(options: &RunOptions, what: &str) -> Result<(), RunError> {
 
 /// A base workflow's start: nothing trains.
 /// The embeddings judged on the images of unseen concepts by the final
-/// model (the last epoch judged them for a trained one; a base model's, or a
-/// resumed finished run's, are judged now), into `unseen.json` and the
+/// model (the last epoch judged them when this run trained it; a base
+/// model's, or a resumed finished run's, whose unseen images may have
+/// changed since, are judged now), into `unseen.json` and the
 /// summary; unreadable images are reported as they are met.
 #[allow(clippy::too_many_arguments)]
 fn judge_unseen(
@@ -330,8 +331,8 @@ fn judge_unseen(
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<(), RunError> {
     let judged = match &trained.final_eval {
-        Some(last_epoch) => last_epoch.unseen.clone(),
-        None => {
+        Some(last_epoch) if trained.trained_last_epoch => last_epoch.unseen.clone(),
+        _ => {
             let options = crate::steps::judge::JudgeOptions {
                 seed: plan.seed,
                 ..Default::default()

@@ -58,6 +58,9 @@ pub enum TrialStatus {
 pub struct TrialOutcome {
     pub name: String,
     pub values: Vec<(String, Num)>,
+    /// The seed it trained with (the workflow's, plus its repeat's number).
+    #[serde(default)]
+    pub seed: u64,
     pub status: TrialStatus,
     /// Epochs trained.
     pub epochs: u64,
@@ -95,8 +98,26 @@ pub struct SweepSummary {
     pub ranked: Vec<TrialOutcome>,
     /// Trials not done: not run by this invocation, or running elsewhere.
     pub pending: Vec<String>,
-    /// The best finished trial's folder.
+    /// The best finished trial's folder (with repeats: the best repeat of
+    /// the best candidate).
     pub best: Option<PathBuf>,
+    /// With `repeats`: each candidate's repeats together, best first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub candidates: Vec<CandidateResult>,
+}
+
+/// A candidate trained with several seeds (`repeats`), as the ranking sees it.
+#[derive(Clone, Debug, Serialize)]
+pub struct CandidateResult {
+    pub values: Vec<(String, Num)>,
+    /// Its trials done, in their order.
+    pub trials: Vec<String>,
+    /// Its finished trials that reported the objective.
+    pub finished: usize,
+    /// The mean of their objectives, with the lowest and the highest.
+    pub mean: Option<f64>,
+    pub low: Option<f64>,
+    pub high: Option<f64>,
 }
 
 /// The objective's value of an epoch, with its interval when it has one.
@@ -179,9 +200,34 @@ fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
             ..data
         },
         dataset: dataset.as_ref(),
-        seed: workflow.seed,
+        seed: trial.seed,
     })
     .unwrap_or_default()
+}
+
+/// A trial done with other values (or data) than the workflow now gives it
+/// is another sweep's: refused, saying what changed.
+fn refuse_other(
+    record: &TrialRecord,
+    workflow: &Workflow,
+    trial: &Workflow,
+    name: &str,
+    path: PathBuf,
+) -> Result<(), RunError> {
+    let now = basis(workflow, trial);
+    if record.basis == now {
+        return Ok(());
+    }
+    let mut changed = Vec::new();
+    changes(&record.basis, &now, "", &mut changed);
+    Err(RunError::Resume {
+        path,
+        message: format!(
+            "{name} was done with other values than this workflow gives it:\n  {}\n\
+             restore them to continue, or run with `--fresh` to start the sweep over",
+            changed.join("\n  ")
+        ),
+    })
 }
 
 /// What a trial does after training, as `trial.json` records it: its steps
@@ -191,6 +237,8 @@ fn after(workflow: &Workflow) -> serde_json::Value {
     struct After<'a> {
         steps: Vec<(&'a str, &'a crate::hyper::StepParams)>,
         unseen: Option<PathBuf>,
+        /// The unseen images and concepts the checker counted.
+        unseen_counted: Option<(usize, usize)>,
     }
     let unseen = workflow
         .data
@@ -204,6 +252,7 @@ fn after(workflow: &Workflow) -> serde_json::Value {
             .map(|s| (s.name.as_str(), &s.typed))
             .collect(),
         unseen,
+        unseen_counted: workflow.dataset.as_ref().and_then(|d| d.unseen),
     })
     .unwrap_or_default()
 }
@@ -350,6 +399,15 @@ pub fn run(
     }
     if run.fresh {
         clear(out, options.only.map(|i| &trials[i]), on_event)?;
+    } else if options.only.is_some() {
+        // A trial run alone joins the trials done before: they must be of
+        // this sweep (its data, its values), or the ranking would mix two.
+        for (t, spec) in trials.iter().zip(&sweep.trials) {
+            let path = t.output.join(TRIAL_FILE);
+            if let Some(record) = read_record(&path)? {
+                refuse_other(&record, workflow, t, &spec.name, path)?;
+            }
+        }
     }
     drop(held);
     for &i in &wanted {
@@ -365,19 +423,7 @@ pub fn run(
         let record_path = trial.output.join(TRIAL_FILE);
         let previous = read_record(&record_path)?;
         if let Some(record) = &previous {
-            let now = basis(workflow, trial);
-            if record.basis != now {
-                let mut changed = Vec::new();
-                changes(&record.basis, &now, "", &mut changed);
-                return Err(RunError::Resume {
-                    path: record_path,
-                    message: format!(
-                        "{name} was done with other values than this workflow gives it:\n  {}\n\
-                         restore them to continue, or run with `--fresh` to start the sweep over",
-                        changed.join("\n  ")
-                    ),
-                });
-            }
+            refuse_other(record, workflow, trial, name, record_path.clone())?;
             let finished = record.outcome.status == TrialStatus::Finished;
             if record.after == after(workflow) || !finished {
                 let outcome = refreshed(&record.outcome, &trial.output, sweep.objective.metric);
@@ -506,17 +552,32 @@ fn run_trial(
             let why = format!("the loss became {loss} at epoch {epoch}, step {step}");
             (TrialStatus::Diverged, curve.len() as u64, None, Some(why))
         }
-        Err(e @ RunError::NotFinite { .. }) => (
+        Err(RunError::NotFinite { epoch, what }) => (
             TrialStatus::Diverged,
             curve.len() as u64,
             None,
-            Some(e.to_string()),
+            Some(if epoch > 0 {
+                format!("{what} were not finite numbers after epoch {epoch}")
+            } else {
+                format!("{what} were not finite numbers")
+            }),
         ),
+        // A trial's checkpoint of other values: the sweep's way out is `--fresh`.
+        Err(RunError::Resume { path, message }) => {
+            return Err(RunError::Resume {
+                path,
+                message: message.replace(
+                    "run without `--resume` to start over",
+                    "run the sweep with `--fresh` to start it over",
+                ),
+            })
+        }
         Err(e) => return Err(e),
     };
     Ok(TrialOutcome {
         name: spec.name.clone(),
         values,
+        seed: spec.seed,
         status,
         epochs,
         objective: last.map(|(v, _)| v),
@@ -534,9 +595,26 @@ fn refreshed(outcome: &TrialOutcome, out: &Path, metric: Metric) -> TrialOutcome
     }
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
     let rows = epoch_rows(&log);
-    let last = rows
+    let mut last = rows
         .last()
         .and_then(|r| objective_value(metric, r.train_loss, &r.eval));
+    // A finished trial's unseen figures are `unseen.json`'s: they are judged
+    // again when its unseen images change, its last epoch's are not.
+    if metric.needs() == crate::sweep::Needs::Unseen && outcome.status == TrialStatus::Finished {
+        #[derive(Deserialize)]
+        struct Unseen {
+            judged: Option<Box<crate::steps::judge::Judged>>,
+        }
+        let judged = std::fs::read_to_string(out.join("unseen.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<Unseen>(&t).ok())
+            .and_then(|u| u.judged);
+        let eval = EvalMetrics {
+            unseen: judged,
+            ..EvalMetrics::default()
+        };
+        last = objective_value(metric, f32::NAN, &eval);
+    }
     TrialOutcome {
         curve: rows
             .iter()
@@ -683,16 +761,78 @@ fn collect(
                 _ => std::cmp::Ordering::Equal,
             })
     });
-    let best = done
-        .first()
-        .filter(|o| rank(o) == 0)
-        .map(|o| workflow.output.join(&o.name));
+    let mut candidates = Vec::new();
+    if sweep.repeats > 1 {
+        // Candidates by the mean of their finished repeats; the trials in
+        // their candidate's order, each candidate's best first.
+        let of = |name: &str| {
+            sweep
+                .trials
+                .iter()
+                .find(|t| t.name == name)
+                .map_or(usize::MAX, |t| t.candidate)
+        };
+        let mut by: std::collections::BTreeMap<usize, Vec<&TrialOutcome>> = Default::default();
+        for o in &done {
+            by.entry(of(&o.name)).or_default().push(o);
+        }
+        for outcomes in by.values() {
+            let scores: Vec<f64> = outcomes
+                .iter()
+                .filter(|o| rank(o) == 0)
+                .filter_map(|o| o.objective)
+                .collect();
+            let mean =
+                (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64);
+            candidates.push(CandidateResult {
+                values: outcomes[0].values.clone(),
+                trials: outcomes.iter().map(|o| o.name.clone()).collect(),
+                finished: scores.len(),
+                mean,
+                low: scores.iter().copied().reduce(f64::min),
+                high: scores.iter().copied().reduce(f64::max),
+            });
+        }
+        candidates.sort_by(|a, b| match (a.mean, b.mean) {
+            (Some(x), Some(y)) => {
+                let order = x.total_cmp(&y);
+                if objective.maximize {
+                    order.reverse()
+                } else {
+                    order
+                }
+            }
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            _ => std::cmp::Ordering::Equal,
+        });
+        let place = |name: &str| {
+            candidates
+                .iter()
+                .position(|c| c.trials.iter().any(|t| t == name))
+                .unwrap_or(usize::MAX)
+        };
+        // Stable: within a candidate the order above (finished by objective first) stays.
+        done.sort_by_key(|o| place(&o.name));
+    }
+    let best = match candidates.first() {
+        Some(c) if c.mean.is_some() => done
+            .iter()
+            .find(|o| c.trials.contains(&o.name) && rank(o) == 0)
+            .map(|o| workflow.output.join(&o.name)),
+        Some(_) => None,
+        None => done
+            .first()
+            .filter(|o| rank(o) == 0)
+            .map(|o| workflow.output.join(&o.name)),
+    };
     Ok(SweepSummary {
         output: workflow.output.clone(),
         objective,
         ranked: done,
         pending,
         best,
+        candidates,
     })
 }
 
@@ -717,6 +857,8 @@ fn write_results(
         #[serde(flatten)]
         sweep: &'a Sweep,
         ranked: &'a [TrialOutcome],
+        #[serde(skip_serializing_if = "<[CandidateResult]>::is_empty")]
+        candidates: &'a [CandidateResult],
         pending: &'a [String],
         best: Option<&'a str>,
     }
@@ -727,6 +869,7 @@ fn write_results(
             template: &workflow.template.name,
             sweep,
             ranked: &summary.ranked,
+            candidates: &summary.candidates,
             pending: &summary.pending,
             best: best_name.as_deref(),
         },
@@ -737,7 +880,7 @@ fn write_results(
     }
     let _ = writeln!(
         csv,
-        ",status,epochs,{},low,high",
+        ",seed,status,epochs,{},low,high",
         sweep.objective.metric.name()
     );
     for (r, o) in summary.ranked.iter().enumerate() {
@@ -745,6 +888,7 @@ fn write_results(
         for (_, v) in &o.values {
             let _ = write!(csv, ",{v}");
         }
+        let _ = write!(csv, ",{}", o.seed);
         let f = |x: Option<f64>| x.map(|v| format!("{v}")).unwrap_or_default();
         let _ = writeln!(
             csv,
@@ -806,12 +950,10 @@ fn best_is_ours(out: &Path) -> Result<(), RunError> {
     if ours {
         return Ok(());
     }
-    Err(RunError::Io {
-        path: link,
-        error: std::io::Error::other(
-            "it is not the link a sweep writes to its best trial: move it away to let the sweep name its best",
-        ),
-    })
+    Err(RunError::Unsupported(format!(
+        "`{}` is not the link a sweep writes to its best trial: move it away to let the sweep name its best",
+        link.display()
+    )))
 }
 
 /// Points `out/best` at the best trial's folder (a relative link, replaced
@@ -850,7 +992,44 @@ fn link_best(out: &Path, best: Option<&str>) -> Result<(), RunError> {
 
 fn results_table(sweep: &Sweep, summary: &SweepSummary) -> String {
     let metric = sweep.objective.metric.name();
-    let mut html = format!(
+    let mut html = String::new();
+    if !summary.candidates.is_empty() {
+        let _ = write!(
+            html,
+            "<p>Each candidate trained {} times, with seeds {}–{}; candidates ranked by the mean of their finished repeats.</p>\n<table><tr><th>rank</th>",
+            sweep.repeats,
+            sweep.trials.first().map_or(0, |t| t.seed),
+            sweep.trials.first().map_or(0, |t| t.seed) + sweep.repeats as u64 - 1
+        );
+        for p in &sweep.swept {
+            let _ = write!(html, "<th>{}</th>", esc(&p.name));
+        }
+        let _ = writeln!(
+            html,
+            "<th>finished</th><th>mean {}</th><th>lowest – highest</th><th>trials</th></tr>",
+            esc(metric)
+        );
+        for (r, c) in summary.candidates.iter().enumerate() {
+            let _ = write!(html, "<tr><td>{}</td>", r + 1);
+            for (_, v) in &c.values {
+                let _ = write!(html, "<td>{v}</td>");
+            }
+            let _ = writeln!(
+                html,
+                "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                c.finished,
+                c.mean.map(|v| format!("{v:.4}")).unwrap_or_default(),
+                match (c.low, c.high) {
+                    (Some(l), Some(h)) => format!("{l:.4} – {h:.4}"),
+                    _ => String::new(),
+                },
+                esc(&c.trials.join(", "))
+            );
+        }
+        html.push_str("</table>\n");
+    }
+    let _ = write!(
+        html,
         "<p>{} of {} trials done, ranked by <b>{}</b> at each trial's last epoch{}.</p>\n<table><tr><th>rank</th><th>trial</th>",
         summary.ranked.len(),
         sweep.trials.len(),
@@ -866,7 +1045,7 @@ fn results_table(sweep: &Sweep, summary: &SweepSummary) -> String {
     }
     let _ = writeln!(
         html,
-        "<th>status</th><th>epochs</th><th>{}</th><th>95% interval</th></tr>",
+        "<th>seed</th><th>status</th><th>epochs</th><th>{}</th><th>95% interval</th></tr>",
         esc(metric)
     );
     for (r, o) in summary.ranked.iter().enumerate() {
@@ -880,6 +1059,7 @@ fn results_table(sweep: &Sweep, summary: &SweepSummary) -> String {
         for (_, v) in &o.values {
             let _ = write!(html, "<td>{v}</td>");
         }
+        let _ = write!(html, "<td>{}</td>", o.seed);
         let _ = writeln!(
             html,
             "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",

@@ -35,6 +35,9 @@ pub(super) struct Trained {
     pub final_eval: Option<EvalMetrics>,
     /// Training stopped after this epoch (`RunOptions::stop_early`).
     pub stopped_early: Option<u64>,
+    /// Whether this run trained its last epoch (not a resumed finished run,
+    /// whose last evaluation may predate a change of its unseen images).
+    pub trained_last_epoch: bool,
 }
 
 /// The network of a base model with its weights.
@@ -49,6 +52,7 @@ pub(super) fn open_base(
         epochs: 0,
         final_eval: None,
         stopped_early: None,
+        trained_last_epoch: false,
     })
 }
 
@@ -109,7 +113,13 @@ pub(super) fn train(
     } else {
         String::new()
     };
-    let mut last_eval = None;
+    // A resumed run whose every epoch is done trains none: its last epoch's
+    // evaluation is the one its log kept.
+    let mut last_eval = metrics::epoch_rows(&metrics_log)
+        .pop()
+        .filter(|r| r.epoch == plan.hyper.num_epochs)
+        .map(|r| r.eval);
+    let trained_before = start.epoch;
     for (epoch, &lr) in plan
         .epoch_learning_rates
         .iter()
@@ -158,6 +168,7 @@ pub(super) fn train(
                     epochs: epoch + 1,
                     final_eval: last_eval,
                     stopped_early: Some(epoch + 1),
+                    trained_last_epoch: false,
                 });
             }
         }
@@ -172,6 +183,7 @@ pub(super) fn train(
         epochs: plan.hyper.num_epochs,
         final_eval: last_eval,
         stopped_early: None,
+        trained_last_epoch: trained_before < plan.hyper.num_epochs,
     })
 }
 

@@ -126,9 +126,14 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
             }
             Item::Sweep(d) if within(d.keyword, offset) => {
                 let ways: Vec<&str> = crate::sweep::GENERATORS.iter().map(|(_, d)| *d).collect();
+                let settings: Vec<String> = crate::sweep::SETTINGS
+                    .iter()
+                    .map(|(n, d)| format!("- `{n}`: {d}"))
+                    .collect();
                 return Some(format!(
-                    "**sweep**: hyperparameter values to try, one run per trial, ranked by an objective\n\n{}",
-                    ways.join("\n\n")
+                    "**sweep**: hyperparameter values to try, one run per trial, ranked by an objective\n\n{}\n\n{}",
+                    ways.join("\n\n"),
+                    settings.join("\n")
                 ));
             }
             Item::Sweep(d) if within(d.body.span, offset) => {

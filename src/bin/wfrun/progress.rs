@@ -341,6 +341,28 @@ pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> 
         s.ranked.len(),
         s.objective.describe()
     ));
+    if !s.candidates.is_empty() {
+        out.push_str("  candidates, by the mean of their repeats:\n");
+        for (rank, c) in s.candidates.iter().enumerate() {
+            let values: Vec<String> = c.values.iter().map(|(n, v)| format!("{n} = {v}")).collect();
+            let mean = match (c.mean, c.low, c.high) {
+                (Some(m), Some(l), Some(h)) => {
+                    format!(
+                        "{metric} mean {m:.4} [{l:.4}, {h:.4}] of {} finished",
+                        c.finished
+                    )
+                }
+                _ => format!("no finished repeat reported {metric}"),
+            };
+            out.push_str(&format!(
+                "  {:>2}. {}  {mean} ({})\n",
+                rank + 1,
+                values.join(", "),
+                c.trials.join(", ")
+            ));
+        }
+        out.push_str("  trials:\n");
+    }
     for (rank, o) in s.ranked.iter().enumerate() {
         let values: Vec<String> = o.values.iter().map(|(n, v)| format!("{n} = {v}")).collect();
         let result = match (o.status, o.objective) {
@@ -360,7 +382,12 @@ pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> 
         ));
     }
     if !s.pending.is_empty() {
-        out.push_str(&format!("  not done: {}\n", s.pending.join(", ")));
+        let shown: Vec<&str> = s.pending.iter().take(10).map(String::as_str).collect();
+        let more = match s.pending.len() {
+            n if n > 10 => format!(" and {} more", n - 10),
+            _ => String::new(),
+        };
+        out.push_str(&format!("  not done: {}{more}\n", shown.join(", ")));
     }
     match (&s.best, one_trial) {
         (_, true) if s.pending.is_empty() => out.push_str(
@@ -383,6 +410,9 @@ pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> 
         (None, false) if s.ranked.iter().any(|o| o.status == TrialStatus::Finished) => out.push_str(
             &format!("no finished trial reported {metric}: nothing to name best"),
         ),
+        (None, false) if !s.pending.is_empty() => {
+            out.push_str("no trial finished yet: nothing to name best")
+        }
         (None, false) => out.push_str("no trial finished: nothing to name best"),
     }
     out
