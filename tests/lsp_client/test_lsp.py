@@ -281,3 +281,55 @@ async def test_half_typed_input_never_breaks_the_server(client: LanguageClient, 
     change(client, uri, 1000, BROKEN)
     found = await published(client, uri, lambda f: "wf::off-step" in codes(f))
     assert found
+
+
+SWEEP = """\
+use Clarifai_InceptionBatchNorm { num_epochs = 4  init_epochs = 2  logreg = 0 }
+data { train = "images" }
+sweep {
+    image_size = range(40, 88, 16)
+    objective  = maximize(map_at_r)
+}
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_sweep_is_checked_completed_and_documented(client: LanguageClient, tmp_path):
+    uri = open_doc(client, workspace(tmp_path), SWEEP)
+    # The bad low bound is an error at its own span, with its nearest values as fixes.
+    found = await published(client, uri, lambda f: "wf::off-step" in codes(f))
+    off = next(d for d in found if d.code == "wf::off-step")
+    assert off.range.start == types.Position(line=3, character=23)
+    assert off.range.end == types.Position(line=3, character=25)
+    actions = await client.text_document_code_action_async(
+        types.CodeActionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            range=off.range,
+            context=types.CodeActionContext(diagnostics=[]),
+        )
+    )
+    assert {"change to 32", "change to 48"} <= {a.title for a in actions}
+    # Fixed, the sweep checks clean.
+    change(client, uri, 2, SWEEP.replace("range(40, 88, 16)", "range(32, 80, 16)"))
+    await published(client, uri, lambda f: len(f) == 0)
+
+    result = await client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=4, character=len("    objective  = ")),
+        )
+    )
+    items = result.items if isinstance(result, types.CompletionList) else result
+    labels = {i.label for i in items}
+    assert {"maximize(map_at_r)", "minimize(train_loss)", "maximize(unseen_nmi)"} <= labels
+    hover = await client.text_document_hover_async(
+        types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=types.Position(line=2, character=2),
+        )
+    )
+    assert "**sweep**" in hover.contents.value and "`repeats`" in hover.contents.value
+    symbols = await client.text_document_document_symbol_async(
+        types.DocumentSymbolParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    assert [s.name for s in symbols] == ["Clarifai_InceptionBatchNorm", "data", "sweep"]
