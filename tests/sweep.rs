@@ -622,3 +622,55 @@ fn repeats_train_each_candidate_with_seeds_one_apart_and_rank_by_the_mean() {
         "best {best:?} is of the best candidate {first:?}"
     );
 }
+
+#[test]
+fn a_swept_batch_is_advised_per_candidate_and_data_decide_what_can_be_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    for c in ["a", "b", "c", "d", "e", "f"] {
+        let folder = dir.path().join("img").join(c);
+        std::fs::create_dir_all(&folder).unwrap();
+        for i in 0..20 {
+            std::fs::write(folder.join(format!("{i}.png")), b"").unwrap();
+        }
+    }
+    let check_in = |sweep: &str, eval: &str| {
+        let text = format!(
+            "use Clarifai_InceptionBatchNorm {{ image_size = 32  logreg = 0  num_epochs = 4  init_epochs = 2 }}\ndata {{ train = \"img\"  eval = {eval} }}\nsweep {{\n{sweep}\n}}\n"
+        );
+        let path = dir.path().join("s.wf");
+        std::fs::write(&path, text).unwrap();
+        wfrun::check_file(&path, &CheckOptions::default()).unwrap()
+    };
+    let c = check_in("    batch_size = values(2, 4, 16)", "0.2");
+    assert!(!c.has_errors(), "{:?}", c.diagnostics);
+    let advice: Vec<_> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.code == Code::BatchAdvice)
+        .collect();
+    assert_eq!(advice.len(), 1, "{:?}", c.diagnostics);
+    assert!(
+        advice[0].message.contains("in 2 of the 3 trials"),
+        "{}",
+        advice[0].message
+    );
+    assert_eq!(at(&c, advice[0]), "batch_size = values(2, 4, 16)");
+    // One held-out image per concept: nothing for MAP@R to match.
+    let c = check_in("    batch_size = values(16, 32)", "0.05");
+    assert!(
+        errors(&c)
+            .iter()
+            .any(|d| d.message.contains("cannot measure `map_at_r`")),
+        "{:?}",
+        c.diagnostics
+    );
+    let c = check_in(
+        "    batch_size = values(16, 32)\n    objective = maximize(accuracy)",
+        "0.05",
+    );
+    assert!(
+        !c.has_errors(),
+        "accuracy needs no pair: {:?}",
+        c.diagnostics
+    );
+}

@@ -643,7 +643,7 @@ fn count_concepts(
 
 /// The seed's advice: a batch of around twice the number of concepts, within
 /// the template's maximum.
-fn batch_advice(
+pub(super) fn batch_advice(
     cx: &mut Checker,
     params: &[(ResolvedParam, Written)],
     batch_max: Option<f64>,

@@ -108,6 +108,15 @@ impl Checker<'_> {
         if self.error_count() > errors_before {
             return None;
         }
+        // A swept batch is advised on per candidate: the `use` block's
+        // default, which no trial trains with, is not.
+        if swept
+            .iter()
+            .any(|(i, ..)| &*t.params[*i].name == "batch_size")
+        {
+            self.diagnostics
+                .retain(|d| !(d.code == Code::BatchAdvice && d.span == train_at));
+        }
         let sizes: Vec<usize> = swept.iter().map(|(_, _, g)| g.values.len()).collect();
         let grid = sizes
             .iter()
@@ -314,6 +323,15 @@ impl Checker<'_> {
         if let (Some(h), Some(set), Some(data)) = (&hyper, dataset, data) {
             if !self.diagnostics.iter().any(Diagnostic::is_error) {
                 self.epoch_has_a_batch(h, set, data, train_at);
+            }
+            // The seed's batch advice, for this candidate's batch.
+            let batch_max = t
+                .param("batch_size")
+                .and_then(|p| p.max.as_ref())
+                .map(|m| m.value.as_f64());
+            let used = set.concepts.iter().filter(|(_, n)| *n > 0).count();
+            if used > 0 {
+                fs::batch_advice(self, params, batch_max, used, train_at);
             }
         }
         let found = std::mem::replace(self.diagnostics, saved);
