@@ -98,6 +98,8 @@ pub enum Event {
         trials: usize,
         /// `batch_size = 32, per_item_lrate = 1e-05`.
         values: String,
+        /// What ranks the trials (each epoch line can show it).
+        objective: crate::sweep::Metric,
     },
     /// A sweep's trial was done before (or runs elsewhere): skipped.
     TrialSkipped {

@@ -481,6 +481,7 @@ fn run_trial(
         index: i + 1,
         trials: sweep.trials.len(),
         values: spec.describe(),
+        objective: sweep.objective.metric,
     });
     let objective = sweep.objective;
     let stop_early = sweep.early_stop.map(|rule| {

@@ -16,6 +16,9 @@ pub struct Progress {
     done_steps: u64,
     /// The images being embedded and since when.
     embedding: Option<(&'static str, Instant)>,
+    /// A sweep's objective, shown on each epoch line when the line does not
+    /// show it already.
+    objective: Option<wfrun::sweep::Metric>,
 }
 
 pub fn duration(seconds: f64) -> String {
@@ -42,6 +45,7 @@ impl Progress {
             total_steps: 0,
             done_steps: 0,
             embedding: None,
+            objective: None,
         }
     }
 
@@ -61,9 +65,22 @@ impl Progress {
                 errln!("warning: skipped `{}`: {reason}", path.display());
             }
             Event::SmallImages { .. } => small_images(e),
-            Event::Epoch { .. } => {
+            Event::Epoch {
+                train_loss, eval, ..
+            } => {
                 self.clear_line();
-                errln!("{}", epoch_line(e));
+                let mut line = epoch_line(e);
+                use wfrun::sweep::Metric;
+                if let Some(m) = self
+                    .objective
+                    .filter(|m| !matches!(m, Metric::MapAtR | Metric::Accuracy))
+                {
+                    if let Some((v, _)) = wfrun::exec::sweep::objective_value(m, *train_loss, eval)
+                    {
+                        line.push_str(&format!("; objective {} {v:.4}", m.name()));
+                    }
+                }
+                errln!("{line}");
             }
             Event::StepFinished { outcome } => errln!(
                 "step {}: {} ({})",
@@ -94,7 +111,9 @@ impl Progress {
                 index,
                 trials,
                 values,
+                objective,
             } => {
+                self.objective = Some(*objective);
                 self.clear_line();
                 errln!("\n{name} ({index} of {trials}): {values}");
             }
