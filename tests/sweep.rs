@@ -249,22 +249,11 @@ fn the_plan_lists_the_trials_drawn_from_the_grid() {
     assert_eq!(json["sweep"]["early_stop"]["after"], 2);
 }
 
+#[path = "common/bars.rs"]
+mod bars;
+
 fn write_images(root: &Path) {
-    let hues = [[220u8, 40, 40], [40, 200, 60], [50, 80, 230]];
-    for (c, hue) in hues.iter().enumerate() {
-        let folder = root.join(format!("c{c}"));
-        std::fs::create_dir_all(&folder).unwrap();
-        for i in 0..12u32 {
-            let img = image::RgbImage::from_fn(36, 36, |x, y| {
-                if (x / 12) as usize == c && y > 6 + i % 4 && y < 26 {
-                    image::Rgb(*hue)
-                } else {
-                    image::Rgb([(x * 4 % 50) as u8, 20, (y * 3 % 40 + i) as u8])
-                }
-            });
-            img.save(folder.join(format!("{i}.png"))).unwrap();
-        }
-    }
+    bars::write_bars(root, 12);
 }
 
 fn wfrun(args: &[&str]) -> (bool, String, String) {

@@ -974,18 +974,13 @@ impl Checker<'_> {
                     values.into_iter().map(Num::Float).collect()
                 };
                 if int && values.windows(2).any(|w| w[0] == w[1]) {
-                    let mut shown: Vec<String> =
-                        values.iter().take(10).map(|x| x.to_string()).collect();
-                    if values.len() > 10 {
-                        shown.push(format!("… ({} values)", values.len()));
-                    }
                     self.push(
                         Diagnostic::error(
                             Code::Sweep,
                             v.span,
                             format!(
                                 "rounded to whole numbers, this `log_range` repeats values: {}",
-                                shown.join(", ")
+                                listed(&values, 10)
                             ),
                         )
                         .with_label(format!("`{}` is an integer", spec.name))
@@ -1097,13 +1092,7 @@ impl Checker<'_> {
         values: &[Num],
         (lo_at, step, step_at, hi, hi_at): (Span, Num, Span, Num, Span),
     ) -> bool {
-        let check = |n: Num, at: Span| {
-            let kind = match n {
-                Num::Int(i) => ValueKind::Int(i),
-                Num::Float(f) => ValueKind::Float(f),
-            };
-            spec.check(&Value { kind, span: at })
-        };
+        let check = |n: Num, at: Span| spec.check_value(&ParamValue::Num(n), at);
         let Some(&first) = values.first() else {
             return false;
         };
@@ -1148,37 +1137,24 @@ impl Checker<'_> {
                 return false;
             }
         }
-        let off: Vec<Num> = values
-            .iter()
-            .copied()
-            .filter(|&n| check(n, lo_at).is_err())
-            .collect();
+        let (fits, off): (Vec<Num>, Vec<Num>) =
+            values.iter().partition(|&&n| check(n, lo_at).is_ok());
         if off.is_empty() {
             return true;
         }
-        let fits: Vec<Num> = values
-            .iter()
-            .copied()
-            .filter(|&n| check(n, lo_at).is_ok())
-            .collect();
         let max = spec.max.as_ref().map(|m| m.value);
-        let mut shown: Vec<String> = off.iter().take(3).map(|n| n.to_string()).collect();
-        if off.len() > 3 {
-            shown.push(format!("… ({} values)", off.len()));
-        }
+        let shown = listed(&off, 3);
         let mut d = Diagnostic::error(
             Code::OutOfRange,
             hi_at,
             match max {
                 Some(m) => format!(
                     "this range goes past `{}`'s maximum {m}: {}",
-                    spec.name,
-                    shown.join(", ")
+                    spec.name, shown
                 ),
                 None => format!(
                     "this range gives values `{}` does not accept: {}",
-                    spec.name,
-                    shown.join(", ")
+                    spec.name, shown
                 ),
             },
         )
@@ -1207,11 +1183,7 @@ impl Checker<'_> {
         let mut inner: Vec<(Num, Box<Diagnostic>)> = Vec::new();
         let mut fits = true;
         for &(n, at) in values {
-            let kind = match n {
-                Num::Int(i) => ValueKind::Int(i),
-                Num::Float(f) => ValueKind::Float(f),
-            };
-            if let Err(d) = spec.check(&Value { kind, span: at }) {
+            if let Err(d) = spec.check_value(&ParamValue::Num(n), at) {
                 fits = false;
                 if at == call {
                     inner.push((n, d));
@@ -1223,11 +1195,8 @@ impl Checker<'_> {
         if let Some((_, first)) = inner.first() {
             let mut d = first.as_ref().clone();
             d.fixes.clear();
-            let mut shown: Vec<String> = inner.iter().take(3).map(|(n, _)| n.to_string()).collect();
-            if inner.len() > 3 {
-                shown.push(format!("… ({} values)", inner.len()));
-            }
-            d.label = Some(format!("`{}(..)` gives {}", name.name, shown.join(", ")));
+            let off: Vec<Num> = inner.iter().map(|(n, _)| *n).collect();
+            d.label = Some(format!("`{}(..)` gives {}", name.name, listed(&off, 3)));
             self.push(d);
         }
         fits
@@ -1240,4 +1209,13 @@ fn settings_named_params(body: &crate::syntax::Block, t: &TemplateSpec) -> usize
     body.settings()
         .filter(|s| t.param(&s.name.name).is_some())
         .count()
+}
+
+/// The first `k` of `values`, and how many there are when that is more.
+fn listed(values: &[Num], k: usize) -> String {
+    let mut shown: Vec<String> = values.iter().take(k).map(Num::to_string).collect();
+    if values.len() > k {
+        shown.push(format!("… ({} values)", values.len()));
+    }
+    shown.join(", ")
 }

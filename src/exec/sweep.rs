@@ -537,26 +537,21 @@ fn run_trial(
         }
         on_event(e)
     });
-    let curve = read_curve(&trial.output, objective.metric);
-    let (status, epochs, last, message) = match result {
-        Ok(summary) => {
-            let last = summary.final_eval.as_ref().and_then(|e| {
-                let loss = last_train_loss(&trial.output);
-                objective_value(objective.metric, loss.unwrap_or(f32::NAN), e)
-            });
-            match summary.stopped_early {
-                Some(epoch) => (TrialStatus::Stopped, epoch, last, reason),
-                None => (TrialStatus::Finished, summary.epochs, last, None),
-            }
-        }
-        Err(RunError::Diverged { epoch, step, loss }) => {
-            let why = format!("the loss became {loss} at epoch {epoch}, step {step}");
-            (TrialStatus::Diverged, curve.len() as u64, None, Some(why))
-        }
+    let (status, epochs, message) = match result {
+        Ok(summary) => match summary.stopped_early {
+            Some(epoch) => (TrialStatus::Stopped, epoch, reason),
+            None => (TrialStatus::Finished, summary.epochs, None),
+        },
+        Err(RunError::Diverged { epoch, step, loss }) => (
+            TrialStatus::Diverged,
+            0,
+            Some(format!(
+                "the loss became {loss} at epoch {epoch}, step {step}"
+            )),
+        ),
         Err(RunError::NotFinite { epoch, what }) => (
             TrialStatus::Diverged,
-            curve.len() as u64,
-            None,
+            0,
             Some(if epoch > 0 {
                 format!("{what} were not finite numbers after epoch {epoch}")
             } else {
@@ -575,29 +570,38 @@ fn run_trial(
         }
         Err(e) => return Err(e),
     };
-    Ok(TrialOutcome {
-        name: spec.name.clone(),
-        values,
-        seed: spec.seed,
-        status,
-        epochs,
-        objective: last.map(|(v, _)| v),
-        interval: last.and_then(|(_, i)| i),
-        curve,
-        message,
-    })
+    // The objective after each epoch and at the last, as a resumed sweep
+    // reads it again.
+    let mut outcome = refreshed(
+        &TrialOutcome {
+            name: spec.name.clone(),
+            values,
+            seed: spec.seed,
+            status,
+            epochs,
+            objective: None,
+            interval: None,
+            curve: Vec::new(),
+            message,
+        },
+        &trial.output,
+        objective.metric,
+    );
+    if status == TrialStatus::Diverged {
+        // The epochs it finished before its numbers stopped being finite.
+        outcome.epochs = outcome.curve.len() as u64;
+    }
+    Ok(outcome)
 }
 
 /// A done trial's objective read again from its `metrics.jsonl`: the sweep's
 /// objective may have changed since the trial recorded it.
 fn refreshed(outcome: &TrialOutcome, out: &Path, metric: Metric) -> TrialOutcome {
-    if outcome.status == TrialStatus::Diverged {
-        return outcome.clone();
-    }
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
     let rows = epoch_rows(&log);
     let mut last = rows
         .last()
+        .filter(|_| outcome.status != TrialStatus::Diverged)
         .and_then(|r| objective_value(metric, r.train_loss, &r.eval));
     // A finished trial's unseen figures are `unseen.json`'s: they are judged
     // again when its unseen images change, its last epoch's are not.
@@ -625,20 +629,6 @@ fn refreshed(outcome: &TrialOutcome, out: &Path, metric: Metric) -> TrialOutcome
         interval: last.and_then(|(_, i)| i),
         ..outcome.clone()
     }
-}
-
-/// The objective after each epoch of a trial's `metrics.jsonl`.
-fn read_curve(out: &Path, metric: Metric) -> Vec<Option<f64>> {
-    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    epoch_rows(&log)
-        .iter()
-        .map(|r| objective_value(metric, r.train_loss, &r.eval).map(|(v, _)| v))
-        .collect()
-}
-
-fn last_train_loss(out: &Path) -> Option<f32> {
-    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap_or_default();
-    epoch_rows(&log).last().map(|r| r.train_loss)
 }
 
 fn status_text(o: &TrialOutcome) -> String {
