@@ -72,6 +72,31 @@ fn main() {
         );
     }
 
+    // The cost model's share: its estimate alone, and a 1,000-line file
+    // checked, then checked with the editor's inlay hints (a check, the plan,
+    // the hints), the hints' count as an editor keeps it.
+    let text = large_workflow(1_000, &data);
+    let c = wfrun::check_source("large.wf", &text, &fs_on);
+    let w = c.workflow.expect("checks");
+    let found = wfrun::plan::DataFound::counted(w.dataset.as_ref(), &w.data.eval);
+    let ms = time(runs * 50, || {
+        let e = wfrun::plan::estimate_cost(&w.hyper, &found, w.device, &w.machine, true);
+        assert!(e.is_some());
+    });
+    println!("{{\"case\":\"estimate\",\"median_ms\":{ms:.4}}}");
+    let check_ms = time(runs, || {
+        let c = wfrun::check_source("large.wf", &text, &fs_off);
+        assert!(c.diagnostics.is_empty());
+    });
+    let hints_ms = time(runs, || {
+        let h = wfrun::ide::inlay_hints(&text, "large.wf", &fs_off, Some(&found));
+        assert_eq!(h.len(), 3, "{h:?}");
+    });
+    println!(
+        "{{\"case\":\"file_1000_no_fs\",\"median_ms\":{check_ms:.3}}}\n{{\"case\":\"file_1000_hints\",\"median_ms\":{hints_ms:.3},\"added_ms\":{:.3}}}",
+        hints_ms - check_ms
+    );
+
     let dir = std::env::temp_dir().join(format!("wfrun-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let shipped: Vec<String> = wfrun::workflow_files(Path::new("workflows"))

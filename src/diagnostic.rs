@@ -70,7 +70,8 @@ codes! {
     Narrowing => "wf::narrowing", "a template widens its parent's range instead of narrowing it";
     UnknownStepKind => "wf::unknown-step-kind", "a `step` names no known step kind";
     Schedule => "wf::schedule", "the epochs and learning-rate schedule do not fit together";
-    Memory => "wf::memory", "a size whose layers would not fit in the machine's memory";
+    Memory => "wf::memory", "a run whose peak memory would not fit in the machine's memory";
+    LongRun => "wf::long-run", "a run that would take more than a day on its device";
     LearningRate => "wf::learning-rate", "the learning rate will not train the network";
     AngularFromScratch => "wf::angular-from-scratch", "angular margin settings that learn more slowly without pretrained weights than gentler ones";
     BatchAdvice => "wf::batch-advice", "the batch is small for the number of concepts";

@@ -23,8 +23,10 @@
 // The pest parser is generated without `std` (see Cargo.toml) and names `alloc`.
 extern crate alloc;
 
+pub mod arch;
 pub mod atomic;
 pub mod check;
+pub mod cost;
 pub mod data;
 pub mod diagnostic;
 #[cfg(feature = "train")]

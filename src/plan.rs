@@ -172,6 +172,10 @@ pub struct Plan {
     /// trial's; each trial's own plan is written in its run folder).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep: Option<PlannedSweep>,
+    /// What training (or, with a base model, embedding) costs: parameters,
+    /// multiply-adds, peak memory, and times on this machine.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost: Option<crate::cost::Estimate>,
 }
 
 /// One trial of a sweep as the plan lists it.
@@ -187,6 +191,9 @@ pub struct PlannedTrial {
     pub optimizer_steps: Option<u64>,
     /// Its run folder.
     pub output: std::path::PathBuf,
+    /// Its estimated time in seconds, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_s: Option<f64>,
 }
 
 /// A sweep as the plan shows it.
@@ -313,6 +320,7 @@ impl Plan {
                         epochs: p.hyper.num_epochs,
                         steps_per_epoch: p.steps_per_epoch,
                         optimizer_steps: p.optimizer_steps,
+                        total_s: p.cost.and_then(|c| c.times).and_then(|t| t.total_s),
                         output: p.output,
                     })
                 })
@@ -355,6 +363,7 @@ impl Plan {
                 typed: s.typed.resolve(&counts),
             })
             .collect();
+        let cost = estimate_cost(&hyper, &data, w.device, &w.machine, w.base.is_none());
         Plan {
             workflow: w.name.clone(),
             template: w.template.name.clone(),
@@ -394,8 +403,45 @@ impl Plan {
             output: w.output.clone(),
             seed: w.seed,
             sweep,
+            cost,
         }
     }
+}
+
+/// What a workflow costs with the data found: training `hyper` (or, when
+/// `trains` is false, embedding with a base model of these values), on
+/// `device` of `machine`. Times need the device's throughput: the CPU's, or
+/// `auto` in a build without accelerators. `None` when a layer does not fit.
+pub fn estimate_cost(
+    hyper: &Hyper,
+    data: &DataFound,
+    device: Device,
+    machine: &crate::cost::Machine,
+    trains: bool,
+) -> Option<crate::cost::Estimate> {
+    use crate::cost::{estimate, Network, Work};
+    let counts = data.counts();
+    let net = Network::for_hyper(hyper, counts.concepts);
+    let items = hyper.num_items_per_epoch.resolve(&counts).value();
+    let on_cpu = match device {
+        Device::Cpu => true,
+        Device::Auto => !cfg!(any(feature = "cuda", feature = "metal")),
+        Device::Cuda(_) | Device::Metal(_) => false,
+    };
+    let unseen = data.unseen.map_or(0, |(images, _)| images);
+    let work = Work {
+        steps_per_epoch: items
+            .filter(|_| trains)
+            .map(|n| steps_per_epoch(n, hyper.batch_size as u64)),
+        epochs: if trains { hyper.num_epochs } else { 0 },
+        evaluated_per_epoch: data.eval_images.map(|e| e + unseen),
+        images_embedded: data
+            .train_images
+            .zip(data.eval_images)
+            .map(|(t, e)| t + e + unseen),
+    };
+    let throughput = machine.throughput.as_ref().filter(|_| on_cpu);
+    estimate(&net, hyper.image_size, hyper.batch_size, work, throughput).ok()
 }
 
 /// Consecutive epochs sharing a learning rate.
@@ -487,6 +533,7 @@ impl fmt::Display for Plan {
         } else {
             self.fmt_schedule(f)?;
         }
+        self.fmt_cost(f)?;
         self.fmt_data_and_steps(f)
     }
 }
@@ -531,6 +578,10 @@ impl PlannedSweep {
             header.push("seed".into());
         }
         header.extend(["lrate", "epochs", "optimizer steps"].map(String::from));
+        let timed = self.trials.iter().all(|t| t.total_s.is_some());
+        if timed {
+            header.push("time".into());
+        }
         let rows: Vec<Vec<String>> = self
             .trials
             .iter()
@@ -543,6 +594,9 @@ impl PlannedSweep {
                 row.push(fmt_float(t.lrate));
                 row.push(t.epochs.to_string());
                 row.push(t.optimizer_steps.map_or("?".into(), |s| s.to_string()));
+                if let (true, Some(s)) = (timed, t.total_s) {
+                    row.push(crate::cost::duration_text(s));
+                }
                 row
             })
             .collect();
@@ -567,6 +621,15 @@ impl PlannedSweep {
         for r in &rows {
             writeln!(f, "{}", line(r))?;
         }
+        if timed {
+            let all: f64 = self.trials.iter().filter_map(|t| t.total_s).sum();
+            writeln!(
+                f,
+                "  about {} for all {} trials on this machine, before any stops early",
+                crate::cost::duration_text(all),
+                self.trials.len()
+            )?;
+        }
         if let Some(t) = self.trials.first() {
             let folder = t.output.parent().unwrap_or(&t.output);
             writeln!(
@@ -580,6 +643,94 @@ impl PlannedSweep {
 }
 
 impl Plan {
+    fn fmt_cost(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use crate::cost::{bytes_text, count_text, duration_text};
+        let Some(c) = &self.cost else {
+            return Ok(());
+        };
+        let n = &c.counts;
+        match &self.sweep {
+            Some(s) => writeln!(
+                f,
+                "cost of {} (each trial's time is in the table above)",
+                s.trials
+                    .first()
+                    .map_or("the first trial", |t| t.name.as_str())
+            )?,
+            None => writeln!(f, "cost")?,
+        }
+        writeln!(
+            f,
+            "  network       {} at {} px: {} parameters ({})",
+            self.architecture.network_name(),
+            n.image_size,
+            count_text(n.params as f64),
+            bytes_text(c.weight_bytes as f64)
+        )?;
+        writeln!(
+            f,
+            "  multiply-adds {} per image forward, {} per image trained (forward and backward)",
+            count_text(n.macs_forward as f64),
+            count_text(n.macs_train as f64)
+        )?;
+        let training = if self.base.is_some() {
+            String::new()
+        } else {
+            format!(
+                "training {} (batch {}), ",
+                bytes_text(c.train_peak_bytes as f64),
+                c.batch_size
+            )
+        };
+        writeln!(
+            f,
+            "  peak memory   {training}embedding {} (batches of {})",
+            bytes_text(c.embed_peak_bytes as f64),
+            c.embed_batch
+        )?;
+        let Some(t) = &c.times else {
+            writeln!(
+                f,
+                "  time          not estimated on {}: no throughput measured for it",
+                self.device
+            )?;
+            return writeln!(f);
+        };
+        if self.base.is_none() {
+            let per_epoch = match (self.steps_per_epoch, t.epoch_s) {
+                (Some(steps), Some(e)) => format!(
+                    " × {steps} steps and judging = {} an epoch",
+                    duration_text(e)
+                ),
+                _ => String::new(),
+            };
+            writeln!(
+                f,
+                "  time          {} a step{per_epoch}",
+                duration_text(t.step_s)
+            )?;
+        }
+        match (t.total_s, t.embed_data_s) {
+            (Some(total), _) if self.base.is_none() => writeln!(
+                f,
+                "                {} in all: {} epochs, then embedding every image",
+                duration_text(total),
+                self.epoch_learning_rates.len()
+            )?,
+            (_, Some(embed)) => writeln!(
+                f,
+                "  time          {} embedding every image",
+                duration_text(embed)
+            )?,
+            _ => writeln!(
+                f,
+                "                in all: unknown until the images can be counted"
+            )?,
+        }
+        writeln!(f, "  (times from {})", t.source)?;
+        writeln!(f)
+    }
+
     fn fmt_schedule(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "learning rate")?;
         let batch = self.hyper.batch_size;

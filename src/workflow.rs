@@ -246,6 +246,8 @@ pub struct BaseModel {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workflow {
     pub name: String,
+    /// The machine the checker estimated costs for (`CheckOptions::machine`).
+    pub machine: crate::cost::Machine,
     /// The folder relative paths are resolved against (the workflow file's).
     pub base_dir: PathBuf,
     pub template: TemplateSpec,
@@ -279,6 +281,7 @@ impl Workflow {
         // Field by field: cloning `self` would copy every trial for each.
         Some(Workflow {
             name: format!("{}/{}", self.name, trial.name),
+            machine: self.machine.clone(),
             base_dir: self.base_dir.clone(),
             template: self.template.clone(),
             params: trial.params.clone(),

@@ -1011,3 +1011,192 @@ fn a_search_index_path_must_be_a_lancedb_table_this_build_can_open() {
             .contains("cannot search LanceDB tables"));
     }
 }
+
+/// A machine of `gib` GiB (no swap) measured at the fallback's throughput.
+fn machine(gib: u64, swap_gib: u64) -> wfrun::cost::Machine {
+    wfrun::cost::Machine {
+        memory: Some(wfrun::cost::Memory {
+            total: gib << 30,
+            swap: swap_gib << 30,
+        }),
+        throughput: Some(wfrun::cost::Throughput::fallback()),
+    }
+}
+
+fn on(machine: wfrun::cost::Machine) -> CheckOptions {
+    CheckOptions {
+        filesystem: false,
+        machine: Some(machine),
+        ..Default::default()
+    }
+}
+
+/// ResNet-101 at `size` px, batch `batch`, `epochs` epochs of `items` images.
+fn resnet(size: u64, batch: u64, epochs: u64, items: u64) -> String {
+    format!(
+        "use Clarifai_ResNet_AngularMargin {{\n    image_size = {size}\n    batch_size = {batch}\n    num_epochs = {epochs}\n    init_epochs = {epochs}\n    num_items_per_epoch = {items}\n}}\ndata {{ train = \"x\" }}\n"
+    )
+}
+
+#[test]
+fn the_plan_holds_the_cost_counted_from_the_networks() {
+    let c = check_source("t.wf", &resnet(224, 32, 2, 6400), &on(machine(1024, 0)));
+    let plan = c.plan().expect("checks");
+    let cost = plan.cost.clone().expect("a cost");
+    // ResNet-101's backbone at 224 px: torchvision's 7.80 GMACs less its classifier.
+    assert!((cost.counts.macs_forward as f64 / 7.80e9 - 1.0).abs() < 0.01);
+    assert_eq!(cost.counts.macs_train, 3 * cost.counts.macs_forward);
+    let t = cost.times.expect("times on the CPU");
+    // 200 steps an epoch, 2 epochs, and nothing counted to judge or embed.
+    let epoch = t.epoch_s.unwrap();
+    assert!((epoch - 200.0 * t.step_s).abs() < 1e-6 * epoch);
+    assert!((t.total_s.unwrap() - 2.0 * epoch).abs() < 1e-6 * epoch);
+    let json = serde_json::to_value(&plan).unwrap();
+    assert!(json["cost"]["train_peak_bytes"].as_u64().unwrap() > 1 << 30);
+    assert!(plan.to_string().contains("peak memory"));
+    // A device without a measured throughput: memory, but no times.
+    let gpu = resnet(224, 32, 2, 6400) + "device = auto\n";
+    let mut m = machine(1024, 0);
+    m.throughput = None;
+    let plan = check_source("t.wf", &gpu, &on(m)).plan().unwrap();
+    assert!(plan.cost.unwrap().times.is_none());
+}
+
+#[test]
+fn peak_memory_past_the_machine_warns_and_past_memory_and_swap_refuses() {
+    // ResNet-101 at 512 px, batch 128: tens of GiB of activations.
+    let text = resnet(512, 128, 1, 128);
+    let c = check_source("t.wf", &text, &on(machine(1024, 0)));
+    assert!(!c.diagnostics.iter().any(|d| d.code == Code::Memory));
+    let need = c.plan().unwrap().cost.unwrap().train_peak_bytes;
+    let gib = need >> 30;
+    // Just below the need: a warning at `batch_size`, with the batch that fits.
+    let c = check_source("t.wf", &text, &on(machine(gib, 4 * gib)));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::Memory)
+        .unwrap();
+    assert_eq!(d.severity, Severity::Warning, "{d:?}");
+    assert_eq!(&text[d.span.start..d.span.end], "batch_size = 128", "{d:?}");
+    let help = d.help.as_deref().unwrap();
+    let fits: usize = help
+        .split("`batch_size = ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{help}"));
+    assert!((2..128).contains(&fits), "{help}");
+    let smaller = resnet(512, fits as u64, 1, 128);
+    let c = check_source("t.wf", &smaller, &on(machine(gib, 4 * gib)));
+    assert!(!c.diagnostics.iter().any(|d| d.code == Code::Memory));
+    // Past memory and swap together: an error, no workflow.
+    let c = check_source("t.wf", &text, &on(machine(gib / 2, gib / 4)));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::Memory)
+        .unwrap();
+    assert_eq!(d.severity, Severity::Error);
+    assert!(d.label.as_deref().unwrap().contains("cannot be allocated"));
+    assert!(c.workflow.is_none());
+}
+
+#[test]
+fn a_run_longer_than_a_day_warns_with_settings_that_finish_within_one() {
+    // 100 epochs of 50,000 images at 224 px: weeks on one core.
+    let text = resnet(224, 32, 100, 50_000);
+    let c = check_source("t.wf", &text, &on(machine(1024, 0)));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::LongRun)
+        .unwrap_or_else(|| panic!("{:#?}", c.diagnostics));
+    assert_eq!(d.severity, Severity::Warning);
+    assert!(d.message.contains("days"), "{}", d.message);
+    assert_eq!(&text[d.span.start..d.span.end], "num_epochs = 100");
+    let help = d.help.as_deref().unwrap();
+    assert!(help.contains("`num_epochs = "), "{help}");
+    assert!(help.contains("device = cuda"), "{help}");
+    // The epochs it names finish within a day.
+    let epochs: u64 = help
+        .split("`num_epochs = ")
+        .nth(1)
+        .and_then(|s| s.split('`').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let c = check_source(
+        "t.wf",
+        &resnet(224, 32, epochs, 50_000),
+        &on(machine(1024, 0)),
+    );
+    assert!(!c.diagnostics.iter().any(|d| d.code == Code::LongRun));
+    let total = c
+        .plan()
+        .unwrap()
+        .cost
+        .unwrap()
+        .times
+        .unwrap()
+        .total_s
+        .unwrap();
+    assert!(total <= 86_400.0 && total > 0.5 * 86_400.0, "{total}");
+    // A faster machine: no warning.
+    let mut fast = machine(1024, 0);
+    if let Some(t) = fast.throughput.as_mut() {
+        t.train_macs_per_s *= 1000.0;
+        t.train_values_per_s *= 1000.0;
+        t.eval_macs_per_s *= 1000.0;
+        t.eval_values_per_s *= 1000.0;
+    }
+    let c = check_source("t.wf", &text, &on(fast));
+    assert!(!c.diagnostics.iter().any(|d| d.code == Code::LongRun));
+}
+
+#[test]
+fn inlay_hints_follow_the_batch_size() {
+    let hints = |text: &str| {
+        let m = machine(1024, 0);
+        wfrun::ide::inlay_hints(text, "t.wf", &on(m), None)
+            .into_iter()
+            .map(|h| (text[..h.offset].lines().count(), h.label))
+            .collect::<Vec<_>>()
+    };
+    let a = hints(&resnet(64, 32, 6, 640));
+    let b = hints(&resnet(64, 16, 6, 640));
+    let label = |hs: &[(usize, String)], prefix: &str| {
+        hs.iter()
+            .find(|(_, l)| l.starts_with(prefix))
+            .map(|(line, l)| (*line, l.clone()))
+            .unwrap_or_else(|| panic!("{prefix}: {hs:?}"))
+    };
+    // The lrate after `batch_size` (no `per_item_lrate` written), the steps.
+    assert_eq!(label(&a, "lrate").1, "lrate 0.0025");
+    assert_eq!(label(&b, "lrate").1, "lrate 0.00125");
+    assert_eq!(label(&a, "20 steps").1, "20 steps an epoch, 120 in all");
+    assert_eq!(label(&b, "40 steps").1, "40 steps an epoch, 240 in all");
+    assert_eq!(label(&a, "lrate").0, 3, "on the batch_size line");
+    assert!(label(&a, "epochs 1–6").1.contains("0.0025"));
+    // After the `use` block: time and peak memory, which change with the batch.
+    let (line, cost_a) = label(&a, "≈");
+    assert_eq!(line, 7, "after the block's `}}`");
+    assert!(
+        cost_a.contains("a step") && cost_a.contains("peak"),
+        "{cost_a}"
+    );
+    assert_ne!(cost_a, label(&b, "≈").1);
+    // A file with an error derives nothing.
+    assert!(hints("use Clarifai_ResNext { image_size = 33 }\ndata { train = \"x\" }\n").is_empty());
+}
+
+#[test]
+fn hovering_a_template_shows_its_cost_at_the_settings() {
+    let text = resnet(64, 32, 6, 640);
+    let at = text.find("Clarifai_ResNet").unwrap() + 3;
+    let md = wfrun::ide::hover_on(&text, at, &machine(1024, 0)).unwrap();
+    assert!(
+        md.contains("**Cost at these settings** (64 px, batch 32)"),
+        "{md}"
+    );
+    assert!(md.contains("a training step"), "{md}");
+}

@@ -12,7 +12,7 @@ use wfrun::{check_source, CheckOptions, Code, Severity};
 fn no_fs() -> CheckOptions {
     CheckOptions {
         filesystem: false,
-        base_dir: None,
+        ..Default::default()
     }
 }
 

@@ -59,14 +59,54 @@ pub fn peak_rss_mib() -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The cost model's network for `--model` (what [`network`] builds).
+pub fn cost_network(model: &str) -> wfrun::cost::Network {
+    use wfrun::arch::Backbone;
+    use wfrun::cost::{Head, Network};
+    let (arch, head) = match model {
+        "resnext50" | "resnext50_32x4d" => (Architecture::Resnext50, Head::Classifier),
+        "bninception" => (Architecture::BnInception, Head::Classifier),
+        _ => (
+            Architecture::Resnet101AngularMargin,
+            Head::AngularMargin {
+                embeddings_size: 128,
+            },
+        ),
+    };
+    Network {
+        backbone: Backbone::published(arch),
+        head,
+        classes: 10,
+    }
+}
+
 /// The JSON line: timings (ms, sorted in place), images per second at the
-/// median, peak memory, load average.
+/// median, peak memory, load average, and the cost model's estimates of the
+/// time and the peak (this machine's `wfrun calibrate` figures, or the fallback).
 pub fn report(bench: &str, model: &str, size: usize, batch: usize, times: &mut [f64]) {
+    use wfrun::cost::{calibration, embed_peak_bytes, estimate, Throughput, Work};
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let net = cost_network(model);
+    let t = calibration::load().unwrap_or_else(Throughput::fallback);
+    let (est_ms, est_mib) = match (
+        net.counts(size),
+        estimate(&net, size, batch, Work::default(), None),
+    ) {
+        (Ok(c), Ok(_)) if bench == "embed" => (
+            t.embed_batch_s(&c, batch as u64) * 1e3,
+            embed_peak_bytes(&net, &c, batch) as f64,
+        ),
+        (Ok(c), Ok(e)) => (
+            t.train_step_s(&c, batch as u64) * 1e3,
+            e.train_peak_bytes as f64,
+        ),
+        _ => (f64::NAN, f64::NAN),
+    };
+    let est_mib = est_mib / (1u64 << 20) as f64;
     println!(
-        "{{\"bench\":\"{bench}\",\"framework\":\"wfrun\",\"model\":\"{model}\",\"image_size\":{size},\"batch\":{batch},\"threads\":{},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"images_per_s\":{:.2},\"peak_rss_mib\":{:.0},\"loadavg\":\"{}\"}}",
+        "{{\"bench\":\"{bench}\",\"framework\":\"wfrun\",\"model\":\"{model}\",\"image_size\":{size},\"batch\":{batch},\"threads\":{},\"median_ms\":{median:.1},\"min_ms\":{:.1},\"images_per_s\":{:.2},\"peak_rss_mib\":{:.0},\"estimated_ms\":{est_ms:.1},\"estimated_peak_mib\":{est_mib:.0},\"loadavg\":\"{}\"}}",
         wfrun::models::cpu::threads(),
         times[0],
         batch as f64 * 1e3 / median,

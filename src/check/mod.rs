@@ -39,6 +39,10 @@ pub struct CheckOptions {
     /// The folder relative paths are resolved against. `None`: the workflow
     /// file's folder, or the current folder for text that has no file.
     pub base_dir: Option<PathBuf>,
+    /// The machine costs are estimated for (memory, throughput). `None`:
+    /// this machine ([`crate::cost::Machine::this_machine`]), read at each
+    /// check; editors read it once, tests inject one.
+    pub machine: Option<crate::cost::Machine>,
 }
 
 impl Default for CheckOptions {
@@ -46,6 +50,7 @@ impl Default for CheckOptions {
         CheckOptions {
             filesystem: true,
             base_dir: None,
+            machine: None,
         }
     }
 }
@@ -228,6 +233,10 @@ impl Checker<'_> {
     }
 
     fn workflow(&mut self, module: &Module, options: &CheckOptions) -> Option<Workflow> {
+        let machine = options
+            .machine
+            .clone()
+            .unwrap_or_else(crate::cost::Machine::this_machine);
         let items = self.items(module);
         let file_stem = Path::new(self.file.name())
             .file_stem()
@@ -340,6 +349,18 @@ impl Checker<'_> {
             }
         }
 
+        if let (Some(h), Some(data), Some(params), Some(u), None, None, false) = (
+            &hyper,
+            &data_spec,
+            &params,
+            items.use_decl,
+            &base,
+            items.sweep,
+            self.diagnostics.iter().any(Diagnostic::is_error),
+        ) {
+            let found = crate::plan::DataFound::counted(dataset.as_ref(), &data.eval);
+            self.cost_rules(h, params, u, &found, device, &machine);
+        }
         if self.diagnostics.iter().any(Diagnostic::is_error) {
             return None;
         }
@@ -365,6 +386,7 @@ impl Checker<'_> {
         };
         Some(Workflow {
             name: workflow_name,
+            machine,
             base_dir: self.base_dir.to_path_buf(),
             template: template?,
             params,

@@ -23,8 +23,9 @@ impl Checker<'_> {
         self.memory_rules(&f);
     }
 
-    /// An `embeddings_size` whose layers cannot fit in this machine's memory
-    /// (an error) or take more than half of it (a warning), with the estimate.
+    /// An `embeddings_size` whose layers alone cannot fit in this machine's
+    /// memory, with the estimate (checked before the rest is typed, in every
+    /// trial of a sweep too; [`Checker::cost_rules`] weighs the whole run).
     fn memory_rules(&mut self, f: &Fields) {
         let Some(e) = f.num("embeddings_size") else {
             return;
@@ -39,19 +40,165 @@ impl Checker<'_> {
             "`embeddings_size` = {e} needs about {} to train its layers",
             show(need)
         );
-        let d = if need > memory {
-            Diagnostic::error(Code::Memory, f.at("embeddings_size"), message)
-                .with_label(format!("more than {whose} {} of memory", show(memory)))
-        } else if need > memory / 2.0 {
-            Diagnostic::warning(Code::Memory, f.at("embeddings_size"), message)
-                .with_label(format!("over half of {whose} {} of memory", show(memory)))
-        } else {
+        if need <= memory {
             return;
-        };
+        }
+        let d = Diagnostic::error(Code::Memory, f.at("embeddings_size"), message)
+            .with_label(format!("more than {whose} {} of memory", show(memory)));
         self.push(d.with_help(
             "the projection from 2048 features to the embedding, its gradient and momentum grow \
              with it; the ArcFace default is 512",
         ));
+    }
+
+    /// What the whole run costs on its device: a training step's peak memory
+    /// beyond the machine's memory (a warning: it would swap) or beyond its
+    /// memory and swap together (an error: it cannot be allocated), and a run
+    /// longer than [`LONG_RUN_S`] (a warning naming settings that finish
+    /// within it), each quoting the estimate.
+    pub(super) fn cost_rules(
+        &mut self,
+        h: &crate::hyper::Hyper,
+        params: &[(ResolvedParam, Written)],
+        u: &UseDecl,
+        found: &crate::plan::DataFound,
+        device: crate::workflow::Device,
+        machine: &crate::cost::Machine,
+    ) {
+        use crate::cost::{bytes_text, duration_text};
+        let f = Fields {
+            params,
+            use_span: u.keyword.to(u.template.span),
+        };
+        let estimate =
+            |h: &crate::hyper::Hyper| crate::plan::estimate_cost(h, found, device, machine, true);
+        let Some(e) = estimate(h) else {
+            return;
+        };
+        if let Some(m) = machine.memory.filter(|m| e.train_peak_bytes > m.total) {
+            let weights = e.weight_bytes.saturating_add(e.optimizer_bytes);
+            let at = if e.train_peak_bytes.saturating_sub(weights) >= weights {
+                f.span_of("batch_size")
+                    .or(f.span_of("image_size"))
+                    .unwrap_or(f.use_span)
+            } else {
+                f.at("embeddings_size")
+            };
+            let message = format!(
+                "a training step needs about {} at its peak",
+                bytes_text(e.train_peak_bytes as f64)
+            );
+            let cannot = e.train_peak_bytes > m.total.saturating_add(m.swap);
+            let d = if cannot {
+                Diagnostic::error(Code::Memory, at, message).with_label(format!(
+                    "more than the machine's {} of memory and {} of swap together: it cannot be allocated",
+                    bytes_text(m.total as f64),
+                    bytes_text(m.swap as f64)
+                ))
+            } else {
+                Diagnostic::warning(Code::Memory, at, message).with_label(format!(
+                    "more than the machine's {} of memory: it would swap, many times slower",
+                    bytes_text(m.total as f64)
+                ))
+            };
+            // The largest batch that fits, when a smaller batch is enough.
+            let fits = |b: usize| {
+                estimate(&crate::hyper::Hyper {
+                    batch_size: b,
+                    ..*h
+                })
+                .is_some_and(|e| e.train_peak_bytes <= m.total)
+            };
+            let (mut lo, mut hi) = (0usize, h.batch_size);
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if fits(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            let weights_text = format!(
+                "weights, gradients and momentum take {}; activations grow with `batch_size` and `image_size`",
+                bytes_text(weights as f64)
+            );
+            let help = if lo >= 2 {
+                format!("`batch_size = {lo}` fits; {weights_text}")
+            } else {
+                format!(
+                    "no batch of two fits at `image_size = {}`; {weights_text}",
+                    h.image_size
+                )
+            };
+            self.push(d.with_help(help));
+        }
+        let Some(total) = e.times.as_ref().and_then(|t| t.total_s) else {
+            return;
+        };
+        if total <= LONG_RUN_S {
+            return;
+        }
+        let total_of = |h: &crate::hyper::Hyper| {
+            estimate(h)
+                .and_then(|e| e.times)
+                .and_then(|t| t.total_s)
+                .unwrap_or(f64::INFINITY)
+        };
+        let mut ways = Vec::new();
+        let mut size = h.image_size as u64;
+        while let Some(smaller) = size.checked_sub(1).and_then(|s| h.image_sizes.at_most(s)) {
+            size = smaller;
+            let t = total_of(&crate::hyper::Hyper {
+                image_size: smaller as usize,
+                ..*h
+            });
+            if t <= LONG_RUN_S {
+                ways.push(format!(
+                    "`image_size = {smaller}` (about {})",
+                    duration_text(t)
+                ));
+                break;
+            }
+        }
+        if let Some(epoch_s) = e.times.as_ref().and_then(|t| t.epoch_s) {
+            let after = e.times.as_ref().and_then(|t| t.embed_data_s).unwrap_or(0.0);
+            let epochs = ((LONG_RUN_S - after) / epoch_s).floor();
+            if epochs >= 1.0 && epochs < h.num_epochs as f64 {
+                ways.push(format!(
+                    "`num_epochs = {epochs}` (about {})",
+                    duration_text(epochs * epoch_s + after)
+                ));
+            }
+        }
+        ways.push("a GPU (`device = cuda`)".into());
+        let t = e.times.as_ref();
+        let step = t.map_or(String::new(), |t| duration_text(t.step_s));
+        let at = f
+            .span_of("num_epochs")
+            .or(f.span_of("image_size"))
+            .unwrap_or(f.use_span);
+        self.push(
+            Diagnostic::warning(
+                Code::LongRun,
+                at,
+                format!(
+                    "this run would take about {} on this machine",
+                    duration_text(total)
+                ),
+            )
+            .with_label(format!(
+                "{} epochs of {} steps at {step} a step ({} at {} px)",
+                h.num_epochs,
+                found_steps(h, found),
+                h.architecture.network_name(),
+                h.image_size
+            ))
+            .with_help(format!(
+                "to finish within a day: {}; times from {}",
+                ways.join(", or "),
+                t.map_or("", |t| t.source.as_str())
+            )),
+        );
     }
 
     /// `init_epochs` within `num_epochs`; a rate that never decreases; a `step_epochs` that never applies.
@@ -256,6 +403,19 @@ fn no_second_decrease_help(t: &TemplateSpec, init: f64, step: f64, total: f64) -
 }
 
 /// The resolved parameters of a `use` block, read by the rules.
+/// Seconds past which a run gets a `wf::long-run` warning: a day.
+pub const LONG_RUN_S: f64 = 86_400.0;
+
+/// Optimizer steps per epoch with the data found (`?` when unknown).
+fn found_steps(h: &crate::hyper::Hyper, found: &crate::plan::DataFound) -> String {
+    h.num_items_per_epoch
+        .resolve(&found.counts())
+        .value()
+        .map_or("?".into(), |n| {
+            crate::plan::steps_per_epoch(n, h.batch_size as u64).to_string()
+        })
+}
+
 struct Fields<'p> {
     params: &'p [(ResolvedParam, Written)],
     /// Where a rule points when the parameter was not written.

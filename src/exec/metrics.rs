@@ -57,7 +57,7 @@ pub(super) fn epoch_rows(metrics_jsonl: &str) -> Vec<EpochRow> {
         .collect()
 }
 
-const EVAL_BATCH: usize = 32;
+const EVAL_BATCH: usize = crate::cost::EMBED_BATCH;
 
 /// All of `images`, centre-cropped, in batches decoded ahead on `workers` threads.
 fn centre_crops(images: &Images, size: usize, workers: usize) -> Prefetch {

@@ -3,7 +3,10 @@
 //! `wfrun lsp` (the binary's only module that knows LSP) translates these.
 
 mod complete;
+mod hints;
 mod outline;
+mod rename;
+mod tokens;
 
 use crate::diagnostic::Diagnostic;
 use crate::source::SourceId;
@@ -12,7 +15,13 @@ use crate::syntax::{Block, BlockItem, Item, Module, Setting, ValueKind};
 
 /// The id the edited file's spans carry (the prelude's is `SourceId::PRELUDE`).
 pub use complete::{completions, Completion, CompletionKind};
+pub use hints::{hints_of, inlay_hints, Hint};
 pub use outline::{symbols, Symbol, SymbolKind};
+pub use rename::{prepare_rename, references, rename, Named, References};
+pub use tokens::{
+    folding_ranges, semantic_tokens, Fold, Token, TokenKind, DECLARATION, DEFAULT_LIBRARY,
+    MODIFIERS,
+};
 
 const FILE: SourceId = SourceId(1);
 
@@ -57,6 +66,41 @@ fn within(span: crate::source::Span, offset: usize) -> bool {
     span.start <= offset && offset <= span.end
 }
 
+/// What the file's `use` block costs at its settings (when it checks),
+/// as a paragraph for a hover.
+fn cost_markdown(text: &str, machine: &crate::cost::Machine) -> String {
+    use crate::cost::{bytes_text, count_text, duration_text};
+    let options = crate::CheckOptions {
+        filesystem: false,
+        base_dir: None,
+        machine: Some(machine.clone()),
+    };
+    let checked = crate::check_source("hover.wf", text, &options);
+    let Some(c) = checked.plan().and_then(|p| p.cost) else {
+        return String::new();
+    };
+    let n = &c.counts;
+    let mut md = format!(
+        "\n\n**Cost at these settings** ({} px, batch {}): {} parameters, {} multiply-adds per image trained; peak memory {} training, {} embedding",
+        n.image_size,
+        c.batch_size,
+        count_text(n.params as f64),
+        count_text(n.macs_train as f64),
+        bytes_text(c.train_peak_bytes as f64),
+        bytes_text(c.embed_peak_bytes as f64)
+    );
+    if let Some(t) = &c.times {
+        md.push_str(&format!(
+            "; {} a training step, {} an image embedded (from {})",
+            duration_text(t.step_s),
+            duration_text(t.embed_image_s),
+            t.source
+        ));
+    }
+    md.push('.');
+    md
+}
+
 /// The number a setting of `block` gives `name`, if written.
 fn written_number(block: Option<&Block>, name: &str) -> Option<f64> {
     block?
@@ -73,6 +117,12 @@ fn written_number(block: Option<&Block>, name: &str) -> Option<f64> {
 /// kind, or a parameter (hovering `batch_size` or `per_item_lrate` also shows
 /// the resulting `lrate`). `None` over anything else.
 pub fn hover(text: &str, offset: usize) -> Option<String> {
+    hover_on(text, offset, &crate::cost::Machine::this_machine())
+}
+
+/// [`hover`], costs estimated for `machine`: hovering the template of a
+/// `use` block shows what it costs at the block's settings.
+pub fn hover_on(text: &str, offset: usize, machine: &crate::cost::Machine) -> Option<String> {
     let (module, _) = crate::syntax::parse(FILE, text);
     let registry = Registry::builtin();
     let templates = templates(&module);
@@ -83,10 +133,11 @@ pub fn hover(text: &str, offset: usize) -> Option<String> {
                 let t = template(&u.template.name)?;
                 if within(u.template.span, offset) {
                     return Some(format!(
-                        "**{}** ({})\n\n{}",
+                        "**{}** ({})\n\n{}{}",
                         t.name,
                         t.architecture.name(),
-                        squash(&t.doc)
+                        squash(&t.doc),
+                        cost_markdown(text, machine)
                     ));
                 }
                 let s = setting_at(u.body.as_ref(), offset)?;

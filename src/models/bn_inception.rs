@@ -11,113 +11,8 @@ use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 use super::walk::{Ops, Run};
 
-/// The pooling branch of an inception module.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum PoolBranch {
-    /// 3x3 average pooling, stride 1, then a 1x1 projection.
-    Avg,
-    /// 3x3 max pooling, stride 1, then a 1x1 projection (module 5b).
-    Max,
-}
-
-/// One inception module's widths, as published.
-#[derive(Clone, Copy, Debug)]
-enum Module {
-    /// Four branches: 1x1; 1x1 → 3x3; 1x1 → 3x3 → 3x3; pool → 1x1.
-    Standard {
-        name: &'static str,
-        c1x1: usize,
-        c3x3_reduce: usize,
-        c3x3: usize,
-        double_reduce: usize,
-        double: usize,
-        pool: PoolBranch,
-        pool_proj: usize,
-    },
-    /// Three branches that halve the size: 1x1 → 3x3/2; 1x1 → 3x3 → 3x3/2; max pool 3x3/2.
-    Reduction {
-        name: &'static str,
-        c3x3_reduce: usize,
-        c3x3: usize,
-        double_reduce: usize,
-        double: usize,
-    },
-}
-
-const fn standard(name: &'static str, c: [usize; 6], pool: PoolBranch) -> Module {
-    Module::Standard {
-        name,
-        c1x1: c[0],
-        c3x3_reduce: c[1],
-        c3x3: c[2],
-        double_reduce: c[3],
-        double: c[4],
-        pool,
-        pool_proj: c[5],
-    }
-}
-
-const MODULES: [Module; 10] = [
-    standard("inception_3a", [64, 64, 64, 64, 96, 32], PoolBranch::Avg),
-    standard("inception_3b", [64, 64, 96, 64, 96, 64], PoolBranch::Avg),
-    Module::Reduction {
-        name: "inception_3c",
-        c3x3_reduce: 128,
-        c3x3: 160,
-        double_reduce: 64,
-        double: 96,
-    },
-    standard("inception_4a", [224, 64, 96, 96, 128, 128], PoolBranch::Avg),
-    standard(
-        "inception_4b",
-        [192, 96, 128, 96, 128, 128],
-        PoolBranch::Avg,
-    ),
-    standard(
-        "inception_4c",
-        [160, 128, 160, 128, 160, 128],
-        PoolBranch::Avg,
-    ),
-    standard(
-        "inception_4d",
-        [96, 128, 192, 160, 192, 128],
-        PoolBranch::Avg,
-    ),
-    Module::Reduction {
-        name: "inception_4e",
-        c3x3_reduce: 128,
-        c3x3: 192,
-        double_reduce: 192,
-        double: 256,
-    },
-    standard(
-        "inception_5a",
-        [352, 192, 320, 160, 224, 128],
-        PoolBranch::Avg,
-    ),
-    standard(
-        "inception_5b",
-        [352, 192, 320, 192, 224, 128],
-        PoolBranch::Max,
-    ),
-];
-
-/// Widths: every published width divided by `width_div` (1, 2, 4, 8 or 16),
-/// so tests can build the same network small.
-#[derive(Clone, Debug, PartialEq)]
-pub struct BnInceptionConfig {
-    pub width_div: usize,
-}
-
-impl BnInceptionConfig {
-    pub fn published() -> BnInceptionConfig {
-        BnInceptionConfig { width_div: 1 }
-    }
-
-    pub fn feature_dim(&self) -> usize {
-        1024 / self.width_div
-    }
-}
+pub use crate::arch::BnInceptionConfig;
+use crate::arch::{Module, PoolBranch, BN_INCEPTION_STEM, MODULES};
 
 #[derive(Clone, Debug)]
 struct Branch(Vec<ConvBn>);
@@ -311,16 +206,17 @@ impl BnInception {
         if ![1, 2, 4, 8, 16].contains(&d) {
             candle_core::bail!("BN-Inception's width divisor must be 1, 2, 4, 8 or 16, not {d}");
         }
+        let [c1, c2r, c2] = BN_INCEPTION_STEM.map(|c| c / d);
         let stem = vec![
             conv(
                 vb,
                 "conv1_7x7_s2",
-                ConvSpec::new(3, 64 / d, 7).stride(2).padding(3),
+                ConvSpec::new(3, c1, 7).stride(2).padding(3),
             )?,
-            conv(vb, "conv2_3x3_reduce", ConvSpec::new(64 / d, 64 / d, 1))?,
-            conv(vb, "conv2_3x3", ConvSpec::new(64 / d, 192 / d, 3))?,
+            conv(vb, "conv2_3x3_reduce", ConvSpec::new(c1, c2r, 1))?,
+            conv(vb, "conv2_3x3", ConvSpec::new(c2r, c2, 3))?,
         ];
-        let mut in_ch = 192 / d;
+        let mut in_ch = c2;
         let mut modules = Vec::new();
         for m in &MODULES {
             let module = Inception::new(m, in_ch, d, vb)?;

@@ -7,6 +7,7 @@
 //! converted torchvision / pretrainedmodels weights load.
 
 pub mod bn_inception;
+pub mod calibrate;
 pub mod cpu;
 pub mod gradcheck;
 pub mod init;

@@ -67,19 +67,13 @@ impl Pool2d {
         if p * 2 > k {
             candle_core::bail!("pooling padding {p} is more than half the {k}-pixel window");
         }
-        let (len_i, k_i, s_i, p_i) = (len as i64, k as i64, s as i64, p as i64);
-        let numerator = len_i + 2 * p_i - (k_i - 1) - 1 + if self.ceil_mode { s_i - 1 } else { 0 };
-        let mut out = numerator.div_euclid(s_i) + 1;
-        if self.ceil_mode && (out - 1) * s_i >= len_i + p_i {
-            out -= 1;
-        }
-        if out < 1 {
+        let Some(out) = crate::arch::pool_out_len(len, k, s, p, self.ceil_mode) else {
             candle_core::bail!(
                 "pooling a {len}-pixel side with a {k}-pixel window (padding {p}) leaves no output; \
                  use a larger image_size"
             );
-        }
-        Ok(out as usize)
+        };
+        Ok(out)
     }
 
     /// The output's height and width for an input of `h` × `w`, PyTorch's

@@ -10,49 +10,7 @@ use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
 use super::walk::{Ops, Run};
 
-/// Depth and widths. `base` is the stem's width and the planes of the first
-/// stage (64 in the published networks); tests build the same code small.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResNetConfig {
-    /// Bottleneck blocks per stage.
-    pub layers: [usize; 4],
-    /// Groups of the 3x3 convolutions (ResNeXt's cardinality).
-    pub groups: usize,
-    /// torchvision's `width_per_group`: each 3x3 convolution is
-    /// `int(planes · width_per_group / 64) · groups` wide.
-    pub width_per_group: usize,
-    pub base: usize,
-}
-
-/// Bottleneck blocks widen their input fourfold.
-pub const EXPANSION: usize = 4;
-
-impl ResNetConfig {
-    /// ResNet-101: bottleneck blocks [3, 4, 23, 3], 2048-d features.
-    pub fn resnet101() -> ResNetConfig {
-        ResNetConfig {
-            layers: [3, 4, 23, 3],
-            groups: 1,
-            width_per_group: 64,
-            base: 64,
-        }
-    }
-
-    /// ResNeXt-50 32x4d: blocks [3, 4, 6, 3], 32 groups of 4 channels, 2048-d features.
-    pub fn resnext50_32x4d() -> ResNetConfig {
-        ResNetConfig {
-            layers: [3, 4, 6, 3],
-            groups: 32,
-            width_per_group: 4,
-            base: 64,
-        }
-    }
-
-    /// The length of the pooled features.
-    pub fn feature_dim(&self) -> usize {
-        self.base * 8 * EXPANSION
-    }
-}
+pub use crate::arch::{ResNetConfig, EXPANSION};
 
 #[derive(Clone, Debug)]
 struct Bottleneck {
@@ -69,8 +27,7 @@ impl Bottleneck {
         kernels: Kernels,
         vb: &VarBuilder,
     ) -> Result<Bottleneck> {
-        // torchvision: width = int(planes * (base_width / 64)) * groups.
-        let width = planes * cfg.width_per_group / 64 * cfg.groups;
+        let width = cfg.width(planes);
         let out = planes * EXPANSION;
         let conv1 = ConvBn::new(
             ConvSpec::new(in_ch, width, 1).kernels(kernels),
@@ -164,21 +121,17 @@ impl ResNet {
             },
             vb,
         )?;
-        let mut in_ch = cfg.base;
         let mut stages = Vec::new();
-        for (i, &blocks) in cfg.layers.iter().enumerate() {
-            let planes = cfg.base << i;
+        for (i, blocks) in cfg.blocks().into_iter().enumerate() {
             let stage_vb = vb.pp(format!("layer{}", i + 1));
             let mut stage = Vec::new();
-            for b in 0..blocks {
-                let stride = if i > 0 && b == 0 { 2 } else { 1 };
+            for (b, block) in blocks.into_iter().enumerate() {
                 stage.push(Bottleneck::new(
                     cfg,
-                    (in_ch, planes, stride),
+                    block,
                     kernels,
                     &stage_vb.pp(b.to_string()),
                 )?);
-                in_ch = planes * EXPANSION;
             }
             stages.push(stage);
         }

@@ -75,6 +75,15 @@ const COMMON_PARAMS: [&str; 7] = [
 ];
 
 impl Architecture {
+    /// The network in words ("ResNet-101", "BN-Inception", "ResNeXt-50 32x4d").
+    pub fn network_name(self) -> &'static str {
+        match self {
+            Architecture::Resnet101AngularMargin => "ResNet-101",
+            Architecture::BnInception => "BN-Inception",
+            Architecture::Resnext50 => "ResNeXt-50 32x4d",
+        }
+    }
+
     /// SGD's weight decay, what it applies to, and how the convolutions
     /// start: the template's recipe, not parameters.
     pub fn recipe(self) -> (f64, crate::hyper::Decayed, crate::hyper::ConvInit) {

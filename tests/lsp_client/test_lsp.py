@@ -17,6 +17,13 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WFRUN = os.environ.get("WFRUN", str(ROOT / "target" / "debug" / "wfrun"))
+# No cached measurement of this machine: the cost hints use wfrun's fallback
+# figures, the same on every machine.
+os.environ["WFRUN_CACHE_DIR"] = str(ROOT / "target" / "lsp-client-cache")
+
+
+# What the server announced, for the tests that decode with its legend.
+SERVER_CAPABILITIES = []
 
 
 @pytest_lsp.fixture(config=ClientServerConfig(server_command=[WFRUN, "lsp"]))
@@ -27,6 +34,7 @@ async def client(lsp_client: LanguageClient, tmp_path):
     )
     result = await lsp_client.initialize_session(params)
     caps = result.capabilities
+    SERVER_CAPABILITIES[:] = [caps]
     assert caps.hover_provider and caps.definition_provider
     assert caps.document_symbol_provider and caps.code_action_provider
     assert caps.document_formatting_provider and caps.completion_provider
@@ -100,7 +108,8 @@ async def test_diagnostics_appear_and_clear(client: LanguageClient, tmp_path):
     assert off.severity == types.DiagnosticSeverity.Error
     assert "wf::unknown-param" in codes(found)
 
-    fixed = BROKEN.replace("1000", "1008").replace("    bacth_size = 16\n", "")
+    # (At 1008 px a batch of 32 would not fit in memory: `wf::memory`.)
+    fixed = BROKEN.replace("1000", "128").replace("    bacth_size = 16\n", "")
     change(client, uri, 2, fixed)
     await published(client, uri, lambda f: len(f) == 0)
 
@@ -333,3 +342,140 @@ async def test_a_sweep_is_checked_completed_and_documented(client: LanguageClien
         types.DocumentSymbolParams(text_document=types.TextDocumentIdentifier(uri=uri))
     )
     assert [s.name for s in symbols] == ["Clarifai_InceptionBatchNorm", "data", "sweep"]
+
+
+COSTED = """\
+workflow pipeline
+template Small extends Clarifai_ResNext {
+    param image_size { max = 64  default = 64 }
+}
+use Small {
+    image_size = 64
+    batch_size = 32
+    num_epochs = 4
+    init_epochs = 2
+    step_epochs = 1
+}
+data { train = "images"  eval = 0.25 }
+step clustering as coarse { k = 2 }
+"""
+
+
+async def hints(client: LanguageClient, uri: str, until) -> list:
+    """The inlay hints of the whole document once they satisfy `until` (within 20 s)."""
+    for _ in range(400):
+        found = await client.text_document_inlay_hint_async(
+            types.InlayHintParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                range=types.Range(
+                    start=types.Position(line=0, character=0),
+                    end=types.Position(line=100, character=0),
+                ),
+            )
+        )
+        labels = [(h.position.line, h.label) for h in found or []]
+        if until(labels):
+            return labels
+        await asyncio.sleep(0.05)
+    pytest.fail(f"no inlay hints as expected; last: {labels}")
+
+
+@pytest.mark.asyncio
+async def test_inlay_hints_show_derived_values_and_follow_the_batch_size(
+    client: LanguageClient, tmp_path
+):
+    uri = open_doc(client, workspace(tmp_path), COSTED)
+    # 80 images, a quarter held out: 60 to train. The steps need the full
+    # check's count of the data folder, which comes on a worker.
+    found = await hints(client, uri, lambda hs: any("steps an epoch" in l for _, l in hs))
+    assert (6, "lrate 0.0025") in found
+    assert (6, "2 steps an epoch, 8 in all") in found
+    assert (7, "epochs 1–2: 0.0025, 3: 2.5e-04, 4: 2.5e-05") in found
+    cost = [l for line, l in found if line == 10 and l.startswith("≈")]
+    assert cost and "a step" in cost[0] and "in all" in cost[0] and "peak" in cost[0], found
+    # Typing a new batch size: the hints follow at once, the count kept.
+    change(client, uri, 2, COSTED.replace("batch_size = 32", "batch_size = 16"))
+    found = await hints(client, uri, lambda hs: (6, "lrate 0.00125") in hs)
+    assert (6, "4 steps an epoch, 16 in all") in found
+    assert [l for line, l in found if line == 10] != cost
+
+
+@pytest.mark.asyncio
+async def test_semantic_tokens_and_folding_ranges(client: LanguageClient, tmp_path):
+    uri = open_doc(client, workspace(tmp_path), COSTED)
+    result = await client.text_document_semantic_tokens_full_async(
+        types.SemanticTokensParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    caps = SERVER_CAPABILITIES[0].semantic_tokens_provider.legend
+    lines = COSTED.splitlines()
+    line = col = 0
+    tokens = {}
+    data = result.data
+    for i in range(0, len(data), 5):
+        dl, dc, length, kind, mods = data[i : i + 5]
+        line += dl
+        col = dc if dl else col + dc
+        word = lines[line][col : col + length]
+        modifiers = {m for b, m in enumerate(caps.token_modifiers) if mods & (1 << b)}
+        tokens.setdefault(word, (caps.token_types[kind], modifiers))
+    assert tokens["workflow"] == ("keyword", set())
+    assert tokens["Clarifai_ResNext"] == ("type", {"defaultLibrary"})
+    assert tokens["Small"] == ("type", {"declaration"})
+    assert tokens["image_size"][0] == "property"
+    assert tokens["coarse"] == ("variable", {"declaration"})
+    assert tokens["clustering"] == ("function", {"defaultLibrary"})
+    assert tokens["64"] == ("number", set())
+    assert tokens['"images"'] == ("string", set())
+    folds = await client.text_document_folding_range_async(
+        types.FoldingRangeParams(text_document=types.TextDocumentIdentifier(uri=uri))
+    )
+    spans = {(f.start_line, f.end_line) for f in folds}
+    assert (1, 2) in spans and (4, 9) in spans, spans
+
+
+@pytest.mark.asyncio
+async def test_references_and_rename_of_the_files_own_names(client: LanguageClient, tmp_path):
+    uri = open_doc(client, workspace(tmp_path), COSTED)
+    at = types.Position(line=4, character=5)  # `use Small`
+    refs = await client.text_document_references_async(
+        types.ReferenceParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=at,
+            context=types.ReferenceContext(include_declaration=True),
+        )
+    )
+    assert sorted(r.range.start.line for r in refs) == [1, 4]
+    ready = await client.text_document_prepare_rename_async(
+        types.PrepareRenameParams(text_document=types.TextDocumentIdentifier(uri=uri), position=at)
+    )
+    assert ready is not None
+    edit = await client.text_document_rename_async(
+        types.RenameParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=at, new_name="Tiny"
+        )
+    )
+    edits = edit.changes[uri]
+    assert len(edits) == 2 and all(e.new_text == "Tiny" for e in edits)
+    # The step alias renames; a built-in template does not.
+    alias = types.Position(line=12, character=22)
+    edit = await client.text_document_rename_async(
+        types.RenameParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=alias, new_name="fine"
+        )
+    )
+    assert len(edit.changes[uri]) == 1
+    builtin = types.Position(line=1, character=30)
+    ready = await client.text_document_prepare_rename_async(
+        types.PrepareRenameParams(
+            text_document=types.TextDocumentIdentifier(uri=uri), position=builtin
+        )
+    )
+    assert ready is None
+    with pytest.raises(Exception, match="renamed"):
+        await client.text_document_rename_async(
+            types.RenameParams(
+                text_document=types.TextDocumentIdentifier(uri=uri),
+                position=builtin,
+                new_name="Other",
+            )
+        )

@@ -190,6 +190,18 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Measure this machine's throughput for the cost estimates (`wfrun plan`,
+    /// the checker, the editor): a few training steps and evaluation batches
+    /// of each template's network at small sizes, on the threads a run uses
+    /// (`RAYON_NUM_THREADS`, else every core); about ten seconds. The figures
+    /// are cached in the user's cache folder (`$XDG_CACHE_HOME/wfrun`, or
+    /// `~/.cache/wfrun`; `WFRUN_CACHE_DIR` overrides it).
+    #[cfg(feature = "train")]
+    Calibrate {
+        /// Print the figures as one JSON object.
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
     /// List the templates and step kinds with their parameters.
     Templates {
         #[arg(long, value_enum, default_value_t = Format::Human)]

@@ -92,6 +92,8 @@ pub fn run(args: Args) -> u8 {
             format: _,
             force,
         } => crate::use_model::export(&run, output.as_deref(), force),
+        #[cfg(feature = "train")]
+        Command::Calibrate { format } => calibrate(format),
         Command::Templates { format } => templates(format),
         Command::Explain { name } => explain(&name),
     }
@@ -331,6 +333,57 @@ fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
         crate::stdout_failed(e);
     }
     OK
+}
+
+/// `wfrun calibrate`: measures, caches, shows the figures.
+#[cfg(feature = "train")]
+fn calibrate(format: Format) -> u8 {
+    use wfrun::cost::calibration;
+    let threads = wfrun::models::cpu::threads();
+    errln!(
+        "measuring {} on {threads} thread(s); about ten seconds",
+        calibration::cpu_model()
+    );
+    let measured = wfrun::models::calibrate::calibrate(threads, &mut |net| {
+        errln!("  {net}");
+    });
+    let t = match measured {
+        Ok(t) => t,
+        Err(e) => {
+            errln!("error: the measurement failed: {e}");
+            return FAILED;
+        }
+    };
+    let stored = calibration::store(&t);
+    match format {
+        Format::Json => outln!("{}", serde_json::to_string(&t).unwrap_or_default()),
+        Format::Human => {
+            outln!("{}", t.source);
+            outln!(
+                "  training   {:.1} G multiply-adds/s, {:.2} G activation values/s, {:.2} G weights stepped/s, {:.0} µs a layer",
+                t.train_macs_per_s / 1e9,
+                t.train_values_per_s / 1e9,
+                t.params_per_s / 1e9,
+                t.train_layer_s * 1e6
+            );
+            outln!(
+                "  embedding  {:.1} G multiply-adds/s, {:.2} G activation values/s, {:.0} µs a layer",
+                t.eval_macs_per_s / 1e9,
+                t.eval_values_per_s / 1e9,
+                t.eval_layer_s * 1e6
+            );
+        }
+    }
+    match stored {
+        Ok(path) => {
+            errln!("cached in {}", path.display());
+            OK
+        }
+        Err(e) => {
+            errln!("error: the figures could not be cached: {e}");
+            TROUBLE
+        }
+    }
 }
 
 /// Wraps `text` at `width` columns, each line indented by `indent`.

@@ -28,8 +28,9 @@ use lsp_types::notification::{
     Notification as _, PublishDiagnostics,
 };
 use lsp_types::request::{
-    CodeActionRequest, Completion, DocumentSymbolRequest, Formatting, GotoDefinition, HoverRequest,
-    Initialize, Request as _, Shutdown,
+    CodeActionRequest, Completion, DocumentSymbolRequest, FoldingRangeRequest, Formatting,
+    GotoDefinition, HoverRequest, Initialize, InlayHintRequest, PrepareRenameRequest, References,
+    Rename, Request as _, SemanticTokensFullRequest, Shutdown,
 };
 use lsp_types::{
     CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams,
@@ -41,6 +42,14 @@ use lsp_types::{
     MarkupKind, NumberOrString, OneOf, Position, PublishDiagnosticsParams, Range,
     ServerCapabilities, ServerInfo, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind,
     TextEdit, Uri, WorkspaceEdit,
+};
+use lsp_types::{
+    FoldingRange, FoldingRangeKind, FoldingRangeParams, FoldingRangeProviderCapability, InlayHint,
+    InlayHintLabel, InlayHintParams, InlayHintTooltip, PrepareRenameResponse, ReferenceParams,
+    RenameOptions, RenameParams, SemanticToken, SemanticTokenModifier, SemanticTokenType,
+    SemanticTokens, SemanticTokensFullOptions, SemanticTokensLegend, SemanticTokensOptions,
+    SemanticTokensParams, SemanticTokensResult, SemanticTokensServerCapabilities,
+    TextDocumentPositionParams,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -127,6 +136,9 @@ struct Docs {
     /// newest text once more instead of another worker starting.
     checking: std::collections::HashSet<String>,
     again: std::collections::HashSet<String>,
+    /// What each document's last full check counted of its data: inlay
+    /// hints show steps and times with it while typing.
+    counted: HashMap<String, wfrun::plan::DataFound>,
 }
 
 impl Docs {
@@ -236,6 +248,29 @@ fn capabilities() -> InitializeResult {
         capabilities: ServerCapabilities {
             text_document_sync: Some(TextDocumentSyncCapability::Kind(TextDocumentSyncKind::FULL)),
             hover_provider: Some(HoverProviderCapability::Simple(true)),
+            inlay_hint_provider: Some(OneOf::Left(true)),
+            semantic_tokens_provider: Some(
+                SemanticTokensServerCapabilities::SemanticTokensOptions(SemanticTokensOptions {
+                    legend: SemanticTokensLegend {
+                        token_types: wfrun::ide::TokenKind::LEGEND
+                            .iter()
+                            .map(|t| SemanticTokenType::new(t))
+                            .collect(),
+                        token_modifiers: wfrun::ide::MODIFIERS
+                            .iter()
+                            .map(|m| SemanticTokenModifier::new(m))
+                            .collect(),
+                    },
+                    full: Some(SemanticTokensFullOptions::Bool(true)),
+                    ..Default::default()
+                }),
+            ),
+            folding_range_provider: Some(FoldingRangeProviderCapability::Simple(true)),
+            references_provider: Some(OneOf::Left(true)),
+            rename_provider: Some(OneOf::Right(RenameOptions {
+                prepare_provider: Some(true),
+                work_done_progress_options: Default::default(),
+            })),
             completion_provider: Some(CompletionOptions {
                 trigger_characters: Some(vec![" ".into(), "{".into(), "=".into()]),
                 ..Default::default()
@@ -261,6 +296,12 @@ fn serve_on(messages: &Receiver<Message>, out: &Sender<String>) -> u8 {
         let sent = match message {
             Message::Request(req) if req.method == Initialize::METHOD && !initialized => {
                 initialized = true;
+                let refresh = req
+                    .params
+                    .pointer("/capabilities/workspace/inlayHint/refreshSupport")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
+                REFRESH_HINTS.store(refresh, std::sync::atomic::Ordering::Relaxed);
                 out.send(reply(&req.id, Ok(capabilities())))
             }
             Message::Request(req) if !initialized => {
@@ -348,11 +389,23 @@ fn full_check(out: &Sender<String>, docs: &Arc<Mutex<Docs>>, uri: Uri) {
             .get(&uri)
             .map(|d| (Arc::clone(&d.text), d.version, d.generation));
         if let Some((text, version, generation)) = current {
-            let found = diagnostics(&uri, &text, true);
-            let guard = lock(&docs);
+            let checked = check(&uri, &text, true);
+            let found = diagnostics_of(&uri, &text, &checked);
+            let counted = checked
+                .workflow
+                .as_ref()
+                .map(|w| wfrun::plan::DataFound::counted(w.dataset.as_ref(), &w.data.eval));
+            let mut guard = lock(&docs);
             if guard.get(&uri).map(|d| d.generation) == Some(generation) {
                 // Sent under the lock: a newer change publishes after this.
                 let _ = out.send(publish(uri.clone(), found, version));
+                if let Some(counted) = counted {
+                    let changed = guard.counted.get(&key) != Some(&counted);
+                    guard.counted.insert(key.clone(), counted);
+                    if changed && REFRESH_HINTS.load(std::sync::atomic::Ordering::Relaxed) {
+                        let _ = out.send(refresh_hints());
+                    }
+                }
             }
         }
         let mut guard = lock(&docs);
@@ -361,6 +414,23 @@ fn full_check(out: &Sender<String>, docs: &Arc<Mutex<Docs>>, uri: Uri) {
             return;
         }
     });
+}
+
+/// Whether the client asks again for inlay hints when told to
+/// (`workspace.inlayHint.refreshSupport`): after a full check counted the
+/// data, the hints gain steps and times.
+static REFRESH_HINTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// A `workspace/inlayHint/refresh` request, serialised (its answer is ignored).
+fn refresh_hints() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": format!("wfrun-refresh-{n}"),
+        "method": "workspace/inlayHint/refresh",
+    })
+    .to_string()
 }
 
 /// In debug builds, `WFRUN_LSP_STALL_FULL_CHECK_MS` holds every full check
@@ -453,6 +523,7 @@ fn update(docs: &mut Docs, n: Notification) -> Option<(Uri, bool)> {
         DidCloseTextDocument::METHOD => {
             let p: lsp_types::DidCloseTextDocumentParams = serde_json::from_value(n.params).ok()?;
             docs.open.remove(p.text_document.uri.as_str());
+            docs.counted.remove(p.text_document.uri.as_str());
             Some((p.text_document.uri, false))
         }
         _ => None,
@@ -469,6 +540,17 @@ fn answer(docs: &Docs, req: Request) -> String {
         GotoDefinition::METHOD => reply(&id, parse(params).map(|p| definition(docs, p))),
         DocumentSymbolRequest::METHOD => reply(&id, parse(params).map(|p| outline(docs, p))),
         CodeActionRequest::METHOD => reply(&id, parse(params).map(|p| actions(docs, p))),
+        InlayHintRequest::METHOD => reply(&id, parse(params).map(|p| inlay_hints(docs, p))),
+        SemanticTokensFullRequest::METHOD => {
+            reply(&id, parse(params).map(|p| semantic_tokens(docs, p)))
+        }
+        FoldingRangeRequest::METHOD => reply(&id, parse(params).map(|p| folding(docs, p))),
+        References::METHOD => reply(&id, parse(params).map(|p| references(docs, p))),
+        PrepareRenameRequest::METHOD => reply(&id, parse(params).map(|p| prepare_rename(docs, p))),
+        Rename::METHOD => match parse(params).map(|p| rename(docs, p)) {
+            Ok(Err(message)) => error(&id, ErrorCode::RequestFailed, message),
+            other => reply(&id, other.map(Result::ok)),
+        },
         _ => error(
             &id,
             ErrorCode::MethodNotFound,
@@ -484,7 +566,7 @@ fn parse<P: DeserializeOwned>(params: Value) -> Result<P, String> {
 fn hover(docs: &Docs, p: HoverParams) -> Option<Hover> {
     let pos = p.text_document_position_params;
     let text = docs.text(&pos.text_document.uri)?;
-    let md = wfrun::ide::hover(text.as_str(), text.offset(pos.position))?;
+    let md = wfrun::ide::hover_on(text.as_str(), text.offset(pos.position), machine())?;
     Some(Hover {
         contents: HoverContents::Markup(markdown(md)),
         range: None,
@@ -539,6 +621,150 @@ fn actions(docs: &Docs, p: CodeActionParams) -> Option<Vec<CodeActionOrCommand>>
     Some(code_actions(&p.text_document.uri, text, p.range))
 }
 
+/// The checker's options for `uri`: relative paths from its folder, this
+/// machine's costs, the file system read only in full checks.
+fn options_for(uri: &Uri, full: bool) -> (PathBuf, wfrun::CheckOptions) {
+    let path = path_of(uri);
+    let options = wfrun::CheckOptions {
+        filesystem: full,
+        base_dir: path.parent().map(PathBuf::from),
+        machine: Some(machine().clone()),
+    };
+    (path, options)
+}
+
+fn inlay_hints(docs: &Docs, p: InlayHintParams) -> Option<Vec<InlayHint>> {
+    let uri = &p.text_document.uri;
+    let text = docs.text(uri)?;
+    let (path, options) = options_for(uri, false);
+    let counted = docs.counted.get(uri.as_str());
+    let (from, to) = (text.offset(p.range.start), text.offset(p.range.end));
+    let hints = wfrun::ide::inlay_hints(
+        text.as_str(),
+        &path.display().to_string(),
+        &options,
+        counted,
+    );
+    Some(
+        hints
+            .into_iter()
+            .filter(|h| from <= h.offset && h.offset <= to)
+            .map(|h| InlayHint {
+                position: text.position(h.offset),
+                label: InlayHintLabel::String(h.label),
+                kind: None,
+                text_edits: None,
+                tooltip: Some(InlayHintTooltip::String(h.tooltip)),
+                padding_left: Some(true),
+                padding_right: None,
+                data: None,
+            })
+            .collect(),
+    )
+}
+
+fn semantic_tokens(docs: &Docs, p: SemanticTokensParams) -> Option<SemanticTokensResult> {
+    let text = docs.text(&p.text_document.uri)?;
+    let mut data = Vec::new();
+    let (mut line, mut column) = (0u32, 0u32);
+    for t in wfrun::ide::semantic_tokens(text.as_str()) {
+        let r = text.range(t.start, t.end);
+        if r.end.line != r.start.line || r.end.character <= r.start.character {
+            continue;
+        }
+        let delta_line = r.start.line - line;
+        let delta_start = if delta_line == 0 {
+            r.start.character - column
+        } else {
+            r.start.character
+        };
+        data.push(SemanticToken {
+            delta_line,
+            delta_start,
+            length: r.end.character - r.start.character,
+            token_type: t.kind.index(),
+            token_modifiers_bitset: t.modifiers,
+        });
+        (line, column) = (r.start.line, r.start.character);
+    }
+    Some(SemanticTokensResult::Tokens(SemanticTokens {
+        result_id: None,
+        data,
+    }))
+}
+
+fn folding(docs: &Docs, p: FoldingRangeParams) -> Option<Vec<FoldingRange>> {
+    let text = docs.text(&p.text_document.uri)?;
+    let ranges = wfrun::ide::folding_ranges(text.as_str())
+        .into_iter()
+        .filter_map(|f| {
+            let start = text.position(f.start).line;
+            let end = text.position(f.end).line;
+            // A block folds to its `{`, keeping the line of its `}` in view.
+            let end = if f.comment {
+                end
+            } else {
+                end.saturating_sub(1)
+            };
+            (end > start).then_some(FoldingRange {
+                start_line: start,
+                start_character: None,
+                end_line: end,
+                end_character: None,
+                kind: Some(if f.comment {
+                    FoldingRangeKind::Comment
+                } else {
+                    FoldingRangeKind::Region
+                }),
+                collapsed_text: None,
+            })
+        })
+        .collect();
+    Some(ranges)
+}
+
+fn references(docs: &Docs, p: ReferenceParams) -> Option<Vec<Location>> {
+    let pos = p.text_document_position;
+    let text = docs.text(&pos.text_document.uri)?;
+    let r = wfrun::ide::references(text.as_str(), text.offset(pos.position))?;
+    let skip = usize::from(!p.context.include_declaration);
+    Some(
+        r.places
+            .into_iter()
+            .skip(skip)
+            .map(|(s, e)| Location {
+                uri: pos.text_document.uri.clone(),
+                range: text.range(s, e),
+            })
+            .collect(),
+    )
+}
+
+fn prepare_rename(docs: &Docs, p: TextDocumentPositionParams) -> Option<PrepareRenameResponse> {
+    let text = docs.text(&p.text_document.uri)?;
+    let (s, e) = wfrun::ide::prepare_rename(text.as_str(), text.offset(p.position))?;
+    Some(PrepareRenameResponse::Range(text.range(s, e)))
+}
+
+fn rename(docs: &Docs, p: RenameParams) -> Result<WorkspaceEdit, String> {
+    let pos = p.text_document_position;
+    let text = docs
+        .text(&pos.text_document.uri)
+        .ok_or("the document is not open")?;
+    let places = wfrun::ide::rename(text.as_str(), text.offset(pos.position), &p.new_name)?;
+    let edits = places
+        .into_iter()
+        .map(|(s, e)| TextEdit {
+            range: text.range(s, e),
+            new_text: p.new_name.clone(),
+        })
+        .collect();
+    Ok(WorkspaceEdit {
+        changes: Some(HashMap::from([(pos.text_document.uri, edits)])),
+        ..Default::default()
+    })
+}
+
 fn markdown(value: String) -> MarkupContent {
     MarkupContent {
         kind: MarkupKind::Markdown,
@@ -585,17 +811,22 @@ fn path_of(uri: &Uri) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// This machine's memory and throughput, read once for the server's life.
+fn machine() -> &'static wfrun::cost::Machine {
+    static MACHINE: std::sync::OnceLock<wfrun::cost::Machine> = std::sync::OnceLock::new();
+    MACHINE.get_or_init(wfrun::cost::Machine::this_machine)
+}
+
 fn check(uri: &Uri, text: &Text, full: bool) -> wfrun::Checked {
-    let path = path_of(uri);
-    let options = wfrun::CheckOptions {
-        filesystem: full,
-        base_dir: path.parent().map(PathBuf::from),
-    };
+    let (path, options) = options_for(uri, full);
     wfrun::check_source(&path.display().to_string(), text.as_str(), &options)
 }
 
 fn diagnostics(uri: &Uri, text: &Text, full: bool) -> Vec<Diagnostic> {
-    let checked = check(uri, text, full);
+    diagnostics_of(uri, text, &check(uri, text, full))
+}
+
+fn diagnostics_of(uri: &Uri, text: &Text, checked: &wfrun::Checked) -> Vec<Diagnostic> {
     checked
         .diagnostics
         .iter()

@@ -1,0 +1,725 @@
+//! What a workflow costs before its first step, without candle: parameters,
+//! multiply-adds, memory and time, for the checker, `wfrun plan` and the
+//! editor.
+//!
+//! [`Counts`] come from walking the same layer tables the networks are built
+//! from ([`crate::arch::walk`]). Memory follows what wfrun's CPU kernels keep:
+//! in training every activation of the forward pass stays alive until the
+//! backward pass (candle's graph holds them), with weights, gradients and SGD's
+//! momentum; in evaluation only the activations a layer reads and writes are
+//! alive. Times divide the work by a [`Throughput`]: this machine's, measured
+//! once by `wfrun calibrate` (cached in the user's cache folder), or the
+//! documented [`Throughput::FALLBACK`] when none was measured.
+
+use serde::{Deserialize, Serialize};
+
+use crate::arch::{self, Backbone, Conv, Pool, Shape, Visit};
+use crate::hyper::{Hyper, Loss};
+
+/// Bytes per value: every activation, weight and gradient is f32.
+pub const VALUE_BYTES: u64 = 4;
+
+/// The part of the head after the backbone's pooled features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Head {
+    /// A projection to `embeddings_size` (with a bias) and the angular
+    /// margin's class centres.
+    AngularMargin { embeddings_size: usize },
+    /// A linear classifier on the features (with a bias).
+    Classifier,
+}
+
+/// A template's network at some width, for `classes` concepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Network {
+    pub backbone: Backbone,
+    pub head: Head,
+    pub classes: u64,
+}
+
+impl Network {
+    /// The network a workflow's hyperparameters describe. Without the
+    /// concept count (no data read yet) the head is counted for two.
+    pub fn for_hyper(h: &Hyper, classes: Option<u64>) -> Network {
+        let head = match h.loss {
+            Loss::AngularMargin {
+                embeddings_size, ..
+            } => Head::AngularMargin { embeddings_size },
+            Loss::Softmax | Loss::Sigmoid => Head::Classifier,
+        };
+        Network {
+            backbone: Backbone::published(h.architecture),
+            head,
+            classes: classes.unwrap_or(2).max(1),
+        }
+    }
+
+    /// Counts per image at `image_size` (an error when a layer does not fit).
+    pub fn counts(&self, image_size: usize) -> Result<Counts, arch::TooSmall> {
+        let mut c = Counter::default();
+        arch::walk(&self.backbone, image_size, &mut c)?;
+        let features = self.backbone.feature_dim() as u64;
+        // Saturating: an `embeddings_size` far past any memory must give a
+        // huge estimate, not wrap around.
+        let (head_params, head_macs, head_values) = match self.head {
+            Head::AngularMargin { embeddings_size } => {
+                let e = embeddings_size as u64;
+                // The projection and its bias, the class centres; the projection's
+                // output, its normalised form, the cosines and the loss's logits.
+                let projection = features.saturating_mul(e);
+                let centres = self.classes.saturating_mul(e);
+                (
+                    projection.saturating_add(e).saturating_add(centres),
+                    projection.saturating_add(centres),
+                    e.saturating_mul(2).saturating_add(2 * self.classes),
+                )
+            }
+            Head::Classifier => (
+                features * self.classes + self.classes,
+                features * self.classes,
+                2 * self.classes,
+            ),
+        };
+        let macs = c.macs.saturating_add(head_macs);
+        Ok(Counts {
+            image_size,
+            params: c.params.saturating_add(head_params),
+            buffers: c.buffers,
+            macs_forward: macs,
+            // The backward pass: the input's gradient and the weights' gradient,
+            // each as many multiply-adds as the forward pass.
+            macs_train: macs.saturating_mul(3),
+            train_values: c.train_values.saturating_add(head_values),
+            eval_values: c.eval_peak,
+            eval_written: c.written.saturating_add(head_values / 2),
+            largest_activation: c.largest,
+            layers: c.layers,
+        })
+    }
+}
+
+/// What one image costs a network at one image size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub image_size: usize,
+    /// Trainable values: convolutions' weights and biases, batch norm's scales
+    /// and shifts, the head.
+    pub params: u64,
+    /// Batch norm's running means and variances.
+    pub buffers: u64,
+    /// Multiply-adds of the forward pass per image (convolutions and the head).
+    pub macs_forward: u64,
+    /// Forward and backward pass per image.
+    pub macs_train: u64,
+    /// Activation values a training step keeps per image until its backward pass.
+    pub train_values: u64,
+    /// Activation values alive at once per image in evaluation, at the widest layer.
+    pub eval_values: u64,
+    /// Activation values evaluation writes per image (each layer's output once).
+    pub eval_written: u64,
+    /// The largest single activation per image.
+    pub largest_activation: u64,
+    /// Convolutions (each with its batch norm).
+    pub layers: u64,
+}
+
+#[derive(Default)]
+struct Counter {
+    params: u64,
+    buffers: u64,
+    macs: u64,
+    train_values: u64,
+    eval_peak: u64,
+    written: u64,
+    largest: u64,
+    layers: u64,
+}
+
+impl Counter {
+    fn live(&mut self, values: u64) {
+        self.eval_peak = self.eval_peak.max(values);
+        self.largest = self.largest.max(values);
+    }
+}
+
+impl Visit for Counter {
+    fn enter(&mut self, images: Shape) {
+        // The images and their channels-first copy.
+        self.train_values += 2 * images.len();
+        self.live(2 * images.len());
+    }
+
+    fn conv(&mut self, conv: &Conv, input: Shape, output: Shape, residual: bool) {
+        self.layers += 1;
+        self.params += conv.params();
+        self.buffers += 2 * conv.out_channels as u64;
+        let pixels = output.h as u64 * output.w as u64;
+        self.macs += pixels * conv.macs_per_pixel();
+        // The convolution's output and batch norm's (ReLU fused); with a
+        // residual, batch norm's output and the sum after ReLU.
+        let kept = if residual { 3 } else { 2 };
+        self.train_values += kept * output.len();
+        self.written += output.len();
+        // In evaluation one op writes the output from the input (and the residual).
+        let residual_values = if residual { output.len() } else { 0 };
+        self.live(input.len() + output.len() + residual_values);
+        self.largest = self.largest.max(output.len());
+    }
+
+    fn pool(&mut self, pool: &Pool, input: Shape, output: Shape) {
+        // Max pooling keeps each output's source for the backward pass.
+        let kept = if pool.max { 2 } else { 1 };
+        self.train_values += kept * output.len();
+        self.written += output.len();
+        self.live(input.len() + output.len());
+    }
+
+    fn concat(&mut self, parts: &[Shape], output: Shape) {
+        self.train_values += output.len();
+        self.written += output.len();
+        let parts: u64 = parts.iter().map(Shape::len).sum();
+        self.live(parts + output.len());
+    }
+
+    fn global_pool(&mut self, input: Shape) {
+        self.train_values += input.channels as u64;
+    }
+}
+
+/// How fast a device does the work, measured by `wfrun calibrate` or the fallback.
+///
+/// A training step takes `batch · macs_train / train_macs_per_s` for its
+/// products, `batch · train_values / train_values_per_s` for its memory-bound
+/// passes (batch norm, ReLU, pooling, their gradients), `params /
+/// params_per_s` for SGD, and `layers · layer_s` whatever the sizes;
+/// embedding a batch the same with the forward pass's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Throughput {
+    /// Where the figures come from, in words.
+    pub source: String,
+    /// Threads the measurement ran on.
+    pub threads: usize,
+    /// A training step: multiply-adds per second of the convolutions forward and backward.
+    pub train_macs_per_s: f64,
+    /// A training step: activation values kept per second.
+    pub train_values_per_s: f64,
+    /// SGD: trainable values stepped per second.
+    pub params_per_s: f64,
+    /// A training step: seconds each layer costs whatever its size.
+    pub train_layer_s: f64,
+    /// Evaluation: multiply-adds per second.
+    pub eval_macs_per_s: f64,
+    /// Evaluation: activation values written per second.
+    pub eval_values_per_s: f64,
+    /// Evaluation: seconds each layer costs whatever its size.
+    pub eval_layer_s: f64,
+}
+
+impl Throughput {
+    /// The figures used when this machine was never measured: what `wfrun
+    /// calibrate` measured on one core of the 2-core AMD EPYC (Zen 4) virtual
+    /// machine BENCHMARKS.md describes.
+    pub const FALLBACK: Throughput = Throughput {
+        source: String::new(),
+        threads: 1,
+        train_macs_per_s: 45e9,
+        train_values_per_s: 0.2e9,
+        params_per_s: 0.7e9,
+        train_layer_s: 200e-6,
+        eval_macs_per_s: 50e9,
+        eval_values_per_s: 0.6e9,
+        eval_layer_s: 60e-6,
+    };
+
+    pub fn fallback() -> Throughput {
+        Throughput {
+            source: "wfrun's fallback figures; this machine was never measured (`wfrun calibrate`)"
+                .into(),
+            ..Throughput::FALLBACK
+        }
+    }
+
+    /// Every rate finite and positive, every fixed cost finite and not
+    /// negative (a hand-edited cache may hold anything).
+    pub fn usable(&self) -> bool {
+        let rates = [
+            self.train_macs_per_s,
+            self.train_values_per_s,
+            self.params_per_s,
+            self.eval_macs_per_s,
+            self.eval_values_per_s,
+        ];
+        rates.iter().all(|r| r.is_finite() && *r > 0.0)
+            && [self.train_layer_s, self.eval_layer_s]
+                .iter()
+                .all(|s| s.is_finite() && *s >= 0.0)
+    }
+
+    /// A training step of `batch` images.
+    pub fn train_step_s(&self, c: &Counts, batch: u64) -> f64 {
+        let b = batch as f64;
+        b * c.macs_train as f64 / self.train_macs_per_s
+            + b * c.train_values as f64 / self.train_values_per_s
+            + c.params as f64 / self.params_per_s
+            + c.layers as f64 * self.train_layer_s
+    }
+
+    /// Embedding a batch of `batch` images.
+    pub fn embed_batch_s(&self, c: &Counts, batch: u64) -> f64 {
+        let b = batch as f64;
+        b * c.macs_forward as f64 / self.eval_macs_per_s
+            + b * c.eval_written as f64 / self.eval_values_per_s
+            + c.layers as f64 * self.eval_layer_s
+    }
+}
+
+/// A machine's memory, for the checker's warnings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Physical memory in bytes.
+    pub total: u64,
+    /// Swap in bytes (a run that only fits with swap is very slow; one larger
+    /// than memory and swap together cannot run at all).
+    pub swap: u64,
+}
+
+impl Memory {
+    /// This machine's (Linux: `/proc/meminfo`), when known.
+    pub fn this_machine() -> Option<Memory> {
+        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = text.lines().find(|l| l.starts_with(name))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kib.checked_mul(1024)
+        };
+        Some(Memory {
+            total: field("MemTotal:")?,
+            swap: field("SwapTotal:").unwrap_or(0),
+        })
+    }
+}
+
+/// The device a cost is estimated for: memory and throughput.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub memory: Option<Memory>,
+    /// `None`: times are not estimated (an accelerator never measured).
+    pub throughput: Option<Throughput>,
+}
+
+impl Machine {
+    /// This machine: its memory and the throughput `wfrun calibrate` cached
+    /// for it, or the fallback. Read once per process.
+    pub fn this_machine() -> Machine {
+        static THIS: std::sync::OnceLock<Machine> = std::sync::OnceLock::new();
+        THIS.get_or_init(|| Machine {
+            memory: Memory::this_machine(),
+            throughput: Some(calibration::load().unwrap_or_else(Throughput::fallback)),
+        })
+        .clone()
+    }
+
+    /// A machine with nothing known: no memory checks, no times.
+    pub fn unknown() -> Machine {
+        Machine {
+            memory: None,
+            throughput: None,
+        }
+    }
+}
+
+/// The cost of a workflow's training and embedding, as the plan shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Estimate {
+    pub counts: Counts,
+    pub batch_size: usize,
+    /// Bytes of the weights, their gradients and SGD's momentum.
+    pub weight_bytes: u64,
+    pub optimizer_bytes: u64,
+    /// Activation bytes a training step keeps (the whole batch).
+    pub train_activation_bytes: u64,
+    /// Peak bytes of a training step and of embedding a batch.
+    pub train_peak_bytes: u64,
+    pub embed_peak_bytes: u64,
+    /// The batch `embed` runs at.
+    pub embed_batch: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub times: Option<Times>,
+}
+
+/// Estimated seconds, from a [`Throughput`].
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Times {
+    pub step_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch_s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total_s: Option<f64>,
+    /// Seconds per image embedded.
+    pub embed_image_s: f64,
+    /// Embedding the training and evaluation images once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embed_data_s: Option<f64>,
+    /// Where the throughput came from.
+    pub source: String,
+}
+
+/// The batch a run embeds images in (`exec`'s evaluation batches).
+pub const EMBED_BATCH: usize = 32;
+
+/// Bytes a process running the network needs besides the tensors: the
+/// binary and the allocator's arenas (measured: about 16 MiB).
+pub const PROCESS_BYTES: u64 = 16 << 20;
+
+/// The work a run does, for [`estimate`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Work {
+    pub steps_per_epoch: Option<u64>,
+    /// Epochs trained (none for a base model).
+    pub epochs: u64,
+    /// Images judged after each epoch (evaluation and unseen images).
+    pub evaluated_per_epoch: Option<u64>,
+    /// Images embedded after training (training and evaluation images).
+    pub images_embedded: Option<u64>,
+}
+
+/// The estimate for `net` at `image_size` and `batch_size`, with times when
+/// the machine's throughput is known.
+pub fn estimate(
+    net: &Network,
+    image_size: usize,
+    batch_size: usize,
+    work: Work,
+    throughput: Option<&Throughput>,
+) -> Result<Estimate, arch::TooSmall> {
+    let counts = net.counts(image_size)?;
+    let b = batch_size as u64;
+    let bytes = |values: u64| values.saturating_mul(VALUE_BYTES);
+    let weight_bytes = bytes(counts.params.saturating_add(counts.buffers));
+    // Gradients and momentum, one value per trainable value each.
+    let optimizer_bytes = bytes(counts.params.saturating_mul(2));
+    let train_activation_bytes = bytes(b.saturating_mul(counts.train_values));
+    // The backward pass holds a gradient for the widest activation and the
+    // one it flows from, on top of what the forward pass kept.
+    let backward_bytes = bytes(2 * b * counts.largest_activation);
+    let train_peak_bytes = [
+        PROCESS_BYTES,
+        weight_bytes,
+        optimizer_bytes,
+        train_activation_bytes,
+        backward_bytes,
+        // The columns and, in the backward pass, their gradient.
+        2 * net.column_bytes(image_size, batch_size),
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add);
+    let embed_peak_bytes = embed_peak_bytes(net, &counts, EMBED_BATCH);
+    let e = EMBED_BATCH as u64;
+    let times = throughput.map(|t| {
+        let step_s = t.train_step_s(&counts, b);
+        let embed_image_s = t.embed_batch_s(&counts, e) / e as f64;
+        let evaluation_s = work.evaluated_per_epoch.unwrap_or(0) as f64 * embed_image_s;
+        let epoch_s = work
+            .steps_per_epoch
+            .map(|s| s as f64 * step_s + evaluation_s);
+        let embed_data_s = work.images_embedded.map(|n| n as f64 * embed_image_s);
+        let total_s = match (epoch_s, work.epochs) {
+            (_, 0) => embed_data_s,
+            (Some(e), n) => Some(e * n as f64 + embed_data_s.unwrap_or(0.0)),
+            (None, _) => None,
+        };
+        Times {
+            step_s,
+            epoch_s,
+            total_s,
+            embed_image_s,
+            embed_data_s,
+            source: t.source.clone(),
+        }
+    });
+    Ok(Estimate {
+        counts,
+        batch_size,
+        weight_bytes,
+        optimizer_bytes,
+        train_activation_bytes,
+        train_peak_bytes,
+        embed_peak_bytes,
+        embed_batch: EMBED_BATCH,
+        times,
+    })
+}
+
+/// Peak bytes of embedding `batch` images at a time with `net` (`counts` its
+/// counts at the image size).
+pub fn embed_peak_bytes(net: &Network, counts: &Counts, batch: usize) -> u64 {
+    let bytes = |values: u64| values.saturating_mul(VALUE_BYTES);
+    [
+        PROCESS_BYTES,
+        bytes(counts.params.saturating_add(counts.buffers)),
+        bytes((batch as u64).saturating_mul(counts.eval_values)),
+        net.column_bytes(counts.image_size, batch),
+    ]
+    .into_iter()
+    .fold(0u64, u64::saturating_add)
+}
+
+/// Values of unfolded columns a convolution's chunk of images may hold, and
+/// the output pixels a chunk aims at (`models::cpu::conv`'s budget and target).
+const COLUMN_BUDGET: u64 = 8 << 20;
+const TARGET_COLUMNS: u64 = 512;
+
+/// The largest unfolded columns any convolution of `batch` images holds:
+/// each but the 1 × 1 convolutions of stride 1 (which read their input as it
+/// is) unfolds a chunk of images at a time.
+struct Columns {
+    batch: u64,
+    largest: u64,
+}
+
+impl Visit for Columns {
+    fn conv(&mut self, conv: &Conv, input: Shape, output: Shape, _residual: bool) {
+        if conv.kernel == 1 && conv.stride == 1 {
+            return;
+        }
+        let pixels = (output.h * output.w) as u64;
+        let per_image = (input.channels * conv.kernel * conv.kernel) as u64 * pixels;
+        let chunk = TARGET_COLUMNS
+            .div_ceil(pixels.max(1))
+            .min(COLUMN_BUDGET / per_image.max(1))
+            .clamp(1, self.batch.max(1));
+        self.largest = self.largest.max(chunk * per_image);
+    }
+
+    fn pool(&mut self, _: &Pool, _: Shape, _: Shape) {}
+    fn concat(&mut self, _: &[Shape], _: Shape) {}
+    fn global_pool(&mut self, _: Shape) {}
+}
+
+impl Network {
+    /// Bytes of the largest unfolded columns for `batch` images.
+    pub fn column_bytes(&self, image_size: usize, batch: usize) -> u64 {
+        let mut c = Columns {
+            batch: batch as u64,
+            largest: 0,
+        };
+        match arch::walk(&self.backbone, image_size, &mut c) {
+            Ok(_) => c.largest * VALUE_BYTES,
+            Err(_) => 0,
+        }
+    }
+}
+
+/// A count in words: `42.8 M`, `7.80 G`.
+pub fn count_text(n: f64) -> String {
+    let (v, unit) = if n >= 1e12 {
+        (n / 1e12, " T")
+    } else if n >= 1e9 {
+        (n / 1e9, " G")
+    } else if n >= 1e6 {
+        (n / 1e6, " M")
+    } else if n >= 1e3 {
+        (n / 1e3, " k")
+    } else {
+        (n, "")
+    };
+    if unit.is_empty() || v >= 100.0 {
+        format!("{v:.0}{unit}")
+    } else if v >= 10.0 {
+        format!("{v:.1}{unit}")
+    } else {
+        format!("{v:.2}{unit}")
+    }
+}
+
+/// Bytes in MiB or GiB.
+pub fn bytes_text(b: f64) -> String {
+    let mib = b / (1u64 << 20) as f64;
+    if mib >= 1024.0 {
+        crate::hyper::gib(b)
+    } else {
+        format!("{mib:.0} MiB")
+    }
+}
+
+/// Seconds in the unit a person reads: `0.16 s`, `42 s`, `3.5 min`, `2.1 h`, `3.4 days`.
+pub fn duration_text(s: f64) -> String {
+    if !s.is_finite() {
+        return "forever".into();
+    }
+    if s < 1.0 {
+        format!("{s:.2} s")
+    } else if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 90.0 * 60.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 36.0 * 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
+/// The calibration cache: `$XDG_CACHE_HOME/wfrun/throughput.json` (or
+/// `~/.cache/wfrun/…`), one entry per CPU model and thread count.
+pub mod calibration {
+    use super::Throughput;
+    use std::path::PathBuf;
+
+    /// The cache file, when a cache folder is known.
+    pub fn path() -> Option<PathBuf> {
+        if let Some(dir) = std::env::var_os("WFRUN_CACHE_DIR") {
+            return Some(PathBuf::from(dir).join("throughput.json"));
+        }
+        let base = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(base.join("wfrun").join("throughput.json"))
+    }
+
+    /// What identifies a measurement: the CPU's model and the threads a run uses.
+    pub fn key(threads: usize) -> String {
+        format!("{} × {threads} threads", cpu_model())
+    }
+
+    /// The CPU's model name (Linux: `/proc/cpuinfo`), or the architecture.
+    pub fn cpu_model() -> String {
+        std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    }
+
+    /// The threads a run uses: `RAYON_NUM_THREADS`, else the cores.
+    pub fn threads() -> usize {
+        std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|&n: &usize| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The cached measurement for this machine and thread count, if any.
+    pub fn load() -> Option<Throughput> {
+        let text = std::fs::read_to_string(path()?).ok()?;
+        let all: std::collections::BTreeMap<String, Throughput> =
+            serde_json::from_str(&text).ok()?;
+        all.get(&key(threads())).cloned().filter(Throughput::usable)
+    }
+
+    /// Adds (or replaces) the measurement for this machine, atomically.
+    pub fn store(t: &Throughput) -> std::io::Result<PathBuf> {
+        let path = path().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no cache folder: set XDG_CACHE_HOME or HOME",
+            )
+        })?;
+        let mut all: std::collections::BTreeMap<String, Throughput> =
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_default();
+        all.insert(key(t.threads), t.clone());
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
+        crate::atomic::write(&path, text.as_bytes())?;
+        Ok(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::arch::{BnInceptionConfig, ResNetConfig};
+
+    fn with_classifier(backbone: Backbone, size: usize) -> Counts {
+        Network {
+            backbone,
+            head: Head::Classifier,
+            classes: 1000,
+        }
+        .counts(size)
+        .unwrap()
+    }
+
+    /// torchvision's published figures at 224 px with the 1000-way
+    /// classifier: ResNet-101 7.80 GMACs and 44,549,160 parameters,
+    /// ResNeXt-50 32x4d 4.23 GMACs and 25,028,904.
+    #[test]
+    fn counts_match_torchvisions_published_figures() {
+        let r = with_classifier(Backbone::ResNet(ResNetConfig::resnet101()), 224);
+        assert_eq!(r.params, 44_549_160);
+        assert!((r.macs_forward as f64 / 7.80e9 - 1.0).abs() < 0.01, "{r:?}");
+        let x = with_classifier(Backbone::ResNet(ResNetConfig::resnext50_32x4d()), 224);
+        assert_eq!(x.params, 25_028_904);
+        assert!((x.macs_forward as f64 / 4.23e9 - 1.0).abs() < 0.01, "{x:?}");
+    }
+
+    /// PyTorch's FLOP counter (`scripts/count_macs.py`) on torchvision's
+    /// networks and pretrainedmodels' BN-Inception, 1000 classes: parameters
+    /// and multiply-adds at 224, 64 and 32 px, exactly.
+    #[test]
+    fn counts_equal_pytorchs_flop_counter() {
+        let nets = [
+            (
+                Backbone::ResNet(ResNetConfig::resnet101()),
+                44_549_160,
+                [7_801_405_440, 638_730_240, 161_218_560],
+            ),
+            (
+                Backbone::ResNet(ResNetConfig::resnext50_32x4d()),
+                25_028_904,
+                [4_230_479_872, 347_226_112, 88_342_528],
+            ),
+            (
+                Backbone::BnInception(BnInceptionConfig::published()),
+                11_295_240,
+                [2_032_600_064, 166_866_944, 42_484_736],
+            ),
+        ];
+        for (backbone, params, macs) in nets {
+            for (size, macs) in [224, 64, 32].into_iter().zip(macs) {
+                let c = with_classifier(backbone.clone(), size);
+                assert_eq!(c.params, params, "{backbone:?}");
+                assert_eq!(c.macs_forward, macs, "{backbone:?} at {size} px");
+            }
+        }
+    }
+
+    #[test]
+    fn memory_grows_with_the_batch_and_times_with_the_data() {
+        let net = Network {
+            backbone: Backbone::ResNet(ResNetConfig::resnet101()),
+            head: Head::AngularMargin {
+                embeddings_size: 128,
+            },
+            classes: 10,
+        };
+        let work = Work {
+            steps_per_epoch: Some(100),
+            epochs: 6,
+            evaluated_per_epoch: Some(0),
+            images_embedded: Some(3200),
+        };
+        let t = Throughput::fallback();
+        let a = estimate(&net, 64, 8, work, Some(&t)).unwrap();
+        let b = estimate(&net, 64, 32, work, Some(&t)).unwrap();
+        assert!(b.train_peak_bytes > a.train_peak_bytes);
+        assert_eq!(a.embed_peak_bytes, b.embed_peak_bytes);
+        let (ta, tb) = (a.times.unwrap(), b.times.unwrap());
+        assert!(tb.step_s > ta.step_s);
+        let total = 600.0 * ta.step_s + 3200.0 * ta.embed_image_s;
+        assert!((ta.total_s.unwrap() - total).abs() < 1e-9);
+        assert!(estimate(&net, 0, 8, work, None).is_err());
+    }
+}
