@@ -7,14 +7,16 @@
 //! in training every activation of the forward pass stays alive until the
 //! backward pass (candle's graph holds them), with weights, gradients and SGD's
 //! momentum; in evaluation only the activations a layer reads and writes are
-//! alive. Times divide the work by a [`Throughput`]: this machine's, measured
-//! once by `wfrun calibrate` (cached in the user's cache folder), or the
-//! documented [`Throughput::FALLBACK`] when none was measured.
+//! alive. Times come from a [`Throughput`]: for each template's network, a
+//! time per step and a time per multiply-add of the batch, measured once on
+//! this machine by `wfrun calibrate` (cached in the user's cache folder), or
+//! [`Throughput::fallback`] when none was measured.
 
 use serde::{Deserialize, Serialize};
 
 use crate::arch::{self, Backbone, Conv, Pool, Shape, Visit};
 use crate::hyper::{Hyper, Loss};
+use crate::spec::Architecture;
 
 /// Bytes per value: every activation, weight and gradient is f32.
 pub const VALUE_BYTES: u64 = 4;
@@ -33,6 +35,8 @@ pub enum Head {
 /// A template's network at some width, for `classes` concepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Network {
+    /// The template's network this is (its measured throughput is looked up by it).
+    pub architecture: Architecture,
     pub backbone: Backbone,
     pub head: Head,
     pub classes: u64,
@@ -49,6 +53,7 @@ impl Network {
             Loss::Softmax | Loss::Sigmoid => Head::Classifier,
         };
         Network {
+            architecture: h.architecture,
             backbone: Backbone::published(h.architecture),
             head,
             classes: classes.unwrap_or(2).max(1),
@@ -187,90 +192,102 @@ impl Visit for Counter {
     }
 }
 
-/// How fast a device does the work, measured by `wfrun calibrate` or the fallback.
-///
-/// A training step takes `batch · macs_train / train_macs_per_s` for its
-/// products, `batch · train_values / train_values_per_s` for its memory-bound
-/// passes (batch norm, ReLU, pooling, their gradients), `params /
-/// params_per_s` for SGD, and `layers · layer_s` whatever the sizes;
-/// embedding a batch the same with the forward pass's figures.
+/// How fast one template's network runs on a device: a training step of
+/// `batch` images takes `train_step_s + batch · macs_train / 1e9 ·
+/// train_s_per_gmac`, embedding a batch `embed_batch_s + batch · macs_forward
+/// / 1e9 · embed_s_per_gmac`. The part per multiply-add holds everything that
+/// grows with the images (products, batch norm, pooling, their gradients);
+/// the part per step what does not (SGD over the weights, each layer's fixed
+/// cost).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NetworkRate {
+    pub architecture: Architecture,
+    pub train_s_per_gmac: f64,
+    pub train_step_s: f64,
+    pub embed_s_per_gmac: f64,
+    pub embed_batch_s: f64,
+}
+
+impl NetworkRate {
+    /// Finite, and none negative (a hand-edited cache may hold anything).
+    fn usable(&self) -> bool {
+        [
+            self.train_s_per_gmac,
+            self.train_step_s,
+            self.embed_s_per_gmac,
+            self.embed_batch_s,
+        ]
+        .iter()
+        .all(|v| v.is_finite() && *v >= 0.0)
+            && self.train_s_per_gmac > 0.0
+            && self.embed_s_per_gmac > 0.0
+    }
+}
+
+/// How fast a device runs each template's network, measured by `wfrun
+/// calibrate` or the fallback.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Throughput {
     /// Where the figures come from, in words.
     pub source: String,
     /// Threads the measurement ran on.
     pub threads: usize,
-    /// A training step: multiply-adds per second of the convolutions forward and backward.
-    pub train_macs_per_s: f64,
-    /// A training step: activation values kept per second.
-    pub train_values_per_s: f64,
-    /// SGD: trainable values stepped per second.
-    pub params_per_s: f64,
-    /// A training step: seconds each layer costs whatever its size.
-    pub train_layer_s: f64,
-    /// Evaluation: multiply-adds per second.
-    pub eval_macs_per_s: f64,
-    /// Evaluation: activation values written per second.
-    pub eval_values_per_s: f64,
-    /// Evaluation: seconds each layer costs whatever its size.
-    pub eval_layer_s: f64,
+    pub networks: Vec<NetworkRate>,
 }
 
 impl Throughput {
-    /// The figures used when this machine was never measured: what `wfrun
-    /// calibrate` measured on one core of the 2-core AMD EPYC (Zen 4) virtual
-    /// machine BENCHMARKS.md describes.
-    pub const FALLBACK: Throughput = Throughput {
-        source: String::new(),
-        threads: 1,
-        train_macs_per_s: 45e9,
-        train_values_per_s: 0.2e9,
-        params_per_s: 0.7e9,
-        train_layer_s: 200e-6,
-        eval_macs_per_s: 50e9,
-        eval_values_per_s: 0.6e9,
-        eval_layer_s: 60e-6,
-    };
-
+    /// The figures used when this machine was never measured: one core of
+    /// the 2-core AMD EPYC (Zen 4) virtual machine BENCHMARKS.md describes,
+    /// fitted to `bench_train` and `bench_embed` at 32 and 64 px, batches of
+    /// 8 and 32 ("The cost model beside measurements").
     pub fn fallback() -> Throughput {
+        let rate = |architecture, train: (f64, f64), embed: (f64, f64)| NetworkRate {
+            architecture,
+            train_s_per_gmac: train.0,
+            train_step_s: train.1,
+            embed_s_per_gmac: embed.0,
+            embed_batch_s: embed.1,
+        };
         Throughput {
             source: "wfrun's fallback figures; this machine was never measured (`wfrun calibrate`)"
                 .into(),
-            ..Throughput::FALLBACK
+            threads: 1,
+            networks: vec![
+                rate(
+                    Architecture::Resnet101AngularMargin,
+                    (0.0261, 0.0955),
+                    (0.0199, 0.0128),
+                ),
+                rate(
+                    Architecture::BnInception,
+                    (0.0349, 0.0201),
+                    (0.0250, 0.0040),
+                ),
+                rate(Architecture::Resnext50, (0.0328, 0.0529), (0.0236, 0.0082)),
+            ],
         }
     }
 
-    /// Every rate finite and positive, every fixed cost finite and not
-    /// negative (a hand-edited cache may hold anything).
+    /// Every network's figures usable.
     pub fn usable(&self) -> bool {
-        let rates = [
-            self.train_macs_per_s,
-            self.train_values_per_s,
-            self.params_per_s,
-            self.eval_macs_per_s,
-            self.eval_values_per_s,
-        ];
-        rates.iter().all(|r| r.is_finite() && *r > 0.0)
-            && [self.train_layer_s, self.eval_layer_s]
-                .iter()
-                .all(|s| s.is_finite() && *s >= 0.0)
+        !self.networks.is_empty() && self.networks.iter().all(NetworkRate::usable)
     }
 
-    /// A training step of `batch` images.
-    pub fn train_step_s(&self, c: &Counts, batch: u64) -> f64 {
-        let b = batch as f64;
-        b * c.macs_train as f64 / self.train_macs_per_s
-            + b * c.train_values as f64 / self.train_values_per_s
-            + c.params as f64 / self.params_per_s
-            + c.layers as f64 * self.train_layer_s
+    fn rate(&self, arch: Architecture) -> Option<&NetworkRate> {
+        self.networks.iter().find(|r| r.architecture == arch)
+    }
+
+    /// A training step of `batch` images of `net` (`c` its counts), when its
+    /// network was measured.
+    pub fn train_step_s(&self, net: &Network, c: &Counts, batch: u64) -> Option<f64> {
+        let r = self.rate(net.architecture)?;
+        Some(r.train_step_s + batch as f64 * c.macs_train as f64 / 1e9 * r.train_s_per_gmac)
     }
 
     /// Embedding a batch of `batch` images.
-    pub fn embed_batch_s(&self, c: &Counts, batch: u64) -> f64 {
-        let b = batch as f64;
-        b * c.macs_forward as f64 / self.eval_macs_per_s
-            + b * c.eval_written as f64 / self.eval_values_per_s
-            + c.layers as f64 * self.eval_layer_s
+    pub fn embed_batch_s(&self, net: &Network, c: &Counts, batch: u64) -> Option<f64> {
+        let r = self.rate(net.architecture)?;
+        Some(r.embed_batch_s + batch as f64 * c.macs_forward as f64 / 1e9 * r.embed_s_per_gmac)
     }
 }
 
@@ -416,9 +433,9 @@ pub fn estimate(
     .fold(0u64, u64::saturating_add);
     let embed_peak_bytes = embed_peak_bytes(net, &counts, EMBED_BATCH);
     let e = EMBED_BATCH as u64;
-    let times = throughput.map(|t| {
-        let step_s = t.train_step_s(&counts, b);
-        let embed_image_s = t.embed_batch_s(&counts, e) / e as f64;
+    let times = throughput.and_then(|t| {
+        let step_s = t.train_step_s(net, &counts, b)?;
+        let embed_image_s = t.embed_batch_s(net, &counts, e)? / e as f64;
         let evaluation_s = work.evaluated_per_epoch.unwrap_or(0) as f64 * embed_image_s;
         let epoch_s = work
             .steps_per_epoch
@@ -429,14 +446,14 @@ pub fn estimate(
             (Some(e), n) => Some(e * n as f64 + embed_data_s.unwrap_or(0.0)),
             (None, _) => None,
         };
-        Times {
+        Some(Times {
             step_s,
             epoch_s,
             total_s,
             embed_image_s,
             embed_data_s,
             source: t.source.clone(),
-        }
+        })
     });
     Ok(Estimate {
         counts,
@@ -644,6 +661,7 @@ mod tests {
 
     fn with_classifier(backbone: Backbone, size: usize) -> Counts {
         Network {
+            architecture: Architecture::Resnext50,
             backbone,
             head: Head::Classifier,
             classes: 1000,
@@ -699,6 +717,7 @@ mod tests {
     #[test]
     fn memory_grows_with_the_batch_and_times_with_the_data() {
         let net = Network {
+            architecture: Architecture::Resnet101AngularMargin,
             backbone: Backbone::ResNet(ResNetConfig::resnet101()),
             head: Head::AngularMargin {
                 embeddings_size: 128,

@@ -11,6 +11,7 @@ use wfrun::models::layers::ConvBn;
 use wfrun::models::pool::{Pool2d, PoolKind};
 use wfrun::models::walk::Ops;
 use wfrun::models::{AngularMargin, NetConfig, TemplateNet};
+use wfrun::spec::Architecture;
 
 /// One layer as both walks describe it.
 #[derive(Debug, PartialEq)]
@@ -163,6 +164,7 @@ fn the_cost_model_walks_the_networks_that_train() -> Result<()> {
             Head::AngularMargin {
                 embeddings_size: 128,
             },
+            Architecture::Resnet101AngularMargin,
         ),
         (
             NetConfig::ResNext {
@@ -171,6 +173,7 @@ fn the_cost_model_walks_the_networks_that_train() -> Result<()> {
             },
             Backbone::ResNet(ResNetConfig::resnext50_32x4d()),
             Head::Classifier,
+            Architecture::Resnext50,
         ),
         (
             NetConfig::BnInception {
@@ -179,12 +182,14 @@ fn the_cost_model_walks_the_networks_that_train() -> Result<()> {
             },
             Backbone::BnInception(BnInceptionConfig::published()),
             Head::Classifier,
+            Architecture::BnInception,
         ),
     ];
-    for (cfg, backbone, head) in cases {
+    for (cfg, backbone, head, arch) in cases {
         let classes = 7;
         let (net, map) = build(&cfg, classes)?;
         let model = Network {
+            architecture: arch,
             backbone: backbone.clone(),
             head,
             classes: classes as u64,

@@ -1143,11 +1143,13 @@ fn a_run_longer_than_a_day_warns_with_settings_that_finish_within_one() {
     assert!(total <= 86_400.0 && total > 0.5 * 86_400.0, "{total}");
     // A faster machine: no warning.
     let mut fast = machine(1024, 0);
-    if let Some(t) = fast.throughput.as_mut() {
-        t.train_macs_per_s *= 1000.0;
-        t.train_values_per_s *= 1000.0;
-        t.eval_macs_per_s *= 1000.0;
-        t.eval_values_per_s *= 1000.0;
+    for r in fast
+        .throughput
+        .iter_mut()
+        .flat_map(|t| t.networks.iter_mut())
+    {
+        r.train_s_per_gmac /= 1000.0;
+        r.embed_s_per_gmac /= 1000.0;
     }
     let c = check_source("t.wf", &text, &on(fast));
     assert!(!c.diagnostics.iter().any(|d| d.code == Code::LongRun));

@@ -74,6 +74,7 @@ pub fn cost_network(model: &str) -> wfrun::cost::Network {
         ),
     };
     Network {
+        architecture: arch,
         backbone: Backbone::published(arch),
         head,
         classes: 10,
@@ -95,11 +96,11 @@ pub fn report(bench: &str, model: &str, size: usize, batch: usize, times: &mut [
         estimate(&net, size, batch, Work::default(), None),
     ) {
         (Ok(c), Ok(_)) if bench == "embed" => (
-            t.embed_batch_s(&c, batch as u64) * 1e3,
+            t.embed_batch_s(&net, &c, batch as u64).unwrap_or(f64::NAN) * 1e3,
             embed_peak_bytes(&net, &c, batch) as f64,
         ),
         (Ok(c), Ok(e)) => (
-            t.train_step_s(&c, batch as u64) * 1e3,
+            t.train_step_s(&net, &c, batch as u64).unwrap_or(f64::NAN) * 1e3,
             e.train_peak_bytes as f64,
         ),
         _ => (f64::NAN, f64::NAN),

@@ -1,13 +1,17 @@
 //! This machine's throughput for the cost model ([`crate::cost::Throughput`]),
 //! measured once (`wfrun calibrate`): a few training steps and evaluation
-//! batches of the three templates' published networks at small sizes, on the
-//! threads a run uses, and the model's terms fitted to them.
+//! batches of each template's published network at 32 and 64 px, on the
+//! threads a run uses, and each network's rates fitted to them.
 //!
-//! The model's terms are the work a step does: multiply-adds, activation
-//! values, trainable values (SGD) and layers. Each measurement is one row
-//! of counts from [`crate::cost::Network::counts`] and a time; the rates are
-//! the non-negative least-squares fit of the rows, errors relative to each
-//! time, so small and large cases weigh alike.
+//! For each network a step's time is a part per multiply-add of the batch
+//! ([`crate::cost::Network::counts`]) and a part per step. The two are the
+//! non-negative least-squares fit of the measured cases, errors relative to
+//! each time, so small and large cases weigh alike. (One model for all three
+//! networks, with terms for multiply-adds, activations, weights and layers,
+//! was tried first: the networks' activations grow with their multiply-adds
+//! almost in proportion, so the fit could not tell the terms apart, and
+//! BN-Inception, which moves more memory per multiply-add, and ResNet-101
+//! came out 20–40% apart in opposite directions.)
 
 use std::time::Instant;
 
@@ -16,14 +20,14 @@ use candle_nn::{VarBuilder, VarMap};
 
 use super::optim::Sgd;
 use super::{AngularMargin, NetConfig, Targets, TemplateNet};
-use crate::cost::{Counts, Head, Network, Throughput};
+use crate::cost::{Counts, Head, Network, NetworkRate, Throughput};
 use crate::spec::Architecture;
 
 /// Image sizes and batches measured: two batches tell the per-image work from
 /// the per-step work, two sizes the products from the layers' fixed cost.
 const CASES: [(usize, usize); 3] = [(32, 4), (32, 16), (64, 4)];
 /// Timed repetitions of each case, after one warm-up.
-const REPEATS: usize = 2;
+const REPEATS: usize = 3;
 
 /// One timed case.
 struct Measured {
@@ -36,127 +40,43 @@ struct Measured {
 /// Measures this machine on `threads` threads (what `cpu::threads` uses);
 /// `progress` hears each network as it starts. A few seconds.
 pub fn calibrate(threads: usize, progress: &mut dyn FnMut(&str)) -> Result<Throughput> {
-    let mut measured = vec![products()?];
+    let mut networks = Vec::new();
     for arch in [
         Architecture::BnInception,
         Architecture::Resnext50,
         Architecture::Resnet101AngularMargin,
     ] {
         progress(arch.network_name());
-        measured.extend(measure(arch)?);
+        let measured = measure(arch)?;
+        let rows = |macs: fn(&Counts) -> u64, time: fn(&Measured) -> f64| -> Vec<(Vec<f64>, f64)> {
+            measured
+                .iter()
+                .map(|m| (vec![(m.batch * macs(&m.counts)) as f64 / 1e9, 1.0], time(m)))
+                .collect()
+        };
+        let train = fit(&rows(|c| c.macs_train, |m| m.train_s));
+        let embed = fit(&rows(|c| c.macs_forward, |m| m.eval_s));
+        networks.push(NetworkRate {
+            architecture: arch,
+            train_s_per_gmac: train[0],
+            train_step_s: train[1],
+            embed_s_per_gmac: embed[0],
+            embed_batch_s: embed[1],
+        });
     }
-    let train: Vec<(Vec<f64>, f64)> = measured
-        .iter()
-        .map(|m| {
-            let c = &m.counts;
-            (
-                vec![
-                    (m.batch * c.macs_train) as f64,
-                    (m.batch * c.train_values) as f64,
-                    c.params as f64,
-                    c.layers as f64,
-                ],
-                m.train_s,
-            )
-        })
-        .collect();
-    let eval: Vec<(Vec<f64>, f64)> = measured
-        .iter()
-        .map(|m| {
-            let c = &m.counts;
-            (
-                vec![
-                    (m.batch * c.macs_forward) as f64,
-                    (m.batch * c.eval_written) as f64,
-                    c.layers as f64,
-                ],
-                m.eval_s,
-            )
-        })
-        .collect();
-    let t = fit(&train);
-    let e = fit(&eval);
-    let rate = |s: f64, fallback: f64| if s > 0.0 { 1.0 / s } else { fallback };
-    let f = Throughput::FALLBACK;
-    Ok(Throughput {
+    let t = Throughput {
         source: format!(
-            "measured by `wfrun calibrate` on {} threads of {}",
+            "`wfrun calibrate` on {} thread(s) of {}",
             threads,
             crate::cost::calibration::cpu_model()
         ),
         threads,
-        // A term the fit leaves at zero costs nothing measurable here: an
-        // infinite rate would claim too much, so the fallback's stands in.
-        train_macs_per_s: rate(t[0], f.train_macs_per_s),
-        train_values_per_s: rate(t[1], f.train_values_per_s * 100.0),
-        params_per_s: rate(t[2], f.params_per_s * 100.0),
-        train_layer_s: t[3],
-        eval_macs_per_s: rate(e[0], f.eval_macs_per_s),
-        eval_values_per_s: rate(e[1], f.eval_values_per_s * 100.0),
-        eval_layer_s: e[2],
-    })
-}
-
-/// One wide 3 × 3 convolution with its batch norm: nearly all products, so
-/// the fit can tell the products' rate from the memory-bound passes, which
-/// grow alongside them in the networks.
-fn products() -> Result<Measured> {
-    use super::layers::{enter, ConvBn, ConvSpec, Names};
-    let device = Device::Cpu;
-    let map = VarMap::new();
-    let vb = VarBuilder::from_varmap(&map, DType::F32, &device);
-    let (channels, side, batch) = (512, 8, 16);
-    let conv = ConvBn::new(
-        ConvSpec::new(channels, channels, 3),
-        Names::Pair {
-            conv: "conv",
-            bn: "bn",
-        },
-        &vb,
-    )?;
-    super::init::seeded(&map, 0)?;
-    let images = Tensor::randn(0f32, 1.0, (batch, channels, side, side), &device)?;
-    let x = enter(&images, super::cpu::Kernels::default())?;
-    let train_s = median_s(|| {
-        let y = conv.forward_t(&x, true)?;
-        y.sum_all()?.backward().map(drop)
-    })?;
-    let eval_s = median_s(|| {
-        conv.forward_t(&x, false)?
-            .sum_all()?
-            .to_scalar::<f32>()
-            .map(drop)
-    })?;
-    let c = crate::arch::Conv {
-        in_channels: channels,
-        out_channels: channels,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        groups: 1,
-        relu: true,
-        bias: false,
+        networks,
     };
-    let pixels = (side * side) as u64;
-    let macs = pixels * c.macs_per_pixel();
-    let values = pixels * channels as u64;
-    Ok(Measured {
-        counts: Counts {
-            image_size: side,
-            params: 0,
-            buffers: 0,
-            macs_forward: macs,
-            macs_train: 3 * macs,
-            train_values: 2 * values,
-            eval_values: 2 * values,
-            eval_written: values,
-            largest_activation: values,
-            layers: 1,
-        },
-        batch: batch as u64,
-        train_s,
-        eval_s,
-    })
+    if !t.usable() {
+        candle_core::bail!("the measured times gave no usable rates: {t:?}");
+    }
+    Ok(t)
 }
 
 fn measure(arch: Architecture) -> Result<Vec<Measured>> {
@@ -173,6 +93,7 @@ fn measure(arch: Architecture) -> Result<Vec<Measured>> {
     super::init::seeded(&map, 0)?;
     let mut sgd = Sgd::new(&map, 0.001, 0.9, 5e-4);
     let model = Network {
+        architecture: arch,
         backbone: crate::arch::Backbone::published(arch),
         head: match arch {
             Architecture::Resnet101AngularMargin => Head::AngularMargin {

@@ -358,20 +358,18 @@ fn calibrate(format: Format) -> u8 {
     match format {
         Format::Json => outln!("{}", serde_json::to_string(&t).unwrap_or_default()),
         Format::Human => {
-            outln!("{}", t.source);
-            outln!(
-                "  training   {:.1} G multiply-adds/s, {:.2} G activation values/s, {:.2} G weights stepped/s, {:.0} µs a layer",
-                t.train_macs_per_s / 1e9,
-                t.train_values_per_s / 1e9,
-                t.params_per_s / 1e9,
-                t.train_layer_s * 1e6
-            );
-            outln!(
-                "  embedding  {:.1} G multiply-adds/s, {:.2} G activation values/s, {:.0} µs a layer",
-                t.eval_macs_per_s / 1e9,
-                t.eval_values_per_s / 1e9,
-                t.eval_layer_s * 1e6
-            );
+            outln!("measured by {}", t.source);
+            outln!("  network            training step                  embedding batch");
+            for r in &t.networks {
+                outln!(
+                    "  {:<18} {:>6.1} ms + {:>5.1} ms per G multiply-adds  {:>5.1} ms + {:>5.1} ms per G",
+                    r.architecture.network_name(),
+                    r.train_step_s * 1e3,
+                    r.train_s_per_gmac * 1e3,
+                    r.embed_batch_s * 1e3,
+                    r.embed_s_per_gmac * 1e3
+                );
+            }
         }
     }
     match stored {
