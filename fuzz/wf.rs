@@ -213,7 +213,7 @@ impl Wf {
                 }
             }
         }
-        self.editor_answers_are_sound(text)
+        self.editor_answers_are_sound(text, &checked)
     }
 
     /// Spans inside their file and on character boundaries, JSON that reads
@@ -249,9 +249,10 @@ impl Wf {
         Ok(())
     }
 
-    /// Hover, definition, completions and the outline at two places (each
-    /// parses the text again): one chosen from the text's hash, and its end.
-    fn editor_answers_are_sound(&self, text: &str) -> Result<(), String> {
+    /// Hover, definition, completions, references and rename at two places
+    /// (each parses the text again): one chosen from the text's hash, and its
+    /// end; the outline, semantic tokens, folding ranges and inlay hints.
+    fn editor_answers_are_sound(&self, text: &str, checked: &Checked) -> Result<(), String> {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         text.hash(&mut h);
         let offsets = [
@@ -270,6 +271,41 @@ impl Wf {
                 range_is_sound(target, t.start, t.end)
                     .map_err(|e| format!("definition at {offset}: {e}"))?;
             }
+        }
+        for offset in offsets {
+            if let Some(r) = wfrun::ide::references(text, offset) {
+                for &(s, e) in &r.places {
+                    range_is_sound(text, s, e)
+                        .map_err(|e| format!("reference at {offset}: {e}"))?;
+                    if text[s..e] != r.name {
+                        return Err(format!(
+                            "a reference to `{}` reads `{}`",
+                            r.name,
+                            &text[s..e]
+                        ));
+                    }
+                }
+            }
+            if let Ok(places) = wfrun::ide::rename(text, offset, "renamed") {
+                for (s, e) in places {
+                    range_is_sound(text, s, e).map_err(|e| format!("rename at {offset}: {e}"))?;
+                }
+            }
+        }
+        // Semantic tokens: in order, apart, each within one line, never empty.
+        let mut last = 0;
+        for t in wfrun::ide::semantic_tokens(text) {
+            range_is_sound(text, t.start, t.end).map_err(|e| format!("token {t:?}: {e}"))?;
+            if t.start < last || t.start >= t.end || text[t.start..t.end].contains('\n') {
+                return Err(format!("token {t:?} overlaps, is empty or spans lines"));
+            }
+            last = t.end;
+        }
+        for f in wfrun::ide::folding_ranges(text) {
+            range_is_sound(text, f.start, f.end).map_err(|e| format!("fold {f:?}: {e}"))?;
+        }
+        for h in wfrun::ide::hints_of(checked, None) {
+            range_is_sound(text, h.offset, h.offset).map_err(|e| format!("hint {h:?}: {e}"))?;
         }
         let mut symbols = wfrun::ide::symbols(text);
         while let Some(s) = symbols.pop() {

@@ -625,7 +625,7 @@ impl PlannedSweep {
             let all: f64 = self.trials.iter().filter_map(|t| t.total_s).sum();
             writeln!(
                 f,
-                "  about {} for all {} trials on this machine, before any stops early",
+                "  about {} for all {} trials on this machine, before any trial stops early",
                 crate::cost::duration_text(all),
                 self.trials.len()
             )?;

@@ -1202,3 +1202,19 @@ fn hovering_a_template_shows_its_cost_at_the_settings() {
     );
     assert!(md.contains("a training step"), "{md}");
 }
+
+#[test]
+fn a_sweeps_plan_times_each_trial_and_the_whole() {
+    let text = resnet(64, 32, 4, 640).replace("    batch_size = 32\n", "")
+        + "sweep { batch_size = values(16, 32) }\n";
+    let plan = check_source("t.wf", &text, &on(machine(1024, 0)))
+        .plan()
+        .expect("checks");
+    let sweep = plan.sweep.as_ref().unwrap();
+    let times: Vec<f64> = sweep.trials.iter().map(|t| t.total_s.unwrap()).collect();
+    assert_eq!(times.len(), 2);
+    assert!(times.iter().all(|&t| t > 0.0));
+    let shown = plan.to_string();
+    assert!(shown.contains("cost of trial-001"), "{shown}");
+    assert!(shown.contains("trials on this machine"), "{shown}");
+}
