@@ -19,6 +19,10 @@ pub enum Event {
         epochs: u64,
         steps_per_epoch: u64,
         first_epoch: u64,
+        /// The cost model's estimate of an epoch's seconds on this machine
+        /// (training and judging; none for a base model or without a
+        /// measured throughput for the device).
+        epoch_estimate_s: Option<f64>,
     },
     Step {
         epoch: u64,

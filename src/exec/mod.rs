@@ -367,6 +367,7 @@ fn started_base(plan: &Plan, data: &sets::DataSets) -> Event {
         epochs: 0,
         steps_per_epoch: 0,
         first_epoch: 1,
+        epoch_estimate_s: None,
     }
 }
 

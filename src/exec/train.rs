@@ -106,6 +106,11 @@ pub(super) fn train(
         epochs: plan.hyper.num_epochs,
         steps_per_epoch: t.steps_per_epoch,
         first_epoch: start.epoch + 1,
+        epoch_estimate_s: plan
+            .cost
+            .as_ref()
+            .and_then(|c| c.times.as_ref())
+            .and_then(|t| t.epoch_s),
     });
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics_log = if cx.options.resume {

@@ -178,6 +178,7 @@ impl Progress {
             epochs,
             steps_per_epoch,
             first_epoch,
+            epoch_estimate_s,
         } = e
         else {
             return;
@@ -198,9 +199,17 @@ impl Progress {
                  {concepts} concepts, {train_images} training and {eval_images} evaluation images"
             );
         } else {
+            let estimate = epoch_estimate_s.map_or(String::new(), |s| {
+                let left = (epochs + 1).saturating_sub(*first_epoch) as f64;
+                format!(
+                    " (about {} an epoch, {} in all, on this machine)",
+                    wfrun::cost::duration_text(s),
+                    wfrun::cost::duration_text(s * left)
+                )
+            });
             errln!(
                 "training `{workflow}`: {concepts} concepts, {train_images} training and {eval_images} evaluation images, \
-                 epochs {first_epoch}–{epochs} × {steps_per_epoch} steps"
+                 epochs {first_epoch}–{epochs} × {steps_per_epoch} steps{estimate}"
             );
         }
     }
