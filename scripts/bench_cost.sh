@@ -4,14 +4,14 @@
 # median time and peak memory with the cost model's estimates (from this
 # machine's `wfrun calibrate` figures, measured first for each thread count).
 #
-#   SIZES="32 64 96" BATCHES="8 32" THREADS="1 2" scripts/bench_cost.sh | tee cost.jsonl
+#   SIZES="32 64" BATCHES="8 32" THREADS="1 2" scripts/bench_cost.sh | tee cost.jsonl
 #
 # The summary at the end (on stderr) gives estimated ÷ measured per case and
 # the largest deviations. Run on an idle machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${MODELS:-"resnet101 resnext50 bninception"}
-SIZES=${SIZES:-"32 64 96"}
+SIZES=${SIZES:-"32 64"}
 BATCHES=${BATCHES:-"8 32"}
 THREADS=${THREADS:-"1 2"}
 cargo build --release --quiet --bin wfrun --example bench_train --example bench_embed

@@ -209,18 +209,16 @@ pub struct NetworkRate {
 }
 
 impl NetworkRate {
-    /// Finite, and none negative (a hand-edited cache may hold anything).
+    /// Plausible for a machine (a hand-edited cache may hold anything): a
+    /// rate between a million and ten million billion multiply-adds a second,
+    /// and a fixed cost under 1,000 s.
     fn usable(&self) -> bool {
-        [
-            self.train_s_per_gmac,
-            self.train_step_s,
-            self.embed_s_per_gmac,
-            self.embed_batch_s,
-        ]
-        .iter()
-        .all(|v| v.is_finite() && *v >= 0.0)
-            && self.train_s_per_gmac > 0.0
-            && self.embed_s_per_gmac > 0.0
+        let per_gmac = |v: f64| (1e-7..=1e3).contains(&v);
+        let fixed = |v: f64| (0.0..=1e3).contains(&v);
+        per_gmac(self.train_s_per_gmac)
+            && per_gmac(self.embed_s_per_gmac)
+            && fixed(self.train_step_s)
+            && fixed(self.embed_batch_s)
     }
 }
 
@@ -238,8 +236,9 @@ pub struct Throughput {
 impl Throughput {
     /// The figures used when this machine was never measured: one core of
     /// the 2-core AMD EPYC (Zen 4) virtual machine BENCHMARKS.md describes,
-    /// fitted to `bench_train` and `bench_embed` at 32 and 64 px, batches of
-    /// 8 and 32 ("The cost model beside measurements").
+    /// fitted to the one-thread `bench_train` and `bench_embed` times of its
+    /// table ("The cost model beside measurements": 32 and 64 px, batches of
+    /// 8 and 32), where they land within 5% of every training step.
     pub fn fallback() -> Throughput {
         let rate = |architecture, train: (f64, f64), embed: (f64, f64)| NetworkRate {
             architecture,
@@ -249,21 +248,17 @@ impl Throughput {
             embed_batch_s: embed.1,
         };
         Throughput {
-            source: "wfrun's fallback figures; this machine was never measured (`wfrun calibrate`)"
+            source: "wfrun's fallback figures, as this machine was never measured: run `wfrun calibrate`"
                 .into(),
             threads: 1,
             networks: vec![
                 rate(
                     Architecture::Resnet101AngularMargin,
-                    (0.0261, 0.0955),
-                    (0.0199, 0.0128),
+                    (0.0236, 0.0807),
+                    (0.0196, 0.0103),
                 ),
-                rate(
-                    Architecture::BnInception,
-                    (0.0349, 0.0201),
-                    (0.0250, 0.0040),
-                ),
-                rate(Architecture::Resnext50, (0.0328, 0.0529), (0.0236, 0.0082)),
+                rate(Architecture::BnInception, (0.0315, 0.0238), (0.0260, 0.0067)),
+                rate(Architecture::Resnext50, (0.0303, 0.0450), (0.0249, 0.0051)),
             ],
         }
     }
@@ -310,9 +305,14 @@ impl Memory {
             let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
             kib.checked_mul(1024)
         };
+        // A container's limit (cgroup v2), when it is lower than the host's memory.
+        let limit =
+            |file: &str| -> Option<u64> { std::fs::read_to_string(file).ok()?.trim().parse().ok() };
+        let total = field("MemTotal:")?;
+        let swap = field("SwapTotal:").unwrap_or(0);
         Some(Memory {
-            total: field("MemTotal:")?,
-            swap: field("SwapTotal:").unwrap_or(0),
+            total: limit("/sys/fs/cgroup/memory.max").map_or(total, |l| l.min(total)),
+            swap: limit("/sys/fs/cgroup/memory.swap.max").map_or(swap, |l| l.min(swap)),
         })
     }
 }
@@ -380,6 +380,9 @@ pub struct Times {
     pub embed_data_s: Option<f64>,
     /// Where the throughput came from.
     pub source: String,
+    /// Whether the images judged after each epoch and embedded at the end
+    /// were counted (without, the times are the training's alone).
+    pub complete: bool,
 }
 
 /// The batch a run embeds images in (`exec`'s evaluation batches).
@@ -453,6 +456,7 @@ pub fn estimate(
             embed_image_s,
             embed_data_s,
             source: t.source.clone(),
+            complete: work.evaluated_per_epoch.is_some() && work.images_embedded.is_some(),
         })
     });
     Ok(Estimate {
@@ -562,19 +566,31 @@ pub fn bytes_text(b: f64) -> String {
 
 /// Seconds in the unit a person reads: `0.16 s`, `42 s`, `3.5 min`, `2.1 h`, `3.4 days`.
 pub fn duration_text(s: f64) -> String {
-    if !s.is_finite() {
-        return "forever".into();
+    const YEAR: f64 = 365.25 * 86400.0;
+    if s.is_nan() {
+        return "an unknown time".into();
     }
     if s < 1.0 {
-        format!("{s:.2} s")
+        let ms = s.max(0.0) * 1e3;
+        if ms >= 10.0 {
+            format!("{ms:.0} ms")
+        } else if ms >= 0.01 {
+            format!("{ms:.2} ms")
+        } else {
+            "under 0.01 ms".into()
+        }
     } else if s < 90.0 {
         format!("{s:.0} s")
     } else if s < 90.0 * 60.0 {
         format!("{:.1} min", s / 60.0)
     } else if s < 36.0 * 3600.0 {
         format!("{:.1} h", s / 3600.0)
-    } else {
+    } else if s < YEAR {
         format!("{:.1} days", s / 86400.0)
+    } else if s < 1e4 * YEAR {
+        format!("{:.1} years", s / YEAR)
+    } else {
+        format!("{:.1e} years", s / YEAR)
     }
 }
 
@@ -584,15 +600,20 @@ pub mod calibration {
     use super::Throughput;
     use std::path::PathBuf;
 
-    /// The cache file, when a cache folder is known.
+    /// The cache file, when a cache folder is known: `WFRUN_CACHE_DIR`
+    /// (relative to the current folder if relative), else an absolute
+    /// `XDG_CACHE_HOME`'s `wfrun`, else `~/.cache/wfrun`. Empty values count
+    /// as unset.
     pub fn path() -> Option<PathBuf> {
-        if let Some(dir) = std::env::var_os("WFRUN_CACHE_DIR") {
-            return Some(PathBuf::from(dir).join("throughput.json"));
+        let set = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+        if let Some(dir) = set("WFRUN_CACHE_DIR") {
+            let dir = std::path::absolute(PathBuf::from(dir)).ok()?;
+            return Some(dir.join("throughput.json"));
         }
-        let base = std::env::var_os("XDG_CACHE_HOME")
+        let base = set("XDG_CACHE_HOME")
             .map(PathBuf::from)
             .filter(|p| p.is_absolute())
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+            .or_else(|| set("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
         Some(base.join("wfrun").join("throughput.json"))
     }
 
@@ -623,34 +644,61 @@ pub mod calibration {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
-    /// The cached measurement for this machine and thread count, if any.
+    /// The cached measurement for this machine and thread count, if any
+    /// (one that does not read, or is implausible, is none).
     pub fn load() -> Option<Throughput> {
-        let text = std::fs::read_to_string(path()?).ok()?;
-        let all: std::collections::BTreeMap<String, Throughput> =
-            serde_json::from_str(&text).ok()?;
-        all.get(&key(threads())).cloned().filter(Throughput::usable)
+        load_from(&path()?, &key(threads()))
     }
 
-    /// Adds (or replaces) the measurement for this machine, atomically.
+    /// The entry `key` of the cache file `path`.
+    pub fn load_from(path: &std::path::Path, key: &str) -> Option<Throughput> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let all: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).ok()?;
+        let mut t: Throughput = serde_json::from_value(all.get(key)?.clone()).ok()?;
+        // Shown in plans and messages: no control characters from a hand-edited file.
+        t.source.retain(|c| !c.is_control());
+        t.usable().then_some(t)
+    }
+
+    /// Adds (or replaces) the measurement for this machine, atomically; the
+    /// entries of other machines are kept as they are. A file that is not a
+    /// JSON object is kept beside as `throughput.json.unreadable`.
     pub fn store(t: &Throughput) -> std::io::Result<PathBuf> {
         let path = path().ok_or_else(|| {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                "no cache folder: set XDG_CACHE_HOME or HOME",
+                "no cache folder: set WFRUN_CACHE_DIR, XDG_CACHE_HOME or HOME",
             )
         })?;
-        let mut all: std::collections::BTreeMap<String, Throughput> =
-            std::fs::read_to_string(&path)
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok())
-                .unwrap_or_default();
-        all.insert(key(t.threads), t.clone());
+        store_to(&path, &key(t.threads), t)?;
+        Ok(path)
+    }
+
+    /// [`store`] into the file `path` under `key`; errors name the path.
+    pub fn store_to(path: &std::path::Path, key: &str, t: &Throughput) -> std::io::Result<()> {
+        let named =
+            |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let mut all = serde_json::Map::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&text) {
+                    Ok(found) => all = found,
+                    Err(_) => {
+                        let aside = path.with_extension("json.unreadable");
+                        std::fs::rename(path, &aside).map_err(named)?;
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(named(e)),
+        }
+        let value = serde_json::to_value(t).map_err(std::io::Error::other)?;
+        all.insert(key.to_string(), value);
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            std::fs::create_dir_all(dir).map_err(named)?;
         }
         let text = serde_json::to_string_pretty(&all).map_err(std::io::Error::other)?;
-        crate::atomic::write(&path, text.as_bytes())?;
-        Ok(path)
+        crate::atomic::write(path, text.as_bytes()).map_err(named)
     }
 }
 
@@ -712,6 +760,59 @@ mod tests {
                 assert_eq!(c.macs_forward, macs, "{backbone:?} at {size} px");
             }
         }
+    }
+
+    #[test]
+    fn the_cache_keeps_other_machines_and_refuses_implausible_figures() {
+        let dir = std::env::temp_dir().join(format!("wfrun-cache-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("throughput.json");
+        std::fs::write(
+            &path,
+            r#"{"Other CPU × 4 threads": {"an": "older layout"}, "x": 1}"#,
+        )
+        .unwrap();
+        let mut t = Throughput::fallback();
+        t.source = "measured\u{1b}[31m here\n".into();
+        calibration::store_to(&path, "This CPU × 2 threads", &t).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("older layout") && text.contains("\"x\": 1"),
+            "{text}"
+        );
+        let back = calibration::load_from(&path, "This CPU × 2 threads").unwrap();
+        assert_eq!(back.source, "measured[31m here");
+        assert!(calibration::load_from(&path, "Other CPU × 4 threads").is_none());
+        // Implausible rates read as none.
+        for bad in [0.0, -1.0, 1e300, f64::NAN] {
+            let mut t = Throughput::fallback();
+            t.networks[0].train_s_per_gmac = bad;
+            assert!(!t.usable(), "{bad}");
+        }
+        // A file that is no JSON object is kept aside, not lost.
+        std::fs::write(&path, "not json").unwrap();
+        calibration::store_to(&path, "k", &Throughput::fallback()).unwrap();
+        let aside = dir.join("throughput.json.unreadable");
+        assert_eq!(std::fs::read_to_string(&aside).unwrap(), "not json");
+        // A path under a file: the error names it.
+        let under = aside.join("x.json");
+        let e = calibration::store_to(&under, "k", &Throughput::fallback()).unwrap_err();
+        assert!(e.to_string().contains("x.json"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn durations_read_in_their_unit() {
+        assert_eq!(duration_text(0.001_16), "1.16 ms");
+        assert_eq!(duration_text(0.16), "160 ms");
+        assert_eq!(duration_text(1e-9), "under 0.01 ms");
+        assert_eq!(duration_text(42.0), "42 s");
+        assert_eq!(duration_text(300.0), "5.0 min");
+        assert_eq!(duration_text(7200.0), "2.0 h");
+        assert_eq!(duration_text(3.0 * 86400.0), "3.0 days");
+        assert_eq!(duration_text(2.0 * 365.25 * 86400.0), "2.0 years");
+        assert_eq!(duration_text(2.7e17 * 86400.0), "7.4e14 years");
+        assert_eq!(duration_text(f64::INFINITY), "inf years");
     }
 
     #[test]

@@ -697,11 +697,11 @@ impl Plan {
             return writeln!(f);
         };
         if self.base.is_none() {
+            let judging = if t.complete { " and judging" } else { "" };
             let per_epoch = match (self.steps_per_epoch, t.epoch_s) {
-                (Some(steps), Some(e)) => format!(
-                    " × {steps} steps and judging = {} an epoch",
-                    duration_text(e)
-                ),
+                (Some(steps), Some(e)) => {
+                    format!(" × {steps} steps{judging} = {} an epoch", duration_text(e))
+                }
                 _ => String::new(),
             };
             writeln!(
@@ -711,9 +711,15 @@ impl Plan {
             )?;
         }
         match (t.total_s, t.embed_data_s) {
-            (Some(total), _) if self.base.is_none() => writeln!(
+            (Some(total), _) if self.base.is_none() && t.complete => writeln!(
                 f,
                 "                {} in all: {} epochs, then embedding every image",
+                duration_text(total),
+                self.epoch_learning_rates.len()
+            )?,
+            (Some(total), _) if self.base.is_none() => writeln!(
+                f,
+                "                {} for {} epochs of training; judging and embedding come on top once the images can be counted",
                 duration_text(total),
                 self.epoch_learning_rates.len()
             )?,

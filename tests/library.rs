@@ -1218,3 +1218,105 @@ fn a_sweeps_plan_times_each_trial_and_the_whole() {
     assert!(shown.contains("cost of trial-001"), "{shown}");
     assert!(shown.contains("trials on this machine"), "{shown}");
 }
+
+/// The help's `name = value` settings, as (name, value) pairs.
+fn suggested(help: &str) -> Vec<(String, String)> {
+    help.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|s| s.split_once(" = "))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+#[test]
+fn fewer_epochs_keep_the_schedule_valid_and_a_gpu_is_named_as_written() {
+    // `init_epochs` left at its default 25: fewer epochs must lower it too.
+    let text = "use Clarifai_ResNet_AngularMargin {\n    image_size = 224\n    batch_size = 64\n    num_items_per_epoch = 6400\n}\ndata { train = \"x\" }\n";
+    let c = check_source("t.wf", text, &on(machine(1024, 0)));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::LongRun)
+        .unwrap();
+    let help = d.help.as_deref().unwrap();
+    assert!(help.contains("`device = cuda(0)`"), "{help}");
+    let settings = suggested(help);
+    let epochs: Vec<&(String, String)> = settings
+        .iter()
+        .filter(|(n, _)| n == "num_epochs" || n == "init_epochs")
+        .collect();
+    assert_eq!(epochs.len(), 2, "{help}");
+    let applied = text.replace(
+        "    num_items_per_epoch = 6400\n",
+        &format!(
+            "    num_items_per_epoch = 6400\n    {} = {}\n    {} = {}\n",
+            epochs[0].0, epochs[0].1, epochs[1].0, epochs[1].1
+        ),
+    );
+    // (The angular margin's defaults from scratch keep their own warning.)
+    let passes = |c: &wfrun::Checked| {
+        !c.has_errors() && !c.diagnostics.iter().any(|d| d.code == Code::LongRun)
+    };
+    let c = check_source("t.wf", &applied, &on(machine(1024, 0)));
+    assert!(passes(&c), "{applied}\n{:#?}", c.diagnostics);
+    // The image size it names passes too.
+    let size = settings.iter().find(|(n, _)| n == "image_size").unwrap();
+    let applied = text.replace("image_size = 224", &format!("image_size = {}", size.1));
+    let c = check_source("t.wf", &applied, &on(machine(1024, 0)));
+    assert!(passes(&c), "{:#?}", c.diagnostics);
+}
+
+#[test]
+fn the_batch_that_fits_lies_on_the_templates_grid() {
+    let text = "template Big extends Clarifai_ResNext {\n    param batch_size { min = 8  step = 8  default = 32 }\n}\nuse Big {\n    image_size = 1024\n    batch_size = 128\n    num_epochs = 2\n    init_epochs = 1\n}\ndata { train = \"x\" }\n";
+    let need = check_source("t.wf", text, &on(machine(4096, 0)))
+        .plan()
+        .unwrap()
+        .cost
+        .unwrap()
+        .train_peak_bytes;
+    let gib = (need >> 30) / 2;
+    let c = check_source("t.wf", text, &on(machine(gib, 0)));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::Memory)
+        .unwrap();
+    let batch = suggested(d.help.as_deref().unwrap())
+        .into_iter()
+        .find(|(n, _)| n == "batch_size")
+        .unwrap()
+        .1;
+    assert_eq!(batch.parse::<u64>().unwrap() % 8, 0, "{batch}");
+    let applied = text.replace("batch_size = 128", &format!("batch_size = {batch}"));
+    let c = check_source("t.wf", &applied, &on(machine(gib, 0)));
+    assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+}
+
+#[test]
+fn every_trial_of_a_sweep_is_costed() {
+    let text = "use Clarifai_ResNext {\n    image_size = 1024\n    num_epochs = 200\n    init_epochs = 100\n}\ndata { train = \"x\" }\nsweep {\n    batch_size = values(64, 128)\n    objective = maximize(map_at_r)\n}\n";
+    let c = check_source("t.wf", text, &on(machine(16, 0)));
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::Memory)
+        .unwrap_or_else(|| panic!("{:#?}", c.diagnostics));
+    assert!(d.is_error());
+    assert!(d.message.contains("trial"), "{}", d.message);
+}
+
+#[test]
+fn without_the_images_counted_the_time_says_it_is_the_trainings() {
+    let text = resnet(64, 32, 4, 640);
+    let plan = check_source("t.wf", &text, &on(machine(1024, 0)))
+        .plan()
+        .unwrap();
+    let shown = plan.to_string();
+    assert!(
+        shown.contains("for 4 epochs of training; judging and embedding come on top"),
+        "{shown}"
+    );
+    assert!(!plan.cost.unwrap().times.unwrap().complete);
+}

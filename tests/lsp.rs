@@ -621,3 +621,39 @@ fn saves_during_a_full_check_do_not_pile_up_workers() {
     c.notify("exit", Value::Null);
     let _ = c.wait(Duration::from_secs(5));
 }
+
+/// Semantic tokens of one long line: linear in its length (counting each
+/// token's UTF-16 column from the line's start made it quadratic: 9 s for
+/// 278 KB in a release build).
+#[test]
+fn semantic_tokens_of_a_long_line_are_linear() {
+    let mut c = Client::initialized();
+    let line: String = (0..30_000).map(|i| format!("a{i} = {i} é ")).collect();
+    let text = format!("@ {line}\n");
+    assert!(text.len() > 300_000);
+    c.notify(
+        "textDocument/didOpen",
+        json!({"textDocument": {"uri": URI, "languageId": "wf", "version": 1, "text": text}}),
+    );
+    c.diagnostics(1);
+    let started = Instant::now();
+    let tokens = c.request(
+        "textDocument/semanticTokens/full",
+        json!({"textDocument": {"uri": URI}}),
+    );
+    let took = started.elapsed();
+    let data = tokens["data"].as_array().unwrap();
+    // a{i}, =, {i} per pair (`é` is no token), all on line 0.
+    assert_eq!(data.len(), 5 * 3 * 30_000);
+    // The last number's column, in UTF-16 units: every `é` is one.
+    let columns: u64 = data.chunks(5).map(|t| t[1].as_u64().unwrap()).sum();
+    let last = text.trim_end().rfind(' ').unwrap();
+    let expected = text[..text.trim_end()[..last].rfind(' ').unwrap() + 1]
+        .chars()
+        .map(char::len_utf16)
+        .sum::<usize>() as u64;
+    assert_eq!(columns, expected);
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    c.request("shutdown", Value::Null);
+    c.notify("exit", Value::Null);
+}

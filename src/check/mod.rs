@@ -76,6 +76,11 @@ pub fn check(
         builtin,
         user,
         diagnostics,
+        machine: options
+            .machine
+            .clone()
+            .unwrap_or_else(crate::cost::Machine::this_machine),
+        device: crate::workflow::Device::Cpu,
     };
     cx.workflow(module, options)
 }
@@ -97,6 +102,8 @@ pub fn open_model(path: &Path) -> Result<(BaseModel, TemplateSpec, crate::hyper:
         builtin,
         user: Vec::new(),
         diagnostics: &mut diagnostics,
+        machine: crate::cost::Machine::unknown(),
+        device: crate::workflow::Device::Cpu,
     };
     let at = Span::new(source, 0, 0);
     let opened = cx.base_model(path, at).and_then(|base| {
@@ -136,6 +143,10 @@ struct Checker<'a> {
     builtin: &'static Registry,
     user: Vec<TemplateSpec>,
     diagnostics: &'a mut Vec<Diagnostic>,
+    /// The machine costs are estimated for (`CheckOptions::machine`).
+    machine: crate::cost::Machine,
+    /// The workflow's device, once its settings are read.
+    device: crate::workflow::Device,
 }
 
 /// Whether and how a parameter was written in the workflow.
@@ -233,10 +244,6 @@ impl Checker<'_> {
     }
 
     fn workflow(&mut self, module: &Module, options: &CheckOptions) -> Option<Workflow> {
-        let machine = options
-            .machine
-            .clone()
-            .unwrap_or_else(crate::cost::Machine::this_machine);
         let items = self.items(module);
         let file_stem = Path::new(self.file.name())
             .file_stem()
@@ -250,6 +257,7 @@ impl Checker<'_> {
             .cloned();
         let (device, output, seed, base_setting) =
             self.top_settings(&items.top, used.as_ref(), &workflow_name);
+        self.device = device;
         let base = base_setting
             .as_ref()
             .and_then(|(path, span)| self.base_model(path, *span));
@@ -349,7 +357,8 @@ impl Checker<'_> {
             }
         }
 
-        if let (Some(h), Some(data), Some(params), Some(u), None, None, false) = (
+        if let (Some(t), Some(h), Some(data), Some(params), Some(u), None, None, false) = (
+            &template,
             &hyper,
             &data_spec,
             &params,
@@ -359,7 +368,7 @@ impl Checker<'_> {
             self.diagnostics.iter().any(Diagnostic::is_error),
         ) {
             let found = crate::plan::DataFound::counted(dataset.as_ref(), &data.eval);
-            self.cost_rules(h, params, u, &found, device, &machine);
+            self.cost_rules(t, h, params, u, &found);
         }
         if self.diagnostics.iter().any(Diagnostic::is_error) {
             return None;
@@ -386,7 +395,7 @@ impl Checker<'_> {
         };
         Some(Workflow {
             name: workflow_name,
-            machine,
+            machine: self.machine.clone(),
             base_dir: self.base_dir.to_path_buf(),
             template: template?,
             params,

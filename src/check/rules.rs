@@ -31,8 +31,8 @@ impl Checker<'_> {
             return;
         };
         let need = crate::hyper::embedding_layer_bytes(e, 2);
-        let (memory, whose) = match crate::hyper::machine_memory() {
-            Some(m) => (m as f64, "this machine's"),
+        let (memory, whose) = match self.machine.memory {
+            Some(m) => (m.total as f64, "this machine's"),
             None => ((1u64 << 40) as f64, "a 1 TiB machine's"),
         };
         let show = crate::hyper::gib;
@@ -55,82 +55,36 @@ impl Checker<'_> {
     /// beyond the machine's memory (a warning: it would swap) or beyond its
     /// memory and swap together (an error: it cannot be allocated), and a run
     /// longer than [`LONG_RUN_S`] (a warning naming settings that finish
-    /// within it), each quoting the estimate.
+    /// within it, each valid on the template's grid), each quoting the
+    /// estimate. The memory is the host's: on an accelerator, whose memory
+    /// wfrun does not know, it is not checked.
     pub(super) fn cost_rules(
         &mut self,
+        t: &TemplateSpec,
         h: &crate::hyper::Hyper,
         params: &[(ResolvedParam, Written)],
         u: &UseDecl,
         found: &crate::plan::DataFound,
-        device: crate::workflow::Device,
-        machine: &crate::cost::Machine,
     ) {
-        use crate::cost::{bytes_text, duration_text};
+        use crate::cost::duration_text;
+        use crate::workflow::Device;
         let f = Fields {
             params,
             use_span: u.keyword.to(u.template.span),
         };
+        let (device, machine) = (self.device, self.machine.clone());
         let estimate =
-            |h: &crate::hyper::Hyper| crate::plan::estimate_cost(h, found, device, machine, true);
+            |h: &crate::hyper::Hyper| crate::plan::estimate_cost(h, found, device, &machine, true);
         let Some(e) = estimate(h) else {
             return;
         };
-        if let Some(m) = machine.memory.filter(|m| e.train_peak_bytes > m.total) {
-            let weights = e.weight_bytes.saturating_add(e.optimizer_bytes);
-            let at = if e.train_peak_bytes.saturating_sub(weights) >= weights {
-                f.span_of("batch_size")
-                    .or(f.span_of("image_size"))
-                    .unwrap_or(f.use_span)
-            } else {
-                f.at("embeddings_size")
-            };
-            let message = format!(
-                "a training step needs about {} at its peak",
-                bytes_text(e.train_peak_bytes as f64)
-            );
-            let cannot = e.train_peak_bytes > m.total.saturating_add(m.swap);
-            let d = if cannot {
-                Diagnostic::error(Code::Memory, at, message).with_label(format!(
-                    "more than the machine's {} of memory and {} of swap together: it cannot be allocated",
-                    bytes_text(m.total as f64),
-                    bytes_text(m.swap as f64)
-                ))
-            } else {
-                Diagnostic::warning(Code::Memory, at, message).with_label(format!(
-                    "more than the machine's {} of memory: it would swap, many times slower",
-                    bytes_text(m.total as f64)
-                ))
-            };
-            // The largest batch that fits, when a smaller batch is enough.
-            let fits = |b: usize| {
-                estimate(&crate::hyper::Hyper {
-                    batch_size: b,
-                    ..*h
-                })
-                .is_some_and(|e| e.train_peak_bytes <= m.total)
-            };
-            let (mut lo, mut hi) = (0usize, h.batch_size);
-            while lo < hi {
-                let mid = (lo + hi).div_ceil(2);
-                if fits(mid) {
-                    lo = mid;
-                } else {
-                    hi = mid - 1;
-                }
-            }
-            let weights_text = format!(
-                "weights, gradients and momentum take {}; activations grow with `batch_size` and `image_size`",
-                bytes_text(weights as f64)
-            );
-            let help = if lo >= 2 {
-                format!("`batch_size = {lo}` fits; {weights_text}")
-            } else {
-                format!(
-                    "no batch of two fits at `image_size = {}`; {weights_text}",
-                    h.image_size
-                )
-            };
-            self.push(d.with_help(help));
+        let on_host = matches!(device, Device::Cpu)
+            || (device == Device::Auto && !cfg!(any(feature = "cuda", feature = "metal")));
+        let memory = machine
+            .memory
+            .filter(|m| on_host && e.train_peak_bytes > m.total);
+        if let Some(m) = memory {
+            self.memory_diagnostic(t, h, &f, &e, m, &estimate);
         }
         let Some(total) = e.times.as_ref().and_then(|t| t.total_s) else {
             return;
@@ -160,19 +114,50 @@ impl Checker<'_> {
                 break;
             }
         }
-        if let Some(epoch_s) = e.times.as_ref().and_then(|t| t.epoch_s) {
-            let after = e.times.as_ref().and_then(|t| t.embed_data_s).unwrap_or(0.0);
-            let epochs = ((LONG_RUN_S - after) / epoch_s).floor();
-            if epochs >= 1.0 && epochs < h.num_epochs as f64 {
-                ways.push(format!(
-                    "`num_epochs = {epochs}` (about {})",
-                    duration_text(epochs * epoch_s + after)
-                ));
+        // Fewer epochs, the schedule kept in proportion: `init_epochs` may
+        // not pass `num_epochs`.
+        let shorter = |n: u64| {
+            let init = if h.init_epochs > n {
+                ((h.init_epochs as f64 * n as f64 / h.num_epochs as f64).round() as u64).clamp(1, n)
+            } else {
+                h.init_epochs
+            };
+            crate::hyper::Hyper {
+                num_epochs: n,
+                init_epochs: init,
+                ..*h
+            }
+        };
+        // The time grows with the epochs: the most epochs within the day.
+        let (mut lo, mut hi) = (0u64, h.num_epochs.saturating_sub(1));
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if total_of(&shorter(mid)) <= LONG_RUN_S {
+                lo = mid;
+            } else {
+                hi = mid - 1;
             }
         }
-        ways.push("a GPU (`device = cuda`)".into());
-        let t = e.times.as_ref();
-        let step = t.map_or(String::new(), |t| duration_text(t.step_s));
+        let fewer = (lo >= 1).then(|| (shorter(lo), total_of(&shorter(lo))));
+        if let Some((c, t)) = fewer {
+            let init = if c.init_epochs != h.init_epochs {
+                format!(" with `init_epochs = {}`", c.init_epochs)
+            } else {
+                String::new()
+            };
+            ways.push(format!(
+                "`num_epochs = {}`{init} (about {})",
+                c.num_epochs,
+                duration_text(t)
+            ));
+        }
+        ways.push(if cfg!(feature = "cuda") {
+            "a GPU (`device = cuda(0)`)".into()
+        } else {
+            "a GPU (a build with `--features cuda`, then `device = cuda(0)`)".into()
+        });
+        let times = e.times.as_ref();
+        let step = times.map_or(String::new(), |t| duration_text(t.step_s));
         let at = f
             .span_of("num_epochs")
             .or(f.span_of("image_size"))
@@ -196,9 +181,98 @@ impl Checker<'_> {
             .with_help(format!(
                 "to finish within a day: {}; times from {}",
                 ways.join(", or "),
-                t.map_or("", |t| t.source.as_str())
+                times.map_or("", |t| t.source.as_str())
             )),
         );
+    }
+
+    /// `wf::memory` for a training step past the machine's memory `m`.
+    fn memory_diagnostic(
+        &mut self,
+        t: &TemplateSpec,
+        h: &crate::hyper::Hyper,
+        f: &Fields,
+        e: &crate::cost::Estimate,
+        m: crate::cost::Memory,
+        estimate: &dyn Fn(&crate::hyper::Hyper) -> Option<crate::cost::Estimate>,
+    ) {
+        use crate::cost::bytes_text;
+        let weights = e.weight_bytes.saturating_add(e.optimizer_bytes);
+        let weights_fill = weights > m.total;
+        let at = if !weights_fill && e.train_peak_bytes.saturating_sub(weights) >= weights {
+            f.span_of("batch_size")
+                .or(f.span_of("image_size"))
+                .unwrap_or(f.use_span)
+        } else {
+            f.at("embeddings_size")
+        };
+        let message = format!(
+            "a training step needs about {} at its peak",
+            bytes_text(e.train_peak_bytes as f64)
+        );
+        let cannot = e.train_peak_bytes > m.total.saturating_add(m.swap);
+        let d = if cannot {
+            Diagnostic::error(Code::Memory, at, message).with_label(format!(
+                "more than the machine's {} of memory and {} of swap together: it cannot be allocated",
+                bytes_text(m.total as f64),
+                bytes_text(m.swap as f64)
+            ))
+        } else {
+            Diagnostic::warning(Code::Memory, at, message).with_label(format!(
+                "more than the machine's {} of memory: it would swap, many times slower",
+                bytes_text(m.total as f64)
+            ))
+        };
+        let weights_text = format!(
+            "weights, gradients and momentum take {}",
+            bytes_text(weights as f64)
+        );
+        let help = if weights_fill {
+            match h.loss {
+                crate::hyper::Loss::AngularMargin { .. } => format!(
+                    "{weights_text}, more than the memory by themselves: lower `embeddings_size`"
+                ),
+                _ => format!("{weights_text}, more than the memory by themselves"),
+            }
+        } else {
+            // The largest batch on the template's grid that fits.
+            let on_grid = |b: usize| {
+                t.param("batch_size").is_none_or(|p| {
+                    p.check_value(
+                        &crate::spec::ParamValue::Num(crate::spec::Num::Int(b as i64)),
+                        f.use_span,
+                    )
+                    .is_ok()
+                })
+            };
+            let fits = |b: usize| {
+                estimate(&crate::hyper::Hyper {
+                    batch_size: b,
+                    ..*h
+                })
+                .is_some_and(|e| e.train_peak_bytes <= m.total)
+            };
+            let (mut lo, mut hi) = (0usize, h.batch_size);
+            while lo < hi {
+                let mid = (lo + hi).div_ceil(2);
+                if fits(mid) {
+                    lo = mid;
+                } else {
+                    hi = mid - 1;
+                }
+            }
+            let batch = (2..=lo).rev().find(|&b| on_grid(b));
+            match batch {
+                Some(b) => format!(
+                    "`batch_size = {b}` fits; {weights_text}; activations grow with `batch_size` and `image_size`"
+                ),
+                None => format!(
+                    "no batch of two or more on the template's grid fits at `image_size = {}`: lower `image_size`; {weights_text}",
+                    h.image_size
+                ),
+            }
+        };
+        self.push(d.with_help(help));
     }
 
     /// `init_epochs` within `num_epochs`; a rate that never decreases; a `step_epochs` that never applies.

@@ -334,6 +334,14 @@ impl Checker<'_> {
                 fs::batch_advice(self, params, batch_max, used, train_at);
             }
         }
+        if let (Some(h), Some(data), false) = (
+            &hyper,
+            data,
+            self.diagnostics.iter().any(Diagnostic::is_error),
+        ) {
+            let found = crate::plan::DataFound::counted(dataset, &data.eval);
+            self.cost_rules(t, h, params, u, &found);
+        }
         let found = std::mem::replace(self.diagnostics, saved);
         (hyper, found)
     }

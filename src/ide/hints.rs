@@ -128,7 +128,8 @@ pub fn hints_of(checked: &Checked, data: Option<&DataFound>) -> Vec<Hint> {
                 parts.push(format!("{} an epoch", duration_text(e)));
             }
             if let Some(total) = t.total_s {
-                parts.push(format!("{} in all", duration_text(total)));
+                let what = if t.complete { "in all" } else { "training" };
+                parts.push(format!("{} {what}", duration_text(total)));
             }
             tip.push(format!("times from {}", t.source));
         }

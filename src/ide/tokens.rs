@@ -129,15 +129,21 @@ fn scan(text: &str) -> (Vec<Token>, Vec<Fold>) {
                 i += 1;
             }
             b'#' => {
-                let end = text[i..].find('\n').map_or(b.len(), |n| i + n);
+                let mut end = text[i..].find('\n').map_or(b.len(), |n| i + n);
+                if end > i + 1 && b[end - 1] == b'\r' {
+                    end -= 1;
+                }
                 push(&mut tokens, i, end, TokenKind::Comment, 0);
+                // Only lines that hold nothing but a comment fold together.
+                let line_start = text[..i].rfind('\n').map_or(0, |n| n + 1);
+                let alone = text[line_start..i].trim().is_empty();
                 comments = match comments {
-                    Some((s, _, l)) if l + 1 == line => Some((s, end, line)),
+                    Some((s, _, l)) if alone && l + 1 == line => Some((s, end, line)),
                     Some((s, e, _)) => {
                         fold_comments(&mut folds, text, s, e);
-                        Some((i, end, line))
+                        alone.then_some((i, end, line))
                     }
-                    None => Some((i, end, line)),
+                    None => alone.then_some((i, end, line)),
                 };
                 i = end;
             }
@@ -337,6 +343,16 @@ mod tests {
         assert!(semantic_tokens(text)
             .iter()
             .all(|t| !text[t.start..t.end].contains('\n')));
+    }
+
+    #[test]
+    fn only_lines_of_comments_fold_as_comments() {
+        let text = "# one\n# two\nuse Clarifai_ResNext { image_size = 64 }  # three\nstep clustering { k = 4 }  # four\n# five\r\n";
+        let folds = folding_ranges(text);
+        assert_eq!(folds.len(), 1, "{folds:?}");
+        assert_eq!(&text[folds[0].start..folds[0].end], "# one\n# two");
+        let last = semantic_tokens(text).pop().unwrap();
+        assert_eq!(&text[last.start..last.end], "# five");
     }
 
     #[test]

@@ -665,27 +665,43 @@ fn inlay_hints(docs: &Docs, p: InlayHintParams) -> Option<Vec<InlayHint>> {
 
 fn semantic_tokens(docs: &Docs, p: SemanticTokensParams) -> Option<SemanticTokensResult> {
     let text = docs.text(&p.text_document.uri)?;
+    let string = text.as_str();
     let mut data = Vec::new();
-    let (mut line, mut column) = (0u32, 0u32);
-    for t in wfrun::ide::semantic_tokens(text.as_str()) {
-        let r = text.range(t.start, t.end);
-        if r.end.line != r.start.line || r.end.character <= r.start.character {
+    // One pass over the text, tokens in order: the UTF-16 column of each
+    // token's start counted on from the previous token's end, so a long
+    // line costs its length once, not once per token.
+    let (mut at, mut line, mut column) = (0usize, 0u32, 0u32);
+    let (mut last_line, mut last_column) = (0u32, 0u32);
+    let utf16 = |s: &str| s.chars().map(char::len_utf16).sum::<usize>() as u32;
+    for t in wfrun::ide::semantic_tokens(string) {
+        if t.start < at || t.end > string.len() || t.start >= t.end {
             continue;
         }
-        let delta_line = r.start.line - line;
+        let gap = &string[at..t.start];
+        match gap.rfind('\n') {
+            Some(n) => {
+                line += gap.matches('\n').count() as u32;
+                column = utf16(&gap[n + 1..]);
+            }
+            None => column += utf16(gap),
+        }
+        let length = utf16(&string[t.start..t.end]);
+        let delta_line = line - last_line;
         let delta_start = if delta_line == 0 {
-            r.start.character - column
+            column - last_column
         } else {
-            r.start.character
+            column
         };
         data.push(SemanticToken {
             delta_line,
             delta_start,
-            length: r.end.character - r.start.character,
+            length,
             token_type: t.kind.index(),
             token_modifiers_bitset: t.modifiers,
         });
-        (line, column) = (r.start.line, r.start.character);
+        (last_line, last_column) = (line, column);
+        column += length;
+        at = t.end;
     }
     Some(SemanticTokensResult::Tokens(SemanticTokens {
         result_id: None,
