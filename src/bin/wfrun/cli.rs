@@ -193,9 +193,10 @@ pub enum Command {
     /// Measure this machine's throughput for the cost estimates (`wfrun plan`,
     /// the checker, the editor): a few training steps and evaluation batches
     /// of each template's network at small sizes, on the threads a run uses
-    /// (`RAYON_NUM_THREADS`, else every core); about ten seconds. The figures
-    /// are cached in the user's cache folder (`$XDG_CACHE_HOME/wfrun`, or
-    /// `~/.cache/wfrun`; `WFRUN_CACHE_DIR` overrides it).
+    /// (`RAYON_NUM_THREADS`, else every core), twice over, the best times kept;
+    /// about twenty seconds. The figures are cached in the user's cache folder
+    /// (`$XDG_CACHE_HOME/wfrun`, or `~/.cache/wfrun`; `WFRUN_CACHE_DIR`
+    /// overrides it).
     #[cfg(feature = "train")]
     Calibrate {
         /// Print the figures as one JSON object.

@@ -341,7 +341,7 @@ fn calibrate(format: Format) -> u8 {
     use wfrun::cost::calibration;
     let threads = wfrun::models::cpu::threads();
     errln!(
-        "measuring {} on {threads} thread(s); about ten seconds",
+        "measuring {} on {threads} thread(s); about twenty seconds",
         calibration::cpu_model()
     );
     let measured = wfrun::models::calibrate::calibrate(threads, &mut |net| {
