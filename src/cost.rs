@@ -297,8 +297,20 @@ pub struct Memory {
 }
 
 impl Memory {
-    /// This machine's (Linux: `/proc/meminfo`), when known.
+    /// This machine's (Linux: `/proc/meminfo`, or a container's limit when
+    /// lower), when known. `WFRUN_MEMORY_GIB` overrides it (and sets no swap):
+    /// to check a workflow on one machine for another that will run it.
     pub fn this_machine() -> Option<Memory> {
+        if let Some(gib) = std::env::var("WFRUN_MEMORY_GIB")
+            .ok()
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|g| g.is_finite() && *g > 0.0)
+        {
+            return Some(Memory {
+                total: (gib * (1u64 << 30) as f64).min(u64::MAX as f64) as u64,
+                swap: 0,
+            });
+        }
         let text = std::fs::read_to_string("/proc/meminfo").ok()?;
         let field = |name: &str| -> Option<u64> {
             let line = text.lines().find(|l| l.starts_with(name))?;

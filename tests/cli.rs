@@ -499,3 +499,33 @@ fn a_workflow_file_after_a_global_option_is_run() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("wf::schedule"), "{stderr}");
 }
+
+/// The cost model through the binary: `WFRUN_MEMORY_GIB` stands for the
+/// machine a workflow will run on, and the plan's JSON holds the cost.
+#[test]
+fn the_memory_of_another_machine_can_be_checked_against() {
+    let wf = "tests/fixtures/schedule_warnings.wf";
+    let run = |gib: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wfrun"))
+            .args(["check", "--format", "json", wf])
+            .env("WFRUN_MEMORY_GIB", gib)
+            .output()
+            .unwrap()
+    };
+    let small = run("2");
+    let text = String::from_utf8(small.stdout).unwrap();
+    assert!(text.contains("\"code\":\"wf::memory\""), "{text}");
+    assert!(text.contains("cannot be allocated"), "{text}");
+    assert_eq!(small.status.code(), Some(1));
+    let large = run("64");
+    assert!(!String::from_utf8(large.stdout)
+        .unwrap()
+        .contains("wf::memory"));
+    let plan = wfrun(&["plan", "--format", "json", wf]);
+    let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
+    assert!(v["cost"]["train_peak_bytes"].as_u64().unwrap() > 1 << 30);
+    assert!(v["cost"]["times"]["source"]
+        .as_str()
+        .unwrap()
+        .contains("fallback"));
+}
