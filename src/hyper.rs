@@ -103,14 +103,6 @@ pub fn embedding_layer_bytes(embeddings_size: f64, concepts: u64) -> f64 {
     params * 4.0 * 3.0
 }
 
-/// This machine's memory in bytes (Linux: `/proc/meminfo`), when known.
-pub fn machine_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kib.checked_mul(1024)
-}
-
 /// Bytes shown in GiB.
 pub fn gib(bytes: f64) -> String {
     let g = bytes / (1u64 << 30) as f64;

@@ -242,7 +242,8 @@ impl<'a> Training<'a> {
             ));
         }
         let need = h.loss.sized_layer_bytes(sets.concepts.len() as u64);
-        if let Some(memory) = crate::hyper::machine_memory().filter(|&m| need > m as f64) {
+        let memory = crate::cost::Memory::this_machine().map(|m| m.total);
+        if let Some(memory) = memory.filter(|&m| need > m as f64) {
             return Err(RunError::Unsupported(format!(
                 "the layers `embeddings_size` sizes need about {} in training, more than this \
                  machine's {} of memory; lower `embeddings_size`",

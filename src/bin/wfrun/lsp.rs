@@ -566,7 +566,7 @@ fn parse<P: DeserializeOwned>(params: Value) -> Result<P, String> {
 fn hover(docs: &Docs, p: HoverParams) -> Option<Hover> {
     let pos = p.text_document_position_params;
     let text = docs.text(&pos.text_document.uri)?;
-    let md = wfrun::ide::hover_on(text.as_str(), text.offset(pos.position), machine())?;
+    let md = wfrun::ide::hover_on(text.as_str(), text.offset(pos.position), &machine())?;
     Some(Hover {
         contents: HoverContents::Markup(markdown(md)),
         range: None,
@@ -628,7 +628,7 @@ fn options_for(uri: &Uri, full: bool) -> (PathBuf, wfrun::CheckOptions) {
     let options = wfrun::CheckOptions {
         filesystem: full,
         base_dir: path.parent().map(PathBuf::from),
-        machine: Some(machine().clone()),
+        machine: Some(machine()),
     };
     (path, options)
 }
@@ -827,10 +827,10 @@ fn path_of(uri: &Uri) -> PathBuf {
     PathBuf::from(String::from_utf8_lossy(&out).into_owned())
 }
 
-/// This machine's memory and throughput, read once for the server's life.
-fn machine() -> &'static wfrun::cost::Machine {
-    static MACHINE: std::sync::OnceLock<wfrun::cost::Machine> = std::sync::OnceLock::new();
-    MACHINE.get_or_init(wfrun::cost::Machine::this_machine)
+/// This machine's memory and throughput, read once for the server's life
+/// (`Machine::this_machine` keeps them).
+fn machine() -> wfrun::cost::Machine {
+    wfrun::cost::Machine::this_machine()
 }
 
 fn check(uri: &Uri, text: &Text, full: bool) -> wfrun::Checked {
