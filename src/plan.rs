@@ -444,6 +444,15 @@ pub fn estimate_cost(
     estimate(&net, hyper.image_size, hyper.batch_size, work, throughput).ok()
 }
 
+/// A count of optimizer steps; one that saturated 64 bits says so.
+fn steps_text(steps: u64) -> String {
+    if steps == u64::MAX {
+        format!("more than {} steps (past what 64 bits count)", u64::MAX - 1)
+    } else {
+        format!("{steps} steps")
+    }
+}
+
 /// Consecutive epochs sharing a learning rate.
 fn rate_phases(rates: &[f64]) -> Vec<RatePhase> {
     let mut phases: Vec<RatePhase> = Vec::new();
@@ -593,7 +602,10 @@ impl PlannedSweep {
                 }
                 row.push(fmt_float(t.lrate));
                 row.push(t.epochs.to_string());
-                row.push(t.optimizer_steps.map_or("?".into(), |s| s.to_string()));
+                row.push(t.optimizer_steps.map_or("?".into(), |s| match s {
+                    u64::MAX => "over 2^64".into(),
+                    s => s.to_string(),
+                }));
                 if let (true, Some(s)) = (timed, t.total_s) {
                     row.push(crate::cost::duration_text(s));
                 }
@@ -771,7 +783,8 @@ impl Plan {
         match (self.items_per_epoch, self.steps_per_epoch, self.optimizer_steps) {
             (Some(items), Some(spe), Some(total)) => writeln!(
                 f,
-                "  {items} images per epoch / batch {batch} = {spe} steps per epoch × {epochs} epochs = {total} steps"
+                "  {items} images per epoch / batch {batch} = {spe} steps per epoch × {epochs} epochs = {}",
+                steps_text(total)
             )?,
             _ => writeln!(
                 f,
