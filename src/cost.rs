@@ -629,9 +629,15 @@ pub mod calibration {
         Some(base.join("wfrun").join("throughput.json"))
     }
 
-    /// What identifies a measurement: the CPU's model and the threads a run uses.
-    pub fn key(threads: usize) -> String {
-        format!("{} × {threads} threads", cpu_model())
+    /// What identifies a measurement: the CPU's model and the threads a run
+    /// uses, as the environment sets them (`RAYON_NUM_THREADS`, else every
+    /// core, which the kernels count themselves), so that `wfrun calibrate`
+    /// and the runs after it find the same entry.
+    pub fn key() -> String {
+        match threads_set() {
+            Some(n) => format!("{} × {n} threads", cpu_model()),
+            None => format!("{} × every core", cpu_model()),
+        }
     }
 
     /// The CPU's model name (Linux: `/proc/cpuinfo`), or the architecture.
@@ -647,19 +653,18 @@ pub mod calibration {
             .unwrap_or_else(|| std::env::consts::ARCH.to_string())
     }
 
-    /// The threads a run uses: `RAYON_NUM_THREADS`, else the cores.
-    pub fn threads() -> usize {
+    /// `RAYON_NUM_THREADS`, when set to a count.
+    fn threads_set() -> Option<usize> {
         std::env::var("RAYON_NUM_THREADS")
             .ok()
-            .and_then(|v| v.parse().ok())
+            .and_then(|v| v.trim().parse().ok())
             .filter(|&n: &usize| n > 0)
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     /// The cached measurement for this machine and thread count, if any
     /// (one that does not read, or is implausible, is none).
     pub fn load() -> Option<Throughput> {
-        load_from(&path()?, &key(threads()))
+        load_from(&path()?, &key())
     }
 
     /// The entry `key` of the cache file `path`.
@@ -682,7 +687,7 @@ pub mod calibration {
                 "no cache folder: set WFRUN_CACHE_DIR, XDG_CACHE_HOME or HOME",
             )
         })?;
-        store_to(&path, &key(t.threads), t)?;
+        store_to(&path, &key(), t)?;
         Ok(path)
     }
 

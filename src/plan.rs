@@ -709,7 +709,11 @@ impl Plan {
             return writeln!(f);
         };
         if self.base.is_none() {
-            let judging = if t.complete { " and judging" } else { "" };
+            let judging = if t.complete {
+                " + embedding the judged images"
+            } else {
+                ""
+            };
             let per_epoch = match (self.steps_per_epoch, t.epoch_s) {
                 (Some(steps), Some(e)) => {
                     format!(" × {steps} steps{judging} = {} an epoch", duration_text(e))

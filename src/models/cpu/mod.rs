@@ -115,9 +115,13 @@ pub fn tune_allocator() {
     }
 }
 
-/// The threads the kernels may use (candle's setting: `RAYON_NUM_THREADS` or the cores).
+/// The threads the kernels may use (candle's setting: `RAYON_NUM_THREADS` or
+/// the physical cores), read once per process: candle reads the environment
+/// and, without `RAYON_NUM_THREADS`, parses `/proc/cpuinfo` on every call,
+/// which the kernels make hundreds of times a step (a tenth of a run's time).
 pub fn threads() -> usize {
-    candle_core::utils::get_num_threads().max(1)
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *THREADS.get_or_init(|| candle_core::utils::get_num_threads().max(1))
 }
 
 /// The elements of a contiguous CPU tensor's storage.
