@@ -122,6 +122,10 @@ pub struct PlannedData {
     pub unseen_images: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unseen_concepts: Option<u64>,
+    /// How training images are varied (not written when the default, so
+    /// checkpoints of earlier versions keep their basis).
+    #[serde(skip_serializing_if = "crate::workflow::Augment::is_default")]
+    pub augment: crate::workflow::Augment,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -397,6 +401,7 @@ impl Plan {
                 unseen: w.data.unseen.clone(),
                 unseen_images: data.unseen.map(|(i, _)| i),
                 unseen_concepts: data.unseen.map(|(_, c)| c),
+                augment: w.data.augment,
             },
             steps,
             device: w.device,
@@ -836,6 +841,9 @@ impl Plan {
                 "  unseen   {}{counted}: concepts never trained on, the embeddings judged on them",
                 u.path().display()
             )?;
+        }
+        if self.base.is_none() {
+            writeln!(f, "  augment  {}", d.augment.describe())?;
         }
         match &d.weights {
             Some(w) => writeln!(f, "  weights  {}", w.display())?,

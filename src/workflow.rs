@@ -94,9 +94,60 @@ pub struct DataSpec {
     /// and its embeddings are judged on them (`steps::judge`), the field's
     /// test of a base model for other workflows.
     pub unseen: Option<ImageSource>,
+    /// How training images are varied each epoch (`augment`).
+    #[serde(skip_serializing_if = "Augment::is_default")]
+    pub augment: Augment,
 }
 
-/// The device a workflow runs on.
+/// How training images are varied each epoch (`data { augment = .. }`).
+/// Evaluation always takes the centre crop.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Augment {
+    /// A random `image_size` crop (room only where the image is not square)
+    /// and a horizontal flip half the time.
+    #[default]
+    CropFlip,
+    /// A random crop, never flipped: for digits, text, anything whose mirror
+    /// image is something else.
+    Crop,
+    /// The centre crop, as evaluation sees it.
+    None,
+}
+
+impl Augment {
+    pub const NAMES: [&'static str; 3] = ["crop_flip", "crop", "none"];
+
+    pub fn is_default(&self) -> bool {
+        *self == Augment::CropFlip
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Augment::CropFlip => "crop_flip",
+            Augment::Crop => "crop",
+            Augment::None => "none",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Augment> {
+        match name {
+            "crop_flip" => Some(Augment::CropFlip),
+            "crop" => Some(Augment::Crop),
+            "none" => Some(Augment::None),
+            _ => None,
+        }
+    }
+
+    /// In words, for the plan.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Augment::CropFlip => "random crops and horizontal flips",
+            Augment::Crop => "random crops, never flipped",
+            Augment::None => "none: the centre crop, as evaluation sees it",
+        }
+    }
+}
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Device {

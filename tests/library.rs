@@ -1320,3 +1320,37 @@ fn without_the_images_counted_the_time_says_it_is_the_trainings() {
     );
     assert!(!plan.cost.unwrap().times.unwrap().complete);
 }
+
+#[test]
+fn augment_is_checked_and_planned() {
+    let text = |a: &str| {
+        format!(
+            "use Clarifai_ResNext {{ image_size = 64 }}\ndata {{ train = \"x\"  augment = {a} }}\n"
+        )
+    };
+    for (a, want) in [
+        ("crop_flip", wfrun::workflow::Augment::CropFlip),
+        ("crop", wfrun::workflow::Augment::Crop),
+        ("none", wfrun::workflow::Augment::None),
+    ] {
+        let c = check_source("t.wf", &text(a), &no_fs());
+        let plan = c
+            .plan()
+            .unwrap_or_else(|| panic!("{a}: {:#?}", c.diagnostics));
+        assert_eq!(plan.data.augment, want);
+        let json = serde_json::to_value(&plan).unwrap();
+        // The default is not written: checkpoints of earlier runs keep their basis.
+        assert_eq!(
+            json["data"].get("augment").is_some(),
+            a != "crop_flip",
+            "{a}"
+        );
+        assert!(plan.to_string().contains("  augment  "));
+    }
+    let c = check_source("t.wf", &text("crop_flp"), &no_fs());
+    let d = &c.diagnostics[0];
+    assert_eq!(d.code, Code::WrongType);
+    assert_eq!(d.fixes[0].replacement, "crop_flip");
+    assert!(codes(&text("\"crop\"")).contains(&Code::WrongType));
+    assert!(codes(&text("2")).contains(&Code::WrongType));
+}

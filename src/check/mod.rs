@@ -56,7 +56,7 @@ impl Default for CheckOptions {
 }
 
 const TOP_SETTINGS: [&str; 4] = ["device", "output", "seed", "base"];
-const DATA_SETTINGS: [&str; 4] = ["train", "eval", "weights", "unseen"];
+const DATA_SETTINGS: [&str; 5] = ["train", "eval", "weights", "unseen", "augment"];
 
 /// Checks a parsed workflow file.
 pub fn check(

@@ -276,6 +276,7 @@ impl Checker<'_> {
         let mut eval = Eval::Fraction(DEFAULT_EVAL_FRACTION);
         let mut weights = None;
         let mut unseen = None;
+        let mut augment = crate::workflow::Augment::default();
         let mut seen: HashMap<&str, Span> = HashMap::default();
         // A setting reported as wrong keeps its default; the paths are still
         // worth checking, so the spec is returned all the same.
@@ -288,6 +289,7 @@ impl Checker<'_> {
                 "train" => train = self.image_source(s).or(train),
                 "eval" => eval = self.eval_setting(s).unwrap_or(eval),
                 "unseen" => unseen = self.image_source(s),
+                "augment" => augment = self.augment_setting(s).unwrap_or(augment),
                 "weights" => match &s.value.kind {
                     ValueKind::Str(p) => weights = Some(self.resolve(p)),
                     ValueKind::Invalid => {}
@@ -312,7 +314,36 @@ impl Checker<'_> {
             eval,
             weights,
             unseen,
+            augment,
         })
+    }
+
+    /// `augment`: `crop_flip`, `crop` or `none`.
+    fn augment_setting(&mut self, s: &Setting) -> Option<crate::workflow::Augment> {
+        use crate::workflow::Augment;
+        let names = Augment::NAMES.join("`, `");
+        match &s.value.kind {
+            ValueKind::Name(n) => Augment::from_name(n).or_else(|| {
+                let suggestion = crate::suggest::did_you_mean(n, Augment::NAMES.iter().copied());
+                self.push(
+                    Diagnostic::error(
+                        Code::WrongType,
+                        s.value.span,
+                        format!("`{n}` is not a way to augment images"),
+                    )
+                    .with_label("unknown augmentation")
+                    .with_suggestion(s.value.span, suggestion, || {
+                        format!("write `augment = ` one of `{names}`")
+                    }),
+                );
+                None
+            }),
+            ValueKind::Invalid => None,
+            other => {
+                self.push(wrong(s, &format!("one of `{names}`"), other));
+                None
+            }
+        }
     }
 
     /// `eval`: a held-out fraction, or images of their own.

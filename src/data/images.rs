@@ -23,8 +23,11 @@ pub const STD: [f32; 3] = [0.229, 0.224, 0.225];
 /// How an image is cropped.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Crop {
-    /// A random crop and flip drawn from this seed.
-    Random(u64),
+    /// A random crop drawn from this seed, flipped half the time when `flip`.
+    Random {
+        seed: u64,
+        flip: bool,
+    },
     Center,
 }
 
@@ -157,11 +160,11 @@ pub fn preprocess(img: image::RgbImage, size: usize, crop: Crop) -> Result<Vec<f
     };
     let (x0, y0, flip) = match crop {
         Crop::Center => ((nw - s) / 2, (nh - s) / 2, false),
-        Crop::Random(seed) => {
+        Crop::Random { seed, flip } => {
             let mut rng = Rng::new(seed);
             let x0 = rng.below((nw - s + 1) as usize) as u32;
             let y0 = rng.below((nh - s + 1) as usize) as u32;
-            (x0, y0, rng.next_f64() < 0.5)
+            (x0, y0, rng.next_f64() < 0.5 && flip)
         }
     };
     let mut out = vec![0f32; 3 * size * size];
@@ -200,8 +203,9 @@ pub struct Job {
     pub paths: Arc<Vec<PathBuf>>,
     pub batches: Vec<Vec<usize>>,
     pub size: usize,
-    /// `Some((seed, epoch))`: random crops and flips; `None`: centre crops.
-    pub random: Option<(u64, u64)>,
+    /// `Some((seed, epoch, flip))`: random crops, flipped half the time
+    /// when `flip`; `None`: centre crops.
+    pub random: Option<(u64, u64, bool)>,
 }
 
 /// Decodes the batches of a [`Job`] on `workers` threads, at most `ahead`
@@ -235,7 +239,10 @@ impl Prefetch {
                 };
                 for &i in &job.batches[b] {
                     let crop = match job.random {
-                        Some((seed, epoch)) => Crop::Random(crop_seed(seed, epoch, i)),
+                        Some((seed, epoch, flip)) => Crop::Random {
+                            seed: crop_seed(seed, epoch, i),
+                            flip,
+                        },
                         None => Crop::Center,
                     };
                     match load(&job.paths[i], job.size, crop) {
@@ -311,15 +318,15 @@ mod tests {
         assert!((red(&center, 0, 5) - (0.0 - MEAN[0]) / STD[0]).abs() < 1e-3);
         assert!((red(&center, 15, 5) - (1.0 - MEAN[0]) / STD[0]).abs() < 1e-3);
         // Random crops are reproducible from their seed; some seeds flip.
-        assert_eq!(
-            load(&p, 16, Crop::Random(3)).unwrap(),
-            load(&p, 16, Crop::Random(3)).unwrap()
+        let random = |seed, flip| load(&p, 16, Crop::Random { seed, flip }).unwrap();
+        assert_eq!(random(3, true), random(3, true));
+        let flipped = |v: &[f32]| red(v, 0, 5) > red(v, 15, 5);
+        assert!(
+            (0..20).any(|s| flipped(&random(s, true))),
+            "no seed flipped the image"
         );
-        let flipped = (0..20).any(|s| {
-            let v = load(&p, 16, Crop::Random(s)).unwrap();
-            red(&v, 0, 5) > red(&v, 15, 5)
-        });
-        assert!(flipped, "no seed flipped the image");
+        // `augment = crop`: the same crops, never flipped.
+        assert!((0..20).all(|s| !flipped(&random(s, false))));
     }
 
     #[test]
@@ -347,7 +354,7 @@ mod tests {
             paths: Arc::new(paths),
             batches: vec![vec![0, 1, 2], vec![3, 4, 5], vec![6, 7, 8], vec![9]],
             size: 16,
-            random: Some((1, 0)),
+            random: Some((1, 0, true)),
         };
         let batches: Vec<Batch> = Prefetch::start(job, 3, 2).collect();
         assert_eq!(batches.len(), 4);

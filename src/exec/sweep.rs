@@ -182,6 +182,7 @@ fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
         },
         weights: d.weights.as_ref().map(real),
         unseen: d.unseen.as_ref().map(source),
+        augment: d.augment,
     };
     // The images the checker counted (concepts and their sizes): a trial
     // done on other data is another sweep's.

@@ -319,7 +319,11 @@ impl<'a> Training<'a> {
             paths: train_set.paths.clone(),
             batches: all.iter().skip(skip).map(|b| b.to_vec()).collect(),
             size,
-            random: Some((plan.seed, epoch)),
+            random: match plan.data.augment {
+                crate::workflow::Augment::CropFlip => Some((plan.seed, epoch, true)),
+                crate::workflow::Augment::Crop => Some((plan.seed, epoch, false)),
+                crate::workflow::Augment::None => None,
+            },
         };
         let mut wait_start = Instant::now();
         for (i, decoded) in Prefetch::start(job, self.cx.workers, 2).enumerate() {

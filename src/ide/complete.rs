@@ -38,7 +38,7 @@ pub(super) const TOP_SETTINGS: [(&str, &str); 4] = [
         "a finished run's folder: embed with its model instead of training",
     ),
 ];
-pub(super) const DATA_SETTINGS: [(&str, &str); 4] = [
+pub(super) const DATA_SETTINGS: [(&str, &str); 5] = [
     (
         "train",
         "a folder with one sub-folder per concept, or `manifest(\"file\")`",
@@ -51,6 +51,10 @@ pub(super) const DATA_SETTINGS: [(&str, &str); 4] = [
     (
         "unseen",
         "images of concepts never trained on (a folder or a manifest): the embeddings are judged on them",
+    ),
+    (
+        "augment",
+        "how training images vary each epoch: `crop_flip` (random crops and horizontal flips, the default), `crop` (never flipped: digits, text) or `none` (the centre crop)",
     ),
 ];
 
@@ -121,6 +125,16 @@ pub(super) fn after_keyword(head: &str, templates: &[TemplateSpec]) -> Option<Ve
             insert: k.name.clone(),
         });
         return Some(kinds.collect());
+    }
+    if head.ends_with("augment =") {
+        let ways = crate::workflow::Augment::NAMES.iter().map(|v| Completion {
+            label: v.to_string(),
+            kind: CompletionKind::Value,
+            detail: "augment".into(),
+            documentation: String::new(),
+            insert: v.to_string(),
+        });
+        return Some(ways.collect());
     }
     if head.ends_with("device =") || head == "device =" {
         let devices = ["cpu", "auto", "cuda(0)", "metal(0)"]
