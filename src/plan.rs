@@ -428,11 +428,6 @@ pub fn estimate_cost(
     let counts = data.counts();
     let net = Network::for_hyper(hyper, counts.concepts);
     let items = hyper.num_items_per_epoch.resolve(&counts).value();
-    let on_cpu = match device {
-        Device::Cpu => true,
-        Device::Auto => !cfg!(any(feature = "cuda", feature = "metal")),
-        Device::Cuda(_) | Device::Metal(_) => false,
-    };
     let unseen = data.unseen.map_or(0, |(images, _)| images);
     let work = Work {
         steps_per_epoch: items
@@ -445,7 +440,7 @@ pub fn estimate_cost(
             .zip(data.eval_images)
             .map(|(t, e)| t + e + unseen),
     };
-    let throughput = machine.throughput.as_ref().filter(|_| on_cpu);
+    let throughput = machine.throughput.as_ref().filter(|_| device.on_host());
     estimate(&net, hyper.image_size, hyper.batch_size, work, throughput).ok()
 }
 

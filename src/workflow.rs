@@ -158,6 +158,18 @@ pub enum Device {
     Metal(usize),
 }
 
+impl Device {
+    /// Whether the network runs on the host's CPU (and memory): `cpu`, or
+    /// `auto` in a build without accelerators.
+    pub fn on_host(self) -> bool {
+        match self {
+            Device::Cpu => true,
+            Device::Auto => !cfg!(any(feature = "cuda", feature = "metal")),
+            Device::Cuda(_) | Device::Metal(_) => false,
+        }
+    }
+}
+
 impl std::str::FromStr for Device {
     type Err = String;
 

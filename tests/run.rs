@@ -646,6 +646,11 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
         "{message}"
     );
     assert!(message.contains("without `--resume`"), "{message}");
+    // Another augmentation trains otherwise: refused too.
+    let cropped = text(8).replace("eval = 0.25", "eval = 0.25  augment = crop");
+    let (edited, _) = checked(dir.path(), "edited", &cropped);
+    let e = run(&edited, &resume, &mut |_| {}).unwrap_err();
+    assert!(e.to_string().contains("data.augment"), "{e}");
     // Images moved to another concept: the same counts, other training.
     let images = dir.path().join("images");
     std::fs::rename(

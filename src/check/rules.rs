@@ -67,7 +67,6 @@ impl Checker<'_> {
         found: &crate::plan::DataFound,
     ) {
         use crate::cost::duration_text;
-        use crate::workflow::Device;
         let f = Fields {
             params,
             use_span: u.keyword.to(u.template.span),
@@ -78,11 +77,9 @@ impl Checker<'_> {
         let Some(e) = estimate(h) else {
             return;
         };
-        let on_host = matches!(device, Device::Cpu)
-            || (device == Device::Auto && !cfg!(any(feature = "cuda", feature = "metal")));
         let memory = machine
             .memory
-            .filter(|m| on_host && e.train_peak_bytes > m.total);
+            .filter(|m| device.on_host() && e.train_peak_bytes > m.total);
         if let Some(m) = memory {
             self.memory_diagnostic(t, h, &f, &e, m, &estimate);
         }

@@ -125,6 +125,9 @@ struct Doc {
     text: Arc<Text>,
     version: Option<i32>,
     generation: u64,
+    /// This version checked without the file system (what its diagnostics
+    /// came from): inlay hints are derived from it rather than checked again.
+    checked: Option<Arc<wfrun::Checked>>,
 }
 
 #[derive(Default)]
@@ -156,6 +159,7 @@ impl Docs {
             text,
             version,
             generation: self.generations,
+            checked: None,
         };
         self.open.insert(uri.as_str().to_string(), doc);
     }
@@ -354,7 +358,17 @@ fn notified(
     drop(guard);
     // At once, without the file system (closed: clear what was shown).
     let (found, version) = match &doc {
-        Some((text, version, _)) => (diagnostics(&uri, text, false), *version),
+        Some((text, version, generation)) => {
+            let checked = Arc::new(check(&uri, text, false));
+            let found = diagnostics_of(&uri, text, &checked);
+            let mut guard = lock(docs);
+            if let Some(d) = guard.open.get_mut(uri.as_str()) {
+                if d.generation == *generation {
+                    d.checked = Some(checked);
+                }
+            }
+            (found, *version)
+        }
         None => (Vec::new(), None),
     };
     out.send(publish(uri.clone(), found, version))?;
@@ -636,15 +650,20 @@ fn options_for(uri: &Uri, full: bool) -> (PathBuf, wfrun::CheckOptions) {
 fn inlay_hints(docs: &Docs, p: InlayHintParams) -> Option<Vec<InlayHint>> {
     let uri = &p.text_document.uri;
     let text = docs.text(uri)?;
-    let (path, options) = options_for(uri, false);
     let counted = docs.counted.get(uri.as_str());
     let (from, to) = (text.offset(p.range.start), text.offset(p.range.end));
-    let hints = wfrun::ide::inlay_hints(
-        text.as_str(),
-        &path.display().to_string(),
-        &options,
-        counted,
-    );
+    let hints = match docs.get(uri).and_then(|d| d.checked.as_ref()) {
+        Some(checked) => wfrun::ide::hints_of(checked, counted),
+        None => {
+            let (path, options) = options_for(uri, false);
+            wfrun::ide::inlay_hints(
+                text.as_str(),
+                &path.display().to_string(),
+                &options,
+                counted,
+            )
+        }
+    };
     Some(
         hints
             .into_iter()
@@ -836,10 +855,6 @@ fn machine() -> wfrun::cost::Machine {
 fn check(uri: &Uri, text: &Text, full: bool) -> wfrun::Checked {
     let (path, options) = options_for(uri, full);
     wfrun::check_source(&path.display().to_string(), text.as_str(), &options)
-}
-
-fn diagnostics(uri: &Uri, text: &Text, full: bool) -> Vec<Diagnostic> {
-    diagnostics_of(uri, text, &check(uri, text, full))
 }
 
 fn diagnostics_of(uri: &Uri, text: &Text, checked: &wfrun::Checked) -> Vec<Diagnostic> {
