@@ -322,6 +322,23 @@ pub struct Rendered<'a> {
     diagnostic: &'a Diagnostic,
     source: &'a SourceFile,
     notes: Vec<Note<'a>>,
+    /// Whether every label can be drawn on its line ([`drawable`]); if not,
+    /// the report names the place in words instead of drawing the snippet.
+    snippet: bool,
+    /// `file:line:column` of the diagnostic, for a report without a snippet.
+    place: String,
+}
+
+/// Labels further than this many bytes into their line are not drawn: miette
+/// pads to a label's column with a width argument, which Rust's formatting
+/// refuses (a panic) past 65,535, and a column counts up to four per byte (a
+/// tab). Such lines are machine-made; the report then names the place.
+const MAX_DRAWN_COLUMN: usize = 16_000;
+
+/// Whether `span` starts and ends within [`MAX_DRAWN_COLUMN`] of its lines' starts.
+fn drawable(source: &SourceFile, span: Span) -> bool {
+    let column = |offset: usize| offset - source.line_start(source.line_of(offset)).min(offset);
+    column(span.start) <= MAX_DRAWN_COLUMN && column(span.end) <= MAX_DRAWN_COLUMN
 }
 
 impl<'a> Rendered<'a> {
@@ -335,10 +352,19 @@ impl<'a> Rendered<'a> {
                 source: sources.get(l.span.source),
             })
             .collect();
+        let source = sources.get(diagnostic.span.source);
+        let snippet = drawable(source, diagnostic.span)
+            && diagnostic
+                .related
+                .iter()
+                .all(|l| l.span.source != diagnostic.span.source || drawable(source, l.span));
+        let (line, column) = source.line_col(diagnostic.span.start);
         Rendered {
             diagnostic,
-            source: sources.get(diagnostic.span.source),
+            source,
             notes,
+            snippet,
+            place: format!("{}:{line}:{column}", source.name()),
         }
     }
 }
@@ -374,6 +400,17 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        if !self.snippet {
+            let at = format!(
+                "at {} (the line is too long to draw){}",
+                self.place,
+                self.diagnostic
+                    .help
+                    .as_ref()
+                    .map_or(String::new(), |h| format!("\n{h}"))
+            );
+            return Some(Box::new(at));
+        }
         self.diagnostic
             .help
             .as_ref()
@@ -381,10 +418,14 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(self.source)
+        self.snippet
+            .then_some(self.source as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        if !self.snippet {
+            return None;
+        }
         let d = self.diagnostic;
         let primary =
             miette::LabeledSpan::new_primary_with_span(d.label.clone(), source_span(d.span));
@@ -424,8 +465,16 @@ impl fmt::Display for Note<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if is_prelude(self.label.span.source) {
             f.write_str("in wfrun's built-in templates:")
-        } else {
+        } else if drawable(self.source, self.label.span) {
             write!(f, "in {}:", self.source.name())
+        } else {
+            let (line, column) = self.source.line_col(self.label.span.start);
+            write!(
+                f,
+                "in {}:{line}:{column} (the line is too long to draw): {}",
+                self.source.name(),
+                self.label.message
+            )
         }
     }
 }
@@ -438,10 +487,13 @@ impl miette::Diagnostic for Note<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        Some(self.source)
+        drawable(self.source, self.label.span).then_some(self.source as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        if !drawable(self.source, self.label.span) {
+            return None;
+        }
         Some(Box::new(std::iter::once(
             miette::LabeledSpan::new_primary_with_span(
                 Some(self.label.message.clone()),
