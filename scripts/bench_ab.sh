@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Two builds of `bench_train` (or, with KIND=embed, of `bench_embed`) side by
 # side: alternately before / after for every model, image size and thread
-# count, ROUNDS rounds, then each side's median over rounds and the ratio.
+# count (MODELS to choose), ROUNDS rounds, then each side's median over rounds
+# and the ratio.
 # Build each binary in its own target folder, e.g.
 #   git worktree add /tmp/before COMMIT
 #   (cd /tmp/before && CARGO_TARGET_DIR=/tmp/tb cargo build --release --example bench_train)
@@ -11,9 +12,10 @@ set -euo pipefail
 : "${BEFORE:?path of the bench_train built before}" "${AFTER:?path of the one after}"
 ROUNDS=${ROUNDS:-3}
 KIND=${KIND:-train}
+MODELS=${MODELS:-resnet101 resnext50 bninception}
 out=$(mktemp)
 for round in $(seq "$ROUNDS"); do
-  for model in resnet101 resnext50 bninception; do
+  for model in $MODELS; do
     for px in 32 64; do
       for t in 1 2; do
         for which in before after; do

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::{self, Embedded};
@@ -50,7 +50,8 @@ pub struct Model {
     template: TemplateSpec,
     hyper: Hyper,
     config: NetConfig,
-    map: VarMap,
+    /// The weights the network was built on, by name (for export).
+    tensors: HashMap<String, Tensor>,
     net: TemplateNet,
     device: Device,
     workers: usize,
@@ -211,19 +212,21 @@ impl Model {
                 message,
             })?;
         let device = super::open_device(options.device)?;
-        let (config, map, net) = load_net(&base, &hyper, &device)?;
+        let bytes = read_weights(&base)?;
+        let (config, tensors, net) = load_net(&base, &hyper, &device, &bytes)?;
+        let identity = identity(&base, &bytes);
+        drop(bytes);
         let folder = base
             .weights
             .parent()
             .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-        let identity = identity(&base)?;
         Ok(Model {
             folder,
             base,
             template,
             hyper,
             config,
-            map,
+            tensors,
             net,
             device,
             workers: match options.workers {
@@ -285,10 +288,10 @@ impl Model {
             concepts: self.concepts().to_vec(),
             properties: vec![("workflow".to_string(), self.base.meta.workflow.clone())],
         };
-        crate::export::onnx(
+        crate::export::onnx_from_tensors(
             &self.config,
             self.concepts().len().max(1),
-            &self.map,
+            &self.tensors,
             &meta,
             path,
         )
@@ -709,8 +712,7 @@ fn in_row_order(
 /// A digest naming a model: its workflow, and its weights and `model.json`
 /// hashed (64-bit FNV-1a over the bytes, eight at a time: stable across
 /// builds; read once when the model is opened).
-fn identity(base: &BaseModel) -> Result<String, RunError> {
-    use std::io::Read as _;
+fn identity(base: &BaseModel, weights: &[u8]) -> String {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
@@ -720,21 +722,14 @@ fn identity(base: &BaseModel) -> Result<String, RunError> {
             hash = (hash ^ u64::from_le_bytes(word)).wrapping_mul(PRIME);
         }
     };
-    let read_error = |e| RunError::RunFile {
-        path: base.weights.clone(),
-        message: format!("cannot read it: {e}"),
-    };
-    let mut file = std::fs::File::open(&base.weights).map_err(read_error)?;
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buffer).map_err(read_error)?;
-        if n == 0 {
-            break;
-        }
-        eat(&buffer[..n]);
+    // The file was digested in reads of 1 MiB: a read's last piece under 8
+    // bytes was padded alone. Reads from a file are whole until its end, so
+    // only the last piece of the file can be short.
+    for block in weights.chunks(1 << 20) {
+        eat(block);
     }
     eat(base.meta.to_json().as_bytes());
-    Ok(format!("{} {hash:016x}", base.meta.workflow))
+    format!("{} {hash:016x}", base.meta.workflow)
 }
 
 /// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
@@ -780,56 +775,147 @@ fn split_concepts(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Builds the network a base model describes on its weights: the variables
-/// are the file's tensors (no random draw first, which took a tenth of a
-/// short `wfrun embed` with ResNet-101), and a tensor the network needs that
-/// the file lacks, or has in another shape, is an error.
+/// A base model's weights file, read once: the network is built on its
+/// tensors and the model's digest is taken from the same bytes.
+///
+/// The file is mapped rather than read, so that its bytes are the page
+/// cache's and not a second copy beside the tensors (which halves the peak
+/// memory of opening a model, and the time that allocating it took). wfrun
+/// replaces a run's files by renaming a new file over them
+/// ([`crate::atomic`]), which leaves a mapped file intact; where mapping
+/// fails the file is read.
+pub(super) fn read_weights(base: &BaseModel) -> Result<WeightsFile, RunError> {
+    let bad = |e: std::io::Error| RunError::BaseModel {
+        path: base.weights.clone(),
+        message: format!("cannot read its weights: {e}"),
+    };
+    let file = std::fs::File::open(&base.weights).map_err(bad)?;
+    // SAFETY: the mapping is read-only and lives as long as the bytes are
+    // borrowed; see above for files changed while mapped.
+    match unsafe { memmap2::Mmap::map(&file) } {
+        Ok(map) => Ok(WeightsFile::Mapped(map)),
+        Err(_) => std::fs::read(&base.weights)
+            .map(WeightsFile::Read)
+            .map_err(bad),
+    }
+}
+
+/// The bytes of a weights file ([`read_weights`]).
+pub(super) enum WeightsFile {
+    Mapped(memmap2::Mmap),
+    Read(Vec<u8>),
+}
+
+impl std::ops::Deref for WeightsFile {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            WeightsFile::Mapped(map) => map,
+            WeightsFile::Read(bytes) => bytes,
+        }
+    }
+}
+
+/// The tensors a network is built on, by name; the names it asked for that
+/// the file lacks are recorded (and stand in as zeros) so that all of them
+/// can be named at once.
+struct Held {
+    tensors: HashMap<String, Tensor>,
+    missing: std::sync::Mutex<Vec<String>>,
+}
+
+/// [`Held`] lent to a `VarBuilder`.
+struct Lent<'a>(&'a Held);
+
+impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
+    fn get(
+        &self,
+        shape: candle_core::Shape,
+        name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self.0.tensors.get(name) {
+            Some(t) if t.shape() != &shape => Err(candle_core::Error::UnexpectedShape {
+                msg: format!("shape mismatch for {name}"),
+                expected: shape,
+                got: t.shape().clone(),
+            }),
+            Some(t) => t.to_device(device)?.to_dtype(dtype),
+            None => {
+                self.0
+                    .missing
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(name.to_string());
+                Tensor::zeros(shape, dtype, device)
+            }
+        }
+    }
+
+    fn get_unchecked(
+        &self,
+        name: &str,
+        dtype: DType,
+        device: &Device,
+    ) -> candle_core::Result<Tensor> {
+        match self.0.tensors.get(name) {
+            Some(t) => t.to_device(device)?.to_dtype(dtype),
+            None => Err(candle_core::Error::CannotFindTensor {
+                path: name.to_string(),
+            }),
+        }
+    }
+
+    fn contains_tensor(&self, name: &str) -> bool {
+        self.0.tensors.contains_key(name)
+    }
+}
+
+/// Builds the network a base model describes on its weights (`bytes`, the
+/// file [`read_weights`] read). The network's variables are the file's
+/// tensors themselves: no random draw, no copy into trainable variables
+/// (both together took a tenth of a short `wfrun embed` with ResNet-101).
+/// A tensor the network needs that the file lacks, or has in another shape,
+/// is an error.
 pub(super) fn load_net(
     base: &BaseModel,
     hyper: &Hyper,
     device: &Device,
-) -> Result<(NetConfig, VarMap, TemplateNet), RunError> {
+    bytes: &[u8],
+) -> Result<(NetConfig, HashMap<String, Tensor>, TemplateNet), RunError> {
     let bad = |message: String| RunError::BaseModel {
         path: base.weights.clone(),
         message,
     };
-    let tensors = candle_core::safetensors::load(&base.weights, device)
+    let mut tensors = candle_core::safetensors::load_buffer(bytes, device)
         .map_err(|e| bad(format!("cannot read its weights: {e}")))?;
-    let map = VarMap::new();
-    let held: std::collections::HashSet<String> = tensors.keys().cloned().collect();
-    {
-        let mut data = map
-            .data()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (name, t) in tensors {
-            let t = t.to_dtype(DType::F32)?;
-            data.insert(name, candle_core::Var::from_tensor(&t)?);
+    for t in tensors.values_mut() {
+        if t.dtype() != DType::F32 {
+            *t = t.to_dtype(DType::F32)?;
         }
     }
-    let vb = VarBuilder::from_varmap(&map, DType::F32, device);
-    let cfg = NetConfig::for_hyper(hyper);
-    let net = TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb).map_err(|e| {
-        bad(format!(
-            "its weights do not fit the network `{}` describes ({e})",
-            base.meta_path.display()
-        ))
-    })?;
-    // A name the network asked for and the file did not hold was drawn at
-    // random: the model would be untrained there.
-    let missing: Vec<String> = {
-        let data = map
-            .data()
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut m: Vec<String> = data
-            .keys()
-            .filter(|k| !held.contains(*k))
-            .cloned()
-            .collect();
-        m.sort();
-        m
+    let held = Held {
+        tensors,
+        missing: Default::default(),
     };
+    let cfg = NetConfig::for_hyper(hyper);
+    let net = {
+        let vb = VarBuilder::from_backend(Box::new(Lent(&held)), DType::F32, device.clone());
+        TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb).map_err(|e| {
+            bad(format!(
+                "its weights do not fit the network `{}` describes ({e})",
+                base.meta_path.display()
+            ))
+        })?
+    };
+    let mut missing = held
+        .missing
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    missing.sort();
+    missing.dedup();
     if !missing.is_empty() {
         return Err(bad(format!(
             "its weights do not fit the network `{}` describes: {} tensors are missing ({}{})",
@@ -844,7 +930,7 @@ pub(super) fn load_net(
             if missing.len() > 3 { ", …" } else { "" }
         )));
     }
-    Ok((cfg, map, net))
+    Ok((cfg, held.tensors, net))
 }
 
 impl Inputs {

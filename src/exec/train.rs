@@ -46,7 +46,8 @@ pub(super) fn open_base(
     plan: &Plan,
     device: &Device,
 ) -> Result<Trained, RunError> {
-    let (_, _, net) = super::model::load_net(base, &plan.hyper, device)?;
+    let bytes = super::model::read_weights(base)?;
+    let (_, _, net) = super::model::load_net(base, &plan.hyper, device, &bytes)?;
     Ok(Trained {
         net,
         epochs: 0,

@@ -136,7 +136,18 @@ pub fn onnx(
     meta: &OnnxMeta,
     path: &Path,
 ) -> Result<OnnxSummary, ExportError> {
-    let (model, embedding_size) = build(net_cfg, classes, weights, meta)?;
+    onnx_from_tensors(net_cfg, classes, &tensors_of(weights), meta, path)
+}
+
+/// [`onnx()`] with the weights as tensors by name (a trained model's file).
+pub fn onnx_from_tensors(
+    net_cfg: &NetConfig,
+    classes: usize,
+    weights: &HashMap<String, Tensor>,
+    meta: &OnnxMeta,
+    path: &Path,
+) -> Result<OnnxSummary, ExportError> {
+    let (model, embedding_size) = build(net_cfg, classes, weights.clone(), meta)?;
     let bytes = model.encoded_len() as u64;
     fits(bytes, path)?;
     let graph = model.graph.as_ref();
@@ -179,14 +190,25 @@ pub fn model(
     weights: &VarMap,
     meta: &OnnxMeta,
 ) -> Result<ModelProto, ExportError> {
-    Ok(build(net_cfg, classes, weights, meta)?.0)
+    Ok(build(net_cfg, classes, tensors_of(weights), meta)?.0)
+}
+
+/// A `VarMap`'s tensors by name.
+fn tensors_of(weights: &VarMap) -> HashMap<String, Tensor> {
+    weights
+        .data()
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect()
 }
 
 /// The model and the length of its embeddings.
 fn build(
     net_cfg: &NetConfig,
     classes: usize,
-    weights: &VarMap,
+    tensors: HashMap<String, Tensor>,
     meta: &OnnxMeta,
 ) -> Result<(ModelProto, usize), ExportError> {
     if meta.concepts.len() != classes {
@@ -199,15 +221,8 @@ fn build(
         return Err(ExportError::Network("the image size is 0".into()));
     }
     // The network built on the given tensors: a tensor missing or of another
-    // shape is an error here (built on the `VarMap` itself, it would be
+    // shape is an error here (built on a `VarMap` itself, it would be
     // created with fresh random values). f64, for folding.
-    let tensors: HashMap<String, Tensor> = weights
-        .data()
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .iter()
-        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-        .collect();
     let vb = VarBuilder::from_tensors(tensors, DType::F64, &Device::Cpu);
     let net = TemplateNet::new(net_cfg, classes, &vb).map_err(network)?;
 

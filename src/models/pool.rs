@@ -132,13 +132,16 @@ impl Pool2d {
     }
 
     /// The output and, for max pooling with `sources`, each output's source
-    /// (index in its plane).
+    /// (index in its plane). Without sources, [`Pool2d::fwd_values`].
     fn fwd<T: WithDType + num_like::Float>(
         &self,
         x: &[T],
         dims: (usize, usize, usize, usize),
         sources: bool,
     ) -> Result<(Vec<T>, Option<Vec<u32>>)> {
+        if !(sources && self.kind == PoolKind::Max) {
+            return Ok((self.fwd_values(x, dims)?, None));
+        }
         let (n, c, h, w) = dims;
         let (oh, ow) = self.out_dims(h, w)?;
         let ys = self.windows(h, self.kernel.0, self.stride.0, self.padding.0, oh);
@@ -149,73 +152,184 @@ impl Pool2d {
         // Each output row in two steps: the window's input rows reduced
         // column by column (whole rows at a time, which vectorises), then
         // each output from its window's columns of that.
-        match self.kind {
-            PoolKind::Max => {
-                let mut argmax = vec![0u32; if sources { planes * oh * ow } else { 0 }];
-                let ptr = super::cpu::DisjointMut::new(&mut argmax);
-                par_chunks(&mut out, oh * ow, work, |q, dst| {
-                    let src = &x[q * h * w..(q + 1) * h * w];
-                    // Per column: the window rows' maximum.
-                    let mut best = vec![T::nought(); w];
-                    for (oy, wy) in ys.iter().enumerate() {
-                        best.copy_from_slice(&src[wy.lo * w..][..w]);
-                        for yy in wy.lo + 1..wy.hi {
-                            for (b, &v) in best.iter_mut().zip(&src[yy * w..][..w]) {
-                                *b = if above(v, *b) { v } else { *b };
-                            }
-                        }
-                        let d = &mut dst[oy * ow..][..ow];
-                        for (d, wx) in d.iter_mut().zip(&xs) {
-                            let mut b = best[wx.lo];
-                            for &v in &best[wx.lo + 1..wx.hi] {
-                                b = if above(v, b) { v } else { b };
-                            }
-                            *d = b;
-                        }
-                        if !sources {
-                            continue;
-                        }
-                        // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
-                        let at = unsafe { ptr.range(q * oh * ow + oy * ow, ow) };
-                        for ((a, &m), wx) in at.iter_mut().zip(d.iter()).zip(&xs) {
-                            // PyTorch's rule: the first maximum in row-major
-                            // order (a NaN counts as the maximum), found by
-                            // looking for the maximum again.
-                            *a = (wy.lo..wy.hi)
-                                .flat_map(|yy| (wx.lo..wx.hi).map(move |xx| yy * w + xx))
-                                .find(|&i| src[i] == m || (src[i].is_nan() && m.is_nan()))
-                                .unwrap_or(wy.lo * w + wx.lo)
-                                as u32;
-                        }
+        let mut argmax = vec![0u32; planes * oh * ow];
+        let ptr = super::cpu::DisjointMut::new(&mut argmax);
+        par_chunks(&mut out, oh * ow, work, |q, dst| {
+            let src = &x[q * h * w..(q + 1) * h * w];
+            // Per column: the window rows' maximum.
+            let mut best = vec![T::nought(); w];
+            for (oy, wy) in ys.iter().enumerate() {
+                best.copy_from_slice(&src[wy.lo * w..][..w]);
+                for yy in wy.lo + 1..wy.hi {
+                    for (b, &v) in best.iter_mut().zip(&src[yy * w..][..w]) {
+                        *b = if above(v, *b) { v } else { *b };
                     }
-                });
-                Ok((out, sources.then_some(argmax)))
-            }
-            PoolKind::Avg { .. } => {
-                par_chunks(&mut out, oh * ow, work, |q, dst| {
-                    let src = &x[q * h * w..(q + 1) * h * w];
-                    // Per column: the window rows' sum.
-                    let mut sums = vec![T::nought(); w];
-                    for (oy, wy) in ys.iter().enumerate() {
-                        sums.copy_from_slice(&src[wy.lo * w..][..w]);
-                        for yy in wy.lo + 1..wy.hi {
-                            for (s, &v) in sums.iter_mut().zip(&src[yy * w..][..w]) {
-                                *s += v;
-                            }
-                        }
-                        let d = &mut dst[oy * ow..][..ow];
-                        for (d, wx) in d.iter_mut().zip(&xs) {
-                            let mut sum = T::nought();
-                            for &v in &sums[wx.lo..wx.hi] {
-                                sum += v;
-                            }
-                            *d = sum / T::from_usize((wy.span * wx.span).max(1));
-                        }
+                }
+                let d = &mut dst[oy * ow..][..ow];
+                for (d, wx) in d.iter_mut().zip(&xs) {
+                    let mut b = best[wx.lo];
+                    for &v in &best[wx.lo + 1..wx.hi] {
+                        b = if above(v, b) { v } else { b };
                     }
-                });
-                Ok((out, None))
+                    *d = b;
+                }
+                // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
+                let at = unsafe { ptr.range(q * oh * ow + oy * ow, ow) };
+                for ((a, &m), wx) in at.iter_mut().zip(d.iter()).zip(&xs) {
+                    // PyTorch's rule: the first maximum in row-major
+                    // order (a NaN counts as the maximum), found by
+                    // looking for the maximum again.
+                    *a = (wy.lo..wy.hi)
+                        .flat_map(|yy| (wx.lo..wx.hi).map(move |xx| yy * w + xx))
+                        .find(|&i| src[i] == m || (src[i].is_nan() && m.is_nan()))
+                        .unwrap_or(wy.lo * w + wx.lo) as u32;
+                }
             }
+        });
+        Ok((out, Some(argmax)))
+    }
+
+    /// The output alone (no max sources). A maximum is taken in the order
+    /// [`Pool2d::fwd`] takes it, so the values are the same; each window is
+    /// reduced over its rows column by column, then over its columns (an
+    /// average adds in that order too).
+    /// Small planes (the late layers' 2 × 2 to 8 × 8 maps) are pooled across
+    /// a group of planes at once, their values laid out position by position
+    /// so that every step is a long run of one operation; larger planes row
+    /// by row, through a row padded so that every window is whole.
+    fn fwd_values<T: WithDType + num_like::Float>(
+        &self,
+        x: &[T],
+        dims: (usize, usize, usize, usize),
+    ) -> Result<Vec<T>> {
+        let (n, c, h, w) = dims;
+        let (oh, ow) = self.out_dims(h, w)?;
+        let ((ky, kx), (sy, sx), (py, px)) = (self.kernel, self.stride, self.padding);
+        let ys = self.windows(h, ky, sy, py, oh);
+        let xs = self.windows(w, kx, sx, px, ow);
+        let planes = n * c;
+        let mut out = vec![T::nought(); planes * oh * ow];
+        if planes == 0 || oh * ow == 0 {
+            return Ok(out);
         }
+        let max = self.kind == PoolKind::Max;
+        let combine = |acc: &mut [T], values: &[T]| {
+            if max {
+                for (a, &v) in acc.iter_mut().zip(values) {
+                    *a = if above(v, *a) { v } else { *a };
+                }
+            } else {
+                for (a, &v) in acc.iter_mut().zip(values) {
+                    *a += v;
+                }
+            }
+        };
+        let work = planes * oh * ow * ky * kx;
+        let plane = h * w;
+        if plane <= SMALL_PLANE {
+            let group = (SMALL_GROUP / plane.max(1)).max(1);
+            par_chunks(&mut out, group * oh * ow, work, |g, dst| {
+                let count = dst.len() / (oh * ow);
+                let src = &x[g * group * plane..][..count * plane];
+                // t[i · count + p]: value i of plane p; u likewise for the outputs.
+                let mut t = vec![T::nought(); plane * count];
+                for (i, run) in t.chunks_exact_mut(count).enumerate() {
+                    for (v, values) in run.iter_mut().zip(src.chunks_exact(plane)) {
+                        *v = values[i];
+                    }
+                }
+                let at = |y: usize, x: usize| &t[(y * w + x) * count..][..count];
+                let mut u = vec![T::nought(); oh * ow * count];
+                // Per output row, each column's reduction over the window's rows.
+                let mut columns = vec![T::nought(); w * count];
+                let mut runs = u.chunks_exact_mut(count);
+                for wy in &ys {
+                    for (xx, column) in columns.chunks_exact_mut(count).enumerate() {
+                        column.copy_from_slice(at(wy.lo, xx));
+                        for yy in wy.lo + 1..wy.hi {
+                            combine(column, at(yy, xx));
+                        }
+                    }
+                    for wx in &xs {
+                        let Some(acc) = runs.next() else { break };
+                        let column = |xx: usize| &columns[xx * count..][..count];
+                        if max {
+                            acc.copy_from_slice(column(wx.lo));
+                        } else {
+                            acc.fill(T::nought());
+                            combine(acc, column(wx.lo));
+                        }
+                        for xx in wx.lo + 1..wx.hi {
+                            combine(acc, column(xx));
+                        }
+                        if !max {
+                            let span = T::from_usize((wy.span * wx.span).max(1));
+                            acc.iter_mut().for_each(|v| *v /= span);
+                        }
+                    }
+                }
+                for (p, outputs) in dst.chunks_exact_mut(oh * ow).enumerate() {
+                    for (o, v) in outputs.iter_mut().enumerate() {
+                        *v = u[o * count + p];
+                    }
+                }
+            });
+            return Ok(out);
+        }
+        // The row padded: `px` values before it and enough after it for the
+        // last window, all of which change no result (−∞ for a maximum, 0
+        // for a sum).
+        let padded = ((ow - 1) * sx + kx).max(px + w);
+        let pad = if max { T::lowest() } else { T::nought() };
+        par_chunks(&mut out, oh * ow, work, |q, dst| {
+            let src = &x[q * plane..][..plane];
+            // Without a NaN, `above` is `>`: a plain maximum.
+            let plain = max && !src.iter().fold(false, |nan, v| nan | v.is_nan());
+            let mut row = vec![pad; padded];
+            for (oy, wy) in ys.iter().enumerate() {
+                let inner = &mut row[px..px + w];
+                inner.copy_from_slice(&src[wy.lo * w..][..w]);
+                for yy in wy.lo + 1..wy.hi {
+                    combine(inner, &src[yy * w..][..w]);
+                }
+                let d = &mut dst[oy * ow..][..ow];
+                if plain && kx == 3 {
+                    for (ox, d) in d.iter_mut().enumerate() {
+                        let window = &row[ox * sx..][..3];
+                        let mut b = window[0];
+                        b = if window[1] > b { window[1] } else { b };
+                        *d = if window[2] > b { window[2] } else { b };
+                    }
+                } else if plain {
+                    for (ox, d) in d.iter_mut().enumerate() {
+                        let window = &row[ox * sx..][..kx];
+                        let mut b = window[0];
+                        for &v in &window[1..] {
+                            b = if v > b { v } else { b };
+                        }
+                        *d = b;
+                    }
+                } else if max {
+                    for (ox, d) in d.iter_mut().enumerate() {
+                        let window = &row[ox * sx..][..kx];
+                        let mut b = window[0];
+                        for &v in &window[1..] {
+                            b = if above(v, b) { v } else { b };
+                        }
+                        *d = b;
+                    }
+                } else {
+                    for ((ox, d), wx) in d.iter_mut().enumerate().zip(&xs) {
+                        let mut sum = T::nought();
+                        for &v in &row[ox * sx..][..kx] {
+                            sum += v;
+                        }
+                        *d = sum / T::from_usize((wy.span * wx.span).max(1));
+                    }
+                }
+            }
+        });
+        Ok(out)
     }
 
     /// The input gradient from the output's: to each window's source (max,
@@ -264,6 +378,11 @@ impl Pool2d {
         Ok(gx)
     }
 }
+
+/// Planes of at most this many values are pooled across planes
+/// ([`Pool2d::fwd_values`]), in groups of about `SMALL_GROUP` values.
+const SMALL_PLANE: usize = 64;
+const SMALL_GROUP: usize = 4096;
 
 /// Whether `v` replaces `best` as a maximum: larger, or a NaN over a number
 /// (a NaN counts as the maximum, as in PyTorch).
@@ -366,9 +485,11 @@ impl CustomOp1 for PoolOp {
 /// The little float arithmetic the kernels need, for f32 and f64.
 mod num_like {
     pub trait Float:
-        Copy + PartialOrd + std::ops::AddAssign + std::ops::Div<Output = Self>
+        Copy + PartialOrd + std::ops::AddAssign + std::ops::Div<Output = Self> + std::ops::DivAssign
     {
         fn nought() -> Self;
+        /// −∞.
+        fn lowest() -> Self;
         fn is_nan(self) -> bool;
         fn from_usize(n: usize) -> Self;
     }
@@ -378,6 +499,9 @@ mod num_like {
             impl Float for $t {
                 fn nought() -> Self {
                     0.0
+                }
+                fn lowest() -> Self {
+                    <$t>::NEG_INFINITY
                 }
                 fn is_nan(self) -> bool {
                     <$t>::is_nan(self)
@@ -507,13 +631,28 @@ mod tests {
 
     #[test]
     fn pooling_row_by_row_equals_the_definition() {
-        // Few distinct values (ties everywhere), some -inf and NaN.
-        let dims = (2, 3, 9, 7);
+        // Planes small (pooled across planes) and large (row by row), odd
+        // and even; few distinct values (ties everywhere), some -inf and NaN,
+        // or none of either (the plain maximum's path).
+        for (dims, special) in [
+            ((2, 3, 9, 7), true),
+            ((2, 3, 9, 7), false),
+            ((2, 3, 13, 11), true),
+            ((2, 3, 13, 11), false),
+            ((3, 5, 2, 2), true),
+            ((1, 700, 4, 4), true),
+            ((2, 2, 17, 32), false),
+        ] {
+            check_against_the_definition(dims, special);
+        }
+    }
+
+    fn check_against_the_definition(dims: (usize, usize, usize, usize), special: bool) {
         let len = dims.0 * dims.1 * dims.2 * dims.3;
         let x: Vec<f64> = (0..len)
             .map(|i| match (i * 7919) % 23 {
-                0 => f64::NEG_INFINITY,
-                1 if i % 5 == 0 => f64::NAN,
+                0 if special => f64::NEG_INFINITY,
+                1 if special && i % 5 == 0 => f64::NAN,
                 v => (v % 4) as f64,
             })
             .collect();
@@ -529,19 +668,29 @@ mod tests {
             Pool2d::avg(3, 2, 1, true, false),
             Pool2d::avg(2, 2, 0, true, true),
         ] {
+            if pool.out_dims(dims.2, dims.3).is_err() {
+                continue;
+            }
             let (ours, at) = pool.fwd(&x, dims, true).unwrap();
             let (theirs, their_at) = direct(&pool, &x, dims);
             let (values, none) = pool.fwd(&x, dims, false).unwrap();
             assert!(none.is_none());
             for (i, (&a, &b)) in values.iter().zip(&theirs).enumerate() {
-                assert!(same(a, b), "{pool:?} at {i}, without sources: {a} vs {b}");
+                assert!(
+                    same(a, b),
+                    "{pool:?} {dims:?} at {i}, without sources: {a} vs {b}"
+                );
             }
             assert_eq!(ours.len(), theirs.len(), "{pool:?}");
             for (i, (&a, &b)) in ours.iter().zip(&theirs).enumerate() {
-                assert!(same(a, b), "{pool:?} at {i}: {a} vs {b}");
+                assert!(same(a, b), "{pool:?} {dims:?} at {i}: {a} vs {b}");
             }
             if let Some(at) = at {
-                assert_eq!(at, their_at, "{pool:?}: sources");
+                assert_eq!(at, their_at, "{pool:?} {dims:?}: sources");
+                // The two paths of a maximum agree exactly.
+                for (&a, &b) in ours.iter().zip(&values) {
+                    assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
+                }
             }
         }
     }
