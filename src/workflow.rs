@@ -104,8 +104,10 @@ pub struct DataSpec {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Augment {
-    /// A random `image_size` crop (room only where the image is not square)
-    /// and a horizontal flip half the time.
+    /// A random `image_size` crop (room only where the image is not square,
+    /// or is exactly `image_size` square: then within a border of 4 black
+    /// pixels, as torchvision's CIFAR recipe) and a horizontal flip half the
+    /// time.
     #[default]
     CropFlip,
     /// A random crop, never flipped: for digits, text, anything whose mirror

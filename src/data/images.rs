@@ -158,27 +158,53 @@ pub fn preprocess(img: image::RgbImage, size: usize, crop: Crop) -> Result<Vec<f
     } else {
         image::imageops::resize(&img, nw, nh, FilterType::Triangle)
     };
-    let (x0, y0, flip) = match crop {
-        Crop::Center => ((nw - s) / 2, (nh - s) / 2, false),
+    // The crop's corner in the image padded by `pad` black pixels a side.
+    let (x0, y0, flip, pad) = match crop {
+        Crop::Center => ((nw - s) / 2, (nh - s) / 2, false, 0),
+        // An image of exactly `size` leaves a crop no room: as torchvision's
+        // CIFAR recipe (and the PyTorch peer's) does, it is padded by
+        // `EXACT_PAD` black pixels a side and the crop drawn from that.
+        Crop::Random { seed, flip } if (w, h) == (s, s) => {
+            let mut rng = Rng::new(seed);
+            let room = 2 * EXACT_PAD as usize + 1;
+            let x0 = rng.below(room) as u32;
+            let y0 = rng.below(room) as u32;
+            (x0, y0, rng.next_f64() < 0.5 && flip, EXACT_PAD)
+        }
         Crop::Random { seed, flip } => {
             let mut rng = Rng::new(seed);
             let x0 = rng.below((nw - s + 1) as usize) as u32;
             let y0 = rng.below((nh - s + 1) as usize) as u32;
-            (x0, y0, rng.next_f64() < 0.5 && flip)
+            (x0, y0, rng.next_f64() < 0.5 && flip, 0)
         }
     };
+    let black: [f32; 3] = std::array::from_fn(|c| (0.0 - MEAN[c]) / STD[c]);
     let mut out = vec![0f32; 3 * size * size];
     for y in 0..size {
         for x in 0..size {
             let sx = if flip { size - 1 - x } else { x };
-            let p = img.get_pixel(x0 + sx as u32, y0 + y as u32);
+            let (px, py) = (
+                (x0 + sx as u32).checked_sub(pad).filter(|&v| v < nw),
+                (y0 + y as u32).checked_sub(pad).filter(|&v| v < nh),
+            );
+            let p = match (px, py) {
+                (Some(px), Some(py)) => Some(img.get_pixel(px, py)),
+                _ => None,
+            };
             for c in 0..3 {
-                out[(c * size + y) * size + x] = (p[c] as f32 / 255.0 - MEAN[c]) / STD[c];
+                out[(c * size + y) * size + x] = match p {
+                    Some(p) => (p[c] as f32 / 255.0 - MEAN[c]) / STD[c],
+                    None => black[c],
+                };
             }
         }
     }
     Ok(out)
 }
+
+/// The black border a random crop of an image of exactly `image_size` is
+/// drawn within, a side (torchvision's `RandomCrop(size, padding=4)`).
+pub const EXACT_PAD: u32 = 4;
 
 /// The randomness of image `index` in `epoch`.
 pub fn crop_seed(seed: u64, epoch: u64, index: usize) -> u64 {
@@ -327,6 +353,43 @@ mod tests {
         );
         // `augment = crop`: the same crops, never flipped.
         assert!((0..20).all(|s| !flipped(&random(s, false))));
+    }
+
+    #[test]
+    fn an_image_of_exactly_the_size_is_cropped_from_a_black_border() {
+        // As torchvision's RandomCrop(size, padding=4) on a size x size image:
+        // the crop moves by up to 4 pixels, and what it shows past the edge is
+        // black; the centre crop is the image itself.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("white.png");
+        write_png(&p, 16, 16, |_, _| [255, 255, 255]);
+        let white = (1.0 - MEAN[0]) / STD[0];
+        let black = (0.0 - MEAN[0]) / STD[0];
+        let red = |v: &[f32], x: usize, y: usize| v[y * 16 + x];
+        let center = load(&p, 16, Crop::Center).unwrap();
+        assert!(center[..256].iter().all(|&v| (v - white).abs() < 1e-3));
+        let mut shifts = std::collections::BTreeSet::new();
+        for seed in 0..200 {
+            let v = load(&p, 16, Crop::Random { seed, flip: false }).unwrap();
+            // Black columns on the left or right, black rows on top or bottom.
+            let black_left = (0..16)
+                .take_while(|&x| (red(&v, x, 8) - black).abs() < 1e-3)
+                .count();
+            let black_right = (0..16)
+                .rev()
+                .take_while(|&x| (red(&v, x, 8) - black).abs() < 1e-3)
+                .count();
+            let black_top = (0..16)
+                .take_while(|&y| (red(&v, 8, y) - black).abs() < 1e-3)
+                .count();
+            assert!(black_left <= 4 && black_right <= 4 && black_top <= 4);
+            assert!(black_left == 0 || black_right == 0);
+            assert!((red(&v, 8, 8) - white).abs() < 1e-3);
+            shifts.insert((black_left as i32 - black_right as i32, black_top));
+        }
+        // Every horizontal shift from -4 to 4 is drawn.
+        let xs: std::collections::BTreeSet<i32> = shifts.iter().map(|s| s.0).collect();
+        assert_eq!(xs.len(), 9, "{shifts:?}");
     }
 
     #[test]
