@@ -175,6 +175,18 @@ fn inputs_the_fuzzer_found() {
     let started = std::time::Instant::now();
     check_and_render(&text);
     assert!(started.elapsed().as_secs() < 5, "{:?}", started.elapsed());
+    // An unclosed quote 66,000 bytes into a line: miette padded to its
+    // column with a formatting width, which Rust refuses (a panic) past 65,535.
+    let text = "use Clari\"".repeat(6_600) + "\"";
+    assert!(check_and_render(&text) >= 2);
+    let c = check_source("long.wf", &text, &options());
+    let last = c.diagnostics.iter().max_by_key(|d| d.span.start).unwrap();
+    assert!(last.span.start > 65_535, "{last:?}");
+    let mut out = String::new();
+    miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .render_report(&mut out, &Rendered::new(last, &c.sources))
+        .unwrap();
+    assert!(out.contains("at long.wf:1:"), "{out}");
     // Completions after a character of more than one byte cut it in two.
     let text = "data { train = \u{fffd}/x\" }\nstep é\n";
     for offset in (0..=text.len()).filter(|&o| text.is_char_boundary(o)) {
