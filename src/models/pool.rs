@@ -131,54 +131,33 @@ impl Pool2d {
             .collect()
     }
 
-    /// The output and, for max pooling with `sources`, each output's source
-    /// (index in its plane). Without sources, [`Pool2d::fwd_values`].
+    /// The output ([`Pool2d::fwd_values`]) and, for max pooling with
+    /// `sources`, each output's source (index in its plane).
     fn fwd<T: WithDType + num_like::Float>(
         &self,
         x: &[T],
         dims: (usize, usize, usize, usize),
         sources: bool,
     ) -> Result<(Vec<T>, Option<Vec<u32>>)> {
+        let out = self.fwd_values(x, dims)?;
         if !(sources && self.kind == PoolKind::Max) {
-            return Ok((self.fwd_values(x, dims)?, None));
+            return Ok((out, None));
         }
         let (n, c, h, w) = dims;
         let (oh, ow) = self.out_dims(h, w)?;
         let ys = self.windows(h, self.kernel.0, self.stride.0, self.padding.0, oh);
         let xs = self.windows(w, self.kernel.1, self.stride.1, self.padding.1, ow);
-        let planes = n * c;
-        let mut out = vec![T::nought(); planes * oh * ow];
-        let work = planes * oh * ow * self.kernel.0 * self.kernel.1;
-        // Each output row in two steps: the window's input rows reduced
-        // column by column (whole rows at a time, which vectorises), then
-        // each output from its window's columns of that.
-        let mut argmax = vec![0u32; planes * oh * ow];
-        let ptr = super::cpu::DisjointMut::new(&mut argmax);
-        par_chunks(&mut out, oh * ow, work, |q, dst| {
+        let work = n * c * oh * ow * self.kernel.0 * self.kernel.1;
+        let mut argmax = vec![0u32; n * c * oh * ow];
+        par_chunks(&mut argmax, oh * ow, work, |q, at| {
             let src = &x[q * h * w..(q + 1) * h * w];
-            // Per column: the window rows' maximum.
-            let mut best = vec![T::nought(); w];
+            let maxima = &out[q * oh * ow..(q + 1) * oh * ow];
             for (oy, wy) in ys.iter().enumerate() {
-                best.copy_from_slice(&src[wy.lo * w..][..w]);
-                for yy in wy.lo + 1..wy.hi {
-                    for (b, &v) in best.iter_mut().zip(&src[yy * w..][..w]) {
-                        *b = if above(v, *b) { v } else { *b };
-                    }
-                }
-                let d = &mut dst[oy * ow..][..ow];
-                for (d, wx) in d.iter_mut().zip(&xs) {
-                    let mut b = best[wx.lo];
-                    for &v in &best[wx.lo + 1..wx.hi] {
-                        b = if above(v, b) { v } else { b };
-                    }
-                    *d = b;
-                }
-                // SAFETY: plane q's run of `argmax`, disjoint from the other planes'.
-                let at = unsafe { ptr.range(q * oh * ow + oy * ow, ow) };
-                for ((a, &m), wx) in at.iter_mut().zip(d.iter()).zip(&xs) {
-                    // PyTorch's rule: the first maximum in row-major
-                    // order (a NaN counts as the maximum), found by
-                    // looking for the maximum again.
+                let row = oy * ow..(oy + 1) * ow;
+                for ((a, &m), wx) in at[row.clone()].iter_mut().zip(&maxima[row]).zip(&xs) {
+                    // PyTorch's rule: the first maximum in row-major order (a
+                    // NaN counts as the maximum), found by looking for the
+                    // maximum again.
                     *a = (wy.lo..wy.hi)
                         .flat_map(|yy| (wx.lo..wx.hi).map(move |xx| yy * w + xx))
                         .find(|&i| src[i] == m || (src[i].is_nan() && m.is_nan()))
@@ -189,10 +168,8 @@ impl Pool2d {
         Ok((out, Some(argmax)))
     }
 
-    /// The output alone (no max sources). A maximum is taken in the order
-    /// [`Pool2d::fwd`] takes it, so the values are the same; each window is
-    /// reduced over its rows column by column, then over its columns (an
-    /// average adds in that order too).
+    /// The output alone: each window reduced over its rows column by
+    /// column, then over its columns, in order.
     /// Small planes (the late layers' 2 × 2 to 8 × 8 maps) are pooled across
     /// a group of planes at once, their values laid out position by position
     /// so that every step is a long run of one operation; larger planes row
