@@ -322,11 +322,10 @@ pub struct Rendered<'a> {
     diagnostic: &'a Diagnostic,
     source: &'a SourceFile,
     notes: Vec<Note<'a>>,
-    /// Whether every label can be drawn on its line ([`drawable`]); if not,
-    /// the report names the place in words instead of drawing the snippet.
-    snippet: bool,
-    /// `file:line:column` of the diagnostic, for a report without a snippet.
-    place: String,
+    /// `file:line:column` of the diagnostic when some label cannot be drawn on
+    /// its line ([`drawable`]): the report names the place in words instead of
+    /// drawing the snippet.
+    place: Option<String>,
 }
 
 /// Labels further than this many bytes into their line are not drawn: miette
@@ -358,13 +357,15 @@ impl<'a> Rendered<'a> {
                 .related
                 .iter()
                 .all(|l| l.span.source != diagnostic.span.source || drawable(source, l.span));
-        let (line, column) = source.line_col(diagnostic.span.start);
+        let place = (!snippet).then(|| {
+            let (line, column) = source.line_col(diagnostic.span.start);
+            format!("{}:{line}:{column}", source.name())
+        });
         Rendered {
             diagnostic,
             source,
             notes,
-            snippet,
-            place: format!("{}:{line}:{column}", source.name()),
+            place,
         }
     }
 }
@@ -400,10 +401,9 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
-        if !self.snippet {
+        if let Some(place) = &self.place {
             let at = format!(
-                "at {} (the line is too long to draw){}",
-                self.place,
+                "at {place} (the line is too long to draw){}",
                 self.diagnostic
                     .help
                     .as_ref()
@@ -418,12 +418,13 @@ impl miette::Diagnostic for Rendered<'_> {
     }
 
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
-        self.snippet
+        self.place
+            .is_none()
             .then_some(self.source as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
-        if !self.snippet {
+        if self.place.is_some() {
             return None;
         }
         let d = self.diagnostic;

@@ -779,8 +779,8 @@ fn split_concepts(text: &str) -> Vec<String> {
 /// tensors and the model's digest is taken from the same bytes.
 ///
 /// The file is mapped rather than read, so that its bytes are the page
-/// cache's and not a second copy beside the tensors (which halves the peak
-/// memory of opening a model, and the time that allocating it took). wfrun
+/// cache's and not a second copy in the process's own memory beside the
+/// tensors (allocating that copy took a third of opening a model). wfrun
 /// replaces a run's files by renaming a new file over them
 /// ([`crate::atomic`]), which leaves a mapped file intact; where mapping
 /// fails the file is read.
@@ -816,16 +816,13 @@ impl std::ops::Deref for WeightsFile {
     }
 }
 
-/// The tensors a network is built on, by name; the names it asked for that
-/// the file lacks are recorded (and stand in as zeros) so that all of them
-/// can be named at once.
-struct Held {
-    tensors: HashMap<String, Tensor>,
-    missing: std::sync::Mutex<Vec<String>>,
+/// A weights file's tensors lent to a `VarBuilder`: the names the network
+/// asks for that the file lacks are recorded in `missing` (and stand in as
+/// zeros), so that all of them can be named at once.
+struct Lent<'a> {
+    tensors: &'a HashMap<String, Tensor>,
+    missing: &'a std::sync::Mutex<Vec<String>>,
 }
-
-/// [`Held`] lent to a `VarBuilder`.
-struct Lent<'a>(&'a Held);
 
 impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
     fn get(
@@ -836,7 +833,7 @@ impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        match self.0.tensors.get(name) {
+        match self.tensors.get(name) {
             Some(t) if t.shape() != &shape => Err(candle_core::Error::UnexpectedShape {
                 msg: format!("shape mismatch for {name}"),
                 expected: shape,
@@ -844,8 +841,7 @@ impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
             }),
             Some(t) => t.to_device(device)?.to_dtype(dtype),
             None => {
-                self.0
-                    .missing
+                self.missing
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .push(name.to_string());
@@ -860,7 +856,7 @@ impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
         dtype: DType,
         device: &Device,
     ) -> candle_core::Result<Tensor> {
-        match self.0.tensors.get(name) {
+        match self.tensors.get(name) {
             Some(t) => t.to_device(device)?.to_dtype(dtype),
             None => Err(candle_core::Error::CannotFindTensor {
                 path: name.to_string(),
@@ -869,7 +865,7 @@ impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
     }
 
     fn contains_tensor(&self, name: &str) -> bool {
-        self.0.tensors.contains_key(name)
+        self.tensors.contains_key(name)
     }
 }
 
@@ -892,17 +888,19 @@ pub(super) fn load_net(
     let mut tensors = candle_core::safetensors::load_buffer(bytes, device)
         .map_err(|e| bad(format!("cannot read its weights: {e}")))?;
     for t in tensors.values_mut() {
-        if t.dtype() != DType::F32 {
-            *t = t.to_dtype(DType::F32)?;
-        }
+        *t = t.to_dtype(DType::F32)?;
     }
-    let held = Held {
-        tensors,
-        missing: Default::default(),
-    };
+    let missing = std::sync::Mutex::new(Vec::new());
     let cfg = NetConfig::for_hyper(hyper);
     let net = {
-        let vb = VarBuilder::from_backend(Box::new(Lent(&held)), DType::F32, device.clone());
+        let vb = VarBuilder::from_backend(
+            Box::new(Lent {
+                tensors: &tensors,
+                missing: &missing,
+            }),
+            DType::F32,
+            device.clone(),
+        );
         TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb).map_err(|e| {
             bad(format!(
                 "its weights do not fit the network `{}` describes ({e})",
@@ -910,8 +908,7 @@ pub(super) fn load_net(
             ))
         })?
     };
-    let mut missing = held
-        .missing
+    let mut missing = missing
         .into_inner()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     missing.sort();
@@ -930,7 +927,7 @@ pub(super) fn load_net(
             if missing.len() > 3 { ", …" } else { "" }
         )));
     }
-    Ok((cfg, held.tensors, net))
+    Ok((cfg, tensors, net))
 }
 
 impl Inputs {

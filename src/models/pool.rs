@@ -664,7 +664,7 @@ mod tests {
             }
             if let Some(at) = at {
                 assert_eq!(at, their_at, "{pool:?} {dims:?}: sources");
-                // The two paths of a maximum agree exactly.
+                // With and without sources, a maximum's values agree exactly.
                 for (&a, &b) in ours.iter().zip(&values) {
                     assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()));
                 }
