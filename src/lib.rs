@@ -122,14 +122,20 @@ pub fn check_source(name: &str, text: &str, options: &CheckOptions) -> Checked {
             .map(Path::to_path_buf)
             .unwrap_or_default()
     });
-    let workflow = check::check(
-        &module,
-        sources.get(id),
-        id,
-        &base_dir,
-        options,
-        &mut diagnostics,
-    );
+    let mut run = || {
+        check::check(
+            &module,
+            sources.get(id),
+            id,
+            &base_dir,
+            options,
+            &mut diagnostics,
+        )
+    };
+    let workflow = match &options.listings {
+        Some(listings) => listings.during(run),
+        None => run(),
+    };
     diagnostic::sort(&mut diagnostics);
     diagnostics.dedup();
     Checked {

@@ -1354,3 +1354,45 @@ fn augment_is_checked_and_planned() {
     assert!(codes(&text("\"crop\"")).contains(&Code::WrongType));
     assert!(codes(&text("2")).contains(&Code::WrongType));
 }
+
+#[test]
+fn one_commands_checks_list_a_data_folder_once_and_an_editors_see_each_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("images");
+    for concept in ["a", "b"] {
+        std::fs::create_dir_all(data.join(concept)).unwrap();
+        for i in 0..5 {
+            std::fs::write(data.join(concept).join(format!("{i}.png")), b"").unwrap();
+        }
+    }
+    let text = "use Clarifai_ResNext { batch_size = 4 }\ndata { train = \"images\"  eval = 0.2 }\n";
+    let (first, second) = (dir.path().join("one.wf"), dir.path().join("two.wf"));
+    std::fs::write(&first, text).unwrap();
+    std::fs::write(&second, text).unwrap();
+    let images = |file: &Path, options: &CheckOptions| {
+        let c = check_file(file, options).unwrap();
+        assert!(c.diagnostics.is_empty(), "{:#?}", c.diagnostics);
+        c.workflow.unwrap().dataset.unwrap().images
+    };
+    let shared = CheckOptions {
+        listings: Some(wfrun::data::Listings::new()),
+        ..Default::default()
+    };
+    assert_eq!(images(&first, &shared), 10);
+    // An image added after the first file's check: the same command's
+    // second check answers from the listing the first one made; a check
+    // without shared listings (an editor's, a later command's) sees it.
+    std::fs::write(data.join("a").join("5.png"), b"").unwrap();
+    assert_eq!(images(&second, &shared), 10);
+    assert_eq!(images(&second, &CheckOptions::default()), 11);
+    assert_eq!(
+        images(
+            &second,
+            &CheckOptions {
+                listings: Some(wfrun::data::Listings::new()),
+                ..Default::default()
+            }
+        ),
+        11
+    );
+}

@@ -43,6 +43,11 @@ pub struct CheckOptions {
     /// this machine ([`crate::cost::Machine::this_machine`]), read at each
     /// check; editors read it once, tests inject one.
     pub machine: Option<crate::cost::Machine>,
+    /// Data folders already listed in this command: given the same
+    /// listings, checks of files naming one data folder walk it once. `None`:
+    /// every check walks its folders afresh (an editor's checks, which must
+    /// see each change on disk).
+    pub listings: Option<crate::data::Listings>,
 }
 
 impl Default for CheckOptions {
@@ -51,6 +56,7 @@ impl Default for CheckOptions {
             filesystem: true,
             base_dir: None,
             machine: None,
+            listings: None,
         }
     }
 }

@@ -166,7 +166,76 @@ pub struct ConceptFolder {
 /// skipped) with their images, and the images lying in `root` itself. The
 /// walk is bounded ([`walk`]): a folder that cannot be read is an error
 /// naming it, not a concept without images.
+///
+/// Within [`Listings::during`] a folder listed before is answered from the
+/// listings instead of walked again.
 pub fn list_folder(root: &Path) -> Result<(Vec<ConceptFolder>, Vec<PathBuf>), DataError> {
+    let shared = SHARED.with(|s| s.borrow().clone());
+    let Some(shared) = shared else {
+        return walk_folder(root);
+    };
+    if let Some(known) = shared.get(root) {
+        return Ok(known);
+    }
+    let listed = walk_folder(root)?;
+    shared.put(root, &listed);
+    Ok(listed)
+}
+
+/// A folder's listing: its concept folders and its loose images.
+type Listing = (Vec<ConceptFolder>, Vec<PathBuf>);
+
+thread_local! {
+    /// The listings [`list_folder`] answers from on this thread, if any.
+    static SHARED: std::cell::RefCell<Option<Listings>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Folder listings kept for the length of one command: checking many
+/// workflow files that name the same data folder walks it once
+/// ([`crate::CheckOptions::listings`]). Only folders listed without an error
+/// are kept, under the path as written; a long-lived program (an editor)
+/// makes a new one for each command so that it never answers from a stale
+/// listing.
+#[derive(Clone, Debug, Default)]
+pub struct Listings(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<PathBuf, Listing>>>);
+
+impl Listings {
+    pub fn new() -> Listings {
+        Listings::default()
+    }
+
+    fn get(&self, root: &Path) -> Option<Listing> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(root)
+            .cloned()
+    }
+
+    fn put(&self, root: &Path, listing: &Listing) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(root.to_path_buf(), listing.clone());
+    }
+
+    /// Runs `f` with [`list_folder`] answering from these listings on this
+    /// thread (and adding to them), as it did before afterwards.
+    pub(crate) fn during<R>(&self, f: impl FnOnce() -> R) -> R {
+        struct Restore(Option<Listings>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let before = self.0.take();
+                SHARED.with(|s| *s.borrow_mut() = before);
+            }
+        }
+        let _restore = Restore(SHARED.with(|s| s.borrow_mut().replace(self.clone())));
+        f()
+    }
+}
+
+/// [`list_folder`] without the shared listings.
+fn walk_folder(root: &Path) -> Result<Listing, DataError> {
     if !root.is_dir() {
         return Err(if root.exists() {
             DataError::NotAFolder(root.to_path_buf())

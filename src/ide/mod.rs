@@ -74,6 +74,7 @@ fn cost_markdown(text: &str, machine: &crate::cost::Machine) -> String {
         filesystem: false,
         base_dir: None,
         machine: Some(machine.clone()),
+        listings: None,
     };
     let checked = crate::check_source("hover.wf", text, &options);
     let Some(c) = checked.plan().and_then(|p| p.cost) else {

@@ -116,9 +116,12 @@ fn width() -> usize {
         .unwrap_or(100)
 }
 
+/// The checker's options for one command: the data folders it lists are
+/// listed once, however many workflow files name them.
 fn options(no_fs: bool) -> CheckOptions {
     CheckOptions {
         filesystem: !no_fs,
+        listings: Some(wfrun::data::Listings::new()),
         ..CheckOptions::default()
     }
 }

@@ -643,6 +643,8 @@ fn options_for(uri: &Uri, full: bool) -> (PathBuf, wfrun::CheckOptions) {
         filesystem: full,
         base_dir: path.parent().map(PathBuf::from),
         machine: Some(machine()),
+        // Each check sees the folders as they are now.
+        listings: None,
     };
     (path, options)
 }
