@@ -1,13 +1,22 @@
-//! Files written whole or not at all: each is written to `NAME.partial`
+//! Files written whole or not at all: each is written to `NAME.PID-N.partial`
 //! beside it, synced to the disk, then renamed over `NAME`, so a killed run or a full
-//! disk never leaves a half-written file where a good one was.
+//! disk never leaves a half-written file where a good one was, and two writers of
+//! one file (two `wfrun embed -o out` at once) never write into each other's
+//! partial file: the last rename wins, whole.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// `PATH.partial`, where `path` is written before it replaces `path`.
+/// `PATH.PID-N.partial`, where `path` is written before it replaces `path`:
+/// a name no other write (in this process or another) uses at the same time.
 pub fn partial_path(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".partial");
+    tmp.push(format!(
+        ".{}-{}.partial",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     PathBuf::from(tmp)
 }
 
@@ -82,7 +91,7 @@ mod tests {
         });
         assert!(err.is_err());
         assert_eq!(std::fs::read(&path).unwrap(), b"old");
-        assert!(!partial_path(&path).exists());
+        assert_eq!(names(dir.path()), ["a.txt"], "no partial file left");
         write(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
     }
@@ -124,6 +133,46 @@ mod tests {
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
         let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn writers_of_one_file_at_once_leave_one_of_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        // Each writer's bytes are its own number repeated, written in pieces
+        // so that the writes interleave.
+        let contents: Vec<Vec<u8>> = (0..8u8).map(|i| vec![b'a' + i; 1 << 16]).collect();
+        for _ in 0..5 {
+            std::thread::scope(|s| {
+                for c in &contents {
+                    let path = &path;
+                    s.spawn(move || {
+                        replace(path, |tmp| {
+                            use std::io::Write;
+                            let mut f = std::fs::File::create(tmp)?;
+                            for piece in c.chunks(4096) {
+                                f.write_all(piece)?;
+                                std::thread::yield_now();
+                            }
+                            Ok(())
+                        })
+                        .unwrap()
+                    });
+                }
+            });
+            let got = std::fs::read(&path).unwrap();
+            assert!(contents.contains(&got), "a mix of writers' bytes");
+            assert_eq!(names(dir.path()), ["out.bin"], "no partial file left");
+        }
     }
 
     #[test]

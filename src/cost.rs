@@ -297,15 +297,36 @@ pub struct Memory {
 }
 
 impl Memory {
+    /// `WFRUN_MEMORY_GIB` in GiB, when set; an error saying what is wrong
+    /// when it is not a finite number above 0.
+    fn override_gib() -> Result<Option<f64>, String> {
+        let Some(value) = std::env::var_os("WFRUN_MEMORY_GIB") else {
+            return Ok(None);
+        };
+        let text = value.to_string_lossy();
+        match text.trim().parse::<f64>() {
+            Ok(g) if g.is_finite() && g > 0.0 => Ok(Some(g)),
+            _ => Err(format!(
+                "WFRUN_MEMORY_GIB is `{text}`, not a number of GiB above 0: set it to the \
+                 memory of the machine that will run the workflow (e.g. `16` or `0.5`), or \
+                 unset it to check against this machine's"
+            )),
+        }
+    }
+
+    /// What is wrong with `WFRUN_MEMORY_GIB`, if it is set to something
+    /// other than a number of GiB above 0 (programs say so before checking).
+    pub fn override_error() -> Option<String> {
+        Memory::override_gib().err()
+    }
+
     /// This machine's (Linux: `/proc/meminfo`, or a container's limit when
     /// lower), when known. `WFRUN_MEMORY_GIB` overrides it (and sets no swap):
     /// to check a workflow on one machine for another that will run it.
+    /// A `WFRUN_MEMORY_GIB` that is not a number of GiB above 0 is ignored
+    /// here; [`Memory::override_error`] says what is wrong with it.
     pub fn this_machine() -> Option<Memory> {
-        if let Some(gib) = std::env::var("WFRUN_MEMORY_GIB")
-            .ok()
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|g| g.is_finite() && *g > 0.0)
-        {
+        if let Ok(Some(gib)) = Memory::override_gib() {
             return Some(Memory {
                 total: (gib * (1u64 << 30) as f64).min(u64::MAX as f64) as u64,
                 swap: 0,

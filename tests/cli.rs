@@ -381,6 +381,39 @@ fn fmt_formats_in_place_checks_and_leaves_broken_files_alone() {
     assert_eq!(std::fs::read_to_string(&broken).unwrap(), broken_text);
 }
 
+#[cfg(unix)]
+#[test]
+fn fmt_writes_through_a_link_and_keeps_the_files_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real.wf");
+    std::fs::write(
+        &real,
+        "use Clarifai_ResNext{image_size=64}\ndata {train=\"x\"}\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = dir.path().join("link.wf");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let run = wfrun(&["fmt", link.to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        std::fs::read_to_string(&real).unwrap(),
+        "use Clarifai_ResNext { image_size = 64 }\ndata { train = \"x\" }\n"
+    );
+    let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o640);
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "no partial file left: {names:?}");
+}
+
 /// Runs `wfrun ARGS` with its standard output a pipe whose reading end is
 /// already closed, as `wfrun ... | head` leaves it.
 fn into_closed_pipe(args: &[&str]) -> (Option<i32>, String) {
@@ -521,6 +554,16 @@ fn the_memory_of_another_machine_can_be_checked_against() {
     assert!(!String::from_utf8(large.stdout)
         .unwrap()
         .contains("wf::memory"));
+    // A value that is not a memory size is an error, not this machine's memory.
+    for bad in ["abc", "0", "-4", "inf", "16GB"] {
+        let out = run(bad);
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
+        assert!(
+            stderr.contains(&format!("WFRUN_MEMORY_GIB is `{bad}`, not a number of GiB")),
+            "{stderr}"
+        );
+    }
     let plan = wfrun(&["plan", "--format", "json", wf]);
     let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert!(v["cost"]["train_peak_bytes"].as_u64().unwrap() > 1 << 30);

@@ -279,12 +279,8 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                     outln!("{}: not formatted", file.display());
                     continue;
                 }
-                let mut tmp = file.as_os_str().to_owned();
-                tmp.push(".partial");
-                let tmp = std::path::PathBuf::from(tmp);
-                let written =
-                    std::fs::write(&tmp, &formatted).and_then(|()| std::fs::rename(&tmp, file));
-                match written {
+                // Whole or not at all, through a link, keeping the file's mode.
+                match wfrun::atomic::write(file, formatted.as_bytes()) {
                     Ok(()) => outln!("formatted {}", file.display()),
                     Err(e) => {
                         errln!("error: cannot write `{}`: {e}", file.display());
