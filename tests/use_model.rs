@@ -231,6 +231,35 @@ fn predict_matches_the_runs_accuracy_and_its_head() {
     }
     assert_eq!(seen, eval.len());
 
+    // Softmax outputs with a threshold: only concepts above it (at most one
+    // above 0.5), of the 5 most likely.
+    let out = wfrun(
+        dir,
+        &[
+            "predict",
+            "runs/tiny",
+            "eval.csv",
+            "--format",
+            "csv",
+            "--threshold",
+            "0.5",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let mut r = csv::Reader::from_reader(out.stdout.as_bytes());
+    let mut listed = HashMap::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        // An image with no concept above it is one row with no concept.
+        let n = listed.entry(rec[0].to_string()).or_insert(0);
+        if !rec[3].is_empty() {
+            assert!(rec[3].parse::<f32>().unwrap() > 0.5, "{rec:?}");
+            *n += 1;
+        }
+    }
+    assert_eq!(listed.len(), eval.len());
+    assert!(listed.values().all(|&n| n <= 1), "{listed:?}");
+
     let out = wfrun(dir, &["predict", "runs/tiny", "eval.csv", "--head", "nope"]);
     assert_eq!(out.code, 1);
     assert!(

@@ -93,20 +93,30 @@ pub enum Predictor {
     Head(TrainedHead),
 }
 
-/// Which concepts a prediction lists.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// Which concepts a prediction lists: those scoring above `threshold`, most
+/// likely first, at most `top_k` of them. Unset, each follows the output:
+/// softmax lists the 5 most likely whatever their scores, sigmoid units every
+/// concept above 0.5 however many.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rule {
-    /// Softmax: the `top_k` most likely concepts.
-    pub top_k: usize,
-    /// Sigmoid units: every concept scoring above it.
-    pub threshold: f32,
+    /// At most this many concepts (softmax's default: 5; sigmoid: no limit).
+    pub top_k: Option<usize>,
+    /// Only concepts scoring above it (softmax's default: any score; sigmoid: 0.5).
+    pub threshold: Option<f32>,
 }
 
-impl Default for Rule {
-    fn default() -> Self {
-        Rule {
-            top_k: 5,
-            threshold: 0.5,
+impl Rule {
+    /// (top k, threshold) for softmax outputs or for sigmoid units (`logreg`).
+    fn resolve(self, logreg: bool) -> (usize, f32) {
+        match logreg {
+            false => (
+                self.top_k.unwrap_or(5),
+                self.threshold.unwrap_or(f32::NEG_INFINITY),
+            ),
+            true => (
+                self.top_k.unwrap_or(usize::MAX),
+                self.threshold.unwrap_or(0.5),
+            ),
         }
     }
 }
@@ -495,8 +505,8 @@ impl Model {
         self.config.embedding_dim()
     }
 
-    /// Each image's concepts: softmax outputs give the `rule.top_k` most
-    /// likely, sigmoid units every concept above `rule.threshold`.
+    /// Each image's concepts as `rule` says: by default softmax outputs give
+    /// the 5 most likely, sigmoid units every concept above 0.5.
     pub fn predict(
         &self,
         embeddings: &Embeddings,
@@ -525,14 +535,12 @@ impl Model {
             .map(|(s, path)| {
                 let mut order: Vec<usize> = (0..s.len()).collect();
                 order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-                let shown: Vec<usize> = if logreg {
-                    order
-                        .into_iter()
-                        .filter(|&c| s[c] > rule.threshold)
-                        .collect()
-                } else {
-                    order.into_iter().take(rule.top_k).collect()
-                };
+                let (top_k, threshold) = rule.resolve(logreg);
+                let shown: Vec<usize> = order
+                    .into_iter()
+                    .filter(|&c| s[c] > threshold)
+                    .take(top_k)
+                    .collect();
                 Prediction {
                     path: path.clone(),
                     concepts: shown

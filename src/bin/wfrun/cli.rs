@@ -133,12 +133,14 @@ pub enum Command {
         /// Use the head the run's `classifier_head` step of this name trained.
         #[arg(long, value_name = "STEP")]
         head: Option<String>,
-        /// Softmax: how many concepts to list per image.
-        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-        top_k: u64,
-        /// Sigmoid units: list every concept scoring above it.
-        #[arg(long, default_value_t = 0.5)]
-        threshold: f32,
+        /// At most this many concepts per image [default: 5 for softmax
+        /// outputs; every concept above the threshold for sigmoid units].
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+        top_k: Option<u64>,
+        /// Only concepts scoring above it [default: 0.5 for sigmoid units;
+        /// any score for softmax outputs].
+        #[arg(long)]
+        threshold: Option<f32>,
         /// `human`: lines to read; `json`: one JSON object per image; `csv`:
         /// one row per image and concept (path, rank, concept, score).
         #[arg(long, value_enum, default_value_t = TableFormat::Human)]

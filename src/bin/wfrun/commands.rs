@@ -62,7 +62,7 @@ pub fn run(args: Args) -> u8 {
         } => {
             let p = crate::use_model::PredictArgs {
                 head: head.as_deref(),
-                top_k: top_k as usize,
+                top_k: top_k.map(|k| k as usize),
                 threshold,
                 format,
             };

@@ -353,17 +353,14 @@ fn skipped(n: usize) -> String {
 
 pub struct PredictArgs<'a> {
     pub head: Option<&'a str>,
-    pub top_k: usize,
-    pub threshold: f32,
+    pub top_k: Option<usize>,
+    pub threshold: Option<f32>,
     pub format: TableFormat,
 }
 
 pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs) -> u8 {
-    if !(0.0..1.0).contains(&p.threshold) {
-        errln!(
-            "error: `--threshold {}`: a probability from 0 up to (not including) 1",
-            p.threshold
-        );
+    if let Some(t) = p.threshold.filter(|t| !(0.0..1.0).contains(t)) {
+        errln!("error: `--threshold {t}`: a probability from 0 up to (not including) 1");
         return FAILED;
     }
     let (model, embedded) = match open_and_embed(run, paths, args) {
@@ -398,7 +395,7 @@ pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs)
                     .map(|(c, s)| format!("{c} {s:.3}"))
                     .collect();
                 let listed = if listed.is_empty() {
-                    format!("no concept above {}", p.threshold)
+                    format!("no concept above {}", p.threshold.unwrap_or(0.5))
                 } else {
                     listed.join(", ")
                 };
