@@ -19,10 +19,13 @@ pub enum Kernel {
     PoolBackward,
     Unfold,
     Fold,
+    /// The input and output transforms of Winograd's convolutions (their
+    /// products count as `Gemm`).
+    Winograd,
     Gemm,
 }
 
-const KERNELS: [(Kernel, &str); 11] = [
+const KERNELS: [(Kernel, &str); 12] = [
     (Kernel::ConvForward, "conv_forward"),
     (Kernel::ConvBackward, "conv_backward"),
     (Kernel::NormForward, "norm_forward"),
@@ -33,6 +36,7 @@ const KERNELS: [(Kernel, &str); 11] = [
     (Kernel::PoolBackward, "pool_backward"),
     (Kernel::Unfold, "  conv unfold"),
     (Kernel::Fold, "  conv fold"),
+    (Kernel::Winograd, "  winograd"),
     (Kernel::Gemm, "  gemm"),
 ];
 

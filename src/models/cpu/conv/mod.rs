@@ -24,6 +24,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 mod columns;
 mod geometry;
 mod inference;
+mod winograd;
 
 use super::profile::{time, Kernel};
 use super::{
