@@ -20,6 +20,44 @@ pub fn partial_path(path: &Path) -> PathBuf {
     PathBuf::from(tmp)
 }
 
+/// Removes the partial files of `path` that processes no longer running left
+/// (killed mid-write), so they do not pile up beside it. Where it cannot
+/// tell which processes run (no `/proc`), it leaves them.
+fn clear_stale(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let file = file.to_string_lossy();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix(".partial"))
+            .and_then(|id| id.split_once('-'))
+            .and_then(|(pid, n)| n.parse::<u64>().is_ok().then_some(pid))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !proc.join(pid.to_string()).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `path` atomically: `write` fills the partial file beside it, which
 /// is synced to the disk and then replaces `path`. On failure the partial
 /// file is removed and `path` is left as it was. A link is written through
@@ -48,6 +86,7 @@ pub fn replace(
             ));
         }
     }
+    clear_stale(path);
     let tmp = partial_path(path);
     // A new file gets the mode any program's would (0666 less the umask),
     // whatever mode the writer creates it with (safetensors: 0600).
@@ -173,6 +212,27 @@ mod tests {
             assert!(contents.contains(&got), "a mix of writers' bytes");
             assert_eq!(names(dir.path()), ["out.bin"], "no partial file left");
         }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn partial_files_of_processes_gone_are_cleared_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.bin");
+        // No process has this id (above the kernel's largest, 2^22).
+        let gone = dir.path().join("out.bin.4194305-0.partial");
+        // This process is running: its partial file is another write's.
+        let running = dir
+            .path()
+            .join(format!("out.bin.{}-99.partial", std::process::id()));
+        let other = dir.path().join("other.bin.4194305-0.partial");
+        for p in [&gone, &running, &other] {
+            std::fs::write(p, b"half").unwrap();
+        }
+        write(&path, b"whole").unwrap();
+        assert!(!gone.exists());
+        assert!(running.exists() && other.exists());
+        assert_eq!(std::fs::read(&path).unwrap(), b"whole");
     }
 
     #[test]

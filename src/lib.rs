@@ -38,6 +38,7 @@ pub mod hyper;
 pub mod ide;
 #[cfg(feature = "train")]
 pub mod models;
+pub mod paths;
 pub mod plan;
 #[cfg(feature = "render")]
 pub mod report;

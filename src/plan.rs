@@ -108,6 +108,7 @@ pub struct RatePhase {
 pub struct PlannedData {
     pub train: ImageSource,
     pub eval: Eval,
+    #[serde(serialize_with = "crate::paths::lossy_opt")]
     pub weights: Option<std::path::PathBuf>,
     /// Concepts found in the training folder (empty when it was not read).
     pub concepts: Vec<String>,
@@ -140,6 +141,7 @@ pub struct PlannedStep {
 /// The frozen model a base workflow embeds with.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct PlannedBase {
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub weights: std::path::PathBuf,
     /// The workflow that trained it.
     pub workflow: String,
@@ -168,6 +170,7 @@ pub struct Plan {
     pub data: PlannedData,
     pub steps: Vec<PlannedStep>,
     pub device: Device,
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub output: std::path::PathBuf,
     pub seed: u64,
     /// Set when the workflow uses a finished run's model instead of training.
@@ -194,6 +197,7 @@ pub struct PlannedTrial {
     pub steps_per_epoch: Option<u64>,
     pub optimizer_steps: Option<u64>,
     /// Its run folder.
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub output: std::path::PathBuf,
     /// Its estimated time in seconds, when known.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -49,9 +49,9 @@ pub struct ResolvedParam {
 #[serde(tag = "kind", content = "path", rename_all = "snake_case")]
 pub enum ImageSource {
     /// A folder with one sub-folder per concept.
-    Folder(PathBuf),
+    Folder(#[serde(serialize_with = "crate::paths::lossy")] PathBuf),
     /// A CSV or JSON-lines file listing images and their concepts.
-    Manifest(PathBuf),
+    Manifest(#[serde(serialize_with = "crate::paths::lossy")] PathBuf),
 }
 
 impl ImageSource {
@@ -89,6 +89,7 @@ pub struct DataSpec {
     pub train: ImageSource,
     pub eval: Eval,
     /// Pretrained weights (safetensors) to start from.
+    #[serde(serialize_with = "crate::paths::lossy_opt")]
     pub weights: Option<PathBuf>,
     /// Images of concepts never trained on: the trained model embeds them
     /// and its embeddings are judged on them (`steps::judge`), the field's
@@ -301,8 +302,10 @@ impl ModelMeta {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct BaseModel {
     /// The weights (`model.safetensors`).
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub weights: PathBuf,
     /// `model.json` beside them.
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub meta_path: PathBuf,
     pub meta: ModelMeta,
 }

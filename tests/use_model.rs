@@ -260,6 +260,45 @@ fn predict_matches_the_runs_accuracy_and_its_head() {
     assert_eq!(listed.len(), eval.len());
     assert!(listed.values().all(|&n| n <= 1), "{listed:?}");
 
+    // An image whose name is not UTF-8: JSON shows it lossily, never a panic.
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = dir.join("odd_names");
+        std::fs::create_dir_all(&odd).unwrap();
+        let name = std::ffi::OsStr::from_bytes(b"l\xe9.png");
+        std::fs::copy(dir.join(&eval[0].0), odd.join(name)).unwrap();
+        for command in ["predict", "search"] {
+            let out = wfrun(
+                dir,
+                &[command, "runs/tiny", "odd_names", "--format", "json"],
+            );
+            assert_eq!(out.code, 0, "{command}: {}", out.stderr);
+            let line: Value = serde_json::from_str(out.stdout.lines().next().unwrap()).unwrap();
+            let key = if command == "predict" {
+                "path"
+            } else {
+                "query"
+            };
+            assert!(
+                line[key].as_str().unwrap().ends_with("l\u{fffd}.png"),
+                "{command}: {line}"
+            );
+        }
+    }
+
+    // A path to a head, here or in another run, is not a step's name.
+    for path in ["../tiny/steps/classifier_head", "/tmp", ".."] {
+        let out = wfrun(dir, &["predict", "runs/tiny", "eval.csv", "--head", path]);
+        assert_eq!(out.code, 1, "{path}: {}", out.stdout);
+        assert!(
+            out.stderr
+                .contains("is not the name of one of the run's `classifier_head` steps"),
+            "{}",
+            out.stderr
+        );
+    }
+
     let out = wfrun(dir, &["predict", "runs/tiny", "eval.csv", "--head", "nope"]);
     assert_eq!(out.code, 1);
     assert!(
@@ -715,6 +754,70 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
     // An index sorted by path still names each vector by its row.
     let out = wfrun(w, &["embed", &run, "list.csv", "-o", "two.safetensors"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
+
+    // A file is written whole: no rows added, no index, and `create` keeps it.
+    refused(
+        &[
+            "embed",
+            &run,
+            "list.csv",
+            "-o",
+            "two.safetensors",
+            "--mode",
+            "append",
+        ],
+        "`--mode append` adds rows to a LanceDB table",
+    );
+    refused(
+        &[
+            "embed",
+            &run,
+            "list.csv",
+            "-o",
+            "two.safetensors",
+            "--mode",
+            "create",
+        ],
+        "exists and `--mode create` refuses to replace it",
+    );
+    refused(
+        &[
+            "embed",
+            &run,
+            "list.csv",
+            "-o",
+            "new.safetensors",
+            "--ann",
+            "ivf-pq",
+        ],
+        "`--ann` builds a LanceDB table's index",
+    );
+    assert!(!w.join("new.safetensors").exists());
+
+    // The vectors of one embed with the index of another, of as many rows:
+    // refused, not searched under the wrong names.
+    std::fs::write(
+        w.join("others.csv"),
+        format!(
+            "path,concept\n{},c0\n{},c1\n",
+            abs("images/c0/2.png"),
+            abs("images/c1/2.png")
+        ),
+    )
+    .unwrap();
+    let out = wfrun(w, &["embed", &run, "others.csv", "-o", "mixed.safetensors"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::fs::copy(w.join("two.csv"), w.join("mixed.csv")).unwrap();
+    refused(
+        &[
+            "search",
+            &run,
+            &abs("images/c1/1.png"),
+            "--index",
+            "mixed.safetensors",
+        ],
+        "its rows are not those written with",
+    );
     let index = std::fs::read_to_string(w.join("two.csv")).unwrap();
     let mut lines: Vec<&str> = index.lines().collect();
     lines[1..].reverse();

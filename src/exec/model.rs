@@ -124,6 +124,7 @@ impl Rule {
 /// One image's predicted concepts, most likely first.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Prediction {
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub path: PathBuf,
     /// (concept, probability); sigmoid units may list none.
     pub concepts: Vec<(String, f32)>,
@@ -182,6 +183,7 @@ impl Index {
 /// One neighbour of a query.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Hit {
+    #[serde(serialize_with = "crate::paths::lossy")]
     pub path: PathBuf,
     pub concepts: Vec<String>,
     /// Cosine similarity.
@@ -437,6 +439,26 @@ impl Model {
 
     /// The head the run's `classifier_head` step `step` trained.
     pub fn head(&self, step: &str) -> Result<TrainedHead, RunError> {
+        // A step's name, never a path into another run's folder.
+        let named = !step.is_empty()
+            && step != "."
+            && step != ".."
+            && !step.contains(['/', '\\'])
+            && Path::new(step).is_relative();
+        if !named {
+            let heads = self.heads();
+            let theirs = match heads.as_slice() {
+                [] => "this run trained none".to_string(),
+                _ => format!("its heads: {}", quoted(&heads)),
+            };
+            return Err(RunError::RunFile {
+                path: self.folder.join("steps"),
+                message: format!(
+                    "`{step}` is not the name of one of the run's `classifier_head` steps \
+                     ({theirs}); a head from another run is used through that run"
+                ),
+            });
+        }
         let folder = self.folder.join("steps").join(step);
         let weights_path = folder.join("head.safetensors");
         let meta_path = folder.join("head.json");
@@ -775,6 +797,50 @@ fn read_index_csv(path: &Path) -> Result<Vec<IndexRow>, RunError> {
         .collect()
 }
 
+/// A digest of an index's rows (row number and path, in row order; 64-bit
+/// FNV-1a), kept in the vectors' metadata.
+struct PairDigest(u64);
+
+impl PairDigest {
+    fn new() -> PairDigest {
+        PairDigest(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn row(&mut self, row: usize, path: &str) {
+        for b in row
+            .to_string()
+            .bytes()
+            .chain([b'\t'])
+            .chain(path.bytes())
+            .chain([b'\n'])
+        {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn text(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// An advisory lock on `folder` (Unix `flock`), held until dropped; `None`
+/// where it cannot be taken (the write goes ahead unlocked).
+fn folder_lock(folder: Option<&Path>) -> Option<std::fs::File> {
+    let folder = folder
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file = std::fs::File::open(folder).ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on an open descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return None;
+        }
+    }
+    Some(file)
+}
+
 /// `a;b` as concept names.
 fn split_concepts(text: &str) -> Vec<String> {
     text.split(';')
@@ -1032,23 +1098,34 @@ impl Embeddings {
         let matrix = Tensor::from_slice(&self.values, (self.len(), self.dim), &Device::Cpu)?;
         let tensors: HashMap<String, Tensor> =
             [("embeddings".to_string(), matrix)].into_iter().collect();
-        let mut metadata = HashMap::from([("wfrun".to_string(), "embeddings".to_string())]);
+        let mut index = String::from("row,path,concepts\n");
+        let mut digest = PairDigest::new();
+        for (row, (p, cs)) in self.paths.iter().zip(&self.concepts).enumerate() {
+            let shown = p.display().to_string();
+            digest.row(row, &shown);
+            index.push_str(&format!(
+                "{row},{},{}\n",
+                metrics::csv_field(&shown),
+                metrics::csv_field(&cs.join(";"))
+            ));
+        }
+        let mut metadata = HashMap::from([
+            ("wfrun".to_string(), "embeddings".to_string()),
+            // Names the index written with these vectors (its rows and
+            // paths), so a pair from two writers is caught when read.
+            ("index".to_string(), digest.text()),
+        ]);
         if let Some(m) = &self.model {
             metadata.insert("model".to_string(), m.clone());
         }
+        // Two writers of one pair take turns, so the pair left is one
+        // writer's whole.
+        let _turn = folder_lock(index_path.parent());
         crate::atomic::replace(path, |tmp| {
             safetensors::serialize_to_file(&tensors, Some(metadata), tmp)
                 .map_err(std::io::Error::other)
         })
         .map_err(RunError::io(path))?;
-        let mut index = String::from("row,path,concepts\n");
-        for (row, (p, cs)) in self.paths.iter().zip(&self.concepts).enumerate() {
-            index.push_str(&format!(
-                "{row},{},{}\n",
-                metrics::csv_field(&p.display().to_string()),
-                metrics::csv_field(&cs.join(";"))
-            ));
-        }
         super::folder::write(&index_path, index.as_bytes())?;
         Ok(index_path)
     }
@@ -1099,10 +1176,29 @@ impl Embeddings {
         }
         let order =
             in_row_order(listed.iter().map(|r| r.row), rows).map_err(|m| bad(&index_path, m))?;
-        let model = std::fs::read(path).ok().and_then(|bytes| {
+        let meta = |key: &str| {
+            let bytes = std::fs::read(path).ok()?;
             let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-            meta.metadata().as_ref()?.get("model").cloned()
-        });
+            meta.metadata().as_ref()?.get(key).cloned()
+        };
+        // Files written before the digest have none to compare.
+        if let Some(written) = meta("index") {
+            let mut digest = PairDigest::new();
+            for &i in &order {
+                digest.row(listed[i].row, &listed[i].path);
+            }
+            if digest.text() != written {
+                return Err(bad(
+                    &index_path,
+                    format!(
+                        "its rows are not those written with `{}` (another `wfrun embed` wrote one of \
+                         the two, or a path in it was changed): embed the images again",
+                        path.display()
+                    ),
+                ));
+            }
+        }
+        let model = meta("model");
         Ok(Embeddings {
             paths: order
                 .iter()

@@ -106,14 +106,15 @@ pub enum Command {
         /// (a build with feature `lancedb`).
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
-        /// A LanceDB table that exists: refuse it (`create`), replace it, or
-        /// add the rows to it.
-        #[arg(long, value_enum, default_value_t = TableMode::Create)]
-        mode: TableMode,
+        /// An output that exists: refuse it (`create`), replace it
+        /// (`overwrite`), or add the rows to it (`append`, LanceDB tables
+        /// only) [default: `create` for a table; a file is replaced].
+        #[arg(long, value_enum)]
+        mode: Option<TableMode>,
         /// A LanceDB table's approximate index: `auto` builds IVF-PQ from
-        /// 100,000 rows on (below, an exact scan is as fast).
-        #[arg(long, value_enum, default_value_t = AnnKind::Auto)]
-        ann: AnnKind,
+        /// 100,000 rows on (below, an exact scan is as fast) [default: auto].
+        #[arg(long, value_enum)]
+        ann: Option<AnnKind>,
         /// What to print on standard output when done: a summary, or one JSON object.
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,

@@ -76,14 +76,39 @@ fn shown(paths: &[PathBuf]) -> String {
 pub fn embed(
     run: &Path,
     paths: &[PathBuf],
-    to: (&Path, TableMode, AnnKind),
+    to: (&Path, Option<TableMode>, Option<AnnKind>),
     format: Format,
     args: &ModelArgs,
 ) -> u8 {
     let (output, mode, ann) = to;
     let uri = output.to_string_lossy();
     if uri.starts_with("lancedb://") {
-        return embed_to_table(run, paths, &uri, (mode, ann), format, args);
+        let how = (
+            mode.unwrap_or(TableMode::Create),
+            ann.unwrap_or(AnnKind::Auto),
+        );
+        return embed_to_table(run, paths, &uri, how, format, args);
+    }
+    // A file is written whole: no rows to add to it, no index to build.
+    if mode == Some(TableMode::Append) {
+        errln!(
+            "error: `--mode append` adds rows to a LanceDB table (`-o lancedb://DB/TABLE`); `{}` is written whole: embed into a new file, or into a table",
+            output.display()
+        );
+        return FAILED;
+    }
+    if ann.is_some() {
+        errln!(
+            "error: `--ann` builds a LanceDB table's index (`-o lancedb://DB/TABLE`); a file is searched exactly"
+        );
+        return FAILED;
+    }
+    if mode == Some(TableMode::Create) && output.exists() {
+        errln!(
+            "error: `{}` exists and `--mode create` refuses to replace it: name another file, or leave out `--mode` (or give `--mode overwrite`) to replace it",
+            output.display()
+        );
+        return FAILED;
     }
     let parquet = output.extension().is_some_and(|e| e == "parquet");
     if !parquet && output.extension().is_none_or(|e| e != "safetensors") {
@@ -144,8 +169,8 @@ pub fn embed(
             json!({
                 "images": embedded.len(),
                 "dim": embedded.dim,
-                "embeddings": output,
-                "index_csv": index,
+                "embeddings": output.to_string_lossy(),
+                "index_csv": index.as_deref().map(std::path::Path::to_string_lossy),
                 "skipped": skipped_json(&embedded),
             })
         ),
@@ -238,7 +263,7 @@ fn embed_to_table(
             json!({
                 "images": embedded.len(),
                 "dim": embedded.dim,
-                "table": t.folder(),
+                "table": t.folder().to_string_lossy(),
                 "rows": written.rows,
                 "ann_index": written.index,
                 "skipped": skipped_json(&embedded),
@@ -332,7 +357,7 @@ fn run_file(path: &Path) -> Option<String> {
 fn skipped_json(e: &Embeddings) -> serde_json::Value {
     e.bad
         .iter()
-        .map(|b| json!({"path": b.path, "reason": b.reason}))
+        .map(|b| json!({"path": b.path.to_string_lossy(), "reason": b.reason}))
         .collect()
 }
 
@@ -404,7 +429,7 @@ pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs)
             TableFormat::Json => outln!(
                 "{}",
                 json!({
-                    "path": pr.path,
+                    "path": pr.path.to_string_lossy(),
                     "concepts": pr.concepts.iter().map(|(c, s)| json!({"concept": c, "score": s})).collect::<Vec<_>>(),
                 })
             ),
@@ -506,7 +531,10 @@ fn show_hits(
                     );
                 }
             }
-            TableFormat::Json => outln!("{}", json!({"query": query, "neighbours": hits})),
+            TableFormat::Json => outln!(
+                "{}",
+                json!({"query": query.to_string_lossy(), "neighbours": hits})
+            ),
             TableFormat::Csv => {
                 for (rank, h) in hits.iter().enumerate() {
                     outln!(
