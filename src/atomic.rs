@@ -102,12 +102,32 @@ pub fn replace(
             Some(p) => std::fs::set_permissions(&tmp, p.clone()),
             None => Ok(()),
         })
+        .and_then(|()| keep_owner(path, &tmp))
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// Gives `tmp` the owner and group of the file it replaces, where they
+/// differ and the process may (a file of another user rewritten by root stays
+/// theirs); elsewhere nothing.
+fn keep_owner(path: &Path, tmp: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(old), Ok(new)) = (std::fs::metadata(path), std::fs::metadata(tmp)) {
+            if (old.uid(), old.gid()) != (new.uid(), new.gid()) {
+                // Only a privileged process may give a file away; for others
+                // the file becomes theirs, as any editor's save makes it.
+                let _ = std::os::unix::fs::chown(tmp, Some(old.uid()), Some(old.gid()));
+            }
+        }
+    }
+    let _ = (path, tmp);
+    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically.

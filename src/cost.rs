@@ -296,6 +296,10 @@ pub struct Memory {
     pub swap: u64,
 }
 
+/// The least memory `WFRUN_MEMORY_GIB` may name (1 MiB or so): below, no
+/// machine runs wfrun at all.
+const MIN_MEMORY_GIB: f64 = 0.001;
+
 impl Memory {
     /// `WFRUN_MEMORY_GIB` in GiB, when set; an error saying what is wrong
     /// when it is not a finite number above 0.
@@ -305,11 +309,11 @@ impl Memory {
         };
         let text = value.to_string_lossy();
         match text.trim().parse::<f64>() {
-            Ok(g) if g.is_finite() && g > 0.0 => Ok(Some(g)),
+            Ok(g) if g.is_finite() && g >= MIN_MEMORY_GIB => Ok(Some(g)),
             _ => Err(format!(
-                "WFRUN_MEMORY_GIB is `{text}`, not a number of GiB above 0: set it to the \
-                 memory of the machine that will run the workflow (e.g. `16` or `0.5`), or \
-                 unset it to check against this machine's"
+                "WFRUN_MEMORY_GIB is `{text}`, not a number of GiB from {MIN_MEMORY_GIB} up: set \
+                 it to the memory of the machine that will run the workflow (e.g. `16` or \
+                 `0.5`), or unset it to check against this machine's"
             )),
         }
     }

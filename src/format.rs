@@ -30,6 +30,10 @@ pub enum FormatError {
 
 /// Formats `text`.
 pub fn format_source(text: &str) -> Result<String, FormatError> {
+    // A byte-order mark stays where it was; the rest is formatted.
+    if let Some(rest) = text.strip_prefix('\u{feff}') {
+        return format_source(rest).map(|f| format!("\u{feff}{f}"));
+    }
     let (module, diagnostics) = crate::syntax::parse(SourceId(0), text);
     let errors: Vec<Diagnostic> = diagnostics.into_iter().filter(|d| d.is_error()).collect();
     if !errors.is_empty() {

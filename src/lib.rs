@@ -164,19 +164,48 @@ pub fn check_file(path: &Path, options: &CheckOptions) -> std::io::Result<Checke
 }
 
 /// Finds the `.wf` files under `path` (itself, if it is a file), sorted;
-/// hidden folders and `target` are skipped.
+/// hidden folders and `target` are skipped. The first problem is an error;
+/// [`find_workflow_files`] lists every problem and the files found anyway.
 pub fn workflow_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let found = find_workflow_files(path);
+    match found.problems.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(found.files),
+    }
+}
+
+/// The `.wf` files under a path, and what could not be read on the way.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub files: Vec<PathBuf>,
+    /// A path that does not exist, a folder that cannot be read, a loop of
+    /// links: each with its error. The walk goes on past each.
+    pub problems: Vec<(PathBuf, std::io::Error)>,
+}
+
+/// Finds the `.wf` files under `path` (itself, if it is a file), sorted, as
+/// [`workflow_files`] does; links are followed (to files and to folders; a
+/// loop of links is a problem, not a hang), and a part that cannot be read
+/// is listed among the problems while the rest is still searched.
+pub fn find_workflow_files(path: &Path) -> Found {
+    let mut found = Found::default();
     if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
+        found.files.push(path.to_path_buf());
+        return found;
     }
     if !path.exists() {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "no such file or folder",
+        let why = match std::fs::symlink_metadata(path) {
+            Ok(_) => "a link to nothing (or a loop of links)",
+            Err(_) => "no such file or folder",
+        };
+        found.problems.push((
+            path.to_path_buf(),
+            std::io::Error::new(std::io::ErrorKind::NotFound, why),
         ));
+        return found;
     }
-    let mut files = Vec::new();
     let walker = walkdir::WalkDir::new(path)
+        .follow_links(true)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
@@ -185,10 +214,28 @@ pub fn workflow_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
                 || !(name.starts_with('.') || (e.file_type().is_dir() && name == "target"))
         });
     for entry in walker {
-        let entry = entry.map_err(std::io::Error::other)?;
-        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "wf") {
-            files.push(entry.into_path());
+        match entry {
+            Ok(entry) => {
+                if entry.file_type().is_file()
+                    && entry.path().extension().is_some_and(|e| e == "wf")
+                {
+                    found.files.push(entry.into_path());
+                }
+            }
+            Err(e) => {
+                let at = e.path().unwrap_or(path).to_path_buf();
+                let ancestor = e.loop_ancestor().map(Path::to_path_buf);
+                let error = match (ancestor, e.into_io_error()) {
+                    (Some(ancestor), _) => std::io::Error::other(format!(
+                        "a link back to `{}` (a loop of links, not followed)",
+                        ancestor.display()
+                    )),
+                    (None, Some(io)) => io,
+                    (None, None) => std::io::Error::other("cannot be read"),
+                };
+                found.problems.push((at, error));
+            }
         }
     }
-    Ok(files)
+    found
 }

@@ -381,6 +381,51 @@ fn fmt_formats_in_place_checks_and_leaves_broken_files_alone() {
     assert_eq!(std::fs::read_to_string(&broken).unwrap(), broken_text);
 }
 
+/// One path that cannot be read hides nothing else: every other file is
+/// still checked, each problem is said, and the status says there was one.
+#[cfg(unix)]
+#[test]
+fn a_bad_path_is_reported_and_the_rest_still_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["a", "b", "linked", "loop"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let text = "use Clarifai_ResNext { image_size = 3 }\ndata { train = \"x\" }\n";
+    std::fs::write(d.join("a/w.wf"), text).unwrap();
+    std::fs::write(d.join("b/w.wf"), text).unwrap();
+    // A link to a workflow file is one; a link back up is a loop, said.
+    std::os::unix::fs::symlink("../a/w.wf", d.join("linked/w.wf")).unwrap();
+    std::os::unix::fs::symlink("..", d.join("loop/up")).unwrap();
+    let path = |p: &str| d.join(p).to_str().unwrap().to_string();
+    let out = wfrun(&[
+        "check",
+        "--no-fs",
+        &path("missing"),
+        &path("b"),
+        &path("linked"),
+        &path("loop"),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("missing`: no such file or folder"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("a loop of links, not followed"),
+        "{}",
+        out.stderr
+    );
+    // b's file and the linked one checked (the loop's link leads back to
+    // an ancestor, so it is not entered).
+    assert!(
+        out.stderr.contains("checked 2 files: 2 errors"),
+        "{}",
+        out.stderr
+    );
+}
+
 #[cfg(unix)]
 #[test]
 fn fmt_writes_through_a_link_and_keeps_the_files_mode() {
@@ -407,6 +452,41 @@ fn fmt_writes_through_a_link_and_keeps_the_files_mode() {
     );
     let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o640);
+    // A second name (hard link) still sees the formatted text.
+    let twin = dir.path().join("twin.wf");
+    std::fs::hard_link(&real, &twin).unwrap();
+    std::fs::write(&real, "use Clarifai_ResNext{image_size=64}\n").unwrap();
+    assert_eq!(wfrun(&["fmt", real.to_str().unwrap()]).code, 0);
+    assert_eq!(
+        std::fs::read_to_string(&twin).unwrap(),
+        "use Clarifai_ResNext { image_size = 64 }\n"
+    );
+    std::fs::remove_file(&twin).unwrap();
+    // A file marked read-only is left as it is, and said.
+    let fixed = dir.path().join("fixed.wf");
+    std::fs::write(&fixed, "use Clarifai_ResNext{image_size=64}\n").unwrap();
+    std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(0o444)).unwrap();
+    let run = wfrun(&["fmt", fixed.to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("is read-only: not formatted"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&fixed).unwrap(),
+        "use Clarifai_ResNext{image_size=64}\n"
+    );
+    std::fs::remove_file(&fixed).unwrap();
+    // Run by root, another user's file stays theirs.
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata(&real).unwrap().uid() == 0 {
+        std::os::unix::fs::chown(&real, Some(65534), Some(65534)).unwrap();
+        std::fs::write(&real, "use Clarifai_ResNext{image_size=64}\n").unwrap();
+        assert_eq!(wfrun(&["fmt", real.to_str().unwrap()]).code, 0);
+        let m = std::fs::metadata(&real).unwrap();
+        assert_eq!((m.uid(), m.gid()), (65534, 65534));
+    }
     let names: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -555,7 +635,7 @@ fn the_memory_of_another_machine_can_be_checked_against() {
         .unwrap()
         .contains("wf::memory"));
     // A value that is not a memory size is an error, not this machine's memory.
-    for bad in ["abc", "0", "-4", "inf", "16GB"] {
+    for bad in ["abc", "0", "-4", "inf", "16GB", "1e-300"] {
         let out = run(bad);
         let stderr = String::from_utf8(out.stderr).unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad}: {stderr}");
@@ -564,6 +644,18 @@ fn the_memory_of_another_machine_can_be_checked_against() {
             "{stderr}"
         );
     }
+    // Commands that do not check memory are not stopped by it.
+    let fmt = std::process::Command::new(env!("CARGO_BIN_EXE_wfrun"))
+        .args(["fmt", "--check", wf])
+        .env("WFRUN_MEMORY_GIB", "abc")
+        .output()
+        .unwrap();
+    assert_ne!(
+        fmt.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&fmt.stderr)
+    );
     let plan = wfrun(&["plan", "--format", "json", wf]);
     let v: serde_json::Value = serde_json::from_str(&plan.stdout).unwrap();
     assert!(v["cost"]["train_peak_bytes"].as_u64().unwrap() > 1 << 30);
@@ -571,4 +663,20 @@ fn the_memory_of_another_machine_can_be_checked_against() {
         .as_str()
         .unwrap()
         .contains("fallback"));
+}
+
+/// `--threshold` is checked as the arguments are read, as written.
+#[cfg(feature = "train")]
+#[test]
+fn a_threshold_that_is_not_a_probability_is_an_argument_error() {
+    for bad in ["1e400", "-0.1", "1", "NaN"] {
+        let out = wfrun(&["predict", "runs/x", "a.png", "--threshold", bad]);
+        assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
+        assert!(
+            out.stderr
+                .contains(&format!("`{bad}` is not a probability from 0 up to")),
+            "{}",
+            out.stderr
+        );
+    }
 }

@@ -1396,3 +1396,25 @@ fn one_commands_checks_list_a_data_folder_once_and_an_editors_see_each_change() 
         11
     );
 }
+
+#[test]
+fn a_byte_order_mark_is_read_as_nothing_and_kept_by_the_formatter() {
+    let text = "workflow x\nuse Clarifai_ResNext { image_size = 3 }\ndata { train = \"x\" }\n";
+    let marked = format!("\u{feff}{text}");
+    let plain = check_source("w.wf", text, &no_fs());
+    let with = check_source("w.wf", &marked, &no_fs());
+    let codes = |c: &wfrun::Checked| c.diagnostics.iter().map(|d| d.code).collect::<Vec<_>>();
+    assert_eq!(codes(&with), [Code::OutOfRange]);
+    assert_eq!(codes(&with), codes(&plain));
+    // The same place, three bytes on (the mark's).
+    assert_eq!(
+        with.diagnostics[0].span.start,
+        plain.diagnostics[0].span.start + 3
+    );
+    let formatted =
+        wfrun::format::format_source("\u{feff}use Clarifai_ResNext{image_size=64}\n").unwrap();
+    assert_eq!(
+        formatted,
+        "\u{feff}use Clarifai_ResNext { image_size = 64 }\n"
+    );
+}

@@ -1113,7 +1113,7 @@ impl Embeddings {
             ("wfrun".to_string(), "embeddings".to_string()),
             // Names the index written with these vectors (its rows and
             // paths), so a pair from two writers is caught when read.
-            ("index".to_string(), digest.text()),
+            ("index_rows".to_string(), digest.text()),
         ]);
         if let Some(m) = &self.model {
             metadata.insert("model".to_string(), m.clone());
@@ -1182,7 +1182,7 @@ impl Embeddings {
             meta.metadata().as_ref()?.get(key).cloned()
         };
         // Files written before the digest have none to compare.
-        if let Some(written) = meta("index") {
+        if let Some(written) = meta("index_rows") {
             let mut digest = PairDigest::new();
             for &i in &order {
                 digest.row(listed[i].row, &listed[i].path);

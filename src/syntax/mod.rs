@@ -49,6 +49,16 @@ pub fn parse_with_threads(
     text: &str,
     threads: usize,
 ) -> (Module, Vec<Diagnostic>) {
+    // A UTF-8 byte-order mark (editors on Windows write one) reads as the
+    // three spaces its bytes take, so every offset stays the file's own.
+    let spaced;
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => {
+            spaced = format!("   {rest}");
+            spaced.as_str()
+        }
+        None => text,
+    };
     let found = structure(text);
     if let Some(at) = found.too_deep {
         return (Module::default(), vec![too_deep(source, at)]);

@@ -138,9 +138,10 @@ pub enum Command {
         /// outputs; every concept above the threshold for sigmoid units].
         #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
         top_k: Option<u64>,
-        /// Only concepts scoring above it [default: 0.5 for sigmoid units;
-        /// any score for softmax outputs].
-        #[arg(long)]
+        /// Only concepts scoring above it, a probability from 0 up to (not
+        /// including) 1 [default: 0.5 for sigmoid units; any score for
+        /// softmax outputs].
+        #[arg(long, value_parser = probability, allow_hyphen_values = true)]
         threshold: Option<f32>,
         /// `human`: lines to read; `json`: one JSON object per image; `csv`:
         /// one row per image and concept (path, rank, concept, score).
@@ -272,4 +273,15 @@ pub enum Color {
     Auto,
     Always,
     Never,
+}
+
+/// `--threshold`'s value: a probability from 0 up to (not including) 1, as
+/// written (so `1e400` is not shown as `inf`).
+fn probability(text: &str) -> Result<f32, String> {
+    match text.trim().parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p as f32),
+        _ => Err(format!(
+            "`{text}` is not a probability from 0 up to (not including) 1"
+        )),
+    }
 }

@@ -116,6 +116,19 @@ fn width() -> usize {
         .unwrap_or(100)
 }
 
+/// `Err` with the exit status, after saying so, when `WFRUN_MEMORY_GIB` is
+/// set to something that is not a memory size: the commands that check a
+/// workflow against memory stop rather than check against this machine's.
+fn memory_setting() -> Result<(), u8> {
+    match wfrun::cost::Memory::override_error() {
+        Some(e) => {
+            errln!("error: {e}");
+            Err(TROUBLE)
+        }
+        None => Ok(()),
+    }
+}
+
 /// The checker's options for one command: the data folders it lists are
 /// listed once, however many workflow files name them.
 fn options(no_fs: bool) -> CheckOptions {
@@ -127,29 +140,33 @@ fn options(no_fs: bool) -> CheckOptions {
 }
 
 /// The `.wf` files of `paths` (files, or folders searched; default: the
-/// current folder), or the exit status after saying what went wrong.
-fn workflow_files(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, u8> {
+/// current folder), and how many of the paths had a part that could not be
+/// read (each said): the files found are still checked. `Err` with the exit
+/// status when no file was found at all.
+fn workflow_files(paths: &[std::path::PathBuf]) -> Result<(Vec<std::path::PathBuf>, usize), u8> {
     let default = [std::path::PathBuf::from(".")];
     let paths = if paths.is_empty() {
         &default[..]
     } else {
         paths
     };
-    let mut files = Vec::new();
+    let (mut files, mut problems) = (Vec::new(), 0);
     for p in paths {
-        match wfrun::workflow_files(p) {
-            Ok(found) if found.is_empty() => {
-                errln!("error: no `.wf` files under `{}`", p.display());
-                return Err(TROUBLE);
-            }
-            Ok(found) => files.extend(found),
-            Err(e) => {
-                errln!("error: cannot read `{}`: {e}", p.display());
-                return Err(TROUBLE);
-            }
+        let found = wfrun::find_workflow_files(p);
+        for (at, e) in &found.problems {
+            errln!("error: cannot read `{}`: {e}", at.display());
         }
+        problems += found.problems.len();
+        if found.files.is_empty() && found.problems.is_empty() {
+            errln!("error: no `.wf` files under `{}`", p.display());
+            problems += 1;
+        }
+        files.extend(found.files);
     }
-    Ok(files)
+    if files.is_empty() {
+        return Err(TROUBLE);
+    }
+    Ok((files, problems))
 }
 
 fn check(
@@ -159,12 +176,15 @@ fn check(
     no_fs: bool,
     style: Style,
 ) -> u8 {
-    let files = match workflow_files(paths) {
+    if let Err(code) = memory_setting() {
+        return code;
+    }
+    let (files, unreadable) = match workflow_files(paths) {
         Ok(f) => f,
         Err(code) => return code,
     };
     let options = options(no_fs);
-    let (mut errors, mut warnings, mut unreadable) = (0, 0, 0);
+    let (mut errors, mut warnings, mut unreadable) = (0, 0, unreadable);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for file in &files {
@@ -257,11 +277,11 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
 }
 
 fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
-    let files = match workflow_files(paths) {
+    let (files, trouble) = match workflow_files(paths) {
         Ok(f) => f,
         Err(code) => return code,
     };
-    let (mut changed, mut broken, mut trouble) = (0, 0, 0);
+    let (mut changed, mut broken, mut trouble) = (0, 0, trouble);
     for file in &files {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
@@ -279,8 +299,32 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                     outln!("{}: not formatted", file.display());
                     continue;
                 }
-                // Whole or not at all, through a link, keeping the file's mode.
-                match wfrun::atomic::write(file, formatted.as_bytes()) {
+                // Whole or not at all, through a link, keeping the file's
+                // mode and owner; a file others link to is written in place
+                // (a new file would part it from its other names); a file
+                // marked read-only is left alone.
+                let meta = std::fs::metadata(file);
+                if meta.as_ref().is_ok_and(|m| m.permissions().readonly()) {
+                    errln!(
+                        "error: `{}` is read-only: not formatted (make it writable first)",
+                        file.display()
+                    );
+                    trouble += 1;
+                    continue;
+                }
+                #[cfg(unix)]
+                let linked = {
+                    use std::os::unix::fs::MetadataExt;
+                    meta.as_ref().is_ok_and(|m| m.nlink() > 1)
+                };
+                #[cfg(not(unix))]
+                let linked = false;
+                let written = if linked {
+                    std::fs::write(file, formatted.as_bytes())
+                } else {
+                    wfrun::atomic::write(file, formatted.as_bytes())
+                };
+                match written {
                     Ok(()) => outln!("formatted {}", file.display()),
                     Err(e) => {
                         errln!("error: cannot write `{}`: {e}", file.display());
@@ -316,6 +360,9 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
 }
 
 fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
+    if let Err(code) = memory_setting() {
+        return code;
+    }
     let checked = match load_clean(file, no_fs, style) {
         Ok(c) => c,
         Err(code) => return code,
@@ -606,6 +653,9 @@ fn explain(name: &str) -> u8 {
 /// `wfrun run`; `flags`: `--resume`, `--fresh`, `--fail-on-bad-images`;
 /// `trial`: a sweep's trial alone (1-based).
 fn train(file: &Path, flags: [bool; 3], trial: Option<usize>, style: Style) -> u8 {
+    if let Err(code) = memory_setting() {
+        return code;
+    }
     let checked = match load_clean(file, false, style) {
         Ok(c) => c,
         Err(code) => return code,

@@ -58,10 +58,6 @@ fn main() -> std::process::ExitCode {
         argv.insert(at, "run".into());
     }
     let args = cli::Args::parse_from(argv);
-    if let Some(e) = wfrun::cost::Memory::override_error() {
-        errln!("error: {e}");
-        return std::process::ExitCode::from(commands::TROUBLE);
-    }
     let mut code = commands::run(args);
     {
         use std::io::Write as _;

@@ -384,10 +384,6 @@ pub struct PredictArgs<'a> {
 }
 
 pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs) -> u8 {
-    if let Some(t) = p.threshold.filter(|t| !(0.0..1.0).contains(t)) {
-        errln!("error: `--threshold {t}`: a probability from 0 up to (not including) 1");
-        return FAILED;
-    }
     let (model, embedded) = match open_and_embed(run, paths, args) {
         Ok(m) => m,
         Err(code) => return code,
