@@ -1418,3 +1418,24 @@ fn a_byte_order_mark_is_read_as_nothing_and_kept_by_the_formatter() {
         "\u{feff}use Clarifai_ResNext { image_size = 64 }\n"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_data_folder_that_is_a_loop_of_links_is_named_so() {
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("again", dir.path().join("data")).unwrap();
+    std::os::unix::fs::symlink("data", dir.path().join("again")).unwrap();
+    let wf = dir.path().join("w.wf");
+    std::fs::write(&wf, "use Clarifai_ResNext { }\ndata { train = \"data\" }\n").unwrap();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.code == Code::PathNotFound)
+        .expect("the folder is reported");
+    assert!(
+        d.message.contains("is a link that leads nowhere"),
+        "{}",
+        d.message
+    );
+}

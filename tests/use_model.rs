@@ -287,6 +287,15 @@ fn predict_matches_the_runs_accuracy_and_its_head() {
         }
     }
 
+    // The workflow given where its run folder was meant.
+    let out = wfrun(dir, &["predict", "tiny.wf", "eval.csv"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("not a run folder (a workflow file"),
+        "{}",
+        out.stderr
+    );
+
     // A path to a head, here or in another run, is not a step's name.
     for path in ["../tiny/steps/classifier_head", "/tmp", ".."] {
         let out = wfrun(dir, &["predict", "runs/tiny", "eval.csv", "--head", path]);

@@ -27,6 +27,21 @@ pub(super) fn relative_help(cx: &Checker) -> String {
 fn exists_as(cx: &mut Checker, path: &Path, span: Span, folder: bool, what: &str) -> bool {
     let shown = path.display();
     if !path.exists() {
+        // A link is there, but it leads to nothing (or round in a loop).
+        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+            cx.push(
+                Diagnostic::error(
+                    Code::PathNotFound,
+                    span,
+                    format!("the {what} `{shown}` is a link that leads nowhere"),
+                )
+                .with_label("a link to a missing path, or a loop of links")
+                .with_help(format!(
+                    "point `{shown}` at the real {what}, or name that {what} here"
+                )),
+            );
+            return false;
+        }
         let help = relative_help(cx);
         cx.push(
             Diagnostic::error(

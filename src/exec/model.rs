@@ -206,6 +206,24 @@ impl Model {
                     .into(),
             });
         }
+        // A file other than a model's weights: most often the workflow
+        // itself where its run folder was meant.
+        if path.is_file() && path.extension().is_none_or(|e| e != "safetensors") {
+            let hint = match path.extension().is_some_and(|e| e == "wf") {
+                true => {
+                    " (a workflow file: its run folder is its `output`, `runs/NAME` by \
+                          default; `wfrun plan` shows it)"
+                }
+                false => "",
+            };
+            return Err(RunError::RunFile {
+                path: path.to_path_buf(),
+                message: format!(
+                    "not a run folder{hint}; name the folder of a finished run (it holds \
+                     `model.safetensors` and `model.json`)"
+                ),
+            });
+        }
         if path.is_dir()
             && !path.join("model.safetensors").exists()
             && path.join("plan.json").is_file()
