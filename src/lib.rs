@@ -184,9 +184,10 @@ pub struct Found {
 }
 
 /// Finds the `.wf` files under `path` (itself, if it is a file), sorted, as
-/// [`workflow_files`] does; links are followed (to files and to folders; a
-/// loop of links is a problem, not a hang), and a part that cannot be read
-/// is listed among the problems while the rest is still searched.
+/// [`workflow_files`] does; a link to a `.wf` file is one, a link to a
+/// folder is not entered (data folders are often links to large trees), and
+/// a part that cannot be read is listed among the problems while the rest is
+/// still searched.
 pub fn find_workflow_files(path: &Path) -> Found {
     let mut found = Found::default();
     if path.is_file() {
@@ -205,7 +206,7 @@ pub fn find_workflow_files(path: &Path) -> Found {
         return found;
     }
     let walker = walkdir::WalkDir::new(path)
-        .follow_links(true)
+        .follow_root_links(true)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
@@ -216,23 +217,26 @@ pub fn find_workflow_files(path: &Path) -> Found {
     for entry in walker {
         match entry {
             Ok(entry) => {
-                if entry.file_type().is_file()
-                    && entry.path().extension().is_some_and(|e| e == "wf")
-                {
+                let wf = entry.path().extension().is_some_and(|e| e == "wf");
+                let file = entry.file_type().is_file()
+                    || (entry.path_is_symlink() && entry.path().is_file());
+                if wf && file {
                     found.files.push(entry.into_path());
+                } else if wf && entry.path_is_symlink() && !entry.path().exists() {
+                    found.problems.push((
+                        entry.into_path(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "a link to nothing (or a loop of links)",
+                        ),
+                    ));
                 }
             }
             Err(e) => {
                 let at = e.path().unwrap_or(path).to_path_buf();
-                let ancestor = e.loop_ancestor().map(Path::to_path_buf);
-                let error = match (ancestor, e.into_io_error()) {
-                    (Some(ancestor), _) => std::io::Error::other(format!(
-                        "a link back to `{}` (a loop of links, not followed)",
-                        ancestor.display()
-                    )),
-                    (None, Some(io)) => io,
-                    (None, None) => std::io::Error::other("cannot be read"),
-                };
+                let error = e
+                    .into_io_error()
+                    .unwrap_or_else(|| std::io::Error::other("cannot be read"));
                 found.problems.push((at, error));
             }
         }

@@ -394,9 +394,11 @@ fn a_bad_path_is_reported_and_the_rest_still_checked() {
     let text = "use Clarifai_ResNext { image_size = 3 }\ndata { train = \"x\" }\n";
     std::fs::write(d.join("a/w.wf"), text).unwrap();
     std::fs::write(d.join("b/w.wf"), text).unwrap();
-    // A link to a workflow file is one; a link back up is a loop, said.
+    // A link to a workflow file is one; a link to a folder (here back up,
+    // a loop) is not entered; a link to nothing is said.
     std::os::unix::fs::symlink("../a/w.wf", d.join("linked/w.wf")).unwrap();
     std::os::unix::fs::symlink("..", d.join("loop/up")).unwrap();
+    std::os::unix::fs::symlink("nowhere.wf", d.join("loop/dangling.wf")).unwrap();
     let path = |p: &str| d.join(p).to_str().unwrap().to_string();
     let out = wfrun(&[
         "check",
@@ -413,12 +415,11 @@ fn a_bad_path_is_reported_and_the_rest_still_checked() {
         out.stderr
     );
     assert!(
-        out.stderr.contains("a loop of links, not followed"),
+        out.stderr.contains("dangling.wf`: a link to nothing"),
         "{}",
         out.stderr
     );
-    // b's file and the linked one checked (the loop's link leads back to
-    // an ancestor, so it is not entered).
+    // b's file and the linked one checked, nothing through the folder link.
     assert!(
         out.stderr.contains("checked 2 files: 2 errors"),
         "{}",
