@@ -30,10 +30,8 @@ pub enum FormatError {
 
 /// Formats `text`.
 pub fn format_source(text: &str) -> Result<String, FormatError> {
-    // A byte-order mark stays where it was; the rest is formatted.
-    if let Some(rest) = text.strip_prefix('\u{feff}') {
-        return format_source(rest).map(|f| format!("\u{feff}{f}"));
-    }
+    // The parser reads a byte-order mark at the very start as blanks (the
+    // same bytes); the formatted text keeps it there.
     let (module, diagnostics) = crate::syntax::parse(SourceId(0), text);
     let errors: Vec<Diagnostic> = diagnostics.into_iter().filter(|d| d.is_error()).collect();
     if !errors.is_empty() {
@@ -46,6 +44,9 @@ pub fn format_source(text: &str) -> Result<String, FormatError> {
         out: String::with_capacity(text.len() + 64),
         last_end: 0,
     };
+    if text.starts_with('\u{feff}') {
+        f.out.push('\u{feff}');
+    }
     f.items(&module);
     let formatted = f.out;
     let (again, diagnostics) = crate::syntax::parse(SourceId(0), &formatted);

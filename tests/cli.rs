@@ -419,6 +419,20 @@ fn a_bad_path_is_reported_and_the_rest_still_checked() {
         "{}",
         out.stderr
     );
+    // A file named twice (itself and in its folder, or through a link) is
+    // checked once.
+    let twice = wfrun(&[
+        "check",
+        "--no-fs",
+        &path("a"),
+        &path("a/w.wf"),
+        &path("linked"),
+    ]);
+    assert!(
+        twice.stderr.contains("checked 1 file: 1 error"),
+        "{}",
+        twice.stderr
+    );
     // b's file and the linked one checked, nothing through the folder link.
     assert!(
         out.stderr.contains("checked 2 files: 2 errors"),
@@ -469,11 +483,7 @@ fn fmt_writes_through_a_link_and_keeps_the_files_mode() {
     std::fs::set_permissions(&fixed, std::fs::Permissions::from_mode(0o444)).unwrap();
     let run = wfrun(&["fmt", fixed.to_str().unwrap()]);
     assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(
-        run.stderr.contains("is read-only: not formatted"),
-        "{}",
-        run.stderr
-    );
+    assert!(run.stderr.contains("is read-only"), "{}", run.stderr);
     assert_eq!(
         std::fs::read_to_string(&fixed).unwrap(),
         "use Clarifai_ResNext{image_size=64}\n"

@@ -1417,6 +1417,10 @@ fn a_byte_order_mark_is_read_as_nothing_and_kept_by_the_formatter() {
         formatted,
         "\u{feff}use Clarifai_ResNext { image_size = 64 }\n"
     );
+    // A second mark is not one: the formatter refuses what the checker does.
+    let twice = "\u{feff}\u{feff}use Clarifai_ResNext { image_size = 64 }\n";
+    assert!(wfrun::format::format_source(twice).is_err());
+    assert!(check_source("w.wf", twice, &no_fs()).has_errors());
 }
 
 #[cfg(unix)]

@@ -716,11 +716,14 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
     )
     .unwrap();
     let run = abs("runs/tiny");
-    let refused = |args: &[&str], says: &str| {
+    let refused_with = |code: i32, args: &[&str], says: &str| {
         let out = wfrun(w, args);
-        assert_eq!(out.code, 1, "{args:?}: {}", out.stdout);
+        assert_eq!(out.code, code, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(says), "{args:?}: {}", out.stderr);
     };
+    let refused = |args: &[&str], says: &str| refused_with(1, args, says);
+    // Flags that make no sense together: a usage error, as the parser's.
+    let misused = |args: &[&str], says: &str| refused_with(2, args, says);
     refused(
         &["embed", &run, "list.csv", "-o", "list.safetensors"],
         "is one of the inputs",
@@ -765,7 +768,7 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
     assert_eq!(out.code, 0, "{}", out.stderr);
 
     // A file is written whole: no rows added, no index, and `create` keeps it.
-    refused(
+    misused(
         &[
             "embed",
             &run,
@@ -789,7 +792,7 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
         ],
         "exists and `--mode create` refuses to replace it",
     );
-    refused(
+    misused(
         &[
             "embed",
             &run,

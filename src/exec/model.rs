@@ -841,9 +841,10 @@ impl PairDigest {
     }
 }
 
-/// An advisory lock on `folder` (Unix `flock`), held until dropped; `None`
-/// where it cannot be taken (the write goes ahead unlocked).
-fn folder_lock(folder: Option<&Path>) -> Option<std::fs::File> {
+/// An advisory lock on `folder` (Unix `flock`; `exclusive` for a writer,
+/// shared for readers), held until dropped; `None` where it cannot be taken
+/// (the work goes ahead unlocked).
+fn folder_lock(folder: Option<&Path>, exclusive: bool) -> Option<std::fs::File> {
     let folder = folder
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
@@ -852,7 +853,12 @@ fn folder_lock(folder: Option<&Path>) -> Option<std::fs::File> {
     {
         use std::os::fd::AsRawFd;
         // SAFETY: flock on an open descriptor this function owns.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let how = if exclusive {
+            libc::LOCK_EX
+        } else {
+            libc::LOCK_SH
+        };
+        if unsafe { libc::flock(file.as_raw_fd(), how) } != 0 {
             return None;
         }
     }
@@ -1137,8 +1143,8 @@ impl Embeddings {
             metadata.insert("model".to_string(), m.clone());
         }
         // Two writers of one pair take turns, so the pair left is one
-        // writer's whole.
-        let _turn = folder_lock(index_path.parent());
+        // writer's whole; readers wait for a writer's pair to be complete.
+        let _turn = folder_lock(index_path.parent(), true);
         crate::atomic::replace(path, |tmp| {
             safetensors::serialize_to_file(&tensors, Some(metadata), tmp)
                 .map_err(std::io::Error::other)
@@ -1154,6 +1160,8 @@ impl Embeddings {
             path: p.to_path_buf(),
             message,
         };
+        // A writer of this pair finishes both files first.
+        let _turn = folder_lock(path.parent(), false);
         let tensors = candle_core::safetensors::load(path, &Device::Cpu)
             .map_err(|e| bad(path, format!("cannot read embeddings: {e}")))?;
         let matrix = tensors.get("embeddings").ok_or_else(|| {

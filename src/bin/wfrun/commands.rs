@@ -151,6 +151,9 @@ fn workflow_files(paths: &[std::path::PathBuf]) -> Result<(Vec<std::path::PathBu
         paths
     };
     let (mut files, mut problems) = (Vec::new(), 0);
+    // A file named twice (given itself and inside a folder given, or through
+    // a link) is checked once.
+    let mut seen = std::collections::HashSet::new();
     for p in paths {
         let found = wfrun::find_workflow_files(p);
         for (at, e) in &found.problems {
@@ -161,7 +164,12 @@ fn workflow_files(paths: &[std::path::PathBuf]) -> Result<(Vec<std::path::PathBu
             errln!("error: no `.wf` files under `{}`", p.display());
             problems += 1;
         }
-        files.extend(found.files);
+        files.extend(
+            found
+                .files
+                .into_iter()
+                .filter(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))),
+        );
     }
     if files.is_empty() {
         return Err(TROUBLE);
@@ -304,22 +312,31 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                 // (a new file would part it from its other names); a file
                 // marked read-only is left alone.
                 let meta = std::fs::metadata(file);
-                if meta.as_ref().is_ok_and(|m| m.permissions().readonly()) {
+                // Opening for writing (without truncating) asks the system
+                // whether this user may write the file, whatever its mode says.
+                let writable = std::fs::OpenOptions::new().write(true).open(file).is_ok();
+                if !writable || meta.as_ref().is_ok_and(|m| m.permissions().readonly()) {
                     errln!(
-                        "error: `{}` is read-only: not formatted (make it writable first)",
+                        "error: `{}` is read-only (for this user): not formatted (make it writable first)",
                         file.display()
                     );
                     trouble += 1;
                     continue;
                 }
+                // In place: a file with other names (a new file would part
+                // it from them), and another user's file this user may write
+                // but not give back (a new file would become this user's).
                 #[cfg(unix)]
-                let linked = {
+                let in_place = {
                     use std::os::unix::fs::MetadataExt;
-                    meta.as_ref().is_ok_and(|m| m.nlink() > 1)
+                    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
+                    meta.as_ref().is_ok_and(|m| {
+                        m.nlink() > 1 || me.is_some_and(|me| me != 0 && me != m.uid())
+                    })
                 };
                 #[cfg(not(unix))]
-                let linked = false;
-                let written = if linked {
+                let in_place = false;
+                let written = if in_place {
                     std::fs::write(file, formatted.as_bytes())
                 } else {
                     wfrun::atomic::write(file, formatted.as_bytes())

@@ -10,7 +10,7 @@ use wfrun::exec::RunError;
 use wfrun::Model;
 
 use crate::cli::{AnnKind, Format, ModelArgs, TableFormat, TableMode};
-use crate::commands::{FAILED, OK};
+use crate::commands::{FAILED, OK, TROUBLE};
 use crate::progress::Progress;
 
 /// Opens the model, gathers the images and embeds them, reporting
@@ -89,19 +89,20 @@ pub fn embed(
         );
         return embed_to_table(run, paths, &uri, how, format, args);
     }
-    // A file is written whole: no rows to add to it, no index to build.
+    // A file is written whole: no rows to add to it, no index to build
+    // (usage errors, exit status 2 as the argument parser's).
     if mode == Some(TableMode::Append) {
         errln!(
             "error: `--mode append` adds rows to a LanceDB table (`-o lancedb://DB/TABLE`); `{}` is written whole: embed into a new file, or into a table",
             output.display()
         );
-        return FAILED;
+        return TROUBLE;
     }
-    if ann.is_some() {
+    if ann.is_some_and(|a| a != AnnKind::Auto) {
         errln!(
             "error: `--ann` builds a LanceDB table's index (`-o lancedb://DB/TABLE`); a file is searched exactly"
         );
-        return FAILED;
+        return TROUBLE;
     }
     if mode == Some(TableMode::Create) && output.exists() {
         errln!(
