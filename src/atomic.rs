@@ -102,7 +102,7 @@ pub fn replace(
             Some(p) => std::fs::set_permissions(&tmp, p.clone()),
             None => Ok(()),
         })
-        .and_then(|()| keep_owner(path, &tmp))
+        .map(|()| keep_owner(path, &tmp))
         .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
         .and_then(|()| std::fs::rename(&tmp, path));
     if result.is_err() {
@@ -114,7 +114,7 @@ pub fn replace(
 /// Gives `tmp` the owner and group of the file it replaces, where they
 /// differ and the process may (a file of another user rewritten by root stays
 /// theirs); elsewhere nothing.
-fn keep_owner(path: &Path, tmp: &Path) -> std::io::Result<()> {
+fn keep_owner(path: &Path, tmp: &Path) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;
@@ -127,7 +127,6 @@ fn keep_owner(path: &Path, tmp: &Path) -> std::io::Result<()> {
         }
     }
     let _ = (path, tmp);
-    Ok(())
 }
 
 /// Writes `bytes` to `path` atomically.

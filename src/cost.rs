@@ -302,7 +302,7 @@ const MIN_MEMORY_GIB: f64 = 0.001;
 
 impl Memory {
     /// `WFRUN_MEMORY_GIB` in GiB, when set; an error saying what is wrong
-    /// when it is not a finite number above 0.
+    /// when it is not a finite number from [`MIN_MEMORY_GIB`] up.
     fn override_gib() -> Result<Option<f64>, String> {
         let Some(value) = std::env::var_os("WFRUN_MEMORY_GIB") else {
             return Ok(None);
@@ -319,7 +319,7 @@ impl Memory {
     }
 
     /// What is wrong with `WFRUN_MEMORY_GIB`, if it is set to something
-    /// other than a number of GiB above 0 (programs say so before checking).
+    /// other than a number of GiB (programs say so before checking).
     pub fn override_error() -> Option<String> {
         Memory::override_gib().err()
     }
@@ -327,8 +327,8 @@ impl Memory {
     /// This machine's (Linux: `/proc/meminfo`, or a container's limit when
     /// lower), when known. `WFRUN_MEMORY_GIB` overrides it (and sets no swap):
     /// to check a workflow on one machine for another that will run it.
-    /// A `WFRUN_MEMORY_GIB` that is not a number of GiB above 0 is ignored
-    /// here; [`Memory::override_error`] says what is wrong with it.
+    /// A `WFRUN_MEMORY_GIB` that is not a number of GiB is ignored here;
+    /// [`Memory::override_error`] says what is wrong with it.
     pub fn this_machine() -> Option<Memory> {
         if let Ok(Some(gib)) = Memory::override_gib() {
             return Some(Memory {

@@ -194,19 +194,22 @@ pub fn find_workflow_files(path: &Path) -> Found {
         found.files.push(path.to_path_buf());
         return found;
     }
+    // A link that leads nowhere, or a loop of links.
+    let dangling = || {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "a link to nothing (or a loop of links)",
+        )
+    };
     if !path.exists() {
-        let why = match std::fs::symlink_metadata(path) {
-            Ok(_) => "a link to nothing (or a loop of links)",
-            Err(_) => "no such file or folder",
+        let error = match std::fs::symlink_metadata(path) {
+            Ok(_) => dangling(),
+            Err(_) => std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
         };
-        found.problems.push((
-            path.to_path_buf(),
-            std::io::Error::new(std::io::ErrorKind::NotFound, why),
-        ));
+        found.problems.push((path.to_path_buf(), error));
         return found;
     }
     let walker = walkdir::WalkDir::new(path)
-        .follow_root_links(true)
         .sort_by_file_name()
         .into_iter()
         .filter_entry(|e| {
@@ -216,22 +219,20 @@ pub fn find_workflow_files(path: &Path) -> Found {
         });
     for entry in walker {
         match entry {
-            Ok(entry) => {
-                let wf = entry.path().extension().is_some_and(|e| e == "wf");
-                let file = entry.file_type().is_file()
-                    || (entry.path_is_symlink() && entry.path().is_file());
-                if wf && file {
-                    found.files.push(entry.into_path());
-                } else if wf && entry.path_is_symlink() && !entry.path().exists() {
-                    found.problems.push((
-                        entry.into_path(),
-                        std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "a link to nothing (or a loop of links)",
-                        ),
-                    ));
+            Ok(entry) if entry.path().extension().is_some_and(|e| e == "wf") => {
+                // A link is taken when it leads to a file (one look at what
+                // it leads to), said when it leads nowhere.
+                let file = match entry.path_is_symlink() {
+                    false => Ok(entry.file_type().is_file()),
+                    true => std::fs::metadata(entry.path()).map(|m| m.is_file()),
+                };
+                match file {
+                    Ok(true) => found.files.push(entry.into_path()),
+                    Ok(false) => {}
+                    Err(_) => found.problems.push((entry.into_path(), dangling())),
                 }
             }
+            Ok(_) => {}
             Err(e) => {
                 let at = e.path().unwrap_or(path).to_path_buf();
                 let error = e

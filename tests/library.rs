@@ -14,6 +14,17 @@ fn no_fs() -> CheckOptions {
     }
 }
 
+/// A data folder of concept sub-folders holding `n` (empty) images each:
+/// enough for the checker, which counts them without reading them.
+fn image_folder(root: &Path, concepts: &[(&str, usize)]) {
+    for &(concept, n) in concepts {
+        std::fs::create_dir_all(root.join(concept)).unwrap();
+        for i in 0..n {
+            std::fs::write(root.join(concept).join(format!("{i}.png")), b"").unwrap();
+        }
+    }
+}
+
 fn codes(text: &str) -> Vec<Code> {
     check_source("test.wf", text, &no_fs())
         .diagnostics
@@ -195,13 +206,7 @@ fn narrowed_templates_are_proven_and_enforced() {
 #[test]
 fn derived_defaults_resolve_at_plan_time() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("images");
-    for (concept, n) in [("a", 6), ("b", 4), ("c", 10)] {
-        std::fs::create_dir_all(data.join(concept)).unwrap();
-        for i in 0..n {
-            std::fs::write(data.join(concept).join(format!("{i}.png")), b"").unwrap();
-        }
-    }
+    image_folder(&dir.path().join("images"), &[("a", 6), ("b", 4), ("c", 10)]);
     let wf = dir.path().join("w.wf");
     std::fs::write(&wf, "use Clarifai_ResNext { batch_size = 8 }\ndata { train = \"images\"  eval = 0.25 }\nseed = 11\nstep clustering { }\n").unwrap();
     let c = check_file(&wf, &CheckOptions::default()).unwrap();
@@ -1359,12 +1364,7 @@ fn augment_is_checked_and_planned() {
 fn one_commands_checks_list_a_data_folder_once_and_an_editors_see_each_change() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("images");
-    for concept in ["a", "b"] {
-        std::fs::create_dir_all(data.join(concept)).unwrap();
-        for i in 0..5 {
-            std::fs::write(data.join(concept).join(format!("{i}.png")), b"").unwrap();
-        }
-    }
+    image_folder(&data, &[("a", 5), ("b", 5)]);
     let text = "use Clarifai_ResNext { batch_size = 4 }\ndata { train = \"images\"  eval = 0.2 }\n";
     let (first, second) = (dir.path().join("one.wf"), dir.path().join("two.wf"));
     std::fs::write(&first, text).unwrap();

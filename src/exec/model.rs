@@ -569,13 +569,13 @@ impl Model {
             Predictor::Head(h) => (h.head.scores(&x)?, h.concepts.as_slice(), h.head.logreg),
         };
         let scores = scores.to_vec2::<f32>()?;
+        let (top_k, threshold) = rule.resolve(logreg);
         Ok(scores
             .iter()
             .zip(&embeddings.paths)
             .map(|(s, path)| {
                 let mut order: Vec<usize> = (0..s.len()).collect();
                 order.sort_by(|&a, &b| s[b].total_cmp(&s[a]));
-                let (top_k, threshold) = rule.resolve(logreg);
                 let shown: Vec<usize> = order
                     .into_iter()
                     .filter(|&c| s[c] > threshold)
@@ -761,8 +761,8 @@ fn in_row_order(
 /// hashed (64-bit FNV-1a over the bytes, eight at a time: stable across
 /// builds; read once when the model is opened).
 fn identity(base: &BaseModel, weights: &[u8]) -> String {
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = FNV_PRIME;
+    let mut hash: u64 = FNV_OFFSET;
     let mut eat = |bytes: &[u8]| {
         for chunk in bytes.chunks(8) {
             let mut word = [0u8; 8];
@@ -815,13 +815,18 @@ fn read_index_csv(path: &Path) -> Result<Vec<IndexRow>, RunError> {
         .collect()
 }
 
+/// 64-bit FNV-1a's starting value and multiplier, for the model's identity
+/// and the index digest.
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+
 /// A digest of an index's rows (row number and path, in row order; 64-bit
 /// FNV-1a), kept in the vectors' metadata.
 struct PairDigest(u64);
 
 impl PairDigest {
     fn new() -> PairDigest {
-        PairDigest(0xcbf2_9ce4_8422_2325)
+        PairDigest(FNV_OFFSET)
     }
 
     fn row(&mut self, row: usize, path: &str) {
@@ -832,7 +837,7 @@ impl PairDigest {
             .chain(path.bytes())
             .chain([b'\n'])
         {
-            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(FNV_PRIME);
         }
     }
 
@@ -1162,8 +1167,15 @@ impl Embeddings {
         };
         // A writer of this pair finishes both files first.
         let _turn = folder_lock(path.parent(), false);
-        let tensors = candle_core::safetensors::load(path, &Device::Cpu)
+        // Read once: the tensors and the metadata come from the same bytes.
+        let bytes =
+            std::fs::read(path).map_err(|e| bad(path, format!("cannot read embeddings: {e}")))?;
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
             .map_err(|e| bad(path, format!("cannot read embeddings: {e}")))?;
+        let metadata = safetensors::SafeTensors::read_metadata(&bytes)
+            .ok()
+            .and_then(|(_, m)| m.metadata().clone())
+            .unwrap_or_default();
         let matrix = tensors.get("embeddings").ok_or_else(|| {
             bad(
                 path,
@@ -1202,18 +1214,13 @@ impl Embeddings {
         }
         let order =
             in_row_order(listed.iter().map(|r| r.row), rows).map_err(|m| bad(&index_path, m))?;
-        let meta = |key: &str| {
-            let bytes = std::fs::read(path).ok()?;
-            let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-            meta.metadata().as_ref()?.get(key).cloned()
-        };
         // Files written before the digest have none to compare.
-        if let Some(written) = meta("index_rows") {
+        if let Some(written) = metadata.get("index_rows") {
             let mut digest = PairDigest::new();
             for &i in &order {
                 digest.row(listed[i].row, &listed[i].path);
             }
-            if digest.text() != written {
+            if &digest.text() != written {
                 return Err(bad(
                     &index_path,
                     format!(
@@ -1224,7 +1231,7 @@ impl Embeddings {
                 ));
             }
         }
-        let model = meta("model");
+        let model = metadata.get("model").cloned();
         Ok(Embeddings {
             paths: order
                 .iter()

@@ -290,6 +290,12 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
         Err(code) => return code,
     };
     let (mut changed, mut broken, mut trouble) = (0, 0, trouble);
+    // This process's user (Linux), to know another user's file.
+    #[cfg(unix)]
+    let me = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
+    };
     for file in &files {
         let text = match std::fs::read_to_string(file) {
             Ok(t) => t,
@@ -329,7 +335,6 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                 #[cfg(unix)]
                 let in_place = {
                     use std::os::unix::fs::MetadataExt;
-                    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).ok();
                     meta.as_ref().is_ok_and(|m| {
                         m.nlink() > 1 || me.is_some_and(|me| me != 0 && me != m.uid())
                     })

@@ -83,13 +83,7 @@ impl Inference {
         };
         // 3 × 3 convolutions of stride 1 on larger maps: Winograd's transform.
         if super::winograd::worth(g) {
-            let u = time(Kernel::Winograd, || {
-                super::winograd::transform_weights(w, g.o, g.c)
-            });
-            let mut y = uninit::<T>(g.o * g.jt());
-            super::winograd::forward(g, x, &u, Some(&after), &DisjointMut::new(&mut y));
-            // SAFETY: the transform writes every output pixel.
-            return unsafe { assume_init(y) };
+            return super::winograd::convolve(g, x, w, Some(&after));
         }
         forward(g, x, w, Some(&after))
     }

@@ -58,7 +58,7 @@ pub(super) fn worth(g: &Geometry) -> bool {
 
 /// The weights `w` (O × C × 3 × 3) transformed, `U_ξ = G g Gᵀ`: 16
 /// matrices O × C, one after another.
-pub fn transform_weights<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
+fn transform_weights<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
     let half = T::from_f64(0.5);
     let mut u = vec![T::ZERO; XI * o * c];
     for oc in 0..o {
@@ -122,9 +122,24 @@ fn blocks(len: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
     }
 }
 
+/// The convolution of `x` (C, N, H, W) by the weights `w` (O, C, 3, 3),
+/// through `after`: the weights transformed, then [`forward`].
+pub(super) fn convolve<T: Float>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    after: Option<&After<T>>,
+) -> Vec<T> {
+    let u = time(Kernel::Winograd, || transform_weights(w, g.o, g.c));
+    let mut y = uninit::<T>(g.o * g.jt());
+    forward(g, x, &u, after, &DisjointMut::new(&mut y));
+    // SAFETY: `forward` writes every output pixel.
+    unsafe { assume_init(y) }
+}
+
 /// The convolution of `x` (C, N, H, W) by the transformed weights `u`
 /// into `out` (O, N, H, W), through `after`.
-pub(super) fn forward<T: Float>(
+fn forward<T: Float>(
     g: &Geometry,
     x: &[T],
     u: &[T],
@@ -346,11 +361,7 @@ mod tests {
                     relu,
                 };
                 let direct = super::super::forward(&g, &x, &wt, Some(&after));
-                let u = transform_weights(&wt, o, c);
-                let mut y = uninit::<f64>(o * g.jt());
-                forward(&g, &x, &u, Some(&after), &DisjointMut::new(&mut y));
-                // SAFETY: the transform writes every output pixel.
-                let y = unsafe { assume_init(y) };
+                let y = convolve(&g, &x, &wt, Some(&after));
                 let worst = direct
                     .iter()
                     .zip(&y)
@@ -369,11 +380,7 @@ mod tests {
                     residual: residual.then_some(r32.as_slice()),
                     relu,
                 };
-                let u = transform_weights(&w32, o, c);
-                let mut y = uninit::<f32>(o * g.jt());
-                forward(&g, &x32, &u, Some(&after), &DisjointMut::new(&mut y));
-                // SAFETY: as above.
-                let y = unsafe { assume_init(y) };
+                let y = convolve(&g, &x32, &w32, Some(&after));
                 let worst = direct
                     .iter()
                     .zip(&y)
