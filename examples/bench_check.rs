@@ -1,7 +1,7 @@
 //! Check throughput: a generated 10,000-line workflow, and a folder of 1,000
 //! workflow files. Prints one JSON line per case with the median time.
 //!
-//!     cargo run --release --example bench_check [-- --runs N]
+//!     cargo run --release --example bench_check [-- --runs N] [--only-large N]
 
 use std::path::Path;
 use std::time::Instant;
@@ -61,6 +61,20 @@ fn main() {
 
     let text = large_workflow(10_000, &data);
     let lines = text.lines().count();
+    // `--only-large N`: N checks of the large file without file-system
+    // checks and nothing else, for a profiler.
+    if let Some(n) = args
+        .iter()
+        .position(|a| a == "--only-large")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|n| n.parse::<usize>().ok())
+    {
+        for _ in 0..n {
+            let c = wfrun::check_source("large.wf", &text, &fs_off);
+            assert!(c.diagnostics.is_empty());
+        }
+        return;
+    }
     for (name, opts) in [("large_file_fs", &fs_on), ("large_file_no_fs", &fs_off)] {
         let ms = time(runs, || {
             let c = wfrun::check_source("large.wf", &text, opts);
@@ -71,6 +85,44 @@ fn main() {
             text.len()
         );
     }
+
+    // The large file's phases: the parse alone, on one thread and as
+    // `check_source` does it, then dropping a checked result.
+    let text_large = large_workflow(10_000, &data);
+    type Parse =
+        fn(wfrun::SourceId, &str, usize) -> (wfrun::syntax::Module, Vec<wfrun::Diagnostic>);
+    let cases: [(&str, Parse, usize); 4] = [
+        (
+            "large_file_parse_1_thread",
+            wfrun::syntax::parse_with_threads,
+            1,
+        ),
+        ("large_file_parse", wfrun::syntax::parse_with_threads, 4),
+        (
+            "large_file_parse_pest_1_thread",
+            wfrun::syntax::parse_with_pest,
+            1,
+        ),
+        ("large_file_parse_pest", wfrun::syntax::parse_with_pest, 4),
+    ];
+    for (name, parse, threads) in cases {
+        let ms = time(runs, || {
+            let (m, d) = parse(wfrun::SourceId(1), &text_large, threads);
+            assert!(d.is_empty() && !m.items.is_empty());
+        });
+        println!("{{\"case\":\"{name}\",\"median_ms\":{ms:.3}}}");
+    }
+    let mut drops = Vec::new();
+    for _ in 0..runs {
+        let c = wfrun::check_source("large.wf", &text_large, &fs_off);
+        let t = Instant::now();
+        drop(c);
+        drops.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    println!(
+        "{{\"case\":\"large_file_drop\",\"median_ms\":{:.3}}}",
+        median(drops)
+    );
 
     // The cost model's share: its estimate alone, and a 1,000-line file
     // checked, then checked with the editor's inlay hints (a check, the plan,

@@ -172,6 +172,7 @@ impl Target for Wf {
 
 impl Wf {
     fn properties(&self, text: &str, signature: &mut impl Hasher) -> Result<(), String> {
+        self.direct_parser_reads_as_pest(text)?;
         let checked = check_source("fuzz.wf", text, &self.options);
         // A checked workflow plans, and its plan prints (a sweep's trials too).
         if let Some(plan) = checked.plan() {
@@ -214,6 +215,21 @@ impl Wf {
             }
         }
         self.editor_answers_are_sound(text, &checked)
+    }
+
+    /// The direct parser of clean files gives pest's tree, spans included,
+    /// and gives up on no file that pest reads without a diagnostic.
+    fn direct_parser_reads_as_pest(&self, text: &str) -> Result<(), String> {
+        use wfrun::syntax::{parse_direct, parse_with_pest, parse_with_threads};
+        let id = wfrun::SourceId(1);
+        let pest = parse_with_pest(id, text, 1);
+        if parse_with_threads(id, text, 1) != pest {
+            return Err("the direct parser's tree is not pest's".into());
+        }
+        if pest.1.is_empty() && !text.starts_with('\u{feff}') && parse_direct(id, text).is_none() {
+            return Err("the direct parser gave up on a file pest reads cleanly".into());
+        }
+        Ok(())
     }
 
     /// Spans inside their file and on character boundaries, JSON that reads

@@ -267,76 +267,48 @@ impl Builder<'_> {
     }
 
     pub(super) fn number(&mut self, text: &str, span: Span) -> ValueKind {
-        let is_float = text.contains(['.', 'e', 'E']);
-        if !is_float {
-            return match text.parse::<i64>() {
-                Ok(i) => ValueKind::Int(i),
-                Err(_) => {
-                    self.push(
-                        Diagnostic::error(
-                            Code::BadNumber,
-                            span,
-                            format!("the integer `{}` is too large", shorten(text)),
-                        )
-                        .with_label("does not fit in 64 bits")
-                        .with_help(format!(
-                            "integers range from {} to {}",
-                            i64::MIN,
-                            i64::MAX
-                        )),
-                    );
-                    ValueKind::Invalid
-                }
-            };
+        if let Some(kind) = number_kind(text) {
+            return kind;
         }
-        match text.parse::<f64>() {
-            Ok(f) if f.is_finite() => ValueKind::Float(f),
-            _ => {
-                self.push(
-                    Diagnostic::error(
-                        Code::BadNumber,
-                        span,
-                        format!("the number `{}` is too large", shorten(text)),
-                    )
-                    .with_label("not a finite 64-bit floating-point number")
-                    .with_help("numbers must lie within about ±1.8e308"),
-                );
-                ValueKind::Invalid
-            }
-        }
+        let d = if !text.contains(['.', 'e', 'E']) {
+            Diagnostic::error(
+                Code::BadNumber,
+                span,
+                format!("the integer `{}` is too large", shorten(text)),
+            )
+            .with_label("does not fit in 64 bits")
+            .with_help(format!("integers range from {} to {}", i64::MIN, i64::MAX))
+        } else {
+            Diagnostic::error(
+                Code::BadNumber,
+                span,
+                format!("the number `{}` is too large", shorten(text)),
+            )
+            .with_label("not a finite 64-bit floating-point number")
+            .with_help("numbers must lie within about ±1.8e308")
+        };
+        self.push(d);
+        ValueKind::Invalid
     }
 
     pub(super) fn unescape(&mut self, body: &str, offset: usize) -> Option<String> {
-        let mut out = String::with_capacity(body.len());
-        let mut chars = body.char_indices();
-        let mut ok = true;
-        while let Some((i, c)) = chars.next() {
-            if c != '\\' {
-                out.push(c);
-                continue;
-            }
-            match chars.next() {
-                Some((_, '\\')) => out.push('\\'),
-                Some((_, '"')) => out.push('"'),
-                Some((_, 'n')) => out.push('\n'),
-                Some((_, 't')) => out.push('\t'),
-                Some((j, other)) => {
-                    ok = false;
-                    let end = offset + j + other.len_utf8();
-                    self.push(
-                        Diagnostic::error(
-                            Code::BadEscape,
-                            Span::new(self.source, offset + i, end),
-                            format!("unknown escape `\\{other}` in a string"),
-                        )
-                        .with_label("unknown escape")
-                        .with_help("strings know `\\\\`, `\\\"`, `\\n` and `\\t`; on Windows write paths with `/`"),
-                    );
-                }
-                None => ok = false,
-            }
+        let mut bad = Vec::new();
+        let out = unescape(body, |i, j, other| bad.push((i, j, other)));
+        for (i, j, other) in bad {
+            let end = offset + j + other.len_utf8();
+            self.push(
+                Diagnostic::error(
+                    Code::BadEscape,
+                    Span::new(self.source, offset + i, end),
+                    format!("unknown escape `\\{other}` in a string"),
+                )
+                .with_label("unknown escape")
+                .with_help(
+                    "strings know `\\\\`, `\\\"`, `\\n` and `\\t`; on Windows write paths with `/`",
+                ),
+            );
         }
-        ok.then_some(out)
+        out
     }
 
     /// Reports one swallowed piece of text: says what was expected where.
@@ -355,6 +327,45 @@ impl Builder<'_> {
             self.push(d);
         }
     }
+}
+
+/// A `number` token's value: an integer if written without `.` or an
+/// exponent; `None` if it does not fit (an integer past 64 bits, a number
+/// past ±1.8e308).
+pub(super) fn number_kind(text: &str) -> Option<ValueKind> {
+    if !text.contains(['.', 'e', 'E']) {
+        return text.parse::<i64>().ok().map(ValueKind::Int);
+    }
+    text.parse::<f64>()
+        .ok()
+        .filter(|f| f.is_finite())
+        .map(ValueKind::Float)
+}
+
+/// A `string_body`'s text with its escapes read; `None` if one is unknown,
+/// each told to `bad` (the `\`'s offset, the escaped character's, it).
+pub(super) fn unescape(body: &str, mut bad: impl FnMut(usize, usize, char)) -> Option<String> {
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.char_indices();
+    let mut ok = true;
+    while let Some((i, c)) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some((_, '\\')) => out.push('\\'),
+            Some((_, '"')) => out.push('"'),
+            Some((_, 'n')) => out.push('\n'),
+            Some((_, 't')) => out.push('\t'),
+            Some((j, other)) => {
+                ok = false;
+                bad(i, j, other);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 pub mod ast;
 mod build;
+mod direct;
 mod explain;
 mod structure;
 
@@ -44,10 +45,37 @@ pub fn parse(source: SourceId, text: &str) -> (Module, Vec<Diagnostic>) {
 pub const PARALLEL_MIN_BYTES: usize = 64 * 1024;
 
 /// [`parse`] with an explicit number of threads (1: never spawn one).
+///
+/// A file without syntax errors is read by a direct parser of the grammar's
+/// strict layer (`direct.rs`), about ten times faster than pest; where it
+/// gives up (a broken line, a bad literal), pest parses the file and its
+/// recovery layer says what is wrong. Both give the same tree.
 pub fn parse_with_threads(
     source: SourceId,
     text: &str,
     threads: usize,
+) -> (Module, Vec<Diagnostic>) {
+    parse_as(source, text, threads, true)
+}
+
+/// [`parse_with_threads`] by pest alone, never the direct parser: the
+/// reference the direct parser is compared with (tests, `fuzz`).
+#[doc(hidden)]
+pub fn parse_with_pest(source: SourceId, text: &str, threads: usize) -> (Module, Vec<Diagnostic>) {
+    parse_as(source, text, threads, false)
+}
+
+/// The direct parser alone: `None` where it gives up (tests, `fuzz`).
+#[doc(hidden)]
+pub fn parse_direct(source: SourceId, text: &str) -> Option<Module> {
+    direct::parse(source, text, 0)
+}
+
+fn parse_as(
+    source: SourceId,
+    text: &str,
+    threads: usize,
+    try_direct: bool,
 ) -> (Module, Vec<Diagnostic>) {
     // A UTF-8 byte-order mark (editors on Windows write one) reads as the
     // three spaces its bytes take, so every offset stays the file's own.
@@ -63,18 +91,32 @@ pub fn parse_with_threads(
     if let Some(at) = found.too_deep {
         return (Module::default(), vec![too_deep(source, at)]);
     }
+    let pieces_of = |text: &str, candidates: &[usize]| {
+        if threads > 1 && text.len() >= PARALLEL_MIN_BYTES {
+            split_points(text, candidates, threads)
+        } else {
+            vec![0, text.len()]
+        }
+    };
+    if try_direct && found.unclosed.is_empty() {
+        let pieces = pieces_of(text, &found.statements);
+        let read = in_pieces(&pieces, |a, b| direct::parse(source, &text[a..b], a));
+        if let Some(modules) = read.into_iter().collect::<Option<Vec<Module>>>() {
+            let mut modules = modules.into_iter();
+            let mut module = modules.next().unwrap_or_default();
+            for mut m in modules {
+                module.items.append(&mut m.items);
+            }
+            return (module, Vec::new());
+        }
+    }
     let repair = repair_braces(source, text, &found.unclosed);
     let parsed_text = repair.text.as_deref().unwrap_or(text);
     let mut diagnostics = repair.diagnostics;
-    let pieces = if threads > 1 && parsed_text.len() >= PARALLEL_MIN_BYTES {
-        // The statements were found in the original text; after a repair, look again.
-        let candidates = match &repair.text {
-            Some(t) => structure(t).statements,
-            None => found.statements,
-        };
-        split_points(parsed_text, &candidates, threads)
-    } else {
-        vec![0, parsed_text.len()]
+    // The statements were found in the original text; after a repair, look again.
+    let pieces = match &repair.text {
+        Some(t) => pieces_of(parsed_text, &structure(t).statements),
+        None => pieces_of(parsed_text, &found.statements),
     };
     let insertions = &repair.insertions;
     let parse_piece = |a: usize, b: usize| {
@@ -98,29 +140,42 @@ pub fn parse_with_threads(
         };
         (module, diagnostics)
     };
-    let results: Vec<(Module, Vec<Diagnostic>)> = if pieces.len() <= 2 {
-        vec![parse_piece(0, parsed_text.len())]
-    } else {
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = pieces
-                .windows(2)
-                .map(|w| {
-                    let (a, b) = (w[0], w[1]);
-                    scope.spawn(move || parse_piece(a, b))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect()
-        })
-    };
+    let results = in_pieces(&pieces, parse_piece);
     let mut module = Module::default();
     for (m, d) in results {
         module.items.extend(m.items);
         diagnostics.extend(d);
     }
     (module, diagnostics)
+}
+
+/// `parse` of each piece `pieces[k]..pieces[k + 1]`, on a thread each where
+/// there are several.
+fn in_pieces<T: Send>(pieces: &[usize], parse: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    if pieces.len() <= 2 {
+        return vec![parse(pieces[0], pieces[pieces.len() - 1])];
+    }
+    let parse = &parse;
+    let (&[.., a], &b) = (&pieces[..pieces.len() - 1], &pieces[pieces.len() - 1]) else {
+        unreachable!("at least three offsets")
+    };
+    std::thread::scope(|scope| {
+        // The last piece on this thread.
+        let handles: Vec<_> = pieces[..pieces.len() - 1]
+            .windows(2)
+            .map(|w| {
+                let (a, b) = (w[0], w[1]);
+                scope.spawn(move || parse(a, b))
+            })
+            .collect();
+        let last = parse(a, b);
+        let mut results: Vec<T> = handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect();
+        results.push(last);
+        results
+    })
 }
 
 /// Offsets that cut `text` into about `n` pieces at the `candidates` (see
