@@ -27,14 +27,11 @@ type R<T> = Result<T, Stop>;
 
 /// The file's syntax tree, or `None` where it needs pest (a syntax error, a
 /// bad number or escape, nesting deeper than [`MAX_DEPTH`]).
-///
-/// `text` may be a piece of a file that starts at `offset` in it.
-pub(super) fn parse(source: SourceId, text: &str, offset: usize) -> Option<Module> {
+pub(super) fn parse(source: SourceId, text: &str) -> Option<Module> {
     let mut p = Direct {
         text,
         bytes: text.as_bytes(),
         at: 0,
-        offset,
         source,
         depth: 0,
     };
@@ -45,8 +42,6 @@ struct Direct<'t> {
     text: &'t str,
     bytes: &'t [u8],
     at: usize,
-    /// Where `text` starts in the file.
-    offset: usize,
     source: SourceId,
     depth: usize,
 }
@@ -65,12 +60,12 @@ impl<'t> Direct<'t> {
     }
 
     fn span(&self, start: usize, end: usize) -> Span {
-        Span::new(self.source, self.offset + start, self.offset + end)
+        Span::new(self.source, start, end)
     }
 
     /// From the start of `first` (a span in the file) to the cursor.
     fn since(&self, first: Span) -> Span {
-        Span::new(self.source, first.start, self.offset + self.at)
+        Span::new(self.source, first.start, self.at)
     }
 
     /// pest's implicit `WHITESPACE*` between the tokens of a non-atomic rule.
@@ -551,7 +546,7 @@ mod tests {
     /// file pest reads without a diagnostic.
     fn same_as_pest(text: &str) -> bool {
         let pest = parse_with_pest(SourceId(1), text, 1);
-        let direct = parse(SourceId(1), text, 0);
+        let direct = parse(SourceId(1), text);
         match &direct {
             Some(m) => assert!(
                 pest.1.is_empty() && *m == pest.0,
@@ -580,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn a_large_file_read_in_pieces_reads_as_pest_reads_it() {
+    fn a_large_file_reads_as_pest_reads_it_in_pieces() {
         let mut text = String::new();
         for i in 0..3000 {
             text.push_str(&format!(
@@ -594,7 +589,7 @@ mod tests {
         assert!(one.1.is_empty() && one.0.items.len() == 12_000);
         assert!(one == four);
         assert!(one == parse_with_pest(SourceId(1), &text, 4));
-        assert!(parse(SourceId(1), &text, 0).is_some_and(|m| m == one.0));
+        assert!(parse(SourceId(1), &text).is_some_and(|m| m == one.0));
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub fn parse_with_pest(source: SourceId, text: &str, threads: usize) -> (Module,
 /// The direct parser alone: `None` where it gives up (tests, `fuzz`).
 #[doc(hidden)]
 pub fn parse_direct(source: SourceId, text: &str) -> Option<Module> {
-    direct::parse(source, text, 0)
+    direct::parse(source, text)
 }
 
 fn parse_as(
@@ -98,15 +98,11 @@ fn parse_as(
             vec![0, text.len()]
         }
     };
+    // One thread: the direct parser reads the 10,000-line file in about 2
+    // ms, and two threads made it slower on a busy two-core machine
+    // (BENCHMARKS.md).
     if try_direct && found.unclosed.is_empty() {
-        let pieces = pieces_of(text, &found.statements);
-        let read = in_pieces(&pieces, |a, b| direct::parse(source, &text[a..b], a));
-        if let Some(modules) = read.into_iter().collect::<Option<Vec<Module>>>() {
-            let mut modules = modules.into_iter();
-            let mut module = modules.next().unwrap_or_default();
-            for mut m in modules {
-                module.items.append(&mut m.items);
-            }
+        if let Some(module) = direct::parse(source, text) {
             return (module, Vec::new());
         }
     }
