@@ -65,7 +65,7 @@ for r in $(seq "$ROUNDS"); do
                 start=$(date +%s.%N)
                 kb=$(RAYON_NUM_THREADS=$t peak "$WFRUN" embed "$WORK/runs/$m-$s" "$WORK/photos" -o "$WORK/out.safetensors" --format json | tail -1)
                 end=$(date +%s.%N)
-                echo "{\"framework\":\"wfrun\",\"round\":$r,\"model\":\"$m\",\"image_size\":$s,\"threads\":$t,\"images\":$COUNT,\"seconds\":$(echo "$end - $start" | bc),\"peak_kb\":$kb}" | tee -a "$OUT"
+                echo "{\"framework\":\"wfrun\",\"round\":$r,\"model\":\"$m\",\"image_size\":$s,\"threads\":$t,\"images\":$COUNT,\"seconds\":$(awk "BEGIN { printf \"%.3f\", $end - $start }"),\"peak_kb\":$kb}" | tee -a "$OUT"
                 line=$(OMP_WAIT_POLICY=PASSIVE /usr/bin/time -f "%M" "$PY" scripts/embed_folder_torch.py "$WORK/photos" --model "$peer" --image-size "$s" --threads "$t" 2> /tmp/bench-embed-time)
                 kb=$(tail -1 /tmp/bench-embed-time)
                 echo "$line" | "$PY" -c "import json,sys; d=json.load(sys.stdin); d.update(round=$r, model='$m', peak_kb=$kb); print(json.dumps(d))" | tee -a "$OUT"
