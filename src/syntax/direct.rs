@@ -572,6 +572,12 @@ mod tests {
         assert!(texts.len() > 5);
         let clean = texts.iter().filter(|t| same_as_pest(t)).count();
         assert!(clean >= 5, "{clean}");
+        // Windows line ends, and tabs for indentation.
+        let crlf = texts
+            .iter()
+            .filter(|t| same_as_pest(&t.replace('\n', "\r\n").replace("    ", "\t")))
+            .count();
+        assert_eq!(crlf, clean);
     }
 
     #[test]
