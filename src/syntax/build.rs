@@ -292,9 +292,7 @@ impl Builder<'_> {
     }
 
     pub(super) fn unescape(&mut self, body: &str, offset: usize) -> Option<String> {
-        let mut bad = Vec::new();
-        let out = unescape(body, |i, j, other| bad.push((i, j, other)));
-        for (i, j, other) in bad {
+        unescape(body, |i, j, other| {
             let end = offset + j + other.len_utf8();
             self.push(
                 Diagnostic::error(
@@ -307,8 +305,7 @@ impl Builder<'_> {
                     "strings know `\\\\`, `\\\"`, `\\n` and `\\t`; on Windows write paths with `/`",
                 ),
             );
-        }
-        out
+        })
     }
 
     /// Reports one swallowed piece of text: says what was expected where.

@@ -47,7 +47,7 @@ pub const PARALLEL_MIN_BYTES: usize = 64 * 1024;
 /// [`parse`] with an explicit number of threads (1: never spawn one).
 ///
 /// A file without syntax errors is read by a direct parser of the grammar's
-/// strict layer (`direct.rs`), about ten times faster than pest; where it
+/// strict layer (`direct.rs`), three to seven times faster than pest; where it
 /// gives up (a broken line, a bad literal), pest parses the file and its
 /// recovery layer says what is wrong. Both give the same tree.
 pub fn parse_with_threads(
@@ -91,13 +91,6 @@ fn parse_as(
     if let Some(at) = found.too_deep {
         return (Module::default(), vec![too_deep(source, at)]);
     }
-    let pieces_of = |text: &str, candidates: &[usize]| {
-        if threads > 1 && text.len() >= PARALLEL_MIN_BYTES {
-            split_points(text, candidates, threads)
-        } else {
-            vec![0, text.len()]
-        }
-    };
     // One thread: the direct parser reads the 10,000-line file in about 2
     // ms, and two threads made it slower on a busy two-core machine
     // (BENCHMARKS.md).
@@ -109,10 +102,15 @@ fn parse_as(
     let repair = repair_braces(source, text, &found.unclosed);
     let parsed_text = repair.text.as_deref().unwrap_or(text);
     let mut diagnostics = repair.diagnostics;
-    // The statements were found in the original text; after a repair, look again.
-    let pieces = match &repair.text {
-        Some(t) => pieces_of(parsed_text, &structure(t).statements),
-        None => pieces_of(parsed_text, &found.statements),
+    let pieces = if threads > 1 && parsed_text.len() >= PARALLEL_MIN_BYTES {
+        // The statements were found in the original text; after a repair, look again.
+        let candidates = match &repair.text {
+            Some(t) => structure(t).statements,
+            None => found.statements,
+        };
+        split_points(parsed_text, &candidates, threads)
+    } else {
+        vec![0, parsed_text.len()]
     };
     let insertions = &repair.insertions;
     let parse_piece = |a: usize, b: usize| {
@@ -136,42 +134,29 @@ fn parse_as(
         };
         (module, diagnostics)
     };
-    let results = in_pieces(&pieces, parse_piece);
+    let results: Vec<(Module, Vec<Diagnostic>)> = if pieces.len() <= 2 {
+        vec![parse_piece(0, parsed_text.len())]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pieces
+                .windows(2)
+                .map(|w| {
+                    let (a, b) = (w[0], w[1]);
+                    scope.spawn(move || parse_piece(a, b))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect()
+        })
+    };
     let mut module = Module::default();
     for (m, d) in results {
         module.items.extend(m.items);
         diagnostics.extend(d);
     }
     (module, diagnostics)
-}
-
-/// `parse` of each piece `pieces[k]..pieces[k + 1]`, on a thread each where
-/// there are several.
-fn in_pieces<T: Send>(pieces: &[usize], parse: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
-    if pieces.len() <= 2 {
-        return vec![parse(pieces[0], pieces[pieces.len() - 1])];
-    }
-    let parse = &parse;
-    let (&[.., a], &b) = (&pieces[..pieces.len() - 1], &pieces[pieces.len() - 1]) else {
-        unreachable!("at least three offsets")
-    };
-    std::thread::scope(|scope| {
-        // The last piece on this thread.
-        let handles: Vec<_> = pieces[..pieces.len() - 1]
-            .windows(2)
-            .map(|w| {
-                let (a, b) = (w[0], w[1]);
-                scope.spawn(move || parse(a, b))
-            })
-            .collect();
-        let last = parse(a, b);
-        let mut results: Vec<T> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect();
-        results.push(last);
-        results
-    })
 }
 
 /// Offsets that cut `text` into about `n` pieces at the `candidates` (see
