@@ -7,7 +7,10 @@
 //! What wfrun computes when it embeds a run's images: resnet101, the angular
 //! margin template's L2-normalised 128-d projection; resnext50 and
 //! bninception, the pooled features (the peer adds a 128-d projection there,
-//! a negligible difference). `--profile` prints each kernel's share.
+//! a negligible difference). `--profile` prints each kernel's share. The
+//! weights are fixed as in a model opened for use (`--per-call`: as the
+//! per-epoch evaluation in training, which derives their transforms at each
+//! call).
 
 #[path = "common/bench.rs"]
 mod bench;
@@ -27,7 +30,13 @@ fn main() -> candle_core::Result<()> {
     let warmup: usize = bench::arg(&args, "--warmup", 2);
     let profile = args.iter().any(|a| a == "--profile");
     let map = VarMap::new();
-    let net = bench::network(&model, &map)?;
+    let mut net = bench::network(&model, &map)?;
+    // As a model opened for use (`wfrun embed`): the weights never change,
+    // so the transforms derived from them are kept (`--per-call`: derived
+    // at each call, as the per-epoch evaluation in training does).
+    if !args.iter().any(|a| a == "--per-call") {
+        net.fix_weights();
+    }
     let x = Tensor::randn(0f32, 1.0, (batch, 3, size, size), &Device::Cpu)?;
     let mut times = Vec::new();
     for i in 0..warmup + iters {

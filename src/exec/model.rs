@@ -243,7 +243,10 @@ impl Model {
             })?;
         let device = super::open_device(options.device)?;
         let bytes = read_weights(&base)?;
-        let (config, tensors, net) = load_net(&base, &hyper, &device, &bytes)?;
+        let (config, tensors, mut net) = load_net(&base, &hyper, &device, &bytes)?;
+        // A model opened for use is never trained: evaluation keeps what it
+        // derives from the weights.
+        net.fix_weights();
         let identity = identity(&base, &bytes);
         drop(bytes);
         let folder = base

@@ -238,11 +238,14 @@ impl BnInception {
         self.feature_dim
     }
 
-    /// Images (N, 3, H, W) → pooled output of the last inception module (N, 1024 / width_div).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Images (N, 3, H, W) → pooled output of the last inception module (N,
+    /// 1024 / width_div); `fixed`: the weights will not change again
+    /// ([`Run::fixed`]).
+    pub fn forward_t(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
         let mut run = Run {
             train,
             kernels: self.kernels,
+            fixed,
         };
         self.walk(&mut run, x)
     }

@@ -1,10 +1,12 @@
 //! Layers the networks share: convolution + batch norm (+ ReLU), batch norm
 //! that trains for real, global average pooling.
 
+use std::sync::Arc;
+
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
 
-use super::cpu::conv::{Conv2d as CpuConv2d, Inference};
+use super::cpu::conv::{Conv2d as CpuConv2d, Inference, Kept};
 use super::cpu::eltwise::AddRelu;
 use super::cpu::norm::{self, Stats};
 use super::cpu::Kernels;
@@ -131,6 +133,9 @@ pub struct ConvBn {
     kernels: Kernels,
     /// The convolution's name in the weights (`layer1.0.conv1`).
     name: String,
+    /// What evaluation derives from the weights, kept once they are fixed
+    /// (shared by clones, which share the weights).
+    kept: Arc<Kept>,
 }
 
 /// Where a [`ConvBn`]'s convolution and batch norm live in the weights.
@@ -238,6 +243,7 @@ impl ConvBn {
             relu: spec.relu,
             kernels: spec.kernels,
             name,
+            kept: Arc::default(),
         })
     }
 
@@ -253,6 +259,19 @@ impl ConvBn {
         x: &Tensor,
         residual: Option<&Tensor>,
         train: bool,
+    ) -> Result<Tensor> {
+        self.forward_with(x, residual, train, false)
+    }
+
+    /// [`ConvBn::forward_residual_t`]; with `fixed` (the weights will not
+    /// change again) evaluation keeps its transformed weights for the next
+    /// call.
+    pub fn forward_with(
+        &self,
+        x: &Tensor,
+        residual: Option<&Tensor>,
+        train: bool,
+        fixed: bool,
     ) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let k = self.conv.weight().dim(2)?;
@@ -277,6 +296,7 @@ impl ConvBn {
                 scale,
                 shift,
                 relu: self.relu,
+                kept: fixed.then(|| Arc::clone(&self.kept)),
             };
             return op.forward(x, self.conv.weight(), residual);
         }

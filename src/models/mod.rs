@@ -127,10 +127,10 @@ enum Backbone {
 }
 
 impl Backbone {
-    fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
         match self {
-            Backbone::ResNet(n) => n.forward_t(x, train),
-            Backbone::BnInception(n) => n.forward_t(x, train),
+            Backbone::ResNet(n) => n.forward_t(x, train, fixed),
+            Backbone::BnInception(n) => n.forward_t(x, train, fixed),
         }
     }
 
@@ -216,6 +216,8 @@ impl Targets {
 pub struct TemplateNet {
     backbone: Backbone,
     head: Head,
+    /// Set by [`TemplateNet::fix_weights`].
+    fixed: bool,
 }
 
 impl TemplateNet {
@@ -261,6 +263,7 @@ impl TemplateNet {
                         weight,
                         loss: *loss,
                     },
+                    fixed: false,
                 }
             }
             NetConfig::BnInception { backbone, logreg } => {
@@ -272,6 +275,7 @@ impl TemplateNet {
                         fc,
                         logreg: *logreg,
                     },
+                    fixed: false,
                 }
             }
             NetConfig::ResNext { backbone, logreg } => {
@@ -283,16 +287,26 @@ impl TemplateNet {
                         fc,
                         logreg: *logreg,
                     },
+                    fixed: false,
                 }
             }
         })
+    }
+
+    /// Declares that the weights will not change again (a trained model
+    /// opened for use): evaluation then keeps what it derives from them
+    /// across calls — each 3 × 3 convolution's weights transformed for
+    /// Winograd's F(4 × 4, 3 × 3), 4× the weights' size — instead of
+    /// deriving it at each call. The results are the same to the bit.
+    pub fn fix_weights(&mut self) {
+        self.fixed = true;
     }
 
     /// The template's embedding of images (N, 3, H, W): the L2-normalised
     /// projection for the angular margin template, the pooled features for the
     /// classifier templates.
     pub fn embed(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let features = self.backbone.forward_t(x, train)?;
+        let features = self.backbone.forward_t(x, train, self.fixed)?;
         match &self.head {
             Head::AngularMargin { embedding, .. } => {
                 loss::l2_normalize(&embedding.forward(&features)?)

@@ -148,11 +148,13 @@ impl ResNet {
         self.feature_dim
     }
 
-    /// Images (N, 3, H, W) → pooled features (N, feature_dim).
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+    /// Images (N, 3, H, W) → pooled features (N, feature_dim); `fixed`: the
+    /// weights will not change again ([`Run::fixed`]).
+    pub fn forward_t(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
         let mut run = Run {
             train,
             kernels: self.kernels,
+            fixed,
         };
         self.walk(&mut run, x)
     }

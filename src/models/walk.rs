@@ -45,6 +45,9 @@ pub trait Ops {
 pub struct Run {
     pub train: bool,
     pub kernels: Kernels,
+    /// The weights will not change again: evaluation may keep what it
+    /// derives from them across calls ([`ConvBn::forward_with`]).
+    pub fixed: bool,
 }
 
 impl Ops for Run {
@@ -55,7 +58,7 @@ impl Ops for Run {
     }
 
     fn conv_bn(&mut self, layer: &ConvBn, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        layer.forward_residual_t(x, residual, self.train)
+        layer.forward_with(x, residual, self.train, self.fixed)
     }
 
     fn pool(&mut self, pool: &Pool2d, x: &Tensor) -> Result<Tensor> {

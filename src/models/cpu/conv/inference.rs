@@ -59,6 +59,9 @@ pub struct Inference {
     /// `β − mean · scale` (plus the convolution's bias times the scale).
     pub shift: Vec<f64>,
     pub relu: bool,
+    /// Where the layer keeps its transformed weights across calls, when its
+    /// weights are fixed (None: derived at each call).
+    pub kept: Option<std::sync::Arc<Kept>>,
 }
 
 impl Inference {
@@ -82,8 +85,14 @@ impl Inference {
             relu: self.relu,
         };
         // 3 × 3 convolutions of stride 1 on larger maps: Winograd's transform.
-        if super::winograd::worth(g) {
-            return super::winograd::convolve(g, x, w, Some(&after));
+        match super::winograd::choose(g) {
+            Some(super::winograd::Transform::F2) => {
+                return super::winograd::convolve(g, x, w, Some(&after))
+            }
+            Some(super::winograd::Transform::F4) => {
+                return super::winograd4::convolve(g, x, w, self.kept.as_deref(), Some(&after))
+            }
+            None => {}
         }
         forward(g, x, w, Some(&after))
     }

@@ -25,6 +25,7 @@ mod columns;
 mod geometry;
 mod inference;
 mod winograd;
+mod winograd4;
 
 use super::profile::{time, Kernel};
 use super::{
@@ -34,6 +35,7 @@ use super::{
 use columns::*;
 use geometry::*;
 pub(crate) use inference::{After, Inference};
+pub use winograd4::Kept;
 
 /// A convolution's hyperparameters (square stride and padding, as the networks use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -689,6 +691,7 @@ mod tests {
                 scale: (0..o).map(|c| 0.5 + c as f64 * 0.25).collect(),
                 shift: (0..o).map(|c| c as f64 * 0.1 - 0.2).collect(),
                 relu: true,
+                kept: None,
             };
             let residual = random(theirs.dims(), 30 + i as u64);
             let xc = x.transpose(0, 1).unwrap().contiguous().unwrap();

@@ -13,12 +13,15 @@
 //! constants are 0, ±1 and ±½ (exact in binary), so the results differ from
 //! the direct product's by rounding only.
 //!
-//! Every evaluation takes it where it suits (the per-epoch judging in
-//! training as well as a model opened for use), so a run's embeddings and
-//! `wfrun embed`'s stay the same to the bit. The weights are transformed at
-//! each call: about 40 operations a channel pair against 16 multiply-adds a
-//! pair for every tile, a small share but for single images on small maps
-//! (one image on a 6 × 6 map, 9 tiles: about a seventh), and no memory kept.
+//! Every evaluation takes the transform [`choose`] picks from the shapes
+//! alone (the per-epoch judging in training as well as a model opened for
+//! use), so a run's embeddings and `wfrun embed`'s stay the same to the bit.
+//! Most maps of 4 × 4 and up take F(4 × 4, 3 × 3) ([`super::winograd4`]);
+//! this one is left where it needs no more products than that one (6 × 6
+//! maps). Its weights are transformed at each call: about 40 operations a
+//! channel pair against 16 multiply-adds a pair for every tile, a small
+//! share but for single images on small maps (one image on a 6 × 6 map, 9
+//! tiles: about a seventh), and no memory kept.
 
 use super::*;
 
@@ -32,13 +35,42 @@ const XI: usize = 16;
 const CHUNK_VALUES: usize = 1 << 21;
 /// Tiles a chunk aims at at least: enough columns for efficient products.
 const MIN_TILES: usize = 256;
-/// Sides shorter than this keep the direct product. On 4 × 4 maps the
-/// transforms cost about what the products save (ResNet-101 at 64 px, whose
-/// layer 3 runs on them, was 2% faster with them only with 88 MiB of
-/// transformed weights kept; BENCHMARKS.md).
+/// Sides shorter than this keep the direct product. On 4 × 4 maps this
+/// transform cost about what its products saved (ResNet-101 at 64 px, whose
+/// layer 3 runs on them, was 2% faster with it only with 88 MiB of
+/// transformed weights kept; BENCHMARKS.md); F(4 × 4, 3 × 3) takes them.
 const MIN_SIDE: usize = 6;
 
-/// Whether the transform does clearly fewer multiply-adds than the direct
+/// Which transform an evaluation convolution takes, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Transform {
+    /// F(2 × 2, 3 × 3), this module's.
+    F2,
+    /// F(4 × 4, 3 × 3), [`super::winograd4`]'s.
+    F4,
+}
+
+/// Which transform suits a convolution: F(4 × 4, 3 × 3) where it needs
+/// fewer products than F(2 × 2, 3 × 3) (36 a tile of 16 pixels against 16 a
+/// tile of 4) and clearly fewer multiply-adds than the direct product
+/// ([`worth`]'s rule with 36 a tile), else F(2 × 2, 3 × 3) where [`worth`],
+/// else none. The choice depends on the shapes only, never on whether the
+/// weights are kept, so every evaluation of a network gives the same values.
+pub(super) fn choose(g: &Geometry) -> Option<Transform> {
+    if !(g.kh == 3 && g.kw == 3 && g.stride == 1 && g.pad == 1 && g.groups == 1) {
+        return None;
+    }
+    let inside = (3 * g.h - 2) * (3 * g.w - 2);
+    let tiles2 = g.h.div_ceil(TILE) * g.w.div_ceil(TILE);
+    let tiles4 = g.h.div_ceil(super::winograd4::TILE) * g.w.div_ceil(super::winograd4::TILE);
+    let xi4 = super::winograd4::XI;
+    if g.h >= 4 && g.w >= 4 && xi4 * tiles4 < XI * tiles2 && 5 * xi4 * tiles4 <= 4 * inside {
+        return Some(Transform::F4);
+    }
+    worth(g).then_some(Transform::F2)
+}
+
+/// Whether F(2 × 2, 3 × 3) does clearly fewer multiply-adds than the direct
 /// product over the taps inside the input (on small maps the class-by-class
 /// path already leaves the padding out): `16` a tile against the taps of
 /// its pixels that read inside the input, at most four fifths of them; and
@@ -92,7 +124,7 @@ fn transform_weights<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
 
 /// A raw pointer the transforms' parts write disjoint elements through.
 #[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
+pub(super) struct Shared<T>(pub(super) *mut T);
 // SAFETY: each part writes only elements no other part touches (see the
 // callers), and the buffer outlives the parts.
 unsafe impl<T> Send for Shared<T> {}
@@ -100,14 +132,14 @@ unsafe impl<T> Sync for Shared<T> {}
 
 impl<T> Shared<T> {
     /// The pointer (a method, so that closures capture the `Sync` wrapper).
-    fn at(self, i: usize) -> *mut T {
+    pub(super) fn at(self, i: usize) -> *mut T {
         self.0.wrapping_add(i)
     }
 }
 
 /// Runs `f(first, last)` over `[0, len)` in blocks, on the team when there
 /// is work enough.
-fn blocks(len: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
+pub(super) fn blocks(len: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
     let parts = if threads() > 1 && work >= 1 << 16 {
         (threads() * 4).min(len)
     } else {
