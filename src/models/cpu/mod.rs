@@ -43,6 +43,10 @@ pub trait Float:
     fn take_scratch() -> Vec<Self>;
     /// Gives the scratch buffer back for the next [`Float::take_scratch`].
     fn put_scratch(v: Vec<Self>);
+
+    /// `self · a + b` rounded once (a fused multiply-add; the same value on
+    /// every processor, in hardware where it has one).
+    fn mul_add(self, a: Self, b: Self) -> Self;
 }
 
 thread_local! {
@@ -61,6 +65,11 @@ impl Float for f32 {
     fn put_scratch(v: Vec<Self>) {
         SCRATCH_F32.with(|s| s.set(v))
     }
+
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f32::mul_add(self, a, b)
+    }
 }
 
 impl Float for f64 {
@@ -73,6 +82,11 @@ impl Float for f64 {
 
     fn put_scratch(v: Vec<Self>) {
         SCRATCH_F64.with(|s| s.set(v))
+    }
+
+    #[inline(always)]
+    fn mul_add(self, a: Self, b: Self) -> Self {
+        f64::mul_add(self, a, b)
     }
 }
 

@@ -94,6 +94,10 @@ impl Inference {
             }
             None => {}
         }
+        // Grouped ones with few channels a group: directly, group by group.
+        if super::grouped::suits(g) {
+            return super::grouped::forward(g, x, w, Some(&after));
+        }
         forward(g, x, w, Some(&after))
     }
 

@@ -23,6 +23,7 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tenso
 
 mod columns;
 mod geometry;
+mod grouped;
 mod inference;
 mod winograd;
 mod winograd4;
