@@ -202,6 +202,22 @@ fn unreadable_paths_exit_2() {
     let r = wfrun(&["check", bad.to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("not UTF-8"), "{}", r.stderr);
+    // The summary counts it as not read, not as checked without problems.
+    assert!(
+        r.stderr
+            .contains("checked 0 files: 1 path could not be read"),
+        "{}",
+        r.stderr
+    );
+    // Beside a good file: that one checked, this one not read.
+    let r = wfrun(&["check", "workflows/quickstart.wf", bad.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("checked 1 file: no problems; 1 path could not be read"),
+        "{}",
+        r.stderr
+    );
 }
 
 #[test]

@@ -192,7 +192,7 @@ fn check(
         Err(code) => return code,
     };
     let options = options(no_fs);
-    let (mut errors, mut warnings, mut unreadable) = (0, 0, unreadable);
+    let (mut errors, mut warnings, mut unreadable, mut checked_files) = (0, 0, unreadable, 0);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for file in &files {
@@ -204,6 +204,7 @@ fn check(
                 continue;
             }
         };
+        checked_files += 1;
         errors += checked.count(Severity::Error);
         warnings += checked.count(Severity::Warning);
         match format {
@@ -225,7 +226,7 @@ fn check(
         }
     }
     if format == Format::Human {
-        errln!("{}", summary(files.len(), errors, warnings));
+        errln!("{}", summary(checked_files, errors, warnings, unreadable));
     }
     if unreadable > 0 {
         TROUBLE
@@ -244,16 +245,22 @@ fn plural(n: usize, word: &str) -> String {
     }
 }
 
-fn summary(files: usize, errors: usize, warnings: usize) -> String {
+/// The last line of a check: the files read and checked, what they hold,
+/// and how many paths could not be read (their errors printed above).
+fn summary(files: usize, errors: usize, warnings: usize, unreadable: usize) -> String {
     let checked = format!("checked {}", plural(files, "file"));
-    match (errors, warnings) {
-        (0, 0) => format!("{checked}: no problems"),
-        (0, w) => format!("{checked}: {}", plural(w, "warning")),
-        (e, 0) => format!("{checked}: {}", plural(e, "error")),
-        (e, w) => format!(
-            "{checked}: {} and {}",
-            plural(e, "error"),
-            plural(w, "warning")
+    let found = match (errors, warnings) {
+        (0, 0) => "no problems".to_string(),
+        (0, w) => plural(w, "warning"),
+        (e, 0) => plural(e, "error"),
+        (e, w) => format!("{} and {}", plural(e, "error"), plural(w, "warning")),
+    };
+    match unreadable {
+        0 => format!("{checked}: {found}"),
+        n if files == 0 => format!("{checked}: {} could not be read", plural(n, "path")),
+        n => format!(
+            "{checked}: {found}; {} could not be read",
+            plural(n, "path")
         ),
     }
 }
@@ -278,7 +285,7 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
             checked.count(Severity::Error),
             checked.count(Severity::Warning),
         );
-        errln!("{}", summary(1, errors, warnings));
+        errln!("{}", summary(1, errors, warnings, 0));
         return Err(FAILED);
     }
     Ok(checked)
