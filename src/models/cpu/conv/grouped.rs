@@ -5,22 +5,24 @@
 //! columns are nine times the input.
 //!
 //! A group's input is first laid out images innermost, `C/g × H × W × N'`
-//! (`N'` the batch rounded up to 8, 16 or a multiple of [`LANES`]), so that for every output pixel
-//! and tap the values of all the images are one run: the output pixel's
-//! taps inside the input (those on the padding are left out, pixel by
-//! pixel) are summed over the group's channels for up to [`LANES`] images and up
-//! to [`BLOCK`] output channels at a time, a loop that vectorises over the
-//! images. The outputs go back to the activations' layout through the
-//! epilogue. Each image's values are computed with the same operations in
-//! the same order whatever the batch and the processor (multiplications and
-//! additions, not fused), so they do not depend on either.
+//! (`N'` the batch rounded up to 8, 16 or a multiple of [`LANES`]), so that
+//! for every output pixel and tap the values of all the images are one run.
+//! Each output pixel's sources, the (channel, tap) pairs that read inside
+//! the input, are listed once; fused multiply-adds run over them for up to
+//! [`LANES`] images and [`BLOCK`] output channels at a time, a loop that
+//! vectorises over the images (a single image puts the output channels side
+//! by side instead). The outputs go back to the activations' layout through
+//! the epilogue. Every output value is the same fused multiply-adds
+//! (correctly rounded on every processor) over its sources in the same
+//! order, whatever the batch, its width and the processor, so an image's
+//! values depend on none of them.
 
 use super::*;
 
 /// Images computed together.
 const LANES: usize = 32;
-/// Batches smaller than this (a single image) put a group's output channels side by side
-/// rather than its images.
+/// Batches smaller than this (a single image) put a group's output channels
+/// side by side rather than its images.
 const FEW_IMAGES: usize = 2;
 /// Output channels computed together.
 const BLOCK: usize = 4;
