@@ -523,6 +523,22 @@ fn the_library_embeds_decoded_images_as_files() {
         })
         .unwrap();
     assert_eq!(progress.last(), Some(&(5, 5)));
+    // The 3 × 3 layers' transformed weights, kept from the first call (the
+    // default) or derived at each call: the same vectors, to the bit.
+    let again = model.embed(&inputs, &mut |_| {}).unwrap();
+    assert_eq!(again.values, files.values);
+    let lean = wfrun::Model::open_with(
+        &dir.join("runs/tiny"),
+        &wfrun::exec::model::ModelOptions {
+            keep_transforms: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        lean.embed(&inputs, &mut |_| {}).unwrap().values,
+        files.values
+    );
     let decoded: Vec<image::DynamicImage> = paths.iter().map(|p| image::open(p).unwrap()).collect();
     let mut decoded_with_a_bad_one = decoded.clone();
     decoded_with_a_bad_one.push(image::DynamicImage::new_rgb8(1, 200));

@@ -22,7 +22,7 @@ fn open_and_embed(
 ) -> Result<(Model, Embeddings), u8> {
     let options = ModelOptions {
         device: args.device,
-        workers: 0,
+        ..ModelOptions::default()
     };
     let model = Model::open_with(run, &options).map_err(fail)?;
     let inputs = Inputs::gather(paths).map_err(fail)?;
