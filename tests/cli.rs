@@ -197,6 +197,12 @@ fn unreadable_paths_exit_2() {
     let r = wfrun(&["check", empty.path().to_str().unwrap()]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no `.wf` files"));
+    assert!(
+        r.stderr
+            .contains("checked 0 files: 1 path could not be read"),
+        "{}",
+        r.stderr
+    );
     let bad = empty.path().join("latin1.wf");
     std::fs::write(&bad, b"workflow caf\xe9\n").unwrap();
     let r = wfrun(&["check", bad.to_str().unwrap()]);

@@ -152,7 +152,8 @@ pub enum Command {
     },
     /// Find the images nearest to each query (cosine similarity of their
     /// embeddings) among a finished run's images, or among embeddings
-    /// `wfrun embed` wrote (`--index`).
+    /// `wfrun embed` wrote (`--index`). A query that is itself in the index
+    /// (the same path) is not listed as its own neighbour.
     #[cfg(feature = "train")]
     Search {
         run: PathBuf,

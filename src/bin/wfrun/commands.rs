@@ -143,7 +143,9 @@ fn options(no_fs: bool) -> CheckOptions {
 /// current folder), and how many of the paths had a part that could not be
 /// read (each said): the files found are still checked. `Err` with the exit
 /// status when no file was found at all.
-fn workflow_files(paths: &[std::path::PathBuf]) -> Result<(Vec<std::path::PathBuf>, usize), u8> {
+/// The `.wf` files under `paths` (each once) and how many paths could not be
+/// read or held none, each such path's error printed.
+fn workflow_files(paths: &[std::path::PathBuf]) -> (Vec<std::path::PathBuf>, usize) {
     let default = [std::path::PathBuf::from(".")];
     let paths = if paths.is_empty() {
         &default[..]
@@ -171,10 +173,7 @@ fn workflow_files(paths: &[std::path::PathBuf]) -> Result<(Vec<std::path::PathBu
                 .filter(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))),
         );
     }
-    if files.is_empty() {
-        return Err(TROUBLE);
-    }
-    Ok((files, problems))
+    (files, problems)
 }
 
 fn check(
@@ -187,10 +186,7 @@ fn check(
     if let Err(code) = memory_setting() {
         return code;
     }
-    let (files, unreadable) = match workflow_files(paths) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let (files, unreadable) = workflow_files(paths);
     let options = options(no_fs);
     let (mut errors, mut warnings, mut unreadable, mut checked_files) = (0, 0, unreadable, 0);
     let stdout = std::io::stdout();
@@ -292,10 +288,10 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
 }
 
 fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
-    let (files, trouble) = match workflow_files(paths) {
-        Ok(f) => f,
-        Err(code) => return code,
-    };
+    let (files, trouble) = workflow_files(paths);
+    if files.is_empty() {
+        return TROUBLE;
+    }
     let (mut changed, mut broken, mut trouble) = (0, 0, trouble);
     // This process's user (Linux), to know another user's file.
     #[cfg(unix)]

@@ -14,8 +14,8 @@
 //! by side instead). The outputs go back to the activations' layout through
 //! the epilogue. Every output value is the same fused multiply-adds
 //! (correctly rounded on every processor) over its sources in the same
-//! order, whatever the batch, its width and the processor, so an image's
-//! values depend on none of them.
+//! order, whatever the batch, its width and the processor, so the values
+//! these layers give an image depend on none of them.
 
 use super::*;
 
