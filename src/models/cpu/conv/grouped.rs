@@ -388,52 +388,30 @@ mod tests {
             };
             let g = Geometry::new(conv, &[c, n, h, w], &[o, c / groups, k, k]).unwrap();
             assert!(suits(&g));
-            let x: Vec<f64> = (0..c * n * h * w)
-                .map(|i| (i * 7919 % 1009) as f64 / 97.0 - 5.0)
-                .collect();
-            let wt: Vec<f64> = (0..o * c / groups * k * k)
-                .map(|i| (i * 104_729 % 997) as f64 / 331.0 - 1.5)
-                .collect();
-            let res: Vec<f64> = (0..o * n * g.p())
-                .map(|i| ((i * 31 % 17) as f64 - 8.0) / 4.0)
-                .collect();
-            let scale: Vec<f64> = (0..o).map(|i| 0.5 + i as f64 * 0.25).collect();
-            let shift: Vec<f64> = (0..o).map(|i| i as f64 * 0.1 - 0.2).collect();
-            let after = After {
-                scale: Some(&scale),
-                shift: Some(&shift),
-                residual: Some(&res),
-                relu: true,
-            };
-            let unfolded = super::super::forward(&g, &x, &wt, Some(&after));
-            let direct = forward(&g, &x, &wt, Some(&after));
-            let worst = unfolded
-                .iter()
-                .zip(&direct)
-                .map(|(a, b)| (a - b).abs() / (1.0 + a.abs()))
-                .fold(0.0, f64::max);
+            let (case, case32) = (Case::new(&g), Case::new(&g).f32());
+            let after = case.after(true, true);
+            let unfolded = super::super::forward(&g, &case.x, &case.w, Some(&after));
+            let direct = forward(&g, &case.x, &case.w, Some(&after));
+            let worst = super::super::worst(&unfolded, &direct, false);
             assert!(worst < 1e-12, "{n}x{c}x{h}x{w} -> {o} / {groups}: {worst}");
 
-            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
-            let w32: Vec<f32> = wt.iter().map(|&v| v as f32).collect();
-            let direct = forward(&g, &x32, &w32, None);
-            let plain = super::super::forward(&g, &x, &wt, None);
-            let worst = plain
-                .iter()
-                .zip(&direct)
-                .map(|(&a, &b)| (a - b as f64).abs() / (1.0 + a.abs()))
-                .fold(0.0, f64::max);
+            let direct = forward(&g, &case32.x, &case32.w, None);
+            let plain = super::super::forward(&g, &case.x, &case.w, None);
+            let worst = super::super::worst(&plain, &direct, false);
             assert!(
                 worst < 1e-5,
                 "f32 {n}x{c}x{h}x{w} -> {o} / {groups}: {worst}"
             );
             // The last image alone gives its values in the batch, to the bit.
-            let last = &x32[..];
             let alone: Vec<f32> = (0..c)
-                .flat_map(|ci| last[(ci * n + n - 1) * h * w..][..h * w].iter().copied())
+                .flat_map(|ci| {
+                    case32.x[(ci * n + n - 1) * h * w..][..h * w]
+                        .iter()
+                        .copied()
+                })
                 .collect();
             let g1 = Geometry::new(conv, &[c, 1, h, w], &[o, c / groups, k, k]).unwrap();
-            let single = forward(&g1, &alone, &w32, None);
+            let single = forward(&g1, &alone, &case32.w, None);
             let p = g.p();
             for oc in 0..o {
                 let batch = &direct[(oc * n + n - 1) * p..][..p];

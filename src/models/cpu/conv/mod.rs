@@ -524,6 +524,83 @@ impl CustomOp2 for Conv2d {
     }
 }
 
+/// Evaluation's operands for the tests that set one path beside another:
+/// an input, weights, a residual and batch norm's scale and shift per output
+/// channel, values of both signs from fixed formulas.
+#[cfg(test)]
+struct Case<T> {
+    x: Vec<T>,
+    w: Vec<T>,
+    residual: Vec<T>,
+    scale: Vec<T>,
+    shift: Vec<T>,
+}
+
+#[cfg(test)]
+impl Case<f64> {
+    fn new(g: &Geometry) -> Case<f64> {
+        Case {
+            x: (0..g.c * g.n * g.h * g.w)
+                .map(|i| (i * 7919 % 1009) as f64 / 97.0 - 5.0)
+                .collect(),
+            w: (0..g.o * g.cg() * g.kh * g.kw)
+                .map(|i| (i * 104_729 % 997) as f64 / 331.0 - 1.5)
+                .collect(),
+            residual: (0..g.o * g.jt())
+                .map(|i| ((i * 31 % 17) as f64 - 8.0) / 4.0)
+                .collect(),
+            scale: (0..g.o).map(|i| 0.5 + i as f64 * 0.25).collect(),
+            shift: (0..g.o).map(|i| i as f64 * 0.1 - 0.2).collect(),
+        }
+    }
+
+    /// The same values rounded to f32.
+    fn f32(&self) -> Case<f32> {
+        let round = |v: &[f64]| v.iter().map(|&v| v as f32).collect();
+        Case {
+            x: round(&self.x),
+            w: round(&self.w),
+            residual: round(&self.residual),
+            scale: round(&self.scale),
+            shift: round(&self.shift),
+        }
+    }
+}
+
+#[cfg(test)]
+impl<T: Float> Case<T> {
+    /// The epilogue: scale and shift, the residual if `residual`, ReLU if `relu`.
+    fn after(&self, residual: bool, relu: bool) -> After<'_, T> {
+        After {
+            scale: Some(&self.scale),
+            shift: Some(&self.shift),
+            residual: residual.then_some(self.residual.as_slice()),
+            relu,
+        }
+    }
+}
+
+/// The largest difference between `reference` and `got`, each relative to
+/// `1 + |reference|`, or with `of_scale` to the largest `|reference|` (at
+/// least 1).
+#[cfg(test)]
+fn worst<T: Float>(reference: &[f64], got: &[T], of_scale: bool) -> f64 {
+    assert_eq!(reference.len(), got.len());
+    let scale = reference.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+    reference
+        .iter()
+        .zip(got)
+        .map(|(&a, &b)| {
+            let d = (a - b.to_f64()).abs();
+            if of_scale {
+                d / scale
+            } else {
+                d / (1.0 + a.abs())
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
