@@ -527,6 +527,20 @@ fn the_library_embeds_decoded_images_as_files() {
     // default) or derived at each call: the same vectors, to the bit.
     let again = model.embed(&inputs, &mut |_| {}).unwrap();
     assert_eq!(again.values, files.values);
+    // The same vectors are the same bytes, write after write (the metadata
+    // is written in sorted order, not hash order), and read back whole.
+    let out = tempfile::tempdir().unwrap();
+    let written: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            let path = out.path().join(format!("e{i}.safetensors"));
+            files.save(&path).unwrap();
+            std::fs::read(&path).unwrap()
+        })
+        .collect();
+    assert!(written.iter().all(|w| *w == written[0]));
+    let read = wfrun::exec::model::Embeddings::load(&out.path().join("e0.safetensors")).unwrap();
+    assert_eq!(read.values, files.values);
+    assert_eq!(read.model, files.model);
     let lean = wfrun::Model::open_with(
         &dir.join("runs/tiny"),
         &wfrun::exec::model::ModelOptions {

@@ -883,6 +883,45 @@ fn folder_lock(folder: Option<&Path>, exclusive: bool) -> Option<std::fs::File> 
 }
 
 /// `a;b` as concept names.
+/// Rewrites a safetensors file's header in place with its entries (and its
+/// metadata's) in sorted order, the same length: safetensors writes the
+/// metadata in hash order, so the same vectors gave files whose bytes
+/// differed from one write to the next. A header that would not keep its
+/// length (it always does) is left as written.
+fn sort_header(path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, Write};
+    fn sorted(v: serde_json::Value) -> serde_json::Value {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(
+                    entries.into_iter().map(|(k, v)| (k, sorted(v))).collect(),
+                )
+            }
+            other => other,
+        }
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len)?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(std::io::Error::other)?;
+    let mut header = vec![0u8; len];
+    file.read_exact(&mut header)?;
+    let value: serde_json::Value = serde_json::from_slice(&header)?;
+    let mut text = serde_json::to_string(&sorted(value))?.into_bytes();
+    if text.len() > len {
+        return Ok(());
+    }
+    // safetensors pads the header with spaces to a multiple of 8 bytes.
+    text.resize(len, b' ');
+    file.seek(std::io::SeekFrom::Start(8))?;
+    file.write_all(&text)
+}
+
 fn split_concepts(text: &str) -> Vec<String> {
     text.split(';')
         .filter(|s| !s.is_empty())
@@ -1164,7 +1203,8 @@ impl Embeddings {
         let _turn = folder_lock(index_path.parent(), true);
         crate::atomic::replace(path, |tmp| {
             safetensors::serialize_to_file(&tensors, Some(metadata), tmp)
-                .map_err(std::io::Error::other)
+                .map_err(std::io::Error::other)?;
+            sort_header(tmp)
         })
         .map_err(RunError::io(path))?;
         super::folder::write(&index_path, index.as_bytes())?;
