@@ -882,7 +882,6 @@ fn folder_lock(folder: Option<&Path>, exclusive: bool) -> Option<std::fs::File> 
     Some(file)
 }
 
-/// `a;b` as concept names.
 /// Rewrites a safetensors file's header in place with its entries (and its
 /// metadata's) in sorted order, the same length: safetensors writes the
 /// metadata in hash order, so the same vectors gave files whose bytes
@@ -922,6 +921,7 @@ fn sort_header(path: &Path) -> std::io::Result<()> {
     file.write_all(&text)
 }
 
+/// `a;b` as concept names.
 fn split_concepts(text: &str) -> Vec<String> {
     text.split(';')
         .filter(|s| !s.is_empty())

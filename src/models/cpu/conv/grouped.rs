@@ -21,9 +21,6 @@ use super::*;
 
 /// Images computed together.
 const LANES: usize = 32;
-/// Batches smaller than this (a single image) put a group's output channels
-/// side by side rather than its images.
-const FEW_IMAGES: usize = 2;
 /// Output channels computed together.
 const BLOCK: usize = 4;
 /// Input channels per group up to which the direct path is taken (beyond
@@ -36,21 +33,12 @@ pub(super) fn suits(g: &Geometry) -> bool {
     g.groups > 1 && g.cg() <= MAX_GROUP_CHANNELS
 }
 
-/// A convolution's sizes as the kernel reads them.
+/// A convolution as the kernel reads it: its sizes, and the images rounded
+/// up to 8, 16 or a multiple of [`LANES`] (the input's innermost length).
 #[derive(Clone, Copy)]
 struct Shape {
-    /// Input channels a group.
-    cg: usize,
-    kh: usize,
-    kw: usize,
-    h: usize,
-    w: usize,
-    stride: usize,
-    pad: usize,
-    /// Images rounded up to 8, 16 or a multiple of [`LANES`].
+    g: Geometry,
     lanes: usize,
-    /// Images.
-    images: usize,
 }
 
 /// The convolution of `x` (C, N, H, W) by `w` (O, C/g, kh, kw), through
@@ -65,19 +53,12 @@ pub(super) fn forward<T: Float>(
     let mut y = uninit::<T>(g.o * jt);
     let out = DisjointMut::new(&mut y);
     let shape = Shape {
-        cg,
-        kh: g.kh,
-        kw: g.kw,
-        h: g.h,
-        w: g.w,
-        stride: g.stride,
-        pad: g.pad,
+        g: *g,
         lanes: match g.n {
             0..=8 => 8,
             9..=16 => 16,
             n => n.next_multiple_of(LANES),
         },
-        images: g.n,
     };
     let lanes = shape.lanes;
     let taps = g.kh * g.kw;
@@ -109,7 +90,7 @@ pub(super) fn forward<T: Float>(
                     packed[t * og + oc] = v;
                 }
             }
-            block(xt, packed, shape, (og, g.oh, g.ow), yt);
+            block(xt, packed, shape, yt);
             for oc in 0..og {
                 let values = &yt[oc * p * lanes..][..p * lanes];
                 transpose_back(values, lanes, images, (g.n, p));
@@ -170,84 +151,59 @@ fn transpose_back<T: Float>(values: &[T], lanes: usize, images: &mut [T], (n, p)
 /// group's input, images innermost) and `packed` (the weights, output
 /// channels innermost) into `yt` (`og` planes of pixels × lanes), on the
 /// widest vectors the processor has.
-fn block<T: Float>(xt: &[T], packed: &[T], shape: Shape, out: (usize, usize, usize), yt: &mut [T]) {
+fn block<T: Float>(xt: &[T], packed: &[T], shape: Shape, yt: &mut [T]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the processor has AVX-512F (and so FMA).
-            return unsafe { block_avx512(xt, packed, shape, out, yt) };
+            return unsafe { block_avx512(xt, packed, shape, yt) };
         }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the processor has AVX2 and FMA.
-            return unsafe { block_avx2(xt, packed, shape, out, yt) };
+            return unsafe { block_avx2(xt, packed, shape, yt) };
         }
     }
-    block_portable(xt, packed, shape, out, yt)
+    block_portable(xt, packed, shape, yt)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,fma")]
-unsafe fn block_avx512<T: Float>(
-    xt: &[T],
-    packed: &[T],
-    shape: Shape,
-    out: (usize, usize, usize),
-    yt: &mut [T],
-) {
-    block_portable(xt, packed, shape, out, yt)
+unsafe fn block_avx512<T: Float>(xt: &[T], packed: &[T], shape: Shape, yt: &mut [T]) {
+    block_portable(xt, packed, shape, yt)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2<T: Float>(
-    xt: &[T],
-    packed: &[T],
-    shape: Shape,
-    out: (usize, usize, usize),
-    yt: &mut [T],
-) {
-    block_portable(xt, packed, shape, out, yt)
+unsafe fn block_avx2<T: Float>(xt: &[T], packed: &[T], shape: Shape, yt: &mut [T]) {
+    block_portable(xt, packed, shape, yt)
 }
 
 #[inline(always)]
-fn block_portable<T: Float>(
-    xt: &[T],
-    packed: &[T],
-    s: Shape,
-    out: (usize, usize, usize),
-    yt: &mut [T],
-) {
-    // Images side by side as many as the batch fills, or for a few images
+fn block_portable<T: Float>(xt: &[T], packed: &[T], s: Shape, yt: &mut [T]) {
+    // Images side by side as many as the batch fills, or for a single image
     // the output channels side by side: each output value is the same
     // multiply-adds in the same order either way.
-    let (og, _, _) = out;
-    if s.images < FEW_IMAGES {
-        return match og {
-            32 => outputs::<T, 32>(xt, packed, s, out, yt),
-            16 => outputs::<T, 16>(xt, packed, s, out, yt),
-            8 => outputs::<T, 8>(xt, packed, s, out, yt),
-            4 => outputs::<T, 4>(xt, packed, s, out, yt),
-            _ => images::<T, 8>(xt, packed, s, out, yt),
+    if s.g.n == 1 {
+        return match s.g.og() {
+            32 => outputs::<T, 32>(xt, packed, s, yt),
+            16 => outputs::<T, 16>(xt, packed, s, yt),
+            8 => outputs::<T, 8>(xt, packed, s, yt),
+            4 => outputs::<T, 4>(xt, packed, s, yt),
+            _ => images::<T, 8>(xt, packed, s, yt),
         };
     }
     match s.lanes {
-        8 => images::<T, 8>(xt, packed, s, out, yt),
-        16 => images::<T, 16>(xt, packed, s, out, yt),
-        _ => images::<T, LANES>(xt, packed, s, out, yt),
+        8 => images::<T, 8>(xt, packed, s, yt),
+        16 => images::<T, 16>(xt, packed, s, yt),
+        _ => images::<T, LANES>(xt, packed, s, yt),
     }
 }
 
 #[inline(always)]
-fn images<T: Float, const L: usize>(
-    xt: &[T],
-    packed: &[T],
-    s: Shape,
-    (og, oh, ow): (usize, usize, usize),
-    yt: &mut [T],
-) {
-    let lanes = s.lanes;
-    let mut sources: Vec<(usize, usize)> = Vec::with_capacity(s.cg * s.kh * s.kw);
+fn images<T: Float, const L: usize>(xt: &[T], packed: &[T], s: Shape, yt: &mut [T]) {
+    let (lanes, og, oh, ow) = (s.lanes, s.g.og(), s.g.oh, s.g.ow);
+    let mut sources: Vec<(usize, usize)> = Vec::with_capacity(s.g.k());
     for oy in 0..oh {
         for ox in 0..ow {
             pixel_sources(&s, og, (oy, ox), &mut sources);
@@ -272,21 +228,15 @@ fn images<T: Float, const L: usize>(
     }
 }
 
-/// A group's `OG` output channels side by side at every output pixel, image
-/// by image: for batches of a few images.
+/// A group's `OG` output channels side by side at every output pixel: for a
+/// single image.
 #[inline(always)]
-fn outputs<T: Float, const OG: usize>(
-    xt: &[T],
-    packed: &[T],
-    s: Shape,
-    (_, oh, ow): (usize, usize, usize),
-    yt: &mut [T],
-) {
-    let lanes = s.lanes;
-    let mut sources = Vec::with_capacity(s.cg * s.kh * s.kw);
+fn outputs<T: Float, const OG: usize>(xt: &[T], packed: &[T], s: Shape, yt: &mut [T]) {
+    let (lanes, oh, ow) = (s.lanes, s.g.oh, s.g.ow);
+    let mut sources = Vec::with_capacity(s.g.k());
     for pixel in 0..oh * ow {
         pixel_sources(&s, OG, (pixel / ow, pixel % ow), &mut sources);
-        for ni in 0..s.images {
+        for ni in 0..s.g.n {
             let mut acc = [T::ZERO; OG];
             for &(at, wi) in &sources {
                 let x = xt[at + ni];
@@ -311,26 +261,20 @@ fn pixel_sources(
     (oy, ox): (usize, usize),
     sources: &mut Vec<(usize, usize)>,
 ) {
-    let taps = s.kh * s.kw;
-    let plane = s.h * s.w * s.lanes;
-    // The kernel rows (columns) of output row (column) `o` inside the input,
-    // and the input row (column) kernel row (column) 0 reads.
-    let inside = |o: usize, k: usize, side: usize| {
-        let first = (o * s.stride) as isize - s.pad as isize;
-        let lo = (-first).max(0) as usize;
-        let hi = (side as isize - first).clamp(0, k as isize) as usize;
-        (lo, hi.max(lo), first)
-    };
-    let (ky0, ky1, iy) = inside(oy, s.kh, s.h);
-    let (kx0, kx1, ix) = inside(ox, s.kw, s.w);
+    let g = &s.g;
+    let taps = g.kh * g.kw;
+    let plane = g.h * g.w * s.lanes;
+    let (ky0, ky1) = g.taps(oy, g.kh, g.h);
+    let (kx0, kx1) = g.taps(ox, g.kw, g.w);
     sources.clear();
-    for ci in 0..s.cg {
+    for ci in 0..g.cg() {
         for ky in ky0..ky1 {
-            let yy = (iy + ky as isize) as usize;
+            // Inside the input: oy · stride + ky − pad lies in [0, h).
+            let yy = oy * g.stride + ky - g.pad;
             for kx in kx0..kx1 {
-                let xx = (ix + kx as isize) as usize;
-                let at = ci * plane + (yy * s.w + xx) * s.lanes;
-                sources.push((at, (ci * taps + ky * s.kw + kx) * og));
+                let xx = ox * g.stride + kx - g.pad;
+                let at = ci * plane + (yy * g.w + xx) * s.lanes;
+                sources.push((at, (ci * taps + ky * g.kw + kx) * og));
             }
         }
     }

@@ -155,7 +155,7 @@ pub(super) fn blocks(len: usize, work: usize, f: impl Fn(usize, usize) + Sync) {
 }
 
 /// The convolution of `x` (C, N, H, W) by the weights `w` (O, C, 3, 3),
-/// through `after`: the weights transformed, then [`forward`].
+/// through `after`: the weights transformed, then [`products`].
 pub(super) fn convolve<T: Float>(
     g: &Geometry,
     x: &[T],
@@ -163,38 +163,59 @@ pub(super) fn convolve<T: Float>(
     after: Option<&After<T>>,
 ) -> Vec<T> {
     let u = time(Kernel::Winograd, || transform_weights(w, g.o, g.c));
-    let mut y = uninit::<T>(g.o * g.jt());
-    forward(g, x, &u, after, &DisjointMut::new(&mut y));
-    // SAFETY: `forward` writes every output pixel.
-    unsafe { assume_init(y) }
+    let tiles = Tiles {
+        tile: TILE,
+        xi: XI,
+        input: transform_input,
+        output: transform_output,
+    };
+    products(g, x, &u, &tiles, after)
 }
 
-/// The convolution of `x` (C, N, H, W) by the transformed weights `u`
-/// into `out` (O, N, H, W), through `after`.
-fn forward<T: Float>(
+/// A transform of a chunk of images `(n0, nc)`'s input into `V` (ξ matrices
+/// C × tiles).
+type Input<T> = fn(&Geometry, &[T], (usize, usize), &mut [T]);
+/// A transform of a chunk's products `M` into its output pixels, through the
+/// epilogue.
+type Output<T> =
+    fn(&Geometry, &[T], (usize, usize), Option<&After<T>>, &DisjointMut<MaybeUninit<T>>);
+
+/// What a Winograd transform brings to [`products`]: its tile's side in
+/// output pixels, its positions ξ, and its input and output transforms.
+pub(super) struct Tiles<T> {
+    pub(super) tile: usize,
+    pub(super) xi: usize,
+    pub(super) input: Input<T>,
+    pub(super) output: Output<T>,
+}
+
+/// The convolution of `x` (C, N, H, W) by the transformed weights `u` (ξ
+/// matrices O × C) through `after`, chunk by chunk of images: the input
+/// transform, the ξ products `M_ξ = U_ξ · V_ξ` side by side on the team,
+/// the output transform.
+pub(super) fn products<T: Float>(
     g: &Geometry,
     x: &[T],
     u: &[T],
+    tiles: &Tiles<T>,
     after: Option<&After<T>>,
-    out: &DisjointMut<MaybeUninit<T>>,
-) {
-    let (c, o, h, w) = (g.c, g.o, g.h, g.w);
-    assert_eq!(u.len(), XI * o * c, "transformed weights of another shape");
-    let (th, tw) = (h.div_ceil(TILE), w.div_ceil(TILE));
-    let per_image = th * tw;
-    let target = (CHUNK_VALUES / (XI * (c + o))).max(MIN_TILES);
+) -> Vec<T> {
+    let (c, o, xis) = (g.c, g.o, tiles.xi);
+    assert_eq!(u.len(), xis * o * c, "transformed weights of another shape");
+    let mut y = uninit::<T>(o * g.jt());
+    let out = DisjointMut::new(&mut y);
+    let per_image = g.h.div_ceil(tiles.tile) * g.w.div_ceil(tiles.tile);
+    let target = (CHUNK_VALUES / (xis * (c + o))).max(MIN_TILES);
     let nc_max = target.div_ceil(per_image).clamp(1, g.n.max(1));
-    let mut v = Vec::new();
-    let mut m = Vec::new();
+    let (mut v, mut m) = (Vec::new(), Vec::new());
     for n0 in (0..g.n).step_by(nc_max) {
         let nc = nc_max.min(g.n - n0);
         let j = nc * per_image;
-        v.resize(XI * c * j, T::ZERO);
-        m.resize(XI * o * j, T::ZERO);
-        time(Kernel::Winograd, || transform_input(g, x, (n0, nc), &mut v));
-        // M_ξ = U_ξ · V_ξ, the 16 products side by side on the team.
+        v.resize(xis * c * j, T::ZERO);
+        m.resize(xis * o * j, T::ZERO);
+        time(Kernel::Winograd, || (tiles.input)(g, x, (n0, nc), &mut v));
         let mv = Shared(m.as_mut_ptr());
-        let product = |xi: usize, t: usize| {
+        let product = |xi: usize| {
             // SAFETY: product ξ writes only M_ξ's O × J values.
             let dst = unsafe { std::slice::from_raw_parts_mut(mv.at(xi * o * j), o * j) };
             gemm(
@@ -206,18 +227,20 @@ fn forward<T: Float>(
                 (c, 1),
                 &v[xi * c * j..][..c * j],
                 (j, 1),
-                t,
+                1,
             );
         };
         if threads() > 1 {
-            super::super::team::for_each(XI, &|xi| product(xi, 1));
+            super::super::team::for_each(xis, &product);
         } else {
-            (0..XI).for_each(|xi| product(xi, 1));
+            (0..xis).for_each(product);
         }
         time(Kernel::Winograd, || {
-            transform_output(g, &m, (n0, nc), after, out)
+            (tiles.output)(g, &m, (n0, nc), after, &out)
         });
     }
+    // SAFETY: the output transform wrote every output pixel of every chunk.
+    unsafe { assume_init(y) }
 }
 
 /// `V_ξ = Bᵀ d B` for every input channel and tile of images `n0..n0 + nc`:

@@ -1,6 +1,5 @@
 //! Winograd's F(4 × 4, 3 × 3) for evaluation's 3 × 3 convolutions of
-//! stride 1 and padding 1 (one group), on batches large enough to pay for
-//! transforming the weights: each 4 × 4 block of output pixels ("tile")
+//! stride 1 and padding 1 (one group): each 4 × 4 block of output pixels ("tile")
 //! comes from the 6 × 6 block of input around it through 36 products per
 //! pair of channels instead of 144 multiply-adds (Lavin and Gray, "Fast
 //! Algorithms for Convolutional Neural Networks", 2016, with their
@@ -20,7 +19,7 @@
 //! step is a loop over the block that vectorises; the weights' transform
 //! likewise over blocks of channel pairs.
 
-use super::winograd::{blocks, Shared};
+use super::winograd::{blocks, products, Shared, Tiles};
 use super::*;
 
 /// Output pixels a side of a tile.
@@ -29,11 +28,6 @@ pub(super) const TILE: usize = 4;
 const ALPHA: usize = 6;
 /// Positions of a tile's 6 × 6 transforms.
 pub(super) const XI: usize = ALPHA * ALPHA;
-/// Transformed values a chunk's input and products may hold together
-/// (8 MiB of f32).
-const CHUNK_VALUES: usize = 1 << 21;
-/// Tiles a chunk aims at at least: enough columns for efficient products.
-const MIN_TILES: usize = 256;
 /// Tiles (or channel pairs) transformed side by side.
 const LANES: usize = 64;
 
@@ -205,46 +199,13 @@ pub(super) fn convolve<T: Float>(
             &derived
         }
     };
-    let (c, o) = (g.c, g.o);
-    let mut y = uninit::<T>(o * g.jt());
-    let out = DisjointMut::new(&mut y);
-    let per_image = g.h.div_ceil(TILE) * g.w.div_ceil(TILE);
-    let target = (CHUNK_VALUES / (XI * (c + o))).max(MIN_TILES);
-    let nc_max = target.div_ceil(per_image).clamp(1, g.n.max(1));
-    let (mut v, mut m) = (Vec::new(), Vec::new());
-    for n0 in (0..g.n).step_by(nc_max) {
-        let nc = nc_max.min(g.n - n0);
-        let j = nc * per_image;
-        v.resize(XI * c * j, T::ZERO);
-        m.resize(XI * o * j, T::ZERO);
-        time(Kernel::Winograd, || transform_input(g, x, (n0, nc), &mut v));
-        let mv = Shared(m.as_mut_ptr());
-        let product = |xi: usize| {
-            // SAFETY: product ξ writes only M_ξ's O × J values.
-            let dst = unsafe { std::slice::from_raw_parts_mut(mv.at(xi * o * j), o * j) };
-            gemm(
-                (o, j, c),
-                dst,
-                j,
-                false,
-                &u[xi * o * c..][..o * c],
-                (c, 1),
-                &v[xi * c * j..][..c * j],
-                (j, 1),
-                1,
-            );
-        };
-        if threads() > 1 {
-            super::super::team::for_each(XI, &product);
-        } else {
-            (0..XI).for_each(product);
-        }
-        time(Kernel::Winograd, || {
-            transform_output(g, &m, (n0, nc), after, &out)
-        });
-    }
-    // SAFETY: `transform_output` wrote every output pixel of every chunk.
-    unsafe { assume_init(y) }
+    let tiles = Tiles {
+        tile: TILE,
+        xi: XI,
+        input: transform_input,
+        output: transform_output,
+    };
+    products(g, x, u, &tiles, after)
 }
 
 /// `V_ξ = Bᵀ d B` for every input channel and tile of images `n0..n0 + nc`:
