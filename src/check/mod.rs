@@ -229,8 +229,9 @@ impl Checker<'_> {
         })
     }
 
+    /// The 1-based line where `span` starts.
     fn line(&self, span: Span) -> usize {
-        self.file.line_col(span.start).0
+        self.file.line_of(span.start.min(self.file.text().len())) + 1
     }
 
     fn template(&self, name: &str) -> Option<&TemplateSpec> {

@@ -47,9 +47,9 @@ impl Checker<'_> {
     }
 
     /// Checks `settings` against `specs`; unset parameters take their defaults.
-    pub(super) fn resolve_params(
+    pub(super) fn resolve_params<P: std::borrow::Borrow<ParamSpec>>(
         &mut self,
-        specs: &[ParamSpec],
+        specs: &[P],
         settings: &[&Setting],
         owner: &str,
         unknown: impl Fn(&mut Self, &Setting) -> Diagnostic,
@@ -59,7 +59,7 @@ impl Checker<'_> {
         let mut written: Vec<Written> = vec![Written::Unset; specs.len()];
         let mut values: Vec<Option<ParamValue>> = vec![None; specs.len()];
         for s in settings {
-            let Some(i) = specs.iter().position(|p| *p.name == *s.name.name) else {
+            let Some(i) = specs.iter().position(|p| *p.borrow().name == *s.name.name) else {
                 let d = unknown(self, s);
                 self.push(d);
                 continue;
@@ -69,7 +69,7 @@ impl Checker<'_> {
                 continue;
             }
             first[i] = Some(s.name.span);
-            match specs[i].check(&s.value) {
+            match specs[i].borrow().check(&s.value) {
                 Ok(v) => {
                     values[i] = Some(v);
                     written[i] = Written::Set(s.span);
@@ -77,7 +77,7 @@ impl Checker<'_> {
                 Err(d) if d.message.is_empty() => written[i] = Written::Invalid, // already reported
                 Err(mut d) => {
                     written[i] = Written::Invalid;
-                    if let Some((span, message)) = self.narrowed_from(owner, &specs[i]) {
+                    if let Some((span, message)) = self.narrowed_from(owner, specs[i].borrow()) {
                         d.related.push(crate::diagnostic::Label { span, message });
                     }
                     self.push(*d);
@@ -87,6 +87,7 @@ impl Checker<'_> {
         let owner_name: std::sync::Arc<str> = owner.into();
         specs
             .iter()
+            .map(P::borrow)
             .zip(values)
             .zip(written)
             .map(|((spec, value), written)| {

@@ -14,7 +14,7 @@ impl Checker<'_> {
         let mut device = Device::Cpu;
         let mut output = normalize(&self.base_dir.join("runs").join(name));
         let mut seed = 0u64;
-        let mut seen: HashMap<&str, Span> = HashMap::default();
+        let mut seen = crate::spec::declare::Seen::default();
         for s in settings {
             let key = s.name.name.as_str();
             if TOP_SETTINGS.contains(&key)
@@ -219,11 +219,8 @@ impl Checker<'_> {
             ValueKind::Invalid => return None,
             other => {
                 let written = match other {
-                    ValueKind::Name(n)
-                    | ValueKind::Call {
-                        name: Ident { name: n, .. },
-                        ..
-                    } => Some(n.as_str()),
+                    ValueKind::Name(n) => Some(n.as_str()),
+                    ValueKind::Call { name, .. } => Some(name.name.as_str()),
                     ValueKind::Str(s) => Some(s.as_str()),
                     _ => None,
                 };
@@ -277,7 +274,7 @@ impl Checker<'_> {
         let mut weights = None;
         let mut unseen = None;
         let mut augment = crate::workflow::Augment::default();
-        let mut seen: HashMap<&str, Span> = HashMap::default();
+        let mut seen = crate::spec::declare::Seen::default();
         // A setting reported as wrong keeps its default; the paths are still
         // worth checking, so the spec is returned all the same.
         for s in settings {
@@ -301,8 +298,7 @@ impl Checker<'_> {
                 }
             }
         }
-        if train.is_none() && !seen.contains_key("train") && !self.broken_within(Some(d.body.span))
-        {
+        if train.is_none() && !seen.contains("train") && !self.broken_within(Some(d.body.span)) {
             self.push(
                 Diagnostic::error(Code::Missing, d.keyword, "the `data` block names no training images")
                     .with_label("`train` is missing")

@@ -4,9 +4,9 @@ use super::*;
 use crate::spec::StepKindSpec;
 
 impl Checker<'_> {
-    pub(super) fn steps(&mut self, steps: &[&StepDecl], seed: u64) -> Vec<Option<StepSpec>> {
-        let mut names: HashMap<String, Span> = HashMap::default();
-        let mut out = Vec::new();
+    pub(super) fn steps<'m>(&mut self, steps: &[&'m StepDecl], seed: u64) -> Vec<Option<StepSpec>> {
+        let mut names: HashMap<&'m str, Span> = HashMap::default();
+        let mut out = Vec::with_capacity(steps.len());
         for s in steps {
             let Some(kind) = self.builtin.step_kind(&s.kind.name) else {
                 self.unknown_step_kind(s);
@@ -14,7 +14,7 @@ impl Checker<'_> {
                 continue;
             };
             let name_ident = s.alias.as_ref().unwrap_or(&s.kind);
-            if let Some(first) = names.get(&name_ident.name) {
+            if let Some(first) = names.get(name_ident.name.as_str()) {
                 self.push(
                     Diagnostic::error(
                         Code::Duplicate,
@@ -29,7 +29,7 @@ impl Checker<'_> {
                     )),
                 );
             } else {
-                names.insert(name_ident.name.clone(), name_ident.span);
+                names.insert(&name_ident.name, name_ident.span);
             }
             let params = self.step_params(s, kind);
             let typed = self.typed_step(kind, name_ident, params, seed);

@@ -289,14 +289,14 @@ pub(super) fn written_in(body: Option<&Block>) -> Vec<&str> {
 
 /// A template's or step's parameters not yet written, or after `name =` the
 /// keywords `name` accepts.
-pub(super) fn params(
+pub(super) fn params<P: std::borrow::Borrow<ParamSpec>>(
     owner: &str,
-    specs: &[ParamSpec],
+    specs: &[P],
     written: Vec<&str>,
     value_of: Option<&str>,
 ) -> Vec<Completion> {
     if let Some(name) = value_of {
-        let Some(p) = specs.iter().find(|p| &*p.name == name) else {
+        let Some(p) = specs.iter().map(P::borrow).find(|p| &*p.name == name) else {
             return Vec::new();
         };
         return p
@@ -314,6 +314,7 @@ pub(super) fn params(
     }
     specs
         .iter()
+        .map(P::borrow)
         .filter(|p| !written.contains(&&*p.name))
         .map(|p| Completion {
             label: p.name.to_string(),

@@ -369,12 +369,14 @@ pub struct TemplateSpec {
     pub lr_decay: f64,
     /// Shared: narrowing templates copy their parent's parameters.
     pub doc: Arc<str>,
-    pub params: Vec<ParamSpec>,
+    /// Shared with the templates that narrow this one, which replace only
+    /// the parameters they narrow (a file may declare thousands of them).
+    pub params: Vec<Arc<ParamSpec>>,
 }
 
 impl TemplateSpec {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| &*p.name == name)
+        self.params.iter().map(|p| &**p).find(|p| &*p.name == name)
     }
 
     pub fn is_builtin(&self) -> bool {
@@ -388,14 +390,14 @@ pub struct StepKindSpec {
     pub name: String,
     pub span: Span,
     pub id: StepKindId,
-    /// Shared: narrowing templates copy their parent's parameters.
     pub doc: Arc<str>,
-    pub params: Vec<ParamSpec>,
+    /// Held as a template's are.
+    pub params: Vec<Arc<ParamSpec>>,
 }
 
 impl StepKindSpec {
     pub fn param(&self, name: &str) -> Option<&ParamSpec> {
-        self.params.iter().find(|p| &*p.name == name)
+        self.params.iter().map(|p| &**p).find(|p| &*p.name == name)
     }
 }
 

@@ -116,10 +116,12 @@ impl Block {
     }
 }
 
+/// Boxed where rare and large, so that a file of many small blocks holds
+/// small nodes: a block item is a setting's size.
 #[derive(Clone, Debug, PartialEq)]
 pub enum BlockItem {
     Setting(Setting),
-    Param(ParamDecl),
+    Param(Box<ParamDecl>),
 }
 
 /// `param NAME [: TYPE] [{ ... }]`
@@ -162,9 +164,10 @@ pub enum ValueKind {
     Str(String),
     /// A bare name such as `cpu` or `eval`.
     Name(String),
-    /// `cuda(0)`, `manifest("train.csv")`
+    /// `cuda(0)`, `manifest("train.csv")` (the name boxed: calls are rare,
+    /// and every value is the size of its largest kind)
     Call {
-        name: Ident,
+        name: Box<Ident>,
         args: Vec<Value>,
     },
     /// A literal already reported as bad (a number too large, a bad escape).

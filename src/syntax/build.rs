@@ -189,7 +189,7 @@ impl Builder<'_> {
                 }
                 Rule::param_decl => {
                     let end = self.offset + p.as_span().end();
-                    items.push(BlockItem::Param(self.param(p)));
+                    items.push(BlockItem::Param(Box::new(self.param(p))));
                     self.last_end = Some(end);
                 }
                 other => unreachable!("unexpected block rule {other:?}"),
@@ -259,7 +259,10 @@ impl Builder<'_> {
                     .filter(|p| p.as_rule() == Rule::value)
                     .map(|p| self.value(p))
                     .collect();
-                ValueKind::Call { name, args }
+                ValueKind::Call {
+                    name: Box::new(name),
+                    args,
+                }
             }
             other => unreachable!("unexpected value rule {other:?}"),
         };

@@ -278,6 +278,7 @@ pub enum Color {
 
 /// `--threshold`'s value: a probability from 0 up to (not including) 1, as
 /// written (so `1e400` is not shown as `inf`).
+#[cfg(feature = "train")]
 fn probability(text: &str) -> Result<f32, String> {
     match text.trim().parse::<f64>() {
         Ok(p) if (0.0..1.0).contains(&p) => Ok(p as f32),

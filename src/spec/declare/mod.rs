@@ -295,14 +295,47 @@ pub(crate) fn twice(name: &Ident, first: Span, verb: &str) -> Diagnostic {
     .with_help("remove one of the two")
 }
 
+/// The names written so far in one block, with where. A block holds a few
+/// names, so they are searched in a list (a map per block was a tenth of
+/// checking a file of many small templates); past [`Seen::LISTED`] names a
+/// map takes over, so a huge block stays linear.
+#[derive(Default)]
+pub(crate) struct Seen<'a> {
+    listed: Vec<(&'a str, Span)>,
+    mapped: HashMap<&'a str, Span>,
+}
+
+impl<'a> Seen<'a> {
+    const LISTED: usize = 16;
+
+    fn get(&self, name: &str) -> Option<Span> {
+        match self.listed.iter().find(|(n, _)| *n == name) {
+            Some(&(_, at)) => Some(at),
+            None => self.mapped.get(name).copied(),
+        }
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.get(name).is_some()
+    }
+
+    fn insert(&mut self, name: &'a str, at: Span) {
+        if self.listed.len() < Self::LISTED {
+            self.listed.push((name, at));
+        } else {
+            self.mapped.insert(name, at);
+        }
+    }
+}
+
 /// Reports `name` written twice in one block; returns true for a duplicate.
 pub(crate) fn seen_twice<'a>(
-    seen: &mut HashMap<&'a str, Span>,
+    seen: &mut Seen<'a>,
     name: &'a Ident,
     verb: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> bool {
-    if let Some(&first) = seen.get(name.name.as_str()) {
+    if let Some(first) = seen.get(&name.name) {
         diagnostics.push(twice(name, first, verb));
         return true;
     }
@@ -314,7 +347,7 @@ fn root_template(d: &TemplateDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<
     let mut doc: Arc<str> = Arc::from("");
     let mut architecture: Option<Architecture> = None;
     let mut lr_decay = DEFAULT_LR_DECAY;
-    let mut seen = HashMap::default();
+    let mut seen = Seen::default();
     for s in d.body.settings() {
         if seen_twice(&mut seen, &s.name, "set", diagnostics) {
             continue;
@@ -367,7 +400,7 @@ fn root_template(d: &TemplateDecl, diagnostics: &mut Vec<Diagnostic>) -> Option<
         architecture,
         lr_decay,
         doc,
-        params,
+        params: params.into_iter().map(Arc::new).collect(),
     })
 }
 
@@ -503,6 +536,6 @@ fn step_kind(
         span: d.name.span,
         id,
         doc,
-        params,
+        params: params.into_iter().map(Arc::new).collect(),
     })
 }

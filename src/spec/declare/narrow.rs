@@ -17,7 +17,7 @@ pub(super) fn narrowed_template(
         doc: parent.doc.clone(),
         params: parent.params.clone(),
     };
-    let mut seen = HashMap::default();
+    let mut seen = Seen::default();
     for s in d.body.settings() {
         if seen_twice(&mut seen, &s.name, "set", diagnostics) {
             continue;
@@ -39,7 +39,7 @@ pub(super) fn narrowed_template(
             _ => diagnostics.push(unknown_template_setting(s, Some(parent))),
         }
     }
-    let mut seen = HashMap::default();
+    let mut seen = Seen::default();
     for p in params_of(&d.body) {
         if seen_twice(&mut seen, &p.name, "declared", diagnostics) {
             continue;
@@ -67,7 +67,7 @@ pub(super) fn narrowed_template(
             continue;
         };
         if let Some(narrowed) = narrow_param(p, &spec.params[i], &parent.name, diagnostics) {
-            spec.params[i] = narrowed;
+            spec.params[i] = Arc::new(narrowed);
         }
     }
     Some(spec)
@@ -91,7 +91,7 @@ pub(super) fn narrow_param(
         parent,
         parent_name,
     };
-    let mut seen = HashMap::default();
+    let mut seen = Seen::default();
     let mut default: Option<&Setting> = None;
     let mut ok = true;
     for s in p.body.iter().flat_map(|b| b.settings()) {

@@ -5,14 +5,14 @@ use super::*;
 
 pub(super) fn params_of(block: &Block) -> impl Iterator<Item = &ParamDecl> {
     block.items.iter().filter_map(|i| match i {
-        BlockItem::Param(p) => Some(p),
+        BlockItem::Param(p) => Some(&**p),
         BlockItem::Setting(_) => None,
     })
 }
 
 pub(super) fn fresh_params(block: &Block, diagnostics: &mut Vec<Diagnostic>) -> Vec<ParamSpec> {
     let mut out: Vec<ParamSpec> = Vec::new();
-    let mut seen = HashMap::default();
+    let mut seen = Seen::default();
     for p in params_of(block) {
         if seen_twice(&mut seen, &p.name, "declared", diagnostics) {
             continue;
@@ -78,7 +78,7 @@ pub(super) fn fresh_param(p: &ParamDecl, diagnostics: &mut Vec<Diagnostic>) -> O
     };
     let settings: Vec<&Setting> = p.body.iter().flat_map(|b| b.settings()).collect();
     nested_params(p, diagnostics);
-    let mut seen = HashMap::default();
+    let mut seen = Seen::default();
     let mut default: Option<&Setting> = None;
     for s in &settings {
         if seen_twice(&mut seen, &s.name, "set", diagnostics) {
