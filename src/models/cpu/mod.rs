@@ -407,7 +407,7 @@ impl<T: Float> Product<T> {
 
 /// How many parts a parallel pass is cut into, per thread: enough that a
 /// thread slowed down by something else leaves its share to the others.
-const BLOCKS_PER_THREAD: usize = 4;
+pub(super) const BLOCKS_PER_THREAD: usize = 4;
 
 /// Runs `f` on each chunk of `data` (of `len` elements), on the team when
 /// there is enough `work` (elements touched in all) to pay for it: the chunks

@@ -98,7 +98,7 @@ impl Inference {
         if super::grouped::suits(g) {
             return super::grouped::forward(g, x, w, Some(&after));
         }
-        forward(g, x, w, Some(&after))
+        forward(g, x, w, self.kept.as_deref(), Some(&after))
     }
 
     fn fwd(

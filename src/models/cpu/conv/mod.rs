@@ -36,7 +36,44 @@ use super::{
 use columns::*;
 use geometry::*;
 pub(crate) use inference::{After, Inference};
-pub use winograd4::Kept;
+
+/// What evaluation derives from a layer's weights, kept across calls once
+/// they are fixed (`TemplateNet::fix_weights`): each derived at the first call
+/// that needs it, in the element type of that call, and the same values as
+/// derived at each call.
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// Winograd F(4 × 4, 3 × 3)'s transformed weights (`U`): 4× the weights
+    /// (36 values for a kernel's 9).
+    winograd4: Slot,
+    /// The weights taps first (`O × kh · kw · C`), for small maps' classes:
+    /// as many as the weights.
+    taps_first: Slot,
+}
+
+#[derive(Debug, Default)]
+struct Slot(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
+
+impl Slot {
+    /// The values kept, derived by `derive` at the first call; None if they
+    /// were kept in another element type.
+    fn get<T: Float>(&self, kernel: Kernel, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
+        let kept = self
+            .0
+            .get_or_init(|| Box::new(time(kernel, derive)) as Box<dyn std::any::Any + Send + Sync>);
+        kept.downcast_ref::<Vec<T>>().map(Vec::as_slice)
+    }
+}
+
+impl Kept {
+    fn winograd4<T: Float>(&self, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
+        self.winograd4.get(Kernel::Winograd, derive)
+    }
+
+    fn taps_first<T: Float>(&self, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
+        self.taps_first.get(Kernel::Unfold, derive)
+    }
+}
 
 /// A convolution's hyperparameters (square stride and padding, as the networks use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,7 +108,13 @@ fn side_by_side<A: Send, B: Send>(
     }
 }
 
-fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -> Vec<T> {
+fn forward<T: Float>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    kept: Option<&Kept>,
+    after: Option<&After<T>>,
+) -> Vec<T> {
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let mut y = uninit::<T>(g.o * jt);
     let out = DisjointMut::new(&mut y);
@@ -106,7 +149,7 @@ fn forward<T: Float>(g: &Geometry, x: &[T], w: &[T], after: Option<&After<T>>) -
     if g.pointwise() {
         product(x, 0, jt);
     } else if let Some(classes) = g.by_classes() {
-        forward_by_classes(g, &classes, x, w, after, &out);
+        forward_by_classes(g, &classes, x, w, kept, after, &out);
     } else {
         let nc_max = g.chunk();
         with_columns(g.c * g.kh * g.kw * nc_max * p, |cols: &mut [T]| {
@@ -136,6 +179,7 @@ fn forward_by_classes<T: Float>(
     classes: &[Class],
     x: &[T],
     w: &[T],
+    kept: Option<&Kept>,
     after: Option<&After<T>>,
     out: &DisjointMut<MaybeUninit<T>>,
 ) {
@@ -143,11 +187,21 @@ fn forward_by_classes<T: Float>(
     let taps = g.kh * g.kw;
     let k = c * taps;
     // Taps first when a class reads more than one tap (a single tap's
-    // weights are a strided matrix of w).
-    let wt = classes
+    // weights are a strided matrix of w); kept when the weights are fixed.
+    let several = classes
         .iter()
-        .any(|class| (class.ky.1 - class.ky.0) * (class.kx.1 - class.kx.0) > 1)
-        .then(|| taps_first(w, o, c, taps));
+        .any(|class| (class.ky.1 - class.ky.0) * (class.kx.1 - class.kx.0) > 1);
+    let derived;
+    let wt: Option<&[T]> = match several {
+        false => None,
+        true => match kept.and_then(|k| k.taps_first(|| taps_first(w, o, c, taps))) {
+            Some(wt) => Some(wt),
+            None => {
+                derived = taps_first(w, o, c, taps);
+                Some(&derived)
+            }
+        },
+    };
     let nc_max = g.chunk();
     let mut product = Vec::new();
     let mut sources = Vec::new();
@@ -277,8 +331,15 @@ fn scatter_class<T: Float>(
             }
         }
     };
-    if threads() > 1 && o * j >= 1 << 15 {
-        super::team::for_each(o, &rows);
+    // A class of a small map is a few columns of every output channel (on
+    // 2 × 2 maps, one pixel of each image): little work per call, but many
+    // calls, so the channels are shared out from a few thousand values on.
+    let t = threads();
+    if t > 1 && o * j >= 1 << 12 {
+        let per_part = o.div_ceil(t * super::BLOCKS_PER_THREAD);
+        super::team::for_each(o.div_ceil(per_part), &|part| {
+            (part * per_part..((part + 1) * per_part).min(o)).for_each(rows)
+        });
     } else {
         (0..o).for_each(rows);
     }
@@ -411,7 +472,7 @@ impl CustomOp3 for Biased {
                 residual: None,
                 relu: false,
             };
-            forward(g, x, w, Some(&after))
+            forward(g, x, w, None, Some(&after))
         }
         let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
             Ok(match (s1, s2, s3) {
@@ -479,11 +540,13 @@ impl CustomOp2 for Conv2d {
                     slice::<f32>(s1, l1, "convolution")?,
                     slice::<f32>(s2, l2, "convolution")?,
                     None,
+                    None,
                 )),
                 (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
                     &g,
                     slice::<f64>(s1, l1, "convolution")?,
                     slice::<f64>(s2, l2, "convolution")?,
+                    None,
                     None,
                 )),
                 _ => candle_core::bail!("convolution supports f32 and f64 (both operands alike)"),
@@ -779,6 +842,20 @@ mod tests {
                 .unwrap()
                 .transpose(0, 1)
                 .unwrap();
+            // Fixed weights keep what they derive (the weights taps first):
+            // the same values to the bit, at the first call and after.
+            let kept = Inference {
+                kept: Some(std::sync::Arc::default()),
+                ..inference.clone()
+            };
+            let bits = |t: &Tensor| -> Vec<u64> {
+                let v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                v.iter().map(|x| x.to_bits()).collect()
+            };
+            for _ in 0..2 {
+                let again = kept.forward(&xc, &w, Some(&rc)).unwrap();
+                assert_eq!(bits(&again.transpose(0, 1).unwrap()), bits(&ours), "{xs:?}");
+            }
             let shape = (1, o, 1, 1);
             let scale = Tensor::new(inference.scale.as_slice(), &Device::Cpu).unwrap();
             let shift = Tensor::new(inference.shift.as_slice(), &Device::Cpu).unwrap();

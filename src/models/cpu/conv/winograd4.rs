@@ -162,26 +162,6 @@ fn transform_weights<T: Float>(w: &[T], o: usize, c: usize) -> Vec<T> {
     unsafe { assume_init(u) }
 }
 
-/// A layer's weights transformed (`U`), kept across calls once its weights
-/// are fixed: derived at the first call that takes this transform, in the
-/// element type of that call. About 4× the weights' memory (36 values for a
-/// kernel's 9).
-#[derive(Debug, Default)]
-pub struct Kept {
-    weights: std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>,
-}
-
-impl Kept {
-    /// The kept transformed weights, derived by `derive` at the first call;
-    /// None if they were kept in another element type.
-    fn weights<T: Float>(&self, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
-        let kept = self.weights.get_or_init(|| {
-            Box::new(time(Kernel::Winograd, derive)) as Box<dyn std::any::Any + Send + Sync>
-        });
-        kept.downcast_ref::<Vec<T>>().map(Vec::as_slice)
-    }
-}
-
 /// The convolution of `x` (C, N, H, W) by the weights `w` (O, C, 3, 3),
 /// through `after`; the transformed weights from `kept` when given.
 pub(super) fn convolve<T: Float>(
@@ -192,7 +172,7 @@ pub(super) fn convolve<T: Float>(
     after: Option<&After<T>>,
 ) -> Vec<T> {
     let derived;
-    let u: &[T] = match kept.and_then(|k| k.weights::<T>(|| transform_weights(w, g.o, g.c))) {
+    let u: &[T] = match kept.and_then(|k| k.winograd4::<T>(|| transform_weights(w, g.o, g.c))) {
         Some(u) => u,
         None => {
             derived = time(Kernel::Winograd, || transform_weights(w, g.o, g.c));
@@ -356,7 +336,7 @@ mod tests {
             let (case, case32) = (Case::new(&g), Case::new(&g).f32());
             for (residual, relu) in [(false, false), (true, true)] {
                 let after = case.after(residual, relu);
-                let direct = super::super::forward(&g, &case.x, &case.w, Some(&after));
+                let direct = super::super::forward(&g, &case.x, &case.w, None, Some(&after));
                 let y = convolve(&g, &case.x, &case.w, None, Some(&after));
                 let worst = super::super::worst(&direct, &y, true);
                 assert!(worst < 1e-13, "{n}x{c}x{h}x{w} -> {o}: {worst}");
