@@ -82,6 +82,7 @@ codes! {
     BaseModel => "wf::base-model", "the base model cannot be read, or the workflow would train it";
     Sweep => "wf::sweep", "a sweep's values, trials, objective or early stopping cannot be used";
     VectorTable => "wf::vector-table", "a search index that is not a LanceDB table, or a build without LanceDB";
+    Unreadable => "wf::unreadable", "a path given to `wfrun check` or `wfrun fmt` could not be read as workflow files";
 }
 
 impl fmt::Display for Code {
@@ -266,6 +267,19 @@ pub struct JsonLocation {
 }
 
 impl JsonLocation {
+    /// The start of `file`: where a problem with the whole file is put.
+    pub fn start_of(file: String) -> JsonLocation {
+        JsonLocation {
+            file,
+            line: 1,
+            column: 1,
+            end_line: 1,
+            end_column: 1,
+            byte_start: 0,
+            byte_end: 0,
+        }
+    }
+
     fn new(sources: &SourceMap, span: Span) -> JsonLocation {
         let file = sources.get(span.source);
         let (line, column) = file.line_col(span.start);

@@ -201,11 +201,25 @@ pub fn find_workflow_files(path: &Path) -> Found {
             "a link to nothing (or a loop of links)",
         )
     };
-    if !path.exists() {
-        let error = match std::fs::symlink_metadata(path) {
+    let error = match std::fs::metadata(path) {
+        // `file.wf/`: a trailing `/` asks for a folder.
+        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Some(std::io::Error::new(
+            std::io::ErrorKind::NotADirectory,
+            "a file named as a folder (remove the trailing `/`)",
+        )),
+        Err(_) => Some(match std::fs::symlink_metadata(path) {
             Ok(_) => dangling(),
             Err(_) => std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-        };
+        }),
+        // A device, a pipe or a socket holds no workflow file to check or
+        // rewrite in place.
+        Ok(m) if !m.is_dir() => Some(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "neither a file nor a folder (a device, a pipe or a socket)",
+        )),
+        Ok(_) => None,
+    };
+    if let Some(error) = error {
         found.problems.push((path.to_path_buf(), error));
         return found;
     }

@@ -224,6 +224,67 @@ fn unreadable_paths_exit_2() {
         "{}",
         r.stderr
     );
+
+    // A file named as a folder, and something neither file nor folder.
+    let r = wfrun(&["check", "workflows/quickstart.wf/"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("a file named as a folder (remove the trailing `/`)"),
+        "{}",
+        r.stderr
+    );
+    #[cfg(unix)]
+    for args in [&["check", "/dev/null"][..], &["fmt", "/dev/null"][..]] {
+        let r = wfrun(args);
+        assert_eq!(r.code, 2);
+        assert!(
+            r.stderr.contains(
+                "cannot read `/dev/null`: neither a file nor a folder (a device, a pipe or a socket)"
+            ),
+            "{}",
+            r.stderr
+        );
+    }
+
+    // In JSON each one is a diagnostic on standard output too, at the start
+    // of the path, beside the checked files' own.
+    let none = tempfile::tempdir().unwrap();
+    let r = wfrun(&[
+        "check",
+        "--format",
+        "json",
+        "no/such/place.wf",
+        "workflows/quickstart.wf",
+        none.path().to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2);
+    let lines = json_lines(&r.stdout);
+    let unreadable: Vec<_> = lines
+        .iter()
+        .filter(|d| d["code"] == "wf::unreadable")
+        .collect();
+    assert_eq!(unreadable.len(), 3, "{}", r.stdout);
+    assert_eq!(unreadable[0]["file"], "no/such/place.wf");
+    assert_eq!(
+        unreadable[0]["message"],
+        "cannot read `no/such/place.wf`: no such file or folder"
+    );
+    assert_eq!(unreadable[0]["severity"], "error");
+    assert_eq!(
+        (&unreadable[0]["line"], &unreadable[0]["column"]),
+        (&1.into(), &1.into())
+    );
+    assert!(unreadable[1]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("no `.wf` files under"));
+    assert_eq!(unreadable[2]["file"], bad.to_str().unwrap());
+    assert!(unreadable[2]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not UTF-8"));
 }
 
 #[test]

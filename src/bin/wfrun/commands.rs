@@ -140,33 +140,34 @@ fn options(no_fs: bool) -> CheckOptions {
     }
 }
 
-/// The `.wf` files of `paths` (files, or folders searched; default: the
-/// current folder), and how many of the paths had a part that could not be
-/// read (each said): the files found are still checked. `Err` with the exit
-/// status when no file was found at all.
-/// The `.wf` files under `paths` (each once) and how many paths could not be
-/// read or held none, each such path's error printed.
-fn workflow_files(paths: &[std::path::PathBuf]) -> (Vec<std::path::PathBuf>, usize) {
+/// A path that could not be read or held no workflow file, and what to say.
+type Unread = (std::path::PathBuf, String);
+
+/// The `.wf` files under `paths` (files, or folders searched; default: the
+/// current folder), each once, and the paths that could not be read or held
+/// none: the files found are still checked.
+fn workflow_files(paths: &[std::path::PathBuf]) -> (Vec<std::path::PathBuf>, Vec<Unread>) {
     let default = [std::path::PathBuf::from(".")];
     let paths = if paths.is_empty() {
         &default[..]
     } else {
         paths
     };
-    let (mut files, mut problems) = (Vec::new(), 0);
+    let (mut files, mut problems) = (Vec::new(), Vec::new());
     // A file named twice (given itself and inside a folder given, or through
     // a link) is checked once.
     let mut seen = std::collections::HashSet::new();
     for p in paths {
         let found = wfrun::find_workflow_files(p);
-        for (at, e) in &found.problems {
-            errln!("error: cannot read `{}`: {e}", at.display());
-        }
-        problems += found.problems.len();
         if found.files.is_empty() && found.problems.is_empty() {
-            errln!("error: no `.wf` files under `{}`", p.display());
-            problems += 1;
+            problems.push((p.clone(), format!("no `.wf` files under `{}`", p.display())));
         }
+        problems.extend(
+            found
+                .problems
+                .iter()
+                .map(|(at, e)| (at.clone(), read_error(at, e))),
+        );
         files.extend(
             found
                 .files
@@ -192,7 +193,10 @@ fn check(
     if let Err(code) = memory_setting() {
         return code;
     }
-    let (files, unreadable) = workflow_files(paths);
+    let (files, problems) = workflow_files(paths);
+    for (at, why) in &problems {
+        cannot_read(at, why, format);
+    }
     let bytes: u64 = files
         .iter()
         .filter_map(|f| std::fs::metadata(f).ok())
@@ -202,14 +206,14 @@ fn check(
         crate::huge_pages_for_heap();
     }
     let options = options(no_fs);
-    let (mut errors, mut warnings, mut unreadable, mut checked_files) = (0, 0, unreadable, 0);
+    let (mut errors, mut warnings, mut unreadable, mut checked_files) = (0, 0, problems.len(), 0);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for (i, file) in files.iter().enumerate() {
         let checked = match wfrun::check_file(file, &options) {
             Ok(c) => c,
             Err(e) => {
-                errln!("error: cannot read `{}`: {e}", file.display());
+                cannot_read(file, &read_error(file, &e), format);
                 unreadable += 1;
                 continue;
             }
@@ -249,6 +253,45 @@ fn check(
         FAILED
     } else {
         OK
+    }
+}
+
+fn read_error(at: &Path, e: &dyn std::fmt::Display) -> String {
+    format!("cannot read `{}`: {e}", at.display())
+}
+
+/// Says `message` about `at`, which could not be read or held nothing to
+/// check: on standard error, or as a `wf::unreadable` diagnostic at the
+/// file's start in JSON (so a program reading the diagnostics learns of it
+/// too).
+fn cannot_read(at: &Path, message: &str, format: Format) {
+    let message = message.to_string();
+    match format {
+        Format::Human => errln!("error: {message}"),
+        Format::Json => {
+            let d = wfrun::JsonDiagnostic {
+                location: wfrun::diagnostic::JsonLocation::start_of(
+                    at.to_string_lossy().into_owned(),
+                ),
+                code: Code::Unreadable.as_str(),
+                severity: Severity::Error,
+                message,
+                label: None,
+                labels: Vec::new(),
+                help: Some(
+                    "give `.wf` files, or folders holding them, that this user may read"
+                        .to_string(),
+                ),
+                fixes: Vec::new(),
+            };
+            if let Err(e) = writeln!(
+                std::io::stdout(),
+                "{}",
+                serde_json::to_string(&d).unwrap_or_default()
+            ) {
+                crate::stdout_failed(e);
+            }
+        }
     }
 }
 
@@ -307,11 +350,14 @@ fn load_clean(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
 }
 
 fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
-    let (files, trouble) = workflow_files(paths);
+    let (files, problems) = workflow_files(paths);
+    for (at, why) in &problems {
+        cannot_read(at, why, Format::Human);
+    }
     if files.is_empty() {
         return TROUBLE;
     }
-    let (mut changed, mut broken, mut trouble) = (0, 0, trouble);
+    let (mut changed, mut broken, mut trouble) = (0, 0, problems.len());
     // This process's user (Linux), to know another user's file.
     #[cfg(unix)]
     let me = {
