@@ -513,6 +513,7 @@ fn the_library_embeds_decoded_images_as_files() {
     let inputs = wfrun::exec::model::Inputs {
         paths: paths.clone(),
         concepts: vec![Vec::new(); paths.len()],
+        ..Default::default()
     };
     let mut progress = Vec::new();
     let files = model
@@ -657,6 +658,7 @@ fn a_base_workflow_embeds_unlabelled_images_and_saves_its_queries() {
     let inputs = wfrun::exec::model::Inputs {
         paths: saved.paths.clone(),
         concepts: vec![Vec::new(); 3],
+        ..Default::default()
     };
     let again = model.embed(&inputs, &mut |_| {}).unwrap();
     assert_eq!(again.values, saved.values);
@@ -712,6 +714,7 @@ fn export_writes_an_onnx_model_that_embeds_as_wfrun_does() {
     let inputs = wfrun::exec::model::Inputs {
         paths: paths.clone(),
         concepts: vec![Vec::new(); paths.len()],
+        ..Default::default()
     };
     let mine = model.embed(&inputs, &mut |_| {}).unwrap();
     assert_eq!(theirs.len(), mine.values.len());
@@ -935,4 +938,53 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), &target).unwrap();
         }
     }
+}
+
+#[test]
+fn an_image_named_twice_is_embedded_once_with_all_its_concepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for (folder, name) in [("cat", "a.png"), ("cat", "b.png"), ("dog", "a.png")] {
+        std::fs::create_dir_all(root.join(folder)).unwrap();
+        std::fs::write(root.join(folder).join(name), b"not decoded here").unwrap();
+    }
+    // The same file as a loose file, again inside its folder, by another
+    // spelling of its path, and through a link; a manifest naming it with
+    // another concept.
+    let a = root.join("cat/a.png");
+    let manifest = root.join("list.csv");
+    std::fs::write(&manifest, format!("path,concepts\n{},pet\n", a.display())).unwrap();
+    let mut paths = vec![
+        a.clone(),
+        root.to_path_buf(),
+        root.join("dog/../cat/a.png"),
+        manifest,
+    ];
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(&a, root.join("link.png")).unwrap();
+        paths.push(root.join("link.png"));
+    }
+    let inputs = wfrun::exec::model::Inputs::gather(&paths).unwrap();
+    let rows = |p: &std::path::Path| {
+        let p = std::fs::canonicalize(p).unwrap();
+        inputs
+            .paths
+            .iter()
+            .filter(|q| std::fs::canonicalize(q).unwrap() == p)
+            .count()
+    };
+    assert_eq!(rows(&a), 1, "{:?}", inputs.paths);
+    assert_eq!(inputs.paths.len(), 3, "{:?}", inputs.paths);
+    assert_eq!(inputs.paths[0], a, "first place kept");
+    assert_eq!(inputs.concepts[0], ["cat", "pet"]);
+    // (On Unix the folder holds the link too, and it is named again.)
+    assert_eq!(inputs.repeated, if cfg!(unix) { 5 } else { 3 });
+    // The other images keep their one concept each.
+    let dog = inputs
+        .paths
+        .iter()
+        .position(|p| p.ends_with("dog/a.png"))
+        .unwrap();
+    assert_eq!(inputs.concepts[dog], ["dog"]);
 }

@@ -73,6 +73,10 @@ pub struct Inputs {
     pub paths: Vec<PathBuf>,
     /// Each image's concepts (empty when not known).
     pub concepts: Vec<Vec<String>>,
+    /// How many times [`Inputs::gather`] met an image it already had (the
+    /// same file named again, by another path or a link): each is embedded
+    /// once, with every concept it was named with.
+    pub repeated: usize,
 }
 
 /// Embeddings of the images that could be read.
@@ -1089,27 +1093,49 @@ impl Inputs {
     /// those of concept sub-folders with the sub-folder's name as their
     /// concept); manifests (`.csv`, `.json`, `.jsonl`) with their concepts.
     /// Walked as a run walks its data (bounded, hidden entries skipped).
+    /// An image named more than once (a folder and a file in it, a link) is
+    /// taken once, at its first place, with the concepts of every mention.
     pub fn gather(paths: &[PathBuf]) -> Result<Inputs, RunError> {
         let mut inputs = Inputs::default();
+        let mut seen = HashMap::new();
+        let mut push = |inputs: &mut Inputs, path: PathBuf, concepts: Vec<String>| {
+            let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            match seen.get(&key) {
+                Some(&row) => {
+                    let known: &mut Vec<String> = &mut inputs.concepts[row];
+                    for c in concepts {
+                        if !known.contains(&c) {
+                            known.push(c);
+                        }
+                    }
+                    inputs.repeated += 1;
+                }
+                None => {
+                    seen.insert(key, inputs.paths.len());
+                    inputs.paths.push(path);
+                    inputs.concepts.push(concepts);
+                }
+            }
+        };
         for path in paths {
             if path.is_dir() {
                 let (folders, loose) = list_folder(path)?;
                 for p in loose {
-                    inputs.push(p, Vec::new());
+                    push(&mut inputs, p, Vec::new());
                 }
                 for f in folders {
                     for p in f.images {
-                        inputs.push(p, vec![f.name.clone()]);
+                        push(&mut inputs, p, vec![f.name.clone()]);
                     }
                 }
             } else if is_manifest(path) {
                 let data = Dataset::read_image_list(path)?;
                 for s in data.samples {
                     let names = s.concepts.iter().map(|&c| data.concepts[c].clone());
-                    inputs.push(s.path, names.collect());
+                    push(&mut inputs, s.path, names.collect());
                 }
             } else if path.exists() {
-                inputs.push(path.clone(), Vec::new());
+                push(&mut inputs, path.clone(), Vec::new());
             } else {
                 return Err(RunError::Data(crate::data::DataError::Io {
                     path: path.clone(),
@@ -1121,11 +1147,6 @@ impl Inputs {
             }
         }
         Ok(inputs)
-    }
-
-    fn push(&mut self, path: PathBuf, concepts: Vec<String>) {
-        self.paths.push(path);
-        self.concepts.push(concepts);
     }
 }
 

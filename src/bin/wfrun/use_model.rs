@@ -26,6 +26,15 @@ fn open_and_embed(
     };
     let model = Model::open_with(run, &options).map_err(fail)?;
     let inputs = Inputs::gather(paths).map_err(fail)?;
+    if inputs.repeated > 0 {
+        errln!(
+            "note: {} named more than once (the same file again, by another path or through a link); each is embedded once",
+            match inputs.repeated {
+                1 => "1 image was".to_string(),
+                n => format!("{n} images were"),
+            }
+        );
+    }
     if inputs.paths.is_empty() {
         return Err(fail(RunError::Unsupported(format!(
             "no image in {}; give image files, folders of images or manifests",
