@@ -795,6 +795,27 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
         &["export", &run, "-o", &format!("{run}/model.safetensors")],
         "name the model `.onnx`",
     );
+    // An output without the extension is shown with it; the formats this
+    // build does not write are named with their feature.
+    let no_extension = format!(
+        "name the output `.safetensors`, e.g. `vectors.safetensors`{}",
+        match cfg!(feature = "parquet") {
+            true => " (the index goes beside it as `.csv`), or `.parquet`",
+            false => "",
+        }
+    );
+    refused(&["embed", &run, "list.csv", "-o", "vectors"], &no_extension);
+    // A text file among images is said to be no image.
+    std::fs::write(w.join("notes.txt"), "words").unwrap();
+    let out = wfrun(w, &["predict", &run, "notes.txt"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains(
+            "skipped `notes.txt`: not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)"
+        ) && out.stderr.contains("error: the image could not be read"),
+        "{}",
+        out.stderr
+    );
 
     // An index sorted by path still names each vector by its row.
     let out = wfrun(w, &["embed", &run, "list.csv", "-o", "two.safetensors"]);

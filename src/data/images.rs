@@ -68,6 +68,18 @@ fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::Fi
         .map_err(bad)
 }
 
+/// Why an image could not be decoded, in words: a file that is no image of
+/// a format wfrun reads is said to be so (the decoder's own words quote the
+/// extension oddly, `."txt"`), other errors as the decoder says them.
+fn why(e: image::ImageError) -> String {
+    match e {
+        image::ImageError::Unsupported(_) => {
+            "not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)".to_string()
+        }
+        e => e.to_string(),
+    }
+}
+
 /// The width and height of every image of `paths`, in order, read on
 /// `workers` threads: from the file's header alone, or (`decode`) by decoding
 /// the whole image, which also finds files corrupt past their header.
@@ -83,10 +95,10 @@ pub fn survey(
         };
         let reader = open(path)?;
         let (w, h) = if decode {
-            let img = reader.decode().map_err(|e| bad(e.to_string()))?;
+            let img = reader.decode().map_err(|e| bad(why(e)))?;
             (img.width(), img.height())
         } else {
-            reader.into_dimensions().map_err(|e| bad(e.to_string()))?
+            reader.into_dimensions().map_err(|e| bad(why(e)))?
         };
         if w == 0 || h == 0 {
             return Err(bad("the image is empty".into()));
@@ -120,7 +132,7 @@ pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> 
         path: path.to_path_buf(),
         reason,
     };
-    let img = open(path)?.decode().map_err(|e| bad(e.to_string()))?;
+    let img = open(path)?.decode().map_err(|e| bad(why(e)))?;
     preprocess(img.to_rgb8(), size, crop).map_err(bad)
 }
 
@@ -401,6 +413,16 @@ mod tests {
         assert_eq!(e.path, p);
         assert!(e.to_string().contains("broken.png"));
         assert!(load(&dir.path().join("missing.jpg"), 16, Crop::Center).is_err());
+        // A file that is no image says so, whatever its extension.
+        for name in ["notes.txt", "no_extension"] {
+            let p = dir.path().join(name);
+            std::fs::write(&p, b"just some words").unwrap();
+            let e = load(&p, 16, Crop::Center).unwrap_err();
+            assert_eq!(
+                e.reason, "not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)",
+                "{name}"
+            );
+        }
     }
 
     #[test]

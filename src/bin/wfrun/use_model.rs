@@ -58,10 +58,10 @@ fn open_and_embed(
         return Err(FAILED);
     }
     if embedded.is_empty() {
-        errln!(
-            "error: none of the {} could be read",
-            images(inputs.paths.len())
-        );
+        match inputs.paths.len() {
+            1 => errln!("error: the image could not be read"),
+            n => errln!("error: none of the {n} images could be read"),
+        }
         return Err(FAILED);
     }
     Ok((model, embedded))
@@ -122,9 +122,27 @@ pub fn embed(
     }
     let parquet = output.extension().is_some_and(|e| e == "parquet");
     if !parquet && output.extension().is_none_or(|e| e != "safetensors") {
+        // What this build writes, then what builds with more features do.
+        let (mut more, mut other) = (String::new(), Vec::new());
+        match cfg!(feature = "parquet") {
+            true => more.push_str(", or `.parquet`"),
+            false => other.push("`.parquet` (feature `parquet`)"),
+        }
+        match cfg!(feature = "lancedb") {
+            true => more.push_str(", or a LanceDB table, `lancedb://DB/TABLE`"),
+            false => other.push("LanceDB tables (feature `lancedb`)"),
+        }
+        let other = match other.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; builds with more features also write {}",
+                other.join(" and ")
+            ),
+        };
         errln!(
-            "error: `{}`: name the output `.safetensors` (the index goes beside it as `.csv`), `.parquet`, or `lancedb://DB/TABLE`",
-            output.display()
+            "error: `{}`: name the output `.safetensors`, e.g. `{}` (the index goes beside it as `.csv`){more}{other}",
+            output.display(),
+            output.with_extension("safetensors").display()
         );
         return FAILED;
     }
