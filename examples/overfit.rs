@@ -104,7 +104,8 @@ pub fn losses(
     let vb = VarBuilder::from_varmap(&map, DType::F32, &device);
     let logreg = arch == Architecture::BnInception;
     let cfg = NetConfig::published(arch, logreg, 128, arc);
-    let net = TemplateNet::new(&cfg, 4, &vb)?;
+    let mut net = TemplateNet::new(&cfg, 4, &vb)?;
+    net.gradients_aside();
     wfrun::models::init::seeded(&map, seed)?;
 
     // A fixed batch: 8 images of standard normal pixels, two per concept.
@@ -125,7 +126,7 @@ pub fn losses(
                 "step {step}: the loss is {value}"
             )));
         }
-        sgd.step(&loss.backward()?)?;
+        sgd.step(&net.backward(&loss)?)?;
         report(step, value, started.elapsed().as_millis());
         losses.push(value);
     }

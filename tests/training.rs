@@ -145,6 +145,80 @@ fn bninception_sigmoid_learns() {
     assert_learns("bninception", cfg, 0.1);
 }
 
+/// Gradients handed aside (`TemplateNet::gradients_aside`) are candle's to
+/// the bit, for every variable of each template (BN-Inception's biased
+/// convolutions, ResNeXt's grouped ones, the angular margin's head), and
+/// `TemplateNet::backward` gives every variable a gradient as
+/// `loss.backward()` does.
+#[test]
+fn gradients_handed_aside_are_candles() {
+    let resnet = |groups, width_per_group| ResNetConfig {
+        layers: [1, 1, 1, 1],
+        groups,
+        width_per_group,
+        base: 8,
+    };
+    let nets = [
+        NetConfig::ResNext {
+            backbone: resnet(4, 16),
+            logreg: false,
+        },
+        NetConfig::AngularMargin {
+            backbone: resnet(1, 64),
+            embeddings_size: 32,
+            loss: AngularMargin {
+                scale: 16.0,
+                margin: 0.1,
+            },
+        },
+        NetConfig::BnInception {
+            backbone: BnInceptionConfig { width_div: 16 },
+            logreg: true,
+        },
+    ];
+    let (x, y) = images(8, 3);
+    let targets = Targets::Classes(y);
+    for cfg in &nets {
+        let map = VarMap::new();
+        let vb = VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        let plain = TemplateNet::new(cfg, CLASSES, &vb).unwrap();
+        wfrun::models::init::seeded(&map, 7).unwrap();
+        let mut aside = plain.clone();
+        aside.gradients_aside();
+        let theirs = plain.loss(&x, &targets, true).unwrap().backward().unwrap();
+        let loss = aside.loss(&x, &targets, true).unwrap();
+        let ours = aside.backward(&loss).unwrap();
+        // A loss taken twice leaves nothing behind for the next step.
+        let again = aside
+            .backward(&aside.loss(&x, &targets, true).unwrap())
+            .unwrap();
+        // They were handed aside: candle's own store lacks them.
+        let direct = aside.loss(&x, &targets, true).unwrap().backward().unwrap();
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        let data = map.data().lock().unwrap();
+        let mut convolutions = 0;
+        for (name, var) in data.iter() {
+            let Some(t) = theirs.get(var.as_tensor()) else {
+                assert!(ours.get(var.as_tensor()).is_none(), "{name}");
+                continue;
+            };
+            let o = ours
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name}: no gradient"));
+            assert_eq!(bits(o), bits(t), "{name}");
+            assert_eq!(bits(again.get(var.as_tensor()).unwrap()), bits(t), "{name}");
+            if var.as_tensor().rank() == 4 {
+                assert!(direct.get(var.as_tensor()).is_none(), "{name}");
+                convolutions += 1;
+            }
+        }
+        assert!(convolutions > 10, "{convolutions} convolutions compared");
+    }
+}
+
 /// Every network takes any image size the spec allows (32 to 1024, step 16),
 /// in training and in evaluation: pooling and strides never run out of pixels.
 #[test]

@@ -275,7 +275,8 @@ impl<'a> Training<'a> {
         let map = VarMap::new();
         let vb = VarBuilder::from_varmap(&map, DType::F32, cx.device);
         let cfg = NetConfig::for_hyper(h);
-        let net = TemplateNet::new(&cfg, sets.concepts.len(), &vb)?;
+        let mut net = TemplateNet::new(&cfg, sets.concepts.len(), &vb)?;
+        net.gradients_aside();
         init::seeded_with(&map, plan.seed, h.conv_init)?;
         if let Some(w) = &cx.workflow.data.weights {
             weights::load(&map, w)?;
@@ -470,7 +471,7 @@ impl<'a> Training<'a> {
                 loss: value,
             });
         }
-        self.sgd.step(&loss.backward()?)?;
+        self.sgd.step(&self.net.backward(&loss)?)?;
         Ok(value)
     }
 }

@@ -6,6 +6,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use std::sync::Arc;
+
+use super::cpu::conv::WeightGrads;
 use super::cpu::Kernels;
 use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
@@ -240,12 +243,20 @@ impl BnInception {
 
     /// Images (N, 3, H, W) → pooled output of the last inception module (N,
     /// 1024 / width_div); `fixed`: the weights will not change again
-    /// ([`Run::fixed`]).
-    pub fn forward_t(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
+    /// ([`Run::fixed`]); `aside`: where training hands the convolutions'
+    /// weight gradients ([`Run::aside`]).
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+        fixed: bool,
+        aside: Option<Arc<WeightGrads>>,
+    ) -> Result<Tensor> {
         let mut run = Run {
             train,
             kernels: self.kernels,
             fixed,
+            aside,
         };
         self.walk(&mut run, x)
     }

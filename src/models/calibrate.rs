@@ -113,7 +113,8 @@ fn measure(arch: Architecture) -> Result<Vec<Measured>> {
         margin: 0.5,
     };
     let cfg = NetConfig::published(arch, false, 128, margin);
-    let net = TemplateNet::new(&cfg, classes, &vb)?;
+    let mut net = TemplateNet::new(&cfg, classes, &vb)?;
+    net.gradients_aside();
     super::init::seeded(&map, 0)?;
     let mut sgd = Sgd::new(&map, 0.001, 0.9, 5e-4);
     let model = Network {
@@ -137,7 +138,7 @@ fn measure(arch: Architecture) -> Result<Vec<Measured>> {
         let targets = Targets::Classes(Tensor::new(labels.as_slice(), &device)?);
         let train_s = best_s(|| {
             let loss = net.loss(&x, &targets, true)?;
-            sgd.step(&loss.backward()?)
+            sgd.step(&net.backward(&loss)?)
         })?;
         let eval_s = best_s(|| net.embed(&x, false)?.to_vec2::<f32>().map(drop))?;
         out.push(Measured {

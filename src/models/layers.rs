@@ -6,7 +6,7 @@ use std::sync::Arc;
 use candle_core::{DType, Result, Tensor, Var};
 use candle_nn::{Conv2d, Conv2dConfig, Module, ModuleT, VarBuilder};
 
-use super::cpu::conv::{Conv2d as CpuConv2d, Inference, Kept};
+use super::cpu::conv::{Conv2d as CpuConv2d, Inference, Kept, WeightGrads};
 use super::cpu::eltwise::AddRelu;
 use super::cpu::norm::{self, Stats};
 use super::cpu::Kernels;
@@ -260,18 +260,20 @@ impl ConvBn {
         residual: Option<&Tensor>,
         train: bool,
     ) -> Result<Tensor> {
-        self.forward_with(x, residual, train, false)
+        self.forward_with(x, residual, train, false, None)
     }
 
     /// [`ConvBn::forward_residual_t`]; with `fixed` (the weights will not
     /// change again) evaluation keeps its transformed weights for the next
-    /// call.
+    /// call; with `aside`, training on the CPU hands the weights' gradient
+    /// there ([`WeightGrads`]).
     pub fn forward_with(
         &self,
         x: &Tensor,
         residual: Option<&Tensor>,
         train: bool,
         fixed: bool,
+        aside: Option<&Arc<WeightGrads>>,
     ) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
         let k = self.conv.weight().dim(2)?;
@@ -300,7 +302,9 @@ impl ConvBn {
             };
             return op.forward(x, self.conv.weight(), residual);
         }
-        let y = if cpu {
+        let y = if let (true, Some(aside)) = (cpu, aside) {
+            conv.forward_aside(x, self.conv.weight(), self.conv.bias(), aside)?
+        } else if cpu {
             conv.forward(x, self.conv.weight(), self.conv.bias())?
         } else {
             self.conv.forward(x)?

@@ -5,6 +5,9 @@
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
+use std::sync::Arc;
+
+use super::cpu::conv::WeightGrads;
 use super::cpu::Kernels;
 use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
@@ -149,12 +152,20 @@ impl ResNet {
     }
 
     /// Images (N, 3, H, W) → pooled features (N, feature_dim); `fixed`: the
-    /// weights will not change again ([`Run::fixed`]).
-    pub fn forward_t(&self, x: &Tensor, train: bool, fixed: bool) -> Result<Tensor> {
+    /// weights will not change again ([`Run::fixed`]); `aside`: where
+    /// training hands the convolutions' weight gradients ([`Run::aside`]).
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        train: bool,
+        fixed: bool,
+        aside: Option<Arc<WeightGrads>>,
+    ) -> Result<Tensor> {
         let mut run = Run {
             train,
             kernels: self.kernels,
             fixed,
+            aside,
         };
         self.walk(&mut run, x)
     }

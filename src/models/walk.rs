@@ -6,6 +6,9 @@
 
 use candle_core::{Result, Tensor};
 
+use std::sync::Arc;
+
+use super::cpu::conv::WeightGrads;
 use super::cpu::Kernels;
 use super::layers::{channel_dim, enter, global_avg_pool, ConvBn};
 use super::pool::Pool2d;
@@ -41,13 +44,16 @@ pub trait Ops {
 
 /// The layers run on candle tensors, in training or evaluation, on the
 /// given kernels.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Run {
     pub train: bool,
     pub kernels: Kernels,
     /// The weights will not change again: evaluation may keep what it
     /// derives from them across calls ([`ConvBn::forward_with`]).
     pub fixed: bool,
+    /// Where training's convolutions hand their weights' gradients, instead
+    /// of to candle's gradient store ([`WeightGrads`]).
+    pub aside: Option<Arc<WeightGrads>>,
 }
 
 impl Ops for Run {
@@ -58,7 +64,7 @@ impl Ops for Run {
     }
 
     fn conv_bn(&mut self, layer: &ConvBn, x: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-        layer.forward_with(x, residual, self.train, self.fixed)
+        layer.forward_with(x, residual, self.train, self.fixed, self.aside.as_ref())
     }
 
     fn pool(&mut self, pool: &Pool2d, x: &Tensor) -> Result<Tensor> {

@@ -18,6 +18,7 @@
 //! them; in the backward pass the weight and input gradients run side by side.
 
 use std::mem::MaybeUninit;
+use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -433,6 +434,148 @@ impl Conv2d {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, Biased(*self)),
             None => x.apply_op2(&w, *self),
         }
+    }
+
+    /// [`Conv2d::forward`], its backward pass handing the weights' gradient
+    /// to `aside` instead of to candle's gradient store (the input's and the
+    /// bias's still go there).
+    pub fn forward_aside(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        aside: &Arc<WeightGrads>,
+    ) -> Result<Tensor> {
+        let (x, w) = (x.contiguous()?, w.contiguous()?);
+        let op = Aside {
+            conv: *self,
+            aside: Arc::clone(aside),
+        };
+        match bias {
+            Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+            None => x.apply_op2(&w, op),
+        }
+    }
+}
+
+/// Weight gradients computed beside candle's graph. candle's backward pass
+/// adds every gradient it is given to a tensor of zeros it makes first, so
+/// each weight gradient of a step cost two more passes over memory the size
+/// of the weights (on ResNet-101, a sixth of a training step). The
+/// convolutions' backward passes put theirs here instead, and
+/// `TemplateNet::backward` moves them into the gradient store.
+#[derive(Debug, Default)]
+pub struct WeightGrads {
+    grads: std::sync::Mutex<Vec<(Tensor, Tensor)>>,
+}
+
+impl WeightGrads {
+    fn push(&self, weight: &Tensor, grad: Tensor) {
+        self.lock().push((weight.clone(), grad));
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Tensor, Tensor)>> {
+        self.grads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The gradients gathered since the last call, each weight's summed
+    /// (a weight used twice gets two), as (weight, gradient).
+    pub fn take(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut summed: Vec<(Tensor, Tensor)> = Vec::new();
+        for (w, g) in std::mem::take(&mut *self.lock()) {
+            match summed.iter_mut().find(|(v, _)| v.id() == w.id()) {
+                Some((_, sum)) => *sum = sum.add(&g)?,
+                None => summed.push((w, g)),
+            }
+        }
+        Ok(summed)
+    }
+
+    /// Forgets what was gathered (a backward pass whose gradients were not
+    /// taken).
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+}
+
+/// A training convolution whose weight gradient goes to [`WeightGrads`].
+#[derive(Clone, Debug)]
+struct Aside {
+    conv: Conv2d,
+    aside: Arc<WeightGrads>,
+}
+
+impl Aside {
+    /// The weight gradient handed aside, when `w` is a variable (the only
+    /// tensors an optimiser steps); else back to candle, which carries it on.
+    fn hand(&self, w: &Tensor, dw: Option<Tensor>) -> Option<Tensor> {
+        match dw {
+            Some(dw) if w.is_variable() => {
+                self.aside.push(w, dw);
+                None
+            }
+            other => other,
+        }
+    }
+}
+
+impl CustomOp2 for Aside {
+    fn name(&self) -> &'static str {
+        "wfrun-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.conv.cpu_fwd(s1, l1, s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw) = CustomOp2::bwd(&self.conv, x, w, res, grad)?;
+        Ok((dx, self.hand(w, dw)))
+    }
+}
+
+impl CustomOp3 for Aside {
+    fn name(&self) -> &'static str {
+        "wfrun-conv2d-bias"
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        Biased(self.conv).cpu_fwd(s1, l1, s2, l2, s3, l3)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = Biased(self.conv).bwd(x, w, b, res, grad)?;
+        Ok((dx, self.hand(w, dw), db))
     }
 }
 
