@@ -2,22 +2,48 @@
 //! beside it, synced to the disk, then renamed over `NAME`, so a killed run or a full
 //! disk never leaves a half-written file where a good one was, and two writers of
 //! one file (two `wfrun embed -o out` at once) never write into each other's
-//! partial file: the last rename wins, whole.
+//! partial file: the last rename wins, whole. `N` is drawn at random and the
+//! partial file is created only where nothing is (`O_EXCL`, which follows no
+//! link), so a link or pipe planted at a guessed name is never written
+//! through.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `PATH.PID-N.partial`, where `path` is written before it replaces `path`:
-/// a name no other write (in this process or another) uses at the same time.
+/// a name no other write (in this process or another) uses at the same time,
+/// `N` a number no other process can guess.
 pub fn partial_path(path: &Path) -> PathBuf {
+    use std::hash::{BuildHasher, Hasher};
     static NEXT: AtomicU64 = AtomicU64::new(0);
+    // std's hasher keys come from the system's random source.
+    let mut n = std::collections::hash_map::RandomState::new().build_hasher();
+    n.write_u64(NEXT.fetch_add(1, Ordering::Relaxed));
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(
-        ".{}-{}.partial",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    tmp.push(format!(".{}-{}.partial", std::process::id(), n.finish()));
     PathBuf::from(tmp)
+}
+
+/// A new, empty partial file for `path`, created where nothing was.
+fn create_partial(path: &Path) -> std::io::Result<PathBuf> {
+    let mut tries = 0;
+    loop {
+        let tmp = partial_path(path);
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+        {
+            Ok(_) => return Ok(tmp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("cannot create a file beside `{}`: {e}", path.display()),
+                ))
+            }
+        }
+    }
 }
 
 /// Removes the partial files of `path` that processes no longer running left
@@ -87,16 +113,13 @@ pub fn replace(
         }
     }
     clear_stale(path);
-    let tmp = partial_path(path);
+    let tmp = create_partial(path)?;
     // A new file gets the mode any program's would (0666 less the umask),
     // whatever mode the writer creates it with (safetensors: 0600).
     let kept = std::fs::metadata(path)
+        .or_else(|_| std::fs::metadata(&tmp))
         .ok()
-        .map(|m| m.permissions())
-        .or_else(|| {
-            std::fs::File::create(&tmp).ok()?;
-            std::fs::metadata(&tmp).ok().map(|m| m.permissions())
-        });
+        .map(|m| m.permissions());
     let result = write(&tmp)
         .and_then(|()| match &kept {
             Some(p) => std::fs::set_permissions(&tmp, p.clone()),
@@ -191,6 +214,35 @@ mod tests {
         assert_eq!(std::fs::read(&real).unwrap(), b"new");
         let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    /// Whatever waits at a partial file's name (a link, a pipe, a folder) is
+    /// never written through: the partial file is another, new file.
+    #[cfg(unix)]
+    #[test]
+    fn nothing_planted_beside_the_file_is_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.wf");
+        let victim = dir.path().join("victim.txt");
+        std::fs::write(&victim, b"keep").unwrap();
+        // Every name this process could draw next cannot be planted, but the
+        // old guessable ones could: plant links at them, and a folder.
+        let pid = std::process::id();
+        for n in 0..64 {
+            let planted = dir.path().join(format!("t.wf.{pid}-{n}.partial"));
+            std::os::unix::fs::symlink(&victim, planted).unwrap();
+        }
+        write(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+        // Two names drawn one after the other differ, and are not a count.
+        let (a, b) = (partial_path(&path), partial_path(&path));
+        assert_ne!(a, b);
+        assert!(!a.to_string_lossy().ends_with(&format!("{pid}-0.partial")));
     }
 
     fn names(dir: &Path) -> Vec<String> {
