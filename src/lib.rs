@@ -150,8 +150,21 @@ pub fn check_source(name: &str, text: &str, options: &CheckOptions) -> Checked {
 
 /// Reads and checks a workflow file.
 pub fn check_file(path: &Path, options: &CheckOptions) -> std::io::Result<Checked> {
-    let bytes = std::fs::read(path)?;
-    let text = String::from_utf8(bytes).map_err(|e| {
+    let text = read_workflow(path)?;
+    Ok(check_source(&path.to_string_lossy(), &text, options))
+}
+
+/// A workflow file's text; errors say what is wrong in words (text that is
+/// not UTF-8 names its first bad byte, a file this user may not read says
+/// so).
+pub fn read_workflow(path: &Path) -> std::io::Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            std::io::Error::new(e.kind(), "permission denied (this user may not read it)")
+        }
+        _ => e,
+    })?;
+    String::from_utf8(bytes).map_err(|e| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             format!(
@@ -159,8 +172,7 @@ pub fn check_file(path: &Path, options: &CheckOptions) -> std::io::Result<Checke
                 e.utf8_error().valid_up_to()
             ),
         )
-    })?;
-    Ok(check_source(&path.to_string_lossy(), &text, options))
+    })
 }
 
 /// Finds the `.wf` files under `path` (itself, if it is a file), sorted;
@@ -202,10 +214,14 @@ pub fn find_workflow_files(path: &Path) -> Found {
         )
     };
     let error = match std::fs::metadata(path) {
-        // `file.wf/`: a trailing `/` asks for a folder.
+        // `file.wf/`, `file.wf/../x.wf`: a file's name followed by more.
         Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Some(std::io::Error::new(
             std::io::ErrorKind::NotADirectory,
-            "a file named as a folder (remove the trailing `/`)",
+            "a file is named as a folder in this path (nothing may follow a file's name; remove the `/` after it)",
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(std::io::Error::new(
+            e.kind(),
+            "permission denied (a folder on the way may not be entered by this user)",
         )),
         Err(_) => Some(match std::fs::symlink_metadata(path) {
             Ok(_) => dangling(),
@@ -249,9 +265,16 @@ pub fn find_workflow_files(path: &Path) -> Found {
             Ok(_) => {}
             Err(e) => {
                 let at = e.path().unwrap_or(path).to_path_buf();
-                let error = e
-                    .into_io_error()
-                    .unwrap_or_else(|| std::io::Error::other("cannot be read"));
+                let error = match e.into_io_error() {
+                    Some(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        std::io::Error::new(
+                            e.kind(),
+                            "permission denied (this user may not read this folder)",
+                        )
+                    }
+                    Some(e) => e,
+                    None => std::io::Error::other("cannot be read"),
+                };
                 found.problems.push((at, error));
             }
         }

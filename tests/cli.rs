@@ -225,12 +225,23 @@ fn unreadable_paths_exit_2() {
         r.stderr
     );
 
+    // A path given twice is said once.
+    let r = wfrun(&["check", "no/such/place.wf", "no/such/place.wf"]);
+    assert_eq!(r.code, 2);
+    assert_eq!(r.stderr.matches("cannot read").count(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("checked 0 files: 1 path could not be read"),
+        "{}",
+        r.stderr
+    );
+
     // A file named as a folder, and something neither file nor folder.
     let r = wfrun(&["check", "workflows/quickstart.wf/"]);
     assert_eq!(r.code, 2);
     assert!(
         r.stderr
-            .contains("a file named as a folder (remove the trailing `/`)"),
+            .contains("a file is named as a folder in this path"),
         "{}",
         r.stderr
     );

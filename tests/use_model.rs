@@ -805,6 +805,23 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
         }
     );
     refused(&["embed", &run, "list.csv", "-o", "vectors"], &no_extension);
+    // A pipe as the output, or as an index to search, is refused at once
+    // (looking at what it holds would wait for a writer forever).
+    #[cfg(unix)]
+    {
+        let fifo = w.join("pipe.safetensors");
+        let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+        assert!(made.success());
+        let pipe = fifo.to_str().unwrap();
+        refused(
+            &["embed", &run, "list.csv", "-o", pipe],
+            "is not a regular file",
+        );
+        refused(
+            &["search", &run, "--index", pipe, &abs("images/c0/1.png")],
+            "not a regular file",
+        );
+    }
     // A text file among images is said to be no image.
     std::fs::write(w.join("notes.txt"), "words").unwrap();
     let out = wfrun(w, &["predict", &run, "notes.txt"]);
@@ -973,6 +990,7 @@ fn an_image_named_twice_is_embedded_once_with_all_its_concepts() {
     // spelling of its path, and through a link; a manifest naming it with
     // another concept.
     let a = root.join("cat/a.png");
+    let other = tempfile::tempdir().unwrap();
     let manifest = root.join("list.csv");
     std::fs::write(&manifest, format!("path,concepts\n{},pet\n", a.display())).unwrap();
     let mut paths = vec![
@@ -985,6 +1003,9 @@ fn an_image_named_twice_is_embedded_once_with_all_its_concepts() {
     {
         std::os::unix::fs::symlink(&a, root.join("link.png")).unwrap();
         paths.push(root.join("link.png"));
+        // A hard link is another name for the same file too.
+        std::fs::hard_link(&a, other.path().join("hard.png")).unwrap();
+        paths.push(other.path().join("hard.png"));
     }
     let inputs = wfrun::exec::model::Inputs::gather(&paths).unwrap();
     let rows = |p: &std::path::Path| {
@@ -1000,7 +1021,7 @@ fn an_image_named_twice_is_embedded_once_with_all_its_concepts() {
     assert_eq!(inputs.paths[0], a, "first place kept");
     assert_eq!(inputs.concepts[0], ["cat", "pet"]);
     // (On Unix the folder holds the link too, and it is named again.)
-    assert_eq!(inputs.repeated, if cfg!(unix) { 5 } else { 3 });
+    assert_eq!(inputs.repeated, if cfg!(unix) { 6 } else { 3 });
     // The other images keep their one concept each.
     let dog = inputs
         .paths

@@ -56,10 +56,17 @@ fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::Fi
         reason: e.to_string(),
     };
     // A named pipe or a device would block or never end: images are files.
-    if !std::fs::metadata(path).map_err(bad)?.is_file() {
+    let m = std::fs::metadata(path).map_err(bad)?;
+    if !m.is_file() {
         return Err(BadImage {
             path: path.to_path_buf(),
             reason: "not a regular file".into(),
+        });
+    }
+    if m.len() == 0 {
+        return Err(BadImage {
+            path: path.to_path_buf(),
+            reason: "the file is empty".into(),
         });
     }
     image::ImageReader::open(path)
@@ -76,7 +83,8 @@ fn why(e: image::ImageError) -> String {
         image::ImageError::Unsupported(_) => {
             "not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)".to_string()
         }
-        e => e.to_string(),
+        // (Some decoders end their message with a line break.)
+        e => e.to_string().trim_end().to_string(),
     }
 }
 
@@ -413,6 +421,12 @@ mod tests {
         assert_eq!(e.path, p);
         assert!(e.to_string().contains("broken.png"));
         assert!(load(&dir.path().join("missing.jpg"), 16, Crop::Center).is_err());
+        let empty = dir.path().join("empty.png");
+        std::fs::write(&empty, b"").unwrap();
+        assert_eq!(
+            load(&empty, 16, Crop::Center).unwrap_err().reason,
+            "the file is empty"
+        );
         // A file that is no image says so, whatever its extension.
         for name in ["notes.txt", "no_extension"] {
             let p = dir.path().join(name);

@@ -796,6 +796,27 @@ fn identity(base: &BaseModel, weights: &[u8]) -> String {
     format!("{} {hash:016x}", base.meta.workflow)
 }
 
+/// What tells one file from another: its device and inode where there are
+/// (links, hard links and every spelling of a path lead to the same), else
+/// its canonical path, else the path as written.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum FileId {
+    #[cfg(unix)]
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+fn file_id(path: &Path) -> FileId {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(path) {
+            return FileId::Inode(m.dev(), m.ino());
+        }
+    }
+    FileId::Path(same_file(path))
+}
+
 /// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
 fn same_file(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
@@ -1099,7 +1120,7 @@ impl Inputs {
         let mut inputs = Inputs::default();
         let mut seen = HashMap::new();
         let mut push = |inputs: &mut Inputs, path: PathBuf, concepts: Vec<String>| {
-            let key = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let key = file_id(&path);
             match seen.get(&key) {
                 Some(&row) => {
                     let known: &mut Vec<String> = &mut inputs.concepts[row];
@@ -1238,6 +1259,12 @@ impl Embeddings {
             path: p.to_path_buf(),
             message,
         };
+        // A pipe would block, a device never end: embeddings are files.
+        for p in [path.to_path_buf(), path.with_extension("csv")] {
+            if std::fs::metadata(&p).is_ok_and(|m| !m.is_file()) {
+                return Err(bad(&p, "not a regular file: embeddings and their index are files (`wfrun embed` writes them)".into()));
+            }
+        }
         // A writer of this pair finishes both files first.
         let _turn = folder_lock(path.parent(), false);
         // Read once: the tensors and the metadata come from the same bytes.

@@ -155,17 +155,20 @@ fn workflow_files(paths: &[std::path::PathBuf]) -> (Vec<std::path::PathBuf>, Vec
     };
     let (mut files, mut problems) = (Vec::new(), Vec::new());
     // A file named twice (given itself and inside a folder given, or through
-    // a link) is checked once.
+    // a link) is checked once, and a path that cannot be read said once.
     let mut seen = std::collections::HashSet::new();
+    let mut said = std::collections::HashSet::new();
+    let key = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     for p in paths {
         let found = wfrun::find_workflow_files(p);
-        if found.files.is_empty() && found.problems.is_empty() {
+        if found.files.is_empty() && found.problems.is_empty() && said.insert(key(p)) {
             problems.push((p.clone(), format!("no `.wf` files under `{}`", p.display())));
         }
         problems.extend(
             found
                 .problems
                 .iter()
+                .filter(|(at, _)| said.insert(key(at)))
                 .map(|(at, e)| (at.clone(), read_error(at, e))),
         );
         files.extend(
@@ -365,7 +368,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
         std::fs::metadata("/proc/self").map(|m| m.uid()).ok()
     };
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match wfrun::read_workflow(file) {
             Ok(t) => t,
             Err(e) => {
                 errln!("error: cannot read `{}`: {e}", file.display());

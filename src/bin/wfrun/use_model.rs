@@ -28,10 +28,10 @@ fn open_and_embed(
     let inputs = Inputs::gather(paths).map_err(fail)?;
     if inputs.repeated > 0 {
         errln!(
-            "note: {} named more than once (the same file again, by another path or through a link); each is embedded once",
+            "note: {} of images named before (the same file again, by another path or a link) left out: each image is taken once",
             match inputs.repeated {
-                1 => "1 image was".to_string(),
-                n => format!("{n} images were"),
+                1 => "1 mention".to_string(),
+                n => format!("{n} mentions"),
             }
         );
     }
@@ -120,8 +120,22 @@ pub fn embed(
         );
         return FAILED;
     }
-    let parquet = output.extension().is_some_and(|e| e == "parquet");
-    if !parquet && output.extension().is_none_or(|e| e != "safetensors") {
+    let named = |ext: &str| {
+        output
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case(ext))
+    };
+    // `out/` or an existing folder: a file in it is meant.
+    if output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/') {
+        errln!(
+            "error: `{}` is a folder: name a file in it, e.g. `{}`",
+            output.display(),
+            output.join("vectors.safetensors").display()
+        );
+        return FAILED;
+    }
+    let parquet = named("parquet");
+    if !parquet && !named("safetensors") {
         // What this build writes, then what builds with more features do.
         let (mut more, mut other) = (String::new(), Vec::new());
         match cfg!(feature = "parquet") {
@@ -142,7 +156,12 @@ pub fn embed(
         errln!(
             "error: `{}`: name the output `.safetensors`, e.g. `{}` (the index goes beside it as `.csv`){more}{other}",
             output.display(),
-            output.with_extension("safetensors").display()
+            match output.file_stem().and_then(|s| s.to_str()) {
+                // `.safetensors` alone is a hidden file's name, not an extension.
+                Some(stem) if !stem.starts_with('.') => output.with_extension("safetensors"),
+                _ => output.with_file_name("vectors.safetensors"),
+            }
+            .display()
         );
         return FAILED;
     }
@@ -341,6 +360,15 @@ fn writable<'a>(
             }
             continue;
         };
+        // A pipe would block the look at what it holds, a device or folder
+        // is not replaced by a file.
+        if !std::fs::metadata(&found).is_ok_and(|m| m.is_file()) {
+            errln!(
+                "error: `{}` is not a regular file (a folder, a device or a pipe): choose another name",
+                out.display()
+            );
+            return Err(FAILED);
+        }
         if inputs.iter().any(|i| real(i).as_ref() == Some(&found)) {
             errln!("error: `{}` is one of the inputs; writing it would destroy it: choose another name", out.display());
             return Err(FAILED);
