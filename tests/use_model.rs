@@ -419,6 +419,37 @@ fn search_finds_the_search_steps_neighbours() {
         let score: f32 = cells[3].parse().unwrap();
         assert!(score <= 1.0 + 1e-6 && score > 0.0, "{score}");
     }
+    // Named through a link or a hard link of another name, it is still
+    // itself: not among its neighbours.
+    #[cfg(unix)]
+    {
+        let links = tempfile::tempdir().unwrap();
+        let sym = links.path().join("sym.png");
+        let hard = links.path().join("hard.png");
+        std::os::unix::fs::symlink(dir.join(query), &sym).unwrap();
+        std::fs::hard_link(dir.join(query), &hard).unwrap();
+        for q in [&sym, &hard] {
+            let q = q.to_str().unwrap();
+            let out = wfrun(
+                dir,
+                &[
+                    "search",
+                    "runs/tiny",
+                    q,
+                    "--top-k",
+                    "100",
+                    "--format",
+                    "csv",
+                ],
+            );
+            assert_eq!(out.code, 0, "{}", out.stderr);
+            assert!(out.stdout.lines().count() > 3, "{}", out.stdout);
+            for l in out.stdout.lines().skip(1) {
+                let cells: Vec<&str> = l.split(',').collect();
+                assert_ne!(cells[2], query.as_str(), "{q}: {l}");
+            }
+        }
+    }
 }
 
 #[test]
@@ -822,6 +853,33 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
             "not a regular file",
         );
     }
+    // An image named twice is embedded once, and the JSON counts the repeat.
+    let img = abs("images/c0/1.png");
+    let out = wfrun(
+        w,
+        &[
+            "embed",
+            &run,
+            &img,
+            &img,
+            "-o",
+            "dup.safetensors",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let summary: Value = serde_json::from_str(out.stdout.trim()).unwrap();
+    assert_eq!(
+        (&summary["images"], &summary["repeated"]),
+        (&1.into(), &1.into())
+    );
+    assert!(
+        out.stderr
+            .contains("note: 1 mention of images named before"),
+        "{}",
+        out.stderr
+    );
     // A text file among images is said to be no image.
     std::fs::write(w.join("notes.txt"), "words").unwrap();
     let out = wfrun(w, &["predict", &run, "notes.txt"]);

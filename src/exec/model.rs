@@ -699,17 +699,37 @@ impl Model {
                 by_name.entry(name).or_default().push(i);
             }
         }
+        // Else (a query named through a link or a hard link) rows by file,
+        // looked up once, only when some query is not found by name.
+        let mut by_file: Option<HashMap<FileId, usize>> = None;
         let own: Vec<Option<usize>> = queries
             .paths
             .iter()
             .map(|q| {
-                let rows = by_name.get(q.file_name()?)?;
                 let full = same_file(q);
-                rows.iter().copied().find(|&r| {
-                    let p = &index.paths[r];
-                    *p == *q
-                        || same_file(p) == full
-                        || (p.is_relative() && full.ends_with(crate::check::normalize(p)))
+                let named = by_name.get(q.file_name()?).and_then(|rows| {
+                    rows.iter().copied().find(|&r| {
+                        let p = &index.paths[r];
+                        *p == *q
+                            || same_file(p) == full
+                            || (p.is_relative() && full.ends_with(crate::check::normalize(p)))
+                    })
+                });
+                named.or_else(|| {
+                    let rows = by_file.get_or_insert_with(|| {
+                        let mut rows = HashMap::new();
+                        for (i, p) in index.paths.iter().enumerate() {
+                            rows.entry(file_id(p)).or_insert(i);
+                        }
+                        rows
+                    });
+                    // (Only by device and inode: paths were compared above.)
+                    let id = file_id(q);
+                    match id {
+                        FileId::Path(_) => None,
+                        #[allow(unreachable_patterns)]
+                        _ => rows.get(&id).copied(),
+                    }
                 })
             })
             .collect();

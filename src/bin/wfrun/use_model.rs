@@ -19,7 +19,7 @@ fn open_and_embed(
     run: &Path,
     paths: &[PathBuf],
     args: &ModelArgs,
-) -> Result<(Model, Embeddings), u8> {
+) -> Result<(Model, Embeddings, usize), u8> {
     let options = ModelOptions {
         device: args.device,
         ..ModelOptions::default()
@@ -64,7 +64,7 @@ fn open_and_embed(
         }
         return Err(FAILED);
     }
-    Ok((model, embedded))
+    Ok((model, embedded, inputs.repeated))
 }
 
 fn fail(e: RunError) -> u8 {
@@ -186,7 +186,7 @@ pub fn embed(
     ) {
         return code;
     }
-    let (model, embedded) = match open_and_embed(run, paths, args) {
+    let (model, embedded, repeated) = match open_and_embed(run, paths, args) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -219,6 +219,7 @@ pub fn embed(
                 "embeddings": output.to_string_lossy(),
                 "index_csv": index.as_deref().map(std::path::Path::to_string_lossy),
                 "skipped": skipped_json(&embedded),
+                "repeated": repeated,
             })
         ),
     }
@@ -284,7 +285,7 @@ fn embed_to_table(
         AnnKind::IvfPq => Ann::IvfPq,
         AnnKind::IvfHnswSq => Ann::IvfHnswSq,
     };
-    let (model, embedded) = match open_and_embed(run, paths, args) {
+    let (model, embedded, repeated) = match open_and_embed(run, paths, args) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -314,6 +315,7 @@ fn embed_to_table(
                 "rows": written.rows,
                 "ann_index": written.index,
                 "skipped": skipped_json(&embedded),
+                "repeated": repeated,
             })
         ),
     }
@@ -440,7 +442,7 @@ pub struct PredictArgs<'a> {
 }
 
 pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs) -> u8 {
-    let (model, embedded) = match open_and_embed(run, paths, args) {
+    let (model, embedded, _) = match open_and_embed(run, paths, args) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -526,7 +528,7 @@ pub fn search(
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            let (_, embedded) = match open_and_embed(run, queries, args) {
+            let (_, embedded, _) = match open_and_embed(run, queries, args) {
                 Ok(m) => m,
                 Err(code) => return code,
             };
@@ -536,7 +538,7 @@ pub fn search(
             };
         }
     }
-    let (model, embedded) = match open_and_embed(run, queries, args) {
+    let (model, embedded, _) = match open_and_embed(run, queries, args) {
         Ok(m) => m,
         Err(code) => return code,
     };
