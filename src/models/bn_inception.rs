@@ -3,16 +3,13 @@
 //! `conv1_7x7_s2_bn`, `inception_3a_1x1`, …, so its converted weights load.
 //! The embedding is the pooled output of the last inception module (1024-d).
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 
-use std::sync::Arc;
-
-use super::cpu::conv::WeightGrads;
 use super::cpu::Kernels;
 use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
-use super::walk::{Ops, Run};
+use super::walk::Ops;
 
 pub use crate::arch::BnInceptionConfig;
 use crate::arch::{Module, PoolBranch, BN_INCEPTION_STEM, MODULES};
@@ -241,24 +238,9 @@ impl BnInception {
         self.feature_dim
     }
 
-    /// Images (N, 3, H, W) → pooled output of the last inception module (N,
-    /// 1024 / width_div); `fixed`: the weights will not change again
-    /// ([`Run::fixed`]); `aside`: where training hands the convolutions'
-    /// weight gradients ([`Run::aside`]).
-    pub fn forward_t(
-        &self,
-        x: &Tensor,
-        train: bool,
-        fixed: bool,
-        aside: Option<Arc<WeightGrads>>,
-    ) -> Result<Tensor> {
-        let mut run = Run {
-            train,
-            kernels: self.kernels,
-            fixed,
-            aside,
-        };
-        self.walk(&mut run, x)
+    /// The operations it runs.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// The forward pass, layer by layer, through `ops`.

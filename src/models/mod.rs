@@ -130,6 +130,9 @@ enum Backbone {
 }
 
 impl Backbone {
+    /// Images (N, 3, H, W) → pooled features, the layers run on candle
+    /// tensors ([`walk::Run`]: `fixed`, the weights will not change again;
+    /// `aside`, where training hands the convolutions' weight gradients).
     fn forward_t(
         &self,
         x: &Tensor,
@@ -137,10 +140,17 @@ impl Backbone {
         fixed: bool,
         aside: Option<Arc<cpu::conv::WeightGrads>>,
     ) -> Result<Tensor> {
-        match self {
-            Backbone::ResNet(n) => n.forward_t(x, train, fixed, aside),
-            Backbone::BnInception(n) => n.forward_t(x, train, fixed, aside),
-        }
+        let kernels = match self {
+            Backbone::ResNet(n) => n.kernels(),
+            Backbone::BnInception(n) => n.kernels(),
+        };
+        let mut run = walk::Run {
+            train,
+            kernels,
+            fixed,
+            aside,
+        };
+        self.walk(&mut run, x)
     }
 
     fn walk<O: walk::Ops>(&self, ops: &mut O, x: &O::Value) -> Result<O::Value> {

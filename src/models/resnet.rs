@@ -2,16 +2,13 @@
 //! names (`conv1`, `bn1`, `layer1.0.conv2`, `layer1.0.downsample.0`, …), so a
 //! converted torchvision state dict loads as it is.
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 use candle_nn::VarBuilder;
 
-use std::sync::Arc;
-
-use super::cpu::conv::WeightGrads;
 use super::cpu::Kernels;
 use super::layers::{ConvBn, ConvSpec, Names};
 use super::pool::Pool2d;
-use super::walk::{Ops, Run};
+use super::walk::Ops;
 
 pub use crate::arch::{ResNetConfig, EXPANSION};
 
@@ -151,23 +148,9 @@ impl ResNet {
         self.feature_dim
     }
 
-    /// Images (N, 3, H, W) → pooled features (N, feature_dim); `fixed`: the
-    /// weights will not change again ([`Run::fixed`]); `aside`: where
-    /// training hands the convolutions' weight gradients ([`Run::aside`]).
-    pub fn forward_t(
-        &self,
-        x: &Tensor,
-        train: bool,
-        fixed: bool,
-        aside: Option<Arc<WeightGrads>>,
-    ) -> Result<Tensor> {
-        let mut run = Run {
-            train,
-            kernels: self.kernels,
-            fixed,
-            aside,
-        };
-        self.walk(&mut run, x)
+    /// The operations it runs.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// The forward pass, layer by layer, through `ops`.

@@ -1,6 +1,6 @@
 //! A backbone's forward pass as a walk over its layers, generic over what
 //! each layer does. [`Run`] runs the layers on candle tensors (the networks'
-//! `forward_t` is a walk with it); the ONNX exporter (`crate::export`) walks
+//! forward pass is a walk with it); the ONNX exporter (`crate::export`) walks
 //! the same code to write the layers as graph nodes, so the exported graph is
 //! the network that trains, decisions that depend on sizes included.
 

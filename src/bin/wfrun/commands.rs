@@ -200,12 +200,12 @@ fn check(
     for (at, why) in &problems {
         cannot_read(at, why, format);
     }
-    let bytes: u64 = files
-        .iter()
-        .filter_map(|f| std::fs::metadata(f).ok())
-        .map(|m| m.len())
-        .sum();
-    if bytes >= LARGE_INPUT {
+    // (Sizes looked at only until they add up to enough.)
+    let mut bytes = 0;
+    if files.iter().any(|f| {
+        bytes += std::fs::metadata(f).map_or(0, |m| m.len());
+        bytes >= LARGE_INPUT
+    }) {
         crate::huge_pages_for_heap();
     }
     let options = options(no_fs);
@@ -328,7 +328,7 @@ fn summary(files: usize, errors: usize, warnings: usize, unreadable: usize) -> S
 
 fn load(file: &Path, no_fs: bool, style: Style) -> Result<Checked, u8> {
     let checked = wfrun::check_file(file, &options(no_fs)).map_err(|e| {
-        errln!("error: cannot read `{}`: {e}", file.display());
+        cannot_read(file, &read_error(file, &e), Format::Human);
         TROUBLE
     })?;
     err!(
@@ -371,7 +371,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
         let text = match wfrun::read_workflow(file) {
             Ok(t) => t,
             Err(e) => {
-                errln!("error: cannot read `{}`: {e}", file.display());
+                cannot_read(file, &read_error(file, &e), Format::Human);
                 trouble += 1;
                 continue;
             }

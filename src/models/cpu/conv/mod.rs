@@ -17,6 +17,7 @@
 //! Groups run side by side on threads; a single group's product is cut among
 //! them; in the backward pass the weight and input gradients run side by side.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 use std::sync::Arc;
 
@@ -56,23 +57,42 @@ pub struct Kept {
 struct Slot(std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>);
 
 impl Slot {
-    /// The values kept, derived by `derive` at the first call; None if they
-    /// were kept in another element type.
-    fn get<T: Float>(&self, kernel: Kernel, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
-        let kept = self
-            .0
-            .get_or_init(|| Box::new(time(kernel, derive)) as Box<dyn std::any::Any + Send + Sync>);
-        kept.downcast_ref::<Vec<T>>().map(Vec::as_slice)
+    /// `derive`'s values (timed as `kernel`): kept in `slot` when given,
+    /// derived at its first call, else (no slot, or one holding another
+    /// element type) derived for this call alone.
+    fn or_derive<'a, T: Float>(
+        slot: Option<&'a Slot>,
+        kernel: Kernel,
+        derive: impl Fn() -> Vec<T>,
+    ) -> Cow<'a, [T]> {
+        let kept = slot.and_then(|s| {
+            s.0.get_or_init(|| {
+                Box::new(time(kernel, &derive)) as Box<dyn std::any::Any + Send + Sync>
+            })
+            .downcast_ref::<Vec<T>>()
+        });
+        match kept {
+            Some(v) => Cow::Borrowed(v),
+            None => Cow::Owned(time(kernel, derive)),
+        }
     }
 }
 
 impl Kept {
-    fn winograd4<T: Float>(&self, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
-        self.winograd4.get(Kernel::Winograd, derive)
+    /// F(4 × 4, 3 × 3)'s transformed weights, kept in `kept` when given.
+    fn winograd4<'a, T: Float>(
+        kept: Option<&'a Kept>,
+        derive: impl Fn() -> Vec<T>,
+    ) -> Cow<'a, [T]> {
+        Slot::or_derive(kept.map(|k| &k.winograd4), Kernel::Winograd, derive)
     }
 
-    fn taps_first<T: Float>(&self, derive: impl FnOnce() -> Vec<T>) -> Option<&[T]> {
-        self.taps_first.get(Kernel::Unfold, derive)
+    /// The weights taps first, kept in `kept` when given.
+    fn taps_first<'a, T: Float>(
+        kept: Option<&'a Kept>,
+        derive: impl Fn() -> Vec<T>,
+    ) -> Cow<'a, [T]> {
+        Slot::or_derive(kept.map(|k| &k.taps_first), Kernel::Unfold, derive)
     }
 }
 
@@ -192,17 +212,7 @@ fn forward_by_classes<T: Float>(
     let several = classes
         .iter()
         .any(|class| (class.ky.1 - class.ky.0) * (class.kx.1 - class.kx.0) > 1);
-    let derived;
-    let wt: Option<&[T]> = match several {
-        false => None,
-        true => match kept.and_then(|k| k.taps_first(|| taps_first(w, o, c, taps))) {
-            Some(wt) => Some(wt),
-            None => {
-                derived = taps_first(w, o, c, taps);
-                Some(&derived)
-            }
-        },
-    };
+    let wt = several.then(|| Kept::taps_first(kept, || taps_first(w, o, c, taps)));
     let nc_max = g.chunk();
     let mut product = Vec::new();
     let mut sources = Vec::new();

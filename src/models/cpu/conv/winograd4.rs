@@ -171,21 +171,14 @@ pub(super) fn convolve<T: Float>(
     kept: Option<&Kept>,
     after: Option<&After<T>>,
 ) -> Vec<T> {
-    let derived;
-    let u: &[T] = match kept.and_then(|k| k.winograd4::<T>(|| transform_weights(w, g.o, g.c))) {
-        Some(u) => u,
-        None => {
-            derived = time(Kernel::Winograd, || transform_weights(w, g.o, g.c));
-            &derived
-        }
-    };
+    let u = Kept::winograd4(kept, || transform_weights(w, g.o, g.c));
     let tiles = Tiles {
         tile: TILE,
         xi: XI,
         input: transform_input,
         output: transform_output,
     };
-    products(g, x, u, &tiles, after)
+    products(g, x, &u, &tiles, after)
 }
 
 /// `V_ξ = Bᵀ d B` for every input channel and tile of images `n0..n0 + nc`:
