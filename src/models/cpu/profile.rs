@@ -23,9 +23,13 @@ pub enum Kernel {
     /// products count as `Gemm`).
     Winograd,
     Gemm,
+    /// Grouped convolutions' passes (ResNeXt's), also counted in
+    /// `ConvForward` and `ConvBackward`.
+    GroupedForward,
+    GroupedBackward,
 }
 
-const KERNELS: [(Kernel, &str); 12] = [
+const KERNELS: [(Kernel, &str); 14] = [
     (Kernel::ConvForward, "conv_forward"),
     (Kernel::ConvBackward, "conv_backward"),
     (Kernel::NormForward, "norm_forward"),
@@ -38,6 +42,8 @@ const KERNELS: [(Kernel, &str); 12] = [
     (Kernel::Fold, "  conv fold"),
     (Kernel::Winograd, "  winograd"),
     (Kernel::Gemm, "  gemm"),
+    (Kernel::GroupedForward, "  grouped fwd"),
+    (Kernel::GroupedBackward, "  grouped bwd"),
 ];
 
 static ON: AtomicBool = AtomicBool::new(false);

@@ -94,10 +94,8 @@ impl Inference {
             }
             None => {}
         }
-        // Grouped ones with few channels a group: directly, group by group.
-        if super::grouped::suits(g) {
-            return super::grouped::forward(g, x, w, Some(&after));
-        }
+        // Grouped ones with few channels a group directly, group by group
+        // (`forward`'s choice); any other through matrix products.
         forward(g, x, w, self.kept.as_deref(), Some(&after))
     }
 

@@ -30,7 +30,7 @@ mod inference;
 mod winograd;
 mod winograd4;
 
-use super::profile::{time, Kernel};
+use super::profile::{time, Kernel, Timer};
 use super::{
     assume_init, gemm, gemm_into, par_chunks, slice, tensor, threads, uninit, with_slice,
     DisjointMut, Float, Then,
@@ -129,7 +129,25 @@ fn side_by_side<A: Send, B: Send>(
     }
 }
 
+/// The forward pass: grouped convolutions with few channels a group
+/// directly ([`grouped`]), any other through matrix products.
 fn forward<T: Float>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    kept: Option<&Kept>,
+    after: Option<&After<T>>,
+) -> Vec<T> {
+    if grouped::suits(g) {
+        return grouped::forward(g, x, w, after);
+    }
+    by_products(g, x, w, kept, after)
+}
+
+/// The forward pass through matrix products: a 1 × 1 convolution's one
+/// product, small maps class by class, any other unfolded a chunk of images
+/// at a time.
+fn by_products<T: Float>(
     g: &Geometry,
     x: &[T],
     w: &[T],
@@ -360,6 +378,14 @@ fn scatter_class<T: Float>(
 /// of images at a time (a 1 × 1 convolution: all at once, its columns the
 /// input itself and its columns' gradient the input's).
 fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    if grouped::suits(g) {
+        return grouped::backward(g, x, w, dy);
+    }
+    backward_by_products(g, x, w, dy)
+}
+
+/// [`backward`] through matrix products, for any convolution.
+fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let mut dx = vec![T::ZERO; g.c * g.n * g.h * g.w];
     let mut dw = vec![T::ZERO; g.o * k];
@@ -686,6 +712,7 @@ impl CustomOp2 for Conv2d {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = Geometry::new(*self, l1.dims(), l2.dims())?;
+        let _grouped = (g.groups > 1).then(|| Timer::start(Kernel::GroupedForward));
         let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
             Ok(match (s1, s2) {
                 (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
@@ -716,6 +743,7 @@ impl CustomOp2 for Conv2d {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g = Geometry::new(*self, x.dims(), w.dims())?;
+        let _grouped = (g.groups > 1).then(|| Timer::start(Kernel::GroupedBackward));
         fn run<T: Float>(
             g: &Geometry,
             x: &Tensor,
