@@ -7,6 +7,7 @@
 //! link), so a link or pipe planted at a guessed name is never written
 //! through.
 
+use crate::paths::ShowPath;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -39,7 +40,7 @@ fn create_partial(path: &Path) -> std::io::Result<PathBuf> {
             Err(e) => {
                 return Err(std::io::Error::new(
                     e.kind(),
-                    format!("cannot create a file beside `{}`: {e}", path.display()),
+                    format!("cannot create a file beside `{}`: {e}", path.shown()),
                 ))
             }
         }
@@ -107,7 +108,7 @@ pub fn replace(
                 std::io::ErrorKind::InvalidInput,
                 format!(
                     "`{}` is not a regular file, and only files are replaced; choose another name",
-                    path.display()
+                    path.shown()
                 ),
             ));
         }

@@ -718,8 +718,12 @@ pub mod calibration {
 
     /// [`store`] into the file `path` under `key`; errors name the path.
     pub fn store_to(path: &std::path::Path, key: &str, t: &Throughput) -> std::io::Result<()> {
-        let named =
-            |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
+        let named = |e: std::io::Error| {
+            std::io::Error::new(
+                e.kind(),
+                format!("{}: {e}", crate::paths::ShowPath::shown(path)),
+            )
+        };
         let mut all = serde_json::Map::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {

@@ -3,9 +3,53 @@
 //! path lossily instead, U+FFFD where its bad bytes were, as its text and CSV
 //! output do. `#[serde(serialize_with = "crate::paths::lossy")]` on a field.
 
+use std::borrow::Cow;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Serializer;
+
+/// Paths in words for people: as [`Path::display`] shows them (U+FFFD where
+/// a name is not UTF-8), with control characters escaped (`\u{1b}`, `\n`),
+/// so that a file name cannot move the cursor, recolour or retitle the
+/// terminal, or forge a line of a report. `path.shown()` where
+/// `path.display()` would be.
+pub trait ShowPath {
+    fn shown(&self) -> Shown<'_>;
+}
+
+impl ShowPath for Path {
+    fn shown(&self) -> Shown<'_> {
+        Shown(self)
+    }
+}
+
+/// A path as [`ShowPath::shown`] writes it.
+pub struct Shown<'a>(&'a Path);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(&escape_controls(&self.0.to_string_lossy()))
+    }
+}
+
+/// `text` with its control characters escaped as Rust writes them in a
+/// string (`\u{1b}`, `\n`, `\t`): for names read from the file system
+/// (concept folders, files) in words for people.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 /// A path as a (lossy) UTF-8 string.
 pub fn lossy<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -23,6 +67,23 @@ pub fn lossy_opt<S: Serializer>(path: &Option<PathBuf>, s: S) -> Result<S::Ok, S
 #[cfg(all(test, unix))]
 mod tests {
     use std::os::unix::ffi::OsStrExt;
+
+    use super::ShowPath;
+
+    #[test]
+    fn control_characters_in_names_are_shown_escaped() {
+        let path = std::path::Path::new("a\u{1b}[31mred\u{1b}]0;title\u{7}\nline\u{9b}.png");
+        assert_eq!(
+            path.shown().to_string(),
+            "a\\u{1b}[31mred\\u{1b}]0;title\\u{7}\\nline\\u{9b}.png"
+        );
+        assert_eq!(
+            format!("[{:>8}]", std::path::Path::new("a.png").shown()),
+            "[   a.png]"
+        );
+        let latin1 = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"l\xe9.png"));
+        assert_eq!(latin1.shown().to_string(), "l\u{fffd}.png");
+    }
 
     #[derive(serde::Serialize)]
     struct Named {

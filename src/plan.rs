@@ -4,6 +4,7 @@
 //! The executor follows the same functions ([`learning_rate`],
 //! [`split_counts`], [`steps_per_epoch`]) so the plan is what will run.
 
+use crate::paths::ShowPath;
 use std::fmt::{self, Write as _};
 
 use serde::Serialize;
@@ -535,7 +536,7 @@ impl fmt::Display for Plan {
             s.fmt(f)?;
         } else if let Some(b) = &self.base {
             writeln!(f, "base model")?;
-            writeln!(f, "  {}", b.weights.display())?;
+            writeln!(f, "  {}", b.weights.shown())?;
             writeln!(
                 f,
                 "  trained by workflow {} on {} concepts; used frozen: nothing is trained",
@@ -651,7 +652,7 @@ impl PlannedSweep {
             writeln!(
                 f,
                 "  each trial is a run folder under {}; `best` links to the best finished one",
-                folder.display()
+                folder.shown()
             )?;
         }
         writeln!(f)
@@ -809,7 +810,7 @@ impl Plan {
             ImageSource::Folder(_) => "folder",
             ImageSource::Manifest(_) => "manifest",
         };
-        write!(f, "  train    {} ({kind}", d.train.path().display())?;
+        write!(f, "  train    {} ({kind}", d.train.path().shown())?;
         if let Some(n) = d.images {
             write!(f, ", {} concepts, {n} images", d.concepts.len())?;
         }
@@ -828,7 +829,7 @@ impl Plan {
                 "  eval     {} of each concept's images held out",
                 fmt_float(*x)
             )?,
-            (Eval::Images(src), _, _) => writeln!(f, "  eval     {}", src.path().display())?,
+            (Eval::Images(src), _, _) => writeln!(f, "  eval     {}", src.path().shown())?,
         }
         if let Some(u) = &d.unseen {
             let counted = match (d.unseen_concepts, d.unseen_images) {
@@ -838,14 +839,14 @@ impl Plan {
             writeln!(
                 f,
                 "  unseen   {}{counted}: concepts never trained on, the embeddings judged on them",
-                u.path().display()
+                u.path().shown()
             )?;
         }
         if self.base.is_none() {
             writeln!(f, "  augment  {}", d.augment.describe())?;
         }
         match &d.weights {
-            Some(w) => writeln!(f, "  weights  {}", w.display())?,
+            Some(w) => writeln!(f, "  weights  {}", w.shown())?,
             None if self.base.is_some() => {}
             None => writeln!(
                 f,
@@ -878,7 +879,7 @@ impl Plan {
             "device {}, seed {}, output {}",
             self.device,
             self.seed,
-            self.output.display()
+            self.output.shown()
         )
     }
 }

@@ -28,6 +28,37 @@ pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style, width:
     if handler.render_report(&mut out, &rendered).is_err() {
         out = format!("{}: {}\n", diagnostic.code, diagnostic.message);
     }
+    terminal_safe(&out, style == Style::Color)
+}
+
+/// `text` with every control character but line breaks and tabs escaped
+/// (`\u{1b}`), keeping only colour sequences (`ESC [ digits ; m`) where
+/// `colours`: a workflow's text, its file's name or a path in a message
+/// cannot move the cursor, retitle the terminal or write to its clipboard
+/// when a report is shown.
+fn terminal_safe(text: &str, colours: bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\u{1b}' && colours {
+            let body = &rest[2.min(rest.len())..];
+            let params = body
+                .bytes()
+                .take_while(|b| b.is_ascii_digit() || *b == b';')
+                .count();
+            if rest.as_bytes().get(1) == Some(&b'[') && body.as_bytes().get(params) == Some(&b'm') {
+                out.push_str(&rest[..2 + params + 1]);
+                rest = &rest[2 + params + 1..];
+                continue;
+            }
+        }
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+        rest = &rest[c.len_utf8()..];
+    }
     out
 }
 
@@ -51,6 +82,33 @@ mod tests {
     use super::*;
     use crate::diagnostic::Code;
     use crate::source::{SourceFile, Span};
+
+    #[test]
+    fn control_characters_reach_no_terminal() {
+        // A file name and a comment that would set the terminal's title,
+        // move the cursor and recolour it.
+        let text = "# \u{1b}]0;owned\u{7} \u{1b}[2J\u{9b}31m\r\nbad = = 1\n";
+        let mut sources = SourceMap::new();
+        let id = sources.add(SourceFile::new("a\u{1b}]52;c;eA==\u{7}.wf", text));
+        let at = text.find("= 1").unwrap();
+        let d = Diagnostic::error(Code::Syntax, Span::new(id, at, at + 1), "expected a value");
+        for style in [Style::Plain, Style::Color] {
+            let out = render(&d, &sources, style, 80);
+            assert!(out.contains("expected a value"), "{out}");
+            assert!(out.contains("\\u{1b}]0;owned\\u{7}"), "{out}");
+            assert!(out.contains("a\\u{1b}]52;c;eA==\\u{7}.wf"), "{out}");
+            assert!(!out.contains('\u{7}') && !out.contains('\u{9b}') && !out.contains('\r'));
+            // What escapes are left are colours, the theme's own.
+            let mut escapes = out.match_indices('\u{1b}').map(|(i, _)| &out[i..]);
+            assert!(escapes.all(|e| {
+                let digits = e[2..]
+                    .bytes()
+                    .take_while(|b| b.is_ascii_digit() || *b == b';');
+                e.as_bytes()[1] == b'[' && e.as_bytes()[2 + digits.count()] == b'm'
+            }));
+            assert_eq!(style == Style::Color, out.contains("\u{1b}["), "{out}");
+        }
+    }
 
     #[test]
     fn a_label_far_into_a_long_line_is_named_not_drawn() {

@@ -164,6 +164,34 @@ fn piped_reports_are_plain_and_colour_is_on_request() {
 }
 
 #[test]
+fn control_characters_in_names_reach_no_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    // A workflow whose file name would retitle the terminal, and whose
+    // comment would clear the screen, with an error on the next line.
+    let name = dir.path().join("a\u{1b}]0;owned\u{7}.wf");
+    std::fs::write(&name, "# \u{1b}[2J\u{1b}]52;c;eA==\u{7}\nbad = = 1\n").unwrap();
+    for color in ["never", "always"] {
+        let r = wfrun(&["check", "--color", color, name.to_str().unwrap()]);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert!(
+            r.stderr.contains("a\\u{1b}]0;owned\\u{7}.wf"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stderr.contains("\\u{1b}[2J"), "{}", r.stderr);
+        assert!(!r.stderr.contains('\u{7}'), "{}", r.stderr);
+        assert!(!r.stderr.contains("\u{1b}]"), "{}", r.stderr);
+        assert!(!r.stderr.contains("\u{1b}[2J"), "{}", r.stderr);
+    }
+    // Unreadable, it is named escaped too.
+    let missing = dir.path().join("b\u{1b}[2J.wf");
+    let r = wfrun(&["check", missing.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("b\\u{1b}[2J.wf"), "{}", r.stderr);
+    assert!(!r.stderr.contains('\u{1b}'), "{}", r.stderr);
+}
+
+#[test]
 fn several_paths_and_folders() {
     let r = wfrun(&[
         "check",

@@ -1,6 +1,7 @@
 //! Checks that read the file system: do the paths exist, how many concepts
 //! and images the training folder holds, and the seed's batch-size advice.
 
+use crate::paths::ShowPath;
 use crate::suggest::FastMap as HashMap;
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,7 @@ use crate::workflow::{
 };
 
 pub(super) fn relative_help(cx: &Checker) -> String {
-    let base = cx.base_dir.display().to_string();
+    let base = cx.base_dir.shown().to_string();
     if base.is_empty() {
         "paths are relative to the folder of the workflow file (here the current folder)"
             .to_string()
@@ -25,7 +26,7 @@ pub(super) fn relative_help(cx: &Checker) -> String {
 }
 
 fn exists_as(cx: &mut Checker, path: &Path, span: Span, folder: bool, what: &str) -> bool {
-    let shown = path.display();
+    let shown = path.shown();
     if !path.exists() {
         // A link is there, but it leads to nothing (or round in a loop).
         if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
@@ -177,7 +178,7 @@ fn some_paths(paths: &[&Path]) -> String {
     let mut shown: Vec<String> = paths
         .iter()
         .take(3)
-        .map(|p| format!("`{}`", p.display()))
+        .map(|p| format!("`{}`", p.shown()))
         .collect();
     if paths.len() > 3 {
         shown.push(format!("and {} more", paths.len() - 3));
@@ -215,12 +216,12 @@ fn count_manifest(
             missing.push(s.path.as_path());
         }
     }
-    let shown = path.display();
+    let shown = path.shown();
     let base = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
-        .display();
+        .shown();
     let listed = data.samples.len();
     if found == 0 {
         cx.push(
@@ -516,7 +517,7 @@ fn check_weights_and_eval(cx: &mut Checker, data: &DataSpec, span: &dyn Fn(&str)
                 Diagnostic::warning(
                     Code::PathNotFound,
                     span("weights"),
-                    format!("`{}` does not end in `.safetensors`", w.display()),
+                    format!("`{}` does not end in `.safetensors`", w.shown()),
                 )
                 .with_label("wfrun reads weights in the safetensors format")
                 .with_help("convert PyTorch weights to safetensors first"),
@@ -567,7 +568,7 @@ fn count_concepts(
     base: bool,
 ) -> Option<(DatasetSummary, Vec<PathBuf>)> {
     let span = |_: &str| at;
-    let shown = root.display().to_string();
+    let shown = root.shown().to_string();
     let mut paths = Vec::new();
     let (concepts, loose) = match crate::data::list_folder(root) {
         Ok((folders, loose)) => {
@@ -793,8 +794,8 @@ pub(super) fn output_apart(
                     spans.get(key).copied().unwrap_or(fallback),
                     format!(
                         "the run folder `{}` lies inside the {what} `{}`",
-                        output.display(),
-                        folder.display()
+                        output.shown(),
+                        folder.shown()
                     ),
                 )
                 .with_label("its files and folders would become images and concepts of the next run")
@@ -835,8 +836,8 @@ pub(super) fn output_apart(
                     at,
                     format!(
                         "`{}` ({what}) lies inside the run folder `{}`",
-                        path.display(),
-                        output.display()
+                        path.shown(),
+                        output.shown()
                     ),
                 )
                 .with_label("a run writes and clears files there")
@@ -852,7 +853,7 @@ pub(super) fn output_apart(
                     *at,
                     format!(
                         "the run folder `{}` is the base model's folder",
-                        output.display()
+                        output.shown()
                     ),
                 )
                 .with_label("this run would write over the model it starts from")

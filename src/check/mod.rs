@@ -13,6 +13,7 @@ mod steps;
 pub(crate) mod sweep;
 mod typed;
 
+use crate::paths::ShowPath;
 use crate::suggest::FastMap as HashMap;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +98,7 @@ pub fn check(
 /// `model.safetensors`. The error lists every problem, one per line.
 pub fn open_model(path: &Path) -> Result<(BaseModel, TemplateSpec, crate::hyper::Hyper), String> {
     let builtin = Registry::builtin();
-    let file = SourceFile::new(path.display().to_string(), "");
+    let file = SourceFile::new(path.shown().to_string(), "");
     let source = SourceId(0);
     let mut diagnostics = Vec::new();
     let base_dir = Path::new(".");
@@ -530,7 +531,7 @@ impl Checker<'_> {
                         at,
                         format!(
                             "`{}` does not record a value the network can use; use the `model.json` a wfrun run wrote",
-                            b.meta_path.display()
+                            b.meta_path.shown()
                         ),
                     ),
                     (None, Some(u)) => (

@@ -2,6 +2,7 @@
 //! value checked, the defaults filled in, where each came from.
 
 use super::*;
+use crate::paths::ShowPath;
 
 impl Checker<'_> {
     /// Resolves the `use` block against the template.
@@ -191,7 +192,7 @@ pub(super) fn base_params(
     t: &TemplateSpec,
     at: Span,
 ) -> Vec<(ResolvedParam, Written)> {
-    let from: std::sync::Arc<str> = base.meta_path.display().to_string().into();
+    let from: std::sync::Arc<str> = base.meta_path.shown().to_string().into();
     let template: std::sync::Arc<str> = t.name.as_str().into();
     let meta = &base.meta;
     let fields = [
@@ -208,7 +209,7 @@ pub(super) fn base_params(
                     at,
                     format!(
                         "`{}` records `{}` as {} and as {f}",
-                        base.meta_path.display(),
+                        base.meta_path.shown(),
                         spec.name,
                         p.value
                     ),
@@ -223,7 +224,7 @@ pub(super) fn base_params(
                         at,
                         format!(
                             "`{}` records a value `{}` does not allow: {}",
-                            base.meta_path.display(),
+                            base.meta_path.shown(),
                             t.name,
                             d.message
                         ),

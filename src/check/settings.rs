@@ -2,6 +2,7 @@
 //! model, and the `data` block.
 
 use super::*;
+use crate::paths::ShowPath;
 
 impl Checker<'_> {
     pub(super) fn top_settings(
@@ -72,7 +73,7 @@ impl Checker<'_> {
         } else {
             (path.to_path_buf(), path.with_extension("json"))
         };
-        let shown = path.display();
+        let shown = path.shown();
         if !path.exists() {
             let help = fs::relative_help(self);
             self.push(
@@ -96,8 +97,8 @@ impl Checker<'_> {
             let help = if sweep {
                 format!(
                     "`{}` is a sweep's folder: its best trial is `{}`",
-                    folder.display(),
-                    folder.join("best").display()
+                    folder.shown(),
+                    folder.join("best").shown()
                 )
             } else if stopped {
                 "a sweep's trial stopped early or diverged writes no model: use the sweep's `best`"
@@ -105,14 +106,14 @@ impl Checker<'_> {
             } else {
                 "a finished run's folder holds `model.safetensors`; was the run stopped before it finished? `--resume` finishes it".to_string()
             };
-            fail(format!("`{}` does not exist", weights.display()), &help);
+            fail(format!("`{}` does not exist", weights.shown()), &help);
             return None;
         }
         let text = match std::fs::read_to_string(&meta_path) {
             Ok(t) => t,
             Err(e) => {
                 fail(
-                    format!("cannot read `{}`: {e}", meta_path.display()),
+                    format!("cannot read `{}`: {e}", meta_path.shown()),
                     "a base model needs the `model.json` its run wrote beside it",
                 );
                 return None;
@@ -126,7 +127,7 @@ impl Checker<'_> {
             }),
             Err(e) => {
                 fail(
-                    format!("`{}` does not describe a model: {e}", meta_path.display()),
+                    format!("`{}` does not describe a model: {e}", meta_path.shown()),
                     "use the `model.json` a wfrun run wrote",
                 );
                 None

@@ -1,6 +1,7 @@
 //! The `step` blocks: known kinds, unique names, their parameters typed.
 
 use super::*;
+use crate::paths::ShowPath;
 use crate::spec::StepKindSpec;
 
 impl Checker<'_> {
@@ -61,7 +62,7 @@ impl Checker<'_> {
                 Diagnostic::error(
                     Code::VectorTable,
                     at,
-                    format!("`{}` is not a LanceDB table", path.display()),
+                    format!("`{}` is not a LanceDB table", path.shown()),
                 )
                 .with_label("a table is a folder ending in `.lance`")
                 .with_help(

@@ -7,6 +7,7 @@
 //! mean and deviation; channels first. The randomness of each image comes from
 //! (seed, epoch, index) alone, so results never depend on thread timing.
 
+use crate::paths::ShowPath;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -43,7 +44,7 @@ impl std::fmt::Display for BadImage {
         write!(
             f,
             "cannot read image `{}`: {}",
-            self.path.display(),
+            self.path.shown(),
             self.reason
         )
     }

@@ -82,6 +82,16 @@ fn row(
     if path.is_empty() {
         return Err(bad(line, "the image path is empty".into()));
     }
+    if let Some(name) = names.iter().find(|n| n.chars().any(char::is_control)) {
+        return Err(bad(
+            line,
+            format!(
+                "the concept `{}` holds a control character (a tab, a line break or a \
+                 terminal escape); write the concept's name without it",
+                crate::paths::escape_controls(name)
+            ),
+        ));
+    }
     if labels && names.is_empty() {
         return Err(bad(
             line,

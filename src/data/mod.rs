@@ -11,6 +11,7 @@ mod walk;
 
 pub use walk::MAX_ENTRIES;
 
+use crate::paths::ShowPath;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -60,6 +61,9 @@ pub enum DataError {
     /// A concept folder whose name is not UTF-8 text (it would print, and
     /// be recorded, as another name).
     NotUtf8(PathBuf),
+    /// A concept folder whose name holds a control character (it would
+    /// reach terminals and reports as a command, or break a line).
+    ControlInName(PathBuf),
     /// A folder reached from two concepts (`None`: the data folder itself),
     /// through links.
     SharedFolder {
@@ -86,30 +90,36 @@ pub enum DataError {
 impl fmt::Display for DataError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DataError::Io { path, error } => write!(f, "cannot read `{}`: {error}", path.display()),
-            DataError::NotAFolder(p) => write!(f, "`{}` is not a folder", p.display()),
+            DataError::Io { path, error } => write!(f, "cannot read `{}`: {error}", path.shown()),
+            DataError::NotAFolder(p) => write!(f, "`{}` is not a folder", p.shown()),
             DataError::NoImages(p) => write!(
                 f,
                 "`{}` holds no images in concept sub-folders; put them in `{}/CONCEPT/IMAGE.jpg`",
-                p.display(),
-                p.display()
+                p.shown(),
+                p.shown()
             ),
             DataError::EmptyManifest(p) => write!(
                 f,
                 "the manifest `{}` lists no images; add one line per image: `path,concept` \
                  (paths relative to the manifest's folder)",
-                p.display()
+                p.shown()
             ),
             DataError::TooManyFiles { path, limit } => write!(
                 f,
                 "`{}` holds more than {limit} files and folders; point the workflow at the \
                  images' own folder, or list them in a manifest",
-                path.display()
+                path.shown()
             ),
             DataError::NotUtf8(p) => write!(
                 f,
                 "the concept folder `{}` is not named in UTF-8 text; rename it",
-                p.display()
+                p.shown()
+            ),
+            DataError::ControlInName(p) => write!(
+                f,
+                "the concept folder `{}` has a control character in its name (a tab, a line \
+                 break or a terminal escape); rename it",
+                p.shown()
             ),
             DataError::SharedFolder {
                 path,
@@ -124,7 +134,7 @@ impl fmt::Display for DataError {
                     f,
                     "`{}` is reached (through a link) from both {} and {}: its images would \
                      belong to whichever comes first; remove the link",
-                    path.display(),
+                    path.shown(),
                     name(first),
                     name(second)
                 )
@@ -132,23 +142,23 @@ impl fmt::Display for DataError {
             DataError::PseudoFileSystem { path, under } => write!(
                 f,
                 "`{}` lies in `{under}`, a file system the kernel makes up, not a folder of images",
-                path.display()
+                path.shown()
             ),
             DataError::SingleConcept { path, concept } => write!(
                 f,
                 "`{}` holds a single concept, `{concept}`: training needs at least two",
-                path.display()
+                path.shown()
             ),
             DataError::Manifest {
                 path,
                 line,
                 message,
-            } if *line == 0 => write!(f, "{}: {message}", path.display()),
+            } if *line == 0 => write!(f, "{}: {message}", path.shown()),
             DataError::Manifest {
                 path,
                 line,
                 message,
-            } => write!(f, "{}:{line}: {message}", path.display()),
+            } => write!(f, "{}:{line}: {message}", path.shown()),
         }
     }
 }
@@ -260,6 +270,9 @@ fn walk_folder(root: &Path) -> Result<Listing, DataError> {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
                 return Err(DataError::NotUtf8(path));
             };
+            if name.chars().any(char::is_control) {
+                return Err(DataError::ControlInName(path));
+            }
             let images = walk.images_of(&name, &path)?;
             concepts.push(ConceptFolder { name, images });
         } else if is_image(&path) {
@@ -515,7 +528,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
         assert!(
-            e.contains("holds no images") && e.contains(&dir.path().display().to_string()),
+            e.contains("holds no images") && e.contains(&dir.path().shown().to_string()),
             "{e}"
         );
         touch(&dir.path().join("only/a.png"));
@@ -525,6 +538,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope") && e.contains("no such folder"), "{e}");
+    }
+
+    #[test]
+    fn a_concept_named_with_a_control_character_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("cat/a.png"));
+        touch(&dir.path().join("dog\u{1b}]0;owned\u{7}/b.png"));
+        let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("dog\\u{1b}]0;owned\\u{7}") && e.contains("control character"),
+            "{e}"
+        );
+        assert!(!e.contains('\u{1b}'), "{e}");
+        let manifest = dir.path().join("m.csv");
+        std::fs::write(
+            &manifest,
+            "path,concept\ncat/a.png,cat\ncat/a.png,\"x\u{1b}[2Jy\"\n",
+        )
+        .unwrap();
+        let e = Dataset::from_manifest(&manifest).unwrap_err().to_string();
+        assert!(e.contains("m.csv:3") && e.contains("x\\u{1b}[2Jy"), "{e}");
+        assert!(!e.contains('\u{1b}'), "{e}");
     }
 
     #[test]

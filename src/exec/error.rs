@@ -1,5 +1,6 @@
 //! Why a run stopped.
 
+use crate::paths::ShowPath;
 use std::path::{Path, PathBuf};
 
 /// Why a run stopped.
@@ -121,22 +122,22 @@ impl std::fmt::Display for RunError {
             RunError::Io { path, error } => write!(
                 f,
                 "cannot write `{}`: {error} (check the folder is writable, nothing is in the way and the disk has room)",
-                path.display()
+                path.shown()
             ),
             RunError::Remove { path, error } => write!(
                 f,
                 "cannot remove `{}`, a previous run's output: {error}; remove it by hand, or give \
                  this workflow another `output`",
-                path.display()
+                path.shown()
             ),
             RunError::Resume { path, message } => {
-                write!(f, "cannot resume from `{}`: {message}", path.display())
+                write!(f, "cannot resume from `{}`: {message}", path.shown())
             }
             RunError::BaseModel { path, message } => {
-                write!(f, "cannot use the base model `{}`: {message}", path.display())
+                write!(f, "cannot use the base model `{}`: {message}", path.shown())
             }
             RunError::RunFile { path, message } => {
-                write!(f, "cannot use `{}`: {message}", path.display())
+                write!(f, "cannot use `{}`: {message}", path.shown())
             }
             RunError::Unsupported(m) | RunError::NothingToTrain(m) => f.write_str(m),
             RunError::NotFinite { epoch, what } => {
@@ -163,7 +164,7 @@ impl std::fmt::Display for RunError {
                 )
             }
             RunError::Busy { path, pid } => {
-                write!(f, "another run is writing to `{}`", path.display())?;
+                write!(f, "another run is writing to `{}`", path.shown())?;
                 if let Some(pid) = pid {
                     write!(f, " (process {pid})")?;
                 }
@@ -171,20 +172,20 @@ impl std::fmt::Display for RunError {
                     f,
                     "; wait for it to finish, or give this workflow another `output`. If no run is \
                      going, remove `{}`",
-                    path.join(super::LOCK).display()
+                    path.join(super::LOCK).shown()
                 )
             }
             RunError::Occupied { path, found } => write!(
                 f,
                 "`{}` holds a previous run ({found}); `--resume` continues it, `--fresh` removes \
                  its outputs and starts over, or give this workflow another `output`",
-                path.display()
+                path.shown()
             ),
             RunError::NotARunFolder { path, found } => write!(
                 f,
                 "`{}` is not a run folder (no plan, checkpoint or model) yet holds {found}, \
                  names a run writes: give this workflow another `output`",
-                path.display()
+                path.shown()
             ),
             RunError::Unreadable { what, bad } => {
                 write!(f, "{what} can be read, so nothing would be learnt from them (or embedded):")?;
@@ -205,7 +206,7 @@ fn list_bad(
     bad: &[crate::data::images::BadImage],
 ) -> std::fmt::Result {
     for b in bad.iter().take(10) {
-        write!(f, "\n  {}: {}", b.path.display(), b.reason)?;
+        write!(f, "\n  {}: {}", b.path.shown(), b.reason)?;
     }
     if bad.len() > 10 {
         write!(f, "\n  and {} more", bad.len() - 10)?;

@@ -9,6 +9,7 @@
 //! LanceDB is asynchronous; each call here runs on a runtime of its own, so
 //! the library's callers stay synchronous.
 
+use crate::paths::ShowPath;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -127,7 +128,7 @@ impl Table {
     fn error(&self, message: impl std::fmt::Display) -> RunError {
         RunError::Unsupported(format!(
             "LanceDB table `{}`: {message}",
-            self.folder().display()
+            self.folder().shown()
         ))
     }
 }
@@ -260,7 +261,7 @@ async fn open(table: &Table) -> Result<lancedb::Table, RunError> {
     if !table.folder().is_dir() {
         return Err(table.error(format!(
             "no such table; `wfrun embed RUN IMAGES -o {SCHEME}{}/{}` writes one",
-            table.db.display(),
+            table.db.shown(),
             table.name
         )));
     }

@@ -5,6 +5,7 @@
 //! layer or a `classifier_head` step's head, and search them among the run's
 //! embeddings. Like the run, it never prints: progress goes to a callback.
 
+use crate::paths::ShowPath;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -642,7 +643,7 @@ impl Model {
                         "it lists {} `{split}` rows and `{}` holds {count}: they are from \
                          different runs; run the workflow again",
                         listed.len(),
-                        tensors_path.display()
+                        tensors_path.shown()
                     ),
                 ));
             }
@@ -1103,7 +1104,7 @@ pub(super) fn load_net(
         TemplateNet::new(&cfg, base.meta.concepts.len().max(1), &vb).map_err(|e| {
             bad(format!(
                 "its weights do not fit the network `{}` describes ({e})",
-                base.meta_path.display()
+                base.meta_path.shown()
             ))
         })?
     };
@@ -1115,7 +1116,7 @@ pub(super) fn load_net(
     if !missing.is_empty() {
         return Err(bad(format!(
             "its weights do not fit the network `{}` describes: {} tensors are missing ({}{})",
-            base.meta_path.display(),
+            base.meta_path.shown(),
             missing.len(),
             missing
                 .iter()
@@ -1231,7 +1232,7 @@ impl Embeddings {
         if index_path == path {
             return Err(RunError::Unsupported(format!(
                 "`{}`: name the embeddings file `.safetensors`; its index goes beside it as `.csv`",
-                path.display()
+                path.shown()
             )));
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -1315,7 +1316,7 @@ impl Embeddings {
         let mut reader = csv::Reader::from_path(&index_path).map_err(|e| {
             bad(
                 &index_path,
-                format!("cannot read the index of `{}`: {e}", path.display()),
+                format!("cannot read the index of `{}`: {e}", path.shown()),
             )
         })?;
         let listed: Vec<Row> = reader
@@ -1328,7 +1329,7 @@ impl Embeddings {
                 format!(
                     "it lists {} images and `{}` holds {rows} rows: they were not written together",
                     listed.len(),
-                    path.display()
+                    path.shown()
                 ),
             ));
         }
@@ -1346,7 +1347,7 @@ impl Embeddings {
                     format!(
                         "its rows are not those written with `{}` (another `wfrun embed` wrote one of \
                          the two, or a path in it was changed): embed the images again",
-                        path.display()
+                        path.shown()
                     ),
                 ));
             }

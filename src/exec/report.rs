@@ -1,5 +1,6 @@
 //! The run's pictures and `report.html`.
 
+use crate::paths::ShowPath;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -130,7 +131,7 @@ fn summary_table(
         ));
     };
     match &plan.base {
-        Some(b) => row("base model", b.weights.display().to_string()),
+        Some(b) => row("base model", b.weights.shown().to_string()),
         None => row(
             "template",
             format!("{} ({} epochs)", plan.template, summary.epochs),

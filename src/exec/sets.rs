@@ -1,6 +1,7 @@
 //! The images of a run: the training and evaluation sets, the survey of their
 //! sizes before training, and the log of images that cannot be read.
 
+use crate::paths::ShowPath;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -108,7 +109,7 @@ impl DataSets {
                     return Err(RunError::NothingToTrain(format!(
                         "no evaluation image in `{}` has a training concept ({}); name its \
                          concepts as the training ones",
-                        src.path().display(),
+                        src.path().shown(),
                         data.concepts.join(", ")
                     )));
                 }

@@ -7,6 +7,7 @@
 //! sweep's objective at their last epoch; `best` links to the best finished
 //! trial, a run folder a `base` workflow can name.
 
+use crate::paths::ShowPath;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -356,7 +357,7 @@ pub fn run(
         return Err(RunError::Unsupported(format!(
             "`{}` holds a run of its own ({}), not a sweep's trials: give the sweep another \
              `output`, or move that run away",
-            out.display(),
+            out.shown(),
             run_here.join(", ")
         )));
     }
@@ -944,7 +945,7 @@ fn best_is_ours(out: &Path) -> Result<(), RunError> {
     }
     Err(RunError::Unsupported(format!(
         "`{}` is not the link a sweep writes to its best trial: move it away to let the sweep name its best",
-        link.display()
+        link.shown()
     )))
 }
 

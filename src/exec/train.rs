@@ -2,6 +2,7 @@
 //! learning rate of each epoch, the images of each epoch and the batches are
 //! the plan's; a base model's network is opened instead of trained.
 
+use crate::paths::ShowPath;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -255,7 +256,7 @@ impl<'a> Training<'a> {
         let nothing = |why: &str| {
             RunError::NothingToTrain(format!(
                 "nothing to train on: {why}; add images to `{}`",
-                plan.data.train.path().display()
+                plan.data.train.path().shown()
             ))
         };
         if sets.train.paths.is_empty() {

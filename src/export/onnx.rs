@@ -15,6 +15,7 @@
 //! logits). The preprocessing a caller must apply is in the model's metadata
 //! properties (see [`onnx()`]).
 
+use crate::paths::ShowPath;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -97,10 +98,10 @@ impl fmt::Display for ExportError {
                 f,
                 "cannot write `{}`: the model would take {bytes} bytes, more than the {MAX_BYTES} \
                  an ONNX protobuf may hold",
-                path.display()
+                path.shown()
             ),
             ExportError::Io { path, error } => {
-                write!(f, "cannot write `{}`: {error}", path.display())
+                write!(f, "cannot write `{}`: {error}", path.shown())
             }
         }
     }

@@ -4,6 +4,7 @@
 //! Tensor names follow PyTorch (`layer1.0.conv1.weight`, `bn1.running_mean`),
 //! so a state dict converted with `scripts/convert_state_dict.py` loads.
 
+use crate::paths::ShowPath;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -93,7 +94,7 @@ pub fn save(map: &VarMap, path: &Path) -> std::io::Result<()> {
 /// `map` with the same names, converting the dtype; reports the rest.
 pub fn load(map: &VarMap, path: &Path) -> Result<LoadReport> {
     let tensors = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
-        candle_core::Error::Msg(format!("cannot read weights `{}`: {e}", path.display()))
+        candle_core::Error::Msg(format!("cannot read weights `{}`: {e}", path.shown()))
     })?;
     load_tensors(map, &tensors)
 }

@@ -3,6 +3,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::Arc;
+use wfrun::paths::ShowPath;
 
 use serde_json::json;
 use wfrun::report::{render_all, Style};
@@ -162,7 +163,7 @@ fn workflow_files(paths: &[std::path::PathBuf]) -> (Vec<std::path::PathBuf>, Vec
     for p in paths {
         let found = wfrun::find_workflow_files(p);
         if found.files.is_empty() && found.problems.is_empty() && said.insert(key(p)) {
-            problems.push((p.clone(), format!("no `.wf` files under `{}`", p.display())));
+            problems.push((p.clone(), format!("no `.wf` files under `{}`", p.shown())));
         }
         problems.extend(
             found
@@ -260,7 +261,7 @@ fn check(
 }
 
 fn read_error(at: &Path, e: &dyn std::fmt::Display) -> String {
-    format!("cannot read `{}`: {e}", at.display())
+    format!("cannot read `{}`: {e}", at.shown())
 }
 
 /// Says `message` about `at`, which could not be read or held nothing to
@@ -381,7 +382,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
             Ok(formatted) => {
                 changed += 1;
                 if check {
-                    outln!("{}: not formatted", file.display());
+                    outln!("{}: not formatted", file.shown());
                     continue;
                 }
                 // Whole or not at all, through a link, keeping the file's
@@ -395,7 +396,7 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                 if !writable || meta.as_ref().is_ok_and(|m| m.permissions().readonly()) {
                     errln!(
                         "error: `{}` is read-only (for this user): not formatted (make it writable first)",
-                        file.display()
+                        file.shown()
                     );
                     trouble += 1;
                     continue;
@@ -418,9 +419,9 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                     wfrun::atomic::write(file, formatted.as_bytes())
                 };
                 match written {
-                    Ok(()) => outln!("formatted {}", file.display()),
+                    Ok(()) => outln!("formatted {}", file.shown()),
                     Err(e) => {
-                        errln!("error: cannot write `{}`: {e}", file.display());
+                        errln!("error: cannot write `{}`: {e}", file.shown());
                         trouble += 1;
                     }
                 }
@@ -429,16 +430,16 @@ fn fmt(paths: &[std::path::PathBuf], check: bool) -> u8 {
                 broken += 1;
                 errln!(
                     "error: `{}` has {} syntax error(s) and is left as it is; `wfrun check {}` shows them",
-                    file.display(),
+                    file.shown(),
                     d.len(),
-                    file.display()
+                    file.shown()
                 );
             }
             Err(wfrun::format::FormatError::ChangedMeaning) => {
                 broken += 1;
                 errln!(
                     "error: formatting `{}` would change its meaning; it is left as it is (please report this)",
-                    file.display()
+                    file.shown()
                 );
             }
         }
@@ -513,7 +514,7 @@ fn calibrate(format: Format) -> u8 {
     }
     match stored {
         Ok(path) => {
-            errln!("cached in {}", path.display());
+            errln!("cached in {}", path.shown());
             OK
         }
         Err(e) => {

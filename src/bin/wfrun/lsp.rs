@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+use wfrun::paths::ShowPath;
 
 use crossbeam_channel::{Receiver, SendError, Sender};
 use lsp_server::{ErrorCode, Message, Notification, Request, RequestId};
@@ -658,12 +659,7 @@ fn inlay_hints(docs: &Docs, p: InlayHintParams) -> Option<Vec<InlayHint>> {
         Some(checked) => wfrun::ide::hints_of(checked, counted),
         None => {
             let (path, options) = options_for(uri, false);
-            wfrun::ide::inlay_hints(
-                text.as_str(),
-                &path.display().to_string(),
-                &options,
-                counted,
-            )
+            wfrun::ide::inlay_hints(text.as_str(), &path.shown().to_string(), &options, counted)
         }
     };
     Some(
@@ -856,7 +852,7 @@ fn machine() -> wfrun::cost::Machine {
 
 fn check(uri: &Uri, text: &Text, full: bool) -> wfrun::Checked {
     let (path, options) = options_for(uri, full);
-    wfrun::check_source(&path.display().to_string(), text.as_str(), &options)
+    wfrun::check_source(&path.shown().to_string(), text.as_str(), &options)
 }
 
 fn diagnostics_of(uri: &Uri, text: &Text, checked: &wfrun::Checked) -> Vec<Diagnostic> {

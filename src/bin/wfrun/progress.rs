@@ -2,6 +2,7 @@
 //! terminal, one line per epoch and step, warnings, and the summary at the end.
 
 use std::time::Instant;
+use wfrun::paths::ShowPath;
 
 use wfrun::exec::sweep::{SweepSummary, TrialStatus};
 use wfrun::exec::{Event, RunSummary, StepOutcome};
@@ -62,7 +63,7 @@ impl Progress {
             Event::Step { .. } => self.step(e),
             Event::BadImage { path, reason } => {
                 self.clear_line();
-                errln!("warning: skipped `{}`: {reason}", path.display());
+                errln!("warning: skipped `{}`: {reason}", path.shown());
             }
             Event::SmallImages { .. } => small_images(e),
             Event::Epoch {
@@ -94,9 +95,9 @@ impl Progress {
             Event::Cleared { output, removed } => errln!(
                 "removed the previous run's {} from {}",
                 removed.join(", "),
-                output.display()
+                output.shown()
             ),
-            Event::Finished { output } => errln!("wrote {}", output.display()),
+            Event::Finished { output } => errln!("wrote {}", output.shown()),
             Event::Embedding { split, done, total } => self.embedding(split, *done, *total),
             Event::StoppedEarly {
                 epoch,
@@ -279,9 +280,9 @@ impl Progress {
                 "\n  unseen concepts: not judged, fewer than two of them have a readable image",
             );
         }
-        let file = |name: &str| s.output.join(name).display().to_string();
+        let file = |name: &str| s.output.join(name).shown().to_string();
         match &workflow.base {
-            Some(b) => out.push_str(&format!("\n  base model  {}", b.weights.display())),
+            Some(b) => out.push_str(&format!("\n  base model  {}", b.weights.shown())),
             None => out.push_str(&format!(
                 "\n  model       {}\n  metrics     {}",
                 file("model.safetensors"),
@@ -297,11 +298,11 @@ impl Progress {
             out.push_str(&format!("\n  {n} unreadable images were skipped"));
         }
         for step in &s.steps {
-            out.push_str(&format!("\n  step        {}", step.folder.display()));
+            out.push_str(&format!("\n  step        {}", step.folder.shown()));
         }
         let report = s.output.join("report.html");
         if report.is_file() {
-            out.push_str(&format!("\n  report      {}", report.display()));
+            out.push_str(&format!("\n  report      {}", report.shown()));
         }
         out
     }
@@ -324,7 +325,7 @@ fn small_images(e: &Event) {
     let mut line = format!(
         "warning: {count} image(s) have a shorter side below `image_size` = {image_size} and are upscaled; \
          the smallest is `{}` ({w}×{h})",
-        path.display()
+        path.shown()
     );
     if let Some(fits) = fitting_size {
         line.push_str(&format!(
@@ -430,9 +431,9 @@ pub fn sweep_summary(workflow: &Workflow, s: &SweepSummary, one_trial: bool) -> 
             let base = link.strip_prefix(&workflow.base_dir).unwrap_or(&link);
             out.push_str(&format!(
                 "best: {} (linked as {}); a workflow beside this one uses it with `base = \"{}\"`",
-                best.display(),
-                link.display(),
-                base.display()
+                best.shown(),
+                link.shown(),
+                base.shown()
             ))
         }
         (None, false) if s.ranked.iter().any(|o| o.status == TrialStatus::Finished) => out.push_str(

@@ -3,6 +3,7 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use wfrun::paths::ShowPath;
 
 use serde_json::json;
 use wfrun::exec::model::{Embeddings, Index, Inputs, ModelOptions, Predictor, Rule};
@@ -47,7 +48,7 @@ fn open_and_embed(
         .map_err(fail)?;
     progress.clear_line();
     for b in &embedded.bad {
-        errln!("warning: skipped `{}`: {}", b.path.display(), b.reason);
+        errln!("warning: skipped `{}`: {}", b.path.shown(), b.reason);
     }
     if args.fail_on_bad_images && !embedded.bad.is_empty() {
         errln!(
@@ -75,7 +76,7 @@ fn fail(e: RunError) -> u8 {
 fn shown(paths: &[PathBuf]) -> String {
     paths
         .iter()
-        .map(|p| format!("`{}`", p.display()))
+        .map(|p| format!("`{}`", p.shown()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -103,7 +104,7 @@ pub fn embed(
     if mode == Some(TableMode::Append) {
         errln!(
             "error: `--mode append` adds rows to a LanceDB table (`-o lancedb://DB/TABLE`); `{}` is written whole: embed into a new file, or into a table",
-            output.display()
+            output.shown()
         );
         return TROUBLE;
     }
@@ -116,7 +117,7 @@ pub fn embed(
     if mode == Some(TableMode::Create) && output.exists() {
         errln!(
             "error: `{}` exists and `--mode create` refuses to replace it: name another file, or leave out `--mode` (or give `--mode overwrite`) to replace it",
-            output.display()
+            output.shown()
         );
         return FAILED;
     }
@@ -129,8 +130,8 @@ pub fn embed(
     if output.is_dir() || output.as_os_str().to_string_lossy().ends_with('/') {
         errln!(
             "error: `{}` is a folder: name a file in it, e.g. `{}`",
-            output.display(),
-            output.join("vectors.safetensors").display()
+            output.shown(),
+            output.join("vectors.safetensors").shown()
         );
         return FAILED;
     }
@@ -155,18 +156,18 @@ pub fn embed(
         };
         errln!(
             "error: `{}`: name the output `.safetensors`, e.g. `{}` (the index goes beside it as `.csv`){more}{other}",
-            output.display(),
+            output.shown(),
             match output.file_stem().and_then(|s| s.to_str()) {
                 // `.safetensors` alone is a hidden file's name, not an extension.
                 Some(stem) if !stem.starts_with('.') => output.with_extension("safetensors"),
                 _ => output.with_file_name("vectors.safetensors"),
             }
-            .display()
+            .shown()
         );
         return FAILED;
     }
     if parquet && !cfg!(feature = "parquet") {
-        errln!("error: `{}`: this wfrun was built without feature `parquet`; build it with `cargo build --release --features parquet`", output.display());
+        errln!("error: `{}`: this wfrun was built without feature `parquet`; build it with `cargo build --release --features parquet`", output.shown());
         return FAILED;
     }
     let sidecar = (!parquet).then(|| output.with_extension("csv"));
@@ -200,8 +201,8 @@ pub fn embed(
         Err(e) => return fail(e),
     };
     let written = match &index {
-        Some(csv) => format!("{} and {}", output.display(), csv.display()),
-        None => output.display().to_string(),
+        Some(csv) => format!("{} and {}", output.shown(), csv.shown()),
+        None => output.shown().to_string(),
     };
     match format {
         Format::Human => outln!(
@@ -275,7 +276,7 @@ fn embed_to_table(
         // Before embedding: refusing afterwards would waste the work.
         errln!(
             "error: the LanceDB table `{}` exists already; `--mode overwrite` replaces it, `--mode append` adds to it",
-            t.folder().display()
+            t.folder().shown()
         );
         return FAILED;
     }
@@ -299,7 +300,7 @@ fn embed_to_table(
             images(embedded.len()),
             model.meta().workflow,
             embedded.dim,
-            t.folder().display(),
+            t.folder().shown(),
             written.rows,
             written
                 .index
@@ -331,7 +332,7 @@ fn save_parquet(e: &Embeddings, path: &Path) -> Result<(), RunError> {
 fn save_parquet(_: &Embeddings, path: &Path) -> Result<(), RunError> {
     Err(RunError::Unsupported(format!(
         "`{}`: this wfrun was built without feature `parquet`",
-        path.display()
+        path.shown()
     )))
 }
 
@@ -356,7 +357,7 @@ fn writable<'a>(
             if let Some(name) = run_file(out) {
                 errln!(
                     "error: `{}` is a run's own `{name}`: choose another name",
-                    out.display()
+                    out.shown()
                 );
                 return Err(FAILED);
             }
@@ -367,25 +368,25 @@ fn writable<'a>(
         if !std::fs::metadata(&found).is_ok_and(|m| m.is_file()) {
             errln!(
                 "error: `{}` is not a regular file (a folder, a device or a pipe): choose another name",
-                out.display()
+                out.shown()
             );
             return Err(FAILED);
         }
         if inputs.iter().any(|i| real(i).as_ref() == Some(&found)) {
-            errln!("error: `{}` is one of the inputs; writing it would destroy it: choose another name", out.display());
+            errln!("error: `{}` is one of the inputs; writing it would destroy it: choose another name", out.shown());
             return Err(FAILED);
         }
         if let Some(name) = run_file(&found) {
             errln!(
                 "error: `{}` is a run's own `{name}`: choose another name",
-                out.display()
+                out.shown()
             );
             return Err(FAILED);
         }
         if !mine(out) {
             errln!(
                 "error: `{}` exists and is not a file this command wrote; remove it or choose another name",
-                out.display()
+                out.shown()
             );
             return Err(FAILED);
         }
@@ -465,7 +466,7 @@ pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs)
         outln!("path,rank,concept,score");
     }
     for pr in &predictions {
-        let path = pr.path.display().to_string();
+        let path = pr.path.shown().to_string();
         match p.format {
             TableFormat::Human => {
                 let listed: Vec<String> = pr
@@ -489,9 +490,10 @@ pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs)
             ),
             TableFormat::Csv => {
                 if pr.concepts.is_empty() {
-                    outln!("{},,,", csv(&path));
+                    outln!("{},,,", csv(&pr.path.display().to_string()));
                 }
                 for (rank, (c, s)) in pr.concepts.iter().enumerate() {
+                    let path = pr.path.display().to_string();
                     outln!("{},{},{},{}", csv(&path), rank + 1, csv(c), number(*s));
                 }
             }
@@ -567,7 +569,7 @@ fn show_hits(
         outln!("query,rank,path,score,concepts");
     }
     for (query, hits) in embedded.paths.iter().zip(found) {
-        let q = query.display().to_string();
+        let q = query.shown().to_string();
         match format {
             TableFormat::Human => {
                 outln!("{q}");
@@ -581,7 +583,7 @@ fn show_hits(
                         "  {:>2}. {:.4}  {}{concepts}",
                         rank + 1,
                         h.score,
-                        h.path.display()
+                        h.path.shown()
                     );
                 }
             }
@@ -593,7 +595,7 @@ fn show_hits(
                 for (rank, h) in hits.iter().enumerate() {
                     outln!(
                         "{},{},{},{},{}",
-                        csv(&q),
+                        csv(&query.display().to_string()),
                         rank + 1,
                         csv(&h.path.display().to_string()),
                         number(h.score),
@@ -633,11 +635,11 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
     };
     let path = output.map_or_else(|| model.folder().join("model.onnx"), Path::to_path_buf);
     if path.extension().is_none_or(|e| e != "onnx") {
-        errln!("error: `{}`: name the model `.onnx`", path.display());
+        errln!("error: `{}`: name the model `.onnx`", path.shown());
         return FAILED;
     }
     if path.exists() && !force {
-        errln!("error: `{}` exists; `--force` replaces it", path.display());
+        errln!("error: `{}` exists; `--force` replaces it", path.shown());
         return FAILED;
     }
     if let Err(code) = writable([path.as_path()], &[], &|_| true) {
@@ -645,7 +647,7 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         if let Err(e) = std::fs::create_dir_all(parent) {
-            errln!("error: cannot create `{}`: {e}", parent.display());
+            errln!("error: cannot create `{}`: {e}", parent.shown());
             return FAILED;
         }
     }
@@ -653,7 +655,7 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
         Ok(s) => {
             outln!(
                 "wrote {} ({:.1} MB, {} nodes): input `images` [batch, 3, {size}, {size}], outputs `embeddings` [batch, {}] and `scores` [batch, {}]",
-                path.display(),
+                path.shown(),
                 s.bytes as f64 / 1e6,
                 s.nodes,
                 s.embedding_size,

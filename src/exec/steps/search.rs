@@ -1,6 +1,7 @@
 //! `visual_search`: exact cosine nearest neighbours of the queries among the
 //! indexed images.
 
+use crate::paths::ShowPath;
 use std::path::{Path, PathBuf};
 
 use candle_core::Tensor;
@@ -79,7 +80,7 @@ pub(super) fn run(
         unreadable_queries: queries
             .bad
             .iter()
-            .map(|b| format!("{}: {}", b.path.display(), b.reason))
+            .map(|b| format!("{}: {}", b.path.shown(), b.reason))
             .collect(),
         recall_at_1: None,
         recall_at_k: None,
@@ -155,7 +156,7 @@ fn queries<'a>(
         },
         Queries::Folder(root) => Looked {
             images: folder_images.insert(embed_folder(inputs, root)?),
-            name: root.display().to_string(),
+            name: root.shown().to_string(),
             offset_in_index: None,
         },
         Queries::Eval => Looked {
@@ -267,7 +268,7 @@ fn search_table(
     let Some(table) = Table::at(folder) else {
         return Err(step_error(
             step,
-            format!("`{}` is not a LanceDB table", folder.display()),
+            format!("`{}` is not a LanceDB table", folder.shown()),
         ));
     };
     let as_embeddings = crate::exec::model::Embeddings::of_run(queries, matrix, inputs.concepts)?;
@@ -316,7 +317,7 @@ fn search_table(
         step,
         format!(
             "`{}` is a LanceDB table and this wfrun was built without feature `lancedb`",
-            folder.display()
+            folder.shown()
         ),
     ))
 }
