@@ -227,6 +227,72 @@ pub fn gemm_into<T: Float>(
     profile::time(profile::Kernel::Gemm, || product.run_all(threads, then))
 }
 
+/// Defines `fn NAME<T: Float>(ARGS) -> R` whose body runs compiled for the
+/// widest vectors this processor has (AVX-512, else AVX2 with FMA, else the
+/// build's baseline), chosen at run time: the body is an `#[inline(always)]`
+/// function called from one entry point per instruction set compiled for
+/// it. For the loops that are not products (batch norm's sums and passes),
+/// which the baseline compiles to scalar code where a value is chosen by a
+/// comparison. Rust contracts no multiply and add into one fused operation
+/// unless asked, so the values are the same on every path; only their speed
+/// differs.
+macro_rules! widest {
+    ($(#[$meta:meta])* fn $name:ident<T: Float>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
+        $(#[$meta])*
+        #[allow(clippy::unused_unit)]
+        fn $name<T: Float>($($arg: $ty),*) -> $ret {
+            #[inline(always)]
+            fn body<T: Float>($($arg: $ty),*) -> $ret $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")]
+                unsafe fn avx512<T: Float>($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2<T: Float>($($arg: $ty),*) -> $ret {
+                    body($($arg),*)
+                }
+                if $crate::models::cpu::has_avx512() {
+                    // SAFETY: the processor has the entry point's features.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if $crate::models::cpu::has_avx2() {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+
+        /// The same function compiled for the build's baseline only: the
+        /// tests compare its values with the dispatched ones.
+        #[cfg(test)]
+        mod $name {
+            use super::*;
+
+            #[allow(clippy::unused_unit)]
+            pub(super) fn baseline<T: Float>($($arg: $ty),*) -> $ret $body
+        }
+    };
+}
+pub(crate) use widest;
+
+/// Whether [`widest`]'s functions may take their AVX-512 entry point.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512dq")
+}
+
+/// Whether [`widest`]'s functions may take their AVX2 entry point.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+}
+
 /// A vector of `len` elements to be written before anything reads them: no
 /// pass of zeros over memory the caller writes in full anyway.
 pub(crate) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {

@@ -98,6 +98,71 @@ fn sums2<T: Float>(x: &[T], g: &[T], y: &[T], f: impl Fn(T, T, T) -> (T, T)) -> 
     (ta, tb)
 }
 
+super::widest! {
+    /// A channel's `(Σ (v − s), Σ (v − s)²)`.
+    fn shifted_sums<T: Float>(row: &[T], s: T) -> (f64, f64) {
+        sums2(row, row, row, |v, _, _| {
+            let d = v - s;
+            (d, d * d)
+        })
+    }
+}
+
+super::widest! {
+    /// A channel's output: `x · scale + shift`, through the ReLU if `relu`.
+    fn normalise<T: Float>(dst: &mut [T], src: &[T], scale_shift: (T, T), relu: bool) -> () {
+        let (scale, shift) = scale_shift;
+        if relu {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                let t = v * scale + shift;
+                *d = if t > T::ZERO { t } else { T::ZERO };
+            }
+        } else {
+            for (d, &v) in dst.iter_mut().zip(src) {
+                *d = v * scale + shift;
+            }
+        }
+    }
+}
+
+super::widest! {
+    /// A channel's `(Σ g', Σ g'·(x − mean))`, `g'` the gradient that passes
+    /// the ReLU (where the output `y` is positive) if `relu`.
+    fn gradient_sums<T: Float>(xgy: (&[T], &[T], &[T]), mean: T, relu: bool) -> (f64, f64) {
+        let (xs, gs, ys) = xgy;
+        if relu {
+            sums2(xs, gs, ys, |x, g, y| {
+                let g = if y > T::ZERO { g } else { T::ZERO };
+                (g, g * (x - mean))
+            })
+        } else {
+            sums2(xs, gs, ys, |x, g, _| (g, g * (x - mean)))
+        }
+    }
+}
+
+super::widest! {
+    /// A channel's input gradient `a·g' + b·(x − mean) + c`.
+    fn input_gradient<T: Float>(
+        dst: &mut [T],
+        xgy: (&[T], &[T], &[T]),
+        coefficients: [T; 4],
+        relu: bool,
+    ) -> () {
+        let ((xs, gs, ys), [a, b, cc, mean]) = (xgy, coefficients);
+        if relu {
+            for (((d, &x), &g), &y) in dst.iter_mut().zip(xs).zip(gs).zip(ys) {
+                let g = if y > T::ZERO { g } else { T::ZERO };
+                *d = a * g + b * (x - mean) + cc;
+            }
+        } else {
+            for ((d, &x), &g) in dst.iter_mut().zip(xs).zip(gs) {
+                *d = a * g + b * (x - mean) + cc;
+            }
+        }
+    }
+}
+
 /// `f(channel)` for every channel, on the team when there is work enough.
 fn per_channel<R: Send>(c: usize, work: usize, f: impl Fn(usize) -> R + Sync) -> Vec<R> {
     let parts = if threads() > 1 && work >= 1 << 15 {
@@ -126,10 +191,7 @@ fn batch_stats<T: Float>(x: &[T], (c, m): (usize, usize)) -> Stats {
     let (mean, var) = per_channel(c, c * m, |ci| {
         let row = &x[ci * m..(ci + 1) * m];
         let s = row[0];
-        let (sd, sdd) = sums2(row, row, row, |v, _, _| {
-            let d = v - s;
-            (d, d * d)
-        });
+        let (sd, sdd) = shifted_sums(row, s);
         let md = sd / count;
         (s.to_f64() + md, (sdd / count - md * md).max(0.0))
     })
@@ -166,17 +228,7 @@ impl BatchNorm {
                 T::from_f64(a),
                 T::from_f64(beta[ci].to_f64() - stats.mean[ci] * a),
             );
-            let src = &x[ci * m..(ci + 1) * m];
-            if relu {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    let t = v * scale + shift;
-                    *d = if t > T::ZERO { t } else { T::ZERO };
-                }
-            } else {
-                for (d, &v) in dst.iter_mut().zip(src) {
-                    *d = v * scale + shift;
-                }
-            }
+            normalise(dst, &x[ci * m..(ci + 1) * m], (scale, shift), relu);
         });
         *self.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
         Ok(y)
@@ -203,15 +255,7 @@ impl BatchNorm {
         let sums = per_channel(c, c * m, |ci| {
             let r = ci * m..(ci + 1) * m;
             let mean = T::from_f64(stats.mean[ci]);
-            let (xs, gs, ys) = (&x[r.clone()], &g[r.clone()], &y[r]);
-            if relu {
-                sums2(xs, gs, ys, |x, g, y| {
-                    let g = if y > T::ZERO { g } else { T::ZERO };
-                    (g, g * (x - mean))
-                })
-            } else {
-                sums2(xs, gs, ys, |x, g, _| (g, g * (x - mean)))
-            }
+            gradient_sums((&x[r.clone()], &g[r.clone()], &y[r]), mean, relu)
         });
         let count = m as f64;
         let train = self.fixed.is_none();
@@ -231,17 +275,12 @@ impl BatchNorm {
             };
             let mean = T::from_f64(stats.mean[ci]);
             let r = ci * m..(ci + 1) * m;
-            let (xs, gs, ys) = (&x[r.clone()], &g[r.clone()], &y[r]);
-            if relu {
-                for (((d, &x), &g), &y) in dst.iter_mut().zip(xs).zip(gs).zip(ys) {
-                    let g = if y > T::ZERO { g } else { T::ZERO };
-                    *d = a * g + b * (x - mean) + cc;
-                }
-            } else {
-                for ((d, &x), &g) in dst.iter_mut().zip(xs).zip(gs) {
-                    *d = a * g + b * (x - mean) + cc;
-                }
-            }
+            input_gradient(
+                dst,
+                (&x[r.clone()], &g[r.clone()], &y[r]),
+                [a, b, cc, mean],
+                relu,
+            );
         });
         let dgamma = sums
             .iter()
@@ -338,6 +377,42 @@ mod tests {
     use super::*;
     use crate::models::gradcheck::check_gradient;
     use candle_core::Device;
+
+    /// The loops compiled for the widest vectors give the baseline's values
+    /// to the bit (and the dispatch takes the wide path on this machine when
+    /// it has one: the test still compares, whichever it takes).
+    #[test]
+    fn the_widest_loops_give_the_baselines_values() {
+        let n = 1000 + 7;
+        let f = |i: usize, k: usize| ((i * k % 1013) as f32 / 97.0 - 5.0) * (1.0 + i as f32 * 1e-3);
+        let values = |k: usize| (0..n).map(|i| f(i, k)).collect::<Vec<f32>>();
+        let (x, g, y) = (values(7919), values(104729), values(31));
+        let bits = |v: (f64, f64)| (v.0.to_bits(), v.1.to_bits());
+        assert_eq!(
+            bits(shifted_sums(&x, x[0])),
+            bits(shifted_sums::baseline(&x, x[0]))
+        );
+        for relu in [false, true] {
+            let (mut wide, mut base) = (vec![0f32; n], vec![0f32; n]);
+            normalise(&mut wide, &x, (1.3, -0.2), relu);
+            normalise::baseline(&mut base, &x, (1.3, -0.2), relu);
+            assert!(wide
+                .iter()
+                .zip(&base)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert_eq!(
+                bits(gradient_sums((&x, &g, &y), 0.37, relu)),
+                bits(gradient_sums::baseline((&x, &g, &y), 0.37, relu))
+            );
+            let k = [0.9, -1e-3, 2e-2, 0.37];
+            input_gradient(&mut wide, (&x, &g, &y), k, relu);
+            input_gradient::baseline(&mut base, (&x, &g, &y), k, relu);
+            assert!(wide
+                .iter()
+                .zip(&base)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 
     fn input(shape: &[usize], seed: u64) -> Tensor {
         let n: usize = shape.iter().product();
