@@ -157,11 +157,19 @@ impl Pool2d {
                 for ((a, &m), wx) in at[row.clone()].iter_mut().zip(&maxima[row]).zip(&xs) {
                     // PyTorch's rule: the first maximum in row-major order (a
                     // NaN counts as the maximum), found by looking for the
-                    // maximum again.
-                    *a = (wy.lo..wy.hi)
-                        .flat_map(|yy| (wx.lo..wx.hi).map(move |xx| yy * w + xx))
-                        .find(|&i| src[i] == m || (src[i].is_nan() && m.is_nan()))
-                        .unwrap_or(wy.lo * w + wx.lo) as u32;
+                    // maximum again: the window read backwards, each match
+                    // taking the place of the last one found, without a
+                    // branch to mispredict.
+                    let nan = m.is_nan();
+                    let mut found = wy.lo * w + wx.lo;
+                    for yy in (wy.lo..wy.hi).rev() {
+                        for xx in (wx.lo..wx.hi).rev() {
+                            let v = src[yy * w + xx];
+                            let hit = (v == m) | (nan & v.is_nan());
+                            found = if hit { yy * w + xx } else { found };
+                        }
+                    }
+                    *a = found as u32;
                 }
             }
         });

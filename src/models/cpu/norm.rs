@@ -12,7 +12,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::profile::{time, Kernel};
-use super::{par_chunks, slice, tensor, threads, with_slice, Float};
+use super::{assume_init, par_chunks, slice, tensor, threads, uninit, with_slice, Float};
+use std::mem::MaybeUninit;
 
 /// Per-channel statistics: mean and biased variance.
 #[derive(Clone, Debug, PartialEq)]
@@ -110,16 +111,21 @@ super::widest! {
 
 super::widest! {
     /// A channel's output: `x · scale + shift`, through the ReLU if `relu`.
-    fn normalise<T: Float>(dst: &mut [T], src: &[T], scale_shift: (T, T), relu: bool) -> () {
+    fn normalise<T: Float>(
+        dst: &mut [MaybeUninit<T>],
+        src: &[T],
+        scale_shift: (T, T),
+        relu: bool,
+    ) -> () {
         let (scale, shift) = scale_shift;
         if relu {
             for (d, &v) in dst.iter_mut().zip(src) {
                 let t = v * scale + shift;
-                *d = if t > T::ZERO { t } else { T::ZERO };
+                *d = MaybeUninit::new(if t > T::ZERO { t } else { T::ZERO });
             }
         } else {
             for (d, &v) in dst.iter_mut().zip(src) {
-                *d = v * scale + shift;
+                *d = MaybeUninit::new(v * scale + shift);
             }
         }
     }
@@ -144,7 +150,7 @@ super::widest! {
 super::widest! {
     /// A channel's input gradient `a·g' + b·(x − mean) + c`.
     fn input_gradient<T: Float>(
-        dst: &mut [T],
+        dst: &mut [MaybeUninit<T>],
         xgy: (&[T], &[T], &[T]),
         coefficients: [T; 4],
         relu: bool,
@@ -153,11 +159,11 @@ super::widest! {
         if relu {
             for (((d, &x), &g), &y) in dst.iter_mut().zip(xs).zip(gs).zip(ys) {
                 let g = if y > T::ZERO { g } else { T::ZERO };
-                *d = a * g + b * (x - mean) + cc;
+                *d = MaybeUninit::new(a * g + b * (x - mean) + cc);
             }
         } else {
             for ((d, &x), &g) in dst.iter_mut().zip(xs).zip(gs) {
-                *d = a * g + b * (x - mean) + cc;
+                *d = MaybeUninit::new(a * g + b * (x - mean) + cc);
             }
         }
     }
@@ -219,7 +225,8 @@ impl BatchNorm {
             Some(_) => candle_core::bail!("batch norm of {c} channels given other statistics"),
             None => batch_stats(x, (c, m)),
         };
-        let mut y = vec![T::ZERO; c * m];
+        // Every value is written below.
+        let mut y = uninit::<T>(c * m);
         let relu = self.relu;
         par_chunks(&mut y, m, c * m, |ci, dst| {
             // y = x · scale + shift.
@@ -231,7 +238,8 @@ impl BatchNorm {
             normalise(dst, &x[ci * m..(ci + 1) * m], (scale, shift), relu);
         });
         *self.used.lock().unwrap_or_else(|e| e.into_inner()) = Some(stats);
-        Ok(y)
+        // SAFETY: every channel's chunk was written in full.
+        Ok(unsafe { assume_init(y) })
     }
 
     /// (dx, dγ, dβ) from the output's gradient `g`, the input `x`, the output `y`.
@@ -259,7 +267,8 @@ impl BatchNorm {
         });
         let count = m as f64;
         let train = self.fixed.is_none();
-        let mut dx = vec![T::ZERO; c * m];
+        // Every value is written below.
+        let mut dx = uninit::<T>(c * m);
         par_chunks(&mut dx, m, c * m, |ci, dst| {
             // dx = a·g' + b·(x − mean) + c.
             let k = gamma[ci].to_f64() * invstd[ci];
@@ -288,7 +297,8 @@ impl BatchNorm {
             .map(|(&(_, sgx), is)| T::from_f64(sgx * is))
             .collect();
         let dbeta = sums.iter().map(|&(sg, _)| T::from_f64(sg)).collect();
-        (dx, dgamma, dbeta)
+        // SAFETY: every channel's chunk was written in full.
+        (unsafe { assume_init(dx) }, dgamma, dbeta)
     }
 }
 
@@ -393,13 +403,15 @@ mod tests {
             bits(shifted_sums::baseline(&x, x[0]))
         );
         for relu in [false, true] {
-            let (mut wide, mut base) = (vec![0f32; n], vec![0f32; n]);
+            let (mut wide, mut base) = (uninit::<f32>(n), uninit::<f32>(n));
+            let same = |a: &[MaybeUninit<f32>], b: &[MaybeUninit<f32>]| {
+                // SAFETY: both were written in full before they are compared.
+                let bits = |v: &MaybeUninit<f32>| unsafe { v.assume_init() }.to_bits();
+                a.iter().zip(b).all(|(a, b)| bits(a) == bits(b))
+            };
             normalise(&mut wide, &x, (1.3, -0.2), relu);
             normalise::baseline(&mut base, &x, (1.3, -0.2), relu);
-            assert!(wide
-                .iter()
-                .zip(&base)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(same(&wide, &base));
             assert_eq!(
                 bits(gradient_sums((&x, &g, &y), 0.37, relu)),
                 bits(gradient_sums::baseline((&x, &g, &y), 0.37, relu))
@@ -407,10 +419,7 @@ mod tests {
             let k = [0.9, -1e-3, 2e-2, 0.37];
             input_gradient(&mut wide, (&x, &g, &y), k, relu);
             input_gradient::baseline(&mut base, (&x, &g, &y), k, relu);
-            assert!(wide
-                .iter()
-                .zip(&base)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            assert!(same(&wide, &base));
         }
     }
 
