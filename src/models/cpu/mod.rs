@@ -293,6 +293,16 @@ pub(crate) fn has_avx2() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
+/// `s` as the values it holds.
+///
+/// # Safety
+/// Every element of `s` has been written.
+pub(crate) unsafe fn init_mut<T>(s: &mut [MaybeUninit<T>]) -> &mut [T] {
+    // SAFETY: MaybeUninit<T> has T's layout, and the caller vouches that
+    // every element is initialised.
+    unsafe { &mut *(s as *mut [MaybeUninit<T>] as *mut [T]) }
+}
+
 /// A vector of `len` elements to be written before anything reads them: no
 /// pass of zeros over memory the caller writes in full anyway.
 pub(crate) fn uninit<T>(len: usize) -> Vec<MaybeUninit<T>> {

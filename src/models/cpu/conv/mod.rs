@@ -32,7 +32,7 @@ mod winograd4;
 
 use super::profile::{time, Kernel, Timer};
 use super::{
-    assume_init, gemm, gemm_into, par_chunks, slice, tensor, threads, uninit, with_slice,
+    assume_init, gemm, gemm_into, init_mut, par_chunks, slice, tensor, threads, uninit, with_slice,
     DisjointMut, Float, Then,
 };
 use columns::*;
@@ -387,9 +387,15 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
 /// [`backward`] through matrix products, for any convolution.
 fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
-    let mut dx = vec![T::ZERO; g.c * g.n * g.h * g.w];
-    let mut dw = vec![T::ZERO; g.o * k];
     let pointwise = g.pointwise();
+    // A 1 × 1 convolution's input gradient is its product's output, written
+    // in full; any other's is summed onto zeros. The weight gradient is
+    // written by the first chunk's products, the others add to it.
+    let mut dx = uninit::<T>(g.c * g.n * g.h * g.w);
+    if !pointwise {
+        dx.fill(MaybeUninit::new(T::ZERO));
+    }
+    let mut dw = uninit::<T>(g.o * k);
     let nc_max = if pointwise { g.n.max(1) } else { g.chunk() };
     for (chunk, n0) in (0..g.n).step_by(nc_max).enumerate() {
         let nc = nc_max.min(g.n - n0);
@@ -405,17 +411,14 @@ fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (
                 for_groups(g.groups, threads, |gi, t| {
                     // SAFETY: group gi writes only its own og rows of dW.
                     let dst = unsafe { rows.range(gi * og * k, og * k) };
-                    gemm(
-                        (og, k, j),
-                        dst,
-                        k,
-                        chunk > 0,
-                        &grads[gi * og * jt..],
-                        (jt, 1),
-                        &col[gi * k * j..],
-                        (1, j),
-                        t,
-                    );
+                    let (lhs, rhs) = (&grads[gi * og * jt..], &col[gi * k * j..]);
+                    if chunk == 0 {
+                        gemm_into((og, k, j), dst, k, lhs, (jt, 1), rhs, (1, j), t, None);
+                    } else {
+                        // SAFETY: the first chunk's product wrote these rows.
+                        let dst = unsafe { init_mut(dst) };
+                        gemm((og, k, j), dst, k, true, lhs, (jt, 1), rhs, (1, j), t);
+                    }
                 });
             };
             if pointwise {
@@ -429,21 +432,21 @@ fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (
         };
         let input_grad = |threads: usize| {
             // dcol_g (K × J) = W_gᵀ (K × og) · dY_g (og × J), folded onto dx.
-            let products = |dcol: &mut [T]| {
+            let products = |dcol: &mut [MaybeUninit<T>]| {
                 let rows = DisjointMut::new(dcol);
                 for_groups(g.groups, threads, |gi, t| {
                     // SAFETY: group gi writes only its own K rows of the columns.
                     let dst = unsafe { rows.range(gi * k * j, k * j) };
-                    gemm(
+                    gemm_into(
                         (k, j, og),
                         dst,
                         j,
-                        false,
                         &w[gi * og * k..],
                         (1, k),
                         &grads[gi * og * jt..],
                         (jt, 1),
                         t,
+                        None,
                     );
                 });
             };
@@ -451,14 +454,25 @@ fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (
                 products(&mut dx);
             } else {
                 with_columns(g.c * g.kh * g.kw * j, |dcol: &mut [T]| {
-                    products(dcol);
-                    col2im(g, dcol, n0, nc, &mut dx);
+                    // SAFETY: T is a float; a float's bits are a valid
+                    // MaybeUninit<T>, and the products write every element.
+                    let cols = unsafe { &mut *(dcol as *mut [T] as *mut [MaybeUninit<T>]) };
+                    products(cols);
+                    // SAFETY: dx was filled with zeros above.
+                    col2im(g, dcol, n0, nc, unsafe { init_mut(&mut dx) });
                 });
             }
         };
         side_by_side(weight_grad, input_grad);
     }
-    (dx, dw)
+    if g.n == 0 {
+        dw.fill(MaybeUninit::new(T::ZERO));
+        dx.fill(MaybeUninit::new(T::ZERO));
+    }
+    // SAFETY: dx was written in full (the products of a 1 × 1 convolution)
+    // or filled with zeros first; dW by the first chunk's products, or with
+    // zeros for an empty batch.
+    unsafe { (assume_init(dx), assume_init(dw)) }
 }
 
 impl Conv2d {
@@ -622,8 +636,24 @@ struct Biased(Conv2d);
 
 fn bias_grad<T: Float>(g: &Geometry, dy: &[T]) -> Vec<T> {
     dy.chunks(g.jt().max(1))
-        .map(|channel| T::from_f64(channel.iter().map(|v| v.to_f64()).sum::<f64>()))
+        .map(|channel| T::from_f64(channel_sum(channel)))
         .collect()
+}
+
+super::widest! {
+    /// A channel's values summed in f64, eight lanes at a time (so that the
+    /// sum vectorises rather than wait on one chain of additions).
+    fn channel_sum<T: Float>(values: &[T]) -> f64 {
+        let mut lanes = [0f64; 8];
+        let runs = values.chunks_exact(8);
+        let rest = runs.remainder();
+        for run in runs {
+            for (lane, &v) in lanes.iter_mut().zip(run) {
+                *lane += v.to_f64();
+            }
+        }
+        rest.iter().fold(lanes.iter().sum::<f64>(), |total, v| total + v.to_f64())
+    }
 }
 
 impl CustomOp3 for Biased {
@@ -911,6 +941,17 @@ mod tests {
                 .unwrap();
             assert!(diff < 1e-12, "{xs:?} {ws:?}: {diff}");
         }
+    }
+
+    #[test]
+    fn bias_gradients_sum_alike_on_every_path() {
+        let values: Vec<f32> = (0..1003)
+            .map(|i| (i * 7919 % 1013) as f32 / 97.0 - 5.0)
+            .collect();
+        let exact: f64 = values.iter().map(|&v| v as f64).sum();
+        let (wide, base) = (channel_sum(&values), channel_sum::baseline(&values));
+        assert_eq!(wide.to_bits(), base.to_bits());
+        assert!((wide - exact).abs() < 1e-9, "{wide} {exact}");
     }
 
     #[test]
