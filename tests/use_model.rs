@@ -524,8 +524,9 @@ fn bad_input_is_an_error_naming_it() {
     let out = wfrun(dir, &["search", "runs/tiny", "empty"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("no image in `empty`"), "{}", out.stderr);
+    // (A wrong output name is a usage error.)
     let out = wfrun(dir, &["embed", "runs/tiny", "images", "-o", "x.npy"]);
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(out.stderr.contains("`.safetensors`"), "{}", out.stderr);
 }
 
@@ -822,7 +823,8 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
     let out = wfrun(w, &["export", &run]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     refused(&["export", &run], "exists; `--force` replaces it");
-    refused(
+    // A name it cannot write is a usage error, as the parser's.
+    misused(
         &["export", &run, "-o", &format!("{run}/model.safetensors")],
         "name the model `.onnx`",
     );
@@ -835,7 +837,11 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
             false => "",
         }
     );
-    refused(&["embed", &run, "list.csv", "-o", "vectors"], &no_extension);
+    misused(&["embed", &run, "list.csv", "-o", "vectors"], &no_extension);
+    misused(
+        &["embed", &run, "list.csv", "-o", "out/"],
+        "is a folder: name a file in it",
+    );
     // A pipe as the output, or as an index to search, is refused at once
     // (looking at what it holds would wait for a writer forever).
     #[cfg(unix)]

@@ -85,8 +85,40 @@ fn why(e: image::ImageError) -> String {
             "not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)".to_string()
         }
         // (Some decoders end their message with a line break.)
-        e => e.to_string().trim_end().to_string(),
+        e => tidy(e.to_string().trim_end()),
     }
+}
+
+/// A decoder's message in words: `Format error decoding Png: …` as
+/// `corrupt PNG image: …`, and the PNG decoder's debug form of a chunk type
+/// (`ChunkType { type: IHDR, critical: true, … }`) as its name.
+fn tidy(message: &str) -> String {
+    let mut text = match message
+        .strip_prefix("Format error decoding ")
+        .and_then(|rest| rest.split_once(": "))
+    {
+        Some((format, why)) => {
+            let format = match format {
+                "Png" => "PNG",
+                "Jpeg" => "JPEG",
+                "Bmp" => "BMP",
+                other => other,
+            };
+            format!("corrupt {format} image: {why}")
+        }
+        None => message.to_string(),
+    };
+    const CHUNK: &str = "ChunkType { type: ";
+    while let Some(start) = text.find(CHUNK) {
+        let after = &text[start + CHUNK.len()..];
+        let Some(end) = after.find('}') else { break };
+        let name: String = after
+            .chars()
+            .take_while(char::is_ascii_alphanumeric)
+            .collect();
+        text.replace_range(start..start + CHUNK.len() + end + 1, &name);
+    }
+    text
 }
 
 /// The width and height of every image of `paths`, in order, read on
@@ -427,6 +459,26 @@ mod tests {
         assert_eq!(
             load(&empty, 16, Crop::Center).unwrap_err().reason,
             "the file is empty"
+        );
+        // A corrupt PNG is named as one, its chunk by its name.
+        let png = dir.path().join("crc.png");
+        let mut bytes = Vec::new();
+        image::RgbImage::new(4, 4)
+            .write_to(
+                &mut std::io::Cursor::new(&mut bytes),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        bytes[29] ^= 0xff; // the header chunk's checksum
+        std::fs::write(&png, &bytes).unwrap();
+        let reason = load(&png, 16, Crop::Center).unwrap_err().reason;
+        assert!(
+            reason.starts_with("corrupt PNG image: CRC error"),
+            "{reason}"
+        );
+        assert!(
+            reason.contains("decoding IHDR chunk") && !reason.contains('{'),
+            "{reason}"
         );
         // A file that is no image says so, whatever its extension.
         for name in ["notes.txt", "no_extension"] {

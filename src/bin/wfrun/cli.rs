@@ -92,7 +92,10 @@ pub enum Command {
     /// to FILE.safetensors with their index in FILE.csv (row, path, concepts).
     ///
     /// Exit status: 0 when written, 1 when nothing could be embedded (or an
-    /// image could not be read, with `--fail-on-bad-images`).
+    /// image could not be read, with `--fail-on-bad-images`), 2 for an
+    /// output it cannot be asked to write (a folder, a name without
+    /// `.safetensors`, a format this build lacks) or flags that do not go
+    /// together.
     #[cfg(feature = "train")]
     Embed {
         /// The run folder (it holds `model.safetensors` and `model.json`).

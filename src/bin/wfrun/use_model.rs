@@ -133,7 +133,7 @@ pub fn embed(
             output.shown(),
             output.join("vectors.safetensors").shown()
         );
-        return FAILED;
+        return TROUBLE;
     }
     let parquet = named("parquet");
     if !parquet && !named("safetensors") {
@@ -164,11 +164,11 @@ pub fn embed(
             }
             .shown()
         );
-        return FAILED;
+        return TROUBLE;
     }
     if parquet && !cfg!(feature = "parquet") {
         errln!("error: `{}`: this wfrun was built without feature `parquet`; build it with `cargo build --release --features parquet`", output.shown());
-        return FAILED;
+        return TROUBLE;
     }
     let sidecar = (!parquet).then(|| output.with_extension("csv"));
     let mine = |p: &Path| {
@@ -516,7 +516,7 @@ pub fn search(
     let uri = index.map(|i| i.to_string_lossy().into_owned());
     if exact && !uri.as_deref().is_some_and(|u| u.starts_with("lancedb://")) {
         errln!("error: `--exact` is for a LanceDB `--index lancedb://DB/TABLE`: other searches are always exact");
-        return FAILED;
+        return TROUBLE;
     }
     if let Some(uri) = uri.as_deref().filter(|u| u.starts_with("lancedb://")) {
         #[cfg(not(feature = "lancedb"))]
@@ -636,7 +636,7 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
     let path = output.map_or_else(|| model.folder().join("model.onnx"), Path::to_path_buf);
     if path.extension().is_none_or(|e| e != "onnx") {
         errln!("error: `{}`: name the model `.onnx`", path.shown());
-        return FAILED;
+        return TROUBLE;
     }
     if path.exists() && !force {
         errln!("error: `{}` exists; `--force` replaces it", path.shown());
