@@ -548,8 +548,10 @@ impl miette::SourceCode for SourceFile {
         )?;
         // miette's line and line count both count from the start of what it read.
         let lines_before = self.breaks_before_line_start(from);
+        // The name with its control characters escaped, line breaks and tabs
+        // included: a report's header is one line.
         Ok(Box::new(miette::MietteSpanContents::new_named(
-            self.name().to_string(),
+            crate::paths::escape_controls(self.name()).into_owned(),
             inner.data(),
             miette::SourceSpan::new((inner.span().offset() + from).into(), inner.span().len()),
             inner.line() + lines_before,

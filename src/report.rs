@@ -32,27 +32,31 @@ pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style, width:
 }
 
 /// `text` with every control character but line breaks and tabs escaped
-/// (`\u{1b}`), keeping only colour sequences (`ESC [ digits ; m`) where
-/// `colours`: a workflow's text, its file's name or a path in a message
-/// cannot move the cursor, retitle the terminal or write to its clipboard
-/// when a report is shown.
-fn terminal_safe(text: &str, colours: bool) -> String {
+/// (`\u{1b}`; `\u009b` for the C1 controls and DEL, which a JSON reader
+/// reads back), keeping only colour sequences (`ESC [ digits ; m`) where
+/// `colours`: a workflow's text, a file's name or a name in a message cannot
+/// move the cursor, retitle the terminal or write to its clipboard when it
+/// is shown.
+pub fn terminal_safe(text: &str, colours: bool) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(c) = rest.chars().next() {
-        if c == '\u{1b}' && colours {
-            let body = &rest[2.min(rest.len())..];
+        if c == '\u{1b}' && colours && rest.as_bytes().get(1) == Some(&b'[') {
+            // (`[` is one byte: the parameters start at byte 2.)
+            let body = &rest[2..];
             let params = body
                 .bytes()
                 .take_while(|b| b.is_ascii_digit() || *b == b';')
                 .count();
-            if rest.as_bytes().get(1) == Some(&b'[') && body.as_bytes().get(params) == Some(&b'm') {
+            if body.as_bytes().get(params) == Some(&b'm') {
                 out.push_str(&rest[..2 + params + 1]);
                 rest = &rest[2 + params + 1..];
                 continue;
             }
         }
-        if c.is_control() && c != '\n' && c != '\t' {
+        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else if c.is_control() && c != '\n' && c != '\t' {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -87,7 +91,8 @@ mod tests {
     fn control_characters_reach_no_terminal() {
         // A file name and a comment that would set the terminal's title,
         // move the cursor and recolour it.
-        let text = "# \u{1b}]0;owned\u{7} \u{1b}[2J\u{9b}31m\r\nbad = = 1\n";
+        let text =
+            "# \u{1b}]0;owned\u{7} \u{1b}[2J\u{9b}31m \u{1b}é \u{1b}[\u{1b}[1;\u{7f}\r\nbad = = 1\n";
         let mut sources = SourceMap::new();
         let id = sources.add(SourceFile::new("a\u{1b}]52;c;eA==\u{7}.wf", text));
         let at = text.find("= 1").unwrap();
@@ -97,7 +102,11 @@ mod tests {
             assert!(out.contains("expected a value"), "{out}");
             assert!(out.contains("\\u{1b}]0;owned\\u{7}"), "{out}");
             assert!(out.contains("a\\u{1b}]52;c;eA==\\u{7}.wf"), "{out}");
-            assert!(!out.contains('\u{7}') && !out.contains('\u{9b}') && !out.contains('\r'));
+            assert!(!out.contains('\u{7}') && !out.contains('\u{9b}') && !out.contains('\u{7f}'));
+            assert!(
+                out.contains("\\u009b31m") && out.contains("\\u007f"),
+                "{out}"
+            );
             // What escapes are left are colours, the theme's own.
             let mut escapes = out.match_indices('\u{1b}').map(|(i, _)| &out[i..]);
             assert!(escapes.all(|e| {

@@ -183,6 +183,24 @@ fn control_characters_in_names_reach_no_terminal() {
         assert!(!r.stderr.contains("\u{1b}]"), "{}", r.stderr);
         assert!(!r.stderr.contains("\u{1b}[2J"), "{}", r.stderr);
     }
+    // A workflow without a `workflow` line is named after its file: the
+    // name is shown escaped by `plan`, on a terminal or not.
+    let shipped = std::fs::read_to_string("workflows/quickstart.wf").unwrap();
+    let unnamed: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("workflow "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let file = dir.path().join("n\u{1b}]0;owned\u{7}.wf");
+    std::fs::write(&file, unnamed).unwrap();
+    let r = wfrun(&["plan", "--no-fs", file.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stdout.starts_with("workflow n\\u{1b}]0;owned\\u{7}\n"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains('\u{1b}') && !r.stdout.contains('\u{7}'));
     // Unreadable, it is named escaped too.
     let missing = dir.path().join("b\u{1b}[2J.wf");
     let r = wfrun(&["check", missing.to_str().unwrap()]);

@@ -256,8 +256,10 @@ impl Checker<'_> {
         let file_stem = Path::new(self.file.name())
             .file_stem()
             .and_then(|s| s.to_str())
-            .unwrap_or("workflow")
-            .to_string();
+            // A name shown in messages and reports: control characters escaped.
+            .map_or("workflow".to_string(), |s| {
+                crate::paths::escape_controls(s).into_owned()
+            });
         let workflow_name = items.name.map_or(file_stem, |n| n.name.clone());
         let used = items
             .use_decl

@@ -469,7 +469,7 @@ fn plan(file: &Path, format: Format, no_fs: bool, style: Style) -> u8 {
         Format::Json => serde_json::to_string_pretty(&plan).unwrap_or_default() + "\n",
     };
     // A closed standard output is the reader's choice, not a failure.
-    if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+    if let Err(e) = std::io::stdout().write_all(crate::for_stdout(&text).as_bytes()) {
         crate::stdout_failed(e);
     }
     OK
@@ -628,7 +628,7 @@ fn templates(format: Format) -> u8 {
         }
     };
     // A closed standard output is the reader's choice, not a failure.
-    if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+    if let Err(e) = std::io::stdout().write_all(crate::for_stdout(&text).as_bytes()) {
         crate::stdout_failed(e);
     }
     OK

@@ -4,10 +4,14 @@
 // or standard error is not a failure of the command, which goes on and ends
 // with its own status. Any other error writing standard output (a full disk
 // under `> predictions.csv`) is remembered and fails the command at the end.
+// Lines for people: `outln!` escapes control characters (but colours) when
+// standard output is a terminal, `errln!` always; `out!` and `err!` write as
+// given (the progress line's own cursor codes).
 macro_rules! outln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        if let Err(e) = writeln!(std::io::stdout(), $($t)*) {
+        let line = format!($($t)*);
+        if let Err(e) = writeln!(std::io::stdout(), "{}", crate::for_stdout(&line)) {
             crate::stdout_failed(e);
         }
     }};
@@ -23,7 +27,8 @@ macro_rules! out {
 macro_rules! errln {
     ($($t:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($t)*);
+        let line = wfrun::report::terminal_safe(&format!($($t)*), true);
+        let _ = writeln!(std::io::stderr(), "{line}");
     }};
 }
 macro_rules! err {
@@ -43,6 +48,20 @@ mod progress;
 mod use_model;
 
 use clap::Parser as _;
+
+/// `text` as standard output should show it: control characters escaped
+/// (colours kept) when it is a terminal, which a name read from a file could
+/// otherwise drive; as it is for a pipe or a file (CSV and JSON keep names
+/// as they are).
+pub(crate) fn for_stdout(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::io::IsTerminal as _;
+    static TERMINAL: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *TERMINAL.get_or_init(|| std::io::stdout().is_terminal()) {
+        std::borrow::Cow::Owned(wfrun::report::terminal_safe(text, true))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
 
 fn main() -> std::process::ExitCode {
     // wfrun's CPU kernels bring their own threads; candle's element-wise pool

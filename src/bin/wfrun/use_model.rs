@@ -231,14 +231,14 @@ pub fn embed(
 fn table(uri: &str) -> Result<wfrun::exec::lance::Table, u8> {
     wfrun::exec::lance::Table::parse(uri).ok_or_else(|| {
         errln!("error: `{uri}`: name a table as `lancedb://DB/TABLE` (DB: the database folder)");
-        FAILED
+        TROUBLE
     })
 }
 
 #[cfg(not(feature = "lancedb"))]
 fn no_lancedb(uri: &str) -> u8 {
     errln!("error: `{uri}`: this wfrun was built without feature `lancedb`; build it with `cargo build --release --features lancedb`");
-    FAILED
+    TROUBLE
 }
 
 #[cfg(not(feature = "lancedb"))]
@@ -634,7 +634,10 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
         Err(e) => return fail(e),
     };
     let path = output.map_or_else(|| model.folder().join("model.onnx"), Path::to_path_buf);
-    if path.extension().is_none_or(|e| e != "onnx") {
+    if path
+        .extension()
+        .is_none_or(|e| !e.eq_ignore_ascii_case("onnx"))
+    {
         errln!("error: `{}`: name the model `.onnx`", path.shown());
         return TROUBLE;
     }

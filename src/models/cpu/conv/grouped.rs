@@ -1,6 +1,6 @@
-//! Evaluation's grouped convolutions with few channels a group (ResNeXt's
-//! 3 × 3 convolutions of 32 groups, 4 to 32 channels each), computed
-//! directly instead of unfolded into columns: a group's products are too
+//! Grouped convolutions with few channels a group (ResNeXt's 3 × 3
+//! convolutions of 32 groups, 4 to 32 channels each) and their gradients,
+//! computed directly instead of unfolded into columns: a group's products are too
 //! small for the matrix kernels (4 to 32 output channels), and the unfolded
 //! columns are nine times the input.
 //!
@@ -16,6 +16,12 @@
 //! (correctly rounded on every processor) over its sources in the same
 //! order, whatever the batch, its width and the processor, so the values
 //! these layers give an image depend on none of them.
+//!
+//! The input gradient is the same kernel run the other way: over the output
+//! gradient laid out likewise, each input pixel's readers (output channel,
+//! tap) listed instead of its sources. The weight gradient sums, for each
+//! weight, output gradient × input over the output pixels whose tap reads
+//! inside the input and the images.
 
 use super::*;
 
