@@ -313,7 +313,7 @@ fn data_folder_problems_name_the_path() {
     assert!(
         messages
             .iter()
-            .any(|m| m.contains("1 images lie directly in") && m.contains("images")),
+            .any(|m| m.contains("an image lies directly in") && m.contains("images")),
         "{messages:?}"
     );
     assert!(

@@ -603,7 +603,10 @@ fn count_concepts(
             Diagnostic::warning(
                 Code::Data,
                 span("train"),
-                format!("{loose} images lie directly in `{shown}` and are ignored"),
+                match loose {
+                    1 => format!("an image lies directly in `{shown}` and is ignored"),
+                    n => format!("{n} images lie directly in `{shown}` and are ignored"),
+                },
             )
             .with_label("images belong in one sub-folder per concept")
             .with_help(format!("move them into `{shown}/CONCEPT/`")),

@@ -299,7 +299,11 @@ impl Checker<'_> {
                         f.at("init_epochs"),
                         "the learning rate never decreases",
                     )
-                    .with_label(format!("all {total} epochs run at the initial rate"))
+                    .with_label(if total == 1.0 {
+                        "the one epoch runs at the initial rate".to_string()
+                    } else {
+                        format!("all {total} epochs run at the initial rate")
+                    })
                     .with_help("lower `init_epochs` below `num_epochs` to let the rate decrease"),
                 );
             } else if init + step >= total && f.span_of("step_epochs").is_some() {

@@ -158,9 +158,13 @@ impl std::fmt::Display for RunError {
                     n => write!(f, "{n} images cannot be read:")?,
                 }
                 list_bad(f, bad)?;
+                let (them, they) = match bad.len() {
+                    1 => ("it", "it is skipped and listed"),
+                    _ => ("them", "they are skipped and listed"),
+                };
                 write!(
                     f,
-                    "\nremove or replace them; without `--fail-on-bad-images` they are skipped and listed"
+                    "\nremove or replace {them}; without `--fail-on-bad-images` {they}"
                 )
             }
             RunError::Busy { path, pid } => {

@@ -295,7 +295,10 @@ impl Progress {
         ));
         if s.bad_images > 0 {
             let n = s.bad_images;
-            out.push_str(&format!("\n  {n} unreadable images were skipped"));
+            out.push_str(&match n {
+                1 => "\n  1 unreadable image was skipped".to_string(),
+                n => format!("\n  {n} unreadable images were skipped"),
+            });
         }
         for step in &s.steps {
             out.push_str(&format!("\n  step        {}", step.folder.shown()));
