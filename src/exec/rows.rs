@@ -2,7 +2,6 @@
 //! LanceDB table ([`super::lance`]) and a Parquet file ([`super::parquet`])
 //! share.
 
-use crate::paths::ShowPath;
 use std::sync::Arc;
 
 use arrow_array::types::Float32Type;
