@@ -33,9 +33,8 @@ impl fmt::Display for Shown<'_> {
     }
 }
 
-/// `text` with its control characters escaped as Rust writes them in a
-/// string (`\u{1b}`, `\n`, `\t`): for names read from the file system
-/// (concept folders, files) in words for people.
+/// `text` with its control characters escaped (as `push_escaped` writes them): for names
+/// read from the file system (concept folders, files) in words for people.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
@@ -43,12 +42,23 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         if c.is_control() {
-            out.extend(c.escape_default());
+            push_escaped(&mut out, c);
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// A control character as words for people show it: as Rust writes it in a
+/// string (`\u{1b}`, `\n`, `\t`), but the C1 controls and DEL as
+/// `\u009b`, which a JSON reader also reads back (they are left raw in JSON).
+pub(crate) fn push_escaped(out: &mut String, c: char) {
+    if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
+        out.push_str(&format!("\\u{:04x}", c as u32));
+    } else {
+        out.extend(c.escape_default());
+    }
 }
 
 /// A path as a (lossy) UTF-8 string.
@@ -75,7 +85,7 @@ mod tests {
         let path = std::path::Path::new("a\u{1b}[31mred\u{1b}]0;title\u{7}\nline\u{9b}.png");
         assert_eq!(
             path.shown().to_string(),
-            "a\\u{1b}[31mred\\u{1b}]0;title\\u{7}\\nline\\u{9b}.png"
+            "a\\u{1b}[31mred\\u{1b}]0;title\\u{7}\\nline\\u009b.png"
         );
         assert_eq!(
             format!("[{:>8}]", std::path::Path::new("a.png").shown()),

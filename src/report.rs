@@ -32,8 +32,7 @@ pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style, width:
 }
 
 /// `text` with every control character but line breaks and tabs escaped
-/// (`\u{1b}`; `\u009b` for the C1 controls and DEL, which a JSON reader
-/// reads back), keeping only colour sequences (`ESC [ digits ; m`) where
+/// (as `paths::push_escaped` writes them), keeping only colour sequences (`ESC [ digits ; m`) where
 /// `colours`: a workflow's text, a file's name or a name in a message cannot
 /// move the cursor, retitle the terminal or write to its clipboard when it
 /// is shown.
@@ -54,10 +53,8 @@ pub fn terminal_safe(text: &str, colours: bool) -> String {
                 continue;
             }
         }
-        if c == '\u{7f}' || ('\u{80}'..='\u{9f}').contains(&c) {
-            out.push_str(&format!("\\u{:04x}", c as u32));
-        } else if c.is_control() && c != '\n' && c != '\t' {
-            out.extend(c.escape_default());
+        if c.is_control() && c != '\n' && c != '\t' {
+            crate::paths::push_escaped(&mut out, c);
         } else {
             out.push(c);
         }

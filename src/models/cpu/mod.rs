@@ -231,11 +231,11 @@ pub fn gemm_into<T: Float>(
 /// widest vectors this processor has (AVX-512, else AVX2 with FMA, else the
 /// build's baseline), chosen at run time: the body is an `#[inline(always)]`
 /// function called from one entry point per instruction set compiled for
-/// it. For the loops that are not products (batch norm's sums and passes),
-/// which the baseline compiles to scalar code where a value is chosen by a
-/// comparison. Rust contracts no multiply and add into one fused operation
-/// unless asked, so the values are the same on every path; only their speed
-/// differs.
+/// it. For batch norm's sums and passes (which the baseline compiles to
+/// scalar code where a value is chosen by a comparison) and the grouped
+/// convolutions' kernels. Rust contracts no multiply and add into one fused
+/// operation unless asked (and `mul_add` is correctly rounded everywhere),
+/// so the values are the same on every path; only their speed differs.
 macro_rules! widest {
     ($(#[$meta:meta])* fn $name:ident<T: Float>($($arg:ident: $ty:ty),* $(,)?) -> $ret:ty $body:block) => {
         $(#[$meta])*
@@ -265,13 +265,13 @@ macro_rules! widest {
             body($($arg),*)
         }
 
-        /// The same function compiled for the build's baseline only: the
-        /// tests compare its values with the dispatched ones.
+        /// The same function compiled for the build's baseline only, for
+        /// tests that compare its values with the dispatched ones.
         #[cfg(test)]
         mod $name {
             use super::*;
 
-            #[allow(clippy::unused_unit)]
+            #[allow(clippy::unused_unit, dead_code)]
             pub(super) fn baseline<T: Float>($($arg: $ty),*) -> $ret $body
         }
     };

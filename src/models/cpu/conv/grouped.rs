@@ -312,62 +312,29 @@ fn transpose_back<T: Float>(values: &[T], lanes: usize, images: &mut [T], (n, p)
     }
 }
 
-/// The group's `og` output channels at every output pixel, from `xt` (the
-/// group's input, images innermost) and `packed` (the weights, output
-/// channels innermost) into `yt` (`og` planes of pixels × lanes), on the
-/// widest vectors the processor has.
-fn block<T: Float>(xt: &[T], packed: &[T], shape: Shape, table: &Table, yt: &mut [T]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (and so FMA).
-            return unsafe { block_avx512(xt, packed, shape, table, yt) };
+super::super::widest! {
+    /// The group's `og` output channels at every output pixel, from `xt`
+    /// (the group's input, images innermost) and `packed` (the weights,
+    /// output channels innermost) into `yt` (`og` planes of pixels × lanes),
+    /// on the widest vectors the processor has.
+    fn block<T: Float>(xt: &[T], packed: &[T], s: Shape, t: &Table, yt: &mut [T]) -> () {
+        // Images side by side as many as the batch fills, or for a single
+        // image the output channels side by side: each output value is the
+        // same multiply-adds in the same order either way.
+        if s.g.n == 1 {
+            return match s.outs() {
+                32 => outputs::<T, 32>(xt, packed, s, t, yt),
+                16 => outputs::<T, 16>(xt, packed, s, t, yt),
+                8 => outputs::<T, 8>(xt, packed, s, t, yt),
+                4 => outputs::<T, 4>(xt, packed, s, t, yt),
+                _ => images::<T, 8>(xt, packed, s, t, yt),
+            };
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the processor has AVX2 and FMA.
-            return unsafe { block_avx2(xt, packed, shape, table, yt) };
+        match s.lanes {
+            8 => images::<T, 8>(xt, packed, s, t, yt),
+            16 => images::<T, 16>(xt, packed, s, t, yt),
+            _ => images::<T, LANES>(xt, packed, s, t, yt),
         }
-    }
-    block_portable(xt, packed, shape, table, yt)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn block_avx512<T: Float>(
-    xt: &[T],
-    packed: &[T],
-    shape: Shape,
-    table: &Table,
-    yt: &mut [T],
-) {
-    block_portable(xt, packed, shape, table, yt)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn block_avx2<T: Float>(xt: &[T], packed: &[T], shape: Shape, table: &Table, yt: &mut [T]) {
-    block_portable(xt, packed, shape, table, yt)
-}
-
-#[inline(always)]
-fn block_portable<T: Float>(xt: &[T], packed: &[T], s: Shape, t: &Table, yt: &mut [T]) {
-    // Images side by side as many as the batch fills, or for a single image
-    // the output channels side by side: each output value is the same
-    // multiply-adds in the same order either way.
-    if s.g.n == 1 {
-        return match s.outs() {
-            32 => outputs::<T, 32>(xt, packed, s, t, yt),
-            16 => outputs::<T, 16>(xt, packed, s, t, yt),
-            8 => outputs::<T, 8>(xt, packed, s, t, yt),
-            4 => outputs::<T, 4>(xt, packed, s, t, yt),
-            _ => images::<T, 8>(xt, packed, s, t, yt),
-        };
-    }
-    match s.lanes {
-        8 => images::<T, 8>(xt, packed, s, t, yt),
-        16 => images::<T, 16>(xt, packed, s, t, yt),
-        _ => images::<T, LANES>(xt, packed, s, t, yt),
     }
 }
 
@@ -476,45 +443,18 @@ fn gradient_sources(s: &Shape, (iy, ix): (usize, usize), sources: &mut Vec<(usiz
     }
 }
 
-/// The group's weight gradient `dw` (`og × cg × taps`) from `xt` (its
-/// input) and `dyt` (its output gradient), both images innermost: for each
-/// weight, the sum over the output pixels whose tap reads inside the input
-/// and over the images of output gradient × input, on the widest vectors the
-/// processor has.
-fn weight_grads<T: Float>(xt: &[T], dyt: &[T], shape: Shape, dw: &mut [MaybeUninit<T>]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the processor has AVX-512F (and so FMA).
-            return unsafe { weight_grads_avx512(xt, dyt, shape, dw) };
+super::super::widest! {
+    /// The group's weight gradient `dw` (`og × cg × taps`) from `xt` (its
+    /// input) and `dyt` (its output gradient), both images innermost: for
+    /// each weight, the sum over the output pixels whose tap reads inside
+    /// the input and over the images of output gradient × input, on the
+    /// widest vectors the processor has.
+    fn weight_grads<T: Float>(xt: &[T], dyt: &[T], s: Shape, dw: &mut [MaybeUninit<T>]) -> () {
+        match s.lanes {
+            8 => weight_grads_of::<T, 8>(xt, dyt, s, dw),
+            16 => weight_grads_of::<T, 16>(xt, dyt, s, dw),
+            _ => weight_grads_of::<T, LANES>(xt, dyt, s, dw),
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the processor has AVX2 and FMA.
-            return unsafe { weight_grads_avx2(xt, dyt, shape, dw) };
-        }
-    }
-    weight_grads_portable(xt, dyt, shape, dw)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn weight_grads_avx512<T: Float>(xt: &[T], dyt: &[T], s: Shape, dw: &mut [MaybeUninit<T>]) {
-    weight_grads_portable(xt, dyt, s, dw)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn weight_grads_avx2<T: Float>(xt: &[T], dyt: &[T], s: Shape, dw: &mut [MaybeUninit<T>]) {
-    weight_grads_portable(xt, dyt, s, dw)
-}
-
-#[inline(always)]
-fn weight_grads_portable<T: Float>(xt: &[T], dyt: &[T], s: Shape, dw: &mut [MaybeUninit<T>]) {
-    match s.lanes {
-        8 => weight_grads_of::<T, 8>(xt, dyt, s, dw),
-        16 => weight_grads_of::<T, 16>(xt, dyt, s, dw),
-        _ => weight_grads_of::<T, LANES>(xt, dyt, s, dw),
     }
 }
 
@@ -623,12 +563,49 @@ fn sum<T: Float, const OB: usize, const L: usize>(
 mod tests {
     use super::*;
 
+    /// A grouped convolution of `n` images of `c` channels (`h × w`) into
+    /// `o`, in `groups`, by a `k × k` kernel of `stride` padded by `k / 2`;
+    /// and the same of one image.
+    fn grouped(
+        (n, c, o, groups, k, stride, h, w): (
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+            usize,
+        ),
+    ) -> (Geometry, Geometry) {
+        let conv = Conv2d {
+            stride,
+            padding: k / 2,
+            groups,
+        };
+        let weights = [o, c / groups, k, k];
+        let g = Geometry::new(conv, &[c, n, h, w], &weights).unwrap();
+        assert!(suits(&g));
+        (g, Geometry::new(conv, &[c, 1, h, w], &weights).unwrap())
+    }
+
+    /// The last of each channel's `n` images of `p` values.
+    fn last_image(values: &[f32], channels: usize, n: usize, p: usize) -> Vec<f32> {
+        (0..channels)
+            .flat_map(|ch| values[(ch * n + n - 1) * p..][..p].iter().copied())
+            .collect()
+    }
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.to_bits() == b.to_bits())
+    }
+
     /// The direct path beside the unfolded one, through the same epilogue,
     /// in f64 and f32, on ResNeXt's shapes (stride 1 and 2) and odd ones;
     /// and an image's values the same to the bit in any batch.
     #[test]
     fn agrees_with_the_unfolded_convolution() {
-        for &(n, c, o, groups, k, stride, h, w) in &[
+        for &sizes in &[
             (2, 8, 8, 2, 3, 1, 4, 4),
             (3, 12, 6, 3, 3, 1, 5, 7),
             (2, 32, 32, 8, 3, 1, 2, 2),
@@ -638,13 +615,8 @@ mod tests {
             (33, 64, 64, 32, 3, 2, 8, 8),
             (2, 12, 18, 6, 3, 2, 7, 5),
         ] {
-            let conv = Conv2d {
-                stride,
-                padding: k / 2,
-                groups,
-            };
-            let g = Geometry::new(conv, &[c, n, h, w], &[o, c / groups, k, k]).unwrap();
-            assert!(suits(&g));
+            let (n, c, o, groups, _, _, h, w) = sizes;
+            let (g, g1) = grouped(sizes);
             let (case, case32) = (Case::new(&g), Case::new(&g).f32());
             let after = case.after(true, true);
             let unfolded = super::super::by_products(&g, &case.x, &case.w, None, Some(&after));
@@ -660,24 +632,8 @@ mod tests {
                 "f32 {n}x{c}x{h}x{w} -> {o} / {groups}: {worst}"
             );
             // The last image alone gives its values in the batch, to the bit.
-            let alone: Vec<f32> = (0..c)
-                .flat_map(|ci| {
-                    case32.x[(ci * n + n - 1) * h * w..][..h * w]
-                        .iter()
-                        .copied()
-                })
-                .collect();
-            let g1 = Geometry::new(conv, &[c, 1, h, w], &[o, c / groups, k, k]).unwrap();
-            let single = forward(&g1, &alone, &case32.w, None);
-            let p = g.p();
-            for oc in 0..o {
-                let batch = &direct[(oc * n + n - 1) * p..][..p];
-                let one = &single[oc * p..][..p];
-                assert!(batch
-                    .iter()
-                    .zip(one)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()));
-            }
+            let single = forward(&g1, &last_image(&case32.x, c, n, h * w), &case32.w, None);
+            assert!(same_bits(&last_image(&direct, o, n, g.p()), &single));
         }
     }
 
@@ -687,7 +643,7 @@ mod tests {
     /// the same to the bit in any batch.
     #[test]
     fn gradients_agree_with_the_products() {
-        for &(n, c, o, groups, k, stride, h, w) in &[
+        for &sizes in &[
             (2, 8, 8, 2, 3, 1, 4, 4),
             (3, 12, 6, 3, 3, 1, 5, 7),
             (2, 32, 32, 8, 3, 1, 2, 2),
@@ -700,13 +656,8 @@ mod tests {
             (2, 12, 18, 6, 3, 2, 7, 5),
             (3, 8, 8, 2, 3, 3, 7, 8),
         ] {
-            let conv = Conv2d {
-                stride,
-                padding: k / 2,
-                groups,
-            };
-            let g = Geometry::new(conv, &[c, n, h, w], &[o, c / groups, k, k]).unwrap();
-            assert!(suits(&g));
+            let (n, c, o, groups, _, stride, h, w) = sizes;
+            let (g, g1) = grouped(sizes);
             let (case, case32) = (Case::new(&g), Case::new(&g).f32());
             // An output gradient of both signs from a fixed formula.
             let dy: Vec<f64> = (0..o * g.jt())
@@ -727,24 +678,14 @@ mod tests {
             assert!(worst < 1e-5, "f32 dw {shape}: {worst}");
             // The last image's output gradient alone gives its input gradient
             // in the batch, to the bit.
-            let last = |values: &[f32], channels: usize, p: usize| -> Vec<f32> {
-                (0..channels)
-                    .flat_map(|ch| values[(ch * n + n - 1) * p..][..p].iter().copied())
-                    .collect()
-            };
-            let g1 = Geometry::new(conv, &[c, 1, h, w], &[o, c / groups, k, k]).unwrap();
             let (single, _) = backward(
                 &g1,
-                &last(&case32.x, c, h * w),
+                &last_image(&case32.x, c, n, h * w),
                 &case32.w,
-                &last(&dy32, o, g.p()),
+                &last_image(&dy32, o, n, g.p()),
             );
-            let batch = last(&dx, c, h * w);
             assert!(
-                batch
-                    .iter()
-                    .zip(&single)
-                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                same_bits(&last_image(&dx, c, n, h * w), &single),
                 "{shape}: an image's input gradient depends on its batch"
             );
         }
