@@ -56,7 +56,104 @@ fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::Fi
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    // A named pipe or a device would block or never end: images are files.
+    regular(path)?;
+    image::ImageReader::open(path)
+        .map_err(bad)?
+        .with_guessed_format()
+        .map_err(bad)
+}
+
+/// `path` decoded whole. A JPEG whose data ends before its end-of-image
+/// marker is refused: the decoder would fill the missing rows in with grey
+/// and say nothing, and a network would train on them.
+fn decode(path: &Path) -> Result<image::DynamicImage, BadImage> {
+    let bad = |reason: String| BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    regular(path)?;
+    let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+        .with_guessed_format()
+        .map_err(|e| bad(e.to_string()))?;
+    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_cut_short(&bytes) {
+        return Err(bad(format!(
+            "corrupt JPEG image: the file ends before the image does ({} bytes, no end-of-image marker); copy it again or remove it",
+            bytes.len()
+        )));
+    }
+    reader.decode().map_err(|e| bad(why(e)))
+}
+
+/// Whether a JPEG's bytes end before its end-of-image marker. Walks the
+/// segments from the start-of-image marker: each marker is `FF xx`, all but
+/// the standalone ones followed by a two-byte length; after a start of scan
+/// (`FF DA`) comes entropy-coded data, in which `FF` is followed by `00` (a
+/// stuffed byte) or a restart marker, until the next marker. Bytes after the
+/// end-of-image marker (a phone's appended video, say) are not looked at; a
+/// file malformed otherwise is left to the decoder.
+fn jpeg_cut_short(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // The next marker, after any fill bytes.
+        match b.get(i) {
+            None => return true,
+            Some(0xFF) => {}
+            Some(_) => return false,
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return true;
+        };
+        i += 1;
+        match marker {
+            0xD9 => return false,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = b.get(i..i + 2) else {
+            return true;
+        };
+        let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+        if len < 2 {
+            return false;
+        }
+        i += len;
+        if i > b.len() {
+            return true;
+        }
+        if marker == 0xDA {
+            // Entropy-coded data, up to the next marker.
+            loop {
+                let Some(at) = b[i..].iter().position(|&x| x == 0xFF) else {
+                    return true;
+                };
+                let ff = i + at;
+                match b.get(ff + 1) {
+                    None => return true,
+                    Some(0x00 | 0xD0..=0xD7) => i = ff + 2,
+                    Some(_) => {
+                        i = ff;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Refuses what is not a regular, non-empty file: a named pipe or a device
+/// would block or never end.
+fn regular(path: &Path) -> Result<(), BadImage> {
+    let bad = |e: std::io::Error| BadImage {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
     let m = std::fs::metadata(path).map_err(bad)?;
     if !m.is_file() {
         return Err(BadImage {
@@ -70,10 +167,7 @@ fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::Fi
             reason: "the file is empty".into(),
         });
     }
-    image::ImageReader::open(path)
-        .map_err(bad)?
-        .with_guessed_format()
-        .map_err(bad)
+    Ok(())
 }
 
 /// Why an image could not be decoded, in words: a file that is no image of
@@ -134,12 +228,11 @@ pub fn survey(
             path: path.clone(),
             reason,
         };
-        let reader = open(path)?;
         let (w, h) = if decode {
-            let img = reader.decode().map_err(|e| bad(why(e)))?;
+            let img = self::decode(path)?;
             (img.width(), img.height())
         } else {
-            reader.into_dimensions().map_err(|e| bad(why(e)))?
+            open(path)?.into_dimensions().map_err(|e| bad(why(e)))?
         };
         if w == 0 || h == 0 {
             return Err(bad("the image is empty".into()));
@@ -169,12 +262,11 @@ pub const MAX_ASPECT: u32 = 64;
 
 /// Reads `path` and returns `3 × size × size` floats, channels first.
 pub fn load(path: &Path, size: usize, crop: Crop) -> Result<Vec<f32>, BadImage> {
-    let bad = |reason: String| BadImage {
+    let img = decode(path)?;
+    preprocess(img.to_rgb8(), size, crop).map_err(|reason| BadImage {
         path: path.to_path_buf(),
         reason,
-    };
-    let img = open(path)?.decode().map_err(|e| bad(why(e)))?;
-    preprocess(img.to_rgb8(), size, crop).map_err(bad)
+    })
 }
 
 /// What the network sees of a decoded image: the shorter side scaled to
@@ -480,6 +572,40 @@ mod tests {
             reason.contains("decoding IHDR chunk") && !reason.contains('{'),
             "{reason}"
         );
+        // A JPEG cut short is refused (the decoder would fill it with grey);
+        // whole, or with bytes after its end (an appended video holding
+        // start-of-scan bytes), it is read.
+        let mut jpeg = Vec::new();
+        image::RgbImage::from_fn(40, 40, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 6) as u8, 90])
+        })
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        assert!(jpeg.ends_with(&[0xFF, 0xD9]));
+        let whole = dir.path().join("whole.jpg");
+        std::fs::write(&whole, &jpeg).unwrap();
+        assert!(load(&whole, 16, Crop::Center).is_ok());
+        let trailed = dir.path().join("trailed.jpg");
+        let mut with_trailer = jpeg.clone();
+        with_trailer.extend_from_slice(&[0xFF, 0xDA, 0x00, 0x08, 1, 2, 3, 4, 5, 6]);
+        std::fs::write(&trailed, &with_trailer).unwrap();
+        assert!(load(&trailed, 16, Crop::Center).is_ok());
+        for keep in [jpeg.len() - 2, jpeg.len() * 2 / 3, 300] {
+            let cut = dir.path().join(format!("cut{keep}.jpg"));
+            std::fs::write(&cut, &jpeg[..keep]).unwrap();
+            let e = load(&cut, 16, Crop::Center).unwrap_err();
+            assert!(
+                e.reason
+                    .starts_with("corrupt JPEG image: the file ends before the image does"),
+                "{keep}: {}",
+                e.reason
+            );
+            let surveyed = survey(std::slice::from_ref(&cut), 1, true);
+            assert_eq!(surveyed[0].as_ref().unwrap_err().reason, e.reason);
+        }
         // A file that is no image says so, whatever its extension.
         for name in ["notes.txt", "no_extension"] {
             let p = dir.path().join(name);

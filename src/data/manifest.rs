@@ -132,6 +132,20 @@ fn read_csv(
             bad(line, message)
         })?;
         let line = record.position().map_or(0, |p| lines.record_at(p.byte()));
+        // A quote left open takes the lines after it into one field, to the
+        // end of the file if no quote closes it.
+        if let Some(field) = record.iter().find(|f| f.contains('\n')) {
+            let more = field.matches('\n').count();
+            return Err(bad(
+                line,
+                format!(
+                    "a quoted field runs on over the next {} line{}: a quote is left open; \
+                     close it (a quote inside quotes is written twice: `\"\"`)",
+                    more,
+                    if more == 1 { "" } else { "s" }
+                ),
+            ));
+        }
         if i == 0 {
             let lower: Vec<String> = record.iter().map(str::to_ascii_lowercase).collect();
             if let Some(p) = lower.iter().position(|f| PATH_NAMES.contains(&f.as_str())) {
@@ -333,6 +347,22 @@ mod tests {
             "{e}"
         );
         assert!(rows("m.csv", "path,concepts\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_quote_left_open_is_named_at_its_line() {
+        let e = rows("m.csv", "a.jpg,cat\n\"b.jpg,dog\nc.jpg,cat\nd.jpg,dog\n").unwrap_err();
+        assert!(
+            e.contains(
+                "m.csv:2: a quoted field runs on over the next 2 lines: a quote is left open"
+            ),
+            "{e}"
+        );
+        let e = rows("m.csv", "a.jpg,\"cat\nb.jpg,dog\"\n").unwrap_err();
+        assert!(
+            e.contains("m.csv:1: a quoted field runs on over the next 1 line:"),
+            "{e}"
+        );
     }
 
     #[test]
