@@ -15,7 +15,9 @@
 //!   the input (col2im), its weight gradient sums `dY_g · col_gᵀ` over chunks.
 //!
 //! Groups run side by side on threads; a single group's product is cut among
-//! them; in the backward pass the weight and input gradients run side by side.
+//! them. In the backward pass a single group's weight and input gradients
+//! are one pair of products whose blocks the threads share
+//! ([`gemm_pair`]); several groups' run side by side.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -32,8 +34,8 @@ mod winograd4;
 
 use super::profile::{time, Kernel, Timer};
 use super::{
-    assume_init, gemm, gemm_into, init_mut, par_chunks, slice, tensor, threads, uninit, with_slice,
-    DisjointMut, Float, Then,
+    assume_init, gemm, gemm_into, gemm_pair, init_mut, par_chunks, slice, tensor, threads, uninit,
+    with_slice, DisjointMut, Float, Gemm, Then,
 };
 use columns::*;
 use geometry::*;
@@ -384,8 +386,13 @@ fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<
     backward_by_products(g, x, w, dy)
 }
 
-/// [`backward`] through matrix products, for any convolution.
+/// [`backward`] through matrix products, for any convolution: a single
+/// group's weight and input gradients as one pair of products
+/// ([`gemm_pair`]), several groups' side by side.
 fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    if g.groups == 1 {
+        return backward_paired(g, x, w, dy);
+    }
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let pointwise = g.pointwise();
     // A 1 × 1 convolution's input gradient is its product's output, written
@@ -471,6 +478,81 @@ fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (
     }
     // SAFETY: dx was written in full (the products of a 1 × 1 convolution)
     // or filled with zeros first; dW by the first chunk's products, or with
+    // zeros for an empty batch.
+    unsafe { (assume_init(dx), assume_init(dw)) }
+}
+
+/// A single group's gradients, a chunk of images at a time: the input
+/// unfolded into columns on every thread, then the weight gradient's
+/// product and the columns' gradient's as one pair, their blocks shared out
+/// among the threads, then the columns' gradient folded back onto the input.
+fn backward_paired<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+    let (p, k, o, jt) = (g.p(), g.k(), g.o, g.jt());
+    let pointwise = g.pointwise();
+    // As in `backward_by_products`: a 1 × 1 convolution's input gradient
+    // is written in full, any other's summed onto zeros; the first chunk
+    // writes the weight gradient, the others add to it.
+    let mut dx = uninit::<T>(g.c * g.n * g.h * g.w);
+    if !pointwise || g.n == 0 {
+        dx.fill(MaybeUninit::new(T::ZERO));
+    }
+    let mut dw = uninit::<T>(o * k);
+    if g.n == 0 {
+        dw.fill(MaybeUninit::new(T::ZERO));
+    }
+    let nc_max = if pointwise { g.n.max(1) } else { g.chunk() };
+    for (chunk, n0) in (0..g.n).step_by(nc_max).enumerate() {
+        let nc = nc_max.min(g.n - n0);
+        let j = nc * p;
+        let grads = (&dy[n0 * p..], (jt, 1));
+        // dW (O × K) (+)= dY (O × J) · colᵀ (J × K).
+        fn weight_grad<'a, T: Float>(
+            first: bool,
+            (o, k, j): (usize, usize, usize),
+            dw: &'a mut [MaybeUninit<T>],
+            grads: (&'a [T], (usize, usize)),
+            col: &'a [T],
+        ) -> Gemm<'a, T> {
+            if first {
+                Gemm::into((o, k, j), (dw, k), grads, (col, (1, j)))
+            } else {
+                // SAFETY: the first chunk's product wrote dW.
+                Gemm::onto(
+                    (o, k, j),
+                    (unsafe { init_mut(dw) }, k),
+                    true,
+                    grads,
+                    (col, (1, j)),
+                )
+            }
+        }
+        let weights_t = (w, (1, k));
+        if pointwise {
+            // dX (C × N·P) = Wᵀ (C × O) · dY (O × N·P), all images at once.
+            let input_grad = Gemm::into((k, j, o), (&mut dx, j), weights_t, grads);
+            gemm_pair(
+                weight_grad(chunk == 0, (o, k, j), &mut dw, grads, x),
+                input_grad,
+                threads(),
+            );
+            continue;
+        }
+        with_columns(2 * k * j, |buf: &mut [T]| {
+            let (col, dcol) = buf.split_at_mut(k * j);
+            im2col(g, x, n0, nc, col);
+            // dcol (K × J) = Wᵀ (K × O) · dY (O × J).
+            let input_grad = Gemm::onto((k, j, o), (dcol, j), false, weights_t, grads);
+            gemm_pair(
+                weight_grad(chunk == 0, (o, k, j), &mut dw, grads, col),
+                input_grad,
+                threads(),
+            );
+            // SAFETY: dx was filled with zeros above.
+            col2im(g, dcol, n0, nc, unsafe { init_mut(&mut dx) });
+        });
+    }
+    // SAFETY: dx was written in full (a 1 × 1 convolution's products) or
+    // filled with zeros first; dW by the first chunk's products, or with
     // zeros for an empty batch.
     unsafe { (assume_init(dx), assume_init(dw)) }
 }
@@ -1017,6 +1099,48 @@ mod tests {
             .to_scalar::<f32>()
             .unwrap();
         assert!(diff < 1e-3, "{diff}");
+    }
+
+    #[test]
+    fn gradients_in_chunks_agree_with_candles() {
+        // (N, C, H, W), (O, C, k, k), stride, padding: three chunks of one
+        // 32 × 32 image (the weight gradient summed over them), a strided
+        // one, and a 1 × 1 convolution's one product of all images.
+        let cases: [([usize; 4], [usize; 4], usize, usize); 3] = [
+            ([3, 4, 32, 32], [5, 4, 3, 3], 1, 1),
+            ([3, 6, 40, 40], [7, 6, 3, 3], 2, 1),
+            ([5, 8, 6, 6], [16, 8, 1, 1], 1, 0),
+        ];
+        for (i, (xs, ws, stride, padding)) in cases.into_iter().enumerate() {
+            let conv = Conv2d {
+                stride,
+                padding,
+                groups: 1,
+            };
+            let x = candle_core::Var::from_tensor(&random(&xs, 7 + i as u64)).unwrap();
+            let w = candle_core::Var::from_tensor(&random(&ws, 8 + i as u64)).unwrap();
+            let ours = nchw(&conv, &x, &w, None).unwrap();
+            let theirs = x.conv2d(&w, padding, stride, 1, 1).unwrap();
+            let r = random(ours.dims(), 9);
+            let grads = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (grads(&ours), grads(&theirs));
+            for (name, v) in [("input", &x), ("weight", &w)] {
+                let (a, b) = (a.get(v).unwrap(), b.get(v).unwrap());
+                let scale = b
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                let diff = diff.to_scalar::<f64>().unwrap();
+                assert!(
+                    diff <= 1e-12 * scale.max(1.0),
+                    "{name}, {xs:?} {ws:?}: {diff}"
+                );
+            }
+        }
     }
 
     #[test]
