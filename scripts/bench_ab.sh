@@ -11,6 +11,9 @@
 set -euo pipefail
 : "${BEFORE:?path of the bench_train built before}" "${AFTER:?path of the one after}"
 ROUNDS=${ROUNDS:-3}
+# Training steps a run times (five by default; this machine's speed drifts
+# within a minute, and longer runs tell builds a few percent apart).
+STEPS=${STEPS:-5}
 KIND=${KIND:-train}
 MODELS=${MODELS:-resnet101 resnext50 bninception}
 out=$(mktemp)
@@ -24,7 +27,7 @@ for round in $(seq "$ROUNDS"); do
           if [ "$KIND" = embed ]; then
             line=$("$bin" --model "$model" --image-size "$px" --batch 32 --iters 5 --warmup 2 --threads "$t" | tail -1)
           else
-            line=$("$bin" --model "$model" --image-size "$px" --batch 8 --steps 5 --warmup 3 --threads "$t" | tail -1)
+            line=$("$bin" --model "$model" --image-size "$px" --batch 8 --steps "$STEPS" --warmup 3 --threads "$t" | tail -1)
           fi
           echo "{\"which\":\"$which\",\"r\":$line}" >> "$out"
         done

@@ -619,13 +619,14 @@ mod tests {
             let (g, g1) = grouped(sizes);
             let (case, case32) = (Case::new(&g), Case::new(&g).f32());
             let after = case.after(true, true);
-            let unfolded = super::super::by_products(&g, &case.x, &case.w, None, Some(&after));
+            let unfolded =
+                super::super::by_products(&g, &case.x, &case.w, None, Some(&after), None);
             let direct = forward(&g, &case.x, &case.w, Some(&after));
             let worst = super::super::worst(&unfolded, &direct, false);
             assert!(worst < 1e-12, "{n}x{c}x{h}x{w} -> {o} / {groups}: {worst}");
 
             let direct = forward(&g, &case32.x, &case32.w, None);
-            let plain = super::super::by_products(&g, &case.x, &case.w, None, None);
+            let plain = super::super::by_products(&g, &case.x, &case.w, None, None, None);
             let worst = super::super::worst(&plain, &direct, false);
             assert!(
                 worst < 1e-5,

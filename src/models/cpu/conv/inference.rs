@@ -96,7 +96,7 @@ impl Inference {
         }
         // Grouped ones with few channels a group directly, group by group
         // (`forward`'s choice); any other through matrix products.
-        forward(g, x, w, self.kept.as_deref(), Some(&after))
+        forward(g, x, w, self.kept.as_deref(), Some(&after), None)
     }
 
     fn fwd(

@@ -13,6 +13,9 @@
 //!   32 MiB) and writes `Y_g = W_g · col_g` straight into the chunk's columns
 //!   of the output; its input gradient folds `dcol_g = W_gᵀ · dY_g` back onto
 //!   the input (col2im), its weight gradient sums `dY_g · col_gᵀ` over chunks.
+//!   A training convolution of a single group keeps the columns its forward
+//!   pass unfolded for its backward pass ([`Columns`]), within a budget a
+//!   step; past it, the backward pass unfolds them again.
 //!
 //! Groups run side by side on threads; a single group's product is cut among
 //! them. In the backward pass a single group's weight and input gradients
@@ -21,6 +24,7 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
@@ -139,22 +143,25 @@ fn forward<T: Float>(
     w: &[T],
     kept: Option<&Kept>,
     after: Option<&After<T>>,
+    columns: Option<&Columns>,
 ) -> Vec<T> {
     if grouped::suits(g) {
         return grouped::forward(g, x, w, after);
     }
-    by_products(g, x, w, kept, after)
+    by_products(g, x, w, kept, after, columns)
 }
 
 /// The forward pass through matrix products: a 1 × 1 convolution's one
 /// product, small maps class by class, any other unfolded a chunk of images
-/// at a time.
+/// at a time (into `columns`, for the backward pass, when given and it
+/// takes them).
 fn by_products<T: Float>(
     g: &Geometry,
     x: &[T],
     w: &[T],
     kept: Option<&Kept>,
     after: Option<&After<T>>,
+    columns: Option<&Columns>,
 ) -> Vec<T> {
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let mut y = uninit::<T>(g.o * jt);
@@ -193,15 +200,30 @@ fn by_products<T: Float>(
         forward_by_classes(g, &classes, x, w, kept, after, &out);
     } else {
         let nc_max = g.chunk();
-        with_columns(g.c * g.kh * g.kw * nc_max * p, |cols: &mut [T]| {
+        let all = g.c * g.kh * g.kw * jt;
+        let keep = columns.filter(|c| g.groups == 1 && c.reserve(all * std::mem::size_of::<T>()));
+        if let Some(columns) = keep {
+            // Every chunk's columns, one after another, kept.
+            let mut cols = vec![T::ZERO; all];
             for n0 in (0..g.n).step_by(nc_max) {
                 let nc = nc_max.min(g.n - n0);
                 let j = nc * p;
-                let col = &mut cols[..g.c * g.kh * g.kw * j];
+                let col = &mut cols[k * n0 * p..][..k * j];
                 im2col(g, x, n0, nc, col);
                 product(col, n0, j);
             }
-        });
+            columns.put(cols);
+        } else {
+            with_columns(g.c * g.kh * g.kw * nc_max * p, |cols: &mut [T]| {
+                for n0 in (0..g.n).step_by(nc_max) {
+                    let nc = nc_max.min(g.n - n0);
+                    let j = nc * p;
+                    let col = &mut cols[..g.c * g.kh * g.kw * j];
+                    im2col(g, x, n0, nc, col);
+                    product(col, n0, j);
+                }
+            });
+        }
     }
     // SAFETY: the groups' products cover every output row, the chunks every
     // column of them.
@@ -379,19 +401,28 @@ fn scatter_class<T: Float>(
 /// The input and weight gradients from the output's gradient `dy`, a chunk
 /// of images at a time (a 1 × 1 convolution: all at once, its columns the
 /// input itself and its columns' gradient the input's).
-fn backward<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+fn backward<T: Float>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    columns: Option<&[T]>,
+) -> (Vec<T>, Vec<T>) {
     if grouped::suits(g) {
         return grouped::backward(g, x, w, dy);
+    }
+    if g.groups == 1 {
+        return backward_paired(g, x, w, dy, columns);
     }
     backward_by_products(g, x, w, dy)
 }
 
 /// [`backward`] through matrix products, for any convolution: a single
 /// group's weight and input gradients as one pair of products
-/// ([`gemm_pair`]), several groups' side by side.
+/// ([`backward_paired`]), several groups' side by side.
 fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
     if g.groups == 1 {
-        return backward_paired(g, x, w, dy);
+        return backward_paired(g, x, w, dy, None);
     }
     let (p, k, og, jt) = (g.p(), g.k(), g.og(), g.jt());
     let pointwise = g.pointwise();
@@ -483,10 +514,18 @@ fn backward_by_products<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (
 }
 
 /// A single group's gradients, a chunk of images at a time: the input
-/// unfolded into columns on every thread, then the weight gradient's
-/// product and the columns' gradient's as one pair, their blocks shared out
-/// among the threads, then the columns' gradient folded back onto the input.
-fn backward_paired<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T>, Vec<T>) {
+/// unfolded into columns on every thread (or its columns as the forward
+/// pass kept them, `columns`: every chunk's one after another), then the
+/// weight gradient's product and the columns' gradient's as one pair, their
+/// blocks shared out among the threads, then the columns' gradient folded
+/// back onto the input.
+fn backward_paired<T: Float>(
+    g: &Geometry,
+    x: &[T],
+    w: &[T],
+    dy: &[T],
+    columns: Option<&[T]>,
+) -> (Vec<T>, Vec<T>) {
     let (p, k, o, jt) = (g.p(), g.k(), g.o, g.jt());
     let pointwise = g.pointwise();
     // As in `backward_by_products`: a 1 × 1 convolution's input gradient
@@ -537,9 +576,17 @@ fn backward_paired<T: Float>(g: &Geometry, x: &[T], w: &[T], dy: &[T]) -> (Vec<T
             );
             continue;
         }
-        with_columns(2 * k * j, |buf: &mut [T]| {
-            let (col, dcol) = buf.split_at_mut(k * j);
-            im2col(g, x, n0, nc, col);
+        let kept = columns.filter(|c| c.len() == k * jt);
+        let len = if kept.is_some() { k * j } else { 2 * k * j };
+        with_columns(len, |buf: &mut [T]| {
+            let (dcol, col) = buf.split_at_mut(k * j);
+            let col = match kept {
+                Some(all) => &all[k * n0 * p..][..k * j],
+                None => {
+                    im2col(g, x, n0, nc, col);
+                    &*col
+                }
+            };
             // dcol (K × J) = Wᵀ (K × O) · dY (O × J).
             let input_grad = Gemm::onto((k, j, o), (dcol, j), false, weights_t, grads);
             gemm_pair(
@@ -582,6 +629,10 @@ impl Conv2d {
         let op = Aside {
             conv: *self,
             aside: Arc::clone(aside),
+            columns: Arc::new(Columns {
+                slot: Default::default(),
+                kept: Arc::clone(&aside.kept_columns),
+            }),
         };
         match bias {
             Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
@@ -599,6 +650,51 @@ impl Conv2d {
 #[derive(Debug, Default)]
 pub struct WeightGrads {
     grads: std::sync::Mutex<Vec<(Tensor, Tensor)>>,
+    /// Bytes of columns the step's convolutions keep ([`Columns`]).
+    kept_columns: Arc<AtomicUsize>,
+}
+
+/// The most bytes of unfolded columns the convolutions of one training step
+/// keep from their forward passes for their backward passes ([`Columns`]):
+/// ResNet-101's at 64 px and batch 8 are 58 MiB; at 224 px and batch 32,
+/// 2.8 GiB, of which the layers first come keep what fits.
+const KEPT_COLUMNS: usize = 256 << 20;
+
+/// The input's columns a training convolution's forward pass unfolded,
+/// kept for its backward pass, which would unfold them again (a twentieth
+/// of ResNet-101's two-thread step at 64 px), within [`KEPT_COLUMNS`] for
+/// all the convolutions of a step.
+#[derive(Debug, Default)]
+struct Columns {
+    slot: std::sync::Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
+    kept: Arc<AtomicUsize>,
+}
+
+impl Columns {
+    /// Whether `bytes` more fit the step's budget (then counted in it).
+    fn reserve(&self, bytes: usize) -> bool {
+        self.kept
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |kept| {
+                (kept + bytes <= KEPT_COLUMNS).then_some(kept + bytes)
+            })
+            .is_ok()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Box<dyn std::any::Any + Send + Sync>>> {
+        self.slot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn put<T: Float>(&self, columns: Vec<T>) {
+        *self.lock() = Some(Box::new(columns));
+    }
+
+    /// The columns kept, once (a second backward pass unfolds them again).
+    fn take<T: Float>(&self) -> Option<Vec<T>> {
+        let kept = self.lock().take()?;
+        kept.downcast::<Vec<T>>().ok().map(|v| *v)
+    }
 }
 
 impl WeightGrads {
@@ -615,6 +711,7 @@ impl WeightGrads {
     /// The gradients gathered since the last call, each weight's summed
     /// (a weight used twice gets two), as (weight, gradient).
     pub fn take(&self) -> Result<Vec<(Tensor, Tensor)>> {
+        self.kept_columns.store(0, Ordering::Relaxed);
         let mut summed: Vec<(Tensor, Tensor)> = Vec::new();
         for (w, g) in std::mem::take(&mut *self.lock()) {
             match summed.iter_mut().find(|(v, _)| v.id() == w.id()) {
@@ -628,6 +725,7 @@ impl WeightGrads {
     /// Forgets what was gathered (a backward pass whose gradients were not
     /// taken).
     pub fn clear(&self) {
+        self.kept_columns.store(0, Ordering::Relaxed);
         self.lock().clear();
     }
 }
@@ -637,6 +735,8 @@ impl WeightGrads {
 struct Aside {
     conv: Conv2d,
     aside: Arc<WeightGrads>,
+    /// This call's columns, kept from its forward pass for its backward pass.
+    columns: Arc<Columns>,
 }
 
 impl Aside {
@@ -665,7 +765,7 @@ impl CustomOp2 for Aside {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.conv.cpu_fwd(s1, l1, s2, l2)
+        self.conv.fwd(s1, l1, s2, l2, Some(&self.columns))
     }
 
     fn bwd(
@@ -675,8 +775,9 @@ impl CustomOp2 for Aside {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = CustomOp2::bwd(&self.conv, x, w, res, grad)?;
-        Ok((dx, self.hand(w, dw)))
+        let _ = res;
+        let (dx, dw) = self.conv.grads(x, w, grad, Some(&self.columns))?;
+        Ok((Some(dx), self.hand(w, Some(dw))))
     }
 }
 
@@ -695,7 +796,7 @@ impl CustomOp3 for Aside {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        Biased(self.conv).cpu_fwd(s1, l1, s2, l2, s3, l3)
+        Biased(self.conv).fwd((s1, l1), (s2, l2), (s3, l3), Some(&self.columns))
     }
 
     fn bwd(
@@ -706,8 +807,9 @@ impl CustomOp3 for Aside {
         res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = Biased(self.conv).bwd(x, w, b, res, grad)?;
-        Ok((dx, self.hand(w, dw), db))
+        let _ = res;
+        let (dx, dw, db) = Biased(self.conv).grads(x, w, b, grad, Some(&self.columns))?;
+        Ok((Some(dx), self.hand(w, Some(dw)), Some(db)))
     }
 }
 
@@ -738,6 +840,84 @@ super::widest! {
     }
 }
 
+impl Biased {
+    /// The forward pass, keeping its columns in `columns` when given.
+    fn fwd(
+        &self,
+        (s1, l1): (&CpuStorage, &Layout),
+        (s2, l2): (&CpuStorage, &Layout),
+        (s3, l3): (&CpuStorage, &Layout),
+        columns: Option<&Columns>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(self.0, l1.dims(), l2.dims())?;
+        if l3.dims() != [g.o] {
+            candle_core::bail!("a bias of {:?} for {} output channels", l3.dims(), g.o);
+        }
+        fn run<T: Float>(
+            g: &Geometry,
+            x: &[T],
+            w: &[T],
+            b: &[T],
+            columns: Option<&Columns>,
+        ) -> Vec<T> {
+            let after = After {
+                scale: None,
+                shift: Some(b),
+                residual: None,
+                relu: false,
+            };
+            forward(g, x, w, None, Some(&after), columns)
+        }
+        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
+            Ok(match (s1, s2, s3) {
+                (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
+                    CpuStorage::F32(run(
+                        &g,
+                        slice::<f32>(s1, l1, "convolution")?,
+                        slice::<f32>(s2, l2, "convolution")?,
+                        slice::<f32>(s3, l3, "convolution")?,
+                        columns,
+                    ))
+                }
+                (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
+                    CpuStorage::F64(run(
+                        &g,
+                        slice::<f64>(s1, l1, "convolution")?,
+                        slice::<f64>(s2, l2, "convolution")?,
+                        slice::<f64>(s3, l3, "convolution")?,
+                        columns,
+                    ))
+                }
+                _ => candle_core::bail!("convolution supports f32 and f64 (operands alike)"),
+            })
+        })?;
+        Ok((out, Shape::from(g.out_dims())))
+    }
+
+    /// The input's, the weights' and the bias's gradients, from the
+    /// columns kept in `columns` when it holds them.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        grad: &Tensor,
+        columns: Option<&Columns>,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        let (dx, dw) = self.0.grads(x, w, grad, columns)?;
+        let g = Geometry::new(self.0, x.dims(), w.dims())?;
+        let db = match x.dtype() {
+            candle_core::DType::F32 => with_slice::<f32, _>(grad, "convolution", |gs| {
+                tensor(bias_grad(&g, gs), b.shape())
+            })?,
+            _ => with_slice::<f64, _>(grad, "convolution", |gs| {
+                tensor(bias_grad(&g, gs), b.shape())
+            })?,
+        };
+        Ok((dx, dw, db))
+    }
+}
+
 impl CustomOp3 for Biased {
     fn name(&self) -> &'static str {
         "wfrun-conv2d-bias"
@@ -752,41 +932,7 @@ impl CustomOp3 for Biased {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(self.0, l1.dims(), l2.dims())?;
-        if l3.dims() != [g.o] {
-            candle_core::bail!("a bias of {:?} for {} output channels", l3.dims(), g.o);
-        }
-        fn run<T: Float>(g: &Geometry, x: &[T], w: &[T], b: &[T]) -> Vec<T> {
-            let after = After {
-                scale: None,
-                shift: Some(b),
-                residual: None,
-                relu: false,
-            };
-            forward(g, x, w, None, Some(&after))
-        }
-        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
-            Ok(match (s1, s2, s3) {
-                (CpuStorage::F32(_), CpuStorage::F32(_), CpuStorage::F32(_)) => {
-                    CpuStorage::F32(run(
-                        &g,
-                        slice::<f32>(s1, l1, "convolution")?,
-                        slice::<f32>(s2, l2, "convolution")?,
-                        slice::<f32>(s3, l3, "convolution")?,
-                    ))
-                }
-                (CpuStorage::F64(_), CpuStorage::F64(_), CpuStorage::F64(_)) => {
-                    CpuStorage::F64(run(
-                        &g,
-                        slice::<f64>(s1, l1, "convolution")?,
-                        slice::<f64>(s2, l2, "convolution")?,
-                        slice::<f64>(s3, l3, "convolution")?,
-                    ))
-                }
-                _ => candle_core::bail!("convolution supports f32 and f64 (operands alike)"),
-            })
-        })?;
-        Ok((out, Shape::from(g.out_dims())))
+        self.fwd((s1, l1), (s2, l2), (s3, l3), None)
     }
 
     fn bwd(
@@ -794,20 +940,85 @@ impl CustomOp3 for Biased {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw) = self.0.bwd(x, w, res, grad)?;
-        let g = Geometry::new(self.0, x.dims(), w.dims())?;
-        let db = match x.dtype() {
-            candle_core::DType::F32 => with_slice::<f32, _>(grad, "convolution", |gs| {
-                tensor(bias_grad(&g, gs), b.shape())
-            })?,
-            _ => with_slice::<f64, _>(grad, "convolution", |gs| {
-                tensor(bias_grad(&g, gs), b.shape())
-            })?,
-        };
-        Ok((dx, dw, Some(db)))
+        let (dx, dw, db) = self.grads(x, w, b, grad, None)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+impl Conv2d {
+    /// The forward pass, keeping its columns in `columns` when given.
+    fn fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        columns: Option<&Columns>,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = Geometry::new(*self, l1.dims(), l2.dims())?;
+        let _grouped = (g.groups > 1).then(|| Timer::start(Kernel::GroupedForward));
+        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
+            Ok(match (s1, s2) {
+                (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
+                    &g,
+                    slice::<f32>(s1, l1, "convolution")?,
+                    slice::<f32>(s2, l2, "convolution")?,
+                    None,
+                    None,
+                    columns,
+                )),
+                (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
+                    &g,
+                    slice::<f64>(s1, l1, "convolution")?,
+                    slice::<f64>(s2, l2, "convolution")?,
+                    None,
+                    None,
+                    columns,
+                )),
+                _ => candle_core::bail!("convolution supports f32 and f64 (both operands alike)"),
+            })
+        })?;
+        Ok((out, Shape::from(g.out_dims())))
+    }
+
+    /// The input's and the weights' gradients, from the columns kept in
+    /// `columns` when it holds them.
+    fn grads(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        grad: &Tensor,
+        columns: Option<&Columns>,
+    ) -> Result<(Tensor, Tensor)> {
+        let g = Geometry::new(*self, x.dims(), w.dims())?;
+        let _grouped = (g.groups > 1).then(|| Timer::start(Kernel::GroupedBackward));
+        fn run<T: Float>(
+            g: &Geometry,
+            x: &Tensor,
+            w: &Tensor,
+            grad: &Tensor,
+            columns: Option<&Columns>,
+        ) -> Result<(Tensor, Tensor)> {
+            let kept = columns.and_then(Columns::take::<T>);
+            with_slice::<T, _>(x, "convolution", |xs| {
+                with_slice::<T, _>(w, "convolution", |ws| {
+                    with_slice::<T, _>(grad, "convolution", |gs| {
+                        let (dx, dw) = time(Kernel::ConvBackward, || {
+                            backward(g, xs, ws, gs, kept.as_deref())
+                        });
+                        Ok((tensor(dx, x.shape())?, tensor(dw, w.shape())?))
+                    })
+                })
+            })
+        }
+        match x.dtype() {
+            candle_core::DType::F32 => run::<f32>(&g, x, w, grad, columns),
+            candle_core::DType::F64 => run::<f64>(&g, x, w, grad, columns),
+            other => candle_core::bail!("convolution supports f32 and f64, not {other:?}"),
+        }
     }
 }
 
@@ -823,28 +1034,7 @@ impl CustomOp2 for Conv2d {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let g = Geometry::new(*self, l1.dims(), l2.dims())?;
-        let _grouped = (g.groups > 1).then(|| Timer::start(Kernel::GroupedForward));
-        let out = time(Kernel::ConvForward, || -> Result<CpuStorage> {
-            Ok(match (s1, s2) {
-                (CpuStorage::F32(_), CpuStorage::F32(_)) => CpuStorage::F32(forward(
-                    &g,
-                    slice::<f32>(s1, l1, "convolution")?,
-                    slice::<f32>(s2, l2, "convolution")?,
-                    None,
-                    None,
-                )),
-                (CpuStorage::F64(_), CpuStorage::F64(_)) => CpuStorage::F64(forward(
-                    &g,
-                    slice::<f64>(s1, l1, "convolution")?,
-                    slice::<f64>(s2, l2, "convolution")?,
-                    None,
-                    None,
-                )),
-                _ => candle_core::bail!("convolution supports f32 and f64 (both operands alike)"),
-            })
-        })?;
-        Ok((out, Shape::from(g.out_dims())))
+        self.fwd(s1, l1, s2, l2, None)
     }
 
     fn bwd(
@@ -854,28 +1044,7 @@ impl CustomOp2 for Conv2d {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let g = Geometry::new(*self, x.dims(), w.dims())?;
-        let _grouped = (g.groups > 1).then(|| Timer::start(Kernel::GroupedBackward));
-        fn run<T: Float>(
-            g: &Geometry,
-            x: &Tensor,
-            w: &Tensor,
-            grad: &Tensor,
-        ) -> Result<(Tensor, Tensor)> {
-            with_slice::<T, _>(x, "convolution", |xs| {
-                with_slice::<T, _>(w, "convolution", |ws| {
-                    with_slice::<T, _>(grad, "convolution", |gs| {
-                        let (dx, dw) = time(Kernel::ConvBackward, || backward(g, xs, ws, gs));
-                        Ok((tensor(dx, x.shape())?, tensor(dw, w.shape())?))
-                    })
-                })
-            })
-        }
-        let (dx, dw) = match x.dtype() {
-            candle_core::DType::F32 => run::<f32>(&g, x, w, grad)?,
-            candle_core::DType::F64 => run::<f64>(&g, x, w, grad)?,
-            other => candle_core::bail!("convolution supports f32 and f64, not {other:?}"),
-        };
+        let (dx, dw) = self.grads(x, w, grad, None)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -1139,6 +1308,57 @@ mod tests {
                     diff <= 1e-12 * scale.max(1.0),
                     "{name}, {xs:?} {ws:?}: {diff}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn kept_columns_give_the_same_gradients() {
+        // (C, N, H, W), (O, C, k, k), stride, padding: chunks of one image,
+        // a strided convolution, one on a small map unfolded whole.
+        let cases: [([usize; 4], [usize; 4], usize, usize); 3] = [
+            ([4, 3, 32, 32], [5, 4, 3, 3], 1, 1),
+            ([6, 3, 40, 40], [7, 6, 3, 3], 2, 1),
+            ([8, 2, 5, 5], [4, 8, 3, 3], 1, 0),
+        ];
+        for (xs, ws, stride, padding) in cases {
+            let conv = Conv2d {
+                stride,
+                padding,
+                groups: 1,
+            };
+            let x = candle_core::Var::from_tensor(&random(&xs, 11)).unwrap();
+            let w = candle_core::Var::from_tensor(&random(&ws, 12)).unwrap();
+            let b = candle_core::Var::from_tensor(&random(&ws[..1], 13)).unwrap();
+            for bias in [None, Some(b.as_tensor())] {
+                let plain = conv.forward(&x, &w, bias).unwrap();
+                let r = random(plain.dims(), 14);
+                let loss = |y: &Tensor| (y * &r).unwrap().sum_all().unwrap();
+                let expected = loss(&plain).backward().unwrap();
+                // Kept (the budget is free), and not kept (the budget spent).
+                for spent in [0, KEPT_COLUMNS] {
+                    let aside = Arc::new(WeightGrads::default());
+                    aside.kept_columns.store(spent, Ordering::Relaxed);
+                    let y = conv.forward_aside(&x, &w, bias, &aside).unwrap();
+                    let kept = aside.kept_columns.load(Ordering::Relaxed);
+                    let unfolded =
+                        ws[1] * ws[2] * ws[3] * plain.dims()[1..].iter().product::<usize>();
+                    assert_eq!(kept, spent.max(8 * unfolded), "{xs:?}, kept {kept}");
+                    let got = loss(&y).backward().unwrap();
+                    let taken = aside.take().unwrap();
+                    assert_eq!(aside.kept_columns.load(Ordering::Relaxed), 0);
+                    assert_eq!(taken.len(), 1);
+                    let bits = |t: &Tensor| {
+                        let v = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+                        v.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                    };
+                    assert_eq!(bits(&y), bits(&plain));
+                    assert_eq!(bits(&taken[0].1), bits(expected.get(&w).unwrap()), "{xs:?}");
+                    assert_eq!(bits(got.get(&x).unwrap()), bits(expected.get(&x).unwrap()));
+                    if let Some(b) = bias {
+                        assert_eq!(bits(got.get(b).unwrap()), bits(expected.get(b).unwrap()));
+                    }
+                }
             }
         }
     }

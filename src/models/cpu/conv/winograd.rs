@@ -400,7 +400,7 @@ mod tests {
             let (case, case32) = (Case::new(&g), Case::new(&g).f32());
             for (residual, relu) in [(false, false), (true, true)] {
                 let after = case.after(residual, relu);
-                let direct = super::super::forward(&g, &case.x, &case.w, None, Some(&after));
+                let direct = super::super::forward(&g, &case.x, &case.w, None, Some(&after), None);
                 let y = convolve(&g, &case.x, &case.w, Some(&after));
                 let worst = super::super::worst(&direct, &y, false);
                 assert!(worst < 1e-12, "{n}x{c}x{h}x{w} -> {o}: {worst}");
