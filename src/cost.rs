@@ -468,6 +468,8 @@ pub fn estimate(
         backward_bytes,
         // The columns and, in the backward pass, their gradient.
         2 * net.column_bytes(image_size, batch_size),
+        // The columns training convolutions keep for their backward pass.
+        net.kept_column_bytes(image_size, batch_size),
     ]
     .into_iter()
     .fold(0u64, u64::saturating_add);
@@ -527,6 +529,11 @@ pub fn embed_peak_bytes(net: &Network, counts: &Counts, batch: usize) -> u64 {
 /// the output pixels a chunk aims at (`models::cpu::conv`'s budget and target).
 const COLUMN_BUDGET: u64 = 8 << 20;
 const TARGET_COLUMNS: u64 = 512;
+/// Bytes of columns the convolutions of a training step keep from their
+/// forward passes for their backward passes (`models::cpu::conv`'s budget):
+/// each convolution of one group that unfolds keeps all its columns if they
+/// fit what is left of it, in the order they run.
+const KEPT_COLUMNS: u64 = 256 << 20;
 
 /// The largest unfolded columns any convolution of `batch` images holds:
 /// each but the 1 × 1 convolutions of stride 1 (which read their input as it
@@ -534,6 +541,8 @@ const TARGET_COLUMNS: u64 = 512;
 struct Columns {
     batch: u64,
     largest: u64,
+    /// Bytes kept for the backward pass.
+    kept: u64,
 }
 
 impl Visit for Columns {
@@ -548,6 +557,10 @@ impl Visit for Columns {
             .min(COLUMN_BUDGET / per_image.max(1))
             .clamp(1, self.batch.max(1));
         self.largest = self.largest.max(chunk * per_image);
+        let all = (self.batch * per_image).saturating_mul(VALUE_BYTES);
+        if conv.groups == 1 && self.kept + all <= KEPT_COLUMNS {
+            self.kept += all;
+        }
     }
 
     fn pool(&mut self, _: &Pool, _: Shape, _: Shape) {}
@@ -558,13 +571,27 @@ impl Visit for Columns {
 impl Network {
     /// Bytes of the largest unfolded columns for `batch` images.
     pub fn column_bytes(&self, image_size: usize, batch: usize) -> u64 {
+        self.columns(image_size, batch).largest * VALUE_BYTES
+    }
+
+    /// Bytes of the columns a training step keeps for its backward pass.
+    pub fn kept_column_bytes(&self, image_size: usize, batch: usize) -> u64 {
+        self.columns(image_size, batch).kept
+    }
+
+    fn columns(&self, image_size: usize, batch: usize) -> Columns {
         let mut c = Columns {
             batch: batch as u64,
             largest: 0,
+            kept: 0,
         };
         match arch::walk(&self.backbone, image_size, &mut c) {
-            Ok(_) => c.largest * VALUE_BYTES,
-            Err(_) => 0,
+            Ok(_) => c,
+            Err(_) => Columns {
+                batch: 0,
+                largest: 0,
+                kept: 0,
+            },
         }
     }
 }
@@ -775,6 +802,27 @@ mod tests {
         let x = with_classifier(Backbone::ResNet(ResNetConfig::resnext50_32x4d()), 224);
         assert_eq!(x.params, 25_028_904);
         assert!((x.macs_forward as f64 / 4.23e9 - 1.0).abs() < 0.01, "{x:?}");
+    }
+
+    #[test]
+    fn kept_columns_stay_within_their_budget() {
+        let net = |backbone| Network {
+            architecture: Architecture::Resnet101AngularMargin,
+            backbone,
+            head: Head::Classifier,
+            classes: 10,
+        };
+        let r = net(Backbone::ResNet(ResNetConfig::resnet101()));
+        // At 64 px and batch 8 all of ResNet-101's unfolded columns fit:
+        // 14.6 M values (the kernel's own count, 58 MiB of f32).
+        let small = r.kept_column_bytes(64, 8);
+        assert!((55 << 20..62 << 20).contains(&small), "{small}");
+        // At 224 px and batch 32 they would take 2.8 GiB: the budget holds.
+        let large = r.kept_column_bytes(224, 32);
+        assert!((128 << 20..=KEPT_COLUMNS).contains(&large), "{large}");
+        // ResNeXt-50's grouped convolutions are computed directly, not unfolded.
+        let x = net(Backbone::ResNet(ResNetConfig::resnext50_32x4d()));
+        assert!(x.kept_column_bytes(64, 8) < small / 4);
     }
 
     /// PyTorch's FLOP counter (`scripts/count_macs.py`) on torchvision's
