@@ -36,18 +36,32 @@ impl fmt::Display for Shown<'_> {
 /// `text` with its control characters escaped (as `push_escaped` writes them): for names
 /// read from the file system (concept folders, files) in words for people.
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
+    if !text.chars().any(unsafe_to_show) {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
-        if c.is_control() {
+        if unsafe_to_show(c) {
             push_escaped(&mut out, c);
         } else {
             out.push(c);
         }
     }
     Cow::Owned(out)
+}
+
+/// Whether `c` must not reach a terminal as itself: a control character, or
+/// one that reorders or breaks the text after it where it is shown — the
+/// bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+/// U+2066–U+2069), which can make a name read as another ("Trojan Source"),
+/// and the Unicode line and paragraph separators (U+2028, U+2029), which
+/// some terminals and editors break a line at.
+pub(crate) fn unsafe_to_show(c: char) -> bool {
+    c.is_control()
+        || ('\u{202a}'..='\u{202e}').contains(&c)
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+        || c == '\u{2028}'
+        || c == '\u{2029}'
 }
 
 /// A control character as words for people show it: as Rust writes it in a
@@ -90,6 +104,18 @@ mod tests {
         assert_eq!(
             format!("[{:>8}]", std::path::Path::new("a.png").shown()),
             "[   a.png]"
+        );
+        // A name that reorders what follows it, or breaks the line.
+        let reversed =
+            std::path::Path::new("invoice\u{202e}gnp.exe\u{2066}x\u{2069}\u{2028}y\u{2029}");
+        assert_eq!(
+            reversed.shown().to_string(),
+            "invoice\\u{202e}gnp.exe\\u{2066}x\\u{2069}\\u{2028}y\\u{2029}"
+        );
+        // Letters from right-to-left scripts are text, shown as they are.
+        assert_eq!(
+            std::path::Path::new("שלום.png").shown().to_string(),
+            "שלום.png"
         );
         let latin1 = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"l\xe9.png"));
         assert_eq!(latin1.shown().to_string(), "l\u{fffd}.png");

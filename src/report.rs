@@ -53,7 +53,7 @@ pub fn terminal_safe(text: &str, colours: bool) -> String {
                 continue;
             }
         }
-        if c.is_control() && c != '\n' && c != '\t' {
+        if crate::paths::unsafe_to_show(c) && c != '\n' && c != '\t' {
             crate::paths::push_escaped(&mut out, c);
         } else {
             out.push(c);
@@ -113,6 +113,26 @@ mod tests {
                 e.as_bytes()[1] == b'[' && e.as_bytes()[2 + digits.count()] == b'm'
             }));
             assert_eq!(style == Style::Color, out.contains("\u{1b}["), "{out}");
+        }
+    }
+
+    #[test]
+    fn text_that_reorders_what_follows_is_shown_escaped() {
+        // A comment that would show `x = 1` reversed, and a line separator
+        // that some terminals break at: escaped, the report's own lines kept.
+        let text = "# \u{202e}1 = x\u{202c} \u{2067}a\u{2069}\u{2028}b\nbad = = 1\n";
+        let mut sources = SourceMap::new();
+        let id = sources.add(SourceFile::new("r\u{202e}fw.wf", text));
+        let at = text.find("= 1").unwrap();
+        let d = Diagnostic::error(Code::Syntax, Span::new(id, at, at + 1), "expected a value");
+        for style in [Style::Plain, Style::Color] {
+            let out = render(&d, &sources, style, 80);
+            assert!(out.contains("expected a value"), "{out}");
+            for c in ['\u{202e}', '\u{202c}', '\u{2067}', '\u{2069}', '\u{2028}'] {
+                assert!(!out.contains(c), "{c:?} reached the terminal: {out}");
+            }
+            assert!(out.contains("r\\u{202e}fw.wf"), "{out}");
+            assert!(out.contains("\\u{202e}1 = x\\u{202c}"), "{out}");
         }
     }
 
