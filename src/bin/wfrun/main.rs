@@ -76,7 +76,10 @@ fn main() -> std::process::ExitCode {
     if let Some(at) = run_at(&argv) {
         argv.insert(at, "run".into());
     }
-    let args = cli::Args::parse_from(argv);
+    let args = match cli::Args::try_parse_from(argv) {
+        Ok(args) => args,
+        Err(e) => return usage_error(&e),
+    };
     let mut code = commands::run(args);
     {
         use std::io::Write as _;
@@ -89,6 +92,38 @@ fn main() -> std::process::ExitCode {
         code = code.max(commands::TROUBLE);
     }
     std::process::ExitCode::from(code)
+}
+
+/// Writes clap's message for arguments it refused (or its help, or the
+/// version) and gives its status. clap echoes the argument it refused as it
+/// was given and, on a terminal, would pass the control characters in it
+/// through (a file name from a glob can hold them): the coloured message is
+/// written as reports are, its control characters escaped but its colours
+/// kept; elsewhere as plain text. A closed stream is no failure.
+fn usage_error(e: &clap::Error) -> std::process::ExitCode {
+    use std::io::{IsTerminal as _, Write as _};
+    let on_stderr = e.use_stderr();
+    let terminal = if on_stderr {
+        std::io::stderr().is_terminal()
+    } else {
+        std::io::stdout().is_terminal()
+    };
+    let text = usage_text(e, terminal && std::env::var_os("NO_COLOR").is_none());
+    let _ = if on_stderr {
+        write!(std::io::stderr(), "{text}")
+    } else {
+        write!(std::io::stdout(), "{text}")
+    };
+    std::process::ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2))
+}
+
+/// clap's message, coloured or not, with no control characters but colours.
+fn usage_text(e: &clap::Error, colours: bool) -> String {
+    if colours {
+        wfrun::report::terminal_safe(&e.render().ansi().to_string(), true)
+    } else {
+        wfrun::report::terminal_safe(&e.render().to_string(), false)
+    }
 }
 
 /// Lets the heap this process grows next be backed by 2 MiB pages, where
@@ -163,4 +198,45 @@ fn run_at(argv: &[std::ffi::OsString]) -> Option<usize> {
         i += 1;
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cli;
+    use clap::Parser as _;
+
+    #[test]
+    fn a_refused_argument_reaches_no_terminal_raw() {
+        // A value that would retitle the terminal and clear its screen.
+        let refused = cli::Args::try_parse_from([
+            "wfrun",
+            "--color",
+            "al\u{1b}]0;owned\u{7}ways\u{1b}[2J",
+            "check",
+            "a.wf",
+        ])
+        .map(|_| ())
+        .unwrap_err();
+        for colours in [true, false] {
+            let text = super::usage_text(&refused, colours);
+            assert!(text.contains("invalid value"), "{text}");
+            assert!(!text.contains('\u{7}'), "{text:?}");
+            // What escapes are left are clap's colours.
+            for (at, _) in text.match_indices('\u{1b}') {
+                let rest = &text.as_bytes()[at + 1..];
+                let params = rest[1..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_digit() || **b == b';')
+                    .count();
+                assert!(rest[0] == b'[' && rest[1 + params] == b'm', "{text:?}");
+            }
+            assert_eq!(colours, text.contains("\u{1b}["), "{text:?}");
+        }
+        // Coloured, the value is shown escaped.
+        let text = super::usage_text(&refused, true);
+        assert!(
+            text.contains("al\\u{1b}]0;owned\\u{7}ways\\u{1b}[2J"),
+            "{text:?}"
+        );
+    }
 }
