@@ -58,12 +58,11 @@ pub enum DataError {
         path: PathBuf,
         limit: usize,
     },
-    /// A concept folder whose name is not UTF-8 text (it would print, and
-    /// be recorded, as another name).
-    NotUtf8(PathBuf),
-    /// A concept folder whose name holds a control character (it would
-    /// reach terminals and reports as a command, or break a line).
-    ControlInName(PathBuf),
+    /// Concept folders whose names cannot name a concept, every one of
+    /// them (in name order): a name that is not UTF-8 text would print, and
+    /// be recorded, as another name; one with a control character would
+    /// reach terminals and reports as a command, or break a line.
+    BadConceptNames(Vec<(PathBuf, BadName)>),
     /// A folder reached from two concepts (`None`: the data folder itself),
     /// through links.
     SharedFolder {
@@ -110,17 +109,26 @@ impl fmt::Display for DataError {
                  images' own folder, or list them in a manifest",
                 path.shown()
             ),
-            DataError::NotUtf8(p) => write!(
-                f,
-                "the concept folder `{}` is not named in UTF-8 text; rename it",
-                p.shown()
-            ),
-            DataError::ControlInName(p) => write!(
-                f,
-                "the concept folder `{}` has a control character in its name (a tab, a line \
-                 break or a terminal escape); rename it",
-                p.shown()
-            ),
+            DataError::BadConceptNames(bad) => match bad.as_slice() {
+                [(p, why)] => write!(
+                    f,
+                    "the concept folder `{}` {}; rename it",
+                    p.shown(),
+                    why.long()
+                ),
+                _ => {
+                    write!(
+                        f,
+                        "{} concept folders cannot name concepts; rename them:",
+                        bad.len()
+                    )?;
+                    for (i, (p, why)) in bad.iter().enumerate() {
+                        let sep = if i == 0 { " " } else { ", " };
+                        write!(f, "{sep}`{}` ({})", p.shown(), why.short())?;
+                    }
+                    Ok(())
+                }
+            },
             DataError::SharedFolder {
                 path,
                 first,
@@ -244,6 +252,31 @@ impl Listings {
     }
 }
 
+/// Why a folder's name cannot name a concept ([`DataError::BadConceptNames`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadName {
+    NotUtf8,
+    Control,
+}
+
+impl BadName {
+    fn long(self) -> &'static str {
+        match self {
+            BadName::NotUtf8 => "is not named in UTF-8 text",
+            BadName::Control => {
+                "has a control character in its name (a tab, a line break or a terminal escape)"
+            }
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            BadName::NotUtf8 => "not UTF-8 text",
+            BadName::Control => "a control character",
+        }
+    }
+}
+
 /// [`list_folder`] without the shared listings.
 fn walk_folder(root: &Path) -> Result<Listing, DataError> {
     if !root.is_dir() {
@@ -260,6 +293,7 @@ fn walk_folder(root: &Path) -> Result<Listing, DataError> {
     walk.enter_root(root)?;
     let mut concepts = Vec::new();
     let mut loose = Vec::new();
+    let mut bad = Vec::new();
     for entry in walk.read_dir(root)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') {
@@ -268,16 +302,26 @@ fn walk_folder(root: &Path) -> Result<Listing, DataError> {
         let path = entry.path();
         if path.is_dir() {
             let Some(name) = entry.file_name().to_str().map(str::to_string) else {
-                return Err(DataError::NotUtf8(path));
+                bad.push((path, BadName::NotUtf8));
+                continue;
             };
             if name.chars().any(char::is_control) {
-                return Err(DataError::ControlInName(path));
+                bad.push((path, BadName::Control));
+                continue;
+            }
+            if !bad.is_empty() {
+                // Its images would not be used: the walk stops at the end.
+                continue;
             }
             let images = walk.images_of(&name, &path)?;
             concepts.push(ConceptFolder { name, images });
         } else if is_image(&path) {
             loose.push(path);
         }
+    }
+    if !bad.is_empty() {
+        bad.sort_by(|a, b| a.0.cmp(&b.0));
+        return Err(DataError::BadConceptNames(bad));
     }
     Ok((concepts, loose))
 }
@@ -551,6 +595,23 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\u{1b}'), "{e}");
+        // Every folder that cannot name a concept is named at once.
+        use std::os::unix::ffi::OsStrExt;
+        touch(&dir.path().join("ant\tx/c.png"));
+        let latin1 = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9"));
+        touch(&latin1.join("d.png"));
+        let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("3 concept folders cannot name concepts; rename them: "),
+            "{e}"
+        );
+        let (ant, caf, dog) = (
+            e.find("ant\\tx` (a control character)").unwrap(),
+            e.find("caf\u{fffd}` (not UTF-8 text)").unwrap(),
+            e.find("dog\\u{1b}]0;owned\\u{7}` (a control character)")
+                .unwrap(),
+        );
+        assert!(ant < caf && caf < dog, "{e}");
         let manifest = dir.path().join("m.csv");
         std::fs::write(
             &manifest,
