@@ -162,7 +162,11 @@ pub fn read_workflow(path: &Path) -> std::io::Result<String> {
         std::io::ErrorKind::PermissionDenied => {
             std::io::Error::new(e.kind(), "permission denied (this user may not read it)")
         }
-        _ => e,
+        std::io::ErrorKind::IsADirectory => std::io::Error::new(
+            e.kind(),
+            "a folder, not a workflow file (name a `.wf` file in it; `wfrun check` and `wfrun fmt` take folders)",
+        ),
+        _ => plain_words(path, e),
     })?;
     String::from_utf8(bytes).map_err(|e| {
         std::io::Error::new(
@@ -173,6 +177,29 @@ pub fn read_workflow(path: &Path) -> std::io::Result<String> {
             ),
         )
     })
+}
+
+/// An error opening `path` in words for people, where the system's words
+/// are terse (`No such file or directory (os error 2)`): a missing file, a
+/// link to nothing or a loop of links, a file's name followed by more.
+/// Other errors are kept as they are.
+fn plain_words(path: &Path, e: std::io::Error) -> std::io::Error {
+    use std::io::{Error, ErrorKind};
+    // ELOOP: a loop of links (io::ErrorKind::FilesystemLoop is not stable).
+    let looped = cfg!(target_os = "linux") && e.raw_os_error() == Some(40);
+    match e.kind() {
+        // `file.wf/`, `file.wf/../x.wf`: a file's name followed by more.
+        ErrorKind::NotADirectory => Error::new(
+            ErrorKind::NotADirectory,
+            "a file is named as a folder in this path (nothing may follow a file's name; remove the `/` after it)",
+        ),
+        ErrorKind::NotFound if std::fs::symlink_metadata(path).is_ok() => {
+            Error::new(ErrorKind::NotFound, "a link to nothing (or a loop of links)")
+        }
+        ErrorKind::NotFound => Error::new(ErrorKind::NotFound, "no such file or folder"),
+        _ if looped => Error::new(ErrorKind::NotFound, "a link to nothing (or a loop of links)"),
+        _ => e,
+    }
 }
 
 /// Finds the `.wf` files under `path` (itself, if it is a file), sorted;
@@ -206,27 +233,12 @@ pub fn find_workflow_files(path: &Path) -> Found {
         found.files.push(path.to_path_buf());
         return found;
     }
-    // A link that leads nowhere, or a loop of links.
-    let dangling = || {
-        std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            "a link to nothing (or a loop of links)",
-        )
-    };
     let error = match std::fs::metadata(path) {
-        // `file.wf/`, `file.wf/../x.wf`: a file's name followed by more.
-        Err(e) if e.kind() == std::io::ErrorKind::NotADirectory => Some(std::io::Error::new(
-            std::io::ErrorKind::NotADirectory,
-            "a file is named as a folder in this path (nothing may follow a file's name; remove the `/` after it)",
-        )),
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(std::io::Error::new(
             e.kind(),
             "permission denied (a folder on the way may not be entered by this user)",
         )),
-        Err(_) => Some(match std::fs::symlink_metadata(path) {
-            Ok(_) => dangling(),
-            Err(_) => std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or folder"),
-        }),
+        Err(e) => Some(plain_words(path, e)),
         // A device, a pipe or a socket holds no workflow file to check or
         // rewrite in place.
         Ok(m) if !m.is_dir() => Some(std::io::Error::new(
@@ -259,7 +271,13 @@ pub fn find_workflow_files(path: &Path) -> Found {
                 match file {
                     Ok(true) => found.files.push(entry.into_path()),
                     Ok(false) => {}
-                    Err(_) => found.problems.push((entry.into_path(), dangling())),
+                    Err(_) => found.problems.push((
+                        entry.into_path(),
+                        std::io::Error::new(
+                            std::io::ErrorKind::NotFound,
+                            "a link to nothing (or a loop of links)",
+                        ),
+                    )),
                 }
             }
             Ok(_) => {}

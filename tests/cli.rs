@@ -345,6 +345,32 @@ fn unreadable_paths_exit_2() {
 }
 
 #[test]
+fn a_workflow_that_cannot_be_opened_is_said_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    std::os::unix::fs::symlink(at("gone.wf"), at("dangling.wf")).unwrap();
+    std::os::unix::fs::symlink(at("loop.wf"), at("loop.wf")).unwrap();
+    std::fs::write(at("file.wf"), "workflow w\n").unwrap();
+    for (path, words) in [
+        (at("missing.wf"), "no such file or folder"),
+        (at("dangling.wf"), "a link to nothing (or a loop of links)"),
+        (at("loop.wf"), "a link to nothing (or a loop of links)"),
+        (
+            at("file.wf/x.wf"),
+            "a file is named as a folder in this path",
+        ),
+        (at(""), "a folder, not a workflow file"),
+    ] {
+        for command in ["plan", "run"] {
+            let r = wfrun(&[command, &path]);
+            assert_eq!(r.code, 2, "{command} {path}: {}", r.stderr);
+            assert!(r.stderr.contains(words), "{command} {path}: {}", r.stderr);
+            assert!(!r.stderr.contains("os error"), "{}", r.stderr);
+        }
+    }
+}
+
+#[test]
 fn plan_shows_values_origins_schedule_and_steps() {
     let r = wfrun(&["plan", "workflows/quickstart.wf"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
