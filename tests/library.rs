@@ -295,6 +295,29 @@ fn data_folder_problems_name_the_path() {
         .iter()
         .any(|d| d.message.contains("a single concept, `cat`")));
 
+    // Concept folders that cannot name concepts: all named, and how to fix them.
+    let c = check_with_data(
+        |d| {
+            touch(&d.join("cat/1.jpg"));
+            touch(&d.join("a\tb/1.jpg"));
+            touch(&d.join("x\u{1b}[2J/1.jpg"));
+        },
+        8,
+    );
+    let bad = c.diagnostics.iter().find(|d| d.code == Code::Data).unwrap();
+    assert!(
+        bad.message
+            .contains("2 concept folders cannot name concepts")
+            && bad.message.contains("a\\tb")
+            && bad.message.contains("x\\u{1b}[2J"),
+        "{}",
+        bad.message
+    );
+    assert!(
+        bad.help.as_deref().unwrap().contains("rename it"),
+        "{bad:?}"
+    );
+
     // An empty concept folder and loose images: warnings naming them.
     let c = check_with_data(
         |d| {

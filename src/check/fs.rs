@@ -164,6 +164,11 @@ fn data_error(cx: &mut Checker, at: Span, e: &crate::data::DataError) {
         DataError::Io { .. } => {
             "fix the path, or move what is there out of the data folder".to_string()
         }
+        DataError::BadConceptNames(_) => {
+            "a concept folder's name becomes the concept's name in every result: rename it in \
+             UTF-8 text without tabs, line breaks or terminal escapes (`mv`)"
+                .to_string()
+        }
         _ => relative_help(cx),
     };
     cx.push(
