@@ -54,14 +54,27 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 /// one that reorders or breaks the text after it where it is shown — the
 /// bidirectional embeddings, overrides and isolates (U+202A–U+202E,
 /// U+2066–U+2069), which can make a name read as another ("Trojan Source"),
-/// and the Unicode line and paragraph separators (U+2028, U+2029), which
-/// some terminals and editors break a line at.
+/// the direction marks (U+200E, U+200F, U+061C); the Unicode line and
+/// paragraph separators (U+2028, U+2029), which some terminals and editors
+/// break a line at; and the invisible ones a message would otherwise show
+/// as nothing at all (`found ''`): the zero-width space (U+200B), the word
+/// joiner (U+2060) and the byte-order mark (U+FEFF). The zero-width joiner
+/// and non-joiner, which shape emoji and several scripts, are text.
 pub(crate) fn unsafe_to_show(c: char) -> bool {
     c.is_control()
         || ('\u{202a}'..='\u{202e}').contains(&c)
         || ('\u{2066}'..='\u{2069}').contains(&c)
-        || c == '\u{2028}'
-        || c == '\u{2029}'
+        || matches!(
+            c,
+            '\u{200b}'
+                | '\u{200e}'
+                | '\u{200f}'
+                | '\u{061c}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{2060}'
+                | '\u{feff}'
+        )
 }
 
 /// A control character as words for people show it: as Rust writes it in a
@@ -112,6 +125,14 @@ mod tests {
             reversed.shown().to_string(),
             "invoice\\u{202e}gnp.exe\\u{2066}x\\u{2069}\\u{2028}y\\u{2029}"
         );
+        // Invisible characters are shown, joiners kept.
+        let invisible = std::path::Path::new("a\u{200b}b\u{feff}c\u{200f}d\u{2060}.png");
+        assert_eq!(
+            invisible.shown().to_string(),
+            "a\\u{200b}b\\u{feff}c\\u{200f}d\\u{2060}.png"
+        );
+        let family = "\u{1f469}\u{200d}\u{1f467}.png";
+        assert_eq!(std::path::Path::new(family).shown().to_string(), family);
         // Letters from right-to-left scripts are text, shown as they are.
         assert_eq!(
             std::path::Path::new("שלום.png").shown().to_string(),

@@ -179,6 +179,16 @@ pub(super) fn found_at(text: &str, pos: usize) -> (String, usize) {
         (format!("`{}`", shorten(&word)), len)
     } else if c == '\n' || c == '\r' {
         ("the end of the line".to_string(), 0)
+    } else if crate::paths::unsafe_to_show(c) || c.is_whitespace() {
+        // Shown as itself it would read as nothing: `found ''`.
+        let what = match c {
+            '\u{feff}' => "a byte-order mark",
+            '\u{200b}' => "a zero-width space",
+            '\u{a0}' | '\u{202f}' => "a no-break space",
+            _ if c.is_whitespace() => "a space character",
+            _ => "an invisible character",
+        };
+        (format!("{what} (U+{:04X})", c as u32), c.len_utf8())
     } else {
         (format!("`{c}`"), c.len_utf8())
     }

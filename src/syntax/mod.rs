@@ -236,6 +236,22 @@ mod tests {
         let (_, d) = parse_str("use T {\n  image_size: 224\n}\n");
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].message, "expected `=`, found `:`");
+        // Characters that would show as nothing are named.
+        for (text, found) in [
+            ("use\u{200b} X { }\n", "a zero-width space (U+200B)"),
+            (
+                "workflow w\n\u{feff}use X { }\n",
+                "a byte-order mark (U+FEFF)",
+            ),
+            ("workflow\u{a0}w\n", "a no-break space (U+00A0)"),
+        ] {
+            let (_, d) = parse_str(text);
+            assert!(
+                d[0].message.ends_with(&format!("found {found}")),
+                "{:?}",
+                d[0].message
+            );
+        }
         assert!(d[0].help.as_deref().unwrap().contains("rather than `:`"));
     }
 
