@@ -54,8 +54,10 @@ pub struct SourceFile {
     name: String,
     text: Arc<str>,
     line_starts: Vec<usize>,
-    /// Offsets of `\r` not followed by `\n`: miette counts each as a line break.
-    lone_crs: Vec<usize>,
+    /// The text as reports draw it, where it differs: each `\r` not
+    /// followed by `\n` a space, as the parser reads it (miette would
+    /// count it a line break, and number lines unlike every other output).
+    drawn: Option<Arc<str>>,
 }
 
 impl SourceFile {
@@ -63,16 +65,23 @@ impl SourceFile {
         let text = text.into();
         let mut line_starts = vec![0];
         line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        let lone_crs = text
-            .match_indices('\r')
-            .map(|(i, _)| i)
-            .filter(|&i| text.as_bytes().get(i + 1) != Some(&b'\n'))
-            .collect();
+        let b = text.as_bytes();
+        let mut lone = memchr::memchr_iter(b'\r', b)
+            .filter(|&i| b.get(i + 1) != Some(&b'\n'))
+            .peekable();
+        let drawn = lone.peek().is_some().then(|| {
+            let mut bytes = b.to_vec();
+            for i in lone {
+                bytes[i] = b' ';
+            }
+            // ASCII for ASCII: still UTF-8.
+            Arc::from(String::from_utf8_lossy(&bytes).as_ref())
+        });
         SourceFile {
             name: name.into(),
             text,
             line_starts,
-            lone_crs,
+            drawn,
         }
     }
 
@@ -99,10 +108,9 @@ impl SourceFile {
             .unwrap_or(self.text.len())
     }
 
-    /// How many line breaks as miette counts them (`\n`, `\r\n`, a lone `\r`)
-    /// come before `offset`, which starts a line.
-    pub(crate) fn breaks_before_line_start(&self, offset: usize) -> usize {
-        self.line_of(offset) + self.lone_crs.partition_point(|&i| i < offset)
+    /// The text as reports draw it: a lone `\r` as a space.
+    pub(crate) fn drawn(&self) -> &str {
+        self.drawn.as_deref().unwrap_or(&self.text)
     }
 
     /// 1-based line and column of a byte offset; columns count Unicode scalar values.

@@ -32,12 +32,17 @@ struct WfParser;
 /// parser's stack bounded on hostile input.
 pub const MAX_DEPTH: usize = 32;
 
-/// Parses `text` (the contents of the file `source`).
+/// Parses `text` (the contents of the file `source`); a carriage return
+/// that ends no line is an error besides.
 pub fn parse(source: SourceId, text: &str) -> (Module, Vec<Diagnostic>) {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
-    parse_with_threads(source, text, threads)
+    let (module, mut diagnostics) = parse_with_threads(source, text, threads);
+    if let Some(d) = lone_carriage_returns(source, text) {
+        diagnostics.insert(0, d);
+    }
+    (module, diagnostics)
 }
 
 /// Files at least this large are cut at top-level statements and the pieces
@@ -56,6 +61,38 @@ pub fn parse_with_threads(
     threads: usize,
 ) -> (Module, Vec<Diagnostic>) {
     parse_as(source, text, threads, true)
+}
+
+/// A carriage return not followed by a line feed (classic Mac OS line
+/// endings, or one left in a comment) ends no line for wfrun, which reads
+/// it as a space, but ends one in editors and terminals: a setting after
+/// one in a comment would be shown as a line and read as part of the
+/// comment. One error at the first, counting them all.
+fn lone_carriage_returns(source: SourceId, text: &str) -> Option<Diagnostic> {
+    let b = text.as_bytes();
+    let mut lone = memchr::memchr_iter(b'\r', b).filter(|&i| b.get(i + 1) != Some(&b'\n'));
+    let first = lone.next()?;
+    let more = lone.count();
+    let count = if more == 0 {
+        String::new()
+    } else {
+        format!(" ({} in this file)", more + 1)
+    };
+    Some(
+        Diagnostic::error(
+            Code::Syntax,
+            Span::new(source, first, first + 1),
+            format!(
+                "a carriage return that ends no line{count}: wfrun reads it as a space (in a \
+                 comment, as part of the comment), editors as a line break"
+            ),
+        )
+        .with_label("a carriage return not followed by a line feed")
+        .with_help(
+            "end lines with a line feed (LF) or CR LF; `perl -pi -e 's/\\r(?!\\n)/\\n/g' FILE` \
+             turns each lone carriage return into a line feed",
+        ),
+    )
 }
 
 /// [`parse_with_threads`] by pest alone, never the direct parser: the
@@ -229,6 +266,28 @@ mod tests {
         let Item::Use(u) = &m.items[0] else { panic!() };
         assert_eq!(u.body.as_ref().unwrap().items.len(), 1);
         assert!(matches!(&m.items[2], Item::Setting(s) if s.name.name == "seed"));
+    }
+
+    #[test]
+    fn a_carriage_return_that_ends_no_line_is_an_error() {
+        // A setting hidden behind a comment's lone CR, which a terminal
+        // shows as its own line.
+        let text = "use T {\n    image_size = 32 # size\r    batch_size = 7777\n}\n";
+        let (m, d) = parse_str(text);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].message
+                .starts_with("a carriage return that ends no line:"),
+            "{d:?}"
+        );
+        assert_eq!(d[0].span.start, text.find('\r').unwrap());
+        // The tree is still what wfrun reads: the comment swallows the setting.
+        assert!(format!("{m:?}").contains("image_size") && !format!("{m:?}").contains("7777"));
+        // Classic Mac OS line endings: one error, counting them.
+        let (_, d) = parse_str("workflow w\ruse T { }\r");
+        assert!(d[0].message.contains("(2 in this file)"), "{d:?}");
+        // CR LF is a line end.
+        assert!(parse_str("workflow w\r\nuse T { }\r\n").1.is_empty());
     }
 
     #[test]

@@ -68,8 +68,15 @@ struct Text {
 
 impl Text {
     fn new(string: String) -> Text {
+        // A line ends at `\n`, `\r\n` or a lone `\r`, as the protocol says
+        // (wfrun itself refuses a lone `\r`, but a client counts it).
+        let b = string.as_bytes();
         let mut line_starts = vec![0];
-        line_starts.extend(string.match_indices('\n').map(|(i, _)| i + 1));
+        line_starts.extend(
+            memchr::memchr2_iter(b'\n', b'\r', b)
+                .filter(|&i| b[i] == b'\n' || b.get(i + 1) != Some(&b'\n'))
+                .map(|i| i + 1),
+        );
         Text {
             string,
             line_starts,
@@ -1015,5 +1022,15 @@ mod tests {
         // Inside a character: its start; past the end: the end.
         assert_eq!(text.position(7), Position::new(1, 2));
         assert_eq!(text.position(100), Position::new(3, 4));
+    }
+
+    #[test]
+    fn a_lone_carriage_return_ends_a_line_as_the_protocol_says() {
+        let text = Text::new("workflow t\ruse Nope {}\r\ndata\n".into());
+        // `Nope` is on line 1 for a client, characters 4 to 8.
+        assert_eq!(text.position(15), Position::new(1, 4));
+        assert_eq!(text.offset(Position::new(1, 4)), 15);
+        assert_eq!(text.position(text.as_str().len()), Position::new(3, 0));
+        assert_eq!(text.offset(Position::new(2, 2)), 26);
     }
 }
