@@ -280,6 +280,46 @@ fn touch(path: &Path) {
 }
 
 #[test]
+fn a_run_folder_that_is_a_file_is_an_error_at_output() {
+    let dir = tempfile::tempdir().unwrap();
+    for concept in ["cat", "dog"] {
+        touch(&dir.path().join(format!("images/{concept}/1.jpg")));
+    }
+    std::fs::create_dir_all(dir.path().join("runs")).unwrap();
+    std::fs::write(dir.path().join("runs/kept"), "precious").unwrap();
+    let wf = dir.path().join("w.wf");
+    for (output, says) in [
+        (
+            "runs/kept",
+            "runs/kept` is a file, not a folder",
+        ),
+        (
+            "runs/kept/x",
+            "runs/kept` on its way is a file, not a folder",
+        ),
+        ("runs/new", ""),
+    ] {
+        let text = format!(
+            "use Clarifai_ResNext {{ batch_size = 8 }}\ndata {{ train = \"images\" }}\noutput = \"{output}\"\n"
+        );
+        std::fs::write(&wf, &text).unwrap();
+        let c = check_file(&wf, &CheckOptions::default()).unwrap();
+        let found = c.diagnostics.iter().find(|d| d.code == Code::PathNotFound);
+        if says.is_empty() {
+            assert!(found.is_none(), "{:#?}", c.diagnostics);
+            continue;
+        }
+        let d = found.unwrap_or_else(|| panic!("{output}: {:#?}", c.diagnostics));
+        assert!(d.message.contains(says), "{}", d.message);
+        assert_eq!(d.span.start, text.find(&format!("\"{output}\"")).unwrap());
+    }
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("runs/kept")).unwrap(),
+        "precious"
+    );
+}
+
+#[test]
 fn data_folder_problems_name_the_path() {
     // No concept folders at all.
     let c = check_with_data(|_| {}, 8);

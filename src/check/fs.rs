@@ -772,6 +772,47 @@ fn real(path: &Path) -> std::path::PathBuf {
     }
 }
 
+/// The run folder, and each folder on its way, must be a folder where
+/// anything is there: a file there (or a link to nothing) would stop the run
+/// at its first write, after the checker had said nothing. `at`: the
+/// `output` setting's value; without one (the default `runs/NAME`), the
+/// file's start.
+pub(super) fn output_a_folder(cx: &mut Checker, output: &Path, at: Option<Span>) {
+    let span = at.unwrap_or(Span::new(cx.source, 0, 0));
+    let blocked = output
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .find(|p| std::fs::symlink_metadata(p).is_ok() && !p.is_dir());
+    let Some(blocked) = blocked else {
+        return;
+    };
+    let what = if blocked.exists() {
+        "a file, not a folder"
+    } else {
+        "a link that leads nowhere"
+    };
+    let message = if blocked == output {
+        format!("the run folder `{}` is {what}", output.shown())
+    } else {
+        format!(
+            "the run folder `{}` cannot be made: `{}` on its way is {what}",
+            output.shown(),
+            blocked.shown()
+        )
+    };
+    let help = if at.is_some() {
+        "set `output` to a folder's path (it is made if missing), e.g. `output = \"runs/NAME\"`"
+    } else {
+        "the run folder is `runs/` and the workflow's name beside the workflow file unless \
+         `output` says otherwise: set `output = \"runs/NAME\"`, or move the file away"
+    };
+    cx.push(
+        Diagnostic::error(Code::PathNotFound, span, message)
+            .with_label("a run writes its files in this folder")
+            .with_help(help),
+    );
+}
+
 /// The run folder must lie apart from the images and the base model: inside
 /// a training folder its files would become concepts of the next run, and
 /// `--fresh` in a base model's folder would remove that model.

@@ -316,6 +316,12 @@ impl Checker<'_> {
                 let spans = data_decl_spans(data_decl_of(module));
                 fs::output_apart(self, &output, data, base_setting.as_ref(), &spans);
             }
+            let output_at = items
+                .top
+                .iter()
+                .find(|s| s.name.name == "output")
+                .map(|s| s.value.span);
+            fs::output_a_folder(self, &output, output_at);
         }
         let train_at = data_decl_spans(data_decl_of(module))
             .get("train")
