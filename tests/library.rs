@@ -289,10 +289,7 @@ fn a_run_folder_that_is_a_file_is_an_error_at_output() {
     std::fs::write(dir.path().join("runs/kept"), "precious").unwrap();
     let wf = dir.path().join("w.wf");
     for (output, says) in [
-        (
-            "runs/kept",
-            "runs/kept` is a file, not a folder",
-        ),
+        ("runs/kept", "runs/kept` is a file, not a folder"),
         (
             "runs/kept/x",
             "runs/kept` on its way is a file, not a folder",
