@@ -288,6 +288,15 @@ impl ModelMeta {
         if let Some(p) = meta.params.iter().find(|p| !p.value.as_f64().is_finite()) {
             return Err(format!("the value of `{}` is not finite", p.name));
         }
+        // A concept named twice would make two outputs one name: a
+        // prediction could not say which it meant.
+        let mut seen = std::collections::HashSet::new();
+        if let Some(twice) = meta.concepts.iter().find(|c| !seen.insert(c.as_str())) {
+            return Err(format!(
+                "the concept `{}` is listed twice in `concepts`",
+                crate::paths::escape_controls(twice)
+            ));
+        }
         Ok(meta)
     }
 

@@ -893,7 +893,17 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
     assert!(
         out.stderr.contains(
             "skipped `notes.txt`: not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)"
-        ) && out.stderr.contains("error: the image could not be read"),
+        ) && out.stderr.contains("error: `notes.txt` could not be read"),
+        "{}",
+        out.stderr
+    );
+    // A folder named like an image among images is said to hold none.
+    std::fs::create_dir_all(w.join("dir.png")).unwrap();
+    let out = wfrun(w, &["predict", &run, &img, "dir.png"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: `dir.png` is a folder that holds no images; left out"),
         "{}",
         out.stderr
     );
@@ -1013,6 +1023,34 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
             "three.safetensors",
         ],
         "the index was embedded by another model",
+    );
+    // A concept listed twice in an edited `model.json` is refused.
+    let concepts = json["concepts"].as_array().unwrap().len();
+    json["concepts"] = vec!["c0"; concepts].into();
+    std::fs::write(other.join("model.json"), json.to_string()).unwrap();
+    refused(
+        &["predict", other.to_str().unwrap(), &query],
+        "the concept `c0` is listed twice in `concepts`",
+    );
+    // Weights cut short (a copy that stopped part way) are said to be so.
+    let cut = w.join("cut");
+    copy_dir(&dir.join("runs/tiny"), &cut);
+    let weights = cut.join("model.safetensors");
+    let len = std::fs::metadata(&weights).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&weights)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    refused(
+        &["predict", cut.to_str().unwrap(), &query],
+        &format!("the file is cut short ({} of the {len} bytes", len / 2),
+    );
+    std::fs::remove_file(cut.join("model.json")).unwrap();
+    refused(
+        &["predict", cut.to_str().unwrap(), &query],
+        "model.json`: it is missing",
     );
 
     // A full disk under standard output is an error, not a silent truncation.

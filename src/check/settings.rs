@@ -112,8 +112,15 @@ impl Checker<'_> {
         let text = match std::fs::read_to_string(&meta_path) {
             Ok(t) => t,
             Err(e) => {
+                let why = match e.kind() {
+                    std::io::ErrorKind::NotFound => "it is missing".to_string(),
+                    std::io::ErrorKind::PermissionDenied => {
+                        "permission denied (this user may not read it)".to_string()
+                    }
+                    _ => e.to_string(),
+                };
                 fail(
-                    format!("cannot read `{}`: {e}", meta_path.shown()),
+                    format!("cannot read `{}`: {why}", meta_path.shown()),
                     "a base model needs the `model.json` its run wrote beside it",
                 );
                 return None;

@@ -78,6 +78,9 @@ pub struct Inputs {
     /// same file named again, by another path or a link): each is embedded
     /// once, with every concept it was named with.
     pub repeated: usize,
+    /// Folders named that held no image (a folder named like an image
+    /// included): left out, for the caller to say so.
+    pub empty: Vec<PathBuf>,
 }
 
 /// Embeddings of the images that could be read.
@@ -1000,6 +1003,30 @@ pub(super) fn read_weights(base: &BaseModel) -> Result<WeightsFile, RunError> {
     }
 }
 
+/// Whether a safetensors file's bytes end before what its header describes:
+/// `(have, need)`. `None` for a file whose header cannot be read, or that
+/// is long enough.
+fn cut_short(bytes: &[u8]) -> Option<(usize, u64)> {
+    let have = bytes.len();
+    let header = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
+    let header_end = 8u64.checked_add(header)?;
+    let Some(text) = usize::try_from(header_end)
+        .ok()
+        .and_then(|end| bytes.get(8..end))
+    else {
+        return (header_end > have as u64).then_some((have, header_end));
+    };
+    let entries: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(text).ok()?;
+    let data_end = entries
+        .iter()
+        .filter(|(name, _)| name.as_str() != "__metadata__")
+        .filter_map(|(_, t)| t.get("data_offsets")?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    let need = header_end.checked_add(data_end)?;
+    (need > have as u64).then_some((have, need))
+}
+
 /// The bytes of a weights file ([`read_weights`]).
 pub(super) enum WeightsFile {
     Mapped(memmap2::Mmap),
@@ -1085,8 +1112,17 @@ pub(super) fn load_net(
         path: base.weights.clone(),
         message,
     };
-    let mut tensors = candle_core::safetensors::load_buffer(bytes, device)
-        .map_err(|e| bad(format!("cannot read its weights: {e}")))?;
+    let mut tensors = candle_core::safetensors::load_buffer(bytes, device).map_err(|e| {
+        bad(match cut_short(bytes) {
+            Some((have, need)) => format!(
+                "the file is cut short ({have} of the {need} bytes its header describes: a copy \
+                 or a write that stopped part way); copy it again, or train the run again"
+            ),
+            None => format!(
+                "cannot read its weights: {e} (the file is damaged, or not a safetensors file)"
+            ),
+        })
+    })?;
     for t in tensors.values_mut() {
         *t = t.to_dtype(DType::F32)?;
     }
@@ -1162,6 +1198,9 @@ impl Inputs {
         for path in paths {
             if path.is_dir() {
                 let (folders, loose) = list_folder(path)?;
+                if loose.is_empty() && folders.iter().all(|f| f.images.is_empty()) {
+                    inputs.empty.push(path.clone());
+                }
                 for p in loose {
                     push(&mut inputs, p, Vec::new());
                 }

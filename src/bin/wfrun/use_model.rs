@@ -36,6 +36,14 @@ fn open_and_embed(
             }
         );
     }
+    if !inputs.paths.is_empty() {
+        for folder in &inputs.empty {
+            errln!(
+                "warning: `{}` is a folder that holds no images; left out",
+                folder.shown()
+            );
+        }
+    }
     if inputs.paths.is_empty() {
         return Err(fail(RunError::Unsupported(format!(
             "no image in {}; give image files, folders of images or manifests",
@@ -59,9 +67,9 @@ fn open_and_embed(
         return Err(FAILED);
     }
     if embedded.is_empty() {
-        match inputs.paths.len() {
-            1 => errln!("error: the image could not be read"),
-            n => errln!("error: none of the {n} images could be read"),
+        match inputs.paths.as_slice() {
+            [one] => errln!("error: `{}` could not be read", one.shown()),
+            all => errln!("error: none of the {} images could be read", all.len()),
         }
         return Err(FAILED);
     }
