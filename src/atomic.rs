@@ -47,6 +47,47 @@ fn create_partial(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// Whether a file can be written at `path` now, for a command that works
+/// long before it writes: its folder made where missing (as the write would
+/// make it), a partial file created beside it and removed. The error says
+/// why in words.
+pub fn probe(path: &Path) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    let words = |e: Error| {
+        let why = match e.kind() {
+            ErrorKind::PermissionDenied => {
+                "permission denied (this user may not write there)".to_string()
+            }
+            ErrorKind::ReadOnlyFilesystem => "the file system there is read-only".to_string(),
+            ErrorKind::StorageFull => "the disk is full".to_string(),
+            ErrorKind::NotADirectory => "a file is in the way of its folder".to_string(),
+            ErrorKind::NotFound => "no file can be made there".to_string(),
+            _ => e.to_string(),
+        };
+        Error::new(e.kind(), why)
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(words)?;
+    }
+    let tmp = {
+        let mut tries = 0;
+        loop {
+            let tmp = partial_path(path);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+            {
+                Ok(_) => break tmp,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists && tries < 16 => tries += 1,
+                Err(e) => return Err(words(e)),
+            }
+        }
+    };
+    let _ = std::fs::remove_file(tmp);
+    Ok(())
+}
+
 /// Removes the partial files of `path` that processes no longer running left
 /// (killed mid-write), so they do not pile up beside it. Where it cannot
 /// tell which processes run (no `/proc`), it leaves them.

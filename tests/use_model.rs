@@ -1024,6 +1024,31 @@ fn outputs_destroy_nothing_and_indices_are_read_as_numbered() {
         ],
         "the index was embedded by another model",
     );
+    // A place no file can be written is said before any image is embedded.
+    #[cfg(target_os = "linux")]
+    for out in ["/proc/wfrun-probe.safetensors", "/proc/wfrun-probe.onnx"] {
+        let command = if out.ends_with("onnx") {
+            "export"
+        } else {
+            "embed"
+        };
+        let args: Vec<&str> = match command {
+            "embed" => vec!["embed", &run, &query, "-o", out],
+            _ => vec!["export", &run, "-o", out],
+        };
+        let r = wfrun(w, &args);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        // (`no file can be made there`, or `permission denied` for a user
+        // other than root.)
+        assert!(
+            r.stderr.contains(&format!("cannot write `{out}`: "))
+                && r.stderr.contains("; nothing was done")
+                && !r.stderr.contains("os error"),
+            "{}",
+            r.stderr
+        );
+        assert!(r.stdout.is_empty(), "{}", r.stdout);
+    }
     // A concept listed twice in an edited `model.json` is refused.
     let concepts = json["concepts"].as_array().unwrap().len();
     json["concepts"] = vec!["c0"; concepts].into();

@@ -188,7 +188,7 @@ pub fn embed(
             std::fs::read(p).is_ok_and(|b| b.starts_with(b"row,path,concepts"))
         }
     };
-    if let Err(code) = writable(
+    if let Err(code) = writable_now(
         [Some(output), sidecar.as_deref()].into_iter().flatten(),
         paths,
         &mine,
@@ -394,6 +394,27 @@ fn writable<'a>(
         if !mine(out) {
             errln!(
                 "error: `{}` exists and is not a file this command wrote; remove it or choose another name",
+                out.shown()
+            );
+            return Err(FAILED);
+        }
+    }
+    Ok(())
+}
+
+/// [`writable`], then each output tried before any work: a read-only or
+/// full disk, or a folder this user may not write, is said at once, not
+/// after every image was embedded.
+fn writable_now<'a>(
+    outputs: impl IntoIterator<Item = &'a Path> + Clone,
+    inputs: &[PathBuf],
+    mine: &dyn Fn(&Path) -> bool,
+) -> Result<(), u8> {
+    writable(outputs.clone(), inputs, mine)?;
+    for out in outputs {
+        if let Err(e) = wfrun::atomic::probe(out) {
+            errln!(
+                "error: cannot write `{}`: {e}; nothing was done: choose a folder this user can write",
                 out.shown()
             );
             return Err(FAILED);
@@ -653,7 +674,7 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
         errln!("error: `{}` exists; `--force` replaces it", path.shown());
         return FAILED;
     }
-    if let Err(code) = writable([path.as_path()], &[], &|_| true) {
+    if let Err(code) = writable_now([path.as_path()], &[], &|_| true) {
         return code;
     }
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
