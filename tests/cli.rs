@@ -491,6 +491,25 @@ fn templates_and_explain_document_the_spec() {
 
     let r = wfrun(&["explain", "wf::off-step"]);
     assert!(r.stdout.contains("min + k * step"));
+    // Codes in any case; a template by the network it trains; a parameter
+    // alone is said to be whose.
+    let r = wfrun(&["explain", "WF::OFF-STEP"]);
+    assert!(r.stdout.contains("min + k * step"), "{}", r.stderr);
+    let r = wfrun(&["explain", "resnext50_32x4d"]);
+    assert!(
+        r.stdout.starts_with("Clarifai_ResNext (template"),
+        "{}",
+        r.stderr
+    );
+    let r = wfrun(&["explain", "top_k"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("`top_k` is a parameter of `visual_search`")
+            && r.stderr.contains("`wfrun explain visual_search.top_k`"),
+        "{}",
+        r.stderr
+    );
 
     let r = wfrun(&["explain", "Clarifai_ResNext.batch_sise"]);
     assert_eq!(r.code, 2);

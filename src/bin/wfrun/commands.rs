@@ -655,7 +655,10 @@ fn explain_param(owner: &str, p: &ParamSpec) -> String {
 
 fn explain(name: &str) -> u8 {
     let r = Registry::builtin();
-    if let Some(code) = Code::ALL.iter().find(|c| c.as_str() == name) {
+    if let Some(code) = Code::ALL
+        .iter()
+        .find(|c| c.as_str().eq_ignore_ascii_case(name))
+    {
         outln!("{code}: {}", code.summary());
         return OK;
     }
@@ -683,8 +686,13 @@ fn explain(name: &str) -> u8 {
         Some((h, p)) => (h, Some(p)),
         None => (name, None),
     };
-    let found: Option<(String, &str, &[Arc<ParamSpec>])> = r
-        .template(head)
+    // A template by its name, or by the network it trains (`templates` shows both).
+    let template = r.template(head).or_else(|| {
+        r.templates
+            .iter()
+            .find(|t| t.architecture.name().eq_ignore_ascii_case(head))
+    });
+    let found: Option<(String, &str, &[Arc<ParamSpec>])> = template
         .map(|t| {
             let mut doc = format!(
                 "{} (template, trains {})\n\n",
@@ -706,6 +714,30 @@ fn explain(name: &str) -> u8 {
             })
         });
     let Some((doc, owner, params)) = found else {
+        // A parameter's name alone: say whose it is.
+        let owners: Vec<&str> = r
+            .templates
+            .iter()
+            .filter(|t| t.param(head).is_some())
+            .map(|t| t.name.as_str())
+            .chain(
+                r.step_kinds
+                    .iter()
+                    .filter(|k| k.params.iter().any(|p| &*p.name == head))
+                    .map(|k| k.name.as_str()),
+            )
+            .collect();
+        if let (Some(first), None) = (owners.first(), param) {
+            let whose = owners
+                .iter()
+                .map(|o| format!("`{o}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            errln!(
+                "error: `{head}` is a parameter of {whose}: name its owner, e.g. `wfrun explain {first}.{head}`"
+            );
+            return TROUBLE;
+        }
         let names = r
             .templates
             .iter()
