@@ -27,6 +27,16 @@ pub fn partial_path(path: &Path) -> PathBuf {
 
 /// A new, empty partial file for `path`, created where nothing was.
 fn create_partial(path: &Path) -> std::io::Result<PathBuf> {
+    new_partial(path).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot create a file beside `{}`: {e}", path.shown()),
+        )
+    })
+}
+
+/// [`create_partial`] with the system's error as it is.
+fn new_partial(path: &Path) -> std::io::Result<PathBuf> {
     let mut tries = 0;
     loop {
         let tmp = partial_path(path);
@@ -37,12 +47,7 @@ fn create_partial(path: &Path) -> std::io::Result<PathBuf> {
         {
             Ok(_) => return Ok(tmp),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 16 => tries += 1,
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    e.kind(),
-                    format!("cannot create a file beside `{}`: {e}", path.shown()),
-                ))
-            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -69,21 +74,7 @@ pub fn probe(path: &Path) -> std::io::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(words)?;
     }
-    let tmp = {
-        let mut tries = 0;
-        loop {
-            let tmp = partial_path(path);
-            match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-            {
-                Ok(_) => break tmp,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists && tries < 16 => tries += 1,
-                Err(e) => return Err(words(e)),
-            }
-        }
-    };
+    let tmp = new_partial(path).map_err(words)?;
     let _ = std::fs::remove_file(tmp);
     Ok(())
 }
