@@ -193,13 +193,19 @@ fn plain_words(path: &Path, e: std::io::Error) -> std::io::Error {
             ErrorKind::NotADirectory,
             "a file is named as a folder in this path (nothing may follow a file's name; remove the `/` after it)",
         ),
-        ErrorKind::NotFound if std::fs::symlink_metadata(path).is_ok() => {
-            Error::new(ErrorKind::NotFound, "a link to nothing (or a loop of links)")
-        }
+        ErrorKind::NotFound if std::fs::symlink_metadata(path).is_ok() => dangling(),
         ErrorKind::NotFound => Error::new(ErrorKind::NotFound, "no such file or folder"),
-        _ if looped => Error::new(ErrorKind::NotFound, "a link to nothing (or a loop of links)"),
+        _ if looped => dangling(),
         _ => e,
     }
+}
+
+/// A link that leads nowhere, or a loop of links.
+fn dangling() -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "a link to nothing (or a loop of links)",
+    )
 }
 
 /// Finds the `.wf` files under `path` (itself, if it is a file), sorted;
@@ -271,13 +277,7 @@ pub fn find_workflow_files(path: &Path) -> Found {
                 match file {
                     Ok(true) => found.files.push(entry.into_path()),
                     Ok(false) => {}
-                    Err(_) => found.problems.push((
-                        entry.into_path(),
-                        std::io::Error::new(
-                            std::io::ErrorKind::NotFound,
-                            "a link to nothing (or a loop of links)",
-                        ),
-                    )),
+                    Err(_) => found.problems.push((entry.into_path(), dangling())),
                 }
             }
             Ok(_) => {}

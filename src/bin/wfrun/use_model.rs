@@ -36,19 +36,17 @@ fn open_and_embed(
             }
         );
     }
-    if !inputs.paths.is_empty() {
-        for folder in &inputs.empty {
-            errln!(
-                "warning: `{}` is a folder that holds no images; left out",
-                folder.shown()
-            );
-        }
-    }
     if inputs.paths.is_empty() {
         return Err(fail(RunError::Unsupported(format!(
             "no image in {}; give image files, folders of images or manifests",
             shown(paths)
         ))));
+    }
+    for folder in &inputs.empty {
+        errln!(
+            "warning: `{}` is a folder that holds no images; left out",
+            folder.shown()
+        );
     }
     let mut progress = Progress::new(std::io::stderr().is_terminal());
     let embedded = model
