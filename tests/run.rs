@@ -653,15 +653,17 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
     let e = run(&edited, &resume, &mut |_| {}).unwrap_err();
     let message = e.to_string();
     assert!(
-        matches!(e, RunError::Resume { .. }) && message.contains("hyper.batch_size: 8 → 4"),
+        matches!(e, RunError::Resume { .. }) && message.contains("`batch_size`: 8 → 4"),
         "{message}"
     );
-    assert!(message.contains("without `--resume`"), "{message}");
+    // The setting alone: not what follows from it, nor any internal name.
+    assert_eq!(message.matches('→').count(), 1, "{message}");
+    assert!(message.contains("with `--fresh`"), "{message}");
     // Another augmentation trains otherwise: refused too.
     let cropped = text(8).replace("eval = 0.25", "eval = 0.25  augment = crop");
     let (edited, _) = checked(dir.path(), "edited", &cropped);
     let e = run(&edited, &resume, &mut |_| {}).unwrap_err();
-    assert!(e.to_string().contains("data.augment"), "{e}");
+    assert!(e.to_string().contains("`augment`: crop_flip → crop"), "{e}");
     // Images moved to another concept: the same counts, other training.
     let images = dir.path().join("images");
     std::fs::rename(
@@ -671,7 +673,23 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
     .unwrap();
     let (w2, _) = checked(dir.path(), "edited", &text(8));
     let e = run(&w2, &resume, &mut |_| {}).unwrap_err();
-    assert!(e.to_string().contains("images_and_concepts"), "{e}");
+    assert!(
+        e.to_string()
+            .contains("the images or their concepts: the same count, other files"),
+        "{e}"
+    );
+    // Another seed draws another held-out split: said as the seed.
+    let (reseeded, _) = checked(
+        dir.path(),
+        "edited",
+        &text(8).replace("seed = 3", "seed = 4"),
+    );
+    let e = run(&reseeded, &resume, &mut |_| {}).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("`seed`: 3 → 4 (the held-out images are drawn from it)\n"),
+        "{e}"
+    );
     std::fs::rename(
         images.join("concept2/moved.png"),
         images.join("concept0/0.png"),

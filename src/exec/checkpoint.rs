@@ -127,28 +127,29 @@ struct Basis<'a> {
     epoch_learning_rates: &'a [f64],
     items_per_epoch: Option<u64>,
     steps_per_epoch: Option<u64>,
-    /// FNV-1a of every training and evaluation image with its concepts.
+    /// FNV-1a of every training and evaluation image with its concepts, in
+    /// the order the sets hold them (so also which are held out).
     images_and_concepts: String,
+    /// FNV-1a of the same images and concepts in path order, whichever set
+    /// holds them: tells a changed held-out split from changed images.
+    images: String,
 }
 
 /// The JSON of what training depends on, recorded in each checkpoint.
 pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> String {
-    let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            digest = (digest ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-    };
+    let mut digest = Fnv::default();
+    let mut all = Vec::new();
     for set in [&sets.train, &sets.eval] {
         for (path, concepts) in set.paths.iter().zip(&set.concepts) {
-            eat(path.as_os_str().as_encoded_bytes());
-            for c in concepts {
-                eat(sets.concepts[*c].as_bytes());
-                eat(b"\0");
-            }
-            eat(b"\n");
+            digest.image(path, concepts, &sets.concepts);
+            all.push((path, concepts));
         }
-        eat(b"--");
+        digest.eat(b"--");
+    }
+    all.sort();
+    let mut images = Fnv::default();
+    for (path, concepts) in all {
+        images.image(path, concepts, &sets.concepts);
     }
     // The unseen images are judged, never trained on: adding or changing
     // them does not change what a checkpoint continues.
@@ -167,14 +168,44 @@ pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> S
         epoch_learning_rates: &plan.epoch_learning_rates,
         items_per_epoch: plan.items_per_epoch,
         steps_per_epoch: plan.steps_per_epoch,
-        images_and_concepts: format!("{digest:016x}"),
+        images_and_concepts: format!("{:016x}", digest.0),
+        images: format!("{:016x}", images.0),
     };
     serde_json::to_string(&basis).unwrap_or_default()
 }
 
+/// FNV-1a, 64 bits.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    /// One image: its path and its concepts' names.
+    fn image(&mut self, path: &Path, concepts: &[usize], names: &[String]) {
+        self.eat(path.as_os_str().as_encoded_bytes());
+        for c in concepts {
+            self.eat(names[*c].as_bytes());
+            self.eat(b"\0");
+        }
+        self.eat(b"\n");
+    }
+}
+
 /// How the training a checkpoint was made by (`previous`, its recorded
-/// basis) and this run's (`basis`) differ: `path: old → new` for each value
-/// that changed.
+/// basis) and this run's (`basis`) differ, in the workflow's words: one line
+/// for each setting that changed (`` `batch_size`: 8 → 4 ``), and what
+/// follows from them (the learning rates, the held-out images) only where no
+/// setting explains it.
 pub(super) fn changes(previous: &str, basis: &str) -> Vec<String> {
     let (Ok(old), Ok(serde_json::Value::Object(new))) = (
         serde_json::from_str::<serde_json::Value>(previous),
@@ -182,11 +213,240 @@ pub(super) fn changes(previous: &str, basis: &str) -> Vec<String> {
     ) else {
         return vec!["the checkpoint's record cannot be read".into()];
     };
-    let mut changes = Vec::new();
+    let mut raw = Vec::new();
+    // A record of an earlier version lacks `images`: a changed
+    // `images_and_concepts` may then be other images or another split.
+    let split_known = old.get("images").is_some();
     for (key, value) in &new {
-        differences(key, &old[key.as_str()], value, &mut changes);
+        let label = match key.as_str() {
+            "images" if !split_known => continue,
+            "images_and_concepts" if !split_known => "images_or_split",
+            k => k,
+        };
+        differences(label, &old[key.as_str()], value, &mut raw);
     }
-    changes
+    in_words(&raw)
+}
+
+/// One difference between two records: the path of the value, old and new.
+type Difference = (String, serde_json::Value, serde_json::Value);
+
+/// How much a difference says by itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Weight {
+    /// A setting of the workflow, or the data it names.
+    Setting,
+    /// The template's recipe: follows from the template.
+    Recipe,
+    /// Follows from these settings (learning rates, counts, the split):
+    /// said only when none of them changed.
+    Follows(&'static [&'static str]),
+}
+
+/// What follows from the data settings.
+const DATA: &[&str] = &["data.train", "data.eval", "data.images", "data.concepts"];
+/// What the held-out split follows from.
+const SPLIT: &[&str] = &[
+    "seed",
+    "data.train",
+    "data.eval",
+    "data.images",
+    "data.concepts",
+];
+
+fn in_words(raw: &[Difference]) -> Vec<String> {
+    let changed = |p: &str| {
+        raw.iter()
+            .any(|(k, ..)| k == p || k.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+    };
+    let template = changed("template");
+    // In the order a workflow writes them: the template, its parameters,
+    // the seed, the data; then what follows from them.
+    let rank = |path: &str| {
+        ["template", "hyper", "seed", "data"]
+            .iter()
+            .position(|p| path.starts_with(p))
+            .unwrap_or(4)
+    };
+    let mut raw: Vec<&Difference> = raw.iter().collect();
+    raw.sort_by_key(|(path, ..)| rank(path));
+    raw.into_iter()
+        .filter_map(|d| line(d, &changed))
+        .filter(|(w, _)| match w {
+            Weight::Setting => true,
+            Weight::Recipe => !template,
+            Weight::Follows(from) => !from.iter().any(|p| changed(p)),
+        })
+        .map(|(_, l)| l)
+        .collect()
+}
+
+/// A difference as a line, and how much it says by itself; `None` when
+/// another line says it (the template's network, an angular setting of a
+/// loss that changed kind).
+fn line(d: &Difference, changed: &dyn Fn(&str) -> bool) -> Option<(Weight, String)> {
+    let (path, old, new) = d;
+    let was = |label: &str| format!("{label}: {} → {}", value(old), value(new));
+    let named = |name: &str| was(&format!("`{name}`"));
+    let hyper = &["template", "hyper"];
+    Some(match path.as_str() {
+        "template" => (Weight::Setting, was("the template")),
+        "architecture" | "hyper.architecture" | "hyper.image_sizes" => return None,
+        "hyper.loss.kind" => (Weight::Setting, was("the loss (`logreg`)")),
+        p if p.starts_with("hyper.loss.") => {
+            if changed("hyper.loss.kind") {
+                return None;
+            }
+            let name = match &p["hyper.loss.".len()..] {
+                "scale" => "angular_scale",
+                "margin" => "angular_margin",
+                other => other,
+            };
+            (Weight::Setting, named(name))
+        }
+        "hyper.lr_decay" | "hyper.momentum" | "hyper.weight_decay" | "hyper.decayed"
+        | "hyper.conv_init" => (
+            Weight::Recipe,
+            was(&format!(
+                "the template's own `{}` (the checkpoint is from another version of wfrun)",
+                &path["hyper.".len()..]
+            )),
+        ),
+        p if p.starts_with("hyper.") => (Weight::Setting, named(&p["hyper.".len()..])),
+        "seed" => {
+            let mut l = named("seed");
+            if changed("images_and_concepts") {
+                l.push_str(" (the held-out images are drawn from it)");
+            }
+            (Weight::Setting, l)
+        }
+        "data.train" => (Weight::Setting, named("train")),
+        "data.eval" => (Weight::Setting, named("eval")),
+        "data.weights" => (Weight::Setting, named("weights")),
+        "data.augment" => (
+            Weight::Setting,
+            format!("`augment`: {} → {}", augment(old), augment(new)),
+        ),
+        "data.concepts" => (Weight::Setting, concepts(old, new)),
+        "data.images" => (Weight::Setting, was("the training images")),
+        "data.train_images" => (Weight::Follows(DATA), was("the images trained on")),
+        "data.eval_images" => (Weight::Follows(DATA), was("the held-out images")),
+        "epoch_learning_rates" => (
+            Weight::Follows(hyper),
+            was("the learning rate of each epoch"),
+        ),
+        "items_per_epoch" => (
+            Weight::Follows(&["template", "hyper", "data"]),
+            was("the images an epoch"),
+        ),
+        "steps_per_epoch" => (
+            Weight::Follows(&["template", "hyper", "data"]),
+            was("the steps an epoch"),
+        ),
+        "images" => (
+            Weight::Follows(DATA),
+            "the images or their concepts: the same count, other files (an image renamed, \
+             one added where another went, or one moved to another concept)"
+                .into(),
+        ),
+        // Which images are held out, when the images themselves are known
+        // to be the same (the record says `images`) and when not.
+        "images_and_concepts" => {
+            if changed("images") {
+                return None;
+            }
+            (
+                Weight::Follows(SPLIT),
+                "which images are held out: the same images, another split".into(),
+            )
+        }
+        "images_or_split" => (
+            Weight::Follows(SPLIT),
+            "the images, their concepts or which are held out: the same counts, other files \
+             or another split"
+                .into(),
+        ),
+        _ => (Weight::Setting, was(&format!("`{path}`"))),
+    })
+}
+
+/// A recorded value as the workflow writes it.
+fn value(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "none".into(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), ..) => u.to_string(),
+            (_, Some(i), _) => i.to_string(),
+            (.., Some(f)) => number(f),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => items.iter().map(value).collect::<Vec<_>>().join(", "),
+        Value::Object(o) => {
+            // `eval`: a fraction or images of their own; a source: its path.
+            if let Some(f) = o.get("fraction") {
+                value(f)
+            } else if let Some(images) = o.get("images") {
+                value(images)
+            } else if let Some(p) = o.get("path") {
+                let shown = format!("\"{}\"", value(p));
+                match o.get("kind").and_then(|k| k.as_str()) {
+                    Some("manifest") => format!("{shown} (a list of images)"),
+                    _ => shown,
+                }
+            } else {
+                v.to_string()
+            }
+        }
+    }
+}
+
+/// A number rounded to 6 significant digits, so that a value computed
+/// twice does not show its last bits (0.30000000000000004 is 0.3).
+fn number(f: f64) -> String {
+    format!("{f:.5e}")
+        .parse::<f64>()
+        .map_or_else(|_| f.to_string(), |r| r.to_string())
+}
+
+/// `augment`, which a record leaves out when it is the default.
+fn augment(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => crate::workflow::Augment::default().name().to_string(),
+        other => value(other),
+    }
+}
+
+/// The concepts found: which came and which went.
+fn concepts(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(value).collect())
+            .unwrap_or_default()
+    };
+    let (old, new) = (names(old), names(new));
+    let list = |names: Vec<&String>| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let came: Vec<&String> = new.iter().filter(|n| !old.contains(n)).collect();
+    let went: Vec<&String> = old.iter().filter(|n| !new.contains(n)).collect();
+    let mut parts = Vec::new();
+    if !came.is_empty() {
+        parts.push(format!("{} new", list(came)));
+    }
+    if !went.is_empty() {
+        parts.push(format!("{} gone", list(went)));
+    }
+    if parts.is_empty() {
+        parts.push("the same names in another order".into());
+    }
+    format!("the concepts: {}", parts.join("; "))
 }
 
 /// The basis a checkpoint recorded, read from the safetensors header and the
@@ -226,11 +486,13 @@ fn differences(
     path: &str,
     old: &serde_json::Value,
     new: &serde_json::Value,
-    out: &mut Vec<String>,
+    out: &mut Vec<Difference>,
 ) {
     use serde_json::Value;
+    // An image source or `eval` is one value, whatever its shape.
+    let whole = matches!(path, "data.train" | "data.eval" | "data.weights");
     match (old, new) {
-        (Value::Object(a), Value::Object(b)) => {
+        (Value::Object(a), Value::Object(b)) if !whole => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
             keys.sort();
             keys.dedup();
@@ -244,7 +506,7 @@ fn differences(
                 );
             }
         }
-        (a, b) if a != b => out.push(format!("{path}: {a} → {b}")),
+        (a, b) if a != b => out.push((path.to_string(), a.clone(), b.clone())),
         _ => {}
     }
 }
@@ -259,10 +521,90 @@ mod tests {
         let old = serde_json::json!({"num_epochs": 4, "loss": {"loss": "softmax"}});
         let new = serde_json::json!({"num_epochs": 2, "loss": {"loss": "softmax"}});
         differences("hyper", &old, &new, &mut out);
-        assert_eq!(out, ["hyper.num_epochs: 4 → 2"]);
+        assert_eq!(in_words(&out), ["`num_epochs`: 4 → 2"]);
         assert_eq!(
             kept_metrics("{\"epoch\":1}\n{\"epoch\":2}\nnot json\n", 1),
             "{\"epoch\":1}\n"
+        );
+    }
+
+    /// A record as `basis` writes it, with `edit` applied.
+    fn record(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v = serde_json::json!({
+            "template": "Clarifai_InceptionBatchNorm",
+            "architecture": "bn_inception",
+            "hyper": {"batch_size": 8, "per_item_lrate": 7.8125e-5, "momentum": 0.9,
+                      "loss": {"kind": "softmax"}},
+            "seed": 3,
+            "data": {"train": {"kind": "folder", "path": "images"}, "eval": {"fraction": 0.25},
+                     "weights": null, "concepts": ["a", "b", "c"], "images": 24,
+                     "train_images": 18, "eval_images": 6},
+            "epoch_learning_rates": [0.000625, 0.0000625],
+            "items_per_epoch": 16,
+            "steps_per_epoch": 2,
+            "images_and_concepts": "0123456789abcdef",
+            "images": "fedcba9876543210",
+        });
+        edit(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn a_refusal_names_settings_in_the_workflows_words() {
+        let base = record(|_| {});
+        assert!(changes(&base, &base).is_empty());
+        // A setting: its line alone, not the learning rates it changes.
+        let batch = record(|v| {
+            v["hyper"]["batch_size"] = 4.into();
+            v["hyper"]["per_item_lrate"] = 0.000078125.into();
+            v["epoch_learning_rates"] = serde_json::json!([0.0003125, 0.00003125]);
+        });
+        assert_eq!(changes(&base, &batch), ["`batch_size`: 8 → 4"]);
+        // The seed draws another split: said as the seed, not as data.
+        let seed = record(|v| {
+            v["seed"] = 4.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+        });
+        assert_eq!(
+            changes(&base, &seed),
+            ["`seed`: 3 → 4 (the held-out images are drawn from it)"]
+        );
+        // The same counts, other files: said as such, with any setting.
+        let moved = record(|v| {
+            v["hyper"]["batch_size"] = 4.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        let lines = changes(&base, &moved);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[1].starts_with("the images or their concepts: the same count, other files"));
+        // Sources and fractions as the workflow writes them; a float's
+        // last bits are not shown; concepts as names that came and went.
+        let data = record(|v| {
+            v["data"]["eval"] = serde_json::json!({"images": {"kind": "folder", "path": "held"}});
+            v["data"]["concepts"] = serde_json::json!(["a", "b", "d"]);
+            v["hyper"]["per_item_lrate"] = (0.1f64 + 0.2).into();
+        });
+        assert_eq!(
+            changes(&base, &data),
+            [
+                "`per_item_lrate`: 0.000078125 → 0.3",
+                "the concepts: `d` new; `c` gone",
+                "`eval`: 0.25 → \"held\"",
+            ]
+        );
+        // A record from before `images` was kept cannot tell files from
+        // the split.
+        let older = base.replace(",\"images\":\"fedcba9876543210\"", "");
+        assert!(older.len() < base.len());
+        let split = record(|v| v["images_and_concepts"] = "1111111111111111".into());
+        assert_eq!(
+            changes(&older, &split),
+            ["the images, their concepts or which are held out: the same counts, other files or another split"]
+        );
+        assert_eq!(
+            changes("not json", &base),
+            ["the checkpoint's record cannot be read"]
         );
     }
 }

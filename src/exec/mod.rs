@@ -257,6 +257,9 @@ pub fn run(
     Ok(summary)
 }
 
+/// What a refused `--resume` says to do instead (a sweep says it its way).
+pub(crate) const START_OVER: &str = "run with `--fresh` to start over";
+
 /// Writes `plan.json`; resuming, first checks that the checkpoint was made
 /// by the same training (a checkpoint continues only that).
 fn write_plan(plan: &Plan, resuming: bool, basis: &str) -> Result<(), RunError> {
@@ -269,17 +272,16 @@ fn write_plan(plan: &Plan, resuming: bool, basis: &str) -> Result<(), RunError> 
         let recorded = checkpoint::recorded_basis(&checkpoint)
             .map_err(|e| refuse(format!("it cannot be read ({e})")))?
             .ok_or_else(|| {
-                refuse(
-                    "it records no plan to compare this workflow with (an older wfrun made it): \
-                     run without `--resume` to start over"
-                        .into(),
-                )
+                refuse(format!(
+                    "it records no plan to compare this workflow with (an older wfrun made \
+                         it): {START_OVER}"
+                ))
             })?;
         let changes = checkpoint::changes(&recorded, basis);
         if !changes.is_empty() {
             return Err(refuse(format!(
                 "the workflow or its data changed since it was made:\n  {}\n\
-                 restore them to continue, or run without `--resume` to start over",
+                 restore them to continue, or {START_OVER}",
                 changes.join("\n  ")
             )));
         }

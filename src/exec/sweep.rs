@@ -565,7 +565,7 @@ fn run_trial(
             return Err(RunError::Resume {
                 path,
                 message: message.replace(
-                    "run without `--resume` to start over",
+                    super::START_OVER,
                     "run the sweep with `--fresh` to start it over",
                 ),
             })
