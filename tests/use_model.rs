@@ -419,6 +419,31 @@ fn search_finds_the_search_steps_neighbours() {
         let score: f32 = cells[3].parse().unwrap();
         assert!(score <= 1.0 + 1e-6 && score > 0.0, "{score}");
     }
+    // From another folder (the run's own), the neighbours are named from
+    // there: each path opens, and the query is still not its own neighbour.
+    let elsewhere = dir.join("runs/tiny");
+    let from_there = format!("../../{query}");
+    let out = wfrun(
+        &elsewhere,
+        &[
+            "search",
+            ".",
+            &from_there,
+            "--top-k",
+            "3",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 3, "{}", out.stdout);
+    for l in lines {
+        let cells: Vec<&str> = l.split(',').collect();
+        assert!(cells[2].starts_with("../../"), "{l}");
+        assert!(elsewhere.join(cells[2]).is_file(), "{l}");
+        assert_ne!(cells[2], from_there, "{l}");
+    }
     // Named through a link or a hard link of another name, it is still
     // itself: not among its neighbours.
     #[cfg(unix)]

@@ -614,6 +614,30 @@ impl Model {
 
     /// The run's embeddings (`embeddings.safetensors` and `embeddings.csv`),
     /// training rows then evaluation rows.
+    /// The folder the run was started in, where the image paths it recorded
+    /// start: the run folder with the `output` its `plan.json` records taken
+    /// off its end. `None` when that cannot be told (no plan, an absolute
+    /// output, a run folder moved apart from its data): the paths are then
+    /// shown as recorded.
+    fn launch_folder(&self) -> Option<PathBuf> {
+        let plan = std::fs::read(self.folder.join("plan.json")).ok()?;
+        let plan: serde_json::Value = serde_json::from_slice(&plan).ok()?;
+        let output = crate::check::normalize(Path::new(plan["output"].as_str()?));
+        let here = std::fs::canonicalize(&self.folder).ok()?;
+        let relative = output.is_relative()
+            && output
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !relative || !here.ends_with(&output) {
+            return None;
+        }
+        let mut launch = here.as_path();
+        for _ in output.components() {
+            launch = launch.parent()?;
+        }
+        Some(launch.to_path_buf())
+    }
+
     pub fn index(&self) -> Result<Index, RunError> {
         let tensors_path = self.folder.join("embeddings.safetensors");
         let csv_path = self.folder.join("embeddings.csv");
@@ -635,6 +659,9 @@ impl Model {
             concepts: Vec::new(),
             matrix: Tensor::zeros((0, 0), DType::F32, &self.device)?,
         };
+        // The rows name images as the run found them, from the folder it
+        // was started in: found from here through that folder.
+        let launch = self.launch_folder();
         for split in ["train", "eval"] {
             let listed: Vec<&IndexRow> = rows.iter().filter(|r| r.split == split).collect();
             let matrix = tensors.get(split);
@@ -656,7 +683,11 @@ impl Model {
             let order = in_row_order(listed.iter().map(|r| r.row), count)
                 .map_err(|m| bad(&csv_path, format!("its `{split}` rows: {m}")))?;
             for i in order {
-                index.paths.push(PathBuf::from(&listed[i].path));
+                let path = PathBuf::from(&listed[i].path);
+                index.paths.push(match &launch {
+                    Some(launch) if path.is_relative() => from_here(launch, &path),
+                    _ => path,
+                });
                 index.concepts.push(split_concepts(&listed[i].concepts));
             }
         }
@@ -842,6 +873,30 @@ fn file_id(path: &Path) -> FileId {
 }
 
 /// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
+/// `path`, relative to `launch`, as a path from the current folder: relative
+/// (through `..` where it must) when the two share a folder below the root,
+/// else absolute.
+fn from_here(launch: &Path, path: &Path) -> PathBuf {
+    let full = crate::check::normalize(&launch.join(path));
+    let Some(here) = std::env::current_dir()
+        .ok()
+        .and_then(|here| std::fs::canonicalize(here).ok())
+    else {
+        return full;
+    };
+    let (a, b): (Vec<_>, Vec<_>) = (full.components().collect(), here.components().collect());
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if shared < 2 || shared == a.len() {
+        return full;
+    }
+    let mut out = PathBuf::new();
+    for _ in shared..b.len() {
+        out.push("..");
+    }
+    out.extend(&a[shared..]);
+    out
+}
+
 fn same_file(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
