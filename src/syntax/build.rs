@@ -17,6 +17,12 @@ pub(super) struct Builder<'d> {
     /// The code and span of every diagnostic in `diagnostics`, so a piece
     /// explained twice is reported once without a scan of the list.
     pub(super) reported: FastSet<(Code, Span)>,
+    /// The end of a call written over several lines, reported whole: the
+    /// swallowed lines before it say nothing more.
+    pub(super) skip_until: usize,
+    /// Set when the last piece explained was such a call: the setting it
+    /// belongs to keeps no value (it holds only the call's name).
+    pub(super) broken_call: bool,
 }
 
 impl Builder<'_> {
@@ -60,7 +66,14 @@ impl Builder<'_> {
         let mut items = Vec::new();
         for p in pair.into_inner() {
             match p.as_rule() {
-                Rule::bad_item => self.bad_piece(&p, Rule::item_only),
+                Rule::bad_item => {
+                    self.bad_piece(&p, Rule::item_only);
+                    if std::mem::take(&mut self.broken_call) {
+                        if let Some(Item::Setting(s)) = items.last_mut() {
+                            s.value.kind = ValueKind::Invalid;
+                        }
+                    }
+                }
                 Rule::EOI => {}
                 _ => {
                     let end = self.offset + p.as_span().end();
@@ -180,7 +193,14 @@ impl Builder<'_> {
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::lbrace | Rule::rbrace => {}
-                Rule::bad_line => self.bad_piece(&p, Rule::block_item_only),
+                Rule::bad_line => {
+                    self.bad_piece(&p, Rule::block_item_only);
+                    if std::mem::take(&mut self.broken_call) {
+                        if let Some(BlockItem::Setting(s)) = items.last_mut() {
+                            s.value.kind = ValueKind::Invalid;
+                        }
+                    }
+                }
                 Rule::setting => {
                     let span = self.span(&p);
                     let end = self.offset + p.as_span().end();
@@ -314,15 +334,33 @@ impl Builder<'_> {
     /// Reports one swallowed piece of text: says what was expected where.
     pub(super) fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) {
         let start = self.offset + pair.as_span().start();
+        if start < self.skip_until {
+            return;
+        }
         let text = pair.as_str();
         let trailing = self
             .last_end
             .filter(|&end| end <= start && !self.text[end..start].contains('\n'));
-        let mut d = match trailing {
-            Some(end) => trailing_junk(self.source, start, text, &self.text[..end]),
-            None => explain(self.source, start, text, entry),
+        let call = trailing.and_then(|_| call_across_lines(&self.text[start..]));
+        let mut d = match (trailing, call) {
+            (Some(end), Some((len, one_line))) => {
+                self.skip_until = start + len;
+                self.broken_call = true;
+                let span = Span::new(self.source, start, start + len);
+                let lines = self.text[start..start + len].matches('\n').count() + 1;
+                call_across_lines_error(span, &self.text[..end], &one_line, lines)
+            }
+            (Some(end), None) => trailing_junk(self.source, start, text, &self.text[..end]),
+            (None, _) => explain(self.source, start, text, entry),
         };
         d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
+        for fix in &mut d.fixes {
+            fix.span = Span::new(
+                self.source,
+                self.pos(fix.span.start),
+                self.pos(fix.span.end),
+            );
+        }
         if !self.reported.contains(&(d.code, d.span)) {
             self.push(d);
         }
@@ -400,6 +438,8 @@ mod tests {
                 last_end: None,
                 text: "",
                 reported: Default::default(),
+                skip_until: 0,
+                broken_call: false,
             };
             for p in 0..40 {
                 assert_eq!(builder.pos(p), walk(&insertions, p), "{insertions:?} {p}");

@@ -31,6 +31,108 @@ pub(super) fn explain(source: SourceId, start: usize, text: &str, entry: Rule) -
     }
 }
 
+/// A call whose `(` is left open at the end of its line and closed on a later
+/// one (`values(` / `16,` / `32` / `)`): the length of `rest` from its `(`
+/// through the `)`, and the arguments on one line, `(16, 32)`. `None` when
+/// `rest` does not start with `(`, when the `)` is on the same line, or when
+/// something a call cannot hold (`=`, a brace, an unterminated string, a
+/// 65th line) comes before it.
+pub(super) fn call_across_lines(rest: &str) -> Option<(usize, String)> {
+    if !rest.starts_with('(') {
+        return None;
+    }
+    let (mut depth, mut lines, mut space) = (0usize, 0usize, false);
+    let mut out = String::new();
+    let mut chars = rest.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\n' => {
+                lines += 1;
+                if lines > 64 {
+                    return None;
+                }
+                space = true;
+            }
+            ' ' | '\t' | '\r' => space = true,
+            '=' | '{' | '}' => return None,
+            '#' => {
+                // A comment, to the end of its line.
+                let end = rest[i..].find('\n').map_or(rest.len(), |n| i + n);
+                while chars.clone().next().is_some_and(|(j, _)| j < end) {
+                    chars.next();
+                }
+            }
+            ')' => {
+                let kept = out.trim_end_matches([' ', ',']).len();
+                out.truncate(kept);
+                out.push(')');
+                space = false;
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return (lines > 0).then_some((i + 1, out));
+                }
+            }
+            _ => {
+                if space && c != ',' && !out.is_empty() && !out.ends_with('(') {
+                    out.push(' ');
+                }
+                space = c == ',';
+                out.push(c);
+                if c == '(' {
+                    depth += 1;
+                } else if c == '"' {
+                    // A string, as written, to its closing quote on this line.
+                    loop {
+                        let (_, d) = chars.next()?;
+                        if d == '\n' {
+                            return None;
+                        }
+                        out.push(d);
+                        if d == '\\' {
+                            out.push(chars.next()?.1);
+                        } else if d == '"' {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The diagnostic for [`call_across_lines`]: `before` is the text of the
+/// line before the `(` (`batch_size = values`), `len` and `one_line` what
+/// that function found.
+pub(super) fn call_across_lines_error(
+    span: Span,
+    before: &str,
+    one_line: &str,
+    lines: usize,
+) -> Diagnostic {
+    let line = before.rsplit('\n').next().unwrap_or("");
+    let line = line.split_whitespace().collect::<Vec<_>>().join(" ");
+    let name = line.rsplit([' ', '=']).next().unwrap_or("");
+    Diagnostic::error(
+        Code::Syntax,
+        span,
+        format!("`{name}(` is closed on a later line: a call is written on one line"),
+    )
+    .with_label(format!("a call over {lines} lines"))
+    .with_help(format!("write `{}{one_line}`", shorten_call(&line)))
+    .with_fix(span, one_line, "write the call on one line")
+}
+
+/// The start of a setting's line, short enough for a help line.
+fn shorten_call(line: &str) -> String {
+    if line.chars().count() <= 60 {
+        line.to_string()
+    } else {
+        let tail: Vec<char> = line.chars().rev().take(40).collect();
+        format!("…{}", tail.into_iter().rev().collect::<String>())
+    }
+}
+
 /// Junk on the same line after a complete setting or statement.
 pub(super) fn trailing_junk(
     source: SourceId,

@@ -160,6 +160,8 @@ fn parse_as(
             text: parsed_text,
             offset: a,
             reported: Default::default(),
+            skip_until: 0,
+            broken_call: false,
         };
         let module = match WfParser::parse(Rule::file, &parsed_text[a..b]) {
             Ok(mut pairs) => builder.file(pairs.next().expect("file rule")),
@@ -288,6 +290,63 @@ mod tests {
         assert!(d[0].message.contains("(2 in this file)"), "{d:?}");
         // CR LF is a line end.
         assert!(parse_str("workflow w\r\nuse T { }\r\n").1.is_empty());
+    }
+
+    #[test]
+    fn a_call_over_several_lines_is_one_error_with_its_one_line_fix() {
+        let text = "sweep {\n  batch_size = values(\n    16,  # small\n    \"a, b\",\n    32,\n  )\n  seed = values(1, 2)\n}\n";
+        let (m, d) = parse_str(text);
+        assert_eq!(d.len(), 1, "{d:#?}");
+        assert_eq!(
+            d[0].message,
+            "`values(` is closed on a later line: a call is written on one line"
+        );
+        let open = text.find("(\n").unwrap();
+        let close = text.find(")\n").unwrap() + 1;
+        assert_eq!((d[0].span.start, d[0].span.end), (open, close));
+        assert_eq!(
+            d[0].help.as_deref(),
+            Some("write `batch_size = values(16, \"a, b\", 32)`")
+        );
+        assert_eq!(d[0].fixes[0].replacement, "(16, \"a, b\", 32)");
+        assert_eq!(
+            (d[0].fixes[0].span.start, d[0].fixes[0].span.end),
+            (open, close)
+        );
+        // The setting keeps no half value; the next line is read as usual.
+        let Item::Sweep(s) = &m.items[0] else {
+            panic!("{m:?}")
+        };
+        let items = &s.body.items;
+        assert!(
+            matches!(&items[0], BlockItem::Setting(b) if b.value.kind == ValueKind::Invalid),
+            "{items:?}"
+        );
+        assert!(matches!(&items[1], BlockItem::Setting(b) if b.name.name == "seed"));
+        // The fix applied, the file parses clean.
+        let fixed = format!(
+            "{}{}{}",
+            &text[..open],
+            d[0].fixes[0].replacement,
+            &text[close..]
+        );
+        assert!(parse_str(&fixed).1.is_empty(), "{fixed}");
+        // A `(` that no `)` closes before the next setting: each line is its
+        // own error as before, and the next setting is kept.
+        let text = "sweep {\n  batch_size = values(\n    16,\n  seed = values(1, 2)\n}\n";
+        let (m, d) = parse_str(text);
+        assert!(
+            d.len() >= 2 && !d[0].message.contains("later line"),
+            "{d:#?}"
+        );
+        let Item::Sweep(s) = &m.items[0] else {
+            panic!("{m:?}")
+        };
+        assert!(s
+            .body
+            .items
+            .iter()
+            .any(|i| matches!(i, BlockItem::Setting(b) if b.name.name == "seed")));
     }
 
     #[test]
