@@ -29,9 +29,27 @@ pub struct Shown<'a>(&'a Path);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(&escape_controls(&self.0.to_string_lossy()))
+        let text = self.0.to_string_lossy();
+        let escaped = escape_controls(&text);
+        // Longer than any path the system opens (4,096 bytes on Linux): its
+        // two ends, so a message stays readable.
+        let count = escaped.chars().count();
+        if count <= LONGEST_SHOWN {
+            return f.pad(&escaped);
+        }
+        let head: String = escaped.chars().take(SHOWN_END).collect();
+        let tail: String = escaped.chars().skip(count - SHOWN_END).collect();
+        f.pad(&format!(
+            "{head}…({} characters left out)…{tail}",
+            count - 2 * SHOWN_END
+        ))
     }
 }
+
+/// The longest path [`Shown`] writes whole, and how much of each end it
+/// keeps of a longer one.
+const LONGEST_SHOWN: usize = 4096;
+const SHOWN_END: usize = 200;
 
 /// `text` with its control characters escaped (as `push_escaped` writes them): for names
 /// read from the file system (concept folders, files) in words for people.
@@ -153,5 +171,19 @@ mod tests {
         let path = std::path::PathBuf::from(std::ffi::OsStr::from_bytes(b"l\xe9.png"));
         let json = serde_json::to_string(&Named { path }).unwrap();
         assert_eq!(json, "{\"path\":\"l\u{fffd}.png\"}");
+    }
+
+    #[test]
+    fn a_path_longer_than_any_the_system_opens_is_shown_by_its_ends() {
+        let short = "a/".repeat(100) + "b.png";
+        assert_eq!(std::path::Path::new(&short).shown().to_string(), short);
+        let long = "d/".repeat(50_000) + "end.png";
+        let shown = std::path::Path::new(&long).shown().to_string();
+        assert!(shown.len() < 500, "{}", shown.len());
+        assert!(
+            shown.starts_with("d/d/") && shown.ends_with("d/end.png"),
+            "{shown}"
+        );
+        assert!(shown.contains("…(99607 characters left out)…"), "{shown}");
     }
 }

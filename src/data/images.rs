@@ -178,6 +178,12 @@ fn why(e: image::ImageError) -> String {
         image::ImageError::Unsupported(_) => {
             "not an image of a format wfrun reads (JPEG, PNG, WebP, BMP)".to_string()
         }
+        // (A PNG, WebP or BMP cut short; the decoder says only "unexpected
+        // end of file".)
+        image::ImageError::IoError(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the file ends before the image does (it was cut short); copy it again or remove it"
+                .to_string()
+        }
         // (Some decoders end their message with a line break.)
         e => tidy(e.to_string().trim_end()),
     }
@@ -572,6 +578,23 @@ mod tests {
             reason.contains("decoding IHDR chunk") && !reason.contains('{'),
             "{reason}"
         );
+        // A PNG cut short says so, in its header or in its pixels.
+        let mut whole_png = Vec::new();
+        image::RgbImage::from_fn(40, 40, |x, y| image::Rgb([(x * 6) as u8, (y * 6) as u8, 9]))
+            .write_to(
+                &mut std::io::Cursor::new(&mut whole_png),
+                image::ImageFormat::Png,
+            )
+            .unwrap();
+        for keep in [20, whole_png.len() / 2] {
+            let cut = dir.path().join(format!("cut{keep}.png"));
+            std::fs::write(&cut, &whole_png[..keep]).unwrap();
+            assert_eq!(
+                load(&cut, 16, Crop::Center).unwrap_err().reason,
+                "the file ends before the image does (it was cut short); copy it again or remove it",
+                "{keep}"
+            );
+        }
         // A JPEG cut short is refused (the decoder would fill it with grey);
         // whole, or with bytes after its end (an appended video holding
         // start-of-scan bytes), it is read.
