@@ -408,7 +408,9 @@ impl Formatter<'_> {
                 let args: Vec<String> = args.iter().map(|a| self.value(a)).collect();
                 format!("{}({})", name.name, args.join(", "))
             }
-            _ => self.src(v.span.start, v.span.end).to_string(),
+            // A `"""` string keeps its text, its line ends written as the
+            // rest of the file's are (`\n`).
+            _ => self.src(v.span.start, v.span.end).replace("\r\n", "\n"),
         }
     }
 }
@@ -542,6 +544,15 @@ mod tests {
             out.contains("    param batch_size {\n        # why\n        default = 32\n    }\n"),
             "{out}"
         );
+        assert_eq!(fmt(&out), out);
+    }
+
+    #[test]
+    fn a_file_with_crlf_line_ends_is_written_with_lf_throughout() {
+        let text = "template Small extends Clarifai_ResNext {\r\n  doc = \"\"\"One\r\n  two\"\"\"\r\n}\r\n";
+        let out = fmt(text);
+        assert!(!out.contains('\r'), "{out:?}");
+        assert!(out.contains("doc = \"\"\"One\n  two\"\"\"\n"), "{out:?}");
         assert_eq!(fmt(&out), out);
     }
 

@@ -130,9 +130,11 @@ impl fmt::Display for FrameError {
                 "`Content-Length: {}` is not a length: skipped {skipped} bytes",
                 value.escape_debug()
             ),
+            // (A length past `usize` is kept as its largest value.)
             FrameError::TooLong { length, skipped } => write!(
                 f,
-                "a message of {length} bytes is over the limit of {MAX_CONTENT_LENGTH}: skipped {skipped} bytes"
+                "a message of {length}{} bytes is over the limit of {MAX_CONTENT_LENGTH}: skipped {skipped} bytes",
+                if *length >= usize::MAX as u64 { " or more" } else { "" }
             ),
             FrameError::Truncated { missing: 0 } => {
                 write!(f, "the input ended inside a message's header")

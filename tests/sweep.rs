@@ -85,6 +85,15 @@ fn a_bad_candidate_is_reported_at_the_bound_it_comes_from_with_the_nearest_value
         sweep.swept[0].values[7],
         wfrun::spec::Num::Int(9223372036854775700)
     );
+    // Too many values: counted exactly, not through a float.
+    let c = check("    num_items_per_epoch = range(1, 9223372036854775806, 1)");
+    let e = errors(&c);
+    assert!(
+        e[0].message
+            .starts_with("this range has 9223372036854775806 values,"),
+        "{}",
+        e[0].message
+    );
     let c = check("    batch_size = values(16, 500, 32)");
     let e = errors(&c);
     assert_eq!(

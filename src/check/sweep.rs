@@ -874,7 +874,7 @@ impl Checker<'_> {
                     (Num::Int(a), Num::Int(b), Num::Int(c)) => {
                         let count = (b as i128 - a as i128) / c as i128 + 1;
                         if count > MAX_VALUES as i128 {
-                            self.too_many(v.span, count as f64);
+                            self.too_many(v.span, format!("{count} values"));
                             return None;
                         }
                         (0..count)
@@ -885,7 +885,7 @@ impl Checker<'_> {
                         let (a, b, c) = (lo.as_f64(), hi.as_f64(), step.as_f64());
                         let count = (b / c - a / c + 1e-9).floor() + 1.0;
                         if !count.is_finite() || count > MAX_VALUES as f64 {
-                            self.too_many(v.span, count);
+                            self.too_many(v.span, float_count(count));
                             return None;
                         }
                         sweep::range_values(a, b, c)
@@ -1073,12 +1073,8 @@ impl Checker<'_> {
         Some(Generated { values: kept, log })
     }
 
-    fn too_many(&mut self, at: Span, count: f64) {
-        let count = if count.is_finite() {
-            format!("{count:.0} values")
-        } else {
-            "too many values to count".into()
-        };
+    /// `count`: how many values, in words (`"9223372036854775806 values"`).
+    fn too_many(&mut self, at: Span, count: String) {
         self.push(
             Diagnostic::error(
                 Code::Sweep,
@@ -1213,6 +1209,18 @@ impl Checker<'_> {
 
 /// How many settings of a `sweep` block name a hyperparameter of `t`, valid
 /// or not.
+/// A float range's count in words: `inf` or past what a float holds
+/// exactly is said without digits that mean nothing.
+fn float_count(count: f64) -> String {
+    if !count.is_finite() {
+        "too many values to count".into()
+    } else if count < 2f64.powi(53) {
+        format!("{count:.0} values")
+    } else {
+        format!("about {count:.3e} values")
+    }
+}
+
 fn settings_named_params(body: &crate::syntax::Block, t: &TemplateSpec) -> usize {
     body.settings()
         .filter(|s| t.param(&s.name.name).is_some())

@@ -269,7 +269,7 @@ impl Builder<'_> {
             }
             Rule::long_string => {
                 let body = inner.into_inner().next().unwrap();
-                ValueKind::Str(body.as_str().to_string())
+                ValueKind::Str(long_body(body.as_str()))
             }
             Rule::name => ValueKind::Name(inner.as_str().to_string()),
             Rule::call => {
@@ -365,6 +365,13 @@ impl Builder<'_> {
             self.push(d);
         }
     }
+}
+
+/// A `"""` string's value: its text, each CR LF line end read as LF (as
+/// everywhere else in a file), so the same text saved with either line end
+/// means the same.
+pub(super) fn long_body(text: &str) -> String {
+    text.replace("\r\n", "\n")
 }
 
 /// A `number` token's value: an integer if written without `.` or an

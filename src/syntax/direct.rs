@@ -476,9 +476,9 @@ impl<'t> Direct<'t> {
         if b[start..].starts_with(b"\"\"\"") {
             if let Some(n) = memchr::memmem::find(&b[start + 3..], b"\"\"\"") {
                 self.at = start + 3 + n + 3;
-                return Ok(ValueKind::Str(
-                    self.text[start + 3..start + 3 + n].to_string(),
-                ));
+                return Ok(ValueKind::Str(long_body(
+                    &self.text[start + 3..start + 3 + n],
+                )));
             }
         }
         // `string_body = @{ (!("\"" | "\\" | "\n") ~ ANY | "\\" ~ (!"\n" ~ ANY))* }`
