@@ -30,24 +30,26 @@ pub struct Shown<'a>(&'a Path);
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.0.to_string_lossy();
-        let escaped = escape_controls(&text);
         // Longer than any path the system opens (4,096 bytes on Linux): its
-        // two ends, so a message stays readable.
-        let count = escaped.chars().count();
-        if count <= LONGEST_SHOWN {
-            return f.pad(&escaped);
+        // two ends, so a message stays readable (each escaped on its own,
+        // so no escape is cut).
+        if text.len() <= LONGEST_SHOWN {
+            return f.pad(&escape_controls(&text));
         }
-        let head: String = escaped.chars().take(SHOWN_END).collect();
-        let tail: String = escaped.chars().skip(count - SHOWN_END).collect();
+        let count = text.chars().count();
+        let head: String = text.chars().take(SHOWN_END).collect();
+        let tail: String = text.chars().skip(count - SHOWN_END).collect();
         f.pad(&format!(
-            "{head}…({} characters left out)…{tail}",
-            count - 2 * SHOWN_END
+            "{}…({} characters left out)…{}",
+            escape_controls(&head),
+            count - 2 * SHOWN_END,
+            escape_controls(&tail)
         ))
     }
 }
 
-/// The longest path [`Shown`] writes whole, and how much of each end it
-/// keeps of a longer one.
+/// The longest path [`Shown`] writes whole, in bytes, and how many
+/// characters of each end it keeps of a longer one.
 const LONGEST_SHOWN: usize = 4096;
 const SHOWN_END: usize = 200;
 

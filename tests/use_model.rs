@@ -444,6 +444,30 @@ fn search_finds_the_search_steps_neighbours() {
         assert!(elsewhere.join(cells[2]).is_file(), "{l}");
         assert_ne!(cells[2], from_there, "{l}");
     }
+    // A copy of the run folder, apart from the images: its recorded paths
+    // are kept (they still open from the folder the run was started in),
+    // not rebased onto a folder that does not hold them.
+    let copy = dir.join("copy/runs/tiny");
+    copy_dir(&dir.join("runs/tiny"), &copy);
+    let out = wfrun(
+        dir,
+        &[
+            "search",
+            "copy/runs/tiny",
+            query,
+            "--top-k",
+            "3",
+            "--format",
+            "csv",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    for l in out.stdout.lines().skip(1) {
+        let cells: Vec<&str> = l.split(',').collect();
+        assert!(dir.join(cells[2]).is_file(), "{l}");
+        assert_ne!(cells[2], query.as_str(), "{l}");
+    }
+    std::fs::remove_dir_all(dir.join("copy")).unwrap();
     // Named through a link or a hard link of another name, it is still
     // itself: not among its neighbours.
     #[cfg(unix)]

@@ -1207,8 +1207,6 @@ impl Checker<'_> {
     }
 }
 
-/// How many settings of a `sweep` block name a hyperparameter of `t`, valid
-/// or not.
 /// A float range's count in words: `inf` or past what a float holds
 /// exactly is said without digits that mean nothing.
 fn float_count(count: f64) -> String {
@@ -1221,6 +1219,8 @@ fn float_count(count: f64) -> String {
     }
 }
 
+/// How many settings of a `sweep` block name a hyperparameter of `t`, valid
+/// or not.
 fn settings_named_params(body: &crate::syntax::Block, t: &TemplateSpec) -> usize {
     body.settings()
         .filter(|s| t.param(&s.name.name).is_some())

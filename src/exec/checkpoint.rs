@@ -225,14 +225,18 @@ pub(super) fn changes(previous: &str, basis: &str) -> Vec<String> {
         };
         differences(label, &old[key.as_str()], value, &mut raw);
     }
-    in_words(&raw)
+    let fraction = new
+        .get("data")
+        .and_then(|d| d.get("eval"))
+        .is_some_and(|e| e.get("fraction").is_some());
+    in_words(&raw, fraction)
 }
 
 /// One difference between two records: the path of the value, old and new.
 type Difference = (String, serde_json::Value, serde_json::Value);
 
 /// How much a difference says by itself.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Weight {
     /// A setting of the workflow, or the data it names.
     Setting,
@@ -240,42 +244,62 @@ enum Weight {
     Recipe,
     /// Follows from these settings (learning rates, counts, the split):
     /// said only when none of them changed.
-    Follows(&'static [&'static str]),
+    Follows(Vec<&'static str>),
 }
 
-/// What follows from the data settings.
-const DATA: &[&str] = &["data.train", "data.eval", "data.images", "data.concepts"];
-/// What the held-out split follows from.
-const SPLIT: &[&str] = &[
-    "seed",
-    "data.train",
-    "data.eval",
-    "data.images",
-    "data.concepts",
-];
+/// What the lines depend on beyond the differences themselves.
+struct Context<'a> {
+    raw: &'a [Difference],
+    /// The held-out images are a fraction of the training folder's, drawn
+    /// from the seed (else a folder or list of their own).
+    fraction: bool,
+}
 
-fn in_words(raw: &[Difference]) -> Vec<String> {
-    let changed = |p: &str| {
-        raw.iter()
+impl Context<'_> {
+    fn changed(&self, p: &str) -> bool {
+        self.raw
+            .iter()
             .any(|(k, ..)| k == p || k.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
-    };
-    let template = changed("template");
+    }
+
+    /// What changes which images train and which are held out.
+    fn split(&self) -> Vec<&'static str> {
+        let mut from = vec!["data.train", "data.eval", "data.images", "data.concepts"];
+        if self.fraction {
+            from.push("seed");
+        }
+        from
+    }
+}
+
+fn in_words(raw: &[Difference], fraction: bool) -> Vec<String> {
+    let context = Context { raw, fraction };
+    let template = context.changed("template");
     // In the order a workflow writes them: the template, its parameters,
     // the seed, the data; then what follows from them.
     let rank = |path: &str| {
-        ["template", "hyper", "seed", "data"]
-            .iter()
-            .position(|p| path.starts_with(p))
-            .unwrap_or(4)
+        [
+            "template",
+            "hyper",
+            "seed",
+            "data.train",
+            "data.eval",
+            "data.weights",
+            "data.augment",
+            "data",
+        ]
+        .iter()
+        .position(|p| path == *p || path.starts_with(&format!("{p}.")))
+        .unwrap_or(8)
     };
     let mut raw: Vec<&Difference> = raw.iter().collect();
     raw.sort_by_key(|(path, ..)| rank(path));
     raw.into_iter()
-        .filter_map(|d| line(d, &changed))
+        .filter_map(|d| line(d, &context))
         .filter(|(w, _)| match w {
             Weight::Setting => true,
             Weight::Recipe => !template,
-            Weight::Follows(from) => !from.iter().any(|p| changed(p)),
+            Weight::Follows(from) => !from.iter().any(|p| context.changed(p)),
         })
         .map(|(_, l)| l)
         .collect()
@@ -284,15 +308,36 @@ fn in_words(raw: &[Difference]) -> Vec<String> {
 /// A difference as a line, and how much it says by itself; `None` when
 /// another line says it (the template's network, an angular setting of a
 /// loss that changed kind).
-fn line(d: &Difference, changed: &dyn Fn(&str) -> bool) -> Option<(Weight, String)> {
+fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
+    let changed = |p: &str| context.changed(p);
     let (path, old, new) = d;
     let was = |label: &str| format!("{label}: {} → {}", value(old), value(new));
     let named = |name: &str| was(&format!("`{name}`"));
-    let hyper = &["template", "hyper"];
+    // The data settings, and the counts that follow from the data.
+    let data = || {
+        vec![
+            "data.train",
+            "data.eval",
+            "data.images",
+            "data.concepts",
+            "data.train_images",
+            "data.eval_images",
+        ]
+    };
     Some(match path.as_str() {
         "template" => (Weight::Setting, was("the template")),
         "architecture" | "hyper.architecture" | "hyper.image_sizes" => return None,
-        "hyper.loss.kind" => (Weight::Setting, was("the loss (`logreg`)")),
+        "hyper.loss.kind" => {
+            let logreg = |v: &serde_json::Value| match v.as_str() {
+                Some("softmax") => Some("0"),
+                Some("sigmoid") => Some("1"),
+                _ => None,
+            };
+            match (logreg(old), logreg(new)) {
+                (Some(a), Some(b)) => (Weight::Setting, format!("`logreg`: {a} → {b}")),
+                _ => (Weight::Setting, was("the loss")),
+            }
+        }
         p if p.starts_with("hyper.loss.") => {
             if changed("hyper.loss.kind") {
                 return None;
@@ -312,43 +357,74 @@ fn line(d: &Difference, changed: &dyn Fn(&str) -> bool) -> Option<(Weight, Strin
                 &path["hyper.".len()..]
             )),
         ),
+        // Left to the data (`dataset_size`) unless set: follows from it when
+        // the data changed.
+        "hyper.num_items_per_epoch" => (Weight::Follows(data()), named("num_items_per_epoch")),
         p if p.starts_with("hyper.") => (Weight::Setting, named(&p["hyper.".len()..])),
         "seed" => {
             let mut l = named("seed");
-            if changed("images_and_concepts") {
+            if context.fraction && changed("images_and_concepts") {
                 l.push_str(" (the held-out images are drawn from it)");
             }
             (Weight::Setting, l)
         }
         "data.train" => (Weight::Setting, named("train")),
         "data.eval" => (Weight::Setting, named("eval")),
-        "data.weights" => (Weight::Setting, named("weights")),
+        "data.weights" => {
+            let path = |v: &serde_json::Value| match v.as_str() {
+                Some(p) => format!("\"{p}\""),
+                None => value(v),
+            };
+            (
+                Weight::Setting,
+                format!("`weights`: {} → {}", path(old), path(new)),
+            )
+        }
         "data.augment" => (
             Weight::Setting,
             format!("`augment`: {} → {}", augment(old), augment(new)),
         ),
         "data.concepts" => (Weight::Setting, concepts(old, new)),
         "data.images" => (Weight::Setting, was("the training images")),
-        "data.train_images" => (Weight::Follows(DATA), was("the images trained on")),
-        "data.eval_images" => (Weight::Follows(DATA), was("the held-out images")),
+        // Every training image trains unless a fraction is held out.
+        "data.train_images" => (
+            Weight::Follows(vec!["data.train", "data.eval", "data.images"]),
+            was("the images trained on"),
+        ),
+        // A fraction of the training folder's, or a folder of their own.
+        "data.eval_images" => {
+            let mut from = vec!["data.eval"];
+            if context.fraction {
+                from.extend(["data.train", "data.images"]);
+            }
+            (Weight::Follows(from), was("the held-out images"))
+        }
         "epoch_learning_rates" => (
-            Weight::Follows(hyper),
+            Weight::Follows(vec!["template", "hyper"]),
             was("the learning rate of each epoch"),
         ),
         "items_per_epoch" => (
-            Weight::Follows(&["template", "hyper", "data"]),
+            Weight::Follows(vec!["template", "hyper", "data"]),
             was("the images an epoch"),
         ),
         "steps_per_epoch" => (
-            Weight::Follows(&["template", "hyper", "data"]),
+            Weight::Follows(vec!["template", "hyper", "data"]),
             was("the steps an epoch"),
         ),
-        "images" => (
-            Weight::Follows(DATA),
-            "the images or their concepts: the same count, other files (an image renamed, \
-             one added where another went, or one moved to another concept)"
-                .into(),
-        ),
+        // Other files under the same counts: said unless a source or a
+        // count changed (a fraction held out changes none of them).
+        "images" => {
+            let mut from = vec!["data.train", "data.images", "data.concepts"];
+            if !context.fraction {
+                from.extend(["data.eval", "data.eval_images"]);
+            }
+            (
+                Weight::Follows(from),
+                "the images or their concepts: the same count, other files (an image renamed, \
+                 one added where another went, or one moved to another concept)"
+                    .into(),
+            )
+        }
         // Which images are held out, when the images themselves are known
         // to be the same (the record says `images`) and when not.
         "images_and_concepts" => {
@@ -356,12 +432,12 @@ fn line(d: &Difference, changed: &dyn Fn(&str) -> bool) -> Option<(Weight, Strin
                 return None;
             }
             (
-                Weight::Follows(SPLIT),
+                Weight::Follows(context.split()),
                 "which images are held out: the same images, another split".into(),
             )
         }
         "images_or_split" => (
-            Weight::Follows(SPLIT),
+            Weight::Follows(context.split()),
             "the images, their concepts or which are held out: the same counts, other files \
              or another split"
                 .into(),
@@ -406,9 +482,13 @@ fn value(v: &serde_json::Value) -> String {
 /// A number rounded to 6 significant digits, so that a value computed
 /// twice does not show its last bits (0.30000000000000004 is 0.3).
 fn number(f: f64) -> String {
-    format!("{f:.5e}")
-        .parse::<f64>()
-        .map_or_else(|_| f.to_string(), |r| r.to_string())
+    let r = format!("{f:.5e}").parse::<f64>().unwrap_or(f);
+    // Small rates as workflows write them (7.8125e-5, not 0.000078125).
+    if r != 0.0 && r.abs() < 1e-3 {
+        format!("{r:e}")
+    } else {
+        r.to_string()
+    }
 }
 
 /// `augment`, which a record leaves out when it is the default.
@@ -521,7 +601,7 @@ mod tests {
         let old = serde_json::json!({"num_epochs": 4, "loss": {"loss": "softmax"}});
         let new = serde_json::json!({"num_epochs": 2, "loss": {"loss": "softmax"}});
         differences("hyper", &old, &new, &mut out);
-        assert_eq!(in_words(&out), ["`num_epochs`: 4 → 2"]);
+        assert_eq!(in_words(&out, true), ["`num_epochs`: 4 → 2"]);
         assert_eq!(
             kept_metrics("{\"epoch\":1}\n{\"epoch\":2}\nnot json\n", 1),
             "{\"epoch\":1}\n"
@@ -588,9 +668,9 @@ mod tests {
         assert_eq!(
             changes(&base, &data),
             [
-                "`per_item_lrate`: 0.000078125 → 0.3",
-                "the concepts: `d` new; `c` gone",
+                "`per_item_lrate`: 7.8125e-5 → 0.3",
                 "`eval`: 0.25 → \"held\"",
+                "the concepts: `d` new; `c` gone",
             ]
         );
         // A record from before `images` was kept cannot tell files from
@@ -606,5 +686,55 @@ mod tests {
             changes("not json", &base),
             ["the checkpoint's record cannot be read"]
         );
+        // Other files under another fraction held out: the fraction does not
+        // explain them, so both are said; more images explain themselves.
+        let renamed = record(|v| {
+            v["data"]["eval"] = serde_json::json!({"fraction": 0.2});
+            v["data"]["eval_images"] = 5.into();
+            v["data"]["train_images"] = 19.into();
+            v["hyper"]["num_items_per_epoch"] = 19.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        let lines = changes(&base, &renamed);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], "`eval`: 0.25 → 0.2");
+        assert!(
+            lines[1].starts_with("the images or their concepts"),
+            "{lines:?}"
+        );
+        // Held-out images of their own: one more there is said as their
+        // count, not also as other files, and the seed draws nothing.
+        let own = |v: &mut serde_json::Value| {
+            v["data"]["eval"] = serde_json::json!({"images": {"kind": "folder", "path": "held"}});
+        };
+        let base = record(own);
+        let more = record(|v| {
+            own(v);
+            v["data"]["eval_images"] = 7.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        assert_eq!(changes(&base, &more), ["the held-out images: 6 → 7"]);
+        let moved = record(|v| {
+            own(v);
+            v["data"]["images"] = 23.into();
+            v["data"]["train_images"] = 17.into();
+            v["data"]["eval_images"] = 7.into();
+            v["seed"] = 4.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        assert_eq!(
+            changes(&base, &moved),
+            [
+                "`seed`: 3 → 4",
+                "the held-out images: 6 → 7",
+                "the training images: 24 → 23"
+            ]
+        );
+        // `logreg` as written.
+        let sigmoid = record(|v| v["hyper"]["loss"]["kind"] = "sigmoid".into());
+        assert_eq!(changes(&record(|_| {}), &sigmoid), ["`logreg`: 0 → 1"]);
     }
 }

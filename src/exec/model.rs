@@ -612,32 +612,41 @@ impl Model {
             .collect())
     }
 
-    /// The run's embeddings (`embeddings.safetensors` and `embeddings.csv`),
-    /// training rows then evaluation rows.
     /// The folder the run was started in, where the image paths it recorded
-    /// start: the run folder with the `output` its `plan.json` records taken
-    /// off its end. `None` when that cannot be told (no plan, an absolute
-    /// output, a run folder moved apart from its data): the paths are then
-    /// shown as recorded.
-    fn launch_folder(&self) -> Option<PathBuf> {
+    /// start: the run folder (as named, then with its links resolved) with
+    /// the `output` its `plan.json` records taken off its end, the first
+    /// under which the recorded image `probe` exists. `None` when that
+    /// cannot be told (no plan, an absolute output, a run folder copied or
+    /// moved apart from its data): the paths are then shown as recorded.
+    fn launch_folder(&self, probe: &Path) -> Option<PathBuf> {
         let plan = std::fs::read(self.folder.join("plan.json")).ok()?;
         let plan: serde_json::Value = serde_json::from_slice(&plan).ok()?;
         let output = crate::check::normalize(Path::new(plan["output"].as_str()?));
-        let here = std::fs::canonicalize(&self.folder).ok()?;
         let relative = output.is_relative()
             && output
                 .components()
                 .all(|c| matches!(c, std::path::Component::Normal(_)));
-        if !relative || !here.ends_with(&output) {
+        if !relative || probe.is_absolute() {
             return None;
         }
-        let mut launch = here.as_path();
-        for _ in output.components() {
-            launch = launch.parent()?;
-        }
-        Some(launch.to_path_buf())
+        let named = std::env::current_dir()
+            .ok()
+            .map(|here| crate::check::normalize(&here.join(&self.folder)));
+        let resolved = std::fs::canonicalize(&self.folder).ok();
+        [named, resolved].into_iter().flatten().find_map(|run| {
+            if !run.ends_with(&output) {
+                return None;
+            }
+            let mut launch = run.as_path();
+            for _ in output.components() {
+                launch = launch.parent()?;
+            }
+            launch.join(probe).exists().then(|| launch.to_path_buf())
+        })
     }
 
+    /// The run's embeddings (`embeddings.safetensors` and `embeddings.csv`),
+    /// training rows then evaluation rows.
     pub fn index(&self) -> Result<Index, RunError> {
         let tensors_path = self.folder.join("embeddings.safetensors");
         let csv_path = self.folder.join("embeddings.csv");
@@ -661,7 +670,14 @@ impl Model {
         };
         // The rows name images as the run found them, from the folder it
         // was started in: found from here through that folder.
-        let launch = self.launch_folder();
+        let launch = rows
+            .iter()
+            .map(|r| Path::new(&r.path))
+            .find(|p| p.is_relative())
+            .and_then(|probe| self.launch_folder(probe));
+        let here = std::env::current_dir()
+            .ok()
+            .and_then(|here| std::fs::canonicalize(here).ok());
         for split in ["train", "eval"] {
             let listed: Vec<&IndexRow> = rows.iter().filter(|r| r.split == split).collect();
             let matrix = tensors.get(split);
@@ -685,7 +701,7 @@ impl Model {
             for i in order {
                 let path = PathBuf::from(&listed[i].path);
                 index.paths.push(match &launch {
-                    Some(launch) if path.is_relative() => from_here(launch, &path),
+                    Some(launch) if path.is_relative() => from_here(launch, here.as_deref(), &path),
                     _ => path,
                 });
                 index.concepts.push(split_concepts(&listed[i].concepts));
@@ -872,16 +888,12 @@ fn file_id(path: &Path) -> FileId {
     FileId::Path(same_file(path))
 }
 
-/// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
-/// `path`, relative to `launch`, as a path from the current folder: relative
-/// (through `..` where it must) when the two share a folder below the root,
-/// else absolute.
-fn from_here(launch: &Path, path: &Path) -> PathBuf {
+/// `path`, relative to `launch`, as a path from `here` (the current folder,
+/// canonical): relative (through `..` where it must) when the two share a
+/// folder below the root, else absolute.
+fn from_here(launch: &Path, here: Option<&Path>, path: &Path) -> PathBuf {
     let full = crate::check::normalize(&launch.join(path));
-    let Some(here) = std::env::current_dir()
-        .ok()
-        .and_then(|here| std::fs::canonicalize(here).ok())
-    else {
+    let Some(here) = here else {
         return full;
     };
     let (a, b): (Vec<_>, Vec<_>) = (full.components().collect(), here.components().collect());
@@ -897,6 +909,7 @@ fn from_here(launch: &Path, path: &Path) -> PathBuf {
     out
 }
 
+/// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
 fn same_file(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }

@@ -334,14 +334,40 @@ impl Builder<'_> {
     /// Reports one swallowed piece of text: says what was expected where.
     pub(super) fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) {
         let start = self.offset + pair.as_span().start();
+        let text = pair.as_str();
         if start < self.skip_until {
+            // The line that closes a call reported whole: what follows its
+            // `)` is junk of its own.
+            let end = start + text.len();
+            if end <= self.skip_until {
+                return;
+            }
+            let rest = &self.text[self.skip_until..end];
+            let junk = rest.trim_start();
+            if junk.is_empty() || junk.starts_with('#') {
+                return;
+            }
+            let at = end - junk.len();
+            let mut d = trailing_junk(self.source, at, junk, &self.text[..self.skip_until]);
+            d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
+            if !self.reported.contains(&(d.code, d.span)) {
+                self.push(d);
+            }
             return;
         }
-        let text = pair.as_str();
         let trailing = self
             .last_end
             .filter(|&end| end <= start && !self.text[end..start].contains('\n'));
-        let call = trailing.and_then(|_| call_across_lines(&self.text[start..]));
+        // A call's name, right before the `(`: the value just read is a name.
+        let after_name = trailing.is_some_and(|end| {
+            let name =
+                self.text[..end].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            let name = &self.text[name.len()..end];
+            end == start && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        });
+        let call = after_name
+            .then(|| call_across_lines(&self.text[start..]))
+            .flatten();
         let mut d = match (trailing, call) {
             (Some(end), Some((len, one_line))) => {
                 self.skip_until = start + len;

@@ -331,6 +331,18 @@ mod tests {
             &text[close..]
         );
         assert!(parse_str(&fixed).1.is_empty(), "{fixed}");
+        // Junk after the `)` is said too; a `(` after no name (a number, a
+        // brace) is not taken for a call.
+        let (_, d) = parse_str("sweep {\n  batch_size = values(\n    16\n  ) extra\n}\n");
+        assert_eq!(d.len(), 2, "{d:#?}");
+        assert!(d[1].message.starts_with("unexpected"), "{d:#?}");
+        for text in ["sweep {\n  seed = 3(\n 1\n )\n}\n", "use T { }(\n1\n)\n"] {
+            let (_, d) = parse_str(text);
+            assert!(
+                !d.is_empty() && d.iter().all(|d| !d.message.contains("later line")),
+                "{d:#?}"
+            );
+        }
         // A `(` that no `)` closes before the next setting: each line is its
         // own error as before, and the next setting is kept.
         let text = "sweep {\n  batch_size = values(\n    16,\n  seed = values(1, 2)\n}\n";
