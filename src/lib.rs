@@ -25,6 +25,7 @@ extern crate alloc;
 
 pub mod arch;
 pub mod atomic;
+pub mod changed;
 pub mod check;
 pub mod cost;
 pub mod data;

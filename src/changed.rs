@@ -1,0 +1,506 @@
+//! What changed between the training a checkpoint records and the training
+//! a run would do, in the workflow's words: the records are the JSON of the
+//! plan's training values (`exec::checkpoint`'s basis); the lines name
+//! settings as a workflow writes them (`` `batch_size`: 8 → 4 ``), so this
+//! module, like the checker, knows the parameters' names.
+
+/// How the training a checkpoint was made by (`previous`, its recorded
+/// basis) and this run's (`basis`) differ, in the workflow's words: one line
+/// for each setting that changed (`` `batch_size`: 8 → 4 ``), and what
+/// follows from them (the learning rates, the held-out images) only where no
+/// setting explains it.
+pub fn changes(previous: &str, basis: &str) -> Vec<String> {
+    let (Ok(old), Ok(serde_json::Value::Object(new))) = (
+        serde_json::from_str::<serde_json::Value>(previous),
+        serde_json::from_str::<serde_json::Value>(basis),
+    ) else {
+        return vec!["the checkpoint's record cannot be read".into()];
+    };
+    let mut raw = Vec::new();
+    // A record of an earlier version lacks `images`: a changed
+    // `images_and_concepts` may then be other images or another split.
+    let split_known = old.get("images").is_some();
+    for (key, value) in &new {
+        let label = match key.as_str() {
+            "images" if !split_known => continue,
+            "images_and_concepts" if !split_known => "images_or_split",
+            k => k,
+        };
+        differences(label, &old[key.as_str()], value, &mut raw);
+    }
+    let fraction = new
+        .get("data")
+        .and_then(|d| d.get("eval"))
+        .is_some_and(|e| e.get("fraction").is_some());
+    in_words(&raw, fraction)
+}
+
+/// One difference between two records: the path of the value, old and new.
+type Difference = (String, serde_json::Value, serde_json::Value);
+
+/// How much a difference says by itself.
+#[derive(Clone, PartialEq, Eq)]
+enum Weight {
+    /// A setting of the workflow, or the data it names.
+    Setting,
+    /// The template's recipe: follows from the template.
+    Recipe,
+    /// Follows from these settings (learning rates, counts, the split):
+    /// said only when none of them changed.
+    Follows(Vec<&'static str>),
+}
+
+/// What the lines depend on beyond the differences themselves.
+struct Context<'a> {
+    raw: &'a [Difference],
+    /// The held-out images are a fraction of the training folder's, drawn
+    /// from the seed (else a folder or list of their own).
+    fraction: bool,
+}
+
+impl Context<'_> {
+    fn changed(&self, p: &str) -> bool {
+        self.raw
+            .iter()
+            .any(|(k, ..)| k == p || k.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
+    }
+
+    /// What changes which images train and which are held out.
+    fn split(&self) -> Vec<&'static str> {
+        let mut from = vec!["data.train", "data.eval", "data.images", "data.concepts"];
+        if self.fraction {
+            from.push("seed");
+        }
+        from
+    }
+}
+
+fn in_words(raw: &[Difference], fraction: bool) -> Vec<String> {
+    let context = Context { raw, fraction };
+    let template = context.changed("template");
+    // In the order a workflow writes them: the template, its parameters,
+    // the seed, the data; then what follows from them.
+    let rank = |path: &str| {
+        [
+            "template",
+            "hyper",
+            "seed",
+            "data.train",
+            "data.eval",
+            "data.weights",
+            "data.augment",
+            "data",
+        ]
+        .iter()
+        .position(|p| path == *p || path.starts_with(&format!("{p}.")))
+        .unwrap_or(8)
+    };
+    let mut raw: Vec<&Difference> = raw.iter().collect();
+    raw.sort_by_key(|(path, ..)| rank(path));
+    raw.into_iter()
+        .filter_map(|d| line(d, &context))
+        .filter(|(w, _)| match w {
+            Weight::Setting => true,
+            Weight::Recipe => !template,
+            Weight::Follows(from) => !from.iter().any(|p| context.changed(p)),
+        })
+        .map(|(_, l)| l)
+        .collect()
+}
+
+/// A difference as a line, and how much it says by itself; `None` when
+/// another line says it (the template's network, an angular setting of a
+/// loss that changed kind).
+fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
+    let changed = |p: &str| context.changed(p);
+    let (path, old, new) = d;
+    let was = |label: &str| format!("{label}: {} → {}", value(old), value(new));
+    let named = |name: &str| was(&format!("`{name}`"));
+    // The data settings, and the counts that follow from the data.
+    let data = || {
+        vec![
+            "data.train",
+            "data.eval",
+            "data.images",
+            "data.concepts",
+            "data.train_images",
+            "data.eval_images",
+        ]
+    };
+    Some(match path.as_str() {
+        "template" => (Weight::Setting, was("the template")),
+        "architecture" | "hyper.architecture" | "hyper.image_sizes" => return None,
+        "hyper.loss.kind" => {
+            let logreg = |v: &serde_json::Value| match v.as_str() {
+                Some("softmax") => Some("0"),
+                Some("sigmoid") => Some("1"),
+                _ => None,
+            };
+            match (logreg(old), logreg(new)) {
+                (Some(a), Some(b)) => (Weight::Setting, format!("`logreg`: {a} → {b}")),
+                _ => (Weight::Setting, was("the loss")),
+            }
+        }
+        p if p.starts_with("hyper.loss.") => {
+            if changed("hyper.loss.kind") {
+                return None;
+            }
+            let name = match &p["hyper.loss.".len()..] {
+                "scale" => "angular_scale",
+                "margin" => "angular_margin",
+                other => other,
+            };
+            (Weight::Setting, named(name))
+        }
+        "hyper.lr_decay" | "hyper.momentum" | "hyper.weight_decay" | "hyper.decayed"
+        | "hyper.conv_init" => (
+            Weight::Recipe,
+            was(&format!(
+                "the template's own `{}` (the checkpoint is from another version of wfrun)",
+                &path["hyper.".len()..]
+            )),
+        ),
+        // Left to the data (`dataset_size`) unless set: follows from it when
+        // the data changed.
+        "hyper.num_items_per_epoch" => (Weight::Follows(data()), named("num_items_per_epoch")),
+        p if p.starts_with("hyper.") => (Weight::Setting, named(&p["hyper.".len()..])),
+        "seed" => {
+            let mut l = named("seed");
+            if context.fraction && changed("images_and_concepts") {
+                l.push_str(" (the held-out images are drawn from it)");
+            }
+            (Weight::Setting, l)
+        }
+        "data.train" => (Weight::Setting, named("train")),
+        "data.eval" => (Weight::Setting, named("eval")),
+        "data.weights" => {
+            let path = |v: &serde_json::Value| match v.as_str() {
+                Some(p) => format!("\"{p}\""),
+                None => value(v),
+            };
+            (
+                Weight::Setting,
+                format!("`weights`: {} → {}", path(old), path(new)),
+            )
+        }
+        "data.augment" => (
+            Weight::Setting,
+            format!("`augment`: {} → {}", augment(old), augment(new)),
+        ),
+        "data.concepts" => (Weight::Setting, concepts(old, new)),
+        "data.images" => (Weight::Setting, was("the training images")),
+        // Every training image trains unless a fraction is held out.
+        "data.train_images" => (
+            Weight::Follows(vec!["data.train", "data.eval", "data.images"]),
+            was("the images trained on"),
+        ),
+        // A fraction of the training folder's, or a folder of their own.
+        "data.eval_images" => {
+            let mut from = vec!["data.eval"];
+            if context.fraction {
+                from.extend(["data.train", "data.images"]);
+            }
+            (Weight::Follows(from), was("the held-out images"))
+        }
+        "epoch_learning_rates" => (
+            Weight::Follows(vec!["template", "hyper"]),
+            was("the learning rate of each epoch"),
+        ),
+        "items_per_epoch" => (
+            Weight::Follows(vec!["template", "hyper", "data"]),
+            was("the images an epoch"),
+        ),
+        "steps_per_epoch" => (
+            Weight::Follows(vec!["template", "hyper", "data"]),
+            was("the steps an epoch"),
+        ),
+        // Other files under the same counts: said unless a source or a
+        // count changed (a fraction held out changes none of them).
+        "images" => {
+            let mut from = vec!["data.train", "data.images", "data.concepts"];
+            if !context.fraction {
+                from.extend(["data.eval", "data.eval_images"]);
+            }
+            (
+                Weight::Follows(from),
+                "the images or their concepts: the same count, other files (an image renamed, \
+                 one added where another went, or one moved to another concept)"
+                    .into(),
+            )
+        }
+        // Which images are held out, when the images themselves are known
+        // to be the same (the record says `images`) and when not.
+        "images_and_concepts" => {
+            if changed("images") {
+                return None;
+            }
+            (
+                Weight::Follows(context.split()),
+                "which images are held out: the same images, another split".into(),
+            )
+        }
+        "images_or_split" => (
+            Weight::Follows(context.split()),
+            "the images, their concepts or which are held out: the same counts, other files \
+             or another split"
+                .into(),
+        ),
+        _ => (Weight::Setting, was(&format!("`{path}`"))),
+    })
+}
+
+/// A recorded value as the workflow writes it.
+fn value(v: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match v {
+        Value::Null => "none".into(),
+        Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), ..) => u.to_string(),
+            (_, Some(i), _) => i.to_string(),
+            (.., Some(f)) => number(f),
+            _ => n.to_string(),
+        },
+        Value::String(s) => s.clone(),
+        Value::Bool(b) => b.to_string(),
+        Value::Array(items) => items.iter().map(value).collect::<Vec<_>>().join(", "),
+        Value::Object(o) => {
+            // `eval`: a fraction or images of their own; a source: its path.
+            if let Some(f) = o.get("fraction") {
+                value(f)
+            } else if let Some(images) = o.get("images") {
+                value(images)
+            } else if let Some(p) = o.get("path") {
+                let shown = format!("\"{}\"", value(p));
+                match o.get("kind").and_then(|k| k.as_str()) {
+                    Some("manifest") => format!("{shown} (a list of images)"),
+                    _ => shown,
+                }
+            } else {
+                v.to_string()
+            }
+        }
+    }
+}
+
+/// A number rounded to 6 significant digits, so that a value computed
+/// twice does not show its last bits (0.30000000000000004 is 0.3).
+fn number(f: f64) -> String {
+    let r = format!("{f:.5e}").parse::<f64>().unwrap_or(f);
+    // Small rates as workflows write them (7.8125e-5, not 0.000078125).
+    if r != 0.0 && r.abs() < 1e-3 {
+        format!("{r:e}")
+    } else {
+        r.to_string()
+    }
+}
+
+/// `augment`, which a record leaves out when it is the default.
+fn augment(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => crate::workflow::Augment::default().name().to_string(),
+        other => value(other),
+    }
+}
+
+/// The concepts found: which came and which went.
+fn concepts(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    let names = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| a.iter().map(value).collect())
+            .unwrap_or_default()
+    };
+    let (old, new) = (names(old), names(new));
+    let list = |names: Vec<&String>| {
+        names
+            .iter()
+            .map(|n| format!("`{n}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let came: Vec<&String> = new.iter().filter(|n| !old.contains(n)).collect();
+    let went: Vec<&String> = old.iter().filter(|n| !new.contains(n)).collect();
+    let mut parts = Vec::new();
+    if !came.is_empty() {
+        parts.push(format!("{} new", list(came)));
+    }
+    if !went.is_empty() {
+        parts.push(format!("{} gone", list(went)));
+    }
+    if parts.is_empty() {
+        parts.push("the same names in another order".into());
+    }
+    format!("the concepts: {}", parts.join("; "))
+}
+
+fn differences(
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<Difference>,
+) {
+    use serde_json::Value;
+    // An image source or `eval` is one value, whatever its shape.
+    let whole = matches!(path, "data.train" | "data.eval" | "data.weights");
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) if !whole => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                let (x, y) = (&a.get(k), &b.get(k));
+                differences(
+                    &format!("{path}.{k}"),
+                    x.unwrap_or(&Value::Null),
+                    y.unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        (a, b) if a != b => out.push((path.to_string(), a.clone(), b.clone())),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_what_training_depends_on_counts_as_a_change() {
+        let mut out = Vec::new();
+        let old = serde_json::json!({"num_epochs": 4, "loss": {"loss": "softmax"}});
+        let new = serde_json::json!({"num_epochs": 2, "loss": {"loss": "softmax"}});
+        differences("hyper", &old, &new, &mut out);
+        assert_eq!(in_words(&out, true), ["`num_epochs`: 4 → 2"]);
+    }
+
+    /// A record as `basis` writes it, with `edit` applied.
+    fn record(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v = serde_json::json!({
+            "template": "Clarifai_InceptionBatchNorm",
+            "architecture": "bn_inception",
+            "hyper": {"batch_size": 8, "per_item_lrate": 7.8125e-5, "momentum": 0.9,
+                      "loss": {"kind": "softmax"}},
+            "seed": 3,
+            "data": {"train": {"kind": "folder", "path": "images"}, "eval": {"fraction": 0.25},
+                     "weights": null, "concepts": ["a", "b", "c"], "images": 24,
+                     "train_images": 18, "eval_images": 6},
+            "epoch_learning_rates": [0.000625, 0.0000625],
+            "items_per_epoch": 16,
+            "steps_per_epoch": 2,
+            "images_and_concepts": "0123456789abcdef",
+            "images": "fedcba9876543210",
+        });
+        edit(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn a_refusal_names_settings_in_the_workflows_words() {
+        let base = record(|_| {});
+        assert!(changes(&base, &base).is_empty());
+        // A setting: its line alone, not the learning rates it changes.
+        let batch = record(|v| {
+            v["hyper"]["batch_size"] = 4.into();
+            v["hyper"]["per_item_lrate"] = 0.000078125.into();
+            v["epoch_learning_rates"] = serde_json::json!([0.0003125, 0.00003125]);
+        });
+        assert_eq!(changes(&base, &batch), ["`batch_size`: 8 → 4"]);
+        // The seed draws another split: said as the seed, not as data.
+        let seed = record(|v| {
+            v["seed"] = 4.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+        });
+        assert_eq!(
+            changes(&base, &seed),
+            ["`seed`: 3 → 4 (the held-out images are drawn from it)"]
+        );
+        // The same counts, other files: said as such, with any setting.
+        let moved = record(|v| {
+            v["hyper"]["batch_size"] = 4.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        let lines = changes(&base, &moved);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[1].starts_with("the images or their concepts: the same count, other files"));
+        // Sources and fractions as the workflow writes them; a float's
+        // last bits are not shown; concepts as names that came and went.
+        let data = record(|v| {
+            v["data"]["eval"] = serde_json::json!({"images": {"kind": "folder", "path": "held"}});
+            v["data"]["concepts"] = serde_json::json!(["a", "b", "d"]);
+            v["hyper"]["per_item_lrate"] = (0.1f64 + 0.2).into();
+        });
+        assert_eq!(
+            changes(&base, &data),
+            [
+                "`per_item_lrate`: 7.8125e-5 → 0.3",
+                "`eval`: 0.25 → \"held\"",
+                "the concepts: `d` new; `c` gone",
+            ]
+        );
+        // A record from before `images` was kept cannot tell files from
+        // the split.
+        let older = base.replace(",\"images\":\"fedcba9876543210\"", "");
+        assert!(older.len() < base.len());
+        let split = record(|v| v["images_and_concepts"] = "1111111111111111".into());
+        assert_eq!(
+            changes(&older, &split),
+            ["the images, their concepts or which are held out: the same counts, other files or another split"]
+        );
+        assert_eq!(
+            changes("not json", &base),
+            ["the checkpoint's record cannot be read"]
+        );
+        // Other files under another fraction held out: the fraction does not
+        // explain them, so both are said; more images explain themselves.
+        let renamed = record(|v| {
+            v["data"]["eval"] = serde_json::json!({"fraction": 0.2});
+            v["data"]["eval_images"] = 5.into();
+            v["data"]["train_images"] = 19.into();
+            v["hyper"]["num_items_per_epoch"] = 19.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        let lines = changes(&base, &renamed);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], "`eval`: 0.25 → 0.2");
+        assert!(
+            lines[1].starts_with("the images or their concepts"),
+            "{lines:?}"
+        );
+        // Held-out images of their own: one more there is said as their
+        // count, not also as other files, and the seed draws nothing.
+        let own = |v: &mut serde_json::Value| {
+            v["data"]["eval"] = serde_json::json!({"images": {"kind": "folder", "path": "held"}});
+        };
+        let base = record(own);
+        let more = record(|v| {
+            own(v);
+            v["data"]["eval_images"] = 7.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        assert_eq!(changes(&base, &more), ["the held-out images: 6 → 7"]);
+        let moved = record(|v| {
+            own(v);
+            v["data"]["images"] = 23.into();
+            v["data"]["train_images"] = 17.into();
+            v["data"]["eval_images"] = 7.into();
+            v["seed"] = 4.into();
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        assert_eq!(
+            changes(&base, &moved),
+            [
+                "`seed`: 3 → 4",
+                "the held-out images: 6 → 7",
+                "the training images: 24 → 23"
+            ]
+        );
+        // `logreg` as written.
+        let sigmoid = record(|v| v["hyper"]["loss"]["kind"] = "sigmoid".into());
+        assert_eq!(changes(&record(|_| {}), &sigmoid), ["`logreg`: 0 → 1"]);
+    }
+}
