@@ -201,13 +201,6 @@ impl Fnv {
     }
 }
 
-/// How the training a checkpoint was made by (`previous`, its recorded
-/// basis) and this run's (`basis`) differ, in the workflow's words
-/// ([`crate::changed`]).
-pub(super) fn changes(previous: &str, basis: &str) -> Vec<String> {
-    crate::changed::changes(previous, basis)
-}
-
 /// The basis a checkpoint recorded, read from the safetensors header and the
 /// one tensor holding it (not the weights): `None` when it records none.
 pub(super) fn recorded_basis(path: &Path) -> std::io::Result<Option<String>> {

@@ -277,7 +277,7 @@ fn write_plan(plan: &Plan, resuming: bool, basis: &str) -> Result<(), RunError> 
                          it): {START_OVER}"
                 ))
             })?;
-        let changes = checkpoint::changes(&recorded, basis);
+        let changes = crate::changed::changes(&recorded, basis);
         if !changes.is_empty() {
             return Err(refuse(format!(
                 "the workflow or its data changed since it was made:\n  {}\n\

@@ -20,9 +20,6 @@ pub(super) struct Builder<'d> {
     /// The end of a call written over several lines, reported whole: the
     /// swallowed lines before it say nothing more.
     pub(super) skip_until: usize,
-    /// Set when the last piece explained was such a call: the setting it
-    /// belongs to keeps no value (it holds only the call's name).
-    pub(super) broken_call: bool,
 }
 
 impl Builder<'_> {
@@ -67,8 +64,9 @@ impl Builder<'_> {
         for p in pair.into_inner() {
             match p.as_rule() {
                 Rule::bad_item => {
-                    self.bad_piece(&p, Rule::item_only);
-                    if std::mem::take(&mut self.broken_call) {
+                    // A call over several lines: its setting holds only the
+                    // call's name, not a value.
+                    if self.bad_piece(&p, Rule::item_only) {
                         if let Some(Item::Setting(s)) = items.last_mut() {
                             s.value.kind = ValueKind::Invalid;
                         }
@@ -194,8 +192,9 @@ impl Builder<'_> {
             match p.as_rule() {
                 Rule::lbrace | Rule::rbrace => {}
                 Rule::bad_line => {
-                    self.bad_piece(&p, Rule::block_item_only);
-                    if std::mem::take(&mut self.broken_call) {
+                    // A call over several lines: its setting holds only the
+                    // call's name, not a value.
+                    if self.bad_piece(&p, Rule::block_item_only) {
                         if let Some(BlockItem::Setting(s)) = items.last_mut() {
                             s.value.kind = ValueKind::Invalid;
                         }
@@ -332,28 +331,21 @@ impl Builder<'_> {
     }
 
     /// Reports one swallowed piece of text: says what was expected where.
-    pub(super) fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) {
+    /// Reports a piece the recovery layer swallowed; `true` when it was a
+    /// call written over several lines, reported whole.
+    pub(super) fn bad_piece(&mut self, pair: &Pair<Rule>, entry: Rule) -> bool {
         let start = self.offset + pair.as_span().start();
         let text = pair.as_str();
         if start < self.skip_until {
             // The line that closes a call reported whole: what follows its
             // `)` is junk of its own.
             let end = start + text.len();
-            if end <= self.skip_until {
-                return;
+            let junk = self.text[self.skip_until.min(end)..end].trim_start();
+            if !junk.is_empty() && !junk.starts_with('#') {
+                let before = &self.text[..self.skip_until];
+                self.report(trailing_junk(self.source, end - junk.len(), junk, before));
             }
-            let rest = &self.text[self.skip_until..end];
-            let junk = rest.trim_start();
-            if junk.is_empty() || junk.starts_with('#') {
-                return;
-            }
-            let at = end - junk.len();
-            let mut d = trailing_junk(self.source, at, junk, &self.text[..self.skip_until]);
-            d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
-            if !self.reported.contains(&(d.code, d.span)) {
-                self.push(d);
-            }
-            return;
+            return false;
         }
         let trailing = self
             .last_end
@@ -368,24 +360,33 @@ impl Builder<'_> {
         let call = after_name
             .then(|| call_across_lines(&self.text[start..]))
             .flatten();
-        let mut d = match (trailing, call) {
+        let d = match (trailing, call) {
             (Some(end), Some((len, one_line))) => {
                 self.skip_until = start + len;
-                self.broken_call = true;
                 let span = Span::new(self.source, start, start + len);
                 let lines = self.text[start..start + len].matches('\n').count() + 1;
-                call_across_lines_error(span, &self.text[..end], &one_line, lines)
+                self.report(call_across_lines_error(
+                    span,
+                    &self.text[..end],
+                    &one_line,
+                    lines,
+                ));
+                return true;
             }
             (Some(end), None) => trailing_junk(self.source, start, text, &self.text[..end]),
             (None, _) => explain(self.source, start, text, entry),
         };
-        d.span = Span::new(self.source, self.pos(d.span.start), self.pos(d.span.end));
+        self.report(d);
+        false
+    }
+
+    /// Pushes `d`, its spans (and its fixes') mapped from the parsed text to
+    /// the file, unless a piece explained before gave it already.
+    fn report(&mut self, mut d: Diagnostic) {
+        let map = |b: &Self, span: Span| Span::new(b.source, b.pos(span.start), b.pos(span.end));
+        d.span = map(self, d.span);
         for fix in &mut d.fixes {
-            fix.span = Span::new(
-                self.source,
-                self.pos(fix.span.start),
-                self.pos(fix.span.end),
-            );
+            fix.span = map(self, fix.span);
         }
         if !self.reported.contains(&(d.code, d.span)) {
             self.push(d);
@@ -472,7 +473,6 @@ mod tests {
                 text: "",
                 reported: Default::default(),
                 skip_until: 0,
-                broken_call: false,
             };
             for p in 0..40 {
                 assert_eq!(builder.pos(p), walk(&insertions, p), "{insertions:?} {p}");

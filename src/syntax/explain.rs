@@ -101,9 +101,10 @@ pub(super) fn call_across_lines(rest: &str) -> Option<(usize, String)> {
     None
 }
 
-/// The diagnostic for [`call_across_lines`]: `before` is the text of the
-/// line before the `(` (`batch_size = values`), `len` and `one_line` what
-/// that function found.
+/// The diagnostic for [`call_across_lines`] at `span` (the `(` through the
+/// `)`, over `lines` lines): `before` is the text up to the `(`, whose last
+/// line is the setting (`batch_size = values`), `one_line` what that
+/// function found.
 pub(super) fn call_across_lines_error(
     span: Span,
     before: &str,

@@ -161,7 +161,6 @@ fn parse_as(
             offset: a,
             reported: Default::default(),
             skip_until: 0,
-            broken_call: false,
         };
         let module = match WfParser::parse(Rule::file, &parsed_text[a..b]) {
             Ok(mut pairs) => builder.file(pairs.next().expect("file rule")),
