@@ -35,6 +35,49 @@ pub fn changes(previous: &str, basis: &str) -> Vec<String> {
     in_words(&raw, fraction)
 }
 
+/// How the values a sweep's trial was done with (`trial.json`'s `basis`:
+/// the template, the trial's values, the data settings and the images the
+/// checker counted) and those this workflow gives it differ, in the
+/// workflow's words, as [`changes`] says a checkpoint's.
+pub fn trial_changes(before: &serde_json::Value, now: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    // The record in a checkpoint's shape: the concepts' names and the
+    // images under `data`, the images of each concept beside them.
+    let as_basis = |v: &Value| {
+        let dataset = &v["dataset"];
+        let names: Vec<Value> = dataset["concepts"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c[0].clone()).collect())
+            .unwrap_or_default();
+        let mut data = match &v["data"] {
+            Value::Object(d) => d.clone(),
+            _ => serde_json::Map::new(),
+        };
+        data.remove("unseen");
+        if !dataset.is_null() {
+            data.insert("concepts".into(), Value::Array(names));
+            data.insert("images".into(), dataset["images"].clone());
+            data.insert("per_concept".into(), dataset["concepts"].clone());
+        }
+        let mut record = serde_json::Map::new();
+        for key in ["template", "hyper", "seed"] {
+            record.insert(key.into(), v[key].clone());
+        }
+        record.insert("data".into(), Value::Object(data));
+        record
+    };
+    let (old, new) = (Value::Object(as_basis(before)), as_basis(now));
+    let mut raw = Vec::new();
+    for (key, value) in &new {
+        differences(key, &old[key.as_str()], value, &mut raw);
+    }
+    let fraction = new
+        .get("data")
+        .and_then(|d| d.get("eval"))
+        .is_some_and(|e| e.get("fraction").is_some());
+    in_words(&raw, fraction)
+}
+
 /// One difference between two records: the path of the value, old and new.
 type Difference = (String, serde_json::Value, serde_json::Value);
 
@@ -189,6 +232,11 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
         ),
         "data.concepts" => (Weight::Setting, concepts(old, new)),
         "data.images" => (Weight::Setting, was("the training images")),
+        // A sweep's record: the images the checker counted in each concept.
+        p if p.starts_with("data.per_concept") => (
+            Weight::Follows(vec!["data.train", "data.concepts", "data.images"]),
+            "the images of each concept: the same concepts and count, spread otherwise".into(),
+        ),
         // Every training image trains unless a fraction is held out.
         "data.train_images" => (
             Weight::Follows(vec!["data.train", "data.eval", "data.images"]),
@@ -340,7 +388,10 @@ fn differences(
 ) {
     use serde_json::Value;
     // An image source or `eval` is one value, whatever its shape.
-    let whole = matches!(path, "data.train" | "data.eval" | "data.weights");
+    let whole = matches!(
+        path,
+        "data.train" | "data.eval" | "data.weights" | "data.per_concept"
+    );
     match (old, new) {
         (Value::Object(a), Value::Object(b)) if !whole => {
             let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();

@@ -189,3 +189,50 @@ mod tests {
         assert!(shown.contains("…(99607 characters left out)…"), "{shown}");
     }
 }
+
+/// Paths as records name them to stay the same wherever a run starts:
+/// relative to the workflow's folder where they lie inside it, else
+/// absolute (both read lexically from the current folder). The same
+/// workflow started from another folder, or moved with its data and run
+/// folder, names the same paths; without a current folder, as given.
+pub struct FromWorkflow {
+    here_and_base: Option<(PathBuf, PathBuf)>,
+}
+
+impl FromWorkflow {
+    /// Names for the workflow whose folder is `base_dir`.
+    pub fn new(base_dir: &Path) -> FromWorkflow {
+        let here_and_base = std::env::current_dir().ok().map(|here| {
+            let base = crate::check::normalize(&here.join(base_dir));
+            (here, base)
+        });
+        FromWorkflow { here_and_base }
+    }
+
+    /// Paths named as given.
+    pub fn as_given() -> FromWorkflow {
+        FromWorkflow {
+            here_and_base: None,
+        }
+    }
+
+    pub fn name(&self, path: &Path) -> PathBuf {
+        let Some((here, base)) = &self.here_and_base else {
+            return path.to_path_buf();
+        };
+        let full = crate::check::normalize(&here.join(path));
+        match full.strip_prefix(base) {
+            Ok(inside) if inside.as_os_str().is_empty() => ".".into(),
+            Ok(inside) => inside.to_path_buf(),
+            Err(_) => full,
+        }
+    }
+
+    pub fn source(&self, source: &crate::workflow::ImageSource) -> crate::workflow::ImageSource {
+        use crate::workflow::ImageSource;
+        match source {
+            ImageSource::Folder(p) => ImageSource::Folder(self.name(p)),
+            ImageSource::Manifest(p) => ImageSource::Manifest(self.name(p)),
+        }
+    }
+}

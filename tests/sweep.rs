@@ -403,10 +403,34 @@ fn a_four_trial_sweep_runs_resumes_after_sigkill_and_names_the_best() {
     let text = std::fs::read_to_string(&file).unwrap();
     std::fs::write(&file, text.replace("num_epochs = 3", "num_epochs = 4")).unwrap();
     let (ok, _, stderr) = wfrun(&[file_arg, "--resume"]);
+    // In the workflow's words: the setting, not a record's key.
     assert!(
-        !ok && stderr.contains("hyper.num_epochs: 3 → 4"),
+        !ok && stderr.contains("`num_epochs`: 3 → 4\n"),
         "says what changed: {stderr}"
     );
+    assert_eq!(stderr.matches('→').count(), 1, "{stderr}");
+    assert!(!stderr.contains("hyper."), "{stderr}");
+    // Other data: its concepts named.
+    std::fs::write(&file, &text).unwrap();
+    let images = dir.path().join("images");
+    std::fs::rename(images.join("c0"), images.join("zero")).unwrap();
+    let (ok, _, stderr) = wfrun(&[file_arg, "--resume"]);
+    assert!(
+        !ok && stderr.contains("the concepts: `zero` new; `c0` gone"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("dataset"), "{stderr}");
+    // The whole folder moved (the workflow, its images and runs): the same
+    // sweep, every trial done.
+    std::fs::rename(images.join("zero"), images.join("c0")).unwrap();
+    let moved = dir.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    for name in ["images", "s.wf", "runs"] {
+        std::fs::rename(dir.path().join(name), moved.join(name)).unwrap();
+    }
+    let (ok, _, stderr) = wfrun(&[moved.join("s.wf").to_str().unwrap(), "--resume"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("skipped").count(), 4, "{stderr}");
 }
 
 #[test]

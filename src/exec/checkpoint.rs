@@ -10,6 +10,8 @@ use serde::Deserialize;
 use super::{folder, RunError};
 use crate::models::optim::Sgd;
 use crate::models::weights;
+use crate::paths::FromWorkflow;
+use crate::workflow::Eval;
 
 /// Where a run resumes: finished epochs and steps of the next, with the
 /// losses of those steps (so the epoch's mean loss covers all of it).
@@ -135,13 +137,34 @@ struct Basis<'a> {
     images: String,
 }
 
-/// The JSON of what training depends on, recorded in each checkpoint.
-pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> String {
+/// How a basis names the paths it records.
+pub(super) enum Naming<'a> {
+    /// Relative to the workflow's folder (`Workflow::base_dir`) where they
+    /// lie inside it, else absolute: the same workflow started from another
+    /// folder, or moved with its data and run folder, names the same paths.
+    Workflow(&'a Path),
+    /// As the run reads them, relative to the folder it started in (what
+    /// checkpoints of earlier versions recorded).
+    AsRead,
+}
+
+/// The JSON of what training depends on, recorded in each checkpoint, its
+/// paths named as `naming` says.
+pub(super) fn basis(
+    plan: &crate::plan::Plan,
+    sets: &super::sets::DataSets,
+    naming: Naming,
+) -> String {
+    let names = match naming {
+        Naming::Workflow(base) => FromWorkflow::new(base),
+        Naming::AsRead => FromWorkflow::as_given(),
+    };
     let mut digest = Fnv::default();
     let mut all = Vec::new();
     for set in [&sets.train, &sets.eval] {
         for (path, concepts) in set.paths.iter().zip(&set.concepts) {
-            digest.image(path, concepts, &sets.concepts);
+            let path = names.name(path);
+            digest.image(&path, concepts, &sets.concepts);
             all.push((path, concepts));
         }
         digest.eat(b"--");
@@ -149,11 +172,17 @@ pub(super) fn basis(plan: &crate::plan::Plan, sets: &super::sets::DataSets) -> S
     all.sort();
     let mut images = Fnv::default();
     for (path, concepts) in all {
-        images.image(path, concepts, &sets.concepts);
+        images.image(&path, concepts, &sets.concepts);
     }
     // The unseen images are judged, never trained on: adding or changing
     // them does not change what a checkpoint continues.
     let data = crate::plan::PlannedData {
+        train: names.source(&plan.data.train),
+        eval: match &plan.data.eval {
+            Eval::Images(source) => Eval::Images(names.source(source)),
+            fraction => fraction.clone(),
+        },
+        weights: plan.data.weights.as_deref().map(|p| names.name(p)),
         unseen: None,
         unseen_images: None,
         unseen_concepts: None,

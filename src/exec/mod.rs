@@ -39,6 +39,7 @@ use serde::Serialize;
 
 use crate::plan::Plan;
 use crate::workflow::Workflow;
+use checkpoint::Naming;
 
 pub use error::RunError;
 pub use event::Event;
@@ -150,8 +151,14 @@ pub fn run(
     owner::start_fresh(&workflow.output, options, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
-    let basis = checkpoint::basis(&plan, &data);
-    write_plan(&plan, options.resume && workflow.base.is_none(), &basis)?;
+    let basis = checkpoint::basis(&plan, &data, Naming::Workflow(&workflow.base_dir));
+    let as_read = || checkpoint::basis(&plan, &data, Naming::AsRead);
+    write_plan(
+        &plan,
+        options.resume && workflow.base.is_none(),
+        &basis,
+        &as_read,
+    )?;
     let cx = train::Context {
         workflow,
         options,
@@ -261,8 +268,15 @@ pub fn run(
 pub(crate) const START_OVER: &str = "run with `--fresh` to start over";
 
 /// Writes `plan.json`; resuming, first checks that the checkpoint was made
-/// by the same training (a checkpoint continues only that).
-fn write_plan(plan: &Plan, resuming: bool, basis: &str) -> Result<(), RunError> {
+/// by the same training (a checkpoint continues only that). A checkpoint
+/// of an earlier version named its paths as read (`as_read`): one that
+/// matches so continues too, and its next save records `basis`.
+fn write_plan(
+    plan: &Plan,
+    resuming: bool,
+    basis: &str,
+    as_read: &dyn Fn() -> String,
+) -> Result<(), RunError> {
     let checkpoint = plan.output.join("checkpoint.safetensors");
     if resuming && checkpoint.exists() {
         let refuse = |message: String| RunError::Resume {
@@ -277,7 +291,19 @@ fn write_plan(plan: &Plan, resuming: bool, basis: &str) -> Result<(), RunError> 
                          it): {START_OVER}"
                 ))
             })?;
-        let changes = crate::changed::changes(&recorded, basis);
+        // Said against whichever naming differs least (an earlier
+        // version's record reads as moved images against the other).
+        let changes = match crate::changed::changes(&recorded, basis) {
+            changes if changes.is_empty() => changes,
+            changes => {
+                let as_read = crate::changed::changes(&recorded, &as_read());
+                if as_read.len() < changes.len() {
+                    as_read
+                } else {
+                    changes
+                }
+            }
+        };
         if !changes.is_empty() {
             return Err(refuse(format!(
                 "the workflow or its data changed since it was made:\n  {}\n\

@@ -157,8 +157,38 @@ pub fn objective_value(
     value.filter(|(v, _)| v.is_finite())
 }
 
+/// How a record names paths: relative to the workflow's folder (this
+/// version's `trial.json`), or resolved by the file system (earlier ones').
+#[derive(Clone, Copy)]
+enum Naming {
+    Workflow,
+    Resolved,
+}
+
+impl Naming {
+    fn namer(self, workflow: &Workflow) -> Box<dyn Fn(&PathBuf) -> PathBuf> {
+        match self {
+            Naming::Workflow => {
+                let names = crate::paths::FromWorkflow::new(&workflow.base_dir);
+                Box::new(move |p| names.name(p))
+            }
+            Naming::Resolved => {
+                Box::new(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            }
+        }
+    }
+}
+
+/// Whether a record of what a trial trained with is what the workflow
+/// gives it now, its paths named either way.
+fn trained_with(recorded: &serde_json::Value, workflow: &Workflow, trial: &Workflow) -> bool {
+    [Naming::Workflow, Naming::Resolved]
+        .into_iter()
+        .any(|n| *recorded == basis(workflow, trial, n))
+}
+
 /// What a trial trains with, as `trial.json` records it.
-fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
+fn basis(workflow: &Workflow, trial: &Workflow, naming: Naming) -> serde_json::Value {
     #[derive(Serialize)]
     struct Basis<'a> {
         template: &'a str,
@@ -167,9 +197,9 @@ fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
         dataset: Option<&'a crate::workflow::DatasetSummary>,
         seed: u64,
     }
-    // Paths as the file system resolves them: a sweep resumed from another
-    // folder is the same sweep.
-    let real = |p: &PathBuf| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+    // Paths named the same from any folder, and after the workflow's folder
+    // moved with its data: the same sweep.
+    let real = naming.namer(workflow);
     let source = |s: &ImageSource| match s {
         ImageSource::Folder(p) => ImageSource::Folder(real(p)),
         ImageSource::Manifest(p) => ImageSource::Manifest(real(p)),
@@ -181,7 +211,7 @@ fn basis(workflow: &Workflow, trial: &Workflow) -> serde_json::Value {
             Eval::Images(s) => Eval::Images(source(s)),
             other => other.clone(),
         },
-        weights: d.weights.as_ref().map(real),
+        weights: d.weights.as_ref().map(&real),
         unseen: d.unseen.as_ref().map(source),
         augment: d.augment,
     };
@@ -216,12 +246,11 @@ fn refuse_other(
     name: &str,
     path: PathBuf,
 ) -> Result<(), RunError> {
-    let now = basis(workflow, trial);
-    if record.basis == now {
+    if trained_with(&record.basis, workflow, trial) {
         return Ok(());
     }
-    let mut changed = Vec::new();
-    changes(&record.basis, &now, "", &mut changed);
+    let now = basis(workflow, trial, Naming::Workflow);
+    let changed = crate::changed::trial_changes(&record.basis, &now);
     Err(RunError::Resume {
         path,
         message: format!(
@@ -234,7 +263,7 @@ fn refuse_other(
 
 /// What a trial does after training, as `trial.json` records it: its steps
 /// (typed values, not where they are written) and its unseen images.
-fn after(workflow: &Workflow) -> serde_json::Value {
+fn after(workflow: &Workflow, naming: Naming) -> serde_json::Value {
     #[derive(Serialize)]
     struct After<'a> {
         steps: Vec<(&'a str, &'a crate::hyper::StepParams)>,
@@ -246,7 +275,7 @@ fn after(workflow: &Workflow) -> serde_json::Value {
         .data
         .unseen
         .as_ref()
-        .map(|u| std::fs::canonicalize(u.path()).unwrap_or_else(|_| u.path().clone()));
+        .map(|u| naming.namer(workflow)(u.path()));
     serde_json::to_value(After {
         steps: workflow
             .steps
@@ -257,45 +286,6 @@ fn after(workflow: &Workflow) -> serde_json::Value {
         unseen_counted: workflow.dataset.as_ref().and_then(|d| d.unseen),
     })
     .unwrap_or_default()
-}
-
-/// What differs between two records of what a trial trained with, as
-/// `path: before → now` lines.
-fn changes(before: &serde_json::Value, now: &serde_json::Value, path: &str, out: &mut Vec<String>) {
-    use serde_json::Value;
-    match (before, now) {
-        (Value::Object(a), Value::Object(b)) => {
-            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
-            for k in keys {
-                let p = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                changes(
-                    a.get(k).unwrap_or(&Value::Null),
-                    b.get(k).unwrap_or(&Value::Null),
-                    &p,
-                    out,
-                );
-            }
-        }
-        (a, b) if a != b => {
-            let short = |v: &Value| {
-                let t = v.to_string();
-                if t.len() > 60 {
-                    format!(
-                        "{}…",
-                        &t[..t.char_indices().nth(57).map_or(t.len(), |(i, _)| i)]
-                    )
-                } else {
-                    t
-                }
-            };
-            out.push(format!("{path}: {} → {}", short(a), short(b)));
-        }
-        _ => {}
-    }
 }
 
 fn read_record(path: &Path) -> Result<Option<TrialRecord>, RunError> {
@@ -427,7 +417,10 @@ pub fn run(
         if let Some(record) = &previous {
             refuse_other(record, workflow, trial, name, record_path.clone())?;
             let finished = record.outcome.status == TrialStatus::Finished;
-            if record.after == after(workflow) || !finished {
+            let same_after = [Naming::Workflow, Naming::Resolved]
+                .into_iter()
+                .any(|n| record.after == after(workflow, n));
+            if same_after || !finished {
                 let outcome = refreshed(&record.outcome, &trial.output, sweep.objective.metric);
                 on_event(&Event::TrialSkipped {
                     name: name.clone(),
@@ -455,8 +448,8 @@ pub fn run(
         };
         let record = TrialRecord {
             outcome: outcome.clone(),
-            basis: basis(workflow, trial),
-            after: after(workflow),
+            basis: basis(workflow, trial, Naming::Workflow),
+            after: after(workflow, Naming::Workflow),
         };
         folder::write_json(&record_path, &record)?;
         on_event(&Event::TrialEnded { outcome });
@@ -726,7 +719,7 @@ fn collect(
     let mut pending = Vec::new();
     for (spec, t) in sweep.trials.iter().zip(trials) {
         match read_record(&t.output.join(TRIAL_FILE))? {
-            Some(r) if r.basis == basis(workflow, t) => {
+            Some(r) if trained_with(&r.basis, workflow, t) => {
                 done.push(refreshed(&r.outcome, &t.output, sweep.objective.metric))
             }
             _ => pending.push(spec.name.clone()),
