@@ -1206,3 +1206,148 @@ fn an_image_named_twice_is_embedded_once_with_all_its_concepts() {
         .unwrap();
     assert_eq!(inputs.concepts[dog], ["dog"]);
 }
+
+#[test]
+fn a_run_resumes_from_any_folder_and_moved_with_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    write_images(&project.join("images"));
+    let text = |batch: u32| {
+        format!(
+            "workflow moved\n\
+             use Clarifai_InceptionBatchNorm {{ image_size = 32  batch_size = {batch}  num_epochs = 1  init_epochs = 1  num_items_per_epoch = 16  logreg = 0 }}\n\
+             data {{ train = \"images\"  eval = 0.25 }}\n"
+        )
+    };
+    std::fs::write(project.join("pipe.wf"), text(8)).unwrap();
+    // Started inside the images' folder: its output climbs out of it.
+    let out = wfrun(&project.join("images"), &["../pipe.wf"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The same workflow, named from its parent folder, from the root, and
+    // after the whole folder moved: the same images, the same training.
+    let absolute = project.join("pipe.wf");
+    for (cwd, path) in [
+        (dir.path(), Path::new("project/pipe.wf")),
+        (Path::new("/"), absolute.as_path()),
+    ] {
+        let out = wfrun(cwd, &[path.to_str().unwrap(), "--resume"]);
+        assert_eq!(out.code, 0, "from {}: {}", cwd.display(), out.stderr);
+    }
+    let moved = dir.path().join("elsewhere/project");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&project, &moved).unwrap();
+    let out = wfrun(dir.path(), &["elsewhere/project/pipe.wf", "--resume"]);
+    assert_eq!(out.code, 0, "moved: {}", out.stderr);
+    // Its images named from where the search runs: each opens from there,
+    // and the query is not its own neighbour.
+    let out = wfrun(
+        &moved,
+        &["search", "runs/moved", "images/c0/0.png", "--top-k", "3"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let neighbours: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| {
+            l.split_whitespace()
+                .next()
+                .and_then(|t| t.strip_suffix('.'))
+                .is_some_and(|t| t.parse::<u32>().is_ok())
+        })
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    assert_eq!(neighbours.len(), 3, "{}", out.stdout);
+    for n in neighbours {
+        assert!(moved.join(n).is_file(), "{n}: {}", out.stdout);
+        assert_ne!(n, "images/c0/0.png", "{}", out.stdout);
+    }
+    // An edit is still refused from another folder, said as the setting.
+    std::fs::write(moved.join("pipe.wf"), text(4)).unwrap();
+    let out = wfrun(dir.path(), &["elsewhere/project/pipe.wf", "--resume"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(out.stderr.contains("`batch_size`: 8 → 4"), "{}", out.stderr);
+    assert_eq!(out.stderr.matches('→').count(), 1, "{}", out.stderr);
+}
+
+/// The neighbours' paths of each query, `wfrun search … --format json`.
+fn neighbour_paths(stdout: &str) -> Vec<Vec<String>> {
+    stdout
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            v["neighbours"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| h["path"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_index_written_by_embed_names_its_images_from_where_search_runs() {
+    let dir = trained();
+    let out = wfrun(
+        dir,
+        &[
+            "embed",
+            "runs/tiny",
+            "images/c1",
+            "-o",
+            "away/e.safetensors",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // From the index's own folder: its paths open from there, and the query
+    // (the same image, named otherwise) is not its own neighbour.
+    let away = dir.join("away");
+    let out = wfrun(
+        &away,
+        &[
+            "search",
+            "../runs/tiny",
+            "../images/c1/0.png",
+            "--index",
+            "e.safetensors",
+            "--top-k",
+            "4",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let found = neighbour_paths(&out.stdout);
+    assert_eq!(found[0].len(), 4, "{}", out.stdout);
+    for p in &found[0] {
+        assert!(away.join(p).is_file(), "{p}: {}", out.stdout);
+        assert_ne!(p, "../images/c1/0.png");
+    }
+    // Another file at the same path under another folder is another image:
+    // the index's own `images/c1/0.png` stays among its neighbours.
+    let other = dir.join("other-images-c1");
+    std::fs::create_dir_all(other.join("images/c1")).unwrap();
+    std::fs::copy(dir.join("images/c2/0.png"), other.join("images/c1/0.png")).unwrap();
+    let out = wfrun(
+        &other,
+        &[
+            "search",
+            "../runs/tiny",
+            "images/c1/0.png",
+            "--index",
+            "../away/e.safetensors",
+            "--top-k",
+            "100",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let found = neighbour_paths(&out.stdout);
+    assert!(
+        found[0].iter().any(|p| p == "../images/c1/0.png"),
+        "{}",
+        out.stdout
+    );
+    assert!(found[0].iter().all(|p| other.join(p).is_file()));
+}

@@ -170,6 +170,22 @@ pub struct Index {
 }
 
 impl Index {
+    /// The images `wfrun embed` wrote to `path` ([`Embeddings::save`]) to
+    /// search among, their relative paths named from the current folder
+    /// (they were written from the folder `embed` ran in).
+    pub fn load(path: &Path) -> Result<Index, RunError> {
+        let (mut e, launch) = Embeddings::read(path)?;
+        if let Some(launch) = launch {
+            let here = std::env::current_dir()
+                .ok()
+                .and_then(|h| std::fs::canonicalize(h).ok());
+            for p in e.paths.iter_mut().filter(|p| p.is_relative()) {
+                *p = from_here(&launch, here.as_deref(), p);
+            }
+        }
+        Index::of(&e)
+    }
+
     /// Images embedded elsewhere (by [`Model::embed`] or read back with
     /// [`Embeddings::load`]) to search among.
     pub fn of(e: &Embeddings) -> Result<Index, RunError> {
@@ -615,17 +631,28 @@ impl Model {
     /// The folder the run was started in, where the image paths it recorded
     /// start: the run folder (as named, then with its links resolved) with
     /// the `output` its `plan.json` records taken off its end, the first
-    /// under which the recorded image `probe` exists. `None` when that
+    /// under which the recorded image `probe` exists. An output that climbs
+    /// out of the folder the run started in (`../runs/x`) does not say that
+    /// folder's name: the folders where it may have been (one or two levels
+    /// down, at most [`MAX_SIBLINGS`] a level) are tried. `None` when that
     /// cannot be told (no plan, an absolute output, a run folder copied or
     /// moved apart from its data): the paths are then shown as recorded.
     fn launch_folder(&self, probe: &Path) -> Option<PathBuf> {
+        use std::path::Component;
         let plan = std::fs::read(self.folder.join("plan.json")).ok()?;
         let plan: serde_json::Value = serde_json::from_slice(&plan).ok()?;
         let output = crate::check::normalize(Path::new(plan["output"].as_str()?));
+        let parts: Vec<Component> = output.components().collect();
+        let ups = parts
+            .iter()
+            .take_while(|c| matches!(c, Component::ParentDir))
+            .count();
+        let down: PathBuf = parts[ups..].iter().collect();
         let relative = output.is_relative()
-            && output
-                .components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)));
+            && ups <= 2
+            && parts[ups..]
+                .iter()
+                .all(|c| matches!(c, Component::Normal(_)));
         if !relative || probe.is_absolute() {
             return None;
         }
@@ -634,14 +661,18 @@ impl Model {
             .map(|here| crate::check::normalize(&here.join(&self.folder)));
         let resolved = std::fs::canonicalize(&self.folder).ok();
         [named, resolved].into_iter().flatten().find_map(|run| {
-            if !run.ends_with(&output) {
+            if !run.ends_with(&down) {
                 return None;
             }
-            let mut launch = run.as_path();
-            for _ in output.components() {
-                launch = launch.parent()?;
+            let mut top = run.as_path();
+            for _ in down.components() {
+                top = top.parent()?;
             }
-            launch.join(probe).exists().then(|| launch.to_path_buf())
+            let mut launches = vec![top.to_path_buf()];
+            for _ in 0..ups {
+                launches = launches.iter().flat_map(|f| subfolders(f)).collect();
+            }
+            launches.into_iter().find(|l| l.join(probe).exists())
         })
     }
 
@@ -742,8 +773,9 @@ impl Model {
             )));
         }
         // Rows by file name; a query is a row when both lead to the same
-        // file, or (a row's path relative to wherever its run was started)
-        // when the query's full path ends with the row's.
+        // file, or (a row's path relative to wherever its run was started,
+        // which opens nothing from here) when the query's full path ends
+        // with the row's.
         let mut by_name: HashMap<&std::ffi::OsStr, Vec<usize>> = HashMap::new();
         for (i, p) in index.paths.iter().enumerate() {
             if let Some(name) = p.file_name() {
@@ -763,7 +795,9 @@ impl Model {
                         let p = &index.paths[r];
                         *p == *q
                             || same_file(p) == full
-                            || (p.is_relative() && full.ends_with(crate::check::normalize(p)))
+                            || (p.is_relative()
+                                && !p.exists()
+                                && full.ends_with(crate::check::normalize(p)))
                     })
                 });
                 named.or_else(|| {
@@ -886,6 +920,46 @@ fn file_id(path: &Path) -> FileId {
         }
     }
     FileId::Path(same_file(path))
+}
+
+/// The metadata of `wfrun embed`'s file that says where its relative image
+/// paths start, from the index's folder.
+const PATHS_FROM: &str = "paths_from";
+
+/// The path from the folder `from` to `to` (both absolute, without `.` or
+/// `..`), through `..` where it must; `.` for the folder itself.
+fn relative_to(from: &Path, to: &Path) -> PathBuf {
+    let (a, b): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in shared..a.len() {
+        out.push("..");
+    }
+    out.extend(&b[shared..]);
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
+}
+
+/// Folders a run may have been started in, one level down from where its
+/// `output` climbed to: at most this many a level are tried.
+const MAX_SIBLINGS: usize = 256;
+
+/// The folders in `folder` (links to folders included), in name order, at
+/// most [`MAX_SIBLINGS`].
+fn subfolders(folder: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(folder) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.is_dir())
+        .take(MAX_SIBLINGS)
+        .collect();
+    found.sort();
+    found
 }
 
 /// `path`, relative to `launch`, as a path from `here` (the current folder,
@@ -1368,6 +1442,16 @@ impl Embeddings {
         if let Some(m) = &self.model {
             metadata.insert("model".to_string(), m.clone());
         }
+        // The folder the relative paths start from, said from the index's
+        // own folder: a search from anywhere names them from there.
+        let here = std::env::current_dir().ok();
+        let from = here.as_ref().and_then(|here| {
+            let folder = crate::check::normalize(&here.join(index_path.parent()?));
+            relative_to(&folder, here).to_str().map(str::to_string)
+        });
+        if let Some(from) = from {
+            metadata.insert(PATHS_FROM.to_string(), from);
+        }
         // Two writers of one pair take turns, so the pair left is one
         // writer's whole; readers wait for a writer's pair to be complete.
         let _turn = folder_lock(index_path.parent(), true);
@@ -1381,8 +1465,16 @@ impl Embeddings {
         Ok(index_path)
     }
 
-    /// Reads what [`Embeddings::save`] wrote (`wfrun embed`'s output).
+    /// Reads what [`Embeddings::save`] wrote (`wfrun embed`'s output), its
+    /// paths as written (relative ones from the folder `embed` ran in;
+    /// [`Index::load`] names them from the current folder).
     pub fn load(path: &Path) -> Result<Embeddings, RunError> {
+        Ok(Embeddings::read(path)?.0)
+    }
+
+    /// [`Embeddings::load`], and the folder its relative paths start from
+    /// when the file says (files of earlier versions do not).
+    fn read(path: &Path) -> Result<(Embeddings, Option<PathBuf>), RunError> {
         let bad = |p: &Path, message: String| RunError::RunFile {
             path: p.to_path_buf(),
             message,
@@ -1460,7 +1552,12 @@ impl Embeddings {
             }
         }
         let model = metadata.get("model").cloned();
-        Ok(Embeddings {
+        // Where the paths start, when the writer said.
+        let launch = metadata.get(PATHS_FROM).and_then(|from| {
+            let folder = std::env::current_dir().ok()?.join(index_path.parent()?);
+            Some(crate::check::normalize(&folder.join(from)))
+        });
+        let embeddings = Embeddings {
             paths: order
                 .iter()
                 .map(|&i| PathBuf::from(&listed[i].path))
@@ -1473,7 +1570,8 @@ impl Embeddings {
             values: matrix.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
             bad: Vec::new(),
             model,
-        })
+        };
+        Ok((embeddings, launch))
     }
 
     /// Row `i`.

@@ -572,7 +572,7 @@ pub fn search(
         Err(code) => return code,
     };
     let among = match index {
-        Some(file) => Embeddings::load(file).and_then(|e| Index::of(&e)),
+        Some(file) => Index::load(file),
         None => model.index(),
     };
     let among = match among {
