@@ -5,6 +5,10 @@
 //! and PyTorch on the same shapes, alternating.
 //!
 //!     cargo run --release --example bench_gemm -- --threads 1
+//!     cargo run --release --example bench_gemm -- --threads 1 --shape 256,32,256 --shape 32,256,256,t
+//!
+//! `--shape m,n,k` measures that shape instead of the list; `m,n,k,t` reads
+//! both operands column-major, as a product computed transposed would.
 //!
 //! One JSON line per shape: the best of five repetitions of enough products
 //! to take about 0.2 s, as GFLOP/s (2·m·n·k floating-point operations).
@@ -17,7 +21,32 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     bench::set_threads(&args);
     let threads = wfrun::models::cpu::threads();
-    for &(m, n, k) in SHAPES {
+    // `--shape m,n,k` (repeatable) replaces the list; `m,n,k,t` reads both
+    // operands column-major, as a product computed transposed reads them.
+    let chosen: Vec<(usize, usize, usize, bool)> = args
+        .windows(2)
+        .filter(|w| w[0] == "--shape")
+        .map(|w| {
+            let v: Vec<&str> = w[1].split(',').collect();
+            let num = |i: usize| {
+                v.get(i)
+                    .and_then(|s| s.parse().ok())
+                    .expect("--shape m,n,k[,t]")
+            };
+            (num(0), num(1), num(2), v.get(3) == Some(&"t"))
+        })
+        .collect();
+    let shapes = if chosen.is_empty() {
+        SHAPES.iter().map(|&(m, n, k)| (m, n, k, false)).collect()
+    } else {
+        chosen
+    };
+    for (m, n, k, transposed) in shapes {
+        let (lhs_strides, rhs_strides) = if transposed {
+            ((1, m), (1, k))
+        } else {
+            ((k, 1), (n, 1))
+        };
         let lhs: Vec<f32> = (0..m * k).map(|i| (i % 97) as f32 / 97.0).collect();
         let rhs: Vec<f32> = (0..k * n).map(|i| (i % 89) as f32 / 89.0).collect();
         let mut dst = vec![0f32; m * n];
@@ -30,9 +59,9 @@ fn main() {
                 n,
                 false,
                 &lhs,
-                (k, 1),
+                lhs_strides,
                 &rhs,
-                (n, 1),
+                rhs_strides,
                 threads,
             )
         };
@@ -47,7 +76,7 @@ fn main() {
             })
             .fold(f64::INFINITY, f64::min);
         println!(
-            "{{\"bench\":\"gemm\",\"framework\":\"wfrun\",\"threads\":{threads},\"m\":{m},\"n\":{n},\"k\":{k},\"gflops\":{:.1}}}",
+            "{{\"bench\":\"gemm\",\"framework\":\"wfrun\",\"threads\":{threads},\"m\":{m},\"n\":{n},\"k\":{k},\"transposed\":{transposed},\"gflops\":{:.1}}}",
             flops / best / 1e9
         );
     }
