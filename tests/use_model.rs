@@ -534,6 +534,25 @@ fn bad_input_is_an_error_naming_it() {
         out.stderr
     );
     assert!(!dir.join("bad.safetensors").exists());
+    // A file where the output needs a folder: said so, for embed and export.
+    for args in [
+        &[
+            "embed",
+            "runs/tiny",
+            "images/c0",
+            "-o",
+            "bad/a.png/e.safetensors",
+        ][..],
+        &["export", "runs/tiny", "-o", "bad/a.png/m.onnx"],
+    ] {
+        let out = wfrun(dir, args);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("`bad/a.png` is a file, not a folder"),
+            "{}",
+            out.stderr
+        );
+    }
     // One corrupt among good ones: skipped, or refused with the flag.
     std::fs::copy(dir.join("images/c0/0.png"), bad.join("good.png")).unwrap();
     let out = wfrun(dir, &["predict", "runs/tiny", "bad"]);

@@ -410,6 +410,21 @@ fn writable_now<'a>(
 ) -> Result<(), u8> {
     writable(outputs.clone(), inputs, mine)?;
     for out in outputs {
+        // A file where the path needs a folder: said as such, not as the
+        // system's "File exists".
+        let blocked = out
+            .ancestors()
+            .skip(1)
+            .find(|a| std::fs::metadata(a).is_ok_and(|m| !m.is_dir()));
+        if let Some(file) = blocked {
+            errln!(
+                "error: cannot write `{}`: `{}` is a file, not a folder; nothing was done: \
+                 choose another path",
+                out.shown(),
+                file.shown()
+            );
+            return Err(FAILED);
+        }
         if let Err(e) = wfrun::atomic::probe(out) {
             errln!(
                 "error: cannot write `{}`: {e}; nothing was done: choose a folder this user can write",
