@@ -553,6 +553,27 @@ fn bad_input_is_an_error_naming_it() {
             out.stderr
         );
     }
+    // A file named in other bytes than UTF-8 text, given by name: refused,
+    // its path could not be written to the index as it is.
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = dir.join(std::ffi::OsStr::from_bytes(b"caf\xe9.png"));
+        std::fs::copy(dir.join("images/c0/0.png"), &odd).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_wfrun"))
+            .args(["embed", "runs/tiny", "-o", "odd.safetensors"])
+            .arg(odd.file_name().unwrap())
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("is not named in UTF-8 text; rename it"),
+            "{stderr}"
+        );
+        assert!(!dir.join("odd.safetensors").exists());
+        std::fs::remove_file(odd).unwrap();
+    }
     // One corrupt among good ones: skipped, or refused with the flag.
     std::fs::copy(dir.join("images/c0/0.png"), bad.join("good.png")).unwrap();
     let out = wfrun(dir, &["predict", "runs/tiny", "bad"]);

@@ -169,6 +169,12 @@ fn data_error(cx: &mut Checker, at: Span, e: &crate::data::DataError) {
              UTF-8 text without tabs, line breaks or terminal escapes (`mv`)"
                 .to_string()
         }
+        DataError::BadImageNames(_) => {
+            "an image's path is written to the run's CSV and JSON files, which hold UTF-8 text: \
+             rename it (`mv`, or `convmv -f latin1 -t utf8 -r --notest FOLDER` for a whole \
+             folder)"
+                .to_string()
+        }
         _ => relative_help(cx),
     };
     cx.push(
@@ -575,7 +581,11 @@ fn count_concepts(
     let span = |_: &str| at;
     let shown = root.shown().to_string();
     let mut paths = Vec::new();
-    let (concepts, loose) = match crate::data::list_folder(root) {
+    let listing = crate::data::list_folder(root).and_then(|(folders, loose)| {
+        crate::data::named_in_text(&folders, &loose)?;
+        Ok((folders, loose))
+    });
+    let (concepts, loose) = match listing {
         Ok((folders, loose)) => {
             let counts: Vec<(String, usize)> = folders
                 .into_iter()

@@ -63,6 +63,10 @@ pub enum DataError {
     /// be recorded, as another name; one with a control character would
     /// reach terminals and reports as a command, or break a line.
     BadConceptNames(Vec<(PathBuf, BadName)>),
+    /// Images whose paths are not UTF-8 text, every one of them: their
+    /// paths could not be written to the run's CSV and JSON files as they
+    /// are (they would name no file).
+    BadImageNames(Vec<PathBuf>),
     /// A folder reached from two concepts (`None`: the data folder itself),
     /// through links.
     SharedFolder {
@@ -129,6 +133,26 @@ impl fmt::Display for DataError {
                     Ok(())
                 }
             },
+            DataError::BadImageNames(bad) => {
+                match bad.as_slice() {
+                    [p] => write!(f, "the image `{}` is not named in UTF-8 text", p.shown())?,
+                    _ => {
+                        write!(f, "{} images are not named in UTF-8 text:", bad.len())?;
+                        for (i, p) in bad.iter().take(3).enumerate() {
+                            let sep = if i == 0 { " " } else { ", " };
+                            write!(f, "{sep}`{}`", p.shown())?;
+                        }
+                        if bad.len() > 3 {
+                            write!(f, " and {} more", bad.len() - 3)?;
+                        }
+                    }
+                }
+                f.write_str(if bad.len() == 1 {
+                    "; rename it (its path is written to the results as text)"
+                } else {
+                    "; rename them (their paths are written to the results as text)"
+                })
+            }
             DataError::SharedFolder {
                 path,
                 first,
@@ -277,6 +301,29 @@ impl BadName {
     }
 }
 
+/// An error naming every image of a data folder's listing whose path is
+/// not UTF-8 text: a run writes each image's path to its CSV and JSON
+/// files. Images outside the concept folders count only when no concept
+/// folder holds one (they are used only then).
+pub fn named_in_text(concepts: &[ConceptFolder], loose: &[PathBuf]) -> Result<(), DataError> {
+    let used = concepts.iter().flat_map(|c| &c.images);
+    let used: Vec<&PathBuf> = if concepts.iter().all(|c| c.images.is_empty()) {
+        used.chain(loose).collect()
+    } else {
+        used.collect()
+    };
+    let mut unnamed: Vec<PathBuf> = used
+        .into_iter()
+        .filter(|p| p.to_str().is_none())
+        .cloned()
+        .collect();
+    if unnamed.is_empty() {
+        return Ok(());
+    }
+    unnamed.sort();
+    Err(DataError::BadImageNames(unnamed))
+}
+
 /// [`list_folder`] without the shared listings.
 fn walk_folder(root: &Path) -> Result<Listing, DataError> {
     if !root.is_dir() {
@@ -341,6 +388,7 @@ impl Dataset {
     /// concepts, each sample's list empty).
     pub fn read_folder(root: &Path) -> Result<Dataset, DataError> {
         let (folders, loose) = list_folder(root)?;
+        named_in_text(&folders, &loose)?;
         if folders.iter().all(|f| f.images.is_empty()) && !loose.is_empty() {
             return Ok(Dataset {
                 samples: loose
@@ -582,6 +630,44 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("nope") && e.contains("no such folder"), "{e}");
+    }
+
+    #[test]
+    fn images_not_named_in_utf8_are_refused_every_one_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        touch(&dir.path().join("cat/a.png"));
+        touch(&dir.path().join("dog/b.png"));
+        let name = |bytes: &[u8]| std::ffi::OsStr::from_bytes(bytes).to_owned();
+        touch(&dir.path().join("dog").join(name(b"caf\xe9.png")));
+        let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("dog/caf\u{fffd}.png` is not named in UTF-8 text; rename it"),
+            "{e}"
+        );
+        for i in 0..4u8 {
+            touch(&dir.path().join("cat").join(name(&[
+                b'x',
+                0xff,
+                b'0' + i,
+                b'.',
+                b'p',
+                b'n',
+                b'g',
+            ])));
+        }
+        let e = Dataset::from_folder(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("5 images are not named in UTF-8 text: `")
+                && e.contains(" and 2 more; rename them"),
+            "{e}"
+        );
+        // Beside concept folders, a loose image is not used: not refused.
+        std::fs::remove_dir_all(dir.path().join("cat")).unwrap();
+        std::fs::remove_file(dir.path().join("dog").join(name(b"caf\xe9.png"))).unwrap();
+        touch(&dir.path().join("cat/a.png"));
+        touch(&dir.path().join(name(b"loose\xff.png")));
+        assert!(Dataset::from_folder(dir.path()).is_ok());
     }
 
     #[test]

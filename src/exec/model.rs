@@ -1371,6 +1371,25 @@ impl Inputs {
         }
         Ok(inputs)
     }
+
+    /// An error naming every image whose path is not UTF-8 text, when
+    /// their paths are to be kept in a file (`wfrun embed`'s index, which
+    /// holds text); shown on a terminal, such a path is shown lossily.
+    pub fn named_in_text(&self) -> Result<(), RunError> {
+        let unnamed: Vec<PathBuf> = self
+            .paths
+            .iter()
+            .filter(|p| p.to_str().is_none())
+            .cloned()
+            .collect();
+        if unnamed.is_empty() {
+            Ok(())
+        } else {
+            Err(RunError::Data(crate::data::DataError::BadImageNames(
+                unnamed,
+            )))
+        }
+    }
 }
 
 fn is_manifest(path: &Path) -> bool {

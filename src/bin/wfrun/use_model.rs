@@ -16,10 +16,12 @@ use crate::progress::Progress;
 
 /// Opens the model, gathers the images and embeds them, reporting
 /// unreadable images; `Err` holds the exit status after the error is shown.
+/// `kept`: their paths go to a file, so each must be text.
 fn open_and_embed(
     run: &Path,
     paths: &[PathBuf],
     args: &ModelArgs,
+    kept: bool,
 ) -> Result<(Model, Embeddings, usize), u8> {
     let options = ModelOptions {
         device: args.device,
@@ -27,6 +29,9 @@ fn open_and_embed(
     };
     let model = Model::open_with(run, &options).map_err(fail)?;
     let inputs = Inputs::gather(paths).map_err(fail)?;
+    if kept {
+        inputs.named_in_text().map_err(fail)?;
+    }
     if inputs.repeated > 0 {
         errln!(
             "note: {} of images named before (the same file again, by another path or a link) left out: each image is taken once",
@@ -193,7 +198,7 @@ pub fn embed(
     ) {
         return code;
     }
-    let (model, embedded, repeated) = match open_and_embed(run, paths, args) {
+    let (model, embedded, repeated) = match open_and_embed(run, paths, args, true) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -292,7 +297,7 @@ fn embed_to_table(
         AnnKind::IvfPq => Ann::IvfPq,
         AnnKind::IvfHnswSq => Ann::IvfHnswSq,
     };
-    let (model, embedded, repeated) = match open_and_embed(run, paths, args) {
+    let (model, embedded, repeated) = match open_and_embed(run, paths, args, false) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -485,7 +490,7 @@ pub struct PredictArgs<'a> {
 }
 
 pub fn predict(run: &Path, paths: &[PathBuf], p: &PredictArgs, args: &ModelArgs) -> u8 {
-    let (model, embedded, _) = match open_and_embed(run, paths, args) {
+    let (model, embedded, _) = match open_and_embed(run, paths, args, false) {
         Ok(m) => m,
         Err(code) => return code,
     };
@@ -572,7 +577,7 @@ pub fn search(
                 Ok(t) => t,
                 Err(code) => return code,
             };
-            let (_, embedded, _) = match open_and_embed(run, queries, args) {
+            let (_, embedded, _) = match open_and_embed(run, queries, args, false) {
                 Ok(m) => m,
                 Err(code) => return code,
             };
@@ -582,7 +587,7 @@ pub fn search(
             };
         }
     }
-    let (model, embedded, _) = match open_and_embed(run, queries, args) {
+    let (model, embedded, _) = match open_and_embed(run, queries, args, false) {
         Ok(m) => m,
         Err(code) => return code,
     };
