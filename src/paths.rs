@@ -197,6 +197,10 @@ mod tests {
 /// folder, names the same paths; without a current folder, as given.
 pub struct FromWorkflow {
     here_and_base: Option<(PathBuf, PathBuf)>,
+    /// Outside the workflow's folder too, through `..`, links resolved.
+    relative: bool,
+    /// Folders with their links resolved, each once.
+    real: std::cell::RefCell<std::collections::HashMap<PathBuf, PathBuf>>,
 }
 
 impl FromWorkflow {
@@ -206,13 +210,29 @@ impl FromWorkflow {
             let base = crate::check::normalize(&here.join(base_dir));
             (here, base)
         });
-        FromWorkflow { here_and_base }
+        FromWorkflow {
+            here_and_base,
+            relative: false,
+            real: Default::default(),
+        }
+    }
+
+    /// Names relative to the workflow's folder wherever they lie, through
+    /// `..` (links resolved): the same for the workflow's folder moved
+    /// together with data beside it.
+    pub fn relative(base_dir: &Path) -> FromWorkflow {
+        FromWorkflow {
+            relative: true,
+            ..FromWorkflow::new(base_dir)
+        }
     }
 
     /// Paths named as given.
     pub fn as_given() -> FromWorkflow {
         FromWorkflow {
             here_and_base: None,
+            relative: false,
+            real: Default::default(),
         }
     }
 
@@ -221,11 +241,31 @@ impl FromWorkflow {
             return path.to_path_buf();
         };
         let full = crate::check::normalize(&here.join(path));
+        if self.relative {
+            let (base, full) = (self.real(base), self.real(&full));
+            return relative_to(&base, &full);
+        }
         match full.strip_prefix(base) {
             Ok(inside) if inside.as_os_str().is_empty() => ".".into(),
             Ok(inside) => inside.to_path_buf(),
-            Err(_) => full,
+            Err(_) => self.real(&full),
         }
+    }
+
+    /// `path` with the links of its folder resolved (each folder looked up
+    /// once), as it is where that fails.
+    fn real(&self, path: &Path) -> PathBuf {
+        let (Some(folder), Some(name)) = (path.parent(), path.file_name()) else {
+            return std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        };
+        let mut known = self.real.borrow_mut();
+        let folder = known
+            .entry(folder.to_path_buf())
+            .or_insert_with(|| {
+                std::fs::canonicalize(folder).unwrap_or_else(|_| folder.to_path_buf())
+            })
+            .clone();
+        folder.join(name)
     }
 
     pub fn source(&self, source: &crate::workflow::ImageSource) -> crate::workflow::ImageSource {
@@ -235,4 +275,20 @@ impl FromWorkflow {
             ImageSource::Manifest(p) => ImageSource::Manifest(self.name(p)),
         }
     }
+}
+
+/// The path from the folder `from` to `to` (both absolute, without `.` or
+/// `..`), through `..` where it must; `.` for the folder itself.
+pub fn relative_to(from: &Path, to: &Path) -> PathBuf {
+    let (a, b): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in shared..a.len() {
+        out.push("..");
+    }
+    out.extend(&b[shared..]);
+    if out.as_os_str().is_empty() {
+        out.push(".");
+    }
+    out
 }

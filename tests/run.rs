@@ -1058,3 +1058,33 @@ fn a_fresh_run_refused_before_it_starts_removes_nothing() {
         "the previous run is kept"
     );
 }
+
+#[test]
+fn query_images_not_named_in_utf8_are_refused_by_the_checker() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let queries = dir.path().join("queries");
+    std::fs::create_dir_all(&queries).unwrap();
+    std::fs::copy(
+        dir.path().join("images/concept0/0.png"),
+        queries.join(std::ffi::OsStr::from_bytes(b"q\xff.png")),
+    )
+    .unwrap();
+    let path = dir.path().join("q.wf");
+    std::fs::write(
+        &path,
+        "use Clarifai_InceptionBatchNorm { image_size = 32 }\n\
+         data { train = \"images\" }\n\
+         step visual_search { top_k = 2  queries = \"queries\" }\n",
+    )
+    .unwrap();
+    let checked = check_file(&path, &CheckOptions::default()).unwrap();
+    let error = checked
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("is not named in UTF-8 text"))
+        .unwrap_or_else(|| panic!("{:#?}", checked.diagnostics));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(&text[error.span.start..error.span.end], "\"queries\"");
+}

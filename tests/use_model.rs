@@ -1301,6 +1301,24 @@ fn a_run_resumes_from_any_folder_and_moved_with_its_data() {
         assert!(moved.join(n).is_file(), "{n}: {}", out.stdout);
         assert_ne!(n, "images/c0/0.png", "{}", out.stdout);
     }
+    // Images beside the workflow's folder (`../images`), both moved
+    // together, or reached through a link above them: the same images.
+    let beside = dir.path().join("beside");
+    write_images(&beside.join("images"));
+    std::fs::create_dir_all(beside.join("project")).unwrap();
+    std::fs::write(
+        beside.join("project/pipe.wf"),
+        text(8).replace("\"images\"", "\"../images\""),
+    )
+    .unwrap();
+    let out = wfrun(&beside.join("project"), &["pipe.wf"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    std::os::unix::fs::symlink(&beside, dir.path().join("link")).unwrap();
+    let out = wfrun(dir.path(), &["link/project/pipe.wf", "--resume"]);
+    assert_eq!(out.code, 0, "through a link: {}", out.stderr);
+    std::fs::rename(&beside, dir.path().join("beside2")).unwrap();
+    let out = wfrun(dir.path(), &["beside2/project/pipe.wf", "--resume"]);
+    assert_eq!(out.code, 0, "moved together: {}", out.stderr);
     // An edit is still refused from another folder, said as the setting.
     std::fs::write(moved.join("pipe.wf"), text(4)).unwrap();
     let out = wfrun(dir.path(), &["elsewhere/project/pipe.wf", "--resume"]);
@@ -1390,4 +1408,44 @@ fn an_index_written_by_embed_names_its_images_from_where_search_runs() {
         out.stdout
     );
     assert!(found[0].iter().all(|p| other.join(p).is_file()));
+    // The index reached through a link at another depth, and copied away
+    // from its images: still the images `embed` read.
+    std::fs::create_dir_all(dir.join("deeper")).unwrap();
+    let _ = std::os::unix::fs::symlink(&away, dir.join("deeper/idx"));
+    std::fs::create_dir_all(dir.join("deeper/copy")).unwrap();
+    for ext in ["safetensors", "csv"] {
+        std::fs::copy(
+            away.join(format!("e.{ext}")),
+            dir.join(format!("deeper/copy/e.{ext}")),
+        )
+        .unwrap();
+    }
+    for index in [
+        "../deeper/idx/e.safetensors",
+        "../deeper/copy/e.safetensors",
+    ] {
+        let args = [
+            "search",
+            "../runs/tiny",
+            "images/c1/0.png",
+            "--index",
+            index,
+            "--top-k",
+            "100",
+            "--format",
+            "json",
+        ];
+        let out = wfrun(&other, &args);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let found = neighbour_paths(&out.stdout);
+        assert!(
+            found[0].iter().all(|p| other.join(p).is_file()),
+            "{index}: {}",
+            out.stdout
+        );
+        assert!(
+            found[0].iter().any(|p| p == "../images/c1/0.png"),
+            "{index}"
+        );
+    }
 }

@@ -723,6 +723,17 @@ pub(super) fn check_step_paths(cx: &mut Checker, steps: &[&StepDecl], specs: &[O
             if accepted {
                 let path = cx.resolve(p);
                 exists_as(cx, &path, s.value.span, true, "folder");
+                // Its images' paths go to the step's files, as text.
+                if path.is_dir() {
+                    let named = crate::data::list_folder(&path).and_then(|(folders, loose)| {
+                        crate::data::paths_in_text(
+                            folders.iter().flat_map(|f| &f.images).chain(&loose),
+                        )
+                    });
+                    if let Err(e @ crate::data::DataError::BadImageNames(_)) = named {
+                        data_error(cx, s.value.span, &e);
+                    }
+                }
             }
         }
     }

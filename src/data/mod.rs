@@ -307,16 +307,17 @@ impl BadName {
 /// folder holds one (they are used only then).
 pub fn named_in_text(concepts: &[ConceptFolder], loose: &[PathBuf]) -> Result<(), DataError> {
     let used = concepts.iter().flat_map(|c| &c.images);
-    let used: Vec<&PathBuf> = if concepts.iter().all(|c| c.images.is_empty()) {
-        used.chain(loose).collect()
+    if concepts.iter().all(|c| c.images.is_empty()) {
+        paths_in_text(used.chain(loose))
     } else {
-        used.collect()
-    };
-    let mut unnamed: Vec<PathBuf> = used
-        .into_iter()
-        .filter(|p| p.to_str().is_none())
-        .cloned()
-        .collect();
+        paths_in_text(used)
+    }
+}
+
+/// An error naming every one of `paths` that is not UTF-8 text
+/// ([`DataError::BadImageNames`]).
+pub fn paths_in_text<'a>(paths: impl Iterator<Item = &'a PathBuf>) -> Result<(), DataError> {
+    let mut unnamed: Vec<PathBuf> = paths.filter(|p| p.to_str().is_none()).cloned().collect();
     if unnamed.is_empty() {
         return Ok(());
     }

@@ -28,7 +28,7 @@ pub(super) fn save(
     sgd: &Sgd,
     path: &Path,
     at: &Position,
-    basis: &str,
+    basis: &Bases,
 ) -> Result<(), RunError> {
     let mut tensors: std::collections::HashMap<String, Tensor> = map
         .data()
@@ -44,8 +44,10 @@ pub(super) fn save(
     let step = u32::try_from(at.step).unwrap_or(u32::MAX);
     tensors.insert("epoch".into(), Tensor::new(&[epoch], &Device::Cpu)?);
     tensors.insert("step".into(), Tensor::new(&[step], &Device::Cpu)?);
-    let record = Tensor::new(basis.as_bytes(), &Device::Cpu)?;
+    let record = Tensor::new(basis.main.as_bytes(), &Device::Cpu)?;
     tensors.insert(BASIS_TENSOR.into(), record);
+    let record = Tensor::new(basis.relative.as_bytes(), &Device::Cpu)?;
+    tensors.insert(RELATIVE_BASIS_TENSOR.into(), record);
     if !at.losses.is_empty() {
         let losses = Tensor::new(at.losses.as_slice(), &Device::Cpu)?;
         tensors.insert("epoch_losses".into(), losses);
@@ -137,12 +139,25 @@ struct Basis<'a> {
     images: String,
 }
 
+/// The two records of what training depends on that a checkpoint keeps,
+/// its paths named two ways ([`Naming::Workflow`], [`Naming::Relative`]):
+/// a resume continues when either is what it was.
+pub(super) struct Bases {
+    pub main: String,
+    pub relative: String,
+}
+
 /// How a basis names the paths it records.
 pub(super) enum Naming<'a> {
     /// Relative to the workflow's folder (`Workflow::base_dir`) where they
-    /// lie inside it, else absolute: the same workflow started from another
-    /// folder, or moved with its data and run folder, names the same paths.
+    /// lie inside it, else absolute with links resolved: the same workflow
+    /// started from another folder names the same paths, and so does the
+    /// workflow's folder moved away from data it names absolutely.
     Workflow(&'a Path),
+    /// Relative to the workflow's folder wherever they lie (`../data`), with
+    /// links resolved: the workflow's folder moved together with data
+    /// beside it names the same paths.
+    Relative(&'a Path),
     /// As the run reads them, relative to the folder it started in (what
     /// checkpoints of earlier versions recorded).
     AsRead,
@@ -157,6 +172,7 @@ pub(super) fn basis(
 ) -> String {
     let names = match naming {
         Naming::Workflow(base) => FromWorkflow::new(base),
+        Naming::Relative(base) => FromWorkflow::relative(base),
         Naming::AsRead => FromWorkflow::as_given(),
     };
     let mut digest = Fnv::default();
@@ -233,6 +249,16 @@ impl Fnv {
 /// The basis a checkpoint recorded, read from the safetensors header and the
 /// one tensor holding it (not the weights): `None` when it records none.
 pub(super) fn recorded_basis(path: &Path) -> std::io::Result<Option<String>> {
+    recorded_text(path, BASIS_TENSOR)
+}
+
+/// The basis with paths named [`Naming::Relative`], which checkpoints of
+/// earlier versions do not record.
+pub(super) fn recorded_relative_basis(path: &Path) -> std::io::Result<Option<String>> {
+    recorded_text(path, RELATIVE_BASIS_TENSOR)
+}
+
+fn recorded_text(path: &Path, tensor: &str) -> std::io::Result<Option<String>> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path)?;
     let mut len = [0u8; 8];
@@ -245,7 +271,7 @@ pub(super) fn recorded_basis(path: &Path) -> std::io::Result<Option<String>> {
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header)?;
     let header: serde_json::Value = serde_json::from_slice(&header).map_err(|_| bad())?;
-    let Some(offsets) = header[BASIS_TENSOR]["data_offsets"].as_array() else {
+    let Some(offsets) = header[tensor]["data_offsets"].as_array() else {
         return Ok(None);
     };
     let (Some(a), Some(b)) = (offsets[0].as_u64(), offsets.get(1).and_then(|b| b.as_u64())) else {
@@ -262,6 +288,7 @@ pub(super) fn recorded_basis(path: &Path) -> std::io::Result<Option<String>> {
 
 /// The checkpoint tensor holding the basis (its JSON's bytes).
 const BASIS_TENSOR: &str = "wfrun.plan";
+const RELATIVE_BASIS_TENSOR: &str = "wfrun.plan.relative";
 
 #[cfg(test)]
 mod tests {

@@ -151,7 +151,10 @@ pub fn run(
     owner::start_fresh(&workflow.output, options, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
-    let basis = checkpoint::basis(&plan, &data, Naming::Workflow(&workflow.base_dir));
+    let basis = checkpoint::Bases {
+        main: checkpoint::basis(&plan, &data, Naming::Workflow(&workflow.base_dir)),
+        relative: checkpoint::basis(&plan, &data, Naming::Relative(&workflow.base_dir)),
+    };
     let as_read = || checkpoint::basis(&plan, &data, Naming::AsRead);
     write_plan(
         &plan,
@@ -274,7 +277,7 @@ pub(crate) const START_OVER: &str = "run with `--fresh` to start over";
 fn write_plan(
     plan: &Plan,
     resuming: bool,
-    basis: &str,
+    basis: &checkpoint::Bases,
     as_read: &dyn Fn() -> String,
 ) -> Result<(), RunError> {
     let checkpoint = plan.output.join("checkpoint.safetensors");
@@ -291,19 +294,30 @@ fn write_plan(
                          it): {START_OVER}"
                 ))
             })?;
-        // Said against whichever naming differs least (an earlier
-        // version's record reads as moved images against the other).
-        let changes = match crate::changed::changes(&recorded, basis) {
-            changes if changes.is_empty() => changes,
-            changes => {
-                let as_read = crate::changed::changes(&recorded, &as_read());
-                if as_read.len() < changes.len() {
-                    as_read
-                } else {
-                    changes
-                }
+        // The record continues when it is what this run would record with
+        // its paths named one of the ways a checkpoint names them (the
+        // data beside the workflow's folder moved with it: `relative`; an
+        // earlier version's record: as read), and is said against the way
+        // that differs least.
+        let relative = checkpoint::recorded_relative_basis(&checkpoint)
+            .map_err(|e| refuse(format!("it cannot be read ({e})")))?;
+        let mut changes = crate::changed::changes(&recorded, &basis.main);
+        let others: [&dyn Fn() -> Option<Vec<String>>; 2] = [
+            &|| {
+                relative
+                    .as_ref()
+                    .map(|r| crate::changed::changes(r, &basis.relative))
+            },
+            &|| Some(crate::changed::changes(&recorded, &as_read())),
+        ];
+        for other in others {
+            if changes.is_empty() {
+                break;
             }
-        };
+            if let Some(other) = other().filter(|o| o.len() < changes.len()) {
+                changes = other;
+            }
+        }
         if !changes.is_empty() {
             return Err(refuse(format!(
                 "the workflow or its data changed since it was made:\n  {}\n\

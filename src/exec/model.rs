@@ -925,22 +925,8 @@ fn file_id(path: &Path) -> FileId {
 /// The metadata of `wfrun embed`'s file that says where its relative image
 /// paths start, from the index's folder.
 const PATHS_FROM: &str = "paths_from";
-
-/// The path from the folder `from` to `to` (both absolute, without `.` or
-/// `..`), through `..` where it must; `.` for the folder itself.
-fn relative_to(from: &Path, to: &Path) -> PathBuf {
-    let (a, b): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
-    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut out = PathBuf::new();
-    for _ in shared..a.len() {
-        out.push("..");
-    }
-    out.extend(&b[shared..]);
-    if out.as_os_str().is_empty() {
-        out.push(".");
-    }
-    out
-}
+/// The same folder as it was when `embed` ran (absolute, links resolved).
+const LAUNCHED_IN: &str = "launched_in";
 
 /// Folders a run may have been started in, one level down from where its
 /// `output` climbed to: at most this many a level are tried.
@@ -1462,14 +1448,23 @@ impl Embeddings {
             metadata.insert("model".to_string(), m.clone());
         }
         // The folder the relative paths start from, said from the index's
-        // own folder: a search from anywhere names them from there.
-        let here = std::env::current_dir().ok();
-        let from = here.as_ref().and_then(|here| {
-            let folder = crate::check::normalize(&here.join(index_path.parent()?));
-            relative_to(&folder, here).to_str().map(str::to_string)
-        });
-        if let Some(from) = from {
-            metadata.insert(PATHS_FROM.to_string(), from);
+        // own folder (both with their links resolved) and as it is: a
+        // search from anywhere names them from there, the two moved
+        // together or the index alone.
+        let here = std::env::current_dir()
+            .ok()
+            .and_then(|h| std::fs::canonicalize(h).ok());
+        if let Some(here) = &here {
+            let parent = index_path.parent().filter(|p| !p.as_os_str().is_empty());
+            let folder = std::fs::canonicalize(parent.unwrap_or(Path::new(".")));
+            if let Ok(folder) = folder {
+                if let Some(from) = crate::paths::relative_to(&folder, here).to_str() {
+                    metadata.insert(PATHS_FROM.to_string(), from.to_string());
+                }
+            }
+            if let Some(here) = here.to_str() {
+                metadata.insert(LAUNCHED_IN.to_string(), here.to_string());
+            }
         }
         // Two writers of one pair take turns, so the pair left is one
         // writer's whole; readers wait for a writer's pair to be complete.
@@ -1571,11 +1566,22 @@ impl Embeddings {
             }
         }
         let model = metadata.get("model").cloned();
-        // Where the paths start, when the writer said.
-        let launch = metadata.get(PATHS_FROM).and_then(|from| {
-            let folder = std::env::current_dir().ok()?.join(index_path.parent()?);
+        // Where the paths start, when the writer said: from the index's
+        // folder, else as it was, the first where the first image exists.
+        let parent = index_path.parent().filter(|p| !p.as_os_str().is_empty());
+        let relative = metadata.get(PATHS_FROM).and_then(|from| {
+            let folder = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
             Some(crate::check::normalize(&folder.join(from)))
         });
+        let absolute = metadata.get(LAUNCHED_IN).map(PathBuf::from);
+        let probe = listed
+            .iter()
+            .map(|r| Path::new(&r.path))
+            .find(|p| p.is_relative());
+        let launch = [relative, absolute]
+            .into_iter()
+            .flatten()
+            .find(|l| probe.is_some_and(|p| l.join(p).exists()));
         let embeddings = Embeddings {
             paths: order
                 .iter()

@@ -71,7 +71,7 @@ struct Training<'a> {
     items: usize,
     steps_per_epoch: u64,
     /// What training depends on, recorded in each checkpoint.
-    basis: &'a str,
+    basis: &'a super::checkpoint::Bases,
 }
 
 /// What one epoch's batches gave.
@@ -88,7 +88,7 @@ pub(super) fn train(
     cx: &Context,
     plan: &Plan,
     sets: &DataSets,
-    basis: &str,
+    basis: &super::checkpoint::Bases,
     bad_log: &mut BadLog,
     on_event: &mut dyn FnMut(&Event),
 ) -> Result<Trained, RunError> {
@@ -235,7 +235,7 @@ impl<'a> Training<'a> {
         cx: &'a Context<'a>,
         plan: &'a Plan,
         sets: &'a DataSets,
-        basis: &'a str,
+        basis: &'a super::checkpoint::Bases,
     ) -> Result<Self, RunError> {
         let h = &plan.hyper;
         if sets.multi_label && h.loss == Loss::Softmax {

@@ -220,6 +220,8 @@ fn grid(queries: &Embedded, index: &Indexed, found: &[Neighbours]) -> Vec<QueryR
 /// concept (when the training data has it), those at the top carry none.
 fn embed_folder(inputs: &StepInputs, root: &Path) -> Result<Embedded, RunError> {
     let (folders, loose) = crate::data::list_folder(root)?;
+    // Every image here is a query written to the step's files.
+    crate::data::paths_in_text(folders.iter().flat_map(|f| &f.images).chain(&loose))?;
     let mut paths = Vec::new();
     let mut concepts = Vec::new();
     for f in folders {
