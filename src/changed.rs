@@ -108,6 +108,23 @@ impl Context<'_> {
             .any(|(k, ..)| k == p || k.strip_prefix(p).is_some_and(|r| r.starts_with('.')))
     }
 
+    /// Whether the concepts' names changed, not only their order (a
+    /// manifest's order of first appearance, which an image moved to
+    /// another concept may change).
+    fn concepts_renamed(&self) -> bool {
+        let names = |v: &serde_json::Value| {
+            let mut n: Vec<String> = v
+                .as_array()
+                .map(|a| a.iter().map(value).collect())
+                .unwrap_or_default();
+            n.sort();
+            n
+        };
+        self.raw
+            .iter()
+            .any(|(k, old, new)| k == "data.concepts" && names(old) != names(new))
+    }
+
     /// What changes which images train and which are held out.
     fn split(&self) -> Vec<&'static str> {
         let mut from = vec!["data.train", "data.eval", "data.images", "data.concepts"];
@@ -265,7 +282,10 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
         // Other files under the same counts: said unless a source or a
         // count changed (a fraction held out changes none of them).
         "images" => {
-            let mut from = vec!["data.train", "data.images", "data.concepts"];
+            let mut from = vec!["data.train", "data.images"];
+            if context.concepts_renamed() {
+                from.push("data.concepts");
+            }
             if !context.fraction {
                 from.extend(["data.eval", "data.eval_images"]);
             }
@@ -475,6 +495,20 @@ mod tests {
         let lines = changes(&base, &moved);
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[1].starts_with("the images or their concepts: the same count, other files"));
+        // A manifest's image moved to another concept may reorder the
+        // concepts (their order of first appearance): both are said.
+        let reordered = record(|v| {
+            v["data"]["concepts"] = serde_json::json!(["b", "a", "c"]);
+            v["images_and_concepts"] = "1111111111111111".into();
+            v["images"] = "2222222222222222".into();
+        });
+        let lines = changes(&base, &reordered);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0], "the concepts: the same names in another order");
+        assert!(
+            lines[1].contains("one moved to another concept"),
+            "{lines:?}"
+        );
         // Sources and fractions as the workflow writes them; a float's
         // last bits are not shown; concepts as names that came and went.
         let data = record(|v| {

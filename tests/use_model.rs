@@ -534,6 +534,25 @@ fn bad_input_is_an_error_naming_it() {
         out.stderr
     );
     assert!(!dir.join("bad.safetensors").exists());
+    // A run's own embeddings given as an index: said what they are.
+    let out = wfrun(
+        dir,
+        &[
+            "search",
+            "runs/tiny",
+            "images/c0/0.png",
+            "--index",
+            "runs/tiny/embeddings.safetensors",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("a run's own embeddings (its `train` and `eval` rows)")
+            && out.stderr.contains("without `--index`"),
+        "{}",
+        out.stderr
+    );
     // A file where the output needs a folder: said so, for embed and export.
     for args in [
         &[

@@ -82,7 +82,23 @@ fn decode(path: &Path) -> Result<image::DynamicImage, BadImage> {
             bytes.len()
         )));
     }
-    reader.decode().map_err(|e| bad(why(e)))
+    reader.decode().map_err(|e| match e {
+        // More pixels than the decoder may hold: said with the image's size
+        // (its header, read again), not as "Memory limit exceeded".
+        image::ImageError::Limits(_) => {
+            let size = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+                .with_guessed_format()
+                .ok()
+                .and_then(|r| r.into_dimensions().ok());
+            bad(match size {
+                Some((w, h)) => {
+                    format!("the image is too large to decode ({w} × {h} pixels); scale it down")
+                }
+                None => "the image is too large to decode; scale it down".to_string(),
+            })
+        }
+        e => bad(why(e)),
+    })
 }
 
 /// Whether a JPEG's bytes end before its end-of-image marker. Walks the
@@ -639,6 +655,49 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    /// A PNG chunk: length, type, data, CRC-32 of type and data.
+    fn chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        let mut crc = 0xffff_ffffu32;
+        for &b in kind.iter().chain(data) {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 == 1 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend(kind);
+        out.extend(data);
+        out.extend((!crc).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn an_image_too_large_to_decode_says_its_size() {
+        // A header claiming 30,000 × 30,000 RGB pixels (2.7 GB decoded).
+        let mut header = 30_000u32.to_be_bytes().to_vec();
+        header.extend(30_000u32.to_be_bytes());
+        header.extend([8, 2, 0, 0, 0]);
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        png.extend(chunk(b"IHDR", &header));
+        png.extend(chunk(
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        ));
+        png.extend(chunk(b"IEND", &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.png");
+        std::fs::write(&p, png).unwrap();
+        let e = load(&p, 32, Crop::Center).unwrap_err();
+        assert_eq!(
+            e.reason,
+            "the image is too large to decode (30000 × 30000 pixels); scale it down"
+        );
     }
 
     #[test]

@@ -1511,9 +1511,16 @@ impl Embeddings {
             .and_then(|(_, m)| m.metadata().clone())
             .unwrap_or_default();
         let matrix = tensors.get("embeddings").ok_or_else(|| {
+            let run = tensors.contains_key("train") || tensors.contains_key("eval");
             bad(
                 path,
-                "it holds no `embeddings` matrix (`wfrun embed` writes one)".into(),
+                if run {
+                    "these are a run's own embeddings (its `train` and `eval` rows), not \
+                     `wfrun embed`'s: search the run itself, without `--index`"
+                        .into()
+                } else {
+                    "it holds no `embeddings` matrix (`wfrun embed` writes one)".into()
+                },
             )
         })?;
         let (rows, dim) = matrix
