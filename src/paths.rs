@@ -191,10 +191,12 @@ mod tests {
 }
 
 /// Paths as records name them to stay the same wherever a run starts:
-/// relative to the workflow's folder where they lie inside it, else
-/// absolute (both read lexically from the current folder). The same
-/// workflow started from another folder, or moved with its data and run
-/// folder, names the same paths; without a current folder, as given.
+/// relative to the workflow's folder where they lie inside it (read
+/// lexically from the current folder), else absolute with their folder's
+/// links resolved; or ([`FromWorkflow::relative`]) relative to the
+/// workflow's folder through `..` wherever they lie. The same workflow
+/// started from another folder, or moved with its data and run folder,
+/// names the same paths; without a current folder, as given.
 pub struct FromWorkflow {
     here_and_base: Option<(PathBuf, PathBuf)>,
     /// Outside the workflow's folder too, through `..`, links resolved.

@@ -1346,6 +1346,25 @@ fn a_run_resumes_from_any_folder_and_moved_with_its_data() {
     assert_eq!(out.stderr.matches('→').count(), 1, "{}", out.stderr);
 }
 
+/// The neighbours' paths of `query` among `index`, `wfrun search ../runs/tiny
+/// QUERY --index INDEX --top-k K --format json` run in `cwd`.
+fn neighbours_in(cwd: &Path, query: &str, index: &str, k: &str) -> Vec<String> {
+    let args = [
+        "search",
+        "../runs/tiny",
+        query,
+        "--index",
+        index,
+        "--top-k",
+        k,
+        "--format",
+        "json",
+    ];
+    let out = wfrun(cwd, &args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    neighbour_paths(&out.stdout).remove(0)
+}
+
 /// The neighbours' paths of each query, `wfrun search … --format json`.
 fn neighbour_paths(stdout: &str) -> Vec<Vec<String>> {
     stdout
@@ -1379,25 +1398,10 @@ fn an_index_written_by_embed_names_its_images_from_where_search_runs() {
     // From the index's own folder: its paths open from there, and the query
     // (the same image, named otherwise) is not its own neighbour.
     let away = dir.join("away");
-    let out = wfrun(
-        &away,
-        &[
-            "search",
-            "../runs/tiny",
-            "../images/c1/0.png",
-            "--index",
-            "e.safetensors",
-            "--top-k",
-            "4",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let found = neighbour_paths(&out.stdout);
-    assert_eq!(found[0].len(), 4, "{}", out.stdout);
-    for p in &found[0] {
-        assert!(away.join(p).is_file(), "{p}: {}", out.stdout);
+    let found = neighbours_in(&away, "../images/c1/0.png", "e.safetensors", "4");
+    assert_eq!(found.len(), 4, "{found:?}");
+    for p in &found {
+        assert!(away.join(p).is_file(), "{p}: {found:?}");
         assert_ne!(p, "../images/c1/0.png");
     }
     // Another file at the same path under another folder is another image:
@@ -1405,28 +1409,9 @@ fn an_index_written_by_embed_names_its_images_from_where_search_runs() {
     let other = dir.join("other-images-c1");
     std::fs::create_dir_all(other.join("images/c1")).unwrap();
     std::fs::copy(dir.join("images/c2/0.png"), other.join("images/c1/0.png")).unwrap();
-    let out = wfrun(
-        &other,
-        &[
-            "search",
-            "../runs/tiny",
-            "images/c1/0.png",
-            "--index",
-            "../away/e.safetensors",
-            "--top-k",
-            "100",
-            "--format",
-            "json",
-        ],
-    );
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let found = neighbour_paths(&out.stdout);
-    assert!(
-        found[0].iter().any(|p| p == "../images/c1/0.png"),
-        "{}",
-        out.stdout
-    );
-    assert!(found[0].iter().all(|p| other.join(p).is_file()));
+    let found = neighbours_in(&other, "images/c1/0.png", "../away/e.safetensors", "100");
+    assert!(found.iter().any(|p| p == "../images/c1/0.png"), "{found:?}");
+    assert!(found.iter().all(|p| other.join(p).is_file()));
     // The index reached through a link at another depth, and copied away
     // from its images: still the images `embed` read.
     std::fs::create_dir_all(dir.join("deeper")).unwrap();
@@ -1443,28 +1428,11 @@ fn an_index_written_by_embed_names_its_images_from_where_search_runs() {
         "../deeper/idx/e.safetensors",
         "../deeper/copy/e.safetensors",
     ] {
-        let args = [
-            "search",
-            "../runs/tiny",
-            "images/c1/0.png",
-            "--index",
-            index,
-            "--top-k",
-            "100",
-            "--format",
-            "json",
-        ];
-        let out = wfrun(&other, &args);
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        let found = neighbour_paths(&out.stdout);
+        let found = neighbours_in(&other, "images/c1/0.png", index, "100");
         assert!(
-            found[0].iter().all(|p| other.join(p).is_file()),
-            "{index}: {}",
-            out.stdout
+            found.iter().all(|p| other.join(p).is_file()),
+            "{index}: {found:?}"
         );
-        assert!(
-            found[0].iter().any(|p| p == "../images/c1/0.png"),
-            "{index}"
-        );
+        assert!(found.iter().any(|p| p == "../images/c1/0.png"), "{index}");
     }
 }

@@ -301,22 +301,13 @@ fn write_plan(
         // that differs least.
         let relative = checkpoint::recorded_relative_basis(&checkpoint)
             .map_err(|e| refuse(format!("it cannot be read ({e})")))?;
+        let fewer = |a: Vec<String>, b: Vec<String>| if b.len() < a.len() { b } else { a };
         let mut changes = crate::changed::changes(&recorded, &basis.main);
-        let others: [&dyn Fn() -> Option<Vec<String>>; 2] = [
-            &|| {
-                relative
-                    .as_ref()
-                    .map(|r| crate::changed::changes(r, &basis.relative))
-            },
-            &|| Some(crate::changed::changes(&recorded, &as_read())),
-        ];
-        for other in others {
-            if changes.is_empty() {
-                break;
-            }
-            if let Some(other) = other().filter(|o| o.len() < changes.len()) {
-                changes = other;
-            }
+        if let (false, Some(r)) = (changes.is_empty(), &relative) {
+            changes = fewer(changes, crate::changed::changes(r, &basis.relative));
+        }
+        if !changes.is_empty() {
+            changes = fewer(changes, crate::changed::changes(&recorded, &as_read()));
         }
         if !changes.is_empty() {
             return Err(refuse(format!(

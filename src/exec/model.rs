@@ -174,7 +174,21 @@ impl Index {
     /// search among, their relative paths named from the current folder
     /// (they were written from the folder `embed` ran in).
     pub fn load(path: &Path) -> Result<Index, RunError> {
-        let (mut e, launch) = Embeddings::read(path)?;
+        let (mut e, metadata) = Embeddings::read(path)?;
+        // Where the paths start: from the index's folder, else as it was
+        // (files of earlier versions say neither), the first where the
+        // first relative image exists.
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+        let relative = metadata.get(PATHS_FROM).and_then(|from| {
+            let folder = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
+            Some(crate::check::normalize(&folder.join(from)))
+        });
+        let absolute = metadata.get(LAUNCHED_IN).map(PathBuf::from);
+        let probe = e.paths.iter().find(|p| p.is_relative());
+        let launch = [relative, absolute]
+            .into_iter()
+            .flatten()
+            .find(|l| probe.is_some_and(|p| l.join(p).exists()));
         if let Some(launch) = launch {
             let here = std::env::current_dir()
                 .ok()
@@ -956,17 +970,15 @@ fn from_here(launch: &Path, here: Option<&Path>, path: &Path) -> PathBuf {
     let Some(here) = here else {
         return full;
     };
-    let (a, b): (Vec<_>, Vec<_>) = (full.components().collect(), here.components().collect());
-    let shared = a.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    if shared < 2 || shared == a.len() {
+    let shared = full
+        .components()
+        .zip(here.components())
+        .take_while(|(x, y)| x == y)
+        .count();
+    if shared < 2 || shared == full.components().count() {
         return full;
     }
-    let mut out = PathBuf::new();
-    for _ in shared..b.len() {
-        out.push("..");
-    }
-    out.extend(&a[shared..]);
-    out
+    crate::paths::relative_to(here, &full)
 }
 
 /// A path's canonical form when it exists (so `./a.jpg` is `a.jpg`).
@@ -1362,19 +1374,7 @@ impl Inputs {
     /// their paths are to be kept in a file (`wfrun embed`'s index, which
     /// holds text); shown on a terminal, such a path is shown lossily.
     pub fn named_in_text(&self) -> Result<(), RunError> {
-        let unnamed: Vec<PathBuf> = self
-            .paths
-            .iter()
-            .filter(|p| p.to_str().is_none())
-            .cloned()
-            .collect();
-        if unnamed.is_empty() {
-            Ok(())
-        } else {
-            Err(RunError::Data(crate::data::DataError::BadImageNames(
-                unnamed,
-            )))
-        }
+        Ok(crate::data::paths_in_text(self.paths.iter())?)
     }
 }
 
@@ -1486,9 +1486,8 @@ impl Embeddings {
         Ok(Embeddings::read(path)?.0)
     }
 
-    /// [`Embeddings::load`], and the folder its relative paths start from
-    /// when the file says (files of earlier versions do not).
-    fn read(path: &Path) -> Result<(Embeddings, Option<PathBuf>), RunError> {
+    /// [`Embeddings::load`], and the file's metadata.
+    fn read(path: &Path) -> Result<(Embeddings, HashMap<String, String>), RunError> {
         let bad = |p: &Path, message: String| RunError::RunFile {
             path: p.to_path_buf(),
             message,
@@ -1573,22 +1572,6 @@ impl Embeddings {
             }
         }
         let model = metadata.get("model").cloned();
-        // Where the paths start, when the writer said: from the index's
-        // folder, else as it was, the first where the first image exists.
-        let parent = index_path.parent().filter(|p| !p.as_os_str().is_empty());
-        let relative = metadata.get(PATHS_FROM).and_then(|from| {
-            let folder = std::fs::canonicalize(parent.unwrap_or(Path::new("."))).ok()?;
-            Some(crate::check::normalize(&folder.join(from)))
-        });
-        let absolute = metadata.get(LAUNCHED_IN).map(PathBuf::from);
-        let probe = listed
-            .iter()
-            .map(|r| Path::new(&r.path))
-            .find(|p| p.is_relative());
-        let launch = [relative, absolute]
-            .into_iter()
-            .flatten()
-            .find(|l| probe.is_some_and(|p| l.join(p).exists()));
         let embeddings = Embeddings {
             paths: order
                 .iter()
@@ -1603,7 +1586,7 @@ impl Embeddings {
             bad: Vec::new(),
             model,
         };
-        Ok((embeddings, launch))
+        Ok((embeddings, metadata))
     }
 
     /// Row `i`.
