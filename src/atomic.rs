@@ -52,11 +52,39 @@ fn new_partial(path: &Path) -> std::io::Result<PathBuf> {
     }
 }
 
+/// The folders [`probe`] made for a file not yet written. Dropped, it
+/// removes those still empty, innermost first, so a command that fails
+/// after the probe leaves no empty folder behind; [`Made::keep`] leaves
+/// them once the file is written.
+#[must_use = "dropping it removes the folders it made"]
+#[derive(Debug, Default)]
+pub struct Made(Vec<PathBuf>);
+
+impl Made {
+    /// The folders stay (the file was written in them).
+    pub fn keep(mut self) {
+        self.0.clear();
+    }
+}
+
+impl Drop for Made {
+    fn drop(&mut self) {
+        // `remove_dir` removes only an empty folder: anything another
+        // process wrote there meanwhile stays, and so does its folder.
+        for dir in self.0.iter().rev() {
+            if std::fs::remove_dir(dir).is_err() {
+                break;
+            }
+        }
+    }
+}
+
 /// Whether a file can be written at `path` now, for a command that works
 /// long before it writes: its folder made where missing (as the write would
 /// make it), a partial file created beside it and removed. The error says
-/// why in words.
-pub fn probe(path: &Path) -> std::io::Result<()> {
+/// why in words; the folders made are returned, to be removed again if the
+/// command fails before it writes.
+pub fn probe(path: &Path) -> std::io::Result<Made> {
     use std::io::{Error, ErrorKind};
     let words = |e: Error| {
         let why = match e.kind() {
@@ -71,12 +99,22 @@ pub fn probe(path: &Path) -> std::io::Result<()> {
         };
         Error::new(e.kind(), why)
     };
+    let mut made = Made::default();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // Outermost missing folder first, as `create_dir_all` makes them.
+        let mut missing: Vec<PathBuf> = dir
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .take_while(|a| std::fs::symlink_metadata(a).is_err())
+            .map(Path::to_path_buf)
+            .collect();
+        missing.reverse();
         std::fs::create_dir_all(dir).map_err(words)?;
+        made.0 = missing;
     }
     let tmp = new_partial(path).map_err(words)?;
     let _ = std::fs::remove_file(tmp);
-    Ok(())
+    Ok(made)
 }
 
 /// Removes the partial files of `path` that processes no longer running left

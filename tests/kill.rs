@@ -151,6 +151,20 @@ fn a_second_run_on_a_folder_is_refused_and_sigterm_saves_a_checkpoint() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
+    // Its model asked for while it trains: said to be training, by whom.
+    let image = dir.path().join("images/c0/0.png");
+    let early = wfrun(&[
+        "predict",
+        run_dir.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&early.stderr);
+    assert_eq!(early.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("this run is still training")
+            && stderr.contains(&format!("process {}", first.id())),
+        "{stderr}"
+    );
     let pid = libc::pid_t::try_from(first.id()).unwrap();
     // SAFETY: sends SIGTERM to the child this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -175,6 +189,20 @@ fn a_second_run_on_a_folder_is_refused_and_sigterm_saves_a_checkpoint() {
         "{stderr}"
     );
     assert!(run_dir.join("checkpoint.safetensors").is_file());
+    // Its model asked for now: said to have stopped, and how to finish it.
+    let stopped = wfrun(&[
+        "predict",
+        run_dir.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&stopped.stderr);
+    assert_eq!(stopped.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("this run stopped before it finished")
+            && stderr.contains("--resume")
+            && stderr.contains("`owned`"),
+        "{stderr}"
+    );
 
     // A lock left by a killed run does not block the next.
     std::fs::write(run_dir.join(wfrun::exec::LOCK), "4194999\n").unwrap();

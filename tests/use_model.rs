@@ -534,6 +534,56 @@ fn bad_input_is_an_error_naming_it() {
         out.stderr
     );
     assert!(!dir.join("bad.safetensors").exists());
+    // The same into folders not there yet: they are not left behind empty
+    // (by embed, nor by an export that fails), but one that was there stays.
+    let out = wfrun(
+        dir,
+        &[
+            "embed",
+            "runs/tiny",
+            "bad",
+            "-o",
+            "fresh/deep/e.safetensors",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(!dir.join("fresh").exists(), "an empty `fresh/` was left");
+    std::fs::create_dir(dir.join("kept")).unwrap();
+    let out = wfrun(
+        dir,
+        &["embed", "runs/tiny", "bad", "-o", "kept/deep/e.safetensors"],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(dir.join("kept").is_dir() && !dir.join("kept/deep").exists());
+    // An index cut short (a copy that stopped part way): said so, and how
+    // to write it again, not the reader's bare words alone.
+    let whole = wfrun(
+        dir,
+        &["embed", "runs/tiny", "images/c0", "-o", "cut.safetensors"],
+    );
+    assert_eq!(whole.code, 0, "{}", whole.stderr);
+    let bytes = std::fs::read(dir.join("cut.safetensors")).unwrap();
+    std::fs::write(dir.join("cut.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    let out = wfrun(
+        dir,
+        &[
+            "search",
+            "runs/tiny",
+            "images/c0/0.png",
+            "--index",
+            "cut.safetensors",
+        ],
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cut.safetensors")
+            && out
+                .stderr
+                .contains("the file is cut short or is not one `wfrun embed` wrote")
+            && out.stderr.contains("-o cut.safetensors"),
+        "{}",
+        out.stderr
+    );
     // A run's own embeddings given as an index: said what they are.
     let out = wfrun(
         dir,

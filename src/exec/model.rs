@@ -25,6 +25,51 @@ use crate::spec::TemplateSpec;
 use crate::steps::head::Head;
 use crate::workflow::BaseModel;
 
+/// Why the run folder `path` (it holds a plan) holds no model, and what
+/// gives it one: its workflow trains none (a base model's, a sweep's), or
+/// the run is still training, or it stopped before it finished.
+fn no_model_yet(path: &Path) -> String {
+    let plan: serde_json::Value = std::fs::read(path.join("plan.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let workflow = plan["workflow"].as_str().unwrap_or("?");
+    if let Some(weights) = plan["base"]["weights"].as_str() {
+        let base = Path::new(weights).parent().unwrap_or(Path::new("."));
+        return format!(
+            "this run folder holds no model: the workflow `{workflow}` embeds with a base \
+             model and trains none; use the base model's folder, `{}`",
+            base.shown()
+        );
+    }
+    if plan["sweep"].is_object() {
+        return format!(
+            "this is a sweep's folder: each trial is a run folder in it (`wfrun plan` on \
+             the workflow lists them), and `{}` is the best once a trial has finished",
+            path.join("best").shown()
+        );
+    }
+    if let Some(pid) = super::owner::held_now(path) {
+        let who = pid.map_or_else(|| "a run".to_string(), |p| format!("a run (process {p})"));
+        return format!(
+            "this run is still training: {who} holds the folder, and its model is written \
+             when training ends; try again then"
+        );
+    }
+    if path.join("checkpoint.safetensors").is_file() {
+        format!(
+            "this run stopped before it finished (it was stopped, or it failed) and holds \
+             no model yet; its checkpoint is kept: `wfrun WORKFLOW.wf --resume` with the \
+             workflow `{workflow}` finishes it"
+        )
+    } else {
+        format!(
+            "this run stopped before its first epoch ended and holds no model: run the \
+             workflow `{workflow}` again (`wfrun WORKFLOW.wf`)"
+        )
+    }
+}
+
 /// How to open a model.
 #[derive(Clone, Debug)]
 pub struct ModelOptions {
@@ -275,10 +320,7 @@ impl Model {
         {
             return Err(RunError::RunFile {
                 path: path.to_path_buf(),
-                message: "this run folder holds no model: a `base` workflow's run trains none \
-                          (use its base model's folder), and a stopped run has none yet \
-                          (`--resume` finishes it)"
-                    .into(),
+                message: no_model_yet(path),
             });
         }
         let (base, template, hyper) =
@@ -1503,8 +1545,18 @@ impl Embeddings {
         // Read once: the tensors and the metadata come from the same bytes.
         let bytes =
             std::fs::read(path).map_err(|e| bad(path, format!("cannot read embeddings: {e}")))?;
-        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-            .map_err(|e| bad(path, format!("cannot read embeddings: {e}")))?;
+        // A safetensors reader's own words ("incomplete metadata") say
+        // little: what it means for this file is said beside them.
+        let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+            bad(
+                path,
+                format!(
+                    "cannot read embeddings ({e}): the file is cut short or is not one \
+                     `wfrun embed` wrote; write it again with `wfrun embed RUN IMAGES -o {}`",
+                    path.shown()
+                ),
+            )
+        })?;
         let metadata = safetensors::SafeTensors::read_metadata(&bytes)
             .ok()
             .and_then(|(_, m)| m.metadata().clone())
@@ -1600,5 +1652,46 @@ impl Embeddings {
 
     pub fn is_empty(&self) -> bool {
         self.paths.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_folder_without_a_model_says_why_and_what_gives_it_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path();
+        let said = |plan: &str| {
+            std::fs::write(run.join("plan.json"), plan).unwrap();
+            no_model_yet(run)
+        };
+        let base = said(
+            r#"{"workflow": "tagged", "base": {"weights": "runs/trained/model.safetensors"}}"#,
+        );
+        assert!(
+            base.contains("embeds with a base model") && base.contains("`runs/trained`"),
+            "{base}"
+        );
+        let sweep = said(r#"{"workflow": "tuned", "sweep": {"trials": []}}"#);
+        assert!(
+            sweep.contains("a sweep's folder") && sweep.contains("best"),
+            "{sweep}"
+        );
+        let early = said(r#"{"workflow": "w", "base": null}"#);
+        assert!(
+            early.contains("before its first epoch ended") && early.contains("`w`"),
+            "{early}"
+        );
+        std::fs::write(run.join("checkpoint.safetensors"), b"").unwrap();
+        let stopped = said(r#"{"workflow": "w", "base": null}"#);
+        assert!(
+            stopped.contains("stopped before it finished") && stopped.contains("--resume"),
+            "{stopped}"
+        );
+        // A lock file no process holds is not a run training.
+        std::fs::write(run.join(super::super::LOCK), "4194999\n").unwrap();
+        assert_eq!(no_model_yet(run), stopped);
     }
 }

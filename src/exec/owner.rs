@@ -106,6 +106,27 @@ pub fn lock(out: &Path) -> Result<Owner, RunError> {
     })
 }
 
+/// Whether a run holds the output folder `out` now: `Some` with the
+/// process its lock file names (when it names one), `None` when no run
+/// holds it (or, without `flock`, when that cannot be told). It only looks:
+/// a shared lock tried and let go at once, never the lock file written.
+#[cfg(unix)]
+pub(crate) fn held_now(out: &Path) -> Option<Option<u32>> {
+    use std::os::unix::io::AsRawFd;
+    let lock = out.join(LOCK);
+    let file = std::fs::File::open(&lock).ok()?;
+    // SAFETY: flock on a descriptor this function owns; closing it (the
+    // drop below) lets the shared lock go.
+    let free = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) } == 0;
+    drop(file);
+    (!free).then(|| holder(&lock))
+}
+
+#[cfg(not(unix))]
+pub(crate) fn held_now(_: &Path) -> Option<Option<u32>> {
+    None
+}
+
 /// Output folders locked by this process (a lock file naming this process's
 /// id that is not in here was left by an earlier process that had the same
 /// id, as happens in containers).

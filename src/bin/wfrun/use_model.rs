@@ -191,13 +191,14 @@ pub fn embed(
             std::fs::read(p).is_ok_and(|b| b.starts_with(b"row,path,concepts"))
         }
     };
-    if let Err(code) = writable_now(
+    let made = match writable_now(
         [Some(output), sidecar.as_deref()].into_iter().flatten(),
         paths,
         &mine,
     ) {
-        return code;
-    }
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     let (model, embedded, repeated) = match open_and_embed(run, paths, args, true) {
         Ok(m) => m,
         Err(code) => return code,
@@ -211,6 +212,7 @@ pub fn embed(
         Ok(i) => i,
         Err(e) => return fail(e),
     };
+    made.into_iter().for_each(wfrun::atomic::Made::keep);
     let written = match &index {
         Some(csv) => format!("{} and {}", output.shown(), csv.shown()),
         None => output.shown().to_string(),
@@ -407,13 +409,16 @@ fn writable<'a>(
 
 /// [`writable`], then each output tried before any work: a read-only or
 /// full disk, or a folder this user may not write, is said at once, not
-/// after every image was embedded.
+/// after every image was embedded. `Ok` holds the folders made for the
+/// outputs: dropped, they are removed again (the command failed); kept
+/// once the outputs are written.
 fn writable_now<'a>(
     outputs: impl IntoIterator<Item = &'a Path> + Clone,
     inputs: &[PathBuf],
     mine: &dyn Fn(&Path) -> bool,
-) -> Result<(), u8> {
+) -> Result<Vec<wfrun::atomic::Made>, u8> {
     writable(outputs.clone(), inputs, mine)?;
+    let mut made = Vec::new();
     for out in outputs {
         // A file where the path needs a folder: said as such, not as the
         // system's "File exists".
@@ -430,15 +435,18 @@ fn writable_now<'a>(
             );
             return Err(FAILED);
         }
-        if let Err(e) = wfrun::atomic::probe(out) {
-            errln!(
-                "error: cannot write `{}`: {e}; nothing was done: choose a folder this user can write",
-                out.shown()
-            );
-            return Err(FAILED);
+        match wfrun::atomic::probe(out) {
+            Ok(m) => made.push(m),
+            Err(e) => {
+                errln!(
+                    "error: cannot write `{}`: {e}; nothing was done: choose a folder this user can write",
+                    out.shown()
+                );
+                return Err(FAILED);
+            }
         }
     }
-    Ok(())
+    Ok(made)
 }
 
 /// The name of the run file `path` would be, when it lies in a run folder
@@ -692,17 +700,14 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
         errln!("error: `{}` exists; `--force` replaces it", path.shown());
         return FAILED;
     }
-    if let Err(code) = writable_now([path.as_path()], &[], &|_| true) {
-        return code;
-    }
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        if let Err(e) = std::fs::create_dir_all(parent) {
-            errln!("error: cannot create `{}`: {e}", parent.shown());
-            return FAILED;
-        }
-    }
+    // `writable_now` made the folder; it is removed again if the export fails.
+    let made = match writable_now([path.as_path()], &[], &|_| true) {
+        Ok(m) => m,
+        Err(code) => return code,
+    };
     match model.export_onnx(&path) {
         Ok(s) => {
+            made.into_iter().for_each(wfrun::atomic::Made::keep);
             outln!(
                 "wrote {} ({:.1} MB, {} nodes): input `images` [batch, 3, {size}, {size}], outputs `embeddings` [batch, {}] and `scores` [batch, {}]",
                 path.shown(),
