@@ -72,9 +72,7 @@ impl Drop for Made {
         // `remove_dir` removes only an empty folder: anything another
         // process wrote there meanwhile stays, and so does its folder.
         for dir in self.0.iter().rev() {
-            if std::fs::remove_dir(dir).is_err() {
-                break;
-            }
+            let _ = std::fs::remove_dir(dir);
         }
     }
 }
@@ -101,16 +99,22 @@ pub fn probe(path: &Path) -> std::io::Result<Made> {
     };
     let mut made = Made::default();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        // Outermost missing folder first, as `create_dir_all` makes them.
-        let mut missing: Vec<PathBuf> = dir
+        // Outermost first, one at a time, and only those this call created
+        // are recorded: a folder that was there (or that another process
+        // made meanwhile) is never removed, and `a/../b` records `a` and,
+        // where it was missing, `b`, by the names they were made by.
+        let mut chain: Vec<&Path> = dir
             .ancestors()
             .filter(|a| !a.as_os_str().is_empty())
-            .take_while(|a| std::fs::symlink_metadata(a).is_err())
-            .map(Path::to_path_buf)
             .collect();
-        missing.reverse();
-        std::fs::create_dir_all(dir).map_err(words)?;
-        made.0 = missing;
+        chain.reverse();
+        for folder in chain {
+            match std::fs::create_dir(folder) {
+                Ok(()) => made.0.push(folder.to_path_buf()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && folder.is_dir() => {}
+                Err(e) => return Err(words(e)),
+            }
+        }
     }
     let tmp = new_partial(path).map_err(words)?;
     let _ = std::fs::remove_file(tmp);

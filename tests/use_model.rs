@@ -534,27 +534,28 @@ fn bad_input_is_an_error_naming_it() {
         out.stderr
     );
     assert!(!dir.join("bad.safetensors").exists());
-    // The same into folders not there yet: they are not left behind empty
-    // (by embed, nor by an export that fails), but one that was there stays.
-    let out = wfrun(
-        dir,
-        &[
-            "embed",
-            "runs/tiny",
-            "bad",
-            "-o",
-            "fresh/deep/e.safetensors",
-        ],
-    );
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(!dir.join("fresh").exists(), "an empty `fresh/` was left");
+    // The same into folders not there yet: they are not left behind empty,
+    // but one that was there stays, however the path reaches it.
     std::fs::create_dir(dir.join("kept")).unwrap();
-    let out = wfrun(
-        dir,
-        &["embed", "runs/tiny", "bad", "-o", "kept/deep/e.safetensors"],
-    );
-    assert_eq!(out.code, 1, "{}", out.stderr);
-    assert!(dir.join("kept").is_dir() && !dir.join("kept/deep").exists());
+    for (output, made) in [
+        ("fresh/deep/e.safetensors", "fresh"),
+        ("kept/deep/e.safetensors", "kept/deep"),
+        ("gone/../kept/e.safetensors", "gone"),
+        ("gone/../new/e.safetensors", "new"),
+    ] {
+        let out = wfrun(dir, &["embed", "runs/tiny", "bad", "-o", output]);
+        assert_eq!(out.code, 1, "{}", out.stderr);
+        assert!(
+            out.stderr.contains("none of the 2 images could be read"),
+            "{output}: {}",
+            out.stderr
+        );
+        assert!(
+            !dir.join(made).exists(),
+            "{output}: an empty `{made}` was left"
+        );
+        assert!(dir.join("kept").is_dir(), "{output}: `kept` was removed");
+    }
     // An index cut short (a copy that stopped part way): said so, and how
     // to write it again, not the reader's bare words alone.
     let whole = wfrun(
@@ -579,7 +580,7 @@ fn bad_input_is_an_error_naming_it() {
         out.stderr.contains("cut.safetensors")
             && out
                 .stderr
-                .contains("the file is cut short or is not one `wfrun embed` wrote")
+                .contains("the file is cut short or is not one wfrun wrote")
             && out.stderr.contains("-o cut.safetensors"),
         "{}",
         out.stderr

@@ -26,8 +26,9 @@ use crate::steps::head::Head;
 use crate::workflow::BaseModel;
 
 /// Why the run folder `path` (it holds a plan) holds no model, and what
-/// gives it one: its workflow trains none (a base model's, a sweep's), or
-/// the run is still training, or it stopped before it finished.
+/// gives it one: its workflow trains none (it embeds with a base model),
+/// or the run is still training, or it stopped before it finished (a
+/// sweep's trial: early, by the sweep's rule, or killed).
 fn no_model_yet(path: &Path) -> String {
     let plan: serde_json::Value = std::fs::read(path.join("plan.json"))
         .ok()
@@ -35,19 +36,22 @@ fn no_model_yet(path: &Path) -> String {
         .unwrap_or_default();
     let workflow = plan["workflow"].as_str().unwrap_or("?");
     if let Some(weights) = plan["base"]["weights"].as_str() {
-        let base = Path::new(weights).parent().unwrap_or(Path::new("."));
+        // Named as the workflow named it, from the folder the run started in.
+        let weights = Path::new(weights);
+        let base = match weights.file_name() {
+            Some(f) if f == "model.safetensors" => weights.parent().unwrap_or(Path::new(".")),
+            _ => weights,
+        };
         return format!(
             "this run folder holds no model: the workflow `{workflow}` embeds with a base \
-             model and trains none; use the base model's folder, `{}`",
+             model and trains none; use its base model, `{}` (as the workflow names it)",
             base.shown()
         );
     }
-    if plan["sweep"].is_object() {
-        return format!(
-            "this is a sweep's folder: each trial is a run folder in it (`wfrun plan` on \
-             the workflow lists them), and `{}` is the best once a trial has finished",
-            path.join("best").shown()
-        );
+    if path.join(super::sweep::TRIAL_FILE).is_file() {
+        return "this sweep trial stopped early or diverged, and such a trial writes no \
+                model: use the sweep's `best`"
+            .into();
     }
     if let Some(pid) = super::owner::held_now(path) {
         let who = pid.map_or_else(|| "a run".to_string(), |p| format!("a run (process {p})"));
@@ -56,16 +60,21 @@ fn no_model_yet(path: &Path) -> String {
              when training ends; try again then"
         );
     }
+    // A sweep's trial is named `SWEEP/TRIAL`: the sweep's workflow resumes it.
+    let resumed_by = match workflow.split_once('/') {
+        Some((sweep, _)) => format!("the sweep `{sweep}`"),
+        None => format!("the workflow `{workflow}`"),
+    };
     if path.join("checkpoint.safetensors").is_file() {
         format!(
             "this run stopped before it finished (it was stopped, or it failed) and holds \
-             no model yet; its checkpoint is kept: `wfrun WORKFLOW.wf --resume` with the \
-             workflow `{workflow}` finishes it"
+             no model yet; its checkpoint is kept: `wfrun WORKFLOW.wf --resume` with \
+             {resumed_by} finishes it"
         )
     } else {
         format!(
-            "this run stopped before its first epoch ended and holds no model: run the \
-             workflow `{workflow}` again (`wfrun WORKFLOW.wf`)"
+            "this run stopped before its first epoch ended and holds no model: run \
+             {resumed_by} again (`wfrun WORKFLOW.wf`, with `--resume` for a sweep)"
         )
     }
 }
@@ -1548,12 +1557,26 @@ impl Embeddings {
         // A safetensors reader's own words ("incomplete metadata") say
         // little: what it means for this file is said beside them.
         let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| {
+            let folder = path.parent().unwrap_or(Path::new("."));
+            let again = if ["model.json", "plan.json"]
+                .iter()
+                .any(|f| folder.join(f).is_file())
+            {
+                // A run's own file: `embed` may not write there.
+                "a run's own embeddings are written again by its run (`--fresh`); \
+                 `wfrun embed RUN IMAGES -o FILE` writes an index of its own elsewhere"
+                    .to_string()
+            } else {
+                format!(
+                    "write it again with `wfrun embed RUN IMAGES -o {}`",
+                    path.shown()
+                )
+            };
             bad(
                 path,
                 format!(
                     "cannot read embeddings ({e}): the file is cut short or is not one \
-                     `wfrun embed` wrote; write it again with `wfrun embed RUN IMAGES -o {}`",
-                    path.shown()
+                     wfrun wrote; {again}"
                 ),
             )
         })?;
@@ -1674,16 +1697,16 @@ mod tests {
             base.contains("embeds with a base model") && base.contains("`runs/trained`"),
             "{base}"
         );
-        let sweep = said(r#"{"workflow": "tuned", "sweep": {"trials": []}}"#);
-        assert!(
-            sweep.contains("a sweep's folder") && sweep.contains("best"),
-            "{sweep}"
-        );
+        let file = said(r#"{"workflow": "tagged", "base": {"weights": "models/net.safetensors"}}"#);
+        assert!(file.contains("`models/net.safetensors`"), "{file}");
         let early = said(r#"{"workflow": "w", "base": null}"#);
         assert!(
             early.contains("before its first epoch ended") && early.contains("`w`"),
             "{early}"
         );
+        // A sweep's trial, killed: the sweep resumes it.
+        let trial = said(r#"{"workflow": "tuned/trial-003", "base": null}"#);
+        assert!(trial.contains("the sweep `tuned`"), "{trial}");
         std::fs::write(run.join("checkpoint.safetensors"), b"").unwrap();
         let stopped = said(r#"{"workflow": "w", "base": null}"#);
         assert!(
@@ -1691,7 +1714,17 @@ mod tests {
             "{stopped}"
         );
         // A lock file no process holds is not a run training.
-        std::fs::write(run.join(super::super::LOCK), "4194999\n").unwrap();
-        assert_eq!(no_model_yet(run), stopped);
+        #[cfg(unix)]
+        {
+            std::fs::write(run.join(super::super::LOCK), "4194999\n").unwrap();
+            assert_eq!(no_model_yet(run), stopped);
+        }
+        // A trial the sweep stopped early: the sweep's best is the model.
+        std::fs::write(run.join(super::super::sweep::TRIAL_FILE), "{}").unwrap();
+        let ended = no_model_yet(run);
+        assert!(
+            ended.contains("stopped early or diverged") && ended.contains("`best`"),
+            "{ended}"
+        );
     }
 }

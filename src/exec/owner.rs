@@ -75,17 +75,29 @@ pub fn lock(out: &Path) -> Result<Owner, RunError> {
             .truncate(false)
             .open(&lock)
             .map_err(RunError::io(&lock))?;
-        // SAFETY: flock on a descriptor this function owns.
-        let taken = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-        if !taken {
-            let error = std::io::Error::last_os_error();
-            if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                return Err(RunError::Busy {
-                    path: out.to_path_buf(),
-                    pid: holder(&lock),
-                });
+        // A look by `held_now` (a shared lock held for a moment) is waited
+        // out: a few tries 20 ms apart; a run holds the lock for its life.
+        let mut tries = 0;
+        let taken = loop {
+            // SAFETY: flock on a descriptor this function owns.
+            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                break true;
             }
-            return Err(RunError::io(&lock)(error));
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(RunError::io(&lock)(error));
+            }
+            if tries == 5 {
+                break false;
+            }
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        if !taken {
+            return Err(RunError::Busy {
+                path: out.to_path_buf(),
+                pid: holder(&lock),
+            });
         }
         // The holder before may have removed the file between our open and
         // our lock: then ours is on a file no longer there; try again.
@@ -122,9 +134,13 @@ pub(crate) fn held_now(out: &Path) -> Option<Option<u32>> {
     (!free).then(|| holder(&lock))
 }
 
+/// Without `flock` a lock file is there while a run holds the folder (or
+/// after one was killed: that cannot be told apart, and a run would refuse
+/// the folder as held too).
 #[cfg(not(unix))]
-pub(crate) fn held_now(_: &Path) -> Option<Option<u32>> {
-    None
+pub(crate) fn held_now(out: &Path) -> Option<Option<u32>> {
+    let lock = out.join(LOCK);
+    lock.exists().then(|| holder(&lock))
 }
 
 /// Output folders locked by this process (a lock file naming this process's

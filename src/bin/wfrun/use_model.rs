@@ -705,6 +705,14 @@ pub fn export(run: &Path, output: Option<&Path>, force: bool) -> u8 {
         Ok(m) => m,
         Err(code) => return code,
     };
+    // Made again should another command have removed it meanwhile (its own
+    // failed output, empty, in the same new folder).
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(parent) {
+            errln!("error: cannot create `{}`: {e}", parent.shown());
+            return FAILED;
+        }
+    }
     match model.export_onnx(&path) {
         Ok(s) => {
             made.into_iter().for_each(wfrun::atomic::Made::keep);
