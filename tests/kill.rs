@@ -153,11 +153,14 @@ fn a_second_run_on_a_folder_is_refused_and_sigterm_saves_a_checkpoint() {
     }
     // Its model asked for while it trains: said to be training, by whom.
     let image = dir.path().join("images/c0/0.png");
-    let early = wfrun(&[
-        "predict",
-        run_dir.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    let predict = || {
+        wfrun(&[
+            "predict",
+            run_dir.to_str().unwrap(),
+            image.to_str().unwrap(),
+        ])
+    };
+    let early = predict();
     let stderr = String::from_utf8_lossy(&early.stderr);
     assert_eq!(early.status.code(), Some(1), "{stderr}");
     assert!(
@@ -190,11 +193,7 @@ fn a_second_run_on_a_folder_is_refused_and_sigterm_saves_a_checkpoint() {
     );
     assert!(run_dir.join("checkpoint.safetensors").is_file());
     // Its model asked for now: said to have stopped, and how to finish it.
-    let stopped = wfrun(&[
-        "predict",
-        run_dir.to_str().unwrap(),
-        image.to_str().unwrap(),
-    ]);
+    let stopped = predict();
     let stderr = String::from_utf8_lossy(&stopped.stderr);
     assert_eq!(stopped.status.code(), Some(1), "{stderr}");
     assert!(

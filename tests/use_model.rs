@@ -563,18 +563,18 @@ fn bad_input_is_an_error_naming_it() {
         &["embed", "runs/tiny", "images/c0", "-o", "cut.safetensors"],
     );
     assert_eq!(whole.code, 0, "{}", whole.stderr);
-    let bytes = std::fs::read(dir.join("cut.safetensors")).unwrap();
-    std::fs::write(dir.join("cut.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
-    let out = wfrun(
-        dir,
-        &[
-            "search",
-            "runs/tiny",
-            "images/c0/0.png",
-            "--index",
-            "cut.safetensors",
-        ],
-    );
+    let cut_short = |file: &Path| {
+        let bytes = std::fs::read(file).unwrap();
+        std::fs::write(file, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    let search_in = |index: &str| {
+        wfrun(
+            dir,
+            &["search", "runs/tiny", "images/c0/0.png", "--index", index],
+        )
+    };
+    cut_short(&dir.join("cut.safetensors"));
+    let out = search_in("cut.safetensors");
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr.contains("cut.safetensors")
@@ -585,17 +585,22 @@ fn bad_input_is_an_error_naming_it() {
         "{}",
         out.stderr
     );
-    // A run's own embeddings given as an index: said what they are.
-    let out = wfrun(
-        dir,
-        &[
-            "search",
-            "runs/tiny",
-            "images/c0/0.png",
-            "--index",
-            "runs/tiny/embeddings.safetensors",
-        ],
+    // A run's own embeddings cut short: written again by the run, not by
+    // `embed` into the run's folder (which it refuses).
+    copy_dir(&dir.join("runs/tiny"), &dir.join("runs/cut"));
+    cut_short(&dir.join("runs/cut/embeddings.safetensors"));
+    let out = search_in("runs/cut/embeddings.safetensors");
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("the file is cut short")
+            && out.stderr.contains("written again by its run (`--fresh`)")
+            && !out.stderr.contains("-o runs/cut"),
+        "{}",
+        out.stderr
     );
+    std::fs::remove_dir_all(dir.join("runs/cut")).unwrap();
+    // A run's own embeddings given as an index: said what they are.
+    let out = search_in("runs/tiny/embeddings.safetensors");
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(
         out.stderr
