@@ -23,6 +23,8 @@ pub fn changes(previous: &str, basis: &str) -> Vec<String> {
     for (key, value) in &new {
         let label = match key.as_str() {
             "images" if !split_known => continue,
+            // Nor `contents` (the images' bytes), before this version.
+            "contents" if old.get("contents").is_none() => continue,
             "images_and_concepts" if !split_known => "images_or_split",
             k => k,
         };
@@ -307,6 +309,17 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
                 "which images are held out: the same images, another split".into(),
             )
         }
+        // The same names, other bytes: said unless the names changed.
+        "contents" => {
+            let mut from = data();
+            from.extend(["images", "images_or_split"]);
+            (
+                Weight::Follows(from),
+                "the images' contents: the same files, other bytes (an image edited or \
+                 replaced under its name)"
+                    .into(),
+            )
+        }
         "images_or_split" => (
             Weight::Follows(context.split()),
             "the images, their concepts or which are held out: the same counts, other files \
@@ -432,9 +445,148 @@ fn differences(
     }
 }
 
+/// Which images differ between the list a checkpoint records of those it
+/// trained on (`previous`) and this run's (`now`; both
+/// `exec::checkpoint::image_list`'s JSON: path, concepts, digest of the
+/// bytes), one line each for images added, gone, moved (the same bytes under
+/// another path), edited or replaced under their name, and put in another
+/// concept, naming up to five of each.
+pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
+    type Listed = (String, Vec<String>, Option<String>);
+    let (Ok(before), Ok(after)) = (
+        serde_json::from_str::<Vec<Listed>>(previous),
+        serde_json::from_str::<Vec<Listed>>(now),
+    ) else {
+        return Vec::new();
+    };
+    use std::collections::{BTreeMap, HashMap};
+    let old: BTreeMap<&str, &Listed> = before.iter().map(|l| (l.0.as_str(), l)).collect();
+    let new: BTreeMap<&str, &Listed> = after.iter().map(|l| (l.0.as_str(), l)).collect();
+    let mut added: Vec<&Listed> = after
+        .iter()
+        .filter(|l| !old.contains_key(l.0.as_str()))
+        .collect();
+    let gone: Vec<&Listed> = before
+        .iter()
+        .filter(|l| !new.contains_key(l.0.as_str()))
+        .collect();
+    // An image gone whose bytes are those of one added was moved.
+    let mut by_bytes: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, l) in added.iter().enumerate() {
+        if let Some(d) = &l.2 {
+            by_bytes.entry(d.as_str()).or_default().push(i);
+        }
+    }
+    let mut moved = Vec::new();
+    let mut taken = vec![false; added.len()];
+    let mut still_gone = Vec::new();
+    for g in gone {
+        let to =
+            g.2.as_deref()
+                .and_then(|d| by_bytes.get_mut(d))
+                .and_then(|v| v.pop());
+        match to {
+            Some(i) => {
+                taken[i] = true;
+                moved.push(format!("`{}` → `{}`", g.0, added[i].0));
+            }
+            None => still_gone.push(format!("`{}`", g.0)),
+        }
+    }
+    let mut i = 0;
+    added.retain(|_| {
+        i += 1;
+        !taken[i - 1]
+    });
+    let added: Vec<String> = added.iter().map(|l| format!("`{}`", l.0)).collect();
+    let mut edited = Vec::new();
+    let mut regrouped = Vec::new();
+    for (name, was) in &old {
+        let Some(is) = new.get(name) else { continue };
+        if was.2 != is.2 {
+            edited.push(format!("`{name}`"));
+        }
+        if was.1 != is.1 {
+            regrouped.push(format!(
+                "`{name}` ({} → {})",
+                was.1.join(", "),
+                is.1.join(", ")
+            ));
+        }
+    }
+    let line = |what: &str, names: &[String]| {
+        let n = names.len();
+        let mut l = format!("{n} {} {what}: ", if n == 1 { "image" } else { "images" });
+        l.push_str(&names.iter().take(5).cloned().collect::<Vec<_>>().join(", "));
+        if n > 5 {
+            l.push_str(&format!(" and {} more", n - 5));
+        }
+        l
+    };
+    [
+        ("added", added),
+        ("gone", still_gone),
+        ("moved", moved),
+        ("edited or replaced under the same name", edited),
+        ("now in another concept", regrouped),
+    ]
+    .into_iter()
+    .filter(|(_, names)| !names.is_empty())
+    .map(|(what, names)| line(what, &names))
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_images_that_changed_are_named() {
+        let list = |rows: &[(&str, &str, Option<&str>)]| {
+            let rows: Vec<(String, Vec<String>, Option<String>)> = rows
+                .iter()
+                .map(|(p, c, d)| (p.to_string(), vec![c.to_string()], d.map(String::from)))
+                .collect();
+            serde_json::to_string(&rows).unwrap()
+        };
+        let before = list(&[
+            ("a/1.png", "a", Some("01")),
+            ("a/2.png", "a", Some("02")),
+            ("b/3.png", "b", Some("03")),
+            ("b/4.png", "b", None),
+            ("b/5.png", "b", Some("05")),
+        ]);
+        assert!(image_changes(&before, &before).is_empty());
+        let after = list(&[
+            ("a/1.png", "a", Some("01")),
+            ("a/2.png", "a", Some("22")),
+            ("b/3.png", "a", Some("03")),
+            ("b/4.png", "b", Some("04")),
+            ("c/5.png", "c", Some("05")),
+            ("c/6.png", "c", Some("06")),
+        ]);
+        assert_eq!(
+            image_changes(&before, &after),
+            [
+                "1 image added: `c/6.png`",
+                "1 image moved: `b/5.png` → `c/5.png`",
+                "2 images edited or replaced under the same name: `a/2.png`, `b/4.png`",
+                "1 image now in another concept: `b/3.png` (b → a)",
+            ]
+        );
+        // Six gone: five named, the rest counted.
+        let many: Vec<(String, &str, Option<&str>)> =
+            (0..7).map(|i| (format!("x/{i}.png"), "x", None)).collect();
+        let many: Vec<(&str, &str, Option<&str>)> =
+            many.iter().map(|(p, c, d)| (p.as_str(), *c, *d)).collect();
+        let one = list(&many[..1]);
+        assert_eq!(
+            image_changes(&list(&many), &one),
+            ["6 images gone: `x/1.png`, `x/2.png`, `x/3.png`, `x/4.png`, `x/5.png` and 1 more"]
+        );
+        // A record that cannot be read adds nothing.
+        assert!(image_changes("not json", &one).is_empty());
+    }
 
     #[test]
     fn only_what_training_depends_on_counts_as_a_change() {

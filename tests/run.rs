@@ -678,6 +678,12 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
             .contains("the images or their concepts: the same count, other files"),
         "{e}"
     );
+    // ... and which image: the checkpoint lists those it trained on.
+    assert!(
+        e.to_string()
+            .contains("1 image moved: `images/concept0/0.png` → `images/concept2/moved.png`"),
+        "{e}"
+    );
     // Another seed draws another held-out split: said as the seed.
     let (reseeded, _) = checked(
         dir.path(),
@@ -695,6 +701,22 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
         images.join("concept0/0.png"),
     )
     .unwrap();
+    // An image edited under its name: other pixels, refused, naming it.
+    let edited_image = images.join("concept1/3.png");
+    let original = std::fs::read(&edited_image).unwrap();
+    image::RgbImage::from_pixel(40, 40, image::Rgb([9, 9, 9]))
+        .save(&edited_image)
+        .unwrap();
+    let (w, _) = checked(dir.path(), "edited", &text(8));
+    let message = run(&w, &resume, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        message.contains("the images' contents: the same files, other bytes")
+            && message.contains(
+                "1 image edited or replaced under the same name: `images/concept1/3.png`"
+            ),
+        "{message}"
+    );
+    std::fs::write(&edited_image, original).unwrap();
     // The checkpoint is untouched: the original resumes.
     let (w, _) = checked(dir.path(), "edited", &text(8));
     let summary = run(&w, &resume, &mut |_| {}).unwrap();

@@ -50,19 +50,6 @@ impl std::fmt::Display for BadImage {
     }
 }
 
-/// A reader for `path`, its format guessed from the content.
-fn open(path: &Path) -> Result<image::ImageReader<std::io::BufReader<std::fs::File>>, BadImage> {
-    let bad = |e: std::io::Error| BadImage {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    };
-    regular(path)?;
-    image::ImageReader::open(path)
-        .map_err(bad)?
-        .with_guessed_format()
-        .map_err(bad)
-}
-
 /// `path` decoded whole. A JPEG whose data ends before its end-of-image
 /// marker is refused: the decoder would fill the missing rows in with grey
 /// and say nothing, and a network would train on them.
@@ -73,10 +60,19 @@ fn decode(path: &Path) -> Result<image::DynamicImage, BadImage> {
     };
     regular(path)?;
     let bytes = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+    decode_bytes(path, &bytes)
+}
+
+/// The bytes of the image at `path` decoded whole (see [`decode`]).
+fn decode_bytes(path: &Path, bytes: &[u8]) -> Result<image::DynamicImage, BadImage> {
+    let bad = |reason: String| BadImage {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| bad(e.to_string()))?;
-    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_cut_short(&bytes) {
+    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_cut_short(bytes) {
         return Err(bad(format!(
             "corrupt JPEG image: the file ends before the image does ({} bytes, no end-of-image marker); copy it again or remove it",
             bytes.len()
@@ -86,7 +82,7 @@ fn decode(path: &Path) -> Result<image::DynamicImage, BadImage> {
         // More pixels than the decoder may hold: said with the image's size
         // (its header, read again), not as "Memory limit exceeded".
         image::ImageError::Limits(_) => {
-            let size = image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+            let size = image::ImageReader::new(std::io::Cursor::new(bytes))
                 .with_guessed_format()
                 .ok()
                 .and_then(|r| r.into_dimensions().ok());
@@ -237,34 +233,50 @@ fn tidy(message: &str) -> String {
     text
 }
 
-/// The width and height of every image of `paths`, in order, read on
-/// `workers` threads: from the file's header alone, or (`decode`) by decoding
-/// the whole image, which also finds files corrupt past their header.
-pub fn survey(
-    paths: &[PathBuf],
-    workers: usize,
-    decode: bool,
-) -> Vec<Result<(u32, u32), BadImage>> {
-    let one = |path: &PathBuf| -> Result<(u32, u32), BadImage> {
+/// What [`survey`] found of one image: its width and height, or why it
+/// cannot be used; and a digest of the file's bytes ([`contents_digest`]),
+/// `None` where the file could not be read.
+#[derive(Clone, Debug)]
+pub struct Surveyed {
+    pub size: Result<(u32, u32), BadImage>,
+    pub contents: Option<u64>,
+}
+
+/// The width and height of every image of `paths`, in order, and a digest of
+/// each file's bytes, read on `workers` threads: each file is read whole
+/// once, its size taken from its header, or (`decode`) by decoding the whole
+/// image, which also finds files corrupt past their header.
+pub fn survey(paths: &[PathBuf], workers: usize, decode: bool) -> Vec<Surveyed> {
+    let one = |path: &PathBuf| -> Surveyed {
         let bad = |reason: String| BadImage {
             path: path.clone(),
             reason,
         };
-        let (w, h) = if decode {
-            let img = self::decode(path)?;
-            (img.width(), img.height())
-        } else {
-            open(path)?.into_dimensions().map_err(|e| bad(why(e)))?
-        };
-        if w == 0 || h == 0 {
-            return Err(bad("the image is empty".into()));
-        }
-        if w.max(h) / w.min(h) > MAX_ASPECT {
-            return Err(bad(format!(
-                "its sides are {w} × {h}, more than {MAX_ASPECT} to 1; crop it first"
-            )));
-        }
-        Ok((w, h))
+        let bytes =
+            regular(path).and_then(|()| std::fs::read(path).map_err(|e| bad(e.to_string())));
+        let contents = bytes.as_ref().ok().map(|b| contents_digest(b));
+        let size = bytes.and_then(|bytes| {
+            let (w, h) = if decode {
+                let img = decode_bytes(path, &bytes)?;
+                (img.width(), img.height())
+            } else {
+                image::ImageReader::new(std::io::Cursor::new(&bytes[..]))
+                    .with_guessed_format()
+                    .map_err(|e| bad(e.to_string()))?
+                    .into_dimensions()
+                    .map_err(|e| bad(why(e)))?
+            };
+            if w == 0 || h == 0 {
+                return Err(bad("the image is empty".into()));
+            }
+            if w.max(h) / w.min(h) > MAX_ASPECT {
+                return Err(bad(format!(
+                    "its sides are {w} × {h}, more than {MAX_ASPECT} to 1; crop it first"
+                )));
+            }
+            Ok((w, h))
+        });
+        Surveyed { size, contents }
     };
     let chunk = paths.len().div_ceil(workers.max(1)).max(1);
     std::thread::scope(|scope| {
@@ -274,9 +286,41 @@ pub fn survey(
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
+            .zip(paths.chunks(chunk))
+            .flat_map(|(h, part)| {
+                // A worker that panicked leaves its images unread, each said
+                // so, rather than shifting the others' results.
+                h.join().unwrap_or_else(|_| {
+                    part.iter()
+                        .map(|path| Surveyed {
+                            size: Err(BadImage {
+                                path: path.clone(),
+                                reason: "reading it failed unexpectedly".into(),
+                            }),
+                            contents: None,
+                        })
+                        .collect()
+                })
+            })
             .collect()
     })
+}
+
+/// A 64-bit digest of a file's bytes, eight at a time: it tells an image
+/// edited or replaced under the same name from the one a checkpoint was
+/// trained on (not a cryptographic hash; no one forges an image to fool it).
+pub fn contents_digest(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mix = |h: u64, word: u64| ((h ^ word).wrapping_mul(K)).rotate_left(29);
+    let mut h = (bytes.len() as u64).wrapping_mul(K);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = mix(h, u64::from_le_bytes(w.try_into().unwrap_or_default()));
+    }
+    let mut tail = [0u8; 8];
+    tail[..words.remainder().len()].copy_from_slice(words.remainder());
+    h = mix(h, u64::from_le_bytes(tail));
+    h ^ (h >> 32)
 }
 
 /// The most one side of an image may exceed the other, as a ratio.
@@ -643,8 +687,27 @@ mod tests {
                 e.reason
             );
             let surveyed = survey(std::slice::from_ref(&cut), 1, true);
-            assert_eq!(surveyed[0].as_ref().unwrap_err().reason, e.reason);
+            assert_eq!(surveyed[0].size.as_ref().unwrap_err().reason, e.reason);
+            // Read, though not decodable: its bytes are digested.
+            assert_eq!(surveyed[0].contents, Some(contents_digest(&jpeg[..keep])));
         }
+        // The digest tells files apart by every byte, and their lengths.
+        let digests: std::collections::HashSet<u64> = [
+            &jpeg[..],
+            &jpeg[..jpeg.len() - 1],
+            &with_trailer[..],
+            &[][..],
+            &[0u8][..],
+            &[0u8, 0][..],
+        ]
+        .iter()
+        .map(|b| contents_digest(b))
+        .collect();
+        assert_eq!(digests.len(), 6);
+        let mut flipped = jpeg.clone();
+        flipped[jpeg.len() / 2] ^= 1;
+        assert_ne!(contents_digest(&flipped), contents_digest(&jpeg));
+        assert_eq!(contents_digest(&jpeg.clone()), contents_digest(&jpeg));
         // A file that is no image says so, whatever its extension.
         for name in ["notes.txt", "no_extension"] {
             let p = dir.path().join(name);

@@ -48,6 +48,8 @@ pub(super) fn save(
     tensors.insert(BASIS_TENSOR.into(), record);
     let record = Tensor::new(basis.relative.as_bytes(), &Device::Cpu)?;
     tensors.insert(RELATIVE_BASIS_TENSOR.into(), record);
+    let record = Tensor::new(basis.images.as_bytes(), &Device::Cpu)?;
+    tensors.insert(IMAGES_TENSOR.into(), record);
     if !at.losses.is_empty() {
         let losses = Tensor::new(at.losses.as_slice(), &Device::Cpu)?;
         tensors.insert("epoch_losses".into(), losses);
@@ -137,6 +139,9 @@ struct Basis<'a> {
     /// FNV-1a of the same images and concepts in path order, whichever set
     /// holds them: tells a changed held-out split from changed images.
     images: String,
+    /// FNV-1a of the same images' paths and digests of their bytes, in path
+    /// order: tells an image edited or replaced under its name.
+    contents: String,
 }
 
 /// The two records of what training depends on that a checkpoint keeps,
@@ -145,6 +150,9 @@ struct Basis<'a> {
 pub(super) struct Bases {
     pub main: String,
     pub relative: String,
+    /// Every training and evaluation image ([`image_list`]): a refused
+    /// resume names the images that changed.
+    pub images: String,
 }
 
 /// How a basis names the paths it records.
@@ -168,27 +176,32 @@ pub(super) enum Naming<'a> {
 pub(super) fn basis(
     plan: &crate::plan::Plan,
     sets: &super::sets::DataSets,
+    contents: &super::sets::Contents,
     naming: Naming,
 ) -> String {
-    let names = match naming {
-        Naming::Workflow(base) => FromWorkflow::new(base),
-        Naming::Relative(base) => FromWorkflow::relative(base),
-        Naming::AsRead => FromWorkflow::as_given(),
-    };
+    let names = naming.names();
     let mut digest = Fnv::default();
     let mut all = Vec::new();
+    let mut bytes = contents.0.iter();
     for set in [&sets.train, &sets.eval] {
         for (path, concepts) in set.paths.iter().zip(&set.concepts) {
             let path = names.name(path);
             digest.image(&path, concepts, &sets.concepts);
-            all.push((path, concepts));
+            all.push((path, concepts, bytes.next().copied().flatten()));
         }
         digest.eat(b"--");
     }
     all.sort();
     let mut images = Fnv::default();
-    for (path, concepts) in all {
+    let mut contents = Fnv::default();
+    for (path, concepts, bytes) in all {
         images.image(&path, concepts, &sets.concepts);
+        contents.eat(path.as_os_str().as_encoded_bytes());
+        contents.eat(&bytes.map_or([0xff; 9], |b| {
+            let mut a = [0u8; 9];
+            a[1..].copy_from_slice(&b.to_le_bytes());
+            a
+        }));
     }
     // The unseen images are judged, never trained on: adding or changing
     // them does not change what a checkpoint continues.
@@ -215,8 +228,54 @@ pub(super) fn basis(
         steps_per_epoch: plan.steps_per_epoch,
         images_and_concepts: format!("{:016x}", digest.0),
         images: format!("{:016x}", images.0),
+        contents: format!("{:016x}", contents.0),
     };
     serde_json::to_string(&basis).unwrap_or_default()
+}
+
+impl Naming<'_> {
+    fn names(&self) -> FromWorkflow {
+        match self {
+            Naming::Workflow(base) => FromWorkflow::new(base),
+            Naming::Relative(base) => FromWorkflow::relative(base),
+            Naming::AsRead => FromWorkflow::as_given(),
+        }
+    }
+}
+
+/// Every training and evaluation image as JSON, in path order: its path
+/// named as `naming` says, its concepts, and the digest of its bytes (null
+/// where it could not be read), for [`crate::changed::image_changes`].
+pub(super) fn image_list(
+    sets: &super::sets::DataSets,
+    contents: &super::sets::Contents,
+    naming: Naming,
+) -> String {
+    let names = naming.names();
+    let mut bytes = contents.0.iter();
+    let mut all = Vec::new();
+    for set in [&sets.train, &sets.eval] {
+        for (path, concepts) in set.paths.iter().zip(&set.concepts) {
+            let concepts: Vec<&str> = concepts
+                .iter()
+                .map(|&c| sets.concepts[c].as_str())
+                .collect();
+            let digest = bytes.next().copied().flatten().map(|b| format!("{b:016x}"));
+            all.push((
+                names.name(path).to_string_lossy().into_owned(),
+                concepts,
+                digest,
+            ));
+        }
+    }
+    all.sort();
+    serde_json::to_string(&all).unwrap_or_default()
+}
+
+/// The images a checkpoint was trained on ([`image_list`]): `None` when it
+/// records none (an earlier version made it).
+pub(super) fn recorded_images(path: &Path) -> std::io::Result<Option<String>> {
+    recorded_text(path, IMAGES_TENSOR)
 }
 
 /// FNV-1a, 64 bits.
@@ -289,6 +348,7 @@ fn recorded_text(path: &Path, tensor: &str) -> std::io::Result<Option<String>> {
 /// The checkpoint tensor holding the basis (its JSON's bytes).
 const BASIS_TENSOR: &str = "wfrun.plan";
 const RELATIVE_BASIS_TENSOR: &str = "wfrun.plan.relative";
+const IMAGES_TENSOR: &str = "wfrun.images";
 
 #[cfg(test)]
 mod tests {

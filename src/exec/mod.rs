@@ -147,15 +147,17 @@ pub fn run(
     // A base model's image size is its own: no other is advised.
     let size = plan.hyper.image_size;
     let sizes = Some(plan.hyper.image_sizes).filter(|_| plan.base.is_none());
-    sets::survey(&data, size, sizes, options, workers, on_event)?;
+    let contents = sets::survey(&data, size, sizes, options, workers, on_event)?;
     owner::start_fresh(&workflow.output, options, on_event)?;
     let out = &plan.output;
     folder::create(out)?;
+    let dir = &workflow.base_dir;
     let basis = checkpoint::Bases {
-        main: checkpoint::basis(&plan, &data, Naming::Workflow(&workflow.base_dir)),
-        relative: checkpoint::basis(&plan, &data, Naming::Relative(&workflow.base_dir)),
+        main: checkpoint::basis(&plan, &data, &contents, Naming::Workflow(dir)),
+        relative: checkpoint::basis(&plan, &data, &contents, Naming::Relative(dir)),
+        images: checkpoint::image_list(&data, &contents, Naming::Workflow(dir)),
     };
-    let as_read = || checkpoint::basis(&plan, &data, Naming::AsRead);
+    let as_read = || checkpoint::basis(&plan, &data, &contents, Naming::AsRead);
     write_plan(
         &plan,
         options.resume && workflow.base.is_none(),
@@ -310,6 +312,10 @@ fn write_plan(
             changes = fewer(changes, crate::changed::changes(&recorded, &as_read()));
         }
         if !changes.is_empty() {
+            // Which images, where the checkpoint lists those it trained on.
+            if let Ok(Some(before)) = checkpoint::recorded_images(&checkpoint) {
+                changes.extend(crate::changed::image_changes(&before, &basis.images));
+            }
             return Err(refuse(format!(
                 "the workflow or its data changed since it was made:\n  {}\n\
                  restore them to continue, or {START_OVER}",

@@ -210,7 +210,8 @@ impl Images {
 
 /// Reads every image's size from its header (or decodes it whole with
 /// `fail_on_bad_images`): unreadable images stop the run up front with that
-/// option, and images smaller than `image_size` are reported.
+/// option, and images smaller than `image_size` are reported. Returns the
+/// digests of the training and evaluation images' bytes, in the sets' order.
 pub(super) fn survey(
     sets: &DataSets,
     image_size: usize,
@@ -218,7 +219,7 @@ pub(super) fn survey(
     options: &RunOptions,
     workers: usize,
     on_event: &mut dyn FnMut(&Event),
-) -> Result<(), RunError> {
+) -> Result<Contents, RunError> {
     let paths: Vec<PathBuf> = sets
         .train
         .paths
@@ -227,7 +228,16 @@ pub(super) fn survey(
         .chain(sets.unseen.iter().flat_map(|u| u.paths.iter()))
         .cloned()
         .collect();
-    let found = crate::data::images::survey(&paths, workers, options.fail_on_bad_images);
+    let surveyed = crate::data::images::survey(&paths, workers, options.fail_on_bad_images);
+    let trained_or_judged = sets.train.paths.len() + sets.eval.paths.len();
+    let contents = Contents(
+        surveyed
+            .iter()
+            .take(trained_or_judged)
+            .map(|s| s.contents)
+            .collect(),
+    );
+    let found = surveyed.into_iter().map(|s| s.size);
     let mut bad = Vec::new();
     let mut sides = Vec::new();
     let mut small = Vec::new();
@@ -282,8 +292,14 @@ pub(super) fn survey(
             bad: unreadable_train,
         });
     }
-    unreadable_concepts(sets, &readable, unreadable)
+    unreadable_concepts(sets, &readable, unreadable)?;
+    Ok(contents)
 }
+
+/// A digest of each training and evaluation image's bytes, in the order
+/// the sets hold them (`None`: the file could not be read).
+#[derive(Clone, Debug, Default)]
+pub(super) struct Contents(pub Vec<Option<u64>>);
 
 /// Stops a run before its first step when none of the training images of
 /// some concept can be read: it would never see that concept.
