@@ -453,13 +453,28 @@ fn differences(
 /// concept, naming up to five of each.
 pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
     type Listed = (String, Vec<String>, Option<String>);
-    let (Ok(before), Ok(after)) = (
+    let (Ok(mut before), Ok(after)) = (
         serde_json::from_str::<Vec<Listed>>(previous),
         serde_json::from_str::<Vec<Listed>>(now),
     ) else {
         return Vec::new();
     };
     use std::collections::{BTreeMap, HashMap};
+    // A folder moved whole (the workflow's folder with its data beside it,
+    // or the data's folder renamed) is said once, and its images are then
+    // compared under their new names.
+    let mut folder = None;
+    if let Some((from, to)) = moved_folder(&before, &after) {
+        let mut n = 0;
+        for l in &mut before {
+            if let Some(rest) = l.0.strip_prefix(from.as_str()) {
+                l.0 = format!("{to}{rest}");
+                n += 1;
+            }
+        }
+        let images = if n == 1 { "image" } else { "images" };
+        folder = Some(format!("{n} {images} under `{from}` now under `{to}`"));
+    }
     let old: BTreeMap<&str, &Listed> = before.iter().map(|l| (l.0.as_str(), l)).collect();
     let new: BTreeMap<&str, &Listed> = after.iter().map(|l| (l.0.as_str(), l)).collect();
     let mut added: Vec<&Listed> = after
@@ -481,10 +496,16 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
     let mut taken = vec![false; added.len()];
     let mut still_gone = Vec::new();
     for g in gone {
+        // Of several images with these bytes, the one of the same file name.
         let to =
             g.2.as_deref()
                 .and_then(|d| by_bytes.get_mut(d))
-                .and_then(|v| v.pop());
+                .and_then(|v| {
+                    let same = v
+                        .iter()
+                        .position(|&i| file_name(&added[i].0) == file_name(&g.0));
+                    same.map(|k| v.remove(k)).or_else(|| v.pop())
+                });
         match to {
             Some(i) => {
                 taken[i] = true;
@@ -523,7 +544,7 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
         }
         l
     };
-    [
+    let each = [
         ("added", added),
         ("gone", still_gone),
         ("moved", moved),
@@ -532,8 +553,63 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
     ]
     .into_iter()
     .filter(|(_, names)| !names.is_empty())
-    .map(|(what, names)| line(what, &names))
-    .collect()
+    .map(|(what, names)| line(what, &names));
+    folder.into_iter().chain(each).collect()
+}
+
+/// The last component of an image list's path.
+fn file_name(path: &str) -> &str {
+    path.rsplit(['/', '\\']).next().unwrap_or(path)
+}
+
+/// The folder whose images all lie under another since `before` (both
+/// `image_changes`' lists): the heads, each ending in a separator, of the
+/// paths of images gone and added with the same bytes and the same tail of
+/// whole path components, taken when at least two images show it and no
+/// image is left under the old head.
+fn moved_folder(
+    before: &[(String, Vec<String>, Option<String>)],
+    after: &[(String, Vec<String>, Option<String>)],
+) -> Option<(String, String)> {
+    use std::collections::{HashMap, HashSet};
+    let old: HashSet<&str> = before.iter().map(|l| l.0.as_str()).collect();
+    let new: HashSet<&str> = after.iter().map(|l| l.0.as_str()).collect();
+    let mut added: HashMap<&str, Vec<&str>> = HashMap::new();
+    for l in after.iter().filter(|l| !old.contains(l.0.as_str())) {
+        if let Some(d) = &l.2 {
+            added.entry(d.as_str()).or_default().push(&l.0);
+        }
+    }
+    let mut heads: HashMap<(&str, &str), usize> = HashMap::new();
+    for l in before.iter().filter(|l| !new.contains(l.0.as_str())) {
+        let Some(to) = l.2.as_deref().and_then(|d| added.get(d)) else {
+            continue;
+        };
+        for to in to {
+            if let Some(pair) = heads_of(&l.0, to) {
+                *heads.entry(pair).or_default() += 1;
+            }
+        }
+    }
+    let ((from, to), n) = heads
+        .into_iter()
+        .max_by(|(a, n), (b, m)| n.cmp(m).then_with(|| b.cmp(a)))?;
+    let left = after.iter().any(|l| l.0.starts_with(from));
+    (n >= 2 && !left).then(|| (from.to_string(), to.to_string()))
+}
+
+/// The heads of two paths that end in the same whole components: each up
+/// to and including the separator where their common tail begins.
+fn heads_of<'a>(from: &'a str, to: &'a str) -> Option<(&'a str, &'a str)> {
+    let (a, b) = (from.as_bytes(), to.as_bytes());
+    let mut n = 0;
+    while n < a.len() && n < b.len() && a[a.len() - 1 - n] == b[b.len() - 1 - n] {
+        n += 1;
+    }
+    let tail = &a[a.len() - n..];
+    let cut = tail.iter().position(|&c| c == b'/' || c == b'\\')?;
+    let keep = n - cut - 1;
+    (keep > 0).then(|| (&from[..a.len() - keep], &to[..b.len() - keep]))
 }
 
 #[cfg(test)]
@@ -586,6 +662,37 @@ mod tests {
         );
         // A record that cannot be read adds nothing.
         assert!(image_changes("not json", &one).is_empty());
+        // The data's folder moved whole, one image edited in it and one
+        // overwritten by another's bytes: the folder said once, then only
+        // those two, under their new names.
+        let before = list(&[
+            ("/p/data/a/1.png", "a", Some("01")),
+            ("/p/data/a/2.png", "a", Some("02")),
+            ("/p/data/b/3.png", "b", Some("03")),
+            ("/p/data/b/4.png", "b", Some("04")),
+        ]);
+        let after = list(&[
+            ("/q/data/a/1.png", "a", Some("01")),
+            ("/q/data/a/2.png", "a", Some("01")),
+            ("/q/data/b/3.png", "b", Some("03")),
+            ("/q/data/b/4.png", "b", Some("44")),
+        ]);
+        assert_eq!(
+            image_changes(&before, &after),
+            [
+                "4 images under `/p/` now under `/q/`",
+                "2 images edited or replaced under the same name: `/q/data/a/2.png`, \
+                 `/q/data/b/4.png`",
+            ]
+        );
+        // One image of a folder moved to another of the same file name is
+        // that image moved, not its folder.
+        let before = list(&[("a/1.png", "a", Some("01")), ("a/2.png", "a", Some("02"))]);
+        let after = list(&[("b/1.png", "b", Some("01")), ("a/2.png", "a", Some("02"))]);
+        assert_eq!(
+            image_changes(&before, &after),
+            ["1 image moved: `a/1.png` → `b/1.png`"]
+        );
     }
 
     #[test]
