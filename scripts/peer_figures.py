@@ -2,6 +2,11 @@
 """The figures `../shared/peer/train_recipe.py` prints, computed on a wfrun run.
 
     peer_figures.py RUN [RUN...]
+    peer_figures.py --pixels DATA [--size N]
+
+The second form computes the same three figures on raw pixels instead of embeddings: each
+image of DATA/train and DATA/eval (the folders train_recipe.py reads) resized to N x N
+(default 32), RGB, scaled to [0, 1] -- the baseline an embedding must beat.
 
 For each run folder: logistic regression fit on the training images' embeddings and scored
 on the held-out ones (`lr_acc`), k-means NMI on the held-out embeddings (`nmi`, k = the
@@ -26,6 +31,39 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import normalized_mutual_info_score
 
 
+def unit(x):
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def three(train, ytr, evaluated, yev, k) -> dict:
+    """Logistic regression, k-means NMI and cosine recall@1, as the peer computes them."""
+    etr, eev = unit(train), unit(evaluated)
+    out = {}
+    out["lr_acc"] = float(LogisticRegression(max_iter=2000).fit(etr, ytr).score(eev, yev))
+    km = KMeans(k, n_init=10, random_state=0).fit(eev)
+    out["nmi"] = float(normalized_mutual_info_score(yev, km.labels_))
+    out["recall1"] = float(np.mean(ytr[np.argmax(eev @ etr.T, axis=1)] == yev))
+    return out
+
+
+def pixels(data: Path, size: int) -> dict:
+    from PIL import Image
+
+    names = sorted(d.name for d in (data / "train").iterdir() if d.is_dir())
+    sets = {}
+    for split in ("train", "eval"):
+        X, y = [], []
+        for c, name in enumerate(names):
+            for f in sorted((data / split / name).iterdir()):
+                img = Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR)
+                X.append(np.asarray(img, dtype=np.float32).ravel() / 255.0)
+                y.append(c)
+        sets[split] = (np.stack(X), np.array(y))
+    out = {"pixels": str(data), "size": size}
+    out.update(three(*sets["train"], *sets["eval"], len(names)))
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
 def figures(run: Path) -> dict:
     vectors = load_file(str(run / "embeddings.safetensors"))
     labels = {"train": [], "eval": []}
@@ -37,15 +75,8 @@ def figures(run: Path) -> dict:
     ytr = np.array([index[c] for c in labels["train"]])
     yev = np.array([index.get(c, -1) for c in labels["eval"]])
 
-    def unit(x):
-        return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-    etr, eev = unit(vectors["train"]), unit(vectors["eval"])
     out = {"run": str(run)}
-    out["lr_acc"] = float(LogisticRegression(max_iter=2000).fit(etr, ytr).score(eev, yev))
-    km = KMeans(len(names), n_init=10, random_state=0).fit(eev)
-    out["nmi"] = float(normalized_mutual_info_score(yev, km.labels_))
-    out["recall1"] = float(np.mean(ytr[np.argmax(eev @ etr.T, axis=1)] == yev))
+    out.update(three(vectors["train"], ytr, vectors["eval"], yev, len(names)))
     epochs = [json.loads(l) for l in open(run / "metrics.jsonl") if l.strip()]
     epochs = [e for e in epochs if "epoch" in e]
     out["epoch_loss"] = [round(e["train_loss"], 4) for e in epochs]
@@ -62,5 +93,9 @@ def figures(run: Path) -> dict:
 if __name__ == "__main__":
     if len(sys.argv) < 2:
         sys.exit(__doc__)
+    if sys.argv[1] == "--pixels":
+        size = int(sys.argv[sys.argv.index("--size") + 1]) if "--size" in sys.argv else 32
+        print(json.dumps(pixels(Path(sys.argv[2]), size)), flush=True)
+        sys.exit(0)
     for arg in sys.argv[1:]:
         print(json.dumps(figures(Path(arg))), flush=True)
