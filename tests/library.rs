@@ -523,7 +523,7 @@ fn manifests_are_read_and_their_images_looked_for() {
     assert!(
         messages
             .iter()
-            .any(|m| m.contains("none of the 6 images") && m.contains("cat0.png")),
+            .any(|m| m.contains("none of the 6 images") && m.contains("cat0.png` (line 1)")),
         "{messages:?}"
     );
     let (c, messages) = check_data_line(listed(&["dog"]), "train = manifest(\"m.csv\")");
@@ -539,7 +539,7 @@ fn manifests_are_read_and_their_images_looked_for() {
     assert!(
         messages
             .iter()
-            .any(|m| m.contains("1 of the 6 images") && m.contains("dog1.png")),
+            .any(|m| m.contains("1 of the 6 images") && m.contains("dog1.png` (line 4)")),
         "{messages:?}"
     );
     assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 5);

@@ -6,7 +6,7 @@ use crate::suggest::FastMap as HashMap;
 use std::path::{Path, PathBuf};
 
 use super::{Checker, Written};
-use crate::data::Dataset;
+use crate::data::{Dataset, Sample};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::source::Span;
 use crate::spec::{Num, ParamValue};
@@ -185,14 +185,17 @@ fn data_error(cx: &mut Checker, at: Span, e: &crate::data::DataError) {
 }
 
 /// Up to three paths, quoted, and how many more.
-fn some_paths(paths: &[&Path]) -> String {
-    let mut shown: Vec<String> = paths
+fn some_paths(images: &[&Sample]) -> String {
+    let mut shown: Vec<String> = images
         .iter()
         .take(3)
-        .map(|p| format!("`{}`", p.shown()))
+        .map(|s| match s.line {
+            Some(line) => format!("`{}` (line {line})", s.path.shown()),
+            None => format!("`{}`", s.path.shown()),
+        })
         .collect();
-    if paths.len() > 3 {
-        shown.push(format!("and {} more", paths.len() - 3));
+    if images.len() > 3 {
+        shown.push(format!("and {} more", images.len() - 3));
     }
     shown.join(", ")
 }
@@ -224,7 +227,7 @@ fn count_manifest(
             }
             strata[s.concepts.first().copied().unwrap_or(0)] += 1;
         } else {
-            missing.push(s.path.as_path());
+            missing.push(s);
         }
     }
     let shown = path.shown();
@@ -355,11 +358,10 @@ fn unseen_apart(
     at: Span,
 ) -> Option<(usize, usize)> {
     // A manifest's images that do not exist are skipped, as in training.
-    let missing: Vec<&Path> = unseen
+    let missing: Vec<&Sample> = unseen
         .samples
         .iter()
         .filter(|s| !s.path.is_file())
-        .map(|s| s.path.as_path())
         .collect();
     if !missing.is_empty() {
         cx.push(

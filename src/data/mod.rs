@@ -29,6 +29,9 @@ pub fn is_image(path: &Path) -> bool {
 pub struct Sample {
     pub path: PathBuf,
     pub concepts: Vec<usize>,
+    /// The manifest line that lists it (the first, if several do); `None`
+    /// for an image found in a folder.
+    pub line: Option<usize>,
 }
 
 /// Images with their concepts.
@@ -397,6 +400,7 @@ impl Dataset {
                     .map(|path| Sample {
                         path,
                         concepts: Vec::new(),
+                        line: None,
                     })
                     .collect(),
                 ..Dataset::default()
@@ -410,6 +414,7 @@ impl Dataset {
                 .extend(folder.images.into_iter().map(|path| Sample {
                     path,
                     concepts: vec![index],
+                    line: None,
                 }));
         }
         if data.samples.is_empty() {
@@ -459,6 +464,7 @@ impl Dataset {
                     indices.push(index);
                 }
             }
+            let line = Some(row.line);
             let path = base.join(row.path);
             if let Some(&first) = listed.get(&path) {
                 data.duplicates += 1;
@@ -474,6 +480,7 @@ impl Dataset {
             data.samples.push(Sample {
                 path,
                 concepts: indices,
+                line,
             });
         }
         Ok(data)
