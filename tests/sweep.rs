@@ -434,6 +434,36 @@ fn a_four_trial_sweep_runs_resumes_after_sigkill_and_names_the_best() {
 }
 
 #[test]
+fn a_sweep_whose_data_lies_beside_its_folder_continues_after_both_moved() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    write_images(&home.join("images"));
+    std::fs::create_dir(home.join("w")).unwrap();
+    let file = home.join("w/s.wf");
+    std::fs::write(
+        &file,
+        "workflow s\nuse Clarifai_InceptionBatchNorm { image_size = 32  num_epochs = 2  init_epochs = 1  step_epochs = 1  logreg = 0  num_items_per_epoch = 48 }\n\
+         data { train = \"../images\"  eval = 0.25 }\nseed = 5\n\
+         sweep {\n    batch_size = values(6, 9)\n    objective = maximize(accuracy)\n}\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = wfrun(&[file.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    // The workflow's folder and the images beside it moved together: the
+    // trials are this sweep's still, done, not refused as another's.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&home, &moved).unwrap();
+    let file = moved.join("w/s.wf");
+    let (ok, _, stderr) = wfrun(&[file.to_str().unwrap(), "--resume"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(stderr.matches("skipped").count(), 2, "{stderr}");
+    // Other images there are other data: refused, as before the move.
+    std::fs::rename(moved.join("images/c0"), moved.join("images/zero")).unwrap();
+    let (ok, _, stderr) = wfrun(&[file.to_str().unwrap(), "--resume"]);
+    assert!(!ok && stderr.contains("`zero` new"), "{stderr}");
+}
+
+#[test]
 fn one_trial_runs_alone_and_the_next_invocation_collects_it() {
     let dir = tempfile::tempdir().unwrap();
     write_images(&dir.path().join("images"));

@@ -88,6 +88,12 @@ struct TrialRecord {
     /// one runs the trial again from its trained model.
     #[serde(default)]
     after: serde_json::Value,
+    /// `basis` and `after` with every path named relative to the workflow's
+    /// folder, through `..` where it must: the same after the workflow's
+    /// folder moved together with data beside it (absent from earlier
+    /// versions' records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relative: Option<(serde_json::Value, serde_json::Value)>,
 }
 
 /// What a sweep leaves behind.
@@ -157,11 +163,14 @@ pub fn objective_value(
     value.filter(|(v, _)| v.is_finite())
 }
 
-/// How a record names paths: relative to the workflow's folder (this
-/// version's `trial.json`), or resolved by the file system (earlier ones').
+/// How a record names paths: relative to the workflow's folder where they
+/// lie inside it, else absolute (this version's `trial.json`); relative to
+/// it wherever they lie (its `relative` record); or resolved by the file
+/// system (earlier versions').
 #[derive(Clone, Copy)]
 enum Naming {
     Workflow,
+    Relative,
     Resolved,
 }
 
@@ -170,6 +179,10 @@ impl Naming {
         match self {
             Naming::Workflow => {
                 let names = crate::paths::FromWorkflow::new(&workflow.base_dir);
+                Box::new(move |p| names.name(p))
+            }
+            Naming::Relative => {
+                let names = crate::paths::FromWorkflow::relative(&workflow.base_dir);
                 Box::new(move |p| names.name(p))
             }
             Naming::Resolved => {
@@ -181,10 +194,26 @@ impl Naming {
 
 /// Whether a record of what a trial trained with is what the workflow
 /// gives it now, its paths named either way.
-fn trained_with(recorded: &serde_json::Value, workflow: &Workflow, trial: &Workflow) -> bool {
+fn trained_with(record: &TrialRecord, workflow: &Workflow, trial: &Workflow) -> bool {
     [Naming::Workflow, Naming::Resolved]
         .into_iter()
-        .any(|n| *recorded == basis(workflow, trial, n))
+        .any(|n| record.basis == basis(workflow, trial, n))
+        || record
+            .relative
+            .as_ref()
+            .is_some_and(|(b, _)| *b == basis(workflow, trial, Naming::Relative))
+}
+
+/// Whether a record of what came after a trial's training is what the
+/// workflow gives it now, its paths named any of the ways.
+fn same_after(record: &TrialRecord, workflow: &Workflow) -> bool {
+    [Naming::Workflow, Naming::Resolved]
+        .into_iter()
+        .any(|n| record.after == after(workflow, n))
+        || record
+            .relative
+            .as_ref()
+            .is_some_and(|(_, a)| *a == after(workflow, Naming::Relative))
 }
 
 /// What a trial trains with, as `trial.json` records it.
@@ -246,7 +275,7 @@ fn refuse_other(
     name: &str,
     path: PathBuf,
 ) -> Result<(), RunError> {
-    if trained_with(&record.basis, workflow, trial) {
+    if trained_with(record, workflow, trial) {
         return Ok(());
     }
     let now = basis(workflow, trial, Naming::Workflow);
@@ -417,9 +446,7 @@ pub fn run(
         if let Some(record) = &previous {
             refuse_other(record, workflow, trial, name, record_path.clone())?;
             let finished = record.outcome.status == TrialStatus::Finished;
-            let same_after = [Naming::Workflow, Naming::Resolved]
-                .into_iter()
-                .any(|n| record.after == after(workflow, n));
+            let same_after = same_after(record, workflow);
             if same_after || !finished {
                 let outcome = refreshed(&record.outcome, &trial.output, sweep.objective.metric);
                 on_event(&Event::TrialSkipped {
@@ -450,6 +477,10 @@ pub fn run(
             outcome: outcome.clone(),
             basis: basis(workflow, trial, Naming::Workflow),
             after: after(workflow, Naming::Workflow),
+            relative: Some((
+                basis(workflow, trial, Naming::Relative),
+                after(workflow, Naming::Relative),
+            )),
         };
         folder::write_json(&record_path, &record)?;
         on_event(&Event::TrialEnded { outcome });
@@ -719,7 +750,7 @@ fn collect(
     let mut pending = Vec::new();
     for (spec, t) in sweep.trials.iter().zip(trials) {
         match read_record(&t.output.join(TRIAL_FILE))? {
-            Some(r) if trained_with(&r.basis, workflow, t) => {
+            Some(r) if trained_with(&r, workflow, t) => {
                 done.push(refreshed(&r.outcome, &t.output, sweep.objective.metric))
             }
             _ => pending.push(spec.name.clone()),
