@@ -250,7 +250,7 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
             format!("`augment`: {} → {}", augment(old), augment(new)),
         ),
         "data.concepts" => (Weight::Setting, concepts(old, new)),
-        "data.images" => (Weight::Setting, was("the training images")),
+        "data.images" => (Weight::Setting, was("the images of `train`")),
         // A sweep's record: the images the checker counted in each concept.
         p if p.starts_with("data.per_concept") => (
             Weight::Follows(vec!["data.train", "data.concepts", "data.images"]),
@@ -316,7 +316,7 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
             (
                 Weight::Follows(from),
                 "the images' contents: the same files, other bytes (an image edited or \
-                 replaced under its name)"
+                 replaced under its name, or one that can no longer be read)"
                     .into(),
             )
         }
@@ -464,17 +464,25 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
     // or the data's folder renamed) is said once, and its images are then
     // compared under their new names.
     let mut folder = None;
+    // The names the images had, for those said as gone or moved.
+    let mut was_named: HashMap<String, String> = HashMap::new();
     if let Some((from, to)) = moved_folder(&before, &after) {
         let mut n = 0;
         for l in &mut before {
             if let Some(rest) = l.0.strip_prefix(from.as_str()) {
-                l.0 = format!("{to}{rest}");
+                let renamed = format!("{to}{rest}");
+                was_named.insert(renamed.clone(), std::mem::replace(&mut l.0, renamed));
                 n += 1;
             }
         }
         let images = if n == 1 { "image" } else { "images" };
-        folder = Some(format!("{n} {images} under `{from}` now under `{to}`"));
+        folder = Some(format!(
+            "{n} {images} under `{}` now under `{}`",
+            shown(&from),
+            shown(&to)
+        ));
     }
+    let named = |l: &Listed| shown(was_named.get(&l.0).unwrap_or(&l.0));
     let old: BTreeMap<&str, &Listed> = before.iter().map(|l| (l.0.as_str(), l)).collect();
     let new: BTreeMap<&str, &Listed> = after.iter().map(|l| (l.0.as_str(), l)).collect();
     let mut added: Vec<&Listed> = after
@@ -509,9 +517,14 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
         match to {
             Some(i) => {
                 taken[i] = true;
-                moved.push(format!("`{}` → `{}`", g.0, added[i].0));
+                let to = added[i];
+                let mut line = format!("`{}` → `{}`", named(g), shown(&to.0));
+                if g.1 != to.1 {
+                    line.push_str(&format!(" ({} → {})", g.1.join(", "), to.1.join(", ")));
+                }
+                moved.push(line);
             }
-            None => still_gone.push(format!("`{}`", g.0)),
+            None => still_gone.push(format!("`{}`", named(g))),
         }
     }
     let mut i = 0;
@@ -519,13 +532,17 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
         i += 1;
         !taken[i - 1]
     });
-    let added: Vec<String> = added.iter().map(|l| format!("`{}`", l.0)).collect();
-    let mut edited = Vec::new();
+    let added: Vec<String> = added.iter().map(|l| format!("`{}`", shown(&l.0))).collect();
+    let (mut edited, mut unreadable, mut readable) = (Vec::new(), Vec::new(), Vec::new());
     let mut regrouped = Vec::new();
     for (name, was) in &old {
         let Some(is) = new.get(name) else { continue };
-        if was.2 != is.2 {
-            edited.push(format!("`{name}`"));
+        let name = shown(name);
+        match (&was.2, &is.2) {
+            (Some(a), Some(b)) if a != b => edited.push(format!("`{name}`")),
+            (Some(_), None) => unreadable.push(format!("`{name}`")),
+            (None, Some(_)) => readable.push(format!("`{name}`")),
+            _ => {}
         }
         if was.1 != is.1 {
             regrouped.push(format!(
@@ -549,12 +566,28 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
         ("gone", still_gone),
         ("moved", moved),
         ("edited or replaced under the same name", edited),
+        (
+            "can no longer be read (permissions, a broken link, not a file)",
+            unreadable,
+        ),
+        ("can be read now, not before", readable),
         ("now in another concept", regrouped),
     ]
     .into_iter()
     .filter(|(_, names)| !names.is_empty())
     .map(|(what, names)| line(what, &names));
     folder.into_iter().chain(each).collect()
+}
+
+/// An image list's path as a message shows it: control characters (a
+/// terminal's escape sequences, line breaks) written as escapes.
+fn shown(path: &str) -> String {
+    path.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// The last component of an image list's path.
@@ -645,8 +678,9 @@ mod tests {
             image_changes(&before, &after),
             [
                 "1 image added: `c/6.png`",
-                "1 image moved: `b/5.png` → `c/5.png`",
-                "2 images edited or replaced under the same name: `a/2.png`, `b/4.png`",
+                "1 image moved: `b/5.png` → `c/5.png` (b → c)",
+                "1 image edited or replaced under the same name: `a/2.png`",
+                "1 image can be read now, not before: `b/4.png`",
                 "1 image now in another concept: `b/3.png` (b → a)",
             ]
         );
@@ -686,12 +720,27 @@ mod tests {
             ]
         );
         // One image of a folder moved to another of the same file name is
-        // that image moved, not its folder.
-        let before = list(&[("a/1.png", "a", Some("01")), ("a/2.png", "a", Some("02"))]);
-        let after = list(&[("b/1.png", "b", Some("01")), ("a/2.png", "a", Some("02"))]);
+        // that image moved, not its folder, and to another concept; one
+        // that cannot be read now is said so, its name's control characters
+        // escaped.
+        let before = list(&[
+            ("a/1.png", "a", Some("01")),
+            ("a/2.png", "a", Some("02")),
+            ("a/\u{1b}[31m.png", "a", Some("03")),
+        ]);
+        let after = list(&[
+            ("b/1.png", "b", Some("01")),
+            ("a/2.png", "a", None),
+            ("a/\u{1b}[31m.png", "a", Some("33")),
+        ]);
         assert_eq!(
             image_changes(&before, &after),
-            ["1 image moved: `a/1.png` → `b/1.png`"]
+            [
+                "1 image moved: `a/1.png` → `b/1.png` (a → b)",
+                "1 image edited or replaced under the same name: `a/\\u{1b}[31m.png`",
+                "1 image can no longer be read (permissions, a broken link, not a file): \
+                 `a/2.png`",
+            ]
         );
     }
 
@@ -840,7 +889,7 @@ mod tests {
             [
                 "`seed`: 3 → 4",
                 "the held-out images: 6 → 7",
-                "the training images: 24 → 23"
+                "the images of `train`: 24 → 23"
             ]
         );
         // `logreg` as written.

@@ -543,6 +543,33 @@ fn manifests_are_read_and_their_images_looked_for() {
         "{messages:?}"
     );
     assert_eq!(c.workflow.unwrap().dataset.unwrap().images(), 5);
+    // In a whole-file JSON array an image is named by its element.
+    let (c, messages) = check_data_line(
+        |d: &Path| {
+            for name in ["cat0.png", "dog0.png", "dog1.png"] {
+                touch(&d.join(name));
+            }
+            let rows: Vec<String> = [
+                "cat0.png,cat",
+                "cat1.png,cat",
+                "dog0.png,dog",
+                "dog1.png,dog",
+            ]
+            .iter()
+            .map(|r| {
+                let (p, c) = r.split_once(',').unwrap();
+                format!("  {{\"path\": \"{p}\", \"concept\": \"{c}\"}}")
+            })
+            .collect();
+            std::fs::write(d.join("m.json"), format!("[\n{}\n]\n", rows.join(",\n"))).unwrap();
+        },
+        "train = manifest(\"m.json\")",
+    );
+    assert!(!c.has_errors(), "{messages:?}");
+    assert!(
+        messages.iter().any(|m| m.contains("cat1.png` (element 2)")),
+        "{messages:?}"
+    );
 
     // A line listing an image again: merged, with a warning; other concepts
     // on it make the image multi-label.

@@ -1394,6 +1394,25 @@ fn a_run_resumes_from_any_folder_and_moved_with_its_data() {
     std::fs::rename(&beside, dir.path().join("beside2")).unwrap();
     let out = wfrun(dir.path(), &["beside2/project/pipe.wf", "--resume"]);
     assert_eq!(out.code, 0, "moved together: {}", out.stderr);
+    // Moved together and an image edited: only the image is said, named
+    // from the workflow's folder; not the move, nor `train` as changed.
+    let edited = dir.path().join("beside2/images/c1/0.png");
+    let original = std::fs::read(&edited).unwrap();
+    std::fs::copy(dir.path().join("beside2/images/c1/1.png"), &edited).unwrap();
+    let out = wfrun(dir.path(), &["beside2/project/pipe.wf", "--resume"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("1 image edited or replaced under the same name: `../images/c1/0.png`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("`train`") && !out.stderr.contains("now under"),
+        "{}",
+        out.stderr
+    );
+    std::fs::write(&edited, original).unwrap();
     // An edit is still refused from another folder, said as the setting.
     std::fs::write(moved.join("pipe.wf"), text(4)).unwrap();
     let out = wfrun(dir.path(), &["elsewhere/project/pipe.wf", "--resume"]);

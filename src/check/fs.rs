@@ -189,8 +189,8 @@ fn some_paths(images: &[&Sample]) -> String {
     let mut shown: Vec<String> = images
         .iter()
         .take(3)
-        .map(|s| match s.line {
-            Some(line) => format!("`{}` (line {line})", s.path.shown()),
+        .map(|s| match s.listed {
+            Some(at) => format!("`{}` ({at})", s.path.shown()),
             None => format!("`{}`", s.path.shown()),
         })
         .collect();

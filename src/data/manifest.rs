@@ -9,8 +9,11 @@ use super::DataError;
 /// One image line of a manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub(super) struct Row {
-    /// The line it starts on (1-based).
+    /// The line it starts on (1-based); in a whole-file JSON array, its
+    /// element's number instead (see `element`).
     pub line: usize,
+    /// Whether `line` numbers an element of a JSON array.
+    pub element: bool,
     /// As written, relative to the manifest's folder unless absolute.
     pub path: String,
     /// Concept names, trimmed, at least one.
@@ -103,6 +106,7 @@ fn row(
     }
     Ok(Row {
         line,
+        element: false,
         path: path.to_string(),
         concepts: names,
     })
@@ -139,8 +143,9 @@ fn read_csv(
             return Err(bad(
                 line,
                 format!(
-                    "a quoted field runs on over the next {} line{}: a quote is left open; \
-                     close it (a quote inside quotes is written twice: `\"\"`)",
+                    "a quoted field runs on over the next {} line{}: a quote is left open, or a \
+                     field holds a line break (a manifest's fields may not); close the quote (a \
+                     quote inside quotes is written twice: `\"\"`) or remove the line break",
                     more,
                     if more == 1 { "" } else { "s" }
                 ),
@@ -242,7 +247,14 @@ fn read_json(
         return values
             .iter()
             .enumerate()
-            .map(|(i, v)| json_row(v, i + 1, labels, bad).map_err(|e| retitle(e, i + 1)))
+            .map(|(i, v)| {
+                json_row(v, i + 1, labels, bad)
+                    .map(|row| Row {
+                        element: true,
+                        ..row
+                    })
+                    .map_err(|e| retitle(e, i + 1))
+            })
             .collect();
     }
     let mut rows = Vec::new();

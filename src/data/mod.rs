@@ -29,9 +29,27 @@ pub fn is_image(path: &Path) -> bool {
 pub struct Sample {
     pub path: PathBuf,
     pub concepts: Vec<usize>,
-    /// The manifest line that lists it (the first, if several do); `None`
-    /// for an image found in a folder.
-    pub line: Option<usize>,
+    /// Where the manifest lists it (the first place, if several do);
+    /// `None` for an image found in a folder.
+    pub listed: Option<ListedAt>,
+}
+
+/// Where a manifest lists an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListedAt {
+    /// On this line (1-based).
+    Line(usize),
+    /// As this element (1-based) of a whole-file JSON array.
+    Element(usize),
+}
+
+impl std::fmt::Display for ListedAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListedAt::Line(n) => write!(f, "line {n}"),
+            ListedAt::Element(n) => write!(f, "element {n}"),
+        }
+    }
 }
 
 /// Images with their concepts.
@@ -400,7 +418,7 @@ impl Dataset {
                     .map(|path| Sample {
                         path,
                         concepts: Vec::new(),
-                        line: None,
+                        listed: None,
                     })
                     .collect(),
                 ..Dataset::default()
@@ -414,7 +432,7 @@ impl Dataset {
                 .extend(folder.images.into_iter().map(|path| Sample {
                     path,
                     concepts: vec![index],
-                    line: None,
+                    listed: None,
                 }));
         }
         if data.samples.is_empty() {
@@ -464,7 +482,10 @@ impl Dataset {
                     indices.push(index);
                 }
             }
-            let line = Some(row.line);
+            let at = Some(match row.element {
+                true => ListedAt::Element(row.line),
+                false => ListedAt::Line(row.line),
+            });
             let path = base.join(row.path);
             if let Some(&first) = listed.get(&path) {
                 data.duplicates += 1;
@@ -480,7 +501,7 @@ impl Dataset {
             data.samples.push(Sample {
                 path,
                 concepts: indices,
-                line,
+                listed: at,
             });
         }
         Ok(data)

@@ -155,7 +155,7 @@ pub fn run(
     let basis = checkpoint::Bases {
         main: checkpoint::basis(&plan, &data, &contents, Naming::Workflow(dir)),
         relative: checkpoint::basis(&plan, &data, &contents, Naming::Relative(dir)),
-        images: checkpoint::image_list(&data, &contents, Naming::Workflow(dir)),
+        images: checkpoint::image_list(&data, &contents, Naming::Relative(dir)),
     };
     let as_read = || checkpoint::basis(&plan, &data, &contents, Naming::AsRead);
     write_plan(
@@ -306,7 +306,12 @@ fn write_plan(
         let fewer = |a: Vec<String>, b: Vec<String>| if b.len() < a.len() { b } else { a };
         let mut changes = crate::changed::changes(&recorded, &basis.main);
         if let (false, Some(r)) = (changes.is_empty(), &relative) {
-            changes = fewer(changes, crate::changed::changes(r, &basis.relative));
+            // On a tie, the relative record's: the workflow's folder moved
+            // with its data and something else changed says only that.
+            let moved_with = crate::changed::changes(r, &basis.relative);
+            if moved_with.len() <= changes.len() {
+                changes = moved_with;
+            }
         }
         if !changes.is_empty() {
             changes = fewer(changes, crate::changed::changes(&recorded, &as_read()));
