@@ -588,9 +588,8 @@ fn manifests_are_read_and_their_images_looked_for() {
         "train = manifest(\"m.csv\")",
     );
     assert!(
-        messages
-            .iter()
-            .any(|m| m.contains("2 line(s) of `") && m.contains("list an image listed before")),
+        messages.iter().any(|m| m.contains("2 line(s) of `")
+            && m.contains("list an image listed before: line 7 (as line 1), line 8 (as line 3)")),
         "{messages:?}"
     );
     // (`logreg = 1`, the default: several concepts an image are allowed.)

@@ -254,14 +254,24 @@ fn count_manifest(
         );
         return None;
     }
-    if data.duplicates > 0 {
+    if !data.duplicates.is_empty() {
+        let mut which: Vec<String> = data
+            .duplicates
+            .iter()
+            .take(3)
+            .map(|(again, first)| format!("{again} (as {first})"))
+            .collect();
+        if data.duplicates.len() > 3 {
+            which.push(format!("and {} more", data.duplicates.len() - 3));
+        }
         cx.push(
             Diagnostic::warning(
                 Code::Data,
                 at,
                 format!(
-                    "{} line(s) of `{shown}` list an image listed before",
-                    data.duplicates
+                    "{} line(s) of `{shown}` list an image listed before: {}",
+                    data.duplicates.len(),
+                    which.join(", ")
                 ),
             )
             .with_label("each image is used once, with the concepts of all its lines")

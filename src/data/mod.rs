@@ -58,9 +58,9 @@ pub struct Dataset {
     /// Concept names, in index order.
     pub concepts: Vec<String>,
     pub samples: Vec<Sample>,
-    /// Lines of a manifest that list an image listed before: merged into
-    /// its first line (their concepts joined).
-    pub duplicates: usize,
+    /// Where a manifest lists an image listed before, and where it was
+    /// first: merged into that first listing (their concepts joined).
+    pub duplicates: Vec<(ListedAt, ListedAt)>,
 }
 
 /// What is wrong with a data folder or manifest; each names the path involved.
@@ -488,7 +488,9 @@ impl Dataset {
             });
             let path = base.join(row.path);
             if let Some(&first) = listed.get(&path) {
-                data.duplicates += 1;
+                if let (Some(again), Some(before)) = (at, data.samples[first].listed) {
+                    data.duplicates.push((again, before));
+                }
                 let merged = &mut data.samples[first].concepts;
                 for c in indices {
                     if !merged.contains(&c) {
