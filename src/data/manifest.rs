@@ -151,6 +151,26 @@ fn read_csv(
                 ),
             ));
         }
+        // RFC 4180 allows a quote only in a field quoted as a whole: one
+        // elsewhere (`circle"note"`) would pass into a path or a concept's
+        // name unnoticed.
+        if let Some((field, spaced)) = stray_quote(lines.text(line)) {
+            return Err(bad(
+                line,
+                if spaced {
+                    format!(
+                        "field {field} has a space before its opening quote, so it is not read \
+                         as quoted: remove the space (`a.jpg,\"cat\"`)"
+                    )
+                } else {
+                    format!(
+                        "field {field} holds a quote but is not quoted as a whole: quote the \
+                         field and write the quote twice (`\"say \"\"hi\"\".png\"`), or \
+                         remove the quote"
+                    )
+                },
+            ));
+        }
         if i == 0 {
             let lower: Vec<String> = record.iter().map(str::to_ascii_lowercase).collect();
             if let Some(p) = lower.iter().position(|f| PATH_NAMES.contains(&f.as_str())) {
@@ -232,6 +252,65 @@ impl<'a> Lines<'a> {
             line += 1;
         }
         line
+    }
+}
+
+impl Lines<'_> {
+    /// The bytes of a line (1-based), without its line break.
+    fn text(&self, line: usize) -> &[u8] {
+        let Some(&start) = self.starts.get(line.wrapping_sub(1)) else {
+            return &[];
+        };
+        let rest = &self.bytes[start.min(self.bytes.len())..];
+        let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+        &rest[..end]
+    }
+}
+
+/// The first field (1-based) of a CSV line holding a quote where RFC 4180
+/// allows none: inside a field not quoted as a whole (with whether only
+/// blanks come before it: a space before an opening quote), or after a
+/// quoted field's closing quote. (A quote left open is said elsewhere.)
+/// A field is quoted when its first byte is a quote, as the `csv` crate
+/// reads it.
+fn stray_quote(line: &[u8]) -> Option<(usize, bool)> {
+    if !line.contains(&b'"') {
+        return None;
+    }
+    let blank = |b: u8| b == b' ' || b == b'\t' || b == b'\r';
+    let (mut field, mut i, n) = (1, 0, line.len());
+    loop {
+        if i < n && line[i] == b'"' {
+            i += 1;
+            loop {
+                match line.get(i) {
+                    None => return None,
+                    Some(b'"') if line.get(i + 1) == Some(&b'"') => i += 2,
+                    Some(b'"') => break,
+                    Some(_) => i += 1,
+                }
+            }
+            i += 1;
+            while i < n && blank(line[i]) {
+                i += 1;
+            }
+            if i < n && line[i] != b',' {
+                return Some((field, false));
+            }
+        } else {
+            let start = i;
+            while i < n && line[i] != b',' {
+                if line[i] == b'"' {
+                    return Some((field, line[start..i].iter().all(|&b| blank(b))));
+                }
+                i += 1;
+            }
+        }
+        if i >= n {
+            return None;
+        }
+        i += 1;
+        field += 1;
     }
 }
 
@@ -359,6 +438,38 @@ mod tests {
             "{e}"
         );
         assert!(rows("m.csv", "path,concepts\n").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_quote_inside_a_field_not_quoted_whole_is_refused_at_its_line() {
+        for (text, line, field) in [
+            ("a.jpg,cat\nb.jpg,circle\"note\"\n", 2, 2),
+            ("say\"hi\".png,cat\n", 1, 1),
+            ("\"a.jpg\"x,cat\n", 1, 1),
+            ("a.jpg,\"cat\" ,x\n\"b.jpg\",\"dog\"q\r\n", 2, 2),
+        ] {
+            let e = rows("m.csv", text).unwrap_err();
+            assert!(
+                e.contains(&format!(
+                    "m.csv:{line}: field {field} holds a quote but is not quoted as a whole"
+                )),
+                "{text:?}: {e}"
+            );
+        }
+        // A space before the opening quote: the field is not quoted.
+        let e = rows("m.csv", "a.jpg, \"cat\"\n").unwrap_err();
+        assert!(
+            e.contains("m.csv:1: field 2 has a space before its opening quote"),
+            "{e}"
+        );
+        // Quotes RFC 4180 allows, and a quote in a comment, pass.
+        let r = rows(
+            "m.csv",
+            "# a \"note\"\n\"say \"\"hi\"\".png\" ,\"cat\" \r\n",
+        )
+        .unwrap();
+        assert_eq!(r[0].path, "say \"hi\".png");
+        assert_eq!(r[0].concepts, ["cat"]);
     }
 
     #[test]
