@@ -23,8 +23,9 @@ pub fn changes(previous: &str, basis: &str) -> Vec<String> {
     for (key, value) in &new {
         let label = match key.as_str() {
             "images" if !split_known => continue,
-            // Nor `contents` (the images' bytes), before this version.
-            "contents" if old.get("contents").is_none() => continue,
+            // Nor `contents` (the images' bytes) or `split` (which set
+            // holds each image), before the versions recording them.
+            "contents" | "split" if old.get(key.as_str()).is_none() => continue,
             "images_and_concepts" if !split_known => "images_or_split",
             k => k,
         };
@@ -34,7 +35,21 @@ pub fn changes(previous: &str, basis: &str) -> Vec<String> {
         .get("data")
         .and_then(|d| d.get("eval"))
         .is_some_and(|e| e.get("fraction").is_some());
-    in_words(&raw, fraction)
+    in_words(&raw, fraction, old.get("split").is_some())
+}
+
+/// Whether two records (as [`changes`] reads them) name the same training
+/// and evaluation sources.
+pub fn same_sources(previous: &str, basis: &str) -> bool {
+    let (Ok(old), Ok(new)) = (
+        serde_json::from_str::<serde_json::Value>(previous),
+        serde_json::from_str::<serde_json::Value>(basis),
+    ) else {
+        return false;
+    };
+    ["train", "eval"]
+        .iter()
+        .all(|k| old["data"][k] == new["data"][k])
 }
 
 /// How the values a sweep's trial was done with (`trial.json`'s `basis`:
@@ -77,7 +92,7 @@ pub fn trial_changes(before: &serde_json::Value, now: &serde_json::Value) -> Vec
         .get("data")
         .and_then(|d| d.get("eval"))
         .is_some_and(|e| e.get("fraction").is_some());
-    in_words(&raw, fraction)
+    in_words(&raw, fraction, false)
 }
 
 /// One difference between two records: the path of the value, old and new.
@@ -101,6 +116,8 @@ struct Context<'a> {
     /// The held-out images are a fraction of the training folder's, drawn
     /// from the seed (else a folder or list of their own).
     fraction: bool,
+    /// The earlier record says which set held each image (`split`).
+    sets_known: bool,
 }
 
 impl Context<'_> {
@@ -137,8 +154,12 @@ impl Context<'_> {
     }
 }
 
-fn in_words(raw: &[Difference], fraction: bool) -> Vec<String> {
-    let context = Context { raw, fraction };
+fn in_words(raw: &[Difference], fraction: bool, sets_known: bool) -> Vec<String> {
+    let context = Context {
+        raw,
+        fraction,
+        sets_known,
+    };
     let template = context.changed("template");
     // In the order a workflow writes them: the template, its parameters,
     // the seed, the data; then what follows from them.
@@ -304,11 +325,26 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
             if changed("images") {
                 return None;
             }
-            (
-                Weight::Follows(context.split()),
-                "which images are held out: the same images, another split".into(),
-            )
+            let line = match (context.sets_known, changed("split")) {
+                // Held out as before: only the order the images are listed
+                // in, which training's shuffles are drawn from.
+                (true, false) => {
+                    "the order the images are listed in: the same images and split, in \
+                     another order (a manifest's lines reordered; each epoch's order is \
+                     drawn from it)"
+                }
+                // A fraction drawn by the same seed from the same images:
+                // only their order can have changed it.
+                (true, true) if context.fraction && !changed("seed") => {
+                    "which images are held out: the same images listed in another order (a \
+                     manifest's lines reordered), from which the seed draws another split"
+                }
+                _ => "which images are held out: the same images, another split",
+            };
+            (Weight::Follows(context.split()), line.into())
         }
+        // Said, where it matters, with `images_and_concepts`.
+        "split" => return None,
         // The same names, other bytes: said unless the names changed.
         "contents" => {
             let mut from = data();
@@ -316,7 +352,8 @@ fn line(d: &Difference, context: &Context) -> Option<(Weight, String)> {
             (
                 Weight::Follows(from),
                 "the images' contents: the same files, other bytes (an image edited or \
-                 replaced under its name, or one that can no longer be read)"
+                 replaced under its name, images' names swapped, or one that can no longer be \
+                 read)"
                     .into(),
             )
         }
@@ -408,7 +445,11 @@ fn concepts(old: &serde_json::Value, new: &serde_json::Value) -> String {
         parts.push(format!("{} gone", list(went)));
     }
     if parts.is_empty() {
-        parts.push("the same names in another order".into());
+        parts.push(
+            "the same names in another order (a manifest's concepts are numbered in the order \
+             they first appear: its lines reordered, or an image moved to another concept)"
+                .into(),
+        );
     }
     format!("the concepts: {}", parts.join("; "))
 }
@@ -475,12 +516,18 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
                 n += 1;
             }
         }
-        let images = if n == 1 { "image" } else { "images" };
-        folder = Some(format!(
-            "{n} {images} under `{}` now under `{}`",
-            shown(&from),
-            shown(&to)
-        ));
+        // Heads of `..` alone: the workflow's folder moved, not the data
+        // (named absolutely, which the basis compares: unchanged), or the
+        // data setting changed with it, which is said as the setting.
+        let upward = |head: &str| head.split(['/', '\\']).all(|c| c.is_empty() || c == "..");
+        if !(upward(&from) && upward(&to)) {
+            let images = if n == 1 { "image" } else { "images" };
+            folder = Some(format!(
+                "{n} {images} under `{}` now under `{}`",
+                shown(&from),
+                shown(&to)
+            ));
+        }
     }
     let named = |l: &Listed| shown(was_named.get(&l.0).unwrap_or(&l.0));
     let old: BTreeMap<&str, &Listed> = before.iter().map(|l| (l.0.as_str(), l)).collect();
@@ -524,7 +571,7 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
                 }
                 moved.push(line);
             }
-            None => still_gone.push(format!("`{}`", named(g))),
+            None => still_gone.push(g),
         }
     }
     let mut i = 0;
@@ -533,10 +580,47 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
         !taken[i - 1]
     });
     let added: Vec<String> = added.iter().map(|l| format!("`{}`", shown(&l.0))).collect();
+    // The bytes each name held before, of images whose bytes are no longer
+    // under their name (gone, or other bytes now): an image now holding
+    // them was moved over another (names swapped, rotated, or one moved
+    // onto another's name).
+    let mut left: HashMap<&str, Vec<&Listed>> = HashMap::new();
+    for l in &still_gone {
+        if let Some(d) = &l.2 {
+            left.entry(d.as_str()).or_default().push(l);
+        }
+    }
+    for (name, was) in &old {
+        if let (Some(a), Some(b)) = (&was.2, new.get(name).and_then(|l| l.2.as_ref())) {
+            if a != b {
+                left.entry(a.as_str()).or_default().push(was);
+            }
+        }
+    }
+    let mut moved_over = std::collections::HashSet::new();
     let (mut edited, mut unreadable, mut readable) = (Vec::new(), Vec::new(), Vec::new());
     let mut regrouped = Vec::new();
     for (name, was) in &old {
         let Some(is) = new.get(name) else { continue };
+        let from = match (&was.2, &is.2) {
+            (Some(a), Some(b)) if a != b => left
+                .get_mut(b.as_str())
+                .and_then(|v| v.iter().position(|l| l.0 != *name).map(|k| v.remove(k))),
+            _ => None,
+        };
+        if let Some(from) = from {
+            moved_over.insert(from.0.as_str());
+            let mut line = format!(
+                "`{}` → `{}` (replacing the image there)",
+                named(from),
+                shown(name)
+            );
+            if from.1 != is.1 {
+                line.push_str(&format!(" ({} → {})", from.1.join(", "), is.1.join(", ")));
+            }
+            moved.push(line);
+            continue;
+        }
         let name = shown(name);
         match (&was.2, &is.2) {
             (Some(a), Some(b)) if a != b => edited.push(format!("`{name}`")),
@@ -561,6 +645,11 @@ pub fn image_changes(previous: &str, now: &str) -> Vec<String> {
         }
         l
     };
+    let still_gone: Vec<String> = still_gone
+        .iter()
+        .filter(|g| !moved_over.contains(g.0.as_str()))
+        .map(|g| format!("`{}`", named(g)))
+        .collect();
     let each = [
         ("added", added),
         ("gone", still_gone),
@@ -627,7 +716,10 @@ fn moved_folder(
     let ((from, to), n) = heads
         .into_iter()
         .max_by(|(a, n), (b, m)| n.cmp(m).then_with(|| b.cmp(a)))?;
-    let left = after.iter().any(|l| l.0.starts_with(from));
+    // (The new head may lie under the old: `../` → `../../`.)
+    let left = after
+        .iter()
+        .any(|l| l.0.starts_with(from) && !l.0.starts_with(to));
     (n >= 2 && !left).then(|| (from.to_string(), to.to_string()))
 }
 
@@ -742,6 +834,63 @@ mod tests {
                  `a/2.png`",
             ]
         );
+        // The workflow's folder moved deeper, its data named absolutely:
+        // the list (named relative to it) shows the same images under
+        // more `..`, which is not said; the edit is, under its new name.
+        let before = list(&[
+            ("../../data/a/1.png", "a", Some("01")),
+            ("../../data/a/2.png", "a", Some("02")),
+            ("../../data/b/3.png", "b", Some("03")),
+        ]);
+        let after = list(&[
+            ("../../../data/a/1.png", "a", Some("01")),
+            ("../../../data/a/2.png", "a", Some("22")),
+            ("../../../data/b/3.png", "b", Some("03")),
+        ]);
+        assert_eq!(
+            image_changes(&before, &after),
+            ["1 image edited or replaced under the same name: `../../../data/a/2.png`"]
+        );
+        // Two names swapped, and one image moved over another's name (its
+        // own gone, the other's bytes gone): moves, not edits.
+        let before = list(&[
+            ("a/1.png", "a", Some("01")),
+            ("a/2.png", "a", Some("02")),
+            ("a/3.png", "a", Some("03")),
+            ("b/4.png", "b", Some("04")),
+            ("b/5.png", "b", Some("05")),
+        ]);
+        let after = list(&[
+            ("a/1.png", "a", Some("02")),
+            ("a/2.png", "a", Some("01")),
+            ("a/3.png", "a", Some("03")),
+            ("b/4.png", "b", Some("44")),
+            ("b/5.png", "b", Some("03")),
+        ]);
+        // `a/3.png` still holds its bytes: `b/5.png` holding them too is an
+        // edit (a copy), not a move.
+        assert_eq!(
+            image_changes(&before, &after),
+            [
+                "2 images moved: `a/2.png` → `a/1.png` (replacing the image there), \
+                 `a/1.png` → `a/2.png` (replacing the image there)",
+                "2 images edited or replaced under the same name: `b/4.png`, `b/5.png`",
+            ]
+        );
+        let after = list(&[
+            ("a/1.png", "a", Some("02")),
+            ("a/2.png", "a", Some("03")),
+            ("a/3.png", "a", Some("01")),
+            ("b/4.png", "b", Some("05")),
+        ]);
+        assert_eq!(
+            image_changes(&before, &after),
+            [
+                "4 images moved: `a/2.png` → `a/1.png` (replacing the image there), \
+                 `a/3.png` → `a/2.png` (replacing the image there), `a/1.png` → `a/3.png` \
+                 (replacing the image there), `b/5.png` → `b/4.png` (replacing the image there)",
+            ]
+        );
     }
 
     #[test]
@@ -750,7 +899,7 @@ mod tests {
         let old = serde_json::json!({"num_epochs": 4, "loss": {"loss": "softmax"}});
         let new = serde_json::json!({"num_epochs": 2, "loss": {"loss": "softmax"}});
         differences("hyper", &old, &new, &mut out);
-        assert_eq!(in_words(&out, true), ["`num_epochs`: 4 → 2"]);
+        assert_eq!(in_words(&out, true, true), ["`num_epochs`: 4 → 2"]);
     }
 
     /// A record as `basis` writes it, with `edit` applied.
@@ -812,7 +961,10 @@ mod tests {
         });
         let lines = changes(&base, &reordered);
         assert_eq!(lines.len(), 2, "{lines:?}");
-        assert_eq!(lines[0], "the concepts: the same names in another order");
+        assert!(
+            lines[0].starts_with("the concepts: the same names in another order (a manifest's"),
+            "{lines:?}"
+        );
         assert!(
             lines[1].contains("one moved to another concept"),
             "{lines:?}"
@@ -844,6 +996,47 @@ mod tests {
         assert_eq!(
             changes("not json", &base),
             ["the checkpoint's record cannot be read"]
+        );
+        // A record saying which set held each image: the same split in
+        // another order (a manifest's lines reordered) is said as the
+        // order; with a fraction held out, the order draws another split.
+        let sets = |v: &mut serde_json::Value| v["split"] = "aaaaaaaaaaaaaaaa".into();
+        let ordered = record(sets);
+        let reordered = record(|v| {
+            sets(v);
+            v["images_and_concepts"] = "1111111111111111".into();
+        });
+        let lines = changes(&ordered, &reordered);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("the order the images are listed in: the same images and split"),
+            "{lines:?}"
+        );
+        let redrawn = record(|v| {
+            v["split"] = "bbbbbbbbbbbbbbbb".into();
+            v["images_and_concepts"] = "1111111111111111".into();
+        });
+        assert_eq!(
+            changes(&ordered, &redrawn),
+            [
+                "which images are held out: the same images listed in another order (a manifest's \
+              lines reordered), from which the seed draws another split"
+            ]
+        );
+        // The same with another seed: said as the seed.
+        let reseeded = record(|v| {
+            v["seed"] = 4.into();
+            v["split"] = "bbbbbbbbbbbbbbbb".into();
+            v["images_and_concepts"] = "1111111111111111".into();
+        });
+        assert_eq!(
+            changes(&ordered, &reseeded),
+            ["`seed`: 3 → 4 (the held-out images are drawn from it)"]
+        );
+        // Checkpoints of earlier versions record no `split`: as before.
+        assert_eq!(
+            changes(&base, &redrawn),
+            ["which images are held out: the same images, another split"]
         );
         // Other files under another fraction held out: the fraction does not
         // explain them, so both are said; more images explain themselves.

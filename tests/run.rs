@@ -1110,3 +1110,92 @@ fn query_images_not_named_in_utf8_are_refused_by_the_checker() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert_eq!(&text[error.span.start..error.span.end], "\"queries\"");
 }
+
+#[test]
+fn a_resume_refused_for_a_reordered_manifest_or_swapped_images_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    write_images(&dir.path().join("images"));
+    let listed = |c: u32, range: std::ops::Range<u32>| -> Vec<String> {
+        range
+            .map(|i| format!("images/concept{c}/{i}.png,concept{c}"))
+            .collect()
+    };
+    let mut train: Vec<String> = (0..3).flat_map(|c| listed(c, 0..12)).collect();
+    let held: Vec<String> = (0..3).flat_map(|c| listed(c, 12..16)).collect();
+    std::fs::write(dir.path().join("held.csv"), held.join("\n")).unwrap();
+    let text = |eval: &str| {
+        format!("workflow listed\nuse Clarifai_InceptionBatchNorm {{\n  image_size = 32\n  batch_size = 8\n  num_epochs = 2\n  init_epochs = 1\n  num_items_per_epoch = 16\n  logreg = 0\n}}\ndata {{ train = manifest(\"list.csv\")  eval = {eval} }}\nseed = 3\noutput = \"runs/listed\"\n")
+    };
+    let resume = RunOptions {
+        resume: true,
+        ..Default::default()
+    };
+    for eval in ["manifest(\"held.csv\")", "0.25"] {
+        std::fs::write(dir.path().join("list.csv"), train.join("\n")).unwrap();
+        // Stopped after the first step, then the manifest's lines reversed.
+        let (w, _) = checked(dir.path(), "listed", &text(eval));
+        let cancel = Arc::new(AtomicBool::new(false));
+        let options = RunOptions {
+            cancel: Some(cancel.clone()),
+            fresh: true,
+            ..Default::default()
+        };
+        let e = run(&w, &options, &mut |e| {
+            if matches!(e, Event::Step { .. }) {
+                cancel.store(true, Ordering::SeqCst);
+            }
+        })
+        .unwrap_err();
+        assert!(matches!(e, RunError::Cancelled { .. }), "{e:?}");
+        // Each concept's lines reversed: the concepts' order, which follows
+        // their first lines, stays.
+        for block in train.chunks_mut(12) {
+            block.reverse();
+        }
+        std::fs::write(dir.path().join("list.csv"), train.join("\n")).unwrap();
+        let (w, _) = checked(dir.path(), "listed", &text(eval));
+        let message = run(&w, &resume, &mut |_| {}).unwrap_err().to_string();
+        let said = if eval == "0.25" {
+            "which images are held out: the same images listed in another order (a manifest's \
+             lines reordered), from which the seed draws another split"
+        } else {
+            "the order the images are listed in: the same images and split, in another order \
+             (a manifest's lines reordered"
+        };
+        assert!(message.contains(said), "{message}");
+        // No image is named: none changed.
+        assert!(!message.contains("1 image"), "{message}");
+        // All lines reversed: the concepts' order too, said with why.
+        train.reverse();
+        std::fs::write(dir.path().join("list.csv"), train.join("\n")).unwrap();
+        let (w, _) = checked(dir.path(), "listed", &text(eval));
+        let message = run(&w, &resume, &mut |_| {}).unwrap_err().to_string();
+        assert!(
+            message.contains(
+                "the concepts: the same names in another order (a manifest's concepts are \
+                 numbered in the order they first appear"
+            ),
+            "{message}"
+        );
+        train.reverse();
+        for block in train.chunks_mut(12) {
+            block.reverse();
+        }
+    }
+    // Two images' names swapped: said as moves, not as edits.
+    std::fs::write(dir.path().join("list.csv"), train.join("\n")).unwrap();
+    let images = dir.path().join("images/concept1");
+    std::fs::rename(images.join("2.png"), images.join("tmp.png")).unwrap();
+    std::fs::rename(images.join("5.png"), images.join("2.png")).unwrap();
+    std::fs::rename(images.join("tmp.png"), images.join("5.png")).unwrap();
+    let (w, _) = checked(dir.path(), "listed", &text("0.25"));
+    let message = run(&w, &resume, &mut |_| {}).unwrap_err().to_string();
+    assert!(
+        message.contains(
+            "2 images moved: `images/concept1/5.png` → `images/concept1/2.png` (replacing the \
+             image there), `images/concept1/2.png` → `images/concept1/5.png` (replacing the \
+             image there)"
+        ) && !message.contains("edited or replaced under the same name:"),
+        "{message}"
+    );
+}

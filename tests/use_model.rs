@@ -1419,6 +1419,39 @@ fn a_run_resumes_from_any_folder_and_moved_with_its_data() {
     assert_eq!(out.code, 1, "{}", out.stderr);
     assert!(out.stderr.contains("`batch_size`: 8 → 4"), "{}", out.stderr);
     assert_eq!(out.stderr.matches('→').count(), 1, "{}", out.stderr);
+    // Images named absolutely, the workflow's folder moved one level
+    // deeper: the same images, resumed; and with an image edited, only
+    // that image said, not its folder as moved (the image list names them
+    // relative to the workflow's folder, now through one `..` more).
+    let data = dir.path().join("data");
+    write_images(&data.join("images"));
+    let far = dir.path().join("far/project");
+    std::fs::create_dir_all(&far).unwrap();
+    let absolute = text(8).replace(
+        "\"images\"",
+        &format!("\"{}\"", data.join("images").display()),
+    );
+    std::fs::write(far.join("pipe.wf"), &absolute).unwrap();
+    let out = wfrun(&far, &["pipe.wf"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let deeper = dir.path().join("far/deeper");
+    std::fs::create_dir_all(&deeper).unwrap();
+    std::fs::rename(&far, deeper.join("project")).unwrap();
+    let far = deeper.join("project");
+    let out = wfrun(&far, &["pipe.wf", "--resume"]);
+    assert_eq!(out.code, 0, "moved deeper: {}", out.stderr);
+    std::fs::copy(data.join("images/c1/1.png"), data.join("images/c1/0.png")).unwrap();
+    let out = wfrun(&far, &["pipe.wf", "--resume"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "1 image edited or replaced under the same name: `../../../data/images/c1/0.png`"
+        ) && !out.stderr.contains("now under")
+            && !out.stderr.contains("`train`")
+            && !out.stderr.contains(" moved:"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// The neighbours' paths of `query` among `index`, `wfrun search ../runs/tiny

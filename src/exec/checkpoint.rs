@@ -142,6 +142,10 @@ struct Basis<'a> {
     /// FNV-1a of the same images' paths and digests of their bytes, in path
     /// order: tells an image edited or replaced under its name.
     contents: String,
+    /// FNV-1a of the same images' paths and the set holding each, in path
+    /// order: tells the same split listed in another order (a manifest's
+    /// lines reordered) from another split.
+    split: String,
 }
 
 /// The two records of what training depends on that a checkpoint keeps,
@@ -183,19 +187,22 @@ pub(super) fn basis(
     let mut digest = Fnv::default();
     let mut all = Vec::new();
     let mut bytes = contents.0.iter();
-    for set in [&sets.train, &sets.eval] {
+    for (held_out, set) in [&sets.train, &sets.eval].into_iter().enumerate() {
         for (path, concepts) in set.paths.iter().zip(&set.concepts) {
             let path = names.name(path);
             digest.image(&path, concepts, &sets.concepts);
-            all.push((path, concepts, bytes.next().copied().flatten()));
+            all.push((path, concepts, bytes.next().copied().flatten(), held_out));
         }
         digest.eat(b"--");
     }
     all.sort();
     let mut images = Fnv::default();
     let mut contents = Fnv::default();
-    for (path, concepts, bytes) in all {
+    let mut split = Fnv::default();
+    for (path, concepts, bytes, held_out) in all {
         images.image(&path, concepts, &sets.concepts);
+        split.eat(path.as_os_str().as_encoded_bytes());
+        split.eat(&[held_out as u8 + 1]);
         contents.eat(path.as_os_str().as_encoded_bytes());
         contents.eat(&bytes.map_or([0xff; 9], |b| {
             let mut a = [0u8; 9];
@@ -229,6 +236,7 @@ pub(super) fn basis(
         images_and_concepts: format!("{:016x}", digest.0),
         images: format!("{:016x}", images.0),
         contents: format!("{:016x}", contents.0),
+        split: format!("{:016x}", split.0),
     };
     serde_json::to_string(&basis).unwrap_or_default()
 }

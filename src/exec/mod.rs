@@ -306,10 +306,18 @@ fn write_plan(
         let fewer = |a: Vec<String>, b: Vec<String>| if b.len() < a.len() { b } else { a };
         let mut changes = crate::changed::changes(&recorded, &basis.main);
         if let (false, Some(r)) = (changes.is_empty(), &relative) {
-            // On a tie, the relative record's: the workflow's folder moved
-            // with its data and something else changed says only that.
+            // On a tie, the record naming the data where it was: the
+            // workflow's folder moved with data beside it (the relative
+            // record), or away from data named absolutely (the main one),
+            // and something else changed says only that.
             let moved_with = crate::changed::changes(r, &basis.relative);
-            if moved_with.len() <= changes.len() {
+            let fewer = moved_with.len() < changes.len();
+            let tie = moved_with.len() == changes.len();
+            if fewer
+                || tie
+                    && crate::changed::same_sources(r, &basis.relative)
+                    && !crate::changed::same_sources(&recorded, &basis.main)
+            {
                 changes = moved_with;
             }
         }
