@@ -20,8 +20,13 @@ pub fn render(diagnostic: &Diagnostic, sources: &SourceMap, style: Style, width:
         Style::Color => miette::GraphicalTheme::unicode(),
         Style::Plain => miette::GraphicalTheme::unicode_nocolor(),
     };
+    // Lines wrap at spaces only: a long path or name stays whole, to be
+    // copied, even past the width.
     let handler = miette::GraphicalReportHandler::new_themed(theme)
         .with_width(width)
+        .with_break_words(false)
+        .with_word_separator(textwrap::WordSeparator::AsciiSpace)
+        .with_word_splitter(textwrap::WordSplitter::NoHyphenation)
         .with_context_lines(1);
     let mut out = String::new();
     let rendered = Rendered::new(diagnostic, sources);
@@ -134,6 +139,26 @@ mod tests {
             assert!(out.contains("r\\u{202e}fw.wf"), "{out}");
             assert!(out.contains("\\u{202e}1 = x\\u{202c}"), "{out}");
         }
+    }
+
+    #[test]
+    fn a_long_path_in_a_message_is_never_split() {
+        // Wrapped at spaces only: the path stays whole on its line, to be
+        // copied, though longer than the width; the words around it wrap.
+        let path = "data/a-long-folder-name/another-level-of-nesting/final-images-folder";
+        let text = "bad = = 1\n";
+        let mut sources = SourceMap::new();
+        let id = sources.add(SourceFile::new("w.wf", text));
+        let message = format!("the training folder `{path}` does not exist, so nothing can train");
+        let d = Diagnostic::error(Code::Syntax, Span::new(id, 6, 7), message)
+            .with_help(format!("make `{path}` or name another folder in `train`"));
+        let out = render(&d, &sources, Style::Plain, 60);
+        assert_eq!(out.matches(&format!("`{path}`")).count(), 2, "{out}");
+        assert!(
+            out.lines()
+                .all(|l| l.contains(path) || l.chars().count() <= 60),
+            "{out}"
+        );
     }
 
     #[test]
