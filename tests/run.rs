@@ -463,6 +463,23 @@ fn checked(dir: &Path, name: &str, text: &str) -> (wfrun::Workflow, wfrun::Plan)
     (checked.workflow.unwrap(), plan)
 }
 
+/// Runs `w` until its first step is done, then cancels it: a checkpoint and
+/// the plan it follows are left in its output.
+fn stop_after_the_first_step(w: &wfrun::Workflow) {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let options = RunOptions {
+        cancel: Some(cancel.clone()),
+        ..Default::default()
+    };
+    let e = run(w, &options, &mut |e| {
+        if matches!(e, Event::Step { .. }) {
+            cancel.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap_err();
+    assert!(matches!(e, RunError::Cancelled { .. }), "{e:?}");
+}
+
 #[test]
 fn the_plan_is_what_training_used() {
     let dir = tempfile::tempdir().unwrap();
@@ -629,18 +646,7 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
     };
     // Stopped after the first step: a checkpoint and the plan it follows.
     let (w, _) = checked(dir.path(), "edited", &text(8));
-    let cancel = Arc::new(AtomicBool::new(false));
-    let options = RunOptions {
-        cancel: Some(cancel.clone()),
-        ..Default::default()
-    };
-    let e = run(&w, &options, &mut |e| {
-        if matches!(e, Event::Step { .. }) {
-            cancel.store(true, Ordering::SeqCst);
-        }
-    })
-    .unwrap_err();
-    assert!(matches!(e, RunError::Cancelled { .. }), "{e:?}");
+    stop_after_the_first_step(&w);
 
     let resume = RunOptions {
         resume: true,
@@ -1134,19 +1140,8 @@ fn a_resume_refused_for_a_reordered_manifest_or_swapped_images_says_so() {
         std::fs::write(dir.path().join("list.csv"), train.join("\n")).unwrap();
         // Stopped after the first step, then the manifest's lines reversed.
         let (w, _) = checked(dir.path(), "listed", &text(eval));
-        let cancel = Arc::new(AtomicBool::new(false));
-        let options = RunOptions {
-            cancel: Some(cancel.clone()),
-            fresh: true,
-            ..Default::default()
-        };
-        let e = run(&w, &options, &mut |e| {
-            if matches!(e, Event::Step { .. }) {
-                cancel.store(true, Ordering::SeqCst);
-            }
-        })
-        .unwrap_err();
-        assert!(matches!(e, RunError::Cancelled { .. }), "{e:?}");
+        std::fs::remove_dir_all(&w.output).ok();
+        stop_after_the_first_step(&w);
         // Each concept's lines reversed: the concepts' order, which follows
         // their first lines, stays.
         for block in train.chunks_mut(12) {
