@@ -124,6 +124,97 @@ impl BatchNorm2d {
     }
 }
 
+/// Batch normalisation over features (N, C), PyTorch's `nn.BatchNorm1d`
+/// with its defaults (eps 1e-5, momentum 0.1, running variance unbiased):
+/// the batch's statistics in training, the running averages at evaluation.
+#[derive(Clone, Debug)]
+pub struct BatchNorm1d {
+    inner: candle_nn::BatchNorm,
+    name: String,
+}
+
+impl BatchNorm1d {
+    pub fn new(features: usize, vb: VarBuilder) -> Result<BatchNorm1d> {
+        let name = vb.prefix();
+        let config = candle_nn::BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: 0.1,
+        };
+        Ok(BatchNorm1d {
+            inner: candle_nn::batch_norm(features, config, vb)?,
+            name,
+        })
+    }
+
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (n, _) = x.dims2()?;
+        let Some((gamma, beta)) = self.inner.weight_and_bias() else {
+            candle_core::bail!("batch norm `{}` has no scale and shift", self.name);
+        };
+        let eps = self.inner.eps();
+        let (mean, var) = (self.inner.running_mean(), self.inner.running_var());
+        if !train {
+            let shift = x.broadcast_sub(&mean.unsqueeze(0)?)?;
+            let y = shift.broadcast_div(&(var.unsqueeze(0)? + eps)?.sqrt()?)?;
+            return y
+                .broadcast_mul(&gamma.unsqueeze(0)?)?
+                .broadcast_add(&beta.unsqueeze(0)?);
+        }
+        if n < 2 {
+            // The variance of one value is 0 and its unbiased estimate NaN
+            // (PyTorch raises here too).
+            candle_core::bail!(
+                "batch norm `{}` sees a single image while training; use a batch_size of at least 2",
+                self.name
+            );
+        }
+        let batch_mean = x.mean_keepdim(0)?;
+        let centred = x.broadcast_sub(&batch_mean)?;
+        let batch_var = centred.sqr()?.mean_keepdim(0)?;
+        let y = centred.broadcast_div(&(batch_var.clone() + eps)?.sqrt()?)?;
+        let y = y
+            .broadcast_mul(&gamma.unsqueeze(0)?)?
+            .broadcast_add(&beta.unsqueeze(0)?)?;
+        // PyTorch's running averages: the variance unbiased.
+        let m = self.inner.momentum();
+        let unbias = n as f64 / (n as f64 - 1.0);
+        let mix = |old: &Tensor, batch: &Tensor, factor: f64| -> Result<()> {
+            let batch = (batch.detach().squeeze(0)? * (m * factor))?;
+            let mixed = ((old * (1.0 - m))? + batch)?;
+            Var::from_tensor(old)?.set(&mixed)
+        };
+        mix(mean, &batch_mean, 1.0)?;
+        mix(var, &batch_var, unbias)?;
+        Ok(y)
+    }
+
+    /// Evaluation's normalisation as a scale and shift per feature, `y = x ·
+    /// scale + shift`.
+    pub fn folded(&self) -> Result<(Vec<f64>, Vec<f64>)> {
+        let Some((gamma, beta)) = self.inner.weight_and_bias() else {
+            candle_core::bail!("batch norm `{}` has no scale and shift", self.name);
+        };
+        let host = |t: &Tensor| t.to_dtype(DType::F64)?.to_vec1::<f64>();
+        let (gamma, beta) = (host(gamma)?, host(beta)?);
+        let (mean, var) = (
+            host(self.inner.running_mean())?,
+            host(self.inner.running_var())?,
+        );
+        let eps = self.inner.eps();
+        let scale: Vec<f64> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| g / (v + eps).sqrt())
+            .collect();
+        let shift = (0..scale.len())
+            .map(|c| beta[c] - mean[c] * scale[c])
+            .collect();
+        Ok((scale, shift))
+    }
+}
+
 /// A bias-free convolution followed by batch norm and, optionally, ReLU.
 #[derive(Clone, Debug)]
 pub struct ConvBn {
