@@ -109,13 +109,12 @@ class AngularMarginNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.embedding = nn.Linear(backbone.feature_dim, emb)
-        self.embedding_bn = nn.BatchNorm1d(emb)
         self.arcface = nn.Module()
         self.arcface.weight = nn.Parameter(torch.randn(classes, emb) * 0.5)
         self.s, self.m = s, m
 
     def forward(self, x):
-        return F.normalize(self.embedding_bn(self.embedding(self.backbone(x))))
+        return F.normalize(self.embedding(self.backbone(x)))
 
     def loss(self, emb, labels):
         cos = F.linear(emb, F.normalize(self.arcface.weight)).clamp(-1 + 1e-7, 1 - 1e-7)
@@ -141,7 +140,7 @@ def fixture(name, model, loss_fn, labels, out_dir):
     # Random batch-norm affine parameters and running statistics, so loading them matters.
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            if isinstance(m, nn.BatchNorm2d):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.uniform_(-0.2, 0.2)
                 m.running_mean.uniform_(-0.1, 0.1)

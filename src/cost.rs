@@ -25,8 +25,8 @@ pub const VALUE_BYTES: u64 = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Head {
-    /// A projection to `embeddings_size` (with a bias), its batch norm and
-    /// the angular margin's class centres.
+    /// A projection to `embeddings_size` (with a bias) and the angular
+    /// margin's class centres.
     AngularMargin { embeddings_size: usize },
     /// A linear classifier on the features (with a bias).
     Classifier,
@@ -67,27 +67,21 @@ impl Network {
         let features = self.backbone.feature_dim() as u64;
         // Saturating: an `embeddings_size` far past any memory must give a
         // huge estimate, not wrap around.
-        let (head_params, head_buffers, head_macs, head_values) = match self.head {
+        let (head_params, head_macs, head_values) = match self.head {
             Head::AngularMargin { embeddings_size } => {
                 let e = embeddings_size as u64;
-                // The projection and its bias, its batch norm's scales and
-                // shifts (and running statistics), the class centres; the
-                // projection's output, its batch-normalised and normalised
-                // forms, the cosines and the loss's logits.
+                // The projection and its bias, the class centres; the projection's
+                // output, its normalised form, the cosines and the loss's logits.
                 let projection = features.saturating_mul(e);
                 let centres = self.classes.saturating_mul(e);
                 (
-                    projection
-                        .saturating_add(e.saturating_mul(3))
-                        .saturating_add(centres),
-                    e.saturating_mul(2),
+                    projection.saturating_add(e).saturating_add(centres),
                     projection.saturating_add(centres),
-                    e.saturating_mul(3).saturating_add(2 * self.classes),
+                    e.saturating_mul(2).saturating_add(2 * self.classes),
                 )
             }
             Head::Classifier => (
                 features * self.classes + self.classes,
-                0,
                 features * self.classes,
                 2 * self.classes,
             ),
@@ -96,7 +90,7 @@ impl Network {
         Ok(Counts {
             image_size,
             params: c.params.saturating_add(head_params),
-            buffers: c.buffers.saturating_add(head_buffers),
+            buffers: c.buffers,
             macs_forward: macs,
             // The backward pass: the input's gradient and the weights' gradient,
             // each as many multiply-adds as the forward pass.

@@ -158,7 +158,6 @@ fn the_cost_model_walks_the_networks_that_train() -> Result<()> {
             NetConfig::AngularMargin {
                 backbone: ResNetConfig::resnet101(),
                 embeddings_size: 128,
-                embedding_norm: true,
                 loss,
             },
             Backbone::ResNet(ResNetConfig::resnet101()),

@@ -410,7 +410,6 @@ fn angular_margin_resnet_matches_onnxruntime() {
     let cfg = NetConfig::AngularMargin {
         backbone: small_resnet(1, 64, 8),
         embeddings_size: 16,
-        embedding_norm: true,
         // A small radius: at 30, five classes in 16 dimensions give scores of 0 and 1.
         loss: AngularMargin {
             scale: 4.0,

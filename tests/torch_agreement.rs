@@ -132,7 +132,6 @@ fn resnet_with_angular_margin_matches_pytorch() {
     let cfg = NetConfig::AngularMargin {
         backbone,
         embeddings_size: 16,
-        embedding_norm: true,
         loss: AngularMargin {
             scale: 16.0,
             margin: 0.5,

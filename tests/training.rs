@@ -128,7 +128,6 @@ fn resnet_angular_margin_learns() {
     let cfg = NetConfig::AngularMargin {
         backbone,
         embeddings_size: 32,
-        embedding_norm: true,
         loss: AngularMargin {
             scale: 16.0,
             margin: 0.1,
@@ -167,7 +166,6 @@ fn gradients_handed_aside_are_candles() {
         NetConfig::AngularMargin {
             backbone: resnet(1, 64),
             embeddings_size: 32,
-            embedding_norm: true,
             loss: AngularMargin {
                 scale: 16.0,
                 margin: 0.1,

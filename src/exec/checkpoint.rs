@@ -57,9 +57,6 @@ pub(super) fn save(
     folder::write_tensors(path, &tensors)
 }
 
-/// The angular margin head's batch norm, as checkpoints name its tensors.
-const EMBEDDING_NORM: &str = "embedding_bn.";
-
 /// Loads the checkpoint into `map` and `sgd`.
 pub(super) fn load(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<Position, RunError> {
     let bad = |message: String| RunError::Resume {
@@ -74,16 +71,6 @@ pub(super) fn load(map: &VarMap, sgd: &mut Sgd, path: &Path) -> Result<Position,
     let tensors =
         candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
     let report = weights::load_tensors(map, &tensors)?;
-    let norm = |name: &String| name.starts_with(EMBEDDING_NORM);
-    if report.mismatched.is_empty() && !report.missing.is_empty() && report.missing.iter().all(norm)
-    {
-        return Err(bad(
-            "it was written by an earlier version of wfrun, before the angular margin \
-             template's projection had its batch norm (`embedding_bn`), and this version cannot \
-             continue it: run with `--fresh` to train again"
-                .into(),
-        ));
-    }
     if !report.is_complete() {
         return Err(bad(format!(
             "it does not fit this workflow's network ({report})"
@@ -374,52 +361,6 @@ const IMAGES_TENSOR: &str = "wfrun.images";
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A checkpoint of an angular margin network from before its projection
-    /// had batch norm is refused with what to do, not as a misfit.
-    #[test]
-    fn a_checkpoint_without_the_embedding_norm_says_to_start_afresh() {
-        let dir = tempfile::tempdir().unwrap();
-        let map = VarMap::new();
-        let vb = candle_nn::VarBuilder::from_varmap(&map, candle_core::DType::F32, &Device::Cpu);
-        let cfg = crate::models::NetConfig::AngularMargin {
-            backbone: crate::models::ResNetConfig {
-                layers: [1, 1, 1, 1],
-                groups: 1,
-                width_per_group: 64,
-                base: 4,
-            },
-            embeddings_size: 8,
-            loss: crate::models::AngularMargin {
-                scale: 16.0,
-                margin: 0.1,
-            },
-            embedding_norm: true,
-        };
-        crate::models::TemplateNet::new(&cfg, 3, &vb).unwrap();
-        let mut tensors: std::collections::HashMap<String, Tensor> = map
-            .data()
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| !k.starts_with(EMBEDDING_NORM))
-            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-            .collect();
-        tensors.insert("epoch".into(), Tensor::new(&[1u32], &Device::Cpu).unwrap());
-        let path = dir.path().join("checkpoint.safetensors");
-        candle_core::safetensors::save(&tensors, &path).unwrap();
-        let mut sgd = Sgd::new(&map, 0.1, 0.9, 5e-4);
-        let e = load(&map, &mut sgd, &path).unwrap_err().to_string();
-        assert!(e.contains("earlier version of wfrun"), "{e}");
-        assert!(e.contains("`--fresh`"), "{e}");
-
-        // Any other tensor missing is still a misfit, named.
-        tensors.remove("embedding.bias");
-        candle_core::safetensors::save(&tensors, &path).unwrap();
-        let e = load(&map, &mut sgd, &path).unwrap_err().to_string();
-        assert!(e.contains("does not fit"), "{e}");
-        assert!(e.contains("embedding.bias"), "{e}");
-    }
 
     #[test]
     fn only_the_epochs_a_checkpoint_holds_are_kept() {

@@ -1287,9 +1287,6 @@ impl candle_nn::var_builder::SimpleBackend for Lent<'_> {
     }
 }
 
-/// The angular margin head's batch norm's scale, as weights files name it.
-const EMBEDDING_NORM_WEIGHT: &str = "embedding_bn.weight";
-
 /// Builds the network a base model describes on its weights (`bytes`, the
 /// file [`read_weights`] read). The network's variables are the file's
 /// tensors themselves: no random draw, no copy into trainable variables
@@ -1321,12 +1318,7 @@ pub(super) fn load_net(
         *t = t.to_dtype(DType::F32)?;
     }
     let missing = std::sync::Mutex::new(Vec::new());
-    let mut cfg = NetConfig::for_hyper(hyper);
-    if let NetConfig::AngularMargin { embedding_norm, .. } = &mut cfg {
-        // Models trained before the projection had its batch norm have
-        // none: opened as they were trained.
-        *embedding_norm = tensors.contains_key(EMBEDDING_NORM_WEIGHT);
-    }
+    let cfg = NetConfig::for_hyper(hyper);
     let net = {
         let vb = VarBuilder::from_backend(
             Box::new(Lent {

@@ -378,15 +378,9 @@ pub fn architecture(cfg: &NetConfig) -> String {
             backbone,
             embeddings_size,
             loss,
-            embedding_norm,
         } => format!(
-            "{} + linear {embeddings_size}{} + L2 normalisation (angular margin head, scale {})",
+            "{} + linear {embeddings_size} + L2 normalisation (angular margin head, scale {})",
             resnet(backbone),
-            if *embedding_norm {
-                " + batch norm (folded into the linear layer)"
-            } else {
-                ""
-            },
             loss.scale
         ),
         NetConfig::BnInception { backbone, .. } => {
@@ -427,36 +421,10 @@ fn head(
     match head {
         HeadView::AngularMargin {
             embedding,
-            norm,
             class_weights,
             scale,
         } => {
-            let projected = match norm {
-                Some(norm) => {
-                    // Evaluation's batch norm is a scale and shift per
-                    // feature: folded into the projection's rows and bias.
-                    let (scale, shift) = norm.folded().map_err(network)?;
-                    let (rows, cols) = embedding.weight().dims2().map_err(network)?;
-                    let mut w = host(embedding.weight())?;
-                    let mut b = match embedding.bias() {
-                        Some(b) => host(b)?,
-                        None => vec![0.0; rows],
-                    };
-                    for r in 0..rows {
-                        for v in &mut w[r * cols..(r + 1) * cols] {
-                            *v *= scale[r];
-                        }
-                        b[r] = b[r] * scale[r] + shift[r];
-                    }
-                    let dev = embedding.weight().device();
-                    let folded = Linear::new(
-                        Tensor::from_vec(w, (rows, cols), dev).map_err(network)?,
-                        Some(Tensor::from_vec(b, rows, dev).map_err(network)?),
-                    );
-                    g.linear(features, &folded, "embedding")?
-                }
-                None => g.linear(features, embedding, "embedding")?,
-            };
+            let projected = g.linear(features, embedding, "embedding")?;
             let size = projected.width()?;
             let normalised = g.l2_normalize(&projected, "embeddings")?;
             // s · cos θ = e · (s · W / ‖W‖)ᵀ, the class weights normalised here.

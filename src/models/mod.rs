@@ -32,18 +32,11 @@ pub use resnet::{ResNet, ResNetConfig};
 /// A template's network, at any width.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NetConfig {
-    /// Clarifai_ResNet_AngularMargin: ResNet → projection (→ batch norm) →
-    /// L2 norm, trained with ArcFace.
+    /// Clarifai_ResNet_AngularMargin: ResNet → projection → L2 norm, trained with ArcFace.
     AngularMargin {
         backbone: ResNetConfig,
         embeddings_size: usize,
         loss: AngularMargin,
-        /// Batch norm over the projection before the L2 norm (`embedding_bn`),
-        /// as InsightFace's ArcFace networks and PyTorch's same recipe have
-        /// it: it centres the projections, which start in one narrow cone
-        /// (pooled features after ReLU are all positive). Models trained
-        /// before wfrun had it have none and are opened without it.
-        embedding_norm: bool,
     },
     /// Clarifai_InceptionBatchNorm: BN-Inception with a sigmoid or softmax classifier.
     BnInception {
@@ -117,7 +110,6 @@ impl NetConfig {
                 backbone: ResNetConfig::resnet101(),
                 embeddings_size,
                 loss,
-                embedding_norm: true,
             },
             Architecture::BnInception => NetConfig::BnInception {
                 backbone: BnInceptionConfig::published(),
@@ -173,7 +165,6 @@ impl Backbone {
 enum Head {
     AngularMargin {
         embedding: Linear,
-        norm: Option<layers::BatchNorm1d>,
         weight: Tensor,
         loss: AngularMargin,
     },
@@ -186,12 +177,10 @@ enum Head {
 /// A template's head as an exporter writes it (see [`TemplateNet::head`]).
 #[derive(Clone, Copy, Debug)]
 pub enum HeadView<'a> {
-    /// The embedding is `l2_normalize(norm(embedding(features)))` (`norm`,
-    /// when there is one, at evaluation: a scale and shift per feature);
-    /// the logits are `scale · embedding · l2_normalize(class_weights)ᵀ`.
+    /// The embedding is `l2_normalize(embedding(features))`; the logits are
+    /// `scale · embedding · l2_normalize(class_weights)ᵀ`.
     AngularMargin {
         embedding: &'a Linear,
-        norm: Option<&'a layers::BatchNorm1d>,
         /// (classes, embeddings_size).
         class_weights: &'a Tensor,
         scale: f64,
@@ -274,14 +263,10 @@ impl TemplateNet {
                 backbone,
                 embeddings_size,
                 loss,
-                embedding_norm,
             } => {
                 let net = ResNet::new(backbone, kernels, vb)?;
                 let embedding =
                     candle_nn::linear(net.feature_dim(), *embeddings_size, vb.pp("embedding"))?;
-                let norm = embedding_norm
-                    .then(|| layers::BatchNorm1d::new(*embeddings_size, vb.pp("embedding_bn")))
-                    .transpose()?;
                 // Xavier-uniform, as ArcFace implementations initialise class weights.
                 let bound = (6.0 / (classes + *embeddings_size) as f64).sqrt();
                 let weight = vb.get_with_hints(
@@ -296,7 +281,6 @@ impl TemplateNet {
                     backbone: Backbone::ResNet(net),
                     head: Head::AngularMargin {
                         embedding,
-                        norm,
                         weight,
                         loss: *loss,
                     },
@@ -384,14 +368,8 @@ impl TemplateNet {
             .backbone
             .forward_t(x, train, self.fixed, aside.cloned())?;
         match &self.head {
-            Head::AngularMargin {
-                embedding, norm, ..
-            } => {
-                let projected = embedding.forward(&features)?;
-                match norm {
-                    Some(norm) => loss::l2_normalize(&norm.forward_t(&projected, train)?),
-                    None => loss::l2_normalize(&projected),
-                }
+            Head::AngularMargin { embedding, .. } => {
+                loss::l2_normalize(&embedding.forward(&features)?)
             }
             Head::Classifier { .. } => Ok(features),
         }
@@ -408,12 +386,10 @@ impl TemplateNet {
         match &self.head {
             Head::AngularMargin {
                 embedding,
-                norm,
                 weight,
                 loss,
             } => HeadView::AngularMargin {
                 embedding,
-                norm: norm.as_ref(),
                 class_weights: weight,
                 scale: loss.scale,
             },
