@@ -463,12 +463,14 @@ fn checked(dir: &Path, name: &str, text: &str) -> (wfrun::Workflow, wfrun::Plan)
     (checked.workflow.unwrap(), plan)
 }
 
-/// Runs `w` until its first step is done, then cancels it: a checkpoint and
-/// the plan it follows are left in its output.
-fn stop_after_the_first_step(w: &wfrun::Workflow) {
+/// Runs `w` (`fresh`: its output cleared first, as `--fresh` does) until
+/// its first step is done, then cancels it: a checkpoint and the plan it
+/// follows are left in its output.
+fn stop_after_the_first_step(w: &wfrun::Workflow, fresh: bool) {
     let cancel = Arc::new(AtomicBool::new(false));
     let options = RunOptions {
         cancel: Some(cancel.clone()),
+        fresh,
         ..Default::default()
     };
     let e = run(w, &options, &mut |e| {
@@ -646,7 +648,7 @@ fn resuming_an_edited_workflow_is_refused_naming_what_changed() {
     };
     // Stopped after the first step: a checkpoint and the plan it follows.
     let (w, _) = checked(dir.path(), "edited", &text(8));
-    stop_after_the_first_step(&w);
+    stop_after_the_first_step(&w, false);
 
     let resume = RunOptions {
         resume: true,
@@ -1140,8 +1142,7 @@ fn a_resume_refused_for_a_reordered_manifest_or_swapped_images_says_so() {
         std::fs::write(dir.path().join("list.csv"), train.join("\n")).unwrap();
         // Stopped after the first step, then the manifest's lines reversed.
         let (w, _) = checked(dir.path(), "listed", &text(eval));
-        std::fs::remove_dir_all(&w.output).ok();
-        stop_after_the_first_step(&w);
+        stop_after_the_first_step(&w, true);
         // Each concept's lines reversed: the concepts' order, which follows
         // their first lines, stays.
         for block in train.chunks_mut(12) {
