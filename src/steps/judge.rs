@@ -13,7 +13,12 @@
 //!
 //! and the images clustered by k-means with k = the number of concepts:
 //! **NMI** and **AMI** (arithmetic-mean normalisation, scikit-learn's
-//! default) of the clusters against the concepts.
+//! default) of the clusters against the concepts. k-means clusters the
+//! embeddings scaled to unit length, the directions the retrieval figures
+//! compare (as `../shared/peer` and `scripts/judge_pixels.py` cluster them):
+//! on their raw lengths a few images far longer than the rest (a softmax
+//! template's pooled features can run to 150 times the median length) take
+//! clusters of their own and leave most images in one.
 //!
 //! A query whose concept has no other image is left out of the retrieval
 //! figures, as pytorch-metric-learning leaves out "lone" queries. Each figure
@@ -160,9 +165,11 @@ pub fn judge(x: &Tensor, labels: &[usize], options: &JudgeOptions) -> Result<Opt
     let mut rng = Rng::new(options.seed ^ 0x6a75_6467_6500_0000);
     let mean_ci = |v: &[f64], rng: &mut Rng| bootstrap_mean(v, options.resamples, rng);
 
+    // The unit rows, where the retrieval figures measured their neighbours.
+    let unit_x = unit.to_tensor(x.device())?;
     let clusters = kmeans(
-        x,
-        &host,
+        &unit_x,
+        &unit,
         &KMeansOptions {
             k: concepts,
             iterations: 300,
@@ -456,6 +463,56 @@ mod tests {
         assert!(judge(&x, &[0, 1, 2], &JudgeOptions::default())
             .unwrap()
             .is_none());
+    }
+
+    #[test]
+    fn clusters_are_judged_on_directions_whatever_the_rows_lengths() {
+        // Four concepts of 40 images, each near its own direction in 16-d.
+        let (dim, per) = (16, 40);
+        let mut rng = Rng::new(5);
+        let mut normal = || rng.normal() as f32;
+        let centres: Vec<Vec<f32>> = (0..4)
+            .map(|_| (0..dim).map(|_| normal()).collect())
+            .collect();
+        let labels: Vec<usize> = (0..4 * per).map(|i| i / per).collect();
+        let rows: Vec<Vec<f32>> = labels
+            .iter()
+            .map(|&l| centres[l].iter().map(|c| c + 0.15 * normal()).collect())
+            .collect();
+        // The same directions at lengths of 1 to 2, and three images (of two
+        // concepts) 150 times longer, as a softmax template's pooled
+        // features can be.
+        let mut lengths = Rng::new(6);
+        let scaled: Vec<Vec<f32>> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let a = if [3, 4, 45].contains(&i) {
+                    150.0
+                } else {
+                    1.0 + lengths.next_f64() as f32
+                };
+                r.iter().map(|v| v * a).collect()
+            })
+            .collect();
+        let tensor = |rows: &[Vec<f32>]| {
+            Tensor::from_vec(rows.concat(), (rows.len(), dim), &candle_core::Device::Cpu).unwrap()
+        };
+        let options = JudgeOptions::default();
+        let plain = judge(&tensor(&rows), &labels, &options).unwrap().unwrap();
+        let long = judge(&tensor(&scaled), &labels, &options).unwrap().unwrap();
+        assert!(plain.nmi.value > 0.95, "{:?}", plain.nmi);
+        assert!(
+            (long.nmi.value - plain.nmi.value).abs() < 1e-9,
+            "{:?}",
+            long.nmi
+        );
+        assert!(
+            (long.ami.value - plain.ami.value).abs() < 1e-9,
+            "{:?}",
+            long.ami
+        );
+        assert_eq!(long.map_at_r.value, plain.map_at_r.value);
     }
 
     #[test]

@@ -121,6 +121,15 @@ pub fn kmeans(x: &Tensor, host: &Matrix, options: &KMeansOptions) -> Result<KMea
     best.ok_or_else(|| candle_core::Error::Msg("k-means ran no initialisation".into()))
 }
 
+/// [`kmeans`] of `x`'s rows scaled to unit length, the directions cosine
+/// search compares (the `clustering` step's and the judge's space): what an
+/// image's embedding says, not how long it is. Returns the unit rows too.
+pub fn kmeans_of_directions(x: &Tensor, options: &KMeansOptions) -> Result<(KMeans, Matrix)> {
+    let unit = super::search::unit_matrix(x)?;
+    let clusters = kmeans(&unit.to_tensor(x.device())?, &unit, options)?;
+    Ok((clusters, unit))
+}
+
 /// Each row's nearest centroid, and `Σ (‖c‖² − 2x·c)` over the rows' nearest.
 fn assign(x: &Tensor, centroids: &Matrix) -> Result<(Vec<u32>, f64)> {
     let c = centroids.to_tensor(x.device())?;
@@ -413,6 +422,49 @@ pub(crate) mod tests {
                 r.inertia
             );
         }
+    }
+
+    #[test]
+    fn directions_are_clustered_whatever_the_rows_lengths() {
+        let (m, labels) = blobs(5, 60, 16, 2);
+        // The same rows at lengths of 1 to 2 times, and three (of three
+        // blobs) 150 times, as a softmax template's pooled features can be.
+        let mut rng = Rng::new(4);
+        let mut long = m.clone();
+        for r in 0..long.rows {
+            let a = if [0, 1, 2].contains(&r) {
+                150.0
+            } else {
+                1.0 + rng.next_f64() as f32
+            };
+            long.row_mut(r).iter_mut().for_each(|v| *v *= a);
+        }
+        let options = KMeansOptions {
+            k: 5,
+            iterations: 100,
+            inits: 4,
+            tolerance: 1e-4,
+            seed: 3,
+            init: Init::PlusPlus,
+        };
+        let nmi = |r: &KMeans| {
+            let found: Vec<usize> = r.assignments.iter().map(|&c| c as usize).collect();
+            agreement(&found, &labels).0
+        };
+        let (plain, _) =
+            kmeans_of_directions(&m.to_tensor(&Device::Cpu).unwrap(), &options).unwrap();
+        let (scaled, unit) =
+            kmeans_of_directions(&long.to_tensor(&Device::Cpu).unwrap(), &options).unwrap();
+        assert!(nmi(&plain) > 0.99, "{}", nmi(&plain));
+        assert_eq!(scaled.assignments, plain.assignments);
+        for r in 0..unit.rows {
+            let norm: f32 = unit.row(r).iter().map(|v| v * v).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5, "row {r}: {norm}");
+        }
+        // On the raw lengths the three long rows take clusters of their own.
+        let x = long.to_tensor(&Device::Cpu).unwrap();
+        let raw = kmeans(&x, &long, &options).unwrap();
+        assert!(nmi(&raw) < 0.9, "{}", nmi(&raw));
     }
 
     #[test]

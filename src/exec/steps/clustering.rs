@@ -1,4 +1,8 @@
-//! `clustering`: k-means on the training and evaluation embeddings.
+//! `clustering`: k-means on the training and evaluation embeddings, scaled to
+//! unit length: the directions `visual_search` compares by cosine. On their
+//! raw lengths a few images whose embeddings are far longer than the rest
+//! (a softmax template's pooled features can run to 150 times the median
+//! length) take clusters of their own and leave most images in one.
 
 use std::path::Path;
 
@@ -11,8 +15,9 @@ use crate::exec::results::ClusteringMetrics;
 use crate::exec::RunError;
 use crate::hyper::ClusteringParams;
 use crate::plan::PlannedStep;
-use crate::steps::kmeans::{agreement, kmeans, silhouette, Init, KMeans, KMeansOptions};
-use crate::steps::Matrix;
+use crate::steps::kmeans::{
+    agreement, kmeans_of_directions, silhouette, Init, KMeans, KMeansOptions,
+};
 
 /// Rows the silhouette score is computed on, at most.
 const SILHOUETTE_SAMPLE: usize = 2000;
@@ -30,7 +35,6 @@ pub(super) fn run(
     let Some((x, rows)) = all_rows(inputs)? else {
         return Err(step_error(step, "no image could be embedded"));
     };
-    let host = Matrix::from_tensor(&x)?;
     let Some(k) = p.k.value() else {
         return Err(step_error(
             step,
@@ -38,10 +42,10 @@ pub(super) fn run(
         ));
     };
     let k = usize::try_from(k).unwrap_or(usize::MAX);
-    if k > host.rows {
+    if k > rows.len() {
         return Err(step_error(
             step,
-            format!("`k` = {k} is more than the {} images", host.rows),
+            format!("`k` = {k} is more than the {} images", rows.len()),
         ));
     }
     let options = KMeansOptions {
@@ -52,7 +56,7 @@ pub(super) fn run(
         seed: p.seed,
         init: Init::PlusPlus,
     };
-    let result = kmeans(&x, &host, &options)?;
+    let (result, host) = kmeans_of_directions(&x, &options)?;
     write(
         &folder.join("clusters.csv"),
         clusters_csv(inputs, &rows, &result.assignments).as_bytes(),
