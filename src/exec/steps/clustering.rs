@@ -1,8 +1,8 @@
 //! `clustering`: k-means on the training and evaluation embeddings, scaled to
 //! unit length: the directions `visual_search` compares by cosine. On their
 //! raw lengths a few images whose embeddings are far longer than the rest
-//! (a softmax template's pooled features can run to 150 times the median
-//! length) take clusters of their own and leave most images in one.
+//! (a softmax template's pooled features can run to over 140 times the
+//! median length) take clusters of their own and leave most images in one.
 
 use std::path::Path;
 
