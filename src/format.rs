@@ -180,7 +180,13 @@ impl Formatter<'_> {
         let line_end = self.text[end..]
             .find('\n')
             .map_or(self.text.len(), |j| end + j);
-        if !c.own_line && c.start >= end && c.start <= line_end {
+        // Only a comment with nothing but spaces before it: after another
+        // setting on the same line (`a = 1  b = 2  # about b`) it is that one's.
+        if !c.own_line
+            && c.start >= end
+            && c.start <= line_end
+            && self.text[end..c.start].trim().is_empty()
+        {
             let text = self.src(c.start, c.end).trim_end().to_string();
             self.next += 1;
             self.last_end = c.end;
@@ -518,6 +524,25 @@ mod tests {
             Ok(t) => t,
             Err(e) => panic!("{e:?}\n{text}"),
         }
+    }
+
+    #[test]
+    fn a_trailing_comment_stays_with_the_last_setting_of_its_line() {
+        let text = "use Clarifai_ResNext {\n    image_size = 48  batch_size = 16  # about batch_size\n}\ntemplate S extends Clarifai_ResNext {\n    param image_size { min = 32  max = 128 # about max\n    }\n}\ndata { train = \"d\" }  # the data\n";
+        let out = format_source(text).expect("formats");
+        assert!(
+            out.contains("    image_size = 48\n    batch_size = 16  # about batch_size\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("        min = 32\n        max = 128  # about max\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("data { train = \"d\" }  # the data\n"),
+            "{out}"
+        );
+        assert_eq!(format_source(&out).expect("formats again"), out);
     }
 
     #[test]
