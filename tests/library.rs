@@ -1060,6 +1060,48 @@ fn a_base_model_is_typed_from_what_its_model_json_records() {
 }
 
 #[test]
+fn a_base_named_as_a_file_must_be_the_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("runs/finished");
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join("model.safetensors"), b"").unwrap();
+    std::fs::write(run.join("model.json"), b"{}").unwrap();
+    std::fs::write(run.join("embeddings.safetensors"), b"").unwrap();
+    let base_error = |base: &str| {
+        let wf = dir.path().join("w.wf");
+        std::fs::write(
+            &wf,
+            format!("base = \"{base}\"\ndata {{ train = \"images\" }}\n"),
+        )
+        .unwrap();
+        let c = check_file(&wf, &no_fs()).unwrap();
+        let d = c
+            .diagnostics
+            .iter()
+            .find(|d| d.code == Code::BaseModel)
+            .unwrap_or_else(|| panic!("{base}: {:#?}", c.diagnostics))
+            .clone();
+        (d.message, d.help.unwrap_or_default())
+    };
+    // The run's `model.json` is not read as weights: the error says what to name.
+    let (message, help) = base_error("runs/finished/model.json");
+    assert!(message.contains("is not a model's weights"), "{message}");
+    assert!(
+        help.contains("runs/finished") && help.contains("model.safetensors"),
+        "{help}"
+    );
+    let (message, _) = base_error("/dev/null");
+    assert!(
+        message.contains("`/dev/null` is not a model's weights"),
+        "{message}"
+    );
+    // Another `.safetensors` of the run: no `model.json` of its own.
+    let (message, help) = base_error("runs/finished/embeddings.safetensors");
+    assert!(message.contains("embeddings.json"), "{message}");
+    assert!(help.contains("name the folder of a finished run"), "{help}");
+}
+
+#[test]
 fn an_output_of_the_current_folder_is_not_an_empty_path() {
     for written in [".", "sub/..", "./"] {
         let text = format!(

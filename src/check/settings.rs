@@ -90,6 +90,23 @@ impl Checker<'_> {
                     .with_help(help.to_string()),
             );
         };
+        // A file named directly must be the weights (`model.json`, a run's
+        // embeddings or `/dev/null` would otherwise be read as them).
+        if !path.is_dir() && path.extension().is_none_or(|e| e != "safetensors") {
+            let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+            let help = match folder {
+                Some(f) if f.join("model.safetensors").is_file() => format!(
+                    "name the run's folder `{}` or its `{}`",
+                    f.shown(),
+                    f.join("model.safetensors").shown()
+                ),
+                _ => "name the folder of a finished run, or its `model.safetensors`".to_string(),
+            };
+            fail(format!("`{shown}` is not a model's weights"), &help);
+            return None;
+        }
+        let named_weights =
+            path.is_dir() || path.file_name().is_some_and(|n| n == "model.safetensors");
         if !weights.is_file() {
             let folder = weights.parent().unwrap_or(Path::new("."));
             let sweep = folder.join("sweep.json").is_file() || folder.join("best").exists();
@@ -119,10 +136,13 @@ impl Checker<'_> {
                     }
                     _ => e.to_string(),
                 };
-                fail(
-                    format!("cannot read `{}`: {why}", meta_path.shown()),
-                    "a base model needs the `model.json` its run wrote beside it",
-                );
+                let help = if named_weights {
+                    "a base model needs the `model.json` its run wrote beside it".to_string()
+                } else {
+                    // `RUN/embeddings.safetensors` and the like: not a model.
+                    "name the folder of a finished run, or its `model.safetensors` (with the `model.json` its run wrote beside it)".to_string()
+                };
+                fail(format!("cannot read `{}`: {why}", meta_path.shown()), &help);
                 return None;
             }
         };
