@@ -1270,6 +1270,79 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 #[test]
+fn a_copied_run_says_what_it_cannot_find_and_refuses_a_head_of_another_model() {
+    let dir = trained();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let query = dir.join("images/c0/0.png");
+    let query = query.to_str().unwrap();
+
+    // From the folder the run was started in, the neighbours are found.
+    let out = wfrun(dir, &["search", "runs/tiny", query, "--top-k", "2"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stderr.contains("not found"), "{}", out.stderr);
+    // A copy of the run folder apart from the images: its paths are shown
+    // as recorded, and a warning says they do not lead to the images.
+    copy_dir(&dir.join("runs/tiny"), &elsewhere.path().join("moved"));
+    let out = wfrun(
+        elsewhere.path(),
+        &["search", "moved", query, "--top-k", "2", "--format", "json"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(neighbour_paths(&out.stdout)[0].len(), 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("2 of the neighbours listed (`images/")
+            && out.stderr.contains("are not found from this folder"),
+        "{}",
+        out.stderr
+    );
+
+    // The head records the model it was trained on; one copied beside
+    // another model is refused, naming both.
+    let head_json = elsewhere
+        .path()
+        .join("moved/steps/classifier_head/head.json");
+    let mut meta: Value =
+        serde_json::from_str(&std::fs::read_to_string(&head_json).unwrap()).unwrap();
+    let recorded = meta["model"]
+        .as_str()
+        .expect("the head records its model")
+        .to_string();
+    assert!(recorded.starts_with("tiny "), "{recorded}");
+    meta["model"] = Value::from("other 0123456789abcdef");
+    std::fs::write(&head_json, meta.to_string()).unwrap();
+    let out = wfrun(
+        elsewhere.path(),
+        &["predict", "moved", query, "--head", "classifier_head"],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr
+            .contains("another model (other 0123456789abcdef)")
+            && out.stderr.contains(&recorded),
+        "{}",
+        out.stderr
+    );
+
+    // A head step that did not finish: the workflow has it, `--resume` finishes it.
+    std::fs::remove_file(
+        elsewhere
+            .path()
+            .join("moved/steps/classifier_head/head.safetensors"),
+    )
+    .unwrap();
+    let out = wfrun(
+        elsewhere.path(),
+        &["predict", "moved", query, "--head", "classifier_head"],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("which did not finish") && out.stderr.contains("--resume"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn an_image_named_twice_is_embedded_once_with_all_its_concepts() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();

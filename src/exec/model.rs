@@ -211,6 +211,10 @@ pub struct TrainedHead {
 pub(crate) struct HeadMeta {
     pub logreg: bool,
     pub concepts: Vec<String>,
+    /// The model whose embeddings it was trained on ([`Model::identity`]);
+    /// absent in heads written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The images a search looks among: a run's training and evaluation
@@ -543,6 +547,25 @@ impl Model {
     }
 
     /// The names of the run's `classifier_head` steps that left a head.
+    /// The names of the steps the run's `plan.json` lists (none if unreadable).
+    fn planned_steps(&self) -> Vec<String> {
+        let Some(plan) = std::fs::read(self.folder.join("plan.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        else {
+            return Vec::new();
+        };
+        plan["steps"]
+            .as_array()
+            .map(|steps| {
+                steps
+                    .iter()
+                    .filter_map(|s| s["name"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn heads(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(self.folder.join("steps")) else {
             return Vec::new();
@@ -583,7 +606,12 @@ impl Model {
         let meta_path = folder.join("head.json");
         if !weights_path.is_file() {
             let heads = self.heads();
+            let planned = self.planned_steps().iter().any(|s| s == step);
             let help = match heads.as_slice() {
+                // The workflow has the step, which did not finish.
+                _ if planned => "its workflow has this step, which did not finish: run the \
+                                 workflow again with `--resume` to finish it"
+                    .to_string(),
                 [] => "this run trained no head: add a `classifier_head` step to its workflow and \
                        run it with `--resume`"
                     .to_string(),
@@ -606,6 +634,17 @@ impl Model {
         })?;
         let meta: HeadMeta = serde_json::from_str(&text)
             .map_err(|e| bad(&meta_path, format!("it does not describe a head: {e}")))?;
+        if let Some(theirs) = meta.model.as_deref().filter(|m| *m != self.identity) {
+            return Err(bad(
+                &meta_path,
+                format!(
+                    "this head was trained on the embeddings of another model ({theirs}) than \
+                     this run's ({}): a head copied from another run? Use it through the run \
+                     that trained it",
+                    self.identity
+                ),
+            ));
+        }
         let tensors = candle_core::safetensors::load(&weights_path, &self.device)
             .map_err(|e| bad(&weights_path, format!("cannot read it: {e}")))?;
         let get = |name: &str| {
@@ -941,6 +980,18 @@ fn in_row_order(
         Some(row) => Err(format!("row {row} is not listed")),
         None => Ok(order),
     }
+}
+
+/// The identity ([`Model::identity`]) of the model a run folder holds,
+/// as opening it would give: what a step records beside what it derives
+/// from the model's embeddings.
+pub(crate) fn identity_of(folder: &Path) -> Result<String, RunError> {
+    let (base, _, _) = crate::check::open_model(folder).map_err(|message| RunError::RunFile {
+        path: folder.to_path_buf(),
+        message,
+    })?;
+    let bytes = read_weights(&base)?;
+    Ok(identity(&base, &bytes))
 }
 
 /// A digest naming a model: its workflow, and its weights and `model.json`
@@ -1566,6 +1617,12 @@ impl Embeddings {
                 "a run's own embeddings are written again by its run (`--fresh`); \
                  `wfrun embed RUN IMAGES -o FILE` writes an index of its own elsewhere"
                     .to_string()
+            } else if path.extension().is_none_or(|e| e != "safetensors") {
+                // `embed` writes `X.safetensors` and its index `X.csv`.
+                format!(
+                    "name the `.safetensors` file `wfrun embed` wrote (`{}`)",
+                    path.with_extension("safetensors").shown()
+                )
             } else {
                 format!(
                     "write it again with `wfrun embed RUN IMAGES -o {}`",

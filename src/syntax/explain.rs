@@ -150,7 +150,7 @@ pub(super) fn trailing_junk(
     let d = Diagnostic::error(
         Code::Syntax,
         Span::new(source, start, start + len.max(1)),
-        format!("unexpected {found} after `{prev}`"),
+        unexpected(&found, Some(&prev)),
     )
     .with_label("unexpected");
     if text.starts_with('/') || text.starts_with('.') || text.starts_with('\\') {
@@ -253,7 +253,7 @@ pub(super) fn pest_error(
         return Diagnostic::error(
             Code::Syntax,
             Span::new(source, at, at + len.max(1)),
-            format!("unexpected {found}"),
+            unexpected(&found, None),
         )
         .with_label("unexpected");
     }
@@ -266,6 +266,24 @@ pub(super) fn pest_error(
     .with_label(format!("expected {expected}"));
     d.help = help_for(&positives, text, pos);
     d
+}
+
+/// "unexpected `x` after ..", or for what [`found_at`] describes in words
+/// ("an invisible character (U+0000)") "An invisible .. is not expected ..".
+fn unexpected(found: &str, after: Option<&str>) -> String {
+    if found.starts_with('`') {
+        return match after {
+            Some(prev) => format!("unexpected {found} after `{prev}`"),
+            None => format!("unexpected {found}"),
+        };
+    }
+    let mut chars = found.chars();
+    let first = chars
+        .next()
+        .map(|c| c.to_uppercase().to_string())
+        .unwrap_or_default();
+    let place = after.map_or("here".to_string(), |prev| format!("after `{prev}`"));
+    format!("{first}{} is not expected {place}", chars.as_str())
 }
 
 pub(super) fn found_at(text: &str, pos: usize) -> (String, usize) {

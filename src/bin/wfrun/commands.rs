@@ -743,11 +743,24 @@ fn explain(name: &str) -> u8 {
             .iter()
             .map(|t| t.name.as_str())
             .chain(r.step_kinds.iter().map(|k| k.name.as_str()));
-        match wfrun::suggest::did_you_mean(head, names) {
-            Some(s) => errln!("error: nothing is named `{head}`; did you mean `{s}`?"),
-            None => {
-                errln!("error: nothing is named `{head}`; `wfrun templates` lists what there is")
+        if name.starts_with("wf::") {
+            let codes = Code::ALL.iter().map(|c| c.as_str());
+            match wfrun::suggest::did_you_mean(name, codes.clone()) {
+                Some(s) => errln!("error: no diagnostic code is `{name}`; did you mean `{s}`?"),
+                None => errln!(
+                    "error: no diagnostic code is `{name}`; the codes are {}",
+                    codes.collect::<Vec<_>>().join(", ")
+                ),
             }
+            return TROUBLE;
+        }
+        // (`.`, `..`: no name before the dot; the whole argument is shown.)
+        let shown = if head.is_empty() { name } else { head };
+        match wfrun::suggest::did_you_mean(shown, names) {
+            Some(s) => errln!("error: nothing is named `{shown}`; did you mean `{s}`?"),
+            None => errln!(
+                "error: nothing is named `{shown}`; `wfrun templates` lists the templates and step kinds, `wfrun explain wf::CODE` a diagnostic code"
+            ),
         }
         return TROUBLE;
     };

@@ -196,8 +196,9 @@ impl Progress {
             );
         } else if first_epoch > epochs {
             errln!(
-                "`{workflow}` finished training its {epochs} epochs before: \
-                 {concepts} concepts, {train_images} training and {eval_images} evaluation images"
+                "`{workflow}` finished training its {epochs} epoch{} before: \
+                 {concepts} concepts, {train_images} training and {eval_images} evaluation images",
+                if *epochs == 1 { "" } else { "s" }
             );
         } else {
             let estimate = epoch_estimate_s.map_or(String::new(), |s| {

@@ -660,6 +660,21 @@ fn show_hits(
             }
         }
     }
+    // Paths that do not lead to their images from here: a run folder or
+    // index copied or moved apart from the images, its paths shown as
+    // recorded. Said once, after the table, so the table stays as it is.
+    let hits = found.iter().flatten();
+    let missing: Vec<&wfrun::exec::model::Hit> = hits.filter(|h| !h.path.exists()).collect();
+    if let Some(first) = missing.first() {
+        errln!(
+            "warning: {} of the neighbours listed (`{}` the first) are not found from this folder: \
+             the run folder or index was copied or moved apart from its images, so their paths \
+             are shown as recorded; search from the folder the run or `wfrun embed` was started \
+             in, or keep the run folder beside its images",
+            missing.len(),
+            first.path.shown()
+        );
+    }
     OK
 }
 

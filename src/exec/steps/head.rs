@@ -55,9 +55,13 @@ pub(super) fn run(
     .collect();
     folder::write_tensors(&folder.join("head.safetensors"), &tensors)?;
     // What `Model::head` needs to use it: the order of its outputs.
+    // With the model's identity, so that `wfrun predict` refuses the head
+    // copied beside another model. (A run that wrote no model of its own
+    // records none.)
     let meta = crate::exec::model::HeadMeta {
         logreg: p.logreg,
         concepts: inputs.concepts.to_vec(),
+        model: crate::exec::model::identity_of(inputs.out).ok(),
     };
     folder::write_json(&folder.join("head.json"), &meta)?;
     let mut result = ClassifierHeadMetrics {
