@@ -520,6 +520,32 @@ fn bad_input_is_an_error_naming_it() {
     let out = wfrun(dir, &["predict", "wrong_run", "images/c0/0.png"]);
     assert_eq!(out.code, 1);
     assert!(out.stderr.contains("tensors are missing"), "{}", out.stderr);
+    // A manifest in another folder naming the images from here: none
+    // exists from its own folder, where its relative paths start.
+    let lists = dir.join("lists");
+    std::fs::create_dir_all(&lists).unwrap();
+    std::fs::write(
+        lists.join("from_here.csv"),
+        "path\nimages/c0/0.png\nimages/c0/1.png\n",
+    )
+    .unwrap();
+    let out = wfrun(
+        dir,
+        &[
+            "embed",
+            "runs/tiny",
+            "lists/from_here.csv",
+            "-o",
+            "listed.safetensors",
+        ],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("a manifest's relative paths start at its own folder (`lists`)"),
+        "{}",
+        out.stderr
+    );
     // Every image corrupt.
     let bad = dir.join("bad");
     std::fs::create_dir_all(&bad).unwrap();

@@ -74,6 +74,20 @@ fn open_and_embed(
             [one] => errln!("error: `{}` could not be read", one.shown()),
             all => errln!("error: none of the {} images could be read", all.len()),
         }
+        // Every image missing, named by a manifest: its relative paths
+        // start at its own folder, not where `wfrun` runs.
+        let missing = embedded.bad.iter().all(|b| !b.path.exists());
+        let manifests: Vec<&PathBuf> = paths
+            .iter()
+            .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "csv" || e == "txt"))
+            .collect();
+        if let (true, Some(m)) = (missing, manifests.first()) {
+            let folder = m.parent().filter(|f| !f.as_os_str().is_empty());
+            errln!(
+                "help: none of them exists: a manifest's relative paths start at its own folder (`{}`); write them from there, or absolute",
+                folder.map_or(".".into(), |f| f.shown().to_string())
+            );
+        }
         return Err(FAILED);
     }
     Ok((model, embedded, inputs.repeated))
