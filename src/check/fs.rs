@@ -274,7 +274,7 @@ fn count_manifest(
                     which.join(", ")
                 ),
             )
-            .with_label("each image is used once, with the concepts of all its lines")
+            .with_label("each image (one file, by any spelling of its path or a link) is used once, with the concepts of all its lines")
             .with_help(
                 "remove the repeated lines (different concepts on them make the image multi-label)",
             ),

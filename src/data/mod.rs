@@ -52,6 +52,29 @@ impl std::fmt::Display for ListedAt {
     }
 }
 
+/// What tells one image file from another: its device and inode where the
+/// file can be read on Unix (links, hard links and every spelling of a path
+/// lead to the same), else its path with `.` and `..` taken out.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ImageId {
+    #[cfg(unix)]
+    Inode(u64, u64),
+    Path(PathBuf),
+}
+
+impl ImageId {
+    fn of(path: &Path) -> ImageId {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(m) = std::fs::metadata(path) {
+                return ImageId::Inode(m.dev(), m.ino());
+            }
+        }
+        ImageId::Path(crate::check::normalize(path))
+    }
+}
+
 /// Images with their concepts.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Dataset {
@@ -469,7 +492,10 @@ impl Dataset {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut data = Dataset::default();
         let mut index_of: std::collections::HashMap<String, usize> = Default::default();
-        let mut listed: std::collections::HashMap<PathBuf, usize> = Default::default();
+        // An image is its file: the same file by another spelling
+        // (`./a.png`, `x/../a.png`, absolute) or through a link is the same
+        // image, so that it cannot be both trained on and held out.
+        let mut listed: std::collections::HashMap<ImageId, usize> = Default::default();
         for row in rows {
             let mut indices = Vec::new();
             for name in row.concepts {
@@ -487,7 +513,8 @@ impl Dataset {
                 false => ListedAt::Line(row.line),
             });
             let path = base.join(row.path);
-            if let Some(&first) = listed.get(&path) {
+            let id = ImageId::of(&path);
+            if let Some(&first) = listed.get(&id) {
                 if let (Some(again), Some(before)) = (at, data.samples[first].listed) {
                     data.duplicates.push((again, before));
                 }
@@ -499,7 +526,7 @@ impl Dataset {
                 }
                 continue;
             }
-            listed.insert(path.clone(), data.samples.len());
+            listed.insert(id, data.samples.len());
             data.samples.push(Sample {
                 path,
                 concepts: indices,
@@ -738,6 +765,45 @@ mod tests {
         let e = Dataset::from_manifest(&manifest).unwrap_err().to_string();
         assert!(e.contains("m.csv:3") && e.contains("x\\u{1b}[2Jy"), "{e}");
         assert!(!e.contains('\u{1b}'), "{e}");
+    }
+
+    #[test]
+    fn a_manifest_lists_each_file_once_however_its_path_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("img/sub")).unwrap();
+        std::fs::write(dir.path().join("img/a.png"), b"a").unwrap();
+        std::fs::write(dir.path().join("img/b.png"), b"b").unwrap();
+        let absolute = dir.path().join("img/a.png");
+        let mut lines = format!(
+            "path,concept\nimg/a.png,x\n./img/a.png,x\n{},x\nimg/sub/../a.png,y\nimg/b.png,y\n",
+            absolute.display()
+        );
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink("../a.png", dir.path().join("img/sub/link.png")).unwrap();
+            std::fs::hard_link(
+                dir.path().join("img/b.png"),
+                dir.path().join("img/hard.png"),
+            )
+            .unwrap();
+            lines.push_str("img/sub/link.png,x\nimg/hard.png,y\n");
+        }
+        let csv = dir.path().join("m.csv");
+        std::fs::write(&csv, lines).unwrap();
+        let data = Dataset::from_manifest(&csv).unwrap();
+        // Two files: every other line names one of them again, merged into
+        // its first listing with its concepts.
+        assert_eq!(data.samples.len(), 2, "{:?}", data.samples);
+        assert_eq!(data.samples[0].path, dir.path().join("img/a.png"));
+        assert_eq!(data.samples[0].concepts, [0, 1]);
+        assert_eq!(data.samples[1].concepts, [1]);
+        let again = if cfg!(unix) { 5 } else { 3 };
+        assert_eq!(data.duplicates.len(), again, "{:?}", data.duplicates);
+        assert_eq!(data.duplicates[0].1, ListedAt::Line(2));
+        // A path that leads nowhere yet is still one image however written.
+        std::fs::write(&csv, "path,concept\nnew/c.png,x\nnew/./c.png,y\n").unwrap();
+        let data = Dataset::from_manifest(&csv).unwrap();
+        assert_eq!(data.samples.len(), 1);
     }
 
     #[test]
