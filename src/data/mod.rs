@@ -118,6 +118,12 @@ pub enum DataError {
         first: Option<String>,
         second: Option<String>,
     },
+    /// One image file in two concept folders (through a link or a hard link).
+    SharedImage {
+        path: PathBuf,
+        concept: String,
+        first_concept: String,
+    },
     /// A data folder inside `/proc`, `/sys` or `/dev`.
     PseudoFileSystem {
         path: PathBuf,
@@ -197,6 +203,19 @@ impl fmt::Display for DataError {
                     "; rename them (their paths are written to the results as text)"
                 })
             }
+            DataError::SharedImage {
+                path,
+                concept,
+                first_concept,
+            } => write!(
+                f,
+                "`{0}` (concept `{concept}`) is the same file as an image of concept \
+                 `{first_concept}`, through a link or a hard link (`find DATA -samefile {0}` \
+                 shows it): one image under two concepts would be trained under one and held \
+                 out under the other; remove one of them, or give the image both concepts in a \
+                 manifest",
+                path.shown()
+            ),
             DataError::SharedFolder {
                 path,
                 first,

@@ -27,6 +27,10 @@ pub(crate) struct Walk {
     limit: usize,
     /// The folder the listing was asked for, named in errors.
     root: PathBuf,
+    /// Each image file listed, with its concept's number in `concepts`: the
+    /// same file again (a link or a hard link to it) is one image.
+    files: crate::suggest::FastMap<FolderId, u32>,
+    concepts: Vec<String>,
 }
 
 #[cfg(unix)]
@@ -43,6 +47,20 @@ fn identity(_: &Path, meta: &std::fs::Metadata) -> Option<FolderId> {
 #[cfg(not(unix))]
 fn identity(path: &Path, _: &std::fs::Metadata) -> Option<FolderId> {
     std::fs::canonicalize(path).ok()
+}
+
+/// A file's identity from its folder's metadata and its directory entry,
+/// without reading the file's own (the entry holds its inode number).
+#[cfg(unix)]
+fn file_identity(folder: &std::fs::Metadata, entry: &std::fs::DirEntry) -> Option<FolderId> {
+    use std::os::unix::fs::{DirEntryExt, MetadataExt};
+    Some((folder.dev(), entry.ino()))
+}
+
+/// Elsewhere than on Unix files are told apart by path alone.
+#[cfg(not(unix))]
+fn file_identity(_: &std::fs::Metadata, _: &std::fs::DirEntry) -> Option<FolderId> {
+    None
 }
 
 /// Whether `path` (resolved) lies in a pseudo file system.
@@ -68,6 +86,8 @@ impl Walk {
             entries: 0,
             limit,
             root: root.to_path_buf(),
+            files: Default::default(),
+            concepts: Vec::new(),
         })
     }
 
@@ -106,6 +126,28 @@ impl Walk {
                 path: path.to_path_buf(),
                 first: first.clone(),
                 second: concept.map(str::to_string),
+            }),
+        }
+    }
+
+    /// Marks the image file `path` listed for `concept`; `false` when the
+    /// same file was listed for it before (a link or a hard link to it): it
+    /// is one image. The same file under two concepts is an error.
+    fn first_time(&mut self, id: FolderId, path: &Path, concept: &str) -> Result<bool, DataError> {
+        if self.concepts.last().is_none_or(|c| c != concept) {
+            self.concepts.push(concept.to_string());
+        }
+        let this = (self.concepts.len() - 1) as u32;
+        match self.files.entry(id) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(this);
+                Ok(true)
+            }
+            std::collections::hash_map::Entry::Occupied(o) if *o.get() == this => Ok(false),
+            std::collections::hash_map::Entry::Occupied(o) => Err(DataError::SharedImage {
+                path: path.to_path_buf(),
+                concept: concept.to_string(),
+                first_concept: self.concepts[*o.get() as usize].clone(),
             }),
         }
     }
@@ -168,17 +210,26 @@ impl Walk {
                 })?;
                 // Followed through a link; a link that leads nowhere is
                 // listed (reading it reports it), a pipe or device is not.
-                let (is_dir, is_file) = if kind.is_symlink() {
+                let (is_dir, is_file, file) = if kind.is_symlink() {
                     match std::fs::metadata(&path) {
-                        Ok(m) => (m.is_dir() && pseudo(&path).is_none(), m.is_file()),
-                        Err(_) => (false, true),
+                        Ok(m) => (
+                            m.is_dir() && pseudo(&path).is_none(),
+                            m.is_file(),
+                            identity(&path, &m),
+                        ),
+                        Err(_) => (false, true, None),
                     }
                 } else {
-                    (kind.is_dir(), kind.is_file())
+                    (kind.is_dir(), kind.is_file(), file_identity(&meta, &entry))
                 };
                 if is_dir {
                     stack.push(path);
                 } else if is_file && super::is_image(&path) {
+                    if let Some(id) = file {
+                        if !self.first_time(id, &path, concept)? {
+                            continue;
+                        }
+                    }
                     found.push(path);
                 }
             }
@@ -192,6 +243,42 @@ impl Walk {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn an_image_file_is_one_image_however_it_is_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for c in ["circle", "square"] {
+            std::fs::create_dir(root.join(c)).unwrap();
+            std::fs::write(root.join(c).join("0.png"), c).unwrap();
+            std::fs::write(root.join(c).join("1.png"), c).unwrap();
+        }
+        // Within one concept, a hard link and a link to one of its images:
+        // listed once, as the first found.
+        std::fs::hard_link(root.join("circle/0.png"), root.join("circle/hard.png")).unwrap();
+        symlink("1.png", root.join("circle/link.png")).unwrap();
+        let (folders, _) = crate::data::list_folder(root).unwrap();
+        let circles: Vec<&str> = folders[0]
+            .images
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap())
+            .collect();
+        assert_eq!(circles.len(), 2, "{circles:?}");
+        assert_eq!(folders[1].images.len(), 2);
+        // Under two concepts: an error naming the image and both concepts.
+        symlink("../circle/0.png", root.join("square/2.png")).unwrap();
+        let e = crate::data::list_folder(root).unwrap_err().to_string();
+        assert!(
+            e.contains(
+                "square/2.png` (concept `square`) is the same file as an image of concept `circle`"
+            ),
+            "{e}"
+        );
+        std::fs::remove_file(root.join("square/2.png")).unwrap();
+        std::fs::hard_link(root.join("circle/1.png"), root.join("square/3.png")).unwrap();
+        let e = crate::data::list_folder(root).unwrap_err().to_string();
+        assert!(e.contains("square/3.png` (concept `square`)"), "{e}");
+    }
 
     #[test]
     fn a_link_loop_and_a_link_dag_are_walked_once() {
