@@ -805,6 +805,53 @@ fn the_library_embeds_decoded_images_as_files() {
 }
 
 #[test]
+fn a_base_workflow_of_one_image_a_concept_says_nothing_is_held_out() {
+    let dir = trained();
+    let work = tempfile::tempdir().unwrap();
+    for c in 0..CONCEPTS {
+        let folder = work.path().join(format!("one/c{c}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::copy(dir.join(format!("images/c{c}/0.png")), folder.join("0.png")).unwrap();
+    }
+    std::fs::write(
+        work.path().join("one.wf"),
+        format!(
+            "workflow one\nbase = \"{}\"\ndata {{ train = \"one\"  eval = 0.2 }}\n\
+             step classifier_head {{ epochs = 5 }}\nstep visual_search {{ top_k = 2 }}\n",
+            dir.join("runs/tiny").display()
+        ),
+    )
+    .unwrap();
+    // The checker says it before the run ...
+    let out = wfrun(work.path(), &["check", "one.wf"]);
+    assert!(
+        out.stdout
+            .contains("no image can be held out for evaluation")
+            || out
+                .stderr
+                .contains("no image can be held out for evaluation"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+    // ... and the search step, which has no query, says why.
+    let out = wfrun(work.path(), &["one.wf"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("there is no held-out image to search with (each concept has a single image"),
+        "{}",
+        out.stderr
+    );
+    // The head trained on the images says so, not an empty line.
+    assert!(
+        out.stderr.contains("training images (none held out)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
 fn a_base_workflow_embeds_unlabelled_images_and_saves_its_queries() {
     let dir = trained();
     let work = tempfile::tempdir().unwrap();

@@ -356,6 +356,10 @@ impl Checker<'_> {
             _ => None,
         };
         let reported = self.diagnostics.iter().any(Diagnostic::is_error);
+        if let (Some(set), Some(data), Some(_), false) = (&dataset, &data_spec, &base, reported) {
+            let at = data_decl_spans(data_decl_of(module)).get("train").copied();
+            self.nothing_held_out(set, data, at.unwrap_or(Span::new(self.source, 0, 0)));
+        }
         if let (Some(h), Some(set), Some(data), None, false, None) =
             (&hyper, &dataset, &data_spec, &base, reported, items.sweep)
         {
@@ -605,18 +609,7 @@ impl Checker<'_> {
                 );
             }
         }
-        if found.eval_images == Some(0) && images > 0 {
-            self.push(
-                Diagnostic::warning(Code::Data, at, "no image can be held out for evaluation")
-                    .with_label(format!(
-                        "each concept has a single image, and a concept's only image is trained on ({images} images)"
-                    ))
-                    .with_help(
-                        "add images, or name evaluation images of their own (`eval = \"folder\"`): \
-                         without them the run reports no held-out figures",
-                    ),
-            );
-        }
+        self.nothing_held_out(set, data, at);
         let Some(items) = h.num_items_per_epoch.resolve(&found.counts()).value() else {
             return;
         };
@@ -629,6 +622,26 @@ impl Checker<'_> {
                 )
                 .with_label(format!("{train} of the {images} images are trained on"))
                 .with_help("add images, or hold fewer out for evaluation: batch norm needs two images in a batch"),
+            );
+        }
+    }
+
+    /// A held-out fraction of concepts of one image each holds nothing out
+    /// (for a base workflow too, whose held-out images steps search with).
+    fn nothing_held_out(&mut self, set: &DatasetSummary, data: &DataSpec, at: Span) {
+        let found = crate::plan::DataFound::counted(Some(set), &data.eval);
+        let images = found.images.unwrap_or(0);
+        if found.eval_images == Some(0) && images > 0 {
+            self.push(
+                Diagnostic::warning(Code::Data, at, "no image can be held out for evaluation")
+                    .with_label(format!(
+                        "each concept has a single image, and a concept's only image is trained on ({images} images)"
+                    ))
+                    .with_help(
+                        "add images, or name evaluation images of their own (`eval = \"folder\"`): \
+                         without them the run reports no held-out figures, and steps that search \
+                         with held-out images have none",
+                    ),
             );
         }
     }

@@ -106,7 +106,10 @@ impl StepMetrics {
         match self {
             StepMetrics::ClassifierHead(m) => {
                 let Some(e) = m.eval.as_ref() else {
-                    return Vec::new();
+                    // Nothing held out to score it on: what it was trained on.
+                    return count("training images (none held out)", m.train_images)
+                        .into_iter()
+                        .collect();
                 };
                 let top_k = e
                     .top_k

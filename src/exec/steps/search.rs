@@ -50,7 +50,16 @@ pub(super) fn run(
     let looked = queries(inputs, p, &mut folder_images)?;
     let queries = looked.images;
     let Some(q) = &queries.matrix else {
-        return Err(step_error(step, "no query image could be embedded"));
+        let why = match (queries.bad.len(), &p.queries) {
+            (0, Queries::Eval) => "there is no held-out image to search with (each concept has a \
+                                   single image, so none was held out): add images, name \
+                                   evaluation images of their own (`eval = \"folder\"`), or \
+                                   search with `queries = train`"
+                .to_string(),
+            (0, _) => "there is no query image to search with".to_string(),
+            (n, _) => format!("none of the {n} query images could be read"),
+        };
+        return Err(step_error(step, why));
     };
     let offset = looked.offset_in_index;
     let exclude = move |row: usize| offset.map(|o| o + row);
