@@ -1060,6 +1060,35 @@ fn a_base_model_is_typed_from_what_its_model_json_records() {
 }
 
 #[test]
+fn a_concept_folder_named_with_a_concept_separator_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    for c in ["cat;dog", "bird|fish", "plain"] {
+        let folder = dir.path().join("images").join(c);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("1.png"), b"").unwrap();
+        std::fs::write(folder.join("2.png"), b"").unwrap();
+    }
+    let wf = dir.path().join("w.wf");
+    std::fs::write(
+        &wf,
+        "use Clarifai_ResNext { image_size = 64 }\ndata { train = \"images\" }\n",
+    )
+    .unwrap();
+    let c = check_file(&wf, &CheckOptions::default()).unwrap();
+    let d = c
+        .diagnostics
+        .iter()
+        .find(|d| d.message.contains("hold `;` or `|`"))
+        .unwrap_or_else(|| panic!("{:#?}", c.diagnostics));
+    assert!(!d.is_error());
+    assert!(
+        d.message.contains("`bird|fish` and `cat;dog`"),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
 fn a_base_named_as_a_file_must_be_the_weights() {
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("runs/finished");

@@ -655,6 +655,31 @@ fn count_concepts(
             );
         }
     }
+    // `;` and `|` separate an image's concepts in manifests and in the
+    // run's CSV files: such a name would read back as two concepts.
+    let split: Vec<&str> = concepts
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| name.contains([';', '|']))
+        .collect();
+    if let Some(first) = split.first() {
+        cx.push(
+            Diagnostic::warning(
+                Code::Data,
+                span("train"),
+                format!(
+                    "the concept folder name{} {} hold{} `;` or `|`",
+                    if split.len() > 1 { "s" } else { "" },
+                    crate::spec::declare::list(&split),
+                    if split.len() > 1 { "" } else { "s" }
+                ),
+            )
+            .with_label("`;` and `|` separate an image's concepts")
+            .with_help(format!(
+                "in the run's CSV files (`embeddings.csv`, `predictions.csv`) and in manifests `{first}` reads back as several concepts: rename the folder without them"
+            )),
+        );
+    }
     let used: Vec<&(String, usize)> = concepts.iter().filter(|(_, n)| *n > 0).collect();
     match used.len() {
         0 => {
