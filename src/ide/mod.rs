@@ -271,8 +271,8 @@ impl Target {
 }
 
 /// Where the name under byte `offset` is declared: a template used or
-/// extended, a step kind, or a parameter set in a `use` or `step` block or
-/// narrowed by a template.
+/// extended, a step kind, or a parameter set in a `use` or `step` block,
+/// swept in a `sweep` block or narrowed by a template.
 pub fn definition(text: &str, offset: usize) -> Option<Target> {
     let (module, _) = crate::syntax::parse(FILE, text);
     let registry = Registry::builtin();
@@ -301,6 +301,15 @@ pub fn definition(text: &str, offset: usize) -> Option<Target> {
                 return param_in(s.body.as_ref(), &|n| {
                     kind.param(n).map(|p| Target::of(p.span))
                 });
+            }
+            // A swept parameter: its declaration in the template `use` names.
+            Item::Sweep(d) if within(d.body.span, offset) => {
+                let used = module.items.iter().find_map(|i| match i {
+                    Item::Use(u) => Some(u),
+                    _ => None,
+                })?;
+                let t = template(&used.template.name)?;
+                return param_in(Some(&d.body), &|n| t.param(n).map(|p| Target::of(p.span)));
             }
             Item::Template(t) if within(t.span, offset) => {
                 let parent = template(&t.parent.as_ref()?.name)?;
@@ -481,6 +490,26 @@ mod tests {
         let d = definition(t, t.find("image_size").unwrap()).unwrap();
         assert!(d.in_prelude, "a narrowed parameter leads to its parent's");
         assert_eq!(definition(TEXT, TEXT.find("train").unwrap()), None);
+        // A swept parameter: where the same parameter set in `use` leads.
+        let swept = format!("{t}sweep {{\n    image_size = values(32, 48)\n}}\n");
+        let d = definition(&swept, swept.rfind("image_size").unwrap()).unwrap();
+        let used = definition(&swept, swept.find("image_size = 48").unwrap()).unwrap();
+        assert_eq!(d, used);
+        assert_eq!(&prelude[d.start..d.end], "image_size");
+    }
+
+    #[test]
+    fn nothing_is_completed_in_a_comment() {
+        let text = "# The quickstart \nuse Clarifai_ResNext {\n    batch_size = 8  # a small b\n    doc = \"a # b\n}\n";
+        assert!(completions(text, 5).is_empty());
+        let in_line_comment = text.find("small b").unwrap() + 6;
+        assert!(completions(text, in_line_comment).is_empty());
+        // Before the comment on the same line, and after a `#` in a string, there is.
+        let line = text.find("    batch_size").unwrap() + 4;
+        assert!(!completions(text, line).is_empty());
+        assert!(!complete::in_comment("    doc = \"a # b"));
+        assert!(complete::in_comment("    doc = \"a \\\" b\" # c"));
+        assert!(!complete::in_comment("    doc = \"a \\\" # b"));
     }
 
     #[test]
