@@ -66,6 +66,14 @@ struct Comment {
     own_line: bool,
 }
 
+/// Whether byte `offset` of `text` lies in a `#` comment (after its `#`,
+/// up to its line's end); a `#` inside a string is not one.
+pub(crate) fn in_comment(text: &str, offset: usize) -> bool {
+    comments(text)
+        .iter()
+        .any(|c| c.start < offset && offset <= c.end)
+}
+
 /// The comments of `text`, skipping `#` inside strings.
 fn comments(text: &str) -> Vec<Comment> {
     let bytes = text.as_bytes();

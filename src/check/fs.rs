@@ -445,14 +445,16 @@ fn unseen_apart(
     let trained_paths: std::collections::HashSet<PathBuf> =
         trained.iter().map(|p| real(p)).collect();
     // The same file under another name (a hard link) too.
-    let trained_files: std::collections::HashSet<(u64, u64)> =
-        trained.iter().filter_map(|p| file_id(p)).collect();
+    let trained_files: std::collections::HashSet<(u64, u64)> = trained
+        .iter()
+        .filter_map(|p| crate::data::file_id(p))
+        .collect();
     let also = unseen
         .samples
         .iter()
         .filter(|s| {
             trained_paths.contains(&real(&s.path))
-                || file_id(&s.path).is_some_and(|id| trained_files.contains(&id))
+                || crate::data::file_id(&s.path).is_some_and(|id| trained_files.contains(&id))
         })
         .count();
     if also > 0 {
@@ -468,21 +470,6 @@ fn unseen_apart(
     }
     let images = used.iter().sum();
     Some((images, concepts))
-}
-
-/// A file's device and inode, which its hard links share (`None` elsewhere
-/// than on Unix, or when it cannot be read).
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
 }
 
 /// The evaluation images' concepts against the training ones: none shared

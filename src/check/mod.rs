@@ -358,7 +358,8 @@ impl Checker<'_> {
         let reported = self.diagnostics.iter().any(Diagnostic::is_error);
         if let (Some(set), Some(data), Some(_), false) = (&dataset, &data_spec, &base, reported) {
             let at = data_decl_spans(data_decl_of(module)).get("train").copied();
-            self.nothing_held_out(set, data, at.unwrap_or(Span::new(self.source, 0, 0)));
+            let found = crate::plan::DataFound::counted(Some(set), &data.eval);
+            self.nothing_held_out(&found, at.unwrap_or(Span::new(self.source, 0, 0)));
         }
         if let (Some(h), Some(set), Some(data), None, false, None) =
             (&hyper, &dataset, &data_spec, &base, reported, items.sweep)
@@ -609,7 +610,7 @@ impl Checker<'_> {
                 );
             }
         }
-        self.nothing_held_out(set, data, at);
+        self.nothing_held_out(&found, at);
         let Some(items) = h.num_items_per_epoch.resolve(&found.counts()).value() else {
             return;
         };
@@ -628,8 +629,7 @@ impl Checker<'_> {
 
     /// A held-out fraction of concepts of one image each holds nothing out
     /// (for a base workflow too, whose held-out images steps search with).
-    fn nothing_held_out(&mut self, set: &DatasetSummary, data: &DataSpec, at: Span) {
-        let found = crate::plan::DataFound::counted(Some(set), &data.eval);
+    fn nothing_held_out(&mut self, found: &crate::plan::DataFound, at: Span) {
         let images = found.images.unwrap_or(0);
         if found.eval_images == Some(0) && images > 0 {
             self.push(

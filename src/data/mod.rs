@@ -52,26 +52,36 @@ impl std::fmt::Display for ListedAt {
     }
 }
 
-/// What tells one image file from another: its device and inode where the
-/// file can be read on Unix (links, hard links and every spelling of a path
+/// A file's device and inode, which its hard links share (`None` elsewhere
+/// than on Unix, or when it cannot be read).
+pub(crate) fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// What tells one image file from another: its device and inode where they
+/// can be read ([`file_id`]: links, hard links and every spelling of a path
 /// lead to the same), else its path with `.` and `..` taken out.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum ImageId {
-    #[cfg(unix)]
     Inode(u64, u64),
     Path(PathBuf),
 }
 
 impl ImageId {
     fn of(path: &Path) -> ImageId {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            if let Ok(m) = std::fs::metadata(path) {
-                return ImageId::Inode(m.dev(), m.ino());
-            }
+        match file_id(path) {
+            Some((dev, ino)) => ImageId::Inode(dev, ino),
+            None => ImageId::Path(crate::check::normalize(path)),
         }
-        ImageId::Path(crate::check::normalize(path))
     }
 }
 

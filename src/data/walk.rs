@@ -30,6 +30,7 @@ pub(crate) struct Walk {
     /// Each image file listed, with its concept's number in `concepts`: the
     /// same file again (a link or a hard link to it) is one image.
     files: crate::suggest::FastMap<FolderId, u32>,
+    /// The concepts whose images were listed, in order.
     concepts: Vec<String>,
 }
 
@@ -133,11 +134,7 @@ impl Walk {
     /// Marks the image file `path` listed for `concept`; `false` when the
     /// same file was listed for it before (a link or a hard link to it): it
     /// is one image. The same file under two concepts is an error.
-    fn first_time(&mut self, id: FolderId, path: &Path, concept: &str) -> Result<bool, DataError> {
-        if self.concepts.last().is_none_or(|c| c != concept) {
-            self.concepts.push(concept.to_string());
-        }
-        let this = (self.concepts.len() - 1) as u32;
+    fn first_time(&mut self, id: FolderId, path: &Path, this: u32) -> Result<bool, DataError> {
         match self.files.entry(id) {
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(this);
@@ -146,7 +143,7 @@ impl Walk {
             std::collections::hash_map::Entry::Occupied(o) if *o.get() == this => Ok(false),
             std::collections::hash_map::Entry::Occupied(o) => Err(DataError::SharedImage {
                 path: path.to_path_buf(),
-                concept: concept.to_string(),
+                concept: self.concepts[this as usize].clone(),
                 first_concept: self.concepts[*o.get() as usize].clone(),
             }),
         }
@@ -187,6 +184,9 @@ impl Walk {
         if pseudo(dir).is_some() {
             return Ok(found); // a concept folder that links into /proc, say
         }
+        // This concept's number, which its image files are marked with.
+        let this = self.concepts.len() as u32;
+        self.concepts.push(concept.to_string());
         let mut stack = vec![dir.to_path_buf()];
         while let Some(folder) = stack.pop() {
             let meta = std::fs::metadata(&folder).map_err(|error| DataError::Io {
@@ -226,7 +226,7 @@ impl Walk {
                     stack.push(path);
                 } else if is_file && super::is_image(&path) {
                     if let Some(id) = file {
-                        if !self.first_time(id, &path, concept)? {
+                        if !self.first_time(id, &path, this)? {
                             continue;
                         }
                     }

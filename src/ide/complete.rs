@@ -63,7 +63,8 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
     let offset = offset.min(text.len());
     let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
     let before = &text[line_start..offset];
-    if in_comment(before) {
+    // Nothing is completed in a comment.
+    if crate::format::in_comment(text, offset) {
         return Vec::new();
     }
     let head = before[..word_start(before)].trim();
@@ -89,22 +90,6 @@ pub fn completions(text: &str, offset: usize) -> Vec<Completion> {
         return Vec::new();
     }
     top_level(&module)
-}
-
-/// Whether a line's text up to the cursor holds a `#` outside a string:
-/// the cursor is in a comment, where nothing is completed.
-pub(super) fn in_comment(before: &str) -> bool {
-    let (mut quoted, mut escaped) = (false, false);
-    for c in before.chars() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' if quoted => escaped = true,
-            '"' => quoted = !quoted,
-            '#' if !quoted => return true,
-            _ => {}
-        }
-    }
-    false
 }
 
 /// Where the word (letters, digits, `_`) that ends `text` starts: just after

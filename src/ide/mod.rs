@@ -507,9 +507,11 @@ mod tests {
         // Before the comment on the same line, and after a `#` in a string, there is.
         let line = text.find("    batch_size").unwrap() + 4;
         assert!(!completions(text, line).is_empty());
-        assert!(!complete::in_comment("    doc = \"a # b"));
-        assert!(complete::in_comment("    doc = \"a \\\" b\" # c"));
-        assert!(!complete::in_comment("    doc = \"a \\\" # b"));
+        let in_comment = |t: &str| crate::format::in_comment(t, t.len());
+        assert!(!in_comment("    doc = \"a # b"));
+        assert!(in_comment("    doc = \"a \\\" b\" # c"));
+        assert!(!in_comment("    doc = \"a \\\" # b"));
+        assert!(!in_comment("    doc = \"\"\"a\n# b"));
     }
 
     #[test]
